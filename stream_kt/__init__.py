@@ -1,0 +1,3 @@
+"""stream-kt: streaming knowledge tracing."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,139 @@
+"""Offline commands: synth, train, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stream_kt.data.readers import ITEM_COLUMNS, write_3line
+from stream_kt.data.synthetic import SyntheticConfig, generate
+from stream_kt.errors import DataError
+from stream_kt.models import MODELS
+from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.training.evaluate import evaluate
+from stream_kt.training.prepare import FORMAT_CHOICES, load_students, prepare
+from stream_kt.training.train import TrainConfig, train
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool) -> None:
+    parser.add_argument("--data", required=data_required, help="training data file (3-line or ASSISTments CSV, plain or .gz)")
+    parser.add_argument("--test-data", help="held-out students (never used for training or early stopping)")
+    parser.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="file format (default: detect from the header)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic data set (simulated students) in the 3-line format")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--students", type=positive_int, default=SyntheticConfig.students)
+    p.add_argument("--items", type=positive_int, default=SyntheticConfig.items)
+    p.add_argument("--concepts", type=positive_int, default=SyntheticConfig.concepts)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("train", help="train a model and write a checkpoint directory")
+    add_data_arguments(p, data_required=True)
+    p.add_argument("--item", choices=ITEM_COLUMNS, default="skill_id", help="modelled vocabulary (default skill_id)")
+    p.add_argument("--model", choices=sorted(MODELS), default="dkt")
+    p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
+    p.add_argument("--window", type=positive_int, default=TrainConfig.window)
+    p.add_argument("--patience", type=positive_int, default=TrainConfig.patience)
+    p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    p.add_argument("--hidden-size", type=positive_int, help="model hidden size (model default if omitted)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shuffle-labels", action="store_true", help=argparse.SUPPRESS)  # leakage check: labels become noise
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score held-out students with a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    add_data_arguments(p, data_required=False)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    students = generate(SyntheticConfig(students=args.students, items=args.items, concepts=args.concepts, seed=args.seed))
+    try:
+        write_3line(students, args.out)
+    except OSError as exc:
+        raise DataError(f"{args.out}: cannot write ({exc.strerror})") from None
+    print(f"wrote {len(students)} students, {sum(len(s) for s in students)} answers to {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    data = prepare(args.data, args.format, args.item, args.test_data, args.seed)
+    if args.shuffle_labels:
+        data = _shuffle_labels(data, args.seed)
+    options = {"hidden_size": args.hidden_size} if args.hidden_size else {}
+    config = TrainConfig(model=args.model, window=args.window, batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.lr, patience=args.patience, seed=args.seed, model_options=options)
+    print(f"{len(data.train)} training, {len(data.valid)} validation, {len(data.test)} held-out students; {len(data.vocab)} {args.item}s", file=sys.stderr)
+    checkpoint = train(data.train, data.valid, data.vocab, data.split, config, args.out)
+    if data.test:
+        checkpoint.metrics["test"] = evaluate(checkpoint.model, data.test, progress=True)
+        from stream_kt.training.checkpoint import write_metrics
+
+        write_metrics(checkpoint)
+    summary = {k: checkpoint.metrics[k] for k in ("best_epoch", "valid_auc", "seconds_per_epoch")}
+    summary.update({f"test_{k}": v for k, v in checkpoint.metrics.get("test", {}).items() if k in ("auc", "acc", "rmse", "n")})
+    print(f"checkpoint {checkpoint.version} written to {args.out}: " + json.dumps(summary))
+    return 0
+
+
+def _shuffle_labels(data, seed: int):
+    """Replace every response with a random permutation of all responses (train, valid and test)."""
+    import numpy as np
+
+    from stream_kt.data.vocab import EncodedSequence
+
+    rng = np.random.default_rng(seed)
+
+    def shuffled(seqs):
+        labels = rng.permutation(np.concatenate([s.correct for s in seqs]))
+        out, start = [], 0
+        for s in seqs:
+            out.append(EncodedSequence(s.student_id, s.items, labels[start : start + len(s)], s.n_unknown))
+            start += len(s)
+        return out
+
+    data.train, data.valid, data.test = shuffled(data.train), shuffled(data.valid), shuffled(data.test)
+    return data
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    item = checkpoint.vocab.item_column
+    if args.test_data:
+        students = load_students(args.test_data, args.format, item)
+        source = args.test_data
+    elif args.data:
+        held_out = set(checkpoint.split.test)
+        if not held_out:
+            raise DataError(f"{args.checkpoint} held out a separate file ({checkpoint.split.test_source}): pass it with --test-data")
+        students = [s for s in load_students(args.data, args.format, item) if s.student_id in held_out]
+        if not students:
+            raise DataError(f"{args.data}: none of the checkpoint's {len(held_out)} held-out students are in this file")
+        source = f"{args.data} (held-out students of the checkpoint's split)"
+    else:
+        raise DataError("evaluate needs --test-data PATH (or --data PATH to score the checkpoint's held-out students)")
+    metrics = evaluate(checkpoint.model, [checkpoint.vocab.encode(s) for s in students], progress=not args.json)
+    result = {"model": checkpoint.model.name, "model_version": checkpoint.version, "data": source, **metrics}
+    if not args.json:
+        print(f"{result['model']} {result['model_version']} on {source}")
+        for key in ("auc", "acc", "rmse", "logloss", "n", "students", "n_unknown"):
+            print(f"  {key:>10}: {result[key]}")
+    print(json.dumps(result))
+    return 0

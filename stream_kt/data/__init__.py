@@ -1,0 +1,9 @@
+"""Data layer: readers, vocabulary, splits, windows and next-step batches.
+
+Nothing here imports torch, Kafka or Redis except ``batches`` (torch tensors).
+"""
+
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.data.readers import read_dataset
+
+__all__ = ["StudentSequence", "read_dataset"]

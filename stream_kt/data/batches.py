@@ -1,0 +1,92 @@
+"""Windows and padded next-step batches.
+
+The "predict t+1 from steps up to t" structure lives here, not in the models: a
+batch carries the inputs (``items``, ``correct``, ``mask``) and, position by position,
+the NEXT interaction of the same student (``next_items``, ``next_correct``) with
+``next_mask`` marking the positions that have a next interaction to score.  A model
+reads only the inputs up to t when it predicts ``next_correct[t]``; the tests in
+``tests/models/test_leakage.py`` fail if it does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+
+from stream_kt.data.vocab import EncodedSequence
+
+PadSide = Literal["post", "pre"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A slice of one student's sequence (training only)."""
+
+    student_id: str
+    items: np.ndarray
+    correct: np.ndarray
+
+
+@dataclass
+class Batch:
+    items: torch.Tensor  # (B, T) int64, input item at t
+    correct: torch.Tensor  # (B, T) int64, input response at t
+    mask: torch.Tensor  # (B, T) bool, t is a real interaction
+    next_items: torch.Tensor  # (B, T) int64, item answered at t+1
+    next_correct: torch.Tensor  # (B, T) float32, response at t+1 (the label)
+    next_mask: torch.Tensor  # (B, T) bool, t and t+1 are both real: a scored prediction
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def cut_windows(sequences: Sequence[EncodedSequence], window: int) -> list[Window]:
+    """Cut each sequence into consecutive windows of at most ``window`` interactions.
+
+    Long sequences are cut, not truncated (every answer is used for training).
+    Windows shorter than 2 have nothing to score and are dropped.
+    """
+    if window < 2:
+        raise ValueError("window must be at least 2")
+    out = []
+    for seq in sequences:
+        for start in range(0, len(seq), window):
+            items, correct = seq.items[start : start + window], seq.correct[start : start + window]
+            if len(items) >= 2:
+                out.append(Window(seq.student_id, items, correct))
+    return out
+
+
+def make_batch(rows: Sequence[tuple[np.ndarray, np.ndarray]], pad: PadSide = "post", length: int | None = None) -> Batch:
+    """Pad ``(items, correct)`` rows into one next-step batch of width ``length`` (default: longest row)."""
+    width = max(len(items) for items, _ in rows) if length is None else length
+    size = (len(rows), width)
+    items = np.zeros(size, np.int64)
+    correct = np.zeros(size, np.int64)
+    mask = np.zeros(size, bool)
+    next_items = np.zeros(size, np.int64)
+    next_correct = np.zeros(size, np.float32)
+    next_mask = np.zeros(size, bool)
+    for row, (seq_items, seq_correct) in enumerate(rows):
+        n = len(seq_items)
+        if n > width:
+            raise ValueError(f"row of length {n} does not fit width {width}")
+        start = 0 if pad == "post" else width - n
+        span = slice(start, start + n)
+        items[row, span], correct[row, span], mask[row, span] = seq_items, seq_correct, True
+        # the shift happens inside the row's real span, so it is the same on either padding side
+        scored = slice(start, start + n - 1)
+        next_items[row, scored] = seq_items[1:]
+        next_correct[row, scored] = seq_correct[1:]
+        next_mask[row, scored] = True
+    return Batch(*(torch.from_numpy(a) for a in (items, correct, mask, next_items, next_correct, next_mask)))
+
+
+def iterate_batches(windows: Sequence[Window], batch_size: int, shuffle: bool, seed: int = 0, pad: PadSide = "post") -> Iterator[Batch]:
+    order = np.random.default_rng(seed).permutation(len(windows)) if shuffle else np.arange(len(windows))
+    for start in range(0, len(order), batch_size):
+        chunk = [windows[i] for i in order[start : start + batch_size]]
+        yield make_batch([(w.items, w.correct) for w in chunk], pad=pad)

@@ -1,0 +1,213 @@
+"""Readers for the two on-disk formats stream-kt accepts.
+
+* ``3line``: the DKT / DKVMN release format.  Per student three lines: the number of
+  answers, the comma-separated item ids, the comma-separated 0/1 responses.  There are
+  no student ids: a student is named ``<file stem>:<position>`` (0-based), so ids are
+  stable and distinct across a train and a test file.
+* ``assistments``: the raw ASSISTments skill-builder CSV (plain or gzipped,
+  ISO-8859-1).  Its traps, each handled on purpose:
+
+  1. A problem tagged with several skills appears once per skill, every copy with the
+     same ``order_id``.  That is ONE answer: we keep one interaction per order_id, and
+     its skill is the sorted set of the tagged skill ids joined with ``_`` (``"10_23"``),
+     so the multi-skill combination is a vocabulary entry of its own.
+  2. Rows with an empty ``skill_id``: with ``item=skill_id`` they are dropped (counted
+     in the report); with ``item=problem_id`` they are kept.
+  3. Rows are not in answer order in the file: interactions are sorted by the integer
+     ``order_id`` within each student.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.errors import DataError
+
+FORMATS = ("3line", "assistments")
+ITEM_COLUMNS = ("skill_id", "problem_id")
+ASSISTMENTS_REQUIRED = ("order_id", "user_id", "problem_id", "skill_id", "correct")
+
+
+@dataclass
+class ReadReport:
+    """What a reader kept and dropped, for logs and tests."""
+
+    students: int = 0
+    interactions: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+
+def read_dataset(path: str | Path, fmt: str = "3line", item: str = "skill_id") -> tuple[list[StudentSequence], ReadReport]:
+    """Read ``path`` in format ``fmt``; raise ``DataError`` with one clear line on any problem."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if item not in ITEM_COLUMNS:
+        raise DataError(f"unknown item column {item!r}: choose one of {', '.join(ITEM_COLUMNS)}")
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: corrupt gzip ({exc})") from None
+    text = raw.decode("iso-8859-1") if fmt == "assistments" else _decode_ascii(raw, path)
+    if fmt == "3line":
+        students, report = _parse_3line(text, path)
+    else:
+        students, report = _parse_assistments(text, path, item)
+    if not students:
+        raise DataError(f"{path}: no students with at least one answer")
+    report.students = len(students)
+    report.interactions = sum(len(s) for s in students)
+    return students, report
+
+
+def _decode_ascii(raw: bytes, path: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
+
+
+def _parse_3line(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport]:
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) % 3:
+        raise DataError(f"{path}: {len(lines)} lines is not a multiple of 3 (3-line format: count, items, responses)")
+    report = ReadReport()
+    students: list[StudentSequence] = []
+    for position in range(len(lines) // 3):
+        line_no = position * 3 + 1
+        count_line, item_line, answer_line = lines[position * 3 : position * 3 + 3]
+        try:
+            count = int(count_line)
+        except ValueError:
+            raise DataError(f"{path}:{line_no}: expected the number of answers, got {count_line[:40]!r}") from None
+        items = tuple(x.strip() for x in item_line.split(",") if x.strip())
+        answers = [x.strip() for x in answer_line.split(",") if x.strip()]
+        if len(items) != count or len(answers) != count:
+            raise DataError(
+                f"{path}:{line_no}: header says {count} answers but found {len(items)} items and {len(answers)} responses"
+            )
+        if any(a not in ("0", "1") for a in answers):
+            raise DataError(f"{path}:{line_no + 2}: responses must be 0 or 1")
+        if count == 0:
+            report.drop("empty student")
+            continue
+        students.append(StudentSequence(f"{path.stem}:{position}", items, tuple(int(a) for a in answers)))
+    return students, report
+
+
+def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSequence], ReadReport]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = [c for c in ASSISTMENTS_REQUIRED if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (ASSISTments CSV needs {', '.join(ASSISTMENTS_REQUIRED)})")
+    report = ReadReport()
+    # order_id -> merged row; several rows share an order_id when a problem has several skills (trap 1)
+    orders: dict[int, dict] = {}
+    names: dict[str, str] = {}
+    for line_no, row in enumerate(reader, start=2):
+        try:
+            order_id = int(row["order_id"])
+            correct = int(float(row["correct"]))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}:{line_no}: order_id and correct must be numbers") from None
+        if correct not in (0, 1):
+            raise DataError(f"{path}:{line_no}: correct must be 0 or 1, got {row['correct']!r}")
+        skill = _clean_id(row["skill_id"])
+        if skill and row.get("skill_name"):
+            names[skill] = row["skill_name"]
+        merged = orders.get(order_id)
+        if merged is None:
+            elapsed = _clean_id(row.get("ms_first_response") or "")
+            orders[order_id] = {
+                "user": row["user_id"].strip(),
+                "problem": _clean_id(row["problem_id"]),
+                "skills": {skill} if skill else set(),
+                "correct": correct,
+                "elapsed": int(elapsed) if elapsed.lstrip("-").isdigit() else None,
+            }
+        else:
+            report.drop("duplicate row of a multi-skill problem")
+            if skill:
+                merged["skills"].add(skill)
+    per_student: dict[str, list[tuple[int, str, int, int | None]]] = defaultdict(list)
+    for order_id, row in orders.items():
+        if item == "skill_id":
+            if not row["skills"]:
+                report.drop("no skill id")  # trap 2
+                continue
+            item_id = "_".join(sorted(row["skills"], key=_id_sort_key))
+        else:
+            if not row["problem"]:
+                report.drop("no problem id")
+                continue
+            item_id = row["problem"]
+        per_student[row["user"]].append((order_id, item_id, row["correct"], row["elapsed"]))
+    students = []
+    for user, rows in per_student.items():
+        rows.sort(key=lambda r: r[0])  # trap 3: answer order is order_id order
+        elapsed = tuple(r[3] if r[3] is not None else 0 for r in rows)
+        students.append(
+            StudentSequence(
+                student_id=user,
+                items=tuple(r[1] for r in rows),
+                correct=tuple(r[2] for r in rows),
+                elapsed_ms=elapsed if any(r[3] is not None for r in rows) else None,
+                item_names=names if item == "skill_id" else {},
+            )
+        )
+    students.sort(key=lambda s: _id_sort_key(s.student_id))
+    return students, report
+
+
+def _clean_id(value: str) -> str:
+    """'12', '12.0', ' 12 ' -> '12'; '' and 'NA' -> ''."""
+    value = (value or "").strip()
+    if value.upper() in ("", "NA", "NAN", "NULL"):
+        return ""
+    if value.endswith(".0") and value[:-2].lstrip("-").isdigit():
+        return value[:-2]
+    return value
+
+
+def _id_sort_key(value: str) -> tuple[int, int | str]:
+    return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
+
+
+def item_names(students: list[StudentSequence]) -> dict[str, str]:
+    """Names for raw item ids, where the source carries them (ASSISTments skill_name)."""
+    names: dict[str, str] = {}
+    for student in students:
+        names.update(student.item_names)
+    for item in {i for s in students for i in s.items if "_" in i}:
+        parts = [names.get(p) for p in item.split("_")]
+        if all(parts):
+            names[item] = " + ".join(parts)  # type: ignore[arg-type]
+    return names
+
+
+def write_3line(students: list[StudentSequence], path: str | Path) -> None:
+    """Write ``students`` in the 3-line format (used by the synthetic generator)."""
+    with open(path, "w", encoding="utf-8") as out:
+        for s in students:
+            out.write(f"{len(s)}\n{','.join(s.items)}\n{','.join(map(str, s.correct))}\n")

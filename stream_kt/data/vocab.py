@@ -1,0 +1,82 @@
+"""The modelled vocabulary: raw item ids <-> model indices.
+
+Built from the training file's students and saved with the checkpoint, so the stream
+maps ids exactly as training did.  An id the model has never seen has no index:
+offline evaluation drops such interactions (they are neither input nor scored, and
+their count is reported as ``n_unknown``); the stream sends such events to the
+dead-letter topic with reason ``unknown_item``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from stream_kt.data.readers import _id_sort_key
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class EncodedSequence:
+    """A student's interactions as model indices (unknown items removed)."""
+
+    student_id: str
+    items: np.ndarray  # (n,) int64 indices into the vocabulary
+    correct: np.ndarray  # (n,) int64 0/1
+    n_unknown: int = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    item_column: str
+    ids: tuple[str, ...]
+    names: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {raw: i for i, raw in enumerate(self.ids)})
+
+    @classmethod
+    def build(cls, students: Iterable[StudentSequence], item_column: str, names: dict[str, str] | None = None) -> "Vocabulary":
+        seen = {item for s in students for item in s.items}
+        ids = tuple(sorted(seen, key=_id_sort_key))
+        return cls(item_column, ids, {k: v for k, v in (names or {}).items() if k in seen})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index(self, raw_id: object) -> int | None:
+        """Model index of a raw id (int or str), or None when the model has never seen it."""
+        return self._index.get(str(raw_id).strip())  # type: ignore[attr-defined]
+
+    def name(self, index: int) -> str:
+        raw = self.ids[index]
+        return self.names.get(raw, raw)
+
+    def encode(self, student: StudentSequence) -> EncodedSequence:
+        pairs = [(self.index(i), c) for i, c in zip(student.items, student.correct)]
+        known = [(i, c) for i, c in pairs if i is not None]
+        return EncodedSequence(
+            student.student_id,
+            np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
+            np.fromiter((c for _, c in known), dtype=np.int64, count=len(known)),
+            n_unknown=len(pairs) - len(known),
+        )
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"item_column": self.item_column, "ids": list(self.ids), "names": self.names}))
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocabulary":
+        try:
+            data = json.loads(path.read_text())
+            return cls(data["item_column"], tuple(data["ids"]), data.get("names", {}))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: not a stream-kt vocabulary ({exc})") from None

@@ -1,0 +1,62 @@
+"""What every knowledge-tracing model offers the trainer, the evaluator and the stream.
+
+Two paths that must agree:
+
+* ``forward(batch)`` over whole (padded) sequences, used for training and offline
+  evaluation: ``next_logits[b, t]`` predicts ``batch.next_correct[b, t]`` from the
+  inputs at positions <= t only.
+* ``step(state, items, correct)``: the incremental update the stream calls once per
+  event, over a fixed batch of B students.  It returns the probability the student
+  answers the given item correctly *before* the answer is applied, the new state, and
+  the mastery vector (P(correct) for every item) after it.
+
+State is a dict of tensors whose first dimension is the batch (so rows can be stored
+per student and stacked again), produced by ``initial_state``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from stream_kt.data.batches import Batch
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class StepOutput:
+    p_correct: torch.Tensor  # (B,) P(correct) of the answered item, predicted before seeing the answer
+    state: State  # each (B, ...) after applying the answer
+    mastery: torch.Tensor  # (B, V) P(correct) of every item at the next step
+
+
+class KTModel(nn.Module):
+    """Base class: subclasses set ``name`` and ``Config`` and implement the abstract methods."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # (B, T) logits for next_correct
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Mean binary cross-entropy over scored (non-padded next-step) positions."""
+        logits = self(batch)
+        return nn.functional.binary_cross_entropy_with_logits(logits[batch.next_mask], batch.next_correct[batch.next_mask])
+
+    def initial_state(self, batch_size: int) -> State:
+        raise NotImplementedError
+
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+        raise NotImplementedError

@@ -1,0 +1,118 @@
+"""Deep Knowledge Tracing (Piech et al. 2015): interaction embedding -> LSTM -> one logit per item.
+
+An interaction (item i, response r) is embedded as index ``i + num_items * r``; index
+``2 * num_items`` is padding.  The hidden state after interaction t predicts every
+item at t+1; only the logit of the item actually answered at t+1 is scored.
+
+Initialisation (LSTM gates are sigmoid/tanh, so Glorot/Xavier, not Kaiming, which is
+derived for ReLU): input-to-hidden weights Xavier-uniform; hidden-to-hidden weights
+orthogonal per gate (keeps the recurrent Jacobian's spectrum near 1 over 100+ steps);
+biases zero except the forget gate at 1 (Jozefowicz et al. 2015) so early training
+remembers; the embedding N(0, 1) (a one-hot lookup has fan-in 1); the output layer
+Xavier-uniform with zero bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from stream_kt.data.batches import Batch
+from stream_kt.models import register
+from stream_kt.models.base import KTModel, State, StepOutput
+
+
+@dataclass(frozen=True)
+class DKTConfig:
+    num_items: int  # vocabulary size V
+    embed_dim: int = 200  # interaction embedding size
+    hidden_size: int = 200  # LSTM state size (the DKT paper used 200)
+    num_layers: int = 1
+    dropout: float = 0.2  # on the LSTM output, before the prediction layer (training only)
+
+
+@register
+class DKT(KTModel):
+    name = "dkt"
+    Config = DKTConfig
+
+    def __init__(self, config: DKTConfig) -> None:
+        super().__init__(config)
+        self.pad_index = 2 * config.num_items
+        self.embed = nn.Embedding(2 * config.num_items + 1, config.embed_dim, padding_idx=self.pad_index)
+        self.lstm = nn.LSTM(config.embed_dim, config.hidden_size, num_layers=config.num_layers, batch_first=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.hidden_size, config.num_items)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.embed.weight, 0.0, 1.0)
+        with torch.no_grad():
+            self.embed.weight[self.pad_index].zero_()
+        hidden = self.config.hidden_size
+        for name, param in self.lstm.named_parameters():
+            if name.startswith("weight_ih"):
+                for gate in param.chunk(4, 0):
+                    nn.init.xavier_uniform_(gate)
+            elif name.startswith("weight_hh"):
+                for gate in param.chunk(4, 0):
+                    nn.init.orthogonal_(gate)
+            else:  # bias_ih / bias_hh, gate order i, f, g, o; the two biases add, so set f once
+                nn.init.zeros_(param)
+                if name.startswith("bias_ih"):
+                    nn.init.ones_(param[hidden : 2 * hidden])
+        nn.init.xavier_uniform_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _interaction(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        return items + self.config.num_items * correct
+
+    def hidden_states(self, items: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """LSTM output after each real interaction, (B, T, H), zero at padding; and the final state.
+
+        Real positions may sit anywhere in a row (pre- or post-padding): they are moved to
+        the front in order, run packed (padding never reaches the LSTM), and put back.
+        """
+        batch_size, length = items.shape
+        lengths = mask.sum(1)
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # (B, T): real positions first
+        interactions = self._interaction(items, correct).masked_fill(~mask, self.pad_index).gather(1, order)
+        embedded = self.embed(interactions)  # (B, T, E)
+        packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        initial = None if state is None else (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
+        output, (h_n, c_n) = self.lstm(packed, initial)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=length)  # (B, T, H) left-aligned
+        hidden = torch.zeros_like(output).scatter(1, order.unsqueeze(-1).expand_as(output), output)
+        hidden = hidden * mask.unsqueeze(-1)
+        final = {"h": h_n.transpose(0, 1), "c": c_n.transpose(0, 1)}  # (B, L, H): batch first, as State requires
+        if state is not None:  # a row with no real interaction keeps the state it came with
+            empty = (lengths == 0).view(-1, 1, 1)
+            final = {k: torch.where(empty, state[k], v) for k, v in final.items()}
+        return hidden, final
+
+    def forward(self, batch: Batch, state: State | None = None) -> torch.Tensor:
+        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, state)
+        hidden = self.dropout(hidden)
+        # score only the item answered next: gather its output row instead of all V logits
+        weight = self.out.weight[batch.next_items]  # (B, T, H)
+        return (hidden * weight).sum(-1) + self.out.bias[batch.next_items]  # (B, T)
+
+    def initial_state(self, batch_size: int) -> State:
+        shape = (batch_size, self.config.num_layers, self.config.hidden_size)
+        return {"h": torch.zeros(shape), "c": torch.zeros(shape)}
+
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+        h, c = state["h"], state["c"]  # (B, L, H)
+        top = h[:, -1]  # (B, H): the prediction reads the last layer
+        p_correct = torch.sigmoid((top * self.out.weight[items]).sum(-1) + self.out.bias[items])  # (B,)
+        embedded = self.embed(self._interaction(items, correct)).unsqueeze(1)  # (B, 1, E)
+        output, (h_n, c_n) = self.lstm(embedded, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()))
+        mastery = torch.sigmoid(self.out(output[:, 0]))  # (B, V)
+        return StepOutput(p_correct, {"h": h_n.transpose(0, 1), "c": c_n.transpose(0, 1)}, mastery)
+
+    def mastery(self, state: State) -> torch.Tensor:
+        """P(correct) for every item given ``state``: (B, V)."""
+        return torch.sigmoid(self.out(state["h"][:, -1]))

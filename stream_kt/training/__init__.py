@@ -1,0 +1,1 @@
+"""Offline half: training, evaluation, checkpoints, metrics and plots."""

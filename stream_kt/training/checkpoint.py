@@ -1,0 +1,104 @@
+"""A checkpoint is a directory; its content hash is the model version the stream reports.
+
+    config.json   format_version, model name, model config, training settings
+    weights.pt    the state dict
+    vocab.json    the item vocabulary (raw id <-> index, names)
+    split.json    which students trained, validated and were held out
+    metrics.json  learning curves and held-out metrics (not part of the version)
+
+The version is a sha256 over the config's model part, the vocabulary and the weights'
+bytes, so two checkpoints with the same model serve identically iff versions match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from stream_kt.data.split import Split
+from stream_kt.data.vocab import Vocabulary
+from stream_kt.errors import CheckpointError, StreamKTError
+from stream_kt.models import KTModel, model_class
+
+FORMAT_VERSION = 1
+FILES = ("config.json", "weights.pt", "vocab.json", "split.json")
+
+
+@dataclass
+class Checkpoint:
+    model: KTModel
+    vocab: Vocabulary
+    split: Split
+    version: str
+    train_config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def model_version(model: KTModel, vocab: Vocabulary) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"model": model.name, "config": model.config_dict()}, sort_keys=True).encode())
+    digest.update(json.dumps(list(vocab.ids)).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"{model.name}-{digest.hexdigest()[:12]}"
+
+
+def save_checkpoint(out_dir: str | Path, model: KTModel, vocab: Vocabulary, split: Split, train_config: dict, metrics: dict | None = None) -> Checkpoint:
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"{out}: cannot create checkpoint directory ({exc.strerror})") from None
+    version = model_version(model, vocab)
+    config = {"format_version": FORMAT_VERSION, "model": model.name, "model_config": model.config_dict(), "train": train_config, "version": version}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    torch.save(model.state_dict(), out / "weights.pt")
+    vocab.save(out / "vocab.json")
+    (out / "split.json").write_text(json.dumps(split.to_json()))
+    checkpoint = Checkpoint(model, vocab, split, version, train_config, metrics or {}, out)
+    write_metrics(checkpoint)
+    return checkpoint
+
+
+def write_metrics(checkpoint: Checkpoint) -> None:
+    assert checkpoint.path is not None
+    (checkpoint.path / "metrics.json").write_text(json.dumps(checkpoint.metrics, indent=2))
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{path}: not a stream-kt checkpoint (missing {', '.join(missing)})")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{path}/config.json: invalid JSON ({exc})") from None
+    if config.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {config.get('format_version')!r}, this stream-kt reads {FORMAT_VERSION}")
+    try:
+        cls = model_class(config["model"])
+        model = cls(cls.Config(**config["model_config"]))
+        state = torch.load(io.BytesIO((path / "weights.pt").read_bytes()), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except StreamKTError:
+        raise
+    except Exception as exc:  # torch raises many kinds on a corrupt or mismatched file
+        raise CheckpointError(f"{path}: cannot load weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    model.eval()
+    vocab = Vocabulary.load(path / "vocab.json")
+    split = Split.from_json(json.loads((path / "split.json").read_text()))
+    version = model_version(model, vocab)
+    if config.get("version") != version:
+        raise CheckpointError(f"{path}: content hash {version} does not match the recorded version {config.get('version')} (files changed?)")
+    metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+    return Checkpoint(model, vocab, split, version, config.get("train", {}), metrics, path)

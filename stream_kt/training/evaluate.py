@@ -1,0 +1,54 @@
+"""Honest held-out scoring.
+
+Every answer of each held-out student except the first is predicted from ALL of that
+student's earlier answers: the model runs over the whole history (the LSTM state
+carries across 100-step windows exactly as the stream carries it in Redis).  Windows
+are a training device only.  Interactions whose item the vocabulary does not know are
+dropped before scoring and counted in ``n_unknown``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from stream_kt.data.batches import make_batch
+from stream_kt.data.vocab import EncodedSequence
+from stream_kt.models import KTModel
+from stream_kt.training.metrics import binary_metrics
+
+
+@torch.no_grad()
+def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) for every scored answer, students in the given order."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # similar lengths share a batch
+    by_student: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    chunks = range(0, len(order), batch_size)
+    for start in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
+        index = [i for i in order[start : start + batch_size] if len(sequences[i]) >= 2]
+        if not index:
+            continue
+        batch = make_batch([(sequences[i].items, sequences[i].correct) for i in index])
+        probs = torch.sigmoid(model(batch))
+        for row, i in enumerate(index):
+            scored = batch.next_mask[row]
+            by_student[i] = (batch.next_correct[row][scored].numpy(), probs[row][scored].numpy())
+    model.train(was_training)
+    if not by_student:
+        return np.zeros(0, np.float32), np.zeros(0, np.float32)
+    labels = np.concatenate([by_student[i][0] for i in sorted(by_student)])
+    probs = np.concatenate([by_student[i][1] for i in sorted(by_student)])
+    return labels, probs
+
+
+def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: bool = False) -> dict:
+    labels, probs = predict_sequences(model, sequences, progress=progress)
+    metrics = binary_metrics(labels, probs)
+    metrics["students"] = len(sequences)
+    metrics["n_unknown"] = int(sum(s.n_unknown for s in sequences))
+    return metrics
