@@ -1,0 +1,22 @@
+"""Every Redis key stream-kt uses, built here under one prefix.
+
+A student's whole state is ONE key, so each update is atomic on its own and the
+design works unchanged on Redis Cluster (no multi-key transactions across students).
+"""
+
+from __future__ import annotations
+
+DEFAULT_PREFIX = "kt"
+
+
+def student_key(student_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}:student:{student_id}"
+
+
+def model_vocab_key(model_version: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The vocabulary (ids, names) of a served model, so ``inspect`` can name skills."""
+    return f"{prefix}:model:{model_version}:vocab"
+
+
+def student_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}:student:*"
