@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from stream_kt.data.readers import item_names, read_dataset, write_3line
+from stream_kt.errors import DataError
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "assist2009"
+
+
+def test_3line_reads_students_in_order_with_positional_ids():
+    students, report = read_dataset(FIXTURES / "small.3line", "3line")
+    assert [s.student_id for s in students] == ["small:0", "small:1", "small:2"]
+    assert students[0].items == ("1", "2", "3") and students[0].correct == (1, 0, 1)
+    assert students[2].items == ("2", "2", "2", "7") and students[2].correct == (0, 1, 1, 1)
+    assert report.students == 3 and report.interactions == 9
+
+
+@pytest.mark.parametrize("name", ["skill_builder_small.csv", "skill_builder_small.csv.gz"])
+def test_assistments_one_interaction_per_order_id_sorted_by_order_id(name):
+    students, report = read_dataset(FIXTURES / name, "assistments", "skill_id")
+    by_id = {s.student_id: s for s in students}
+    first = by_id["64525"]
+    # order_ids 33022500 < 33022537 < 33022709 < 33023000 (two skill rows -> one answer); the row without skill is dropped
+    assert first.items == ("10", "10", "10", "11_13")
+    assert first.correct == (0, 1, 1, 0)
+    assert first.elapsed_ms == (25390, 32454, 4922, 1000)
+    assert by_id["70363"].items == ("10", "10") and by_id["70363"].correct == (0, 1)
+    assert report.dropped == {"duplicate row of a multi-skill problem": 1, "no skill id": 1}
+
+
+def test_assistments_problem_id_keeps_rows_without_skill_and_latin1_names():
+    students, _ = read_dataset(FIXTURES / "skill_builder_small.csv", "assistments", "problem_id")
+    first = {s.student_id: s for s in students}["64525"]
+    assert first.items == ("51444", "51424", "51435", "51450", "51451")
+    skill_students, _ = read_dataset(FIXTURES / "skill_builder_small.csv", "assistments", "skill_id")
+    names = item_names(skill_students)
+    assert names["11"] == "Équations"
+    assert names["11_13"] == "Équations + Fractions"
+
+
+@pytest.mark.parametrize(
+    "content, fmt, message",
+    [
+        ("order_id,user_id,correct\n1,2,1\n", "assistments", "missing column(s) problem_id, skill_id"),
+        ("", "3line", "no students"),
+        ("3\n1,2\n1,0,1\n", "3line", "header says 3 answers but found 2 items"),
+        ("x\n1\n1\n", "3line", "expected the number of answers"),
+        ("2\n1,2\n1,5\n", "3line", "responses must be 0 or 1"),
+        ("2\n1,2\n", "3line", "not a multiple of 3"),
+        ("order_id,user_id,problem_id,skill_id,correct\n1,7,3,4,yes\n", "assistments", "must be numbers"),
+    ],
+)
+def test_bad_files_raise_one_clear_data_error(tmp_path, content, fmt, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_dataset(path, fmt)
+
+
+def test_missing_path_and_directory(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_dataset(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="not a file"):
+        read_dataset(tmp_path)
+
+
+def test_write_3line_round_trips(tmp_path):
+    students, _ = read_dataset(FIXTURES / "small.3line", "3line")
+    write_3line(students, tmp_path / "copy.3line")
+    again, _ = read_dataset(tmp_path / "copy.3line", "3line")
+    assert [(s.items, s.correct) for s in again] == [(s.items, s.correct) for s in students]
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared ASSISTments 2009 data not present")
+@pytest.mark.parametrize(
+    "name, students, answers",
+    [("skill_id_train.csv", 3373, 262652), ("skill_id_test.csv", 844, 65639), ("problem_id_train.csv", 3330, 268322)],
+)
+def test_real_assist2009_counts_match_source_md(name, students, answers):
+    read, report = read_dataset(SHARED / name, "3line")
+    assert report.students == students
+    assert report.interactions == answers

@@ -1,0 +1,20 @@
+import numpy as np
+import pytest
+import torch
+
+from stream_kt.models import MODELS, build_model
+
+NUM_ITEMS = 12
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model(request):
+    """Every registered model, small and randomly initialised, in eval mode."""
+    torch.manual_seed(0)
+    return build_model(request.param, num_items=NUM_ITEMS, embed_dim=16, hidden_size=24).eval()
+
+
+@pytest.fixture
+def sequences():
+    rng = np.random.default_rng(0)
+    return [(rng.integers(0, NUM_ITEMS, n), rng.integers(0, 2, n)) for n in (7, 30, 3, 18)]
