@@ -1,11 +1,13 @@
 """Fixed-shape step backends: the model's one-step update compiled for batch shape B.
 
-Every backend takes any number of rows: fewer than B are padded up (padding rows are
-masked: their outputs are dropped), more than B are split into chunks of B.  The
-shape the model sees is always exactly (B, ...), the contract a compiled backend
-(Neuron, CUDA graphs, a traced CPU module) relies on.
+``make_backend(name, model, B)`` with name auto | eager | cpu | cuda | neuron.  Every
+backend takes any number of rows: fewer than B are padded up (their outputs dropped),
+more than B are split into chunks of B.  The model always sees exactly (B, ...).
 """
 
-from stream_kt.backends.base import BACKENDS, StepBackend, make_backend
+from stream_kt.backends.base import BACKENDS, StepBackend, available_backends, make_backend, resolve_backend_name
+from stream_kt.backends import compiled  # noqa: F401  (registers the backends)
 
-__all__ = ["BACKENDS", "StepBackend", "make_backend"]
+BACKEND_CHOICES = ("auto", "eager", "cpu", "cuda", "neuron")
+
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "StepBackend", "available_backends", "make_backend", "resolve_backend_name"]

@@ -1,10 +1,20 @@
-"""The backend interface and the eager (reference) backend."""
+"""The backend interface, the eager reference, and the shared fixed-shape machinery.
+
+A backend runs ``model.inference_module()`` — the model's one-step update as a module
+of positional tensors ``(*state, items, correct) -> (p_correct, *state, mastery)`` — on
+exactly ``(B, ...)`` inputs.  ``step`` accepts any number of rows: fewer than B are
+padded up with blank rows whose outputs are dropped, more than B are split into
+chunks of B.  Nothing is ever recompiled per call.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import threading
 from typing import Callable
 
 import torch
+from torch import nn
 
 from stream_kt.errors import ConfigError
 from stream_kt.models import KTModel, State, StepOutput
@@ -14,57 +24,114 @@ class StepBackend:
     """Eager PyTorch: the reference every other backend must match."""
 
     name = "eager"
+    device = torch.device("cpu")
 
     def __init__(self, model: KTModel, batch_size: int) -> None:
         if batch_size < 1:
             raise ConfigError("batch size must be at least 1")
         self.model = model.eval()
         self.batch_size = batch_size
+        self.state_names = sorted(model.initial_state(1))  # positional order of the state tensors
         self._blank = model.initial_state(1)  # one padding row's state
+        self.module = self.compile(model.inference_module(self.state_names).eval(), self.example_inputs())
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        state = self.model.initial_state(self.batch_size)
+        items = torch.zeros(self.batch_size, dtype=torch.long)
+        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), items.clone().to(self.device))
+
+    def compile(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
+        """Turn the fixed-shape module into the callable ``_step_fixed`` runs; eager runs it as is."""
+        return module
 
     def initial_state(self, rows: int) -> State:
         return self.model.initial_state(rows)
 
-    def _step_fixed(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
-        """Exactly (B, ...) in, (B, ...) out.  Subclasses replace this with a compiled call."""
-        return self.model.step(state, items, correct)
+    def _step_fixed(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Exactly (B, ...) in, (B, ...) out, on ``self.device``."""
+        return self.module(*inputs)
 
     @torch.no_grad()
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
         """Apply one interaction to each of ``n`` rows, any ``n``: pad up to B, split above B."""
         n = items.shape[0]
-        outputs = []
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
-            outputs.append(self._padded(state, items, correct, start, stop))
+        outputs = [self._padded(state, items, correct, start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
         if len(outputs) == 1:
             return outputs[0]
         return StepOutput(
             torch.cat([o.p_correct for o in outputs]),
-            {k: torch.cat([o.state[k] for o in outputs]) for k in outputs[0].state},
+            {k: torch.cat([o.state[k] for o in outputs]) for k in self.state_names},
             torch.cat([o.mastery for o in outputs]),
         )
 
     def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, start: int, stop: int) -> StepOutput:
         rows = stop - start
         pad = self.batch_size - rows
-        chunk_state = {k: v[start:stop] for k, v in state.items()}
-        chunk_items, chunk_correct = items[start:stop], correct[start:stop]
+        chunk = [state[k][start:stop] for k in self.state_names]
+        chunk_items, chunk_correct = items[start:stop].long(), correct[start:stop].long()
         if pad:
-            chunk_state = {k: torch.cat([v, self._blank[k].expand(pad, *v.shape[1:])]) for k, v in chunk_state.items()}
+            chunk = [torch.cat([v, self._blank[k].expand(pad, *v.shape[1:])]) for k, v in zip(self.state_names, chunk)]
             chunk_items = torch.cat([chunk_items, chunk_items.new_zeros(pad)])
             chunk_correct = torch.cat([chunk_correct, chunk_correct.new_zeros(pad)])
-        out = self._step_fixed(chunk_state, chunk_items, chunk_correct)
+        inputs = tuple(t.to(self.device, non_blocking=True) for t in (*chunk, chunk_items, chunk_correct))
+        p_correct, *new_state, mastery = self._step_fixed(inputs)
         # drop the padding rows: their outputs are never used
-        return StepOutput(out.p_correct[:rows], {k: v[:rows] for k, v in out.state.items()}, out.mastery[:rows])
+        return StepOutput(
+            p_correct[:rows].cpu(),
+            {k: v[:rows].cpu() for k, v in zip(self.state_names, new_state)},
+            mastery[:rows].cpu(),
+        )
 
 
-BACKENDS: dict[str, Callable[[KTModel, int], StepBackend]] = {"eager": StepBackend}
+BackendFactory = Callable[[KTModel, int], StepBackend]
+BACKENDS: dict[str, BackendFactory] = {}
+_REQUIRES: dict[str, Callable[[], str | None]] = {}  # backend -> check returning why it is unavailable
+_cache: dict[tuple[str, str, int], StepBackend] = {}
+_cache_lock = threading.Lock()
 
 
-def make_backend(name: str, model: KTModel, batch_size: int) -> StepBackend:
-    try:
-        factory = BACKENDS[name]
-    except KeyError:
-        raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(sorted(BACKENDS))}") from None
-    return factory(model, batch_size)
+def register_backend(name: str, factory: BackendFactory, unavailable: Callable[[], str | None] = lambda: None) -> None:
+    BACKENDS[name] = factory
+    _REQUIRES[name] = unavailable
+
+
+def unavailable_reason(name: str) -> str | None:
+    return _REQUIRES[name]()
+
+
+def module_missing(module: str, package: str) -> Callable[[], str | None]:
+    return lambda: None if importlib.util.find_spec(module) else f"backend needs the {package} package, which is not installed"
+
+
+def available_backends() -> list[str]:
+    return [name for name in BACKENDS if unavailable_reason(name) is None]
+
+
+AUTO_ORDER = ("neuron", "cuda", "cpu")
+
+
+def resolve_backend_name(name: str) -> str:
+    if name == "auto":
+        return next(n for n in AUTO_ORDER if unavailable_reason(n) is None)
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}: choose one of auto, {', '.join(sorted(BACKENDS))}")
+    reason = unavailable_reason(name)
+    if reason:
+        raise ConfigError(f"{name} {reason}")
+    return name
+
+
+def make_backend(name: str, model: KTModel, batch_size: int, model_version: str | None = None) -> StepBackend:
+    """The backend ``name`` (or the best available for ``auto``) for fixed batch ``batch_size``.
+
+    Compiled backends are cached per (model version, backend, B): asking again reuses
+    the compiled artefact instead of compiling a new one.
+    """
+    name = resolve_backend_name(name)
+    if model_version is None:
+        return BACKENDS[name](model, batch_size)
+    key = (model_version, name, batch_size)
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = BACKENDS[name](model, batch_size)
+        return _cache[key]

@@ -60,3 +60,26 @@ class KTModel(nn.Module):
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
         raise NotImplementedError
+
+    def inference_module(self, state_names: list[str]) -> nn.Module:
+        """The one-step update as a module of positional tensors, for fixed-shape backends.
+
+        ``(*state in state_names order, items, correct) -> (p_correct, *state, mastery)``.
+        Models may return a faster equivalent (DKT folds its embedding into the LSTM's
+        input gates); the backend parity tests hold every one to eager ``step``.
+        """
+        return StepModule(self, state_names)
+
+
+class StepModule(nn.Module):
+    """Generic positional wrapper around ``KTModel.step`` (traceable)."""
+
+    def __init__(self, model: KTModel, state_names: list[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.state_names = list(state_names)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        *state, items, correct = inputs
+        out = self.model.step(dict(zip(self.state_names, state)), items, correct)
+        return (out.p_correct, *(out.state[k] for k in self.state_names), out.mastery)

@@ -113,6 +113,44 @@ class DKT(KTModel):
         mastery = torch.sigmoid(self.out(output[:, 0]))  # (B, V)
         return StepOutput(p_correct, {"h": h_n.transpose(0, 1), "c": c_n.transpose(0, 1)}, mastery)
 
+    def inference_module(self, state_names: list[str]) -> nn.Module:
+        if self.config.num_layers != 1:
+            return super().inference_module(state_names)
+        return DKTInferenceStep(self, state_names)
+
     def mastery(self, state: State) -> torch.Tensor:
         """P(correct) for every item given ``state``: (B, V)."""
         return torch.sigmoid(self.out(state["h"][:, -1]))
+
+
+class DKTInferenceStep(nn.Module):
+    """DKT's one-step update for serving, with the embedding folded into the LSTM.
+
+    An interaction's embedding only ever enters the LSTM through ``W_ih e + b``, so
+    that product is precomputed once per interaction index: the step is a row gather,
+    one (B, H) x (H, 4H) matmul for the recurrence and one (B, H) x (H, V) for mastery.
+    Inputs and outputs as ``KTModel.inference_module`` (state names c, h).
+    """
+
+    def __init__(self, model: DKT, state_names: list[str]) -> None:
+        super().__init__()
+        assert list(state_names) == ["c", "h"], state_names
+        self.num_items = model.config.num_items
+        lstm = model.lstm
+        with torch.no_grad():
+            gates = model.embed.weight @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0  # (2V+1, 4H)
+            self.register_buffer("input_gates", gates.contiguous())
+            self.register_buffer("recurrent", lstm.weight_hh_l0.T.contiguous())  # (H, 4H)
+            self.register_buffer("out_weight", model.out.weight.detach().clone())  # (V, H)
+            self.register_buffer("out_weight_t", model.out.weight.T.contiguous())  # (H, V)
+            self.register_buffer("out_bias", model.out.bias.detach().clone())  # (V,)
+
+    def forward(self, c: torch.Tensor, h: torch.Tensor, items: torch.Tensor, correct: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h0, c0 = h[:, 0], c[:, 0]  # (B, H): one layer
+        p_correct = torch.sigmoid((h0 * self.out_weight[items]).sum(-1) + self.out_bias[items])  # (B,)
+        gates = torch.addmm(self.input_gates[items + self.num_items * correct], h0, self.recurrent)  # (B, 4H)
+        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, 1)
+        c1 = torch.sigmoid(forget_gate) * c0 + torch.sigmoid(in_gate) * torch.tanh(cell_gate)  # (B, H)
+        h1 = torch.sigmoid(out_gate) * torch.tanh(c1)
+        mastery = torch.sigmoid(torch.addmm(self.out_bias, h1, self.out_weight_t))  # (B, V)
+        return p_correct, c1.unsqueeze(1), h1.unsqueeze(1), mastery

@@ -7,11 +7,19 @@ from stream_kt.models import MODELS, build_model
 NUM_ITEMS = 12
 
 
+SMALL_OPTIONS = {"dkt": {"embed_dim": 16, "hidden_size": 24}}
+
+
+def small_options(name: str) -> dict:
+    """Small config overrides per model (models not listed use their defaults)."""
+    return SMALL_OPTIONS.get(name, {})
+
+
 @pytest.fixture(params=sorted(MODELS))
 def model(request):
     """Every registered model, small and randomly initialised, in eval mode."""
     torch.manual_seed(0)
-    return build_model(request.param, num_items=NUM_ITEMS, embed_dim=16, hidden_size=24).eval()
+    return build_model(request.param, num_items=NUM_ITEMS, **small_options(request.param)).eval()
 
 
 @pytest.fixture

@@ -1,0 +1,114 @@
+"""Every backend matches eager within 1e-4, at any row count, without recompiling."""
+
+import numpy as np
+import pytest
+import torch
+
+from stream_kt.backends import available_backends, make_backend
+from stream_kt.backends.compiled import NeuronBackend
+from stream_kt.errors import ConfigError
+from stream_kt.models import MODELS, build_model
+from tests.models.conftest import NUM_ITEMS, small_options
+
+BATCH = 8
+ROW_COUNTS = [1, 5, BATCH, BATCH + 3, 3 * BATCH]  # below, at and above B
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model(request):
+    torch.manual_seed(0)
+    return build_model(request.param, num_items=NUM_ITEMS, **small_options(request.param)).eval()
+
+
+def run_steps(backend, model, rows, steps=4, seed=0):
+    rng = np.random.default_rng(seed)
+    state = model.initial_state(rows)
+    outputs = []
+    for _ in range(steps):
+        items = torch.from_numpy(rng.integers(0, NUM_ITEMS, rows))
+        correct = torch.from_numpy(rng.integers(0, 2, rows))
+        out = backend.step(state, items, correct)
+        outputs.append(out)
+        state = out.state
+    return outputs
+
+
+@pytest.mark.parametrize("name", [b for b in available_backends() if b != "eager"])
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+def test_backend_matches_eager(model, name, rows):
+    eager = make_backend("eager", model, BATCH)
+    compiled = make_backend(name, model, BATCH)
+    for expected, got in zip(run_steps(eager, model, rows), run_steps(compiled, model, rows)):
+        assert got.mastery.shape == (rows, NUM_ITEMS)
+        np.testing.assert_allclose(got.p_correct.numpy(), expected.p_correct.numpy(), atol=1e-4)
+        np.testing.assert_allclose(got.mastery.numpy(), expected.mastery.numpy(), atol=1e-4)
+        for key in expected.state:
+            np.testing.assert_allclose(got.state[key].numpy(), expected.state[key].numpy(), atol=1e-4)
+
+
+def test_eager_backend_matches_the_models_own_step(model):
+    """The eager backend runs model.inference_module (DKT: folded input gates): hold it to model.step."""
+    backend = make_backend("eager", model, BATCH)
+    rng = np.random.default_rng(3)
+    state = model.initial_state(BATCH + 2)
+    for _ in range(4):
+        items = torch.from_numpy(rng.integers(0, NUM_ITEMS, BATCH + 2))
+        correct = torch.from_numpy(rng.integers(0, 2, BATCH + 2))
+        with torch.no_grad():
+            expected = model.step(state, items, correct)
+        got = backend.step(state, items, correct)
+        np.testing.assert_allclose(got.mastery.numpy(), expected.mastery.numpy(), atol=1e-5)
+        np.testing.assert_allclose(got.p_correct.numpy(), expected.p_correct.numpy(), atol=1e-5)
+        state = got.state
+
+
+class ShapeCheckingTracer:
+    """Stands in for torch_neuronx.trace: same code path, minus the Neuron compiler.
+
+    Like a Neuron graph, the returned callable refuses any shape but the traced one."""
+
+    def __init__(self):
+        self.traces = 0
+        self.calls = 0
+
+    def __call__(self, module, example_inputs):
+        self.traces += 1
+        shapes = [t.shape for t in example_inputs]
+
+        def run(*inputs):
+            assert [t.shape for t in inputs] == shapes, "a compiled Neuron graph accepts only its traced shape"
+            self.calls += 1
+            return module(*inputs)
+
+        return run
+
+
+def test_neuron_backend_feeds_only_the_traced_shape(model, monkeypatch):
+    tracer = ShapeCheckingTracer()
+    monkeypatch.setattr(NeuronBackend, "tracer", tracer)
+    neuron = NeuronBackend(model, BATCH)
+    eager = make_backend("eager", model, BATCH)
+    for rows in ROW_COUNTS:
+        for expected, got in zip(run_steps(eager, model, rows), run_steps(neuron, model, rows)):
+            np.testing.assert_allclose(got.mastery.numpy(), expected.mastery.numpy(), atol=1e-6)
+    assert tracer.traces == 1  # traced once, never per call
+    assert tracer.calls == 4 * sum(-(-rows // BATCH) for rows in ROW_COUNTS)  # ceil(rows / B) fixed-shape calls per step
+
+
+def test_missing_runtime_is_one_clear_error(model):
+    if "neuron" not in available_backends():
+        with pytest.raises(ConfigError, match="torch-neuronx"):
+            make_backend("neuron", model, BATCH)
+    if "cuda" not in available_backends():
+        with pytest.raises(ConfigError, match="CUDA"):
+            make_backend("cuda", model, BATCH)
+    with pytest.raises(ConfigError, match="unknown backend"):
+        make_backend("tpu", model, BATCH)
+
+
+def test_compiled_backends_are_cached_per_version_backend_and_batch(model):
+    first = make_backend("cpu", model, BATCH, model_version="v1")
+    assert make_backend("cpu", model, BATCH, model_version="v1") is first
+    assert make_backend("cpu", model, BATCH * 2, model_version="v1") is not first
+    assert make_backend("cpu", model, BATCH, model_version="v2") is not first
+    assert make_backend("auto", model, BATCH).name in ("neuron", "cuda", "cpu")
