@@ -1,0 +1,193 @@
+"""Read one student's state from Redis and explain it: window, mastery per skill, a heatmap.
+
+Skill names come from the served model's vocabulary key (written by ``serve``) or, when
+that is missing, from a checkpoint.  The heatmap recomputes mastery step by step over
+the stored window, starting from the model's initial state: the state keeps only the
+last ``WINDOW`` interactions, so for a longer history it shows the window as if it were
+the student's whole history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from stream_kt.data.vocab import Vocabulary
+from stream_kt.stream import keys
+from stream_kt.stream.exceptions import StreamError
+from stream_kt.stream.state import WINDOW, StudentState
+
+PLOT_MAX_SKILLS = 20
+
+
+class StudentNotFound(StreamError):
+    """No state is stored for the student."""
+
+
+def redis_client(url: str) -> redis.Redis:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise StreamError(f"cannot reach Redis at {url} ({type(exc).__name__}: {exc})") from None
+    return client
+
+
+def read_student(client: redis.Redis, student_id: str, prefix: str = keys.DEFAULT_PREFIX) -> StudentState:
+    raw = client.get(keys.student_key(student_id, prefix))
+    if raw is None:
+        raise StudentNotFound(f"no state for student {student_id!r} under key prefix {prefix!r} (wrong --key-prefix or --redis?)")
+    return StudentState.from_bytes(raw)
+
+
+def read_vocabulary(client: redis.Redis, model_version: str, prefix: str = keys.DEFAULT_PREFIX) -> tuple[Vocabulary | None, str | None]:
+    """The served model's vocabulary and checkpoint path, or (None, None) when not stored."""
+    raw = client.get(keys.model_vocab_key(model_version, prefix))
+    if raw is None:
+        return None, None
+    try:
+        data = json.loads(raw)
+        return Vocabulary(data["item_column"], tuple(data["ids"]), data.get("names") or {}), data.get("checkpoint")
+    except (ValueError, KeyError, TypeError):
+        raise StreamError(f"{keys.model_vocab_key(model_version, prefix)}: not a stream-kt vocabulary") from None
+
+
+@dataclass(frozen=True)
+class SkillMastery:
+    item_id: str
+    name: str
+    p_correct: float
+    practised: int  # answers on this item in the window
+
+
+def mastery_ranking(state: StudentState, vocab: Vocabulary | None) -> list[SkillMastery]:
+    """P(correct) per item after the last event, strongest first (ties: vocabulary order)."""
+    if state.mastery is None:
+        return []
+    if vocab is not None and len(vocab) != len(state.mastery):
+        raise StreamError(f"the state has mastery over {len(state.mastery)} items but the vocabulary has {len(vocab)}")
+    practised: dict[str, int] = {}
+    for item_id, _, _ in state.window:
+        practised[item_id] = practised.get(item_id, 0) + 1
+    rows = []
+    for index, p in enumerate(state.mastery.tolist()):
+        item_id = vocab.ids[index] if vocab is not None else f"#{index}"
+        name = vocab.name(index) if vocab is not None else item_id
+        rows.append(SkillMastery(item_id, name, round(float(p), 4), practised.get(item_id, 0)))
+    order = sorted(range(len(rows)), key=lambda i: (-rows[i].p_correct, i))
+    return [rows[i] for i in order]
+
+
+def state_report(state: StudentState, vocab: Vocabulary | None) -> dict:
+    """The ``inspect --json`` object."""
+    return {
+        "student_id": state.student_id,
+        "model_version": state.model_version,
+        "events_applied": state.events_applied,
+        "updated_ms": state.updated_ms,
+        "window_size": len(state.window),
+        "window": [{"item_id": item, "correct": correct, "ts_ms": ts} for item, correct, ts in state.window],
+        "mastery": [asdict(row) for row in mastery_ranking(state, vocab)],
+        "names_known": vocab is not None,
+    }
+
+
+def format_report(report: dict, top: int = 10, window_shown: int = 20) -> str:
+    """Human-readable ``inspect`` output; long mastery lists show the strongest and weakest ``top``."""
+    updated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report["updated_ms"] / 1000)) if report["updated_ms"] else "never"
+    lines = [
+        f"student {report['student_id']}",
+        f"  model {report['model_version']}, {report['events_applied']} events applied, updated {updated}",
+    ]
+    window = report["window"]
+    shown = window[-window_shown:]
+    lines.append(f"  last {len(shown)} of {report['events_applied']} interactions (oldest first; the state keeps the last {WINDOW}):")
+    lines.append("    " + " ".join(f"{w['item_id']}{'✓' if w['correct'] else '✗'}" for w in shown))
+    mastery = report["mastery"]
+    if not mastery:
+        lines.append("  no mastery yet")
+        return "\n".join(lines)
+    lines.append("  mastery, P(correct) on each skill next, strongest first:")
+    rows = mastery if len(mastery) <= 2 * top else mastery[:top] + [None] + mastery[-top:]
+    width = max(len(r["item_id"]) for r in mastery)
+    for row in rows:
+        if row is None:
+            lines.append(f"    ... {len(mastery) - 2 * top} more ...")
+            continue
+        name = f"  {row['name']}" if row["name"] != row["item_id"] else ""
+        practised = f"  (practised {row['practised']}x)" if row["practised"] else ""
+        lines.append(f"    {row['p_correct']:.2f}  {row['item_id']:<{width}}{name}{practised}".rstrip())
+    if not report["names_known"]:
+        lines.append("  (no vocabulary stored for this model: items shown by index; pass --checkpoint DIR for ids and names)")
+    return "\n".join(lines)
+
+
+def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, int]]) -> tuple[np.ndarray, list[int]]:
+    """Mastery after each known interaction of ``window``, from the initial state: (T, V), and their window positions."""
+    import torch
+
+    state = model.initial_state(1)
+    history, positions = [], []
+    with torch.no_grad():
+        for position, (item_id, correct, _) in enumerate(window):
+            index = vocab.index(item_id)
+            if index is None:  # an item the model has never seen: the processor never applied it
+                continue
+            out = model.step(state, torch.tensor([index]), torch.tensor([int(correct)]))
+            state = out.state
+            history.append(out.mastery[0].numpy())  # (V,)
+            positions.append(position)
+    return (np.stack(history) if history else np.zeros((0, len(vocab)), np.float32)), positions
+
+
+def plot_mastery_heatmap(path: str | Path, state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str) -> Path:
+    """Skills x interactions heatmap of P(correct), as in the DKT paper's figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not positions:
+        raise StreamError(f"student {state.student_id}: no interaction in the window is in the model's vocabulary")
+    steps = [state.window[p] for p in positions]
+    practised: dict[str, int] = {}
+    for item_id, _, _ in steps:
+        practised[item_id] = practised.get(item_id, 0) + 1
+    skills = list(practised)  # first practice order
+    if len(skills) > PLOT_MAX_SKILLS:
+        top = set(sorted(skills, key=lambda s: -practised[s])[:PLOT_MAX_SKILLS])
+        skills = [s for s in skills if s in top]
+    rows = np.stack([history[:, vocab.index(s)] for s in skills])  # (skills, T)
+    fig_width = min(40.0, 3.0 + 0.3 * len(steps))
+    fig, ax = plt.subplots(figsize=(fig_width, 1.2 + 0.35 * len(skills)))
+    image = ax.imshow(rows, aspect="auto", cmap="RdYlGn", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_yticks(range(len(skills)), [_label(vocab, s) for s in skills], fontsize=8)
+    ax.set_xticks(range(len(steps)), [f"{item} {'✓' if correct else '✗'}" for item, correct, _ in steps], rotation=90, fontsize=7)
+    ax.set_xlabel("interaction (item answered, ✓ correct / ✗ wrong), oldest first")
+    fig.colorbar(image, ax=ax, label="P(correct)", fraction=0.03, pad=0.01)
+    shown = f"top {len(skills)} of {len(practised)} practised skills" if len(skills) < len(practised) else "skills practised"
+    title = f"student {state.student_id}: mastery over the last {len(steps)} of {state.events_applied} interactions ({shown})"
+    note = f"the state keeps only the last {WINDOW} interactions; mastery recomputed from the model's initial state over them"
+    if checkpoint_version != state.model_version:
+        note += f"; checkpoint {checkpoint_version} differs from the state's model {state.model_version}"
+    ax.set_title(f"{title}\n{note}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise StreamError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _label(vocab: Vocabulary, item_id: str) -> str:
+    index = vocab.index(item_id)
+    name = vocab.name(index) if index is not None else item_id
+    return item_id if name == item_id else f"{item_id} {name[:30]}"

@@ -1,0 +1,73 @@
+"""follow_outputs on a real broker: outputs we write ourselves, with a duplicate, a stale output and a dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgpack
+from aiokafka import AIOKafkaProducer
+
+from stream_kt.stream.events import AnswerEvent, encode_mastery
+from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
+
+
+def mastery(student_id: str, seq: int, ts_ms: int) -> bytes:
+    event = AnswerEvent(student_id, "3", 3, 1, ts_ms, f"{student_id}#{seq - 1}")
+    return encode_mastery(event, seq, "dkt-test", 0.7, [0.5, 0.6, 0.7, 0.8])
+
+
+async def produce(bootstrap: str, messages: list[tuple[str, bytes, list[tuple[str, bytes]] | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for topic, value, headers in messages:
+            await producer.send_and_wait(topic, value, key=b"k", headers=headers)
+    finally:
+        await producer.stop()
+
+
+def test_follow_counts_each_answer_once_ignores_earlier_runs_and_times_out_on_what_is_missing(broker, topics) -> None:
+    out_topic, dlq_topic = topics("mastery"), topics("dlq")
+    since_ms = now_ms()
+    sent_ms = since_ms + 5
+    bad_event = msgpack.packb({"v": 1, "student_id": "a", "skill_id": "999", "correct": 1, "ts": sent_ms})
+    dead_letter_headers = [("reason", b"unknown_item"), ("detail", b"999"), ("source", b"answers/0/7")]
+    asyncio.run(
+        produce(
+            broker.bootstrap,
+            [
+                (out_topic, mastery("a", 1, sent_ms), None),
+                (out_topic, mastery("a", 2, sent_ms), None),
+                (out_topic, mastery("a", 2, sent_ms), None),  # repeated after a crash: dropped
+                (out_topic, mastery("b", 1, sent_ms), None),
+                (out_topic, mastery("old", 1, since_ms - 60_000), None),  # an earlier run's output
+                (dlq_topic, bad_event, dead_letter_headers),
+                (dlq_topic, bad_event, dead_letter_headers),  # same source offset: dropped
+            ],
+        )
+    )
+    # 5 expected, 4 answered: the follower reads everything, then gives up after the timeout
+    tally = FollowTally(since_ms=since_ms, expected=5)
+    started = time.monotonic()
+    asyncio.run(follow_outputs(broker.bootstrap, out_topic, tally, dlq_topic=dlq_topic, timeout_s=1.5))
+    assert 1.5 <= time.monotonic() - started < 15
+    assert (tally.outputs, dict(tally.dead_lettered), tally.duplicates, tally.stale) == (3, {"unknown_item": 1}, 2, 1)
+    assert not tally.complete()
+    summary = tally.summary(first_send_ms=sent_ms)
+    assert (summary["sent"], summary["outputs"], summary["dead_lettered"], summary["missing"]) == (5, 3, 1, 1)
+    assert len(tally.latencies_ms) == 3 and all(0 <= latency < 15_000 for latency in tally.latencies_ms)
+    assert summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
+
+
+def test_follow_stops_as_soon_as_every_event_is_answered(broker, topics) -> None:
+    out_topic = topics("mastery")
+    tally = FollowTally(since_ms=now_ms(), expected=1)
+
+    async def run() -> None:
+        follower = asyncio.create_task(follow_outputs(broker.bootstrap, out_topic, tally, timeout_s=60))
+        await produce(broker.bootstrap, [(out_topic, mastery("a", 1, now_ms()), None)])
+        await asyncio.wait_for(follower, 15)
+
+    asyncio.run(run())
+    assert tally.complete() and tally.outputs == 1

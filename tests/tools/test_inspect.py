@@ -1,0 +1,120 @@
+"""inspect against the real Redis, on states the test writes itself (no processor needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+import torch
+
+from stream_kt.cli import main
+from stream_kt.data.split import Split
+from stream_kt.data.vocab import Vocabulary
+from stream_kt.models import build_model
+from stream_kt.stream import keys
+from stream_kt.stream.broker import free_port
+from stream_kt.stream.state import StudentState
+from stream_kt.training.checkpoint import save_checkpoint
+
+VOCAB = Vocabulary("skill_id", ("3", "7", "10", "12"), {"3": "Fractions", "10": "Angles"})
+
+
+def store(redis_url: str, prefix: str, state: StudentState, vocab: Vocabulary | None = VOCAB, checkpoint: Path | None = None) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.set(keys.student_key(state.student_id, prefix), state.to_bytes())
+    if vocab is not None:
+        record = {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": str(checkpoint) if checkpoint else None, "model": "dkt"}
+        client.set(keys.model_vocab_key(state.model_version, prefix), json.dumps(record))
+    client.close()
+
+
+def make_state(student_id: str = "train:5", model_version: str = "dkt-0123456789ab") -> StudentState:
+    state = StudentState(student_id, model_version)
+    for offset, (item, correct) in enumerate([("3", 1), ("7", 0), ("3", 1), ("12", 1)]):
+        state.record(item, correct, 1_700_000_000_000 + offset * 1000, "answers/0", offset)
+    state.mastery = np.array([0.81, 0.12, 0.55, 0.93], dtype=np.float32)
+    state.updated_ms = 1_700_000_003_000
+    return state
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_inspect_json_reports_the_stored_state_with_mastery_strongest_first(redis_url, key_prefix, capsys) -> None:
+    store(redis_url, key_prefix, make_state())
+    assert main(["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--json"]) == 0
+    report = json.loads(one_line(capsys.readouterr().out))
+    assert report["events_applied"] == 4
+    assert report["model_version"] == "dkt-0123456789ab"
+    assert report["updated_ms"] == 1_700_000_003_000
+    assert report["window"] == [
+        {"item_id": "3", "correct": 1, "ts_ms": 1_700_000_000_000},
+        {"item_id": "7", "correct": 0, "ts_ms": 1_700_000_001_000},
+        {"item_id": "3", "correct": 1, "ts_ms": 1_700_000_002_000},
+        {"item_id": "12", "correct": 1, "ts_ms": 1_700_000_003_000},
+    ]
+    assert [(m["item_id"], m["name"], m["practised"]) for m in report["mastery"]] == [("12", "12", 1), ("3", "Fractions", 2), ("10", "Angles", 0), ("7", "7", 1)]
+    assert [m["p_correct"] for m in report["mastery"]] == pytest.approx([0.93, 0.81, 0.55, 0.12], abs=1e-4)
+
+
+def test_inspect_text_names_skills_and_lists_them_strongest_first(redis_url, key_prefix, capsys) -> None:
+    store(redis_url, key_prefix, make_state())
+    assert main(["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix]) == 0
+    out = capsys.readouterr().out
+    assert "4 events applied" in out and "3✓ 7✗ 3✓ 12✓" in out
+    mastery_lines = [line.split() for line in out.splitlines() if line.startswith("    0.")]
+    assert [line[:2] for line in mastery_lines] == [["0.93", "12"], ["0.81", "3"], ["0.55", "10"], ["0.12", "7"]]
+    assert "Fractions" in out and "Angles" in out
+
+
+def test_inspect_unknown_student_is_one_line_error_with_status_2(redis_url, key_prefix, capsys) -> None:
+    assert main(["inspect", "nobody", "--redis", redis_url, "--key-prefix", key_prefix]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "no state for student 'nobody'" in one_line(captured.err)
+
+
+def test_inspect_with_redis_unreachable_is_one_line_error(capsys) -> None:
+    assert main(["inspect", "train:5", "--redis", f"redis://127.0.0.1:{free_port()}/0"]) == 2
+    assert "cannot reach Redis" in one_line(capsys.readouterr().err)
+
+
+def test_inspect_plot_writes_a_png_heatmap_with_the_model_recorded_in_redis(redis_url, key_prefix, tmp_path, capsys) -> None:
+    torch.manual_seed(0)
+    model = build_model("dkt", num_items=len(VOCAB), embed_dim=8, hidden_size=8, dropout=0.0)
+    checkpoint = save_checkpoint(tmp_path / "checkpoint", model, VOCAB, Split(("train:0",), (), (), 0, "holdout"), {"note": "random init"})
+    state = make_state(model_version=checkpoint.version)
+    store(redis_url, key_prefix, state, checkpoint=(tmp_path / "checkpoint").resolve())
+    plot = tmp_path / "mastery.png"
+    assert main(["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--plot", str(plot), "--json"]) == 0
+    assert json.loads(one_line(capsys.readouterr().out))["plot"] == str(plot)
+    data = plot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_inspect_plot_without_a_known_checkpoint_is_one_line_error(redis_url, key_prefix, tmp_path, capsys) -> None:
+    store(redis_url, key_prefix, make_state(), vocab=None)
+    assert main(["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--plot", str(tmp_path / "m.png")]) == 2
+    assert "pass --checkpoint DIR" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_recomputed_mastery_over_the_window_ends_where_the_whole_sequence_forward_pass_ends() -> None:
+    from stream_kt.stream.inspect_state import mastery_over_window
+
+    torch.manual_seed(1)
+    model = build_model("dkt", num_items=len(VOCAB), embed_dim=8, hidden_size=8, dropout=0.0).eval()
+    window = [("3", 1, 0), ("unknown", 1, 0), ("7", 0, 0), ("12", 1, 0)]
+    history, positions = mastery_over_window(model, VOCAB, window)
+    assert positions == [0, 2, 3]  # the item the model never saw is skipped, as the processor does
+    assert history.shape == (3, len(VOCAB))
+    items = torch.tensor([[0, 1, 3]])
+    _, final = model.hidden_states(items, torch.tensor([[1, 0, 1]]), torch.ones_like(items, dtype=torch.bool))
+    with torch.no_grad():
+        assert np.allclose(history[-1], model.mastery(final)[0].numpy(), atol=1e-5)
