@@ -1,0 +1,87 @@
+"""Thin adapter over aiokafka: topics, the consumer, the producer, dead-letter headers.
+
+Nothing here decides when to commit; ``processor.py`` owns the commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from stream_kt.settings import StreamSettings
+from stream_kt.stream.exceptions import StreamError
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+
+
+def source(topic: str, partition: int) -> str:
+    """Where events come from, as ``StudentState.offsets`` keys it: "topic/partition"."""
+    return f"{topic}/{partition}"
+
+
+def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    return [("reason", reason.encode()), ("detail", detail.encode()), ("source", f"{source(topic, partition)}/{offset}".encode())]
+
+
+def message_key(student_id: str) -> bytes:
+    """Kafka key of every message about a student: its id, UTF-8 (one partition per student keeps order)."""
+    return student_id.encode()
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25) -> None:
+    """Create missing topics with ``partitions`` partitions; an existing topic is left as it is.
+
+    This is the first contact with the broker, so it retries a bounded number of times
+    and then raises ``StreamError`` (the CLI prints one line).
+    """
+    delay_s = first_delay_s
+    for attempt in range(1, attempts + 1):
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            response = await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+        except KafkaError as exc:
+            log.warning("broker %s: attempt %d/%d failed: %s", bootstrap, attempt, attempts, exc)
+            if attempt == attempts:
+                raise StreamError(f"cannot reach the Kafka broker at {bootstrap}: {exc}") from None
+            await asyncio.sleep(delay_s)
+            delay_s *= 2
+            continue
+        finally:
+            await admin.close()
+        for topic, code, message in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise StreamError(f"cannot create topic {topic!r} on {bootstrap}: error {code} ({message})")
+            if code == 0:
+                log.info("created topic %s with %d partitions", topic, partitions)
+        return
+
+
+def make_consumer(settings: StreamSettings, listener: ConsumerRebalanceListener) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        group_id=settings.group_id,
+        enable_auto_commit=False,  # processor.py commits, after the state write
+        auto_offset_reset="earliest",  # a new group starts at the beginning: no event is skipped
+        session_timeout_ms=6_000,  # Kafka's minimum: a crashed member's partitions move on sooner
+        heartbeat_interval_ms=2_000,
+    )
+    consumer.subscribe([settings.in_topic], listener=listener)
+    return consumer
+
+
+def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+
+
+async def start(client: AIOKafkaConsumer | AIOKafkaProducer, bootstrap: str) -> None:
+    try:
+        await client.start()
+    except KafkaError as exc:
+        raise StreamError(f"cannot start a Kafka {type(client).__name__} on {bootstrap}: {exc}") from None

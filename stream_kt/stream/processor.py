@@ -1,0 +1,333 @@
+"""The streaming processor: answer events -> student state in Redis -> model step -> mastery topic.
+
+This module owns the commit order.  Per batch:
+
+ 1. Poll up to B records (no lock held: see Rebalance).
+ 2. Decode and validate each record; an invalid one goes to the DLQ with its original
+    key and bytes.  Its delivery is awaited before step 8, so no event is committed
+    before its dead letter exists; a crash before 8 sends it again (the DLQ is
+    at-least-once, its ``source`` header identifies a repeat).
+ 3. Read the states of the batch's students: one pipeline of GETs.
+ 4. Skip events the state already applied (offset <= ``state.offsets[topic/partition]``):
+    the replay after a crash between 7 and 8.  New students start from the model's
+    initial state; a state of another model version is rebuilt by running this model
+    over its stored window (ids unknown to this vocabulary dropped), keeping its counts.
+ 5. Step the rounds (``batcher.rounds``): each student's events in order, many
+    students per fixed-shape step.
+ 6. Produce every mastery message and await delivery, so outputs exist before any
+    state says they were applied.  A crash between 6 and 7 repeats them on replay with
+    the same (student_id, seq) and the same values; consumers drop the repeats.
+ 7. Write the changed states: one pipeline of SETs.  Each state carries its offsets,
+    so from here on a replay of these events is skipped in 4: losing step 8 is harmless.
+ 8. Commit offset + 1 per partition.  Only now may the broker forget the batch.
+
+Redis errors: a failure in 3-7 (or a failed delivery in 6) is logged with the batch's
+topic/partition/offset ranges, backed off (bounded exponential) and 3-7 are redone
+from a fresh read.  Step 8 never runs for a batch whose step 7 failed; redoing 6 only
+repeats outputs, as a crash would.  The retrying batch keeps the rebalance gate, so
+its partitions are not handed over mid-retry.  Stopping during the outage abandons the
+batch uncommitted: the next owner replays it.
+
+Rebalance: steps 2-8 run under the gate's lock, which ``on_partitions_revoked`` also
+takes, so a partition is handed over only after its in-flight batch is committed and
+the next owner starts at the committed offset.  Poll (1) runs outside the lock: during
+a rebalance ``getmany`` waits for the new assignment, which waits for the revoke
+callback.  A batch polled before a revoke that ran while it waited for the lock is
+dropped unprocessed: the new assignment re-reads from committed offsets, so nothing is
+lost.  State offsets (4) are the second line: should a replay slip through anyway (a
+member that lost its membership), it is skipped.  Not covered: a member that lost its
+membership but still writes (a zombie) could overwrite a newer state; fencing it would
+take Kafka transactions.
+
+Shutdown: ``stop`` is checked between batches; the in-flight batch runs through 8,
+then consumer, producer and Redis are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import redis
+import torch
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from stream_kt.backends import StepBackend, make_backend
+from stream_kt.settings import StreamSettings
+from stream_kt.stream import batcher, kafka_io
+from stream_kt.stream.events import AnswerEvent, decode_answer, encode_mastery
+from stream_kt.stream.exceptions import InvalidEvent
+from stream_kt.stream.redis_store import StudentStore
+from stream_kt.stream.state import StudentState
+from stream_kt.training.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+Records = dict[TopicPartition, list[ConsumerRecord]]
+
+
+@dataclass
+class ProcessorStats:
+    events_in: int = 0  # records consumed (valid and invalid)
+    outputs: int = 0  # mastery messages of committed batches (a retried batch counts once)
+    dlq: int = 0  # dead letters delivered
+    skipped_replays: int = 0  # events the stored state had already applied
+    batches: int = 0  # batches committed
+
+
+@dataclass
+class Pending:
+    """A valid event and where it came from."""
+
+    event: AnswerEvent
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def source(self) -> str:
+        return kafka_io.source(self.topic, self.partition)
+
+
+@dataclass
+class Applied:
+    """Steps 3-5 of one batch: what 6 produces and 7 writes."""
+
+    outputs: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, mastery message)
+    states: list[StudentState] = field(default_factory=list)
+    skipped: int = 0
+
+
+class BackoffPolicy:
+    """Bounded exponential backoff: first_s, 2 first_s, ... up to max_s."""
+
+    def __init__(self, first_s: float = 0.1, max_s: float = 5.0) -> None:
+        self.first_s, self.max_s = first_s, max_s
+
+    def delay_s(self, attempt: int) -> float:
+        return min(self.first_s * 2 ** (attempt - 1), self.max_s)
+
+
+def describe(records: Records) -> str:
+    """Topic/partition/offset ranges of a batch, for logs: "kt.answers/0@10-73, kt.answers/3@5-20"."""
+    return ", ".join(f"{tp.topic}/{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in records.items() if rs)
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: StreamSettings,
+        checkpoint: Checkpoint,
+        backend: StepBackend,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        store: StudentStore,
+        gate: RebalanceGate,
+        backoff: BackoffPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.version = checkpoint.version
+        self.vocab = checkpoint.vocab
+        self.backend = backend
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.gate = gate
+        self.backoff = backoff or BackoffPolicy()
+        self.stats = ProcessorStats()
+        self.initial_rows = {k: v[0].numpy().copy() for k, v in backend.initial_state(1).items()}  # one student's (L, H) rows
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            revocations = self.gate.revocations
+            records = await self.poll(stop)  # 1
+            if not records:
+                continue
+            async with self.gate.lock:
+                if self.gate.revocations != revocations:  # see Rebalance above
+                    log.info("batch %s: polled before a rebalance, dropped; it is read again from the committed offsets", describe(records))
+                    continue
+                await self.process(records, stop)
+
+    async def poll(self, stop: asyncio.Event) -> Records:
+        """1: getmany, abandoned when ``stop`` is set (it waits out a group join, ignoring its timeout)."""
+        fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=self.settings.max_wait_ms, max_records=self.settings.batch_size))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not fetch.done():
+            fetch.cancel()  # records are taken from the fetcher only when it returns: nothing is lost
+            return {}
+        return fetch.result()
+
+    async def process(self, records: Records, stop: asyncio.Event) -> None:
+        """Steps 2-8 for one polled batch."""
+        valid, dead_letters = await self.validate(records)  # 2
+        attempt = 0
+        while True:
+            try:
+                applied = await self.apply(valid)  # 3, 4, 5
+                deliveries = [await self.producer.send(self.settings.out_topic, value, key=key) for key, value in applied.outputs]
+                await asyncio.gather(*deliveries)  # 6
+                await self.store.write(applied.states)  # 7
+                break
+            except (redis.RedisError, KafkaError) as exc:
+                attempt += 1
+                delay_s = self.backoff.delay_s(attempt)
+                log.error("batch %s: attempt %d failed (%s: %s); nothing committed, retrying in %.1f s", describe(records), attempt, type(exc).__name__, exc, delay_s)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay_s)
+                if stop.is_set():
+                    log.warning("batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records))
+                    return
+        await asyncio.gather(*dead_letters)  # 2's deliveries, before 8
+        await self.commit(records)  # 8
+        self.stats.events_in += sum(len(rs) for rs in records.values())
+        self.stats.outputs += len(applied.outputs)
+        self.stats.dlq += len(dead_letters)
+        self.stats.skipped_replays += applied.skipped
+        self.stats.batches += 1
+        log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(applied.outputs), applied.skipped, len(dead_letters))
+
+    async def validate(self, records: Records) -> tuple[list[Pending], list[asyncio.Future]]:
+        """2: valid events in consumption order; invalid ones sent to the DLQ (deliveries returned, not awaited)."""
+        valid, dead_letters = [], []
+        for tp, batch in records.items():
+            for record in batch:
+                try:
+                    event = decode_answer(record.value, self.vocab.index)
+                except InvalidEvent as exc:
+                    log.warning("%s/%d/%d: dead letter (%s: %s)", tp.topic, tp.partition, record.offset, exc.reason, exc.detail)
+                    headers = kafka_io.dead_letter_headers(exc.reason, exc.detail, tp.topic, tp.partition, record.offset)
+                    dead_letters.append(await self.producer.send(self.settings.dlq_topic, record.value, key=record.key, headers=headers))
+                    continue
+                valid.append(Pending(event, tp.topic, tp.partition, record.offset))
+        return valid, dead_letters
+
+    async def apply(self, valid: list[Pending]) -> Applied:
+        """3-5: read the states, skip replays, rebuild stale states, step the rounds."""
+        students = list(dict.fromkeys(p.event.student_id for p in valid))
+        stored = await self.store.read(students)  # 3
+        applied = Applied()
+        pending = []
+        for p in valid:  # 4
+            state = stored[p.event.student_id]
+            if state is not None and state.already_applied(p.source, p.offset):
+                log.info("%s/%d: skipped, student %s applied it before (replay)", p.source, p.offset, p.event.student_id)
+                applied.skipped += 1
+            else:
+                pending.append(p)
+        states = {}
+        for student in dict.fromkeys(p.event.student_id for p in pending):
+            state = stored[student]
+            states[student] = state if state is not None else StudentState(student, self.version, model_state={k: v.copy() for k, v in self.initial_rows.items()})
+        self.rebuild([s for s in states.values() if s.model_version != self.version])
+        for round_ in batcher.rounds(pending, lambda p: p.event.student_id):  # 5
+            rows = [states[p.event.student_id] for p in round_]
+            p_correct = self.step(rows, [p.event.item_index for p in round_], [p.event.correct for p in round_])
+            for p, state, p_item in zip(round_, rows, p_correct.tolist()):
+                state.record(p.event.item_id, p.event.correct, p.event.ts_ms, p.source, p.offset)
+                message = encode_mastery(p.event, state.events_applied, self.version, p_item, state.mastery.tolist())
+                applied.outputs.append((kafka_io.message_key(p.event.student_id), message))
+        applied.states = list(states.values())
+        return applied
+
+    def step(self, rows: list[StudentState], items: list[int], correct: list[int]) -> torch.Tensor:
+        """Apply one interaction to each of ``rows`` (distinct students) in place; return p_correct (n,)."""
+        batch_state = {k: torch.from_numpy(np.stack([r.model_state[k] for r in rows])) for k in self.initial_rows}  # each (n, L, H)
+        out = self.backend.step(batch_state, torch.tensor(items, dtype=torch.long), torch.tensor(correct, dtype=torch.long))
+        mastery = out.mastery.numpy()  # (n, V)
+        for i, row in enumerate(rows):
+            row.model_state = {k: v[i].numpy() for k, v in out.state.items()}
+            row.mastery = mastery[i]
+        return out.p_correct
+
+    def rebuild(self, stale: list[StudentState]) -> None:
+        """Re-run this model over each state's window from the initial state (4): a new checkpoint version.
+
+        ``events_applied``, ``window`` and ``offsets`` are kept; window ids this
+        vocabulary does not know are not fed to the model.
+        """
+        if not stale:
+            return
+        sequences = []
+        for state in stale:
+            log.info("student %s: state of model %s rebuilt with %s from its %d-event window", state.student_id, state.model_version, self.version, len(state.window))
+            known = [(self.vocab.index(item), correct) for item, correct, _ in state.window]
+            sequences.append([(index, correct) for index, correct in known if index is not None])
+            state.model_version = self.version
+            state.model_state = {k: v.copy() for k, v in self.initial_rows.items()}
+            state.mastery = None
+        for t in range(max(len(s) for s in sequences)):  # position t of every window is one round
+            live = [(state, seq[t]) for state, seq in zip(stale, sequences) if len(seq) > t]
+            self.step([state for state, _ in live], [item for _, (item, _) in live], [correct for _, (_, correct) in live])
+
+    async def commit(self, records: Records) -> None:
+        """8: offset + 1 of each partition's last record."""
+        offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if rs}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # the partitions moved on: the next owner replays from its committed offset and 4 skips what 7 wrote
+            log.warning("batch %s: commit refused (%s); state offsets make the replay harmless", describe(records), exc)
+
+
+class RebalanceGate(ConsumerRebalanceListener):
+    """Holds a revoke until the in-flight batch is committed; counts revokes; sets ``ready`` on assignment."""
+
+    def __init__(self, ready: asyncio.Event) -> None:
+        self.lock = asyncio.Lock()  # held by steps 2-8 of a batch
+        self.ready = ready
+        self.revocations = 0
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.lock:  # the in-flight batch runs through 8 before the partitions go
+            self.revocations += 1
+            log.info("partitions revoked: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in revoked)) or "none")
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none")
+        self.ready.set()
+
+
+def vocab_payload(checkpoint: Checkpoint) -> dict:
+    """What ``keys.model_vocab_key`` holds: lets ``inspect`` name a served model's skills."""
+    vocab = checkpoint.vocab
+    path = str(Path(checkpoint.path).resolve()) if checkpoint.path else None
+    return {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": path, "model": checkpoint.model.name}
+
+
+async def run_processor(
+    settings: StreamSettings,
+    checkpoint: Checkpoint,
+    *,
+    backend: str = "eager",
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> ProcessorStats:
+    """Consume ``settings.in_topic`` until ``stop`` is set; ``ready`` is set once partitions are assigned."""
+    stop = stop or asyncio.Event()
+    ready = ready or asyncio.Event()
+    step_backend = make_backend(backend, checkpoint.model, settings.batch_size)
+    gate = RebalanceGate(ready)
+    async with contextlib.AsyncExitStack() as closing:
+        store = await StudentStore.connect(settings.redis_url, settings.key_prefix)
+        closing.push_async_callback(store.close)
+        await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions)
+        await store.write_model_vocab(checkpoint.version, vocab_payload(checkpoint))
+        producer = kafka_io.make_producer(settings)
+        await kafka_io.start(producer, settings.bootstrap)
+        closing.push_async_callback(producer.stop)
+        consumer = kafka_io.make_consumer(settings, gate)
+        await kafka_io.start(consumer, settings.bootstrap)
+        closing.push_async_callback(consumer.stop)
+        processor = Processor(settings, checkpoint, step_backend, consumer, producer, store, gate)
+        log.info("processing %s -> %s with model %s (group %s, batch %d)", settings.in_topic, settings.out_topic, checkpoint.version, settings.group_id, settings.batch_size)
+        await processor.run(stop)
+    return processor.stats

@@ -1,0 +1,92 @@
+"""Shared fixtures: a real broker, the real Redis, a tiny checkpoint, unique names.
+
+Never flush or stop the shared Redis: every test writes under its own ``key_prefix``
+and the fixture deletes those keys afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import redis
+import torch
+
+from stream_kt.data.split import Split
+from stream_kt.data.vocab import Vocabulary
+from stream_kt.models import build_model
+from stream_kt.stream.broker import EmbeddedBroker
+from stream_kt.training.checkpoint import save_checkpoint
+
+TINY_ITEMS = 12  # synthetic item ids "0".."11"
+TINY_MODEL = {"num_items": TINY_ITEMS, "embed_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}
+
+
+def save_tiny_checkpoint(out_dir: Path, seed: int = 0, **model_options: object) -> Path:
+    """A randomly initialised small DKT over items "0".."TINY_ITEMS-1", saved as a checkpoint."""
+    torch.manual_seed(seed)
+    model = build_model("dkt", **{**TINY_MODEL, **model_options})
+    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(model.config.num_items)))
+    split = Split(("synthetic:0",), (), (), seed, "holdout")
+    save_checkpoint(out_dir, model, vocab, split, {"seed": seed, "note": "random init, tests only"})
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"))
+
+
+@pytest.fixture
+def checkpoint_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``checkpoint_factory(seed=1, num_items=14)``: another saved tiny checkpoint (another version)."""
+
+    def make(seed: int = 1, **model_options: object) -> Path:
+        return save_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"), seed, **model_options)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("STREAM_KT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {url}: {exc}")
+    return url
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A prefix no other test uses; its keys are deleted afterwards (never FLUSHDB: Redis is shared)."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def topics() -> Callable[[str], str]:
+    """``topics("in")`` gives a topic name unique to this test (and to the call)."""
+    run = uuid.uuid4().hex[:10]
+    counter = itertools.count()
+
+    def make(label: str = "t") -> str:
+        return f"test-{run}-{label}-{next(counter)}"
+
+    return make

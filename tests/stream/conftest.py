@@ -1,0 +1,366 @@
+"""Factories for the stream tests: settings, events, topic I/O, a running processor, the reference run.
+
+Everything runs against the real broker and the real Redis; waits poll with a
+deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterable
+
+import numpy as np
+import pytest
+import redis
+import torch
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream_kt.data.synthetic import SyntheticConfig, generate
+from stream_kt.settings import StreamSettings
+from stream_kt.stream import keys
+from stream_kt.stream.broker import free_port
+from stream_kt.stream.events import decode_mastery, encode_answer
+from stream_kt.stream.kafka_io import ensure_topics
+from stream_kt.stream.processor import ProcessorStats, run_processor
+from stream_kt.stream.state import WINDOW, StudentState
+from stream_kt.training.checkpoint import Checkpoint
+
+PARTITIONS = 3
+
+
+@dataclass(frozen=True)
+class Answer:
+    student_id: str
+    item_id: str
+    correct: int
+    ts_ms: int
+
+    def encode(self) -> bytes:
+        return encode_answer(self.student_id, self.item_id, self.correct, self.ts_ms)
+
+
+def synthetic_answers(checkpoint: Checkpoint, students: int, seed: int = 0, min_length: int = 60, max_length: int = 150) -> list[Answer]:
+    """Synthetic students over the checkpoint's items "0".."V-1", interleaved the way a live stream is."""
+    sequences = generate(SyntheticConfig(students=students, items=len(checkpoint.vocab), concepts=3, min_length=min_length, max_length=max_length, seed=seed))
+    run = uuid.uuid4().hex[:6]  # student ids unique per test: nothing is shared through Redis
+    answers = [Answer(f"{run}-{s.student_id}", item, c, ts) for s in sequences for item, c, ts in zip(s.items, s.correct, s.ts_ms)]
+    return sorted(answers, key=lambda a: a.ts_ms)  # per student ts increase, so each student's order is kept
+
+
+def by_student(answers: Iterable[Answer]) -> dict[str, list[Answer]]:
+    out: dict[str, list[Answer]] = {}
+    for a in answers:
+        out.setdefault(a.student_id, []).append(a)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterable[None]:
+    """As ``stream-kt serve`` runs: one thread for the small step (more contend with the event loop)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def make_settings(broker, redis_url: str, key_prefix: str, topics) -> Callable[..., StreamSettings]:
+    """Settings on the test broker and Redis, with this test's topics, group and key prefix."""
+    base = StreamSettings(
+        bootstrap=broker.bootstrap,
+        redis_url=redis_url,
+        in_topic=topics("in"),
+        out_topic=topics("out"),
+        dlq_topic=topics("dlq"),
+        group_id=topics("group"),
+        key_prefix=key_prefix,
+        batch_size=16,
+        max_wait_ms=5,
+        partitions=PARTITIONS,
+    )
+
+    def make(**overrides: object) -> StreamSettings:
+        return StreamSettings(**{**base.__dict__, **overrides}).validate()
+
+    return make
+
+
+async def produce(settings: StreamSettings, messages: Iterable[tuple[bytes | None, bytes]]) -> dict[int, int]:
+    """Send (key, value) pairs to the input topic (created first with the test's partitions), in order.
+
+    Returns the end offset (last offset + 1) of each partition written to, from the
+    delivery reports: the embedded broker's ListOffsets answers the last batch's base
+    offset + 1 instead, so ``end_offsets`` cannot be trusted there.
+    """
+    await ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    await producer.start()
+    try:
+        deliveries = [await producer.send(settings.in_topic, value, key=key) for key, value in messages]
+        end: dict[int, int] = {}
+        for report in await asyncio.gather(*deliveries):
+            end[report.partition] = max(end.get(report.partition, 0), report.offset + 1)
+        return end
+    finally:
+        await producer.stop()
+
+
+def answer_messages(answers: Iterable[Answer]) -> list[tuple[bytes, bytes]]:
+    return [(a.student_id.encode(), a.encode()) for a in answers]
+
+
+class TopicReader:
+    """Reads every partition of a topic from the beginning, without a group (no join wait)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap, self.topic = bootstrap, topic
+        self.records: list = []
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def __aenter__(self) -> "TopicReader":
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+        await self.consumer.start()
+        deadline = time.monotonic() + 10
+        while not (partitions := self.consumer.partitions_for_topic(self.topic)):
+            assert time.monotonic() < deadline, f"no topic {self.topic}"
+            await self.consumer.topics()  # fetches fresh metadata: the topic may be new
+        self.consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.consumer is not None
+        await self.consumer.stop()
+
+    async def read_until(self, done: Callable[[list], bool], timeout_s: float = 60.0) -> list:
+        """Read until ``done(records)``; fail after ``timeout_s``."""
+        assert self.consumer is not None
+        deadline = time.monotonic() + timeout_s
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.topic}: condition not met within {timeout_s} s ({len(self.records)} records)")
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                self.records.extend(records)
+        return self.records
+
+
+def dedupe_outputs(records: Iterable) -> dict[tuple[str, int], dict]:
+    """Mastery messages by (student_id, seq); a repeat must carry the same values."""
+    out: dict[tuple[str, int], dict] = {}
+    for record in records:
+        message = decode_mastery(record.value)
+        key = (message["student_id"], message["seq"])
+        if key in out:
+            assert out[key]["p_correct"] == message["p_correct"] and out[key]["mastery"] == message["mastery"], f"repeat of {key} differs"
+        out[key] = message
+    return out
+
+
+@contextlib.asynccontextmanager
+async def running_processor(settings: StreamSettings, checkpoint: Checkpoint, timeout_s: float = 60.0) -> AsyncIterator[list[ProcessorStats]]:
+    """Run ``run_processor`` in this loop until the block ends; the yielded list gets its stats."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_processor(settings, checkpoint, stop=stop, ready=ready))
+    stats: list[ProcessorStats] = []
+    ready_or_done = await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    if task in ready_or_done[0]:
+        task.result()  # it failed: raise its error
+    assert ready.is_set(), f"processor got no partitions within {timeout_s} s"
+    try:
+        yield stats
+    finally:
+        stop.set()
+        stats.append(await asyncio.wait_for(task, timeout_s))
+
+
+def read_states(redis_url: str, prefix: str, student_ids: Iterable[str]) -> dict[str, StudentState | None]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {s: None if (raw := client.get(keys.student_key(s, prefix))) is None else StudentState.from_bytes(raw) for s in student_ids}
+    finally:
+        client.close()
+
+
+@dataclass
+class Expected:
+    """One student's reference run: the model stepped over the whole sequence, one event at a time."""
+
+    p_correct: list[float] = field(default_factory=list)  # per event, before its answer
+    mastery: list[np.ndarray] = field(default_factory=list)  # per event, after it
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # final (L, H) rows
+
+
+@torch.no_grad()
+def reference_run(checkpoint: Checkpoint, answers: list[Answer]) -> Expected:
+    model, vocab = checkpoint.model.eval(), checkpoint.vocab
+    state = model.initial_state(1)
+    expected = Expected()
+    for a in answers:
+        out = model.step(state, torch.tensor([vocab.index(a.item_id)]), torch.tensor([a.correct]))
+        state = out.state
+        expected.p_correct.append(float(out.p_correct[0]))
+        expected.mastery.append(out.mastery[0].numpy())
+    expected.state = {k: v[0].numpy() for k, v in state.items()}
+    return expected
+
+
+def assert_final_states(redis_url: str, prefix: str, checkpoint: Checkpoint, answers: list[Answer], tol: float = 1e-5) -> None:
+    """Every student's stored state equals the reference run over all their answers."""
+    students = by_student(answers)
+    states = read_states(redis_url, prefix, students)
+    for student, seq in students.items():
+        state = states[student]
+        assert state is not None, f"no state for {student}"
+        expected = reference_run(checkpoint, seq)
+        assert state.model_version == checkpoint.version
+        assert state.events_applied == len(seq)
+        assert state.window == [(a.item_id, a.correct, a.ts_ms) for a in seq[-WINDOW:]]
+        for name, rows in expected.state.items():
+            np.testing.assert_allclose(state.model_state[name], rows, atol=tol, err_msg=f"{student} {name}")
+        np.testing.assert_allclose(state.mastery, expected.mastery[-1], atol=tol, err_msg=f"{student} mastery")
+
+
+def expected_output_keys(answers: Iterable[Answer]) -> set[tuple[str, int]]:
+    return {(s, seq) for s, events in by_student(answers).items() for seq in range(1, len(events) + 1)}
+
+
+async def committed_offsets(settings: StreamSettings) -> dict[int, int]:
+    """The group's committed offset per partition of the input topic (partitions without one left out)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = {p: await consumer.committed(TopicPartition(settings.in_topic, p)) for p in range(settings.partitions)}
+        return {p: offset for p, offset in committed.items() if offset is not None}
+    finally:
+        await consumer.stop()
+
+
+class ServeProcess:
+    """``python -m stream_kt.cli serve`` as a subprocess; stdout lines are collected by a thread."""
+
+    def __init__(self, settings: StreamSettings, checkpoint: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
+        args = [
+            sys.executable, "-m", "stream_kt.cli", "serve", "--checkpoint", str(checkpoint),
+            "--bootstrap", settings.bootstrap, "--redis", settings.redis_url,
+            "--in-topic", settings.in_topic, "--out-topic", settings.out_topic, "--dlq-topic", settings.dlq_topic,
+            "--group", settings.group_id, "--key-prefix", settings.key_prefix,
+            "--batch", str(settings.batch_size), "--max-wait-ms", str(settings.max_wait_ms), "--partitions", str(settings.partitions),
+            *extra,
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two cores shared with the tests and the broker
+        self.log = open(log_path, "ab")
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True, cwd=Path(__file__).parents[2])
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_line(self, prefix: str, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.stdout.append(line)
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix!r} line within {timeout_s} s (exit status {self.process.poll()}); stdout: {self.stdout}")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        code = self.process.wait(timeout_s)
+        self.log.close()
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path) -> Iterable[Callable[..., ServeProcess]]:
+    """Factory of ``stream-kt serve`` subprocesses; whatever still runs at the end is killed."""
+    started: list[ServeProcess] = []
+
+    def start(settings: StreamSettings, checkpoint: Path, *extra: str) -> ServeProcess:
+        proc = ServeProcess(settings, checkpoint, tmp_path / f"serve-{len(started)}.log", extra)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition`` every 50 ms until it holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+class OwnRedis:
+    """A redis-server of this test's own on a free port, persisted to an append-only file so a restart keeps the data."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                assert self.process.poll() is None and time.monotonic() < deadline, f"redis-server on port {self.port} did not start"
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterable[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary")
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,226 @@
+"""The processor in this process (run_processor), on the real broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import redis
+import torch
+
+from stream_kt.data.batches import make_batch
+from stream_kt.stream import keys
+from stream_kt.stream.events import MAX_EVENT_BYTES
+from stream_kt.stream.state import WINDOW, StudentState
+from stream_kt.training.checkpoint import load_checkpoint
+
+from .conftest import (
+    Answer,
+    TopicReader,
+    answer_messages,
+    assert_final_states,
+    by_student,
+    committed_offsets,
+    dedupe_outputs,
+    expected_output_keys,
+    produce,
+    read_states,
+    reference_run,
+    running_processor,
+    synthetic_answers,
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint: Path):
+    return load_checkpoint(tiny_checkpoint)
+
+
+def test_events_apply_in_production_order_and_a_stop_commits_what_was_applied(make_settings, checkpoint, redis_url):
+    settings = make_settings()
+    answers = synthetic_answers(checkpoint, students=8, seed=1)
+    first_half, second_half = answers[: len(answers) // 2], answers[len(answers) // 2 :]
+
+    async def scenario():
+        end = await produce(settings, answer_messages(first_half))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
+            async with running_processor(settings, checkpoint) as first:
+                await out.read_until(lambda rs: len(rs) >= len(first_half))
+            after_stop = await committed_offsets(settings)
+            end_after_stop = dict(end)
+            for partition, offset in (await produce(settings, answer_messages(second_half))).items():
+                end[partition] = offset
+            async with running_processor(settings, checkpoint) as second:
+                await out.read_until(lambda rs: len(rs) >= len(answers))
+            return first[0], second[0], (after_stop, end_after_stop), (await committed_offsets(settings), end), out.records
+
+    first, second, (committed, end), (final_committed, final_end), records = asyncio.run(scenario())
+
+    # a stop commits exactly what the states applied: the second run replays nothing
+    assert committed == end and sum(end.values()) == len(first_half)
+    assert (first.events_in, first.outputs, first.skipped_replays) == (len(first_half), len(first_half), 0)
+    assert (second.events_in, second.outputs, second.skipped_replays) == (len(second_half), len(second_half), 0)
+    assert final_committed == final_end and sum(final_end.values()) == len(answers)
+    states = read_states(redis_url, settings.key_prefix, by_student(answers))
+    last_applied: dict[int, int] = {}
+    for state in states.values():
+        for source, offset in state.offsets.items():
+            partition = int(source.rsplit("/", 1)[1])
+            last_applied[partition] = max(last_applied.get(partition, -1), offset)
+    assert {p: o + 1 for p, o in last_applied.items()} == final_committed
+
+    # order: output seq k of a student is that student's k-th produced answer
+    assert len(records) == len(answers)  # no repeats: nothing was replayed
+    outputs = dedupe_outputs(records)
+    for student, seq in by_student(answers).items():
+        assert [(outputs[(student, k)]["item_id"], outputs[(student, k)]["ts"]) for k in range(1, len(seq) + 1)] == [(a.item_id, a.ts_ms) for a in seq]
+    assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)
+
+    vocab_entry = json.loads(redis.Redis.from_url(redis_url).get(keys.model_vocab_key(checkpoint.version, settings.key_prefix)))
+    assert vocab_entry == {
+        "item_column": "skill_id",
+        "ids": list(checkpoint.vocab.ids),
+        "names": {},
+        "checkpoint": str(checkpoint.path.resolve()),
+        "model": "dkt",
+    }
+
+
+def invalid_messages(student: str, n: int) -> list[tuple[bytes, str]]:
+    """(bytes, expected reason) of the n-th batch of invalid events; each is unique by its ts."""
+    ts = 1_800_000_000_000 + n
+    return [
+        (b"\xc1not msgpack" + str(n).encode(), "not_msgpack"),
+        (msgpack.packb({"v": 1, "student_id": student, "correct": 1, "ts": ts}), "missing_field"),
+        (msgpack.packb({"v": 1, "student_id": 1.5, "skill_id": "1", "correct": 1, "ts": ts}), "bad_type"),
+        (msgpack.packb({"v": 1, "student_id": student, "skill_id": "1", "correct": 2, "ts": ts}), "bad_correct"),
+        (msgpack.packb({"v": 1, "student_id": student, "skill_id": "no-such-skill", "correct": 1, "ts": ts}), "unknown_item"),
+        (msgpack.packb({"v": 1, "student_id": student, "skill_id": "1", "correct": 1, "ts": ts, "pad": "x" * MAX_EVENT_BYTES}), "oversized"),
+        (msgpack.packb([student, "1", 1, ts]), "not_a_map"),
+        (msgpack.packb({"v": 2, "student_id": student, "skill_id": "1", "correct": 1, "ts": ts}), "bad_version"),
+    ]
+
+
+def test_every_valid_event_gives_one_output_and_every_invalid_one_a_dead_letter(make_settings, checkpoint, redis_url):
+    settings = make_settings()
+    answers = synthetic_answers(checkpoint, students=5, seed=2, min_length=20, max_length=40)
+    messages, invalid = [], {}
+    for i, (key, value) in enumerate(answer_messages(answers)):
+        messages.append((key, value))
+        if i % 20 == 0:  # a few of every kind, spread over the stream and the partitions
+            for raw, reason in invalid_messages(key.decode(), i):
+                messages.append((key, raw))
+                invalid[raw] = reason
+
+    async def scenario():
+        await produce(settings, messages)
+        async with TopicReader(settings.bootstrap, settings.in_topic) as source:
+            await source.read_until(lambda rs: len(rs) == len(messages))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out, TopicReader(settings.bootstrap, settings.dlq_topic) as dlq:
+            async with running_processor(settings, checkpoint) as stats:
+                await out.read_until(lambda rs: len(rs) >= len(answers))
+                await dlq.read_until(lambda rs: len(rs) >= len(invalid))
+            return source.records, out.records, dlq.records, stats[0]
+
+    source, out, dlq, stats = asyncio.run(scenario())
+
+    assert set(dedupe_outputs(out)) == expected_output_keys(answers)
+    assert len(out) == len(answers)
+    assert (stats.events_in, stats.outputs, stats.dlq) == (len(messages), len(answers), len(invalid))
+    where = {r.value: (r.key, f"{r.topic}/{r.partition}/{r.offset}") for r in source}
+    assert len(dlq) == len(invalid)
+    for letter in dlq:
+        headers = dict(letter.headers)
+        assert letter.value in invalid, "a dead letter carries the original bytes"
+        assert headers["reason"].decode() == invalid[letter.value]
+        assert headers["detail"]
+        assert (letter.key, headers["source"].decode()) == where[letter.value]
+    assert {letter.value for letter in dlq} == set(invalid)
+    assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)  # invalid events never reached a state
+
+
+def test_streamed_predictions_equal_the_offline_model(make_settings, checkpoint):
+    settings = make_settings(batch_size=4)  # several steps per round: padding and splitting in play
+    answers = synthetic_answers(checkpoint, students=6, seed=3, min_length=60, max_length=150)
+    students = by_student(answers)
+    assert max(len(seq) for seq in students.values()) > WINDOW
+
+    async def scenario():
+        await produce(settings, answer_messages(answers))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
+            async with running_processor(settings, checkpoint):
+                await out.read_until(lambda rs: len(rs) >= len(answers))
+            return dedupe_outputs(out.records)
+
+    outputs = asyncio.run(scenario())
+    model, vocab = checkpoint.model, checkpoint.vocab
+    ids = list(students)
+    rows = [(np.array([vocab.index(a.item_id) for a in students[s]]), np.array([a.correct for a in students[s]])) for s in ids]
+    batch = make_batch(rows)
+    with torch.no_grad():
+        logits = model(batch)  # (S, T): position t predicts event t + 1
+        hidden, _ = model.hidden_states(batch.items, batch.correct, batch.mask)  # (S, T, H)
+        mastery = torch.sigmoid(model.out(hidden))  # (S, T, V): after event t
+        first_p = torch.sigmoid(model.out.bias)  # before any event the state is zero
+    for row, student in enumerate(ids):
+        for t, answer in enumerate(students[student]):
+            message = outputs[(student, t + 1)]
+            offline_p = first_p[rows[row][0][0]] if t == 0 else torch.sigmoid(logits[row, t - 1])
+            assert message["model_version"] == checkpoint.version
+            assert message["p_correct"] == pytest.approx(float(offline_p), abs=1e-5), f"{student} event {t}"
+            np.testing.assert_allclose(message["mastery"], mastery[row, t].numpy(), atol=1e-5, err_msg=f"{student} event {t}")
+
+
+def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settings, checkpoint, checkpoint_factory, redis_url):
+    upgraded = load_checkpoint(checkpoint_factory(seed=7, num_items=len(checkpoint.vocab) + 2))
+    assert upgraded.version != checkpoint.version
+    settings = make_settings()
+    history = synthetic_answers(checkpoint, students=2, seed=4, min_length=120, max_length=130)  # windows cut at WINDOW
+    legacy = Answer("legacy", "retired-skill", 1, 1)  # an id the new vocabulary lacks: dropped from the rebuild
+    old_states, new_events = {}, {}
+    for student, seq in by_student(history).items():
+        window = [*seq[:-WINDOW], legacy, *seq[-WINDOW + 1 :]][-WINDOW:]
+        old = reference_run(checkpoint, seq)
+        old_states[student] = StudentState(
+            student,
+            checkpoint.version,
+            events_applied=len(seq),
+            window=[(a.item_id, a.correct, a.ts_ms) for a in window],
+            model_state=old.state,
+            mastery=old.mastery[-1],
+            offsets={"retired-topic/0": 41},
+        )
+        new_events[student] = (Answer(student, str(len(upgraded.vocab) - 1), 1, seq[-1].ts_ms + 1), window)  # an item only the new model has
+    client = redis.Redis.from_url(redis_url)
+    for state in old_states.values():
+        client.set(keys.student_key(state.student_id, settings.key_prefix), state.to_bytes())
+
+    async def scenario():
+        await produce(settings, answer_messages(event for event, _ in new_events.values()))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
+            async with running_processor(settings, upgraded):
+                await out.read_until(lambda rs: len(rs) >= len(new_events))
+            return dedupe_outputs(out.records)
+
+    outputs = asyncio.run(scenario())
+    states = read_states(redis_url, settings.key_prefix, new_events)
+    for student, (event, window) in new_events.items():
+        replayed = [a for a in window if upgraded.vocab.index(a.item_id) is not None] + [event]
+        assert len(replayed) == WINDOW  # the legacy id was dropped, the new event added
+        expected = reference_run(upgraded, replayed)
+        state, old = states[student], old_states[student]
+        assert state.model_version == upgraded.version
+        assert state.events_applied == old.events_applied + 1
+        assert state.window == (old.window + [(event.item_id, event.correct, event.ts_ms)])[-WINDOW:]
+        assert state.offsets["retired-topic/0"] == 41 and len(state.offsets) == 2
+        for name, rows in expected.state.items():
+            np.testing.assert_allclose(state.model_state[name], rows, atol=1e-5)
+        np.testing.assert_allclose(state.mastery, expected.mastery[-1], atol=1e-5)
+        message = outputs[(student, old.events_applied + 1)]
+        assert message["model_version"] == upgraded.version
+        assert message["p_correct"] == pytest.approx(expected.p_correct[-1], abs=1e-5)
+        np.testing.assert_allclose(message["mastery"], expected.mastery[-1], atol=1e-5)
