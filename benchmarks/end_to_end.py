@@ -1,0 +1,157 @@
+"""Benchmarks 2 and 3: end to end through the real broker and Redis, per variant.
+
+For each variant (stream-kt, naive, recompute) one processor process (``benchmarks.worker``)
+runs against fresh topics and a fresh key prefix:
+
+1. Sustained throughput: ``events`` answer events are produced first, then the
+   processor starts and drains them; events/s = answered / (last output - first output),
+   read by a follower consuming the output topic.
+2. Latency: at offered rates of 25%, 50% and 90% of that maximum, events are sent
+   paced (``ts`` = wall clock at send) and p50/p95/p99 of (output received - ts) taken.
+3. Costs per event: the processor's CPU seconds after start-up / events, and Redis
+   round trips per event from Redis' own ``total_reads_processed`` counter (socket
+   reads it served: one per pipeline or command round trip) over the same span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
+from stream_kt.stream.replay import ensure_topic, event_order, send_events
+
+VARIANT_BATCH = {"stream-kt": None, "naive": 1, "recompute": 64}  # None: the configured B
+RATE_FRACTIONS = (0.25, 0.5, 0.9)
+
+
+@dataclass
+class Target:
+    bootstrap: str
+    redis_url: str
+    checkpoint: Path
+    backend: str
+    batch_size: int
+    partitions: int = 6
+
+
+class Worker:
+    """A ``benchmarks.worker`` subprocess on its own topics and key prefix."""
+
+    def __init__(self, target: Target, variant: str) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.in_topic, self.out_topic, self.dlq_topic = f"bench-{run}.answers", f"bench-{run}.mastery", f"bench-{run}.dlq"
+        self.key_prefix = f"bench-{run}"
+        self.target = target
+        self.variant = variant
+        self.batch = VARIANT_BATCH[variant] or target.batch_size
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        command = [
+            sys.executable, "-m", "benchmarks.worker", "--variant", self.variant, "--checkpoint", str(self.target.checkpoint),
+            "--bootstrap", self.target.bootstrap, "--redis", self.target.redis_url, "--in-topic", self.in_topic,
+            "--out-topic", self.out_topic, "--dlq-topic", self.dlq_topic, "--group", f"{self.key_prefix}-group",
+            "--key-prefix", self.key_prefix, "--backend", self.target.backend if self.variant == "stream-kt" else "eager",
+            "--batch", str(self.batch), "--partitions", str(self.target.partitions),
+        ]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        deadline = time.monotonic() + timeout_s
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if line.strip() == "ready":
+                return
+            if not line and self.process.poll() is not None:
+                raise RuntimeError(f"benchmark worker {self.variant} exited with {self.process.returncode}")
+        raise RuntimeError(f"benchmark worker {self.variant} not ready within {timeout_s:.0f} s")
+
+    def stop(self) -> dict:
+        assert self.process is not None and self.process.stdout is not None
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=60)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
+
+    def delete_keys(self) -> None:
+        client = redis.Redis.from_url(self.target.redis_url)
+        for key in client.scan_iter(f"{self.key_prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
+
+
+def redis_reads(redis_url: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.info("stats")["total_reads_processed"])
+    finally:
+        client.close()
+
+
+async def _send_and_follow(worker: Worker, students: list[StudentSequence], order, rate: float | None, progress: bool) -> dict:
+    tally = FollowTally(since_ms=now_ms())
+    following = asyncio.create_task(follow_outputs(worker.target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=120))
+    result = await send_events(worker.target.bootstrap, worker.in_topic, students, order, rate_per_s=rate, progress=progress)
+    tally.expected = result.sent
+    await following
+    summary = tally.summary(result.first_send_ms)
+    summary["offered_per_s"] = rate
+    summary["sent_per_s"] = round(result.events_per_s, 1)
+    if tally.first_output_ms and tally.last_output_ms and tally.last_output_ms > tally.first_output_ms:
+        summary["drain_events_per_s"] = round(tally.answered / ((tally.last_output_ms - tally.first_output_ms) / 1000), 1)
+    return summary
+
+
+def run_variant(target: Target, variant: str, students: list[StudentSequence], latency_seconds: float, seed: int = 0, progress: bool = True) -> dict:
+    """Throughput, latency at three offered rates, and per-event costs of one variant."""
+    order = event_order(students, seed)
+    worker = Worker(target, variant)
+    asyncio.run(ensure_topic(target.bootstrap, worker.in_topic, target.partitions))
+    # 1. pre-produce, then start the processor and time the drain
+    tally = FollowTally(since_ms=0, expected=len(order))
+    sent = asyncio.run(send_events(target.bootstrap, worker.in_topic, students, order, progress=progress))
+    reads_before = redis_reads(target.redis_url)
+    worker.start()
+    try:
+        asyncio.run(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600))
+        reads = redis_reads(target.redis_url) - reads_before
+        span_s = max((tally.last_output_ms or 0) - (tally.first_output_ms or 0), 1) / 1000
+        max_rate = tally.answered / span_s
+        result = {
+            "variant": variant,
+            "batch": worker.batch,
+            "events": sent.sent,
+            "answered": tally.answered,
+            "events_per_s": round(max_rate, 1),
+            "redis_round_trips_per_event": round(reads / max(tally.answered, 1), 3),
+        }
+        # 2. latency at fractions of the measured maximum, each for about latency_seconds
+        latency = []
+        for fraction in RATE_FRACTIONS:
+            rate = max(1.0, fraction * max_rate)
+            count = max(50, int(rate * latency_seconds))
+            paced_order = order[:count] if count <= len(order) else order
+            paced = [students[i] for i in sorted({i for i, _ in paced_order})]
+            # the same students again: their states continue, as a live stream's would
+            index = {s.student_id: n for n, s in enumerate(paced)}
+            remapped = [(index[students[i].student_id], p) for i, p in paced_order]
+            summary = asyncio.run(_send_and_follow(worker, paced, remapped, rate, progress))
+            latency.append({"fraction": fraction, **summary})
+        result["latency"] = latency
+    finally:
+        stats = worker.stop()
+        worker.delete_keys()
+    result["cpu_ms_per_event"] = round(1000 * stats.get("cpu_s", float("nan")) / max(stats.get("events_in", 1), 1), 3)
+    result["processor"] = stats
+    return result

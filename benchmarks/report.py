@@ -1,0 +1,63 @@
+"""Human table and PNG plots for ``stream-kt bench`` results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def table(results: dict) -> str:
+    lines = ["model step throughput (student-steps/s)", f"{'backend':>8} {'batch':>6} {'steps/s':>12} {'us/step':>9}"]
+    for row in results["step"]:
+        lines.append(f"{row['backend']:>8} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}")
+    lines += ["", "end to end (real broker + Redis)", f"{'variant':>10} {'B':>4} {'events/s':>10} {'cpu ms/ev':>10} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 25% | 50% | 90% of max"]
+    for row in results["end_to_end"]:
+        latency = " | ".join(f"{l['p50_ms']}/{l['p95_ms']}/{l['p99_ms']}" for l in row["latency"])
+        lines.append(f"{row['variant']:>10} {row['batch']:>4} {row['events_per_s']:>10,.0f} {row['cpu_ms_per_event']:>10.3f} {row['redis_round_trips_per_event']:>11.3f}  {latency}")
+    return "\n".join(lines)
+
+
+def plot(results: dict, out_dir: Path) -> list[Path]:
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for backend in dict.fromkeys(r["backend"] for r in results["step"]):
+        rows = [r for r in results["step"] if r["backend"] == backend]
+        ax.plot([r["batch"] for r in rows], [r["student_steps_per_s"] for r in rows], marker="o", label=backend)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("student-steps / s")
+    ax.set_title(f"DKT one-step update throughput ({results['machine']})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    paths.append(out_dir / "step_throughput.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    e2e = results["end_to_end"]
+    fig, (ax_rate, ax_latency) = plt.subplots(1, 2, figsize=(11, 4.5))
+    bars = ax_rate.bar([r["variant"] for r in e2e], [r["events_per_s"] for r in e2e], color=["tab:green" if r["variant"] == "stream-kt" else "tab:grey" for r in e2e])
+    ax_rate.bar_label(bars, fmt="{:,.0f}")
+    ax_rate.set_ylabel("sustained events / s")
+    ax_rate.set_title("end to end throughput")
+    for row in e2e:
+        rates = [l["offered_per_s"] for l in row["latency"]]
+        ax_latency.plot(rates, [l["p99_ms"] for l in row["latency"]], marker="o", label=f"{row['variant']} p99")
+        ax_latency.plot(rates, [l["p50_ms"] for l in row["latency"]], marker="x", linestyle="--", label=f"{row['variant']} p50")
+    ax_latency.set_xscale("log")
+    ax_latency.set_yscale("log")
+    ax_latency.set_xlabel("offered events / s")
+    ax_latency.set_ylabel("event-to-mastery latency (ms)")
+    ax_latency.set_title("latency at 25%, 50%, 90% of each variant's max")
+    ax_latency.grid(True, which="both", alpha=0.3)
+    ax_latency.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "end_to_end.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths

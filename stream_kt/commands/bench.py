@@ -1,0 +1,117 @@
+"""``stream-kt bench``: step throughput per backend, end to end, and the alternatives side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from stream_kt.backends import BACKEND_CHOICES, available_backends, resolve_backend_name
+from stream_kt.commands.offline import positive_int
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.data.split import split_students
+from stream_kt.data.synthetic import SyntheticConfig, generate
+from stream_kt.data.vocab import Vocabulary
+from stream_kt.models import build_model
+from stream_kt.stream.broker import EmbeddedBroker
+from stream_kt.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+QUICK = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
+FULL = {"batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048], "events": 200_000, "naive_events": 10_000, "recompute_events": 30_000, "latency_s": 15.0}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark the model step and the whole pipeline against the alternatives")
+    p.add_argument("--bootstrap", help="Kafka HOST:PORT (default: start an embedded broker)")
+    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis URL (env REDIS_URL)")
+    p.add_argument("--checkpoint", help="model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="backend of the stream-kt end-to-end run (default auto)")
+    p.add_argument("--batch", type=positive_int, default=64, help="fixed batch shape B of the stream-kt run (default 64)")
+    p.add_argument("--events", type=positive_int, help="events for the stream-kt throughput run")
+    p.add_argument("--skip-e2e", action="store_true", help="only the model step benchmark")
+    p.add_argument("--full", action="store_true", help="more batch sizes and events (longer)")
+    p.add_argument("--out", default="benchmarks/results", help="directory for results.json and the PNG plots")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=cmd_bench)
+
+
+def default_checkpoint(directory: Path) -> Checkpoint:
+    """DKT, hidden 128, 124 items (the ASSISTments 2009 skill count): speed does not depend on the weights."""
+    torch.manual_seed(0)
+    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(124)))
+    model = build_model("dkt", num_items=124, embed_dim=128, hidden_size=128).eval()
+    split = split_students(["x", "y"], seed=0, valid_fraction=0.5)
+    return save_checkpoint(directory / "bench-dkt", model, vocab, split, {"note": "random weights for benchmarking"})
+
+
+def bench_students(vocab: Vocabulary, events: int, seed: int = 0) -> list[StudentSequence]:
+    """Synthetic students whose items are the checkpoint's own ids, about ``events`` answers in all."""
+    students = generate(SyntheticConfig(students=max(10, events // 90), items=len(vocab), concepts=8, seed=seed))
+    mapped = [StudentSequence(s.student_id, tuple(vocab.ids[int(i)] for i in s.items), s.correct) for s in students]
+    out, total = [], 0
+    for s in mapped:
+        if total >= events:
+            break
+        out.append(s)
+        total += len(s)
+    return out
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.end_to_end import Target, run_variant
+    from benchmarks.report import plot, table
+    from benchmarks.step_throughput import step_throughput
+
+    plan = FULL if args.full else QUICK
+    backend = resolve_backend_name(args.backend)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    torch.set_num_threads(1)  # as serve: one core for the model, the other for broker and Redis
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(Path(tmp))
+        results: dict = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread",
+            "model": checkpoint.version,
+            "backend": backend,
+            "batch": args.batch,
+        }
+        results["step"] = step_throughput(checkpoint.model, [b for b in ("eager", "cpu", "cuda") if b in available_backends()], plan["batches"])
+        results["end_to_end"] = []
+        if not args.skip_e2e:
+            broker = EmbeddedBroker().start() if not args.bootstrap else None
+            try:
+                target = Target(broker.bootstrap if broker else args.bootstrap, args.redis, Path(checkpoint.path), backend, args.batch)
+                for variant, events in (("stream-kt", args.events or plan["events"]), ("recompute", plan["recompute_events"]), ("naive", plan["naive_events"])):
+                    print(f"end to end: {variant} ({events} events)", flush=True)
+                    results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
+            finally:
+                if broker:
+                    broker.stop()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    print(table(results))
+    for path in plot(results, out_dir):
+        print(f"plot: {path}")
+    summary = {"backend": backend, "step_throughput_b256": next((r["student_steps_per_s"] for r in results["step"] if r["batch"] == 256 and r["backend"] == ("cpu" if backend != "cuda" else "cuda")), None)}
+    by_variant = {r["variant"]: r for r in results["end_to_end"]}
+    if by_variant:
+        ours = by_variant["stream-kt"]
+        half = next(l for l in ours["latency"] if l["fraction"] == 0.5)
+        summary.update(
+            events_per_s=ours["events_per_s"],
+            p50_ms=half["p50_ms"],
+            p99_ms=half["p99_ms"],
+            naive_events_per_s=by_variant["naive"]["events_per_s"],
+            recompute_events_per_s=by_variant["recompute"]["events_per_s"],
+            speedup_vs_naive=round(ours["events_per_s"] / by_variant["naive"]["events_per_s"], 1),
+        )
+    summary["seconds"] = results["seconds"]
+    print(json.dumps(summary))
+    return 0

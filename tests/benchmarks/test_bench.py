@@ -1,0 +1,57 @@
+"""The benchmark's variants are real pipelines: each answers every event (speed is not asserted here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.alternatives import RecomputeWindow
+from benchmarks.end_to_end import Target, run_variant
+from stream_kt.commands.bench import bench_students, default_checkpoint
+from stream_kt.models import build_model
+
+
+def test_recompute_window_equals_the_carried_state_inside_the_window():
+    torch.manual_seed(0)
+    model = build_model("dkt", num_items=12, hidden_size=16, embed_dim=8).eval()
+    recompute = RecomputeWindow(model, window=100)
+    carried, window = model.initial_state(3), recompute.initial_state(3)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(80):
+            items, correct = torch.randint(0, 12, (3,), generator=generator), torch.randint(0, 2, (3,), generator=generator)
+            a, b = model.step(carried, items, correct), recompute.step(window, items, correct)
+            np.testing.assert_allclose(b.mastery.numpy(), a.mastery.numpy(), atol=1e-5)
+            np.testing.assert_allclose(b.p_correct.numpy(), a.p_correct.numpy(), atol=1e-5)
+            carried, window = a.state, b.state
+
+
+@pytest.mark.parametrize("variant", ["stream-kt", "naive", "recompute"])
+def test_each_variant_answers_every_event(broker, redis_url, tmp_path, variant):
+    checkpoint = default_checkpoint(tmp_path)
+    students = bench_students(checkpoint.vocab, 400)
+    target = Target(broker.bootstrap, redis_url, Path(checkpoint.path), "cpu", 16)
+    result = run_variant(target, variant, students, latency_seconds=0.2, progress=False)
+    events = sum(len(s) for s in students)
+    assert result["events"] == events and result["answered"] == events
+    assert result["processor"]["outputs"] >= events + sum(l["sent"] for l in result["latency"])
+    assert [l["fraction"] for l in result["latency"]] == [0.25, 0.5, 0.9]
+    assert all(l["missing"] == 0 and l["p99_ms"] is not None for l in result["latency"])
+    assert result["batch"] == {"stream-kt": 16, "naive": 1, "recompute": 64}[variant]
+
+
+def test_bench_step_only_prints_a_json_summary(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "stream_kt.cli", "bench", "--skip-e2e", "--backend", "cpu", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["backend"] == "cpu" and summary["step_throughput_b256"] > 0
+    assert (tmp_path / "step_throughput.png").stat().st_size > 1000
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {r["backend"] for r in results["step"]} >= {"eager", "cpu"}
