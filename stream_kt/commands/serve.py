@@ -1,4 +1,8 @@
-"""``stream-kt serve``: run the streaming processor until SIGTERM or SIGINT."""
+"""``stream-kt serve``: run the streaming processor until SIGTERM or SIGINT.
+
+Settings come from flags, the environment and ``--config FILE`` (``settings.py``);
+``/metrics``, ``/healthz`` and ``/readyz`` are served on ``--metrics-port`` (``stream/http.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,18 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import sys
 
 import torch
 
+from stream_kt.logging_setup import configure_logging
 from stream_kt.settings import StreamSettings, add_settings_arguments, settings_from_args
+from stream_kt.stream import http
 from stream_kt.stream.broker import EmbeddedBroker
+from stream_kt.stream.metrics import Metrics
 from stream_kt.stream.processor import ProcessorStats, run_processor
 from stream_kt.training.checkpoint import Checkpoint, load_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +36,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     checkpoint = load_checkpoint(args.checkpoint)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
+    log.info("settings: %r", settings)  # repr masks the passwords
     torch.set_num_threads(1)  # a step is a few small matmuls: more threads only contend with the event loop (4x slower on 2 cores)
     broker = EmbeddedBroker().start() if settings.bootstrap == "embedded" else None
     try:
@@ -56,8 +65,10 @@ async def serve(settings: StreamSettings, checkpoint: Checkpoint, backend: str) 
             flush=True,
         )
 
+    metrics, readiness = Metrics(), http.Readiness()
     announcing = asyncio.create_task(announce())
     try:
-        return await run_processor(settings, checkpoint, backend=backend, stop=stop, ready=ready)
+        async with http.serving(metrics, readiness, settings.metrics_port):  # up first: /healthz answers during start-up
+            return await run_processor(settings, checkpoint, backend=backend, stop=stop, ready=ready, metrics=metrics, readiness=readiness)
     finally:
         announcing.cancel()

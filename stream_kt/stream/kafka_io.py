@@ -1,17 +1,23 @@
 """Thin adapter over aiokafka: topics, the consumer, the producer, dead-letter headers.
 
-Nothing here decides when to commit; ``processor.py`` owns the commit order.
+Nothing here decides when to commit; ``processor.py`` owns the commit order.  Every
+client (admin, consumer, producer) gets the same security options
+(``client_options``): TLS and SASL from the ``kafka_*`` settings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
 
+from stream_kt.errors import ConfigError
 from stream_kt.settings import StreamSettings
 from stream_kt.stream.exceptions import StreamError
 
@@ -34,15 +40,34 @@ def message_key(student_id: str) -> bytes:
     return student_id.encode()
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25) -> None:
+def client_options(settings: StreamSettings) -> dict:
+    """Security keyword arguments for any aiokafka client; a missing or bad CA file is a ``ConfigError``."""
+    protocol = settings.kafka_security_protocol
+    options: dict = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        cafile = settings.kafka_ssl_cafile or None
+        if cafile and not Path(cafile).is_file():
+            raise ConfigError(f"kafka ssl cafile {cafile}: no such file")
+        try:
+            options["ssl_context"] = create_ssl_context(cafile=cafile)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"kafka ssl cafile {cafile}: not a PEM CA bundle ({exc.reason})") from None
+    if protocol.startswith("SASL_"):
+        # aiokafka takes SCRAM credentials through the sasl_plain_* arguments too
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username, sasl_plain_password=settings.kafka_sasl_password)
+    return options
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25, *, security: dict | None = None) -> None:
     """Create missing topics with ``partitions`` partitions; an existing topic is left as it is.
 
     This is the first contact with the broker, so it retries a bounded number of times
-    and then raises ``StreamError`` (the CLI prints one line).
+    and then raises ``StreamError`` (the CLI prints one line).  ``security`` is
+    ``client_options(settings)``; without it the connection is PLAINTEXT.
     """
     delay_s = first_delay_s
     for attempt in range(1, attempts + 1):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
         try:
             await admin.start()
             response = await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
@@ -71,13 +96,14 @@ def make_consumer(settings: StreamSettings, listener: ConsumerRebalanceListener)
         auto_offset_reset="earliest",  # a new group starts at the beginning: no event is skipped
         session_timeout_ms=6_000,  # Kafka's minimum: a crashed member's partitions move on sooner
         heartbeat_interval_ms=2_000,
+        **client_options(settings),
     )
     consumer.subscribe([settings.in_topic], listener=listener)
     return consumer
 
 
 def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", **client_options(settings))
 
 
 async def start(client: AIOKafkaConsumer | AIOKafkaProducer, bootstrap: str) -> None:

@@ -41,6 +41,10 @@ take Kafka transactions.
 
 Shutdown: ``stop`` is checked between batches; the in-flight batch runs through 8,
 then consumer, producer and Redis are closed.
+
+Metrics (``metrics.py``): counted once per batch, after 8, so a retried batch counts
+once; the model steps' fill and duration are kept per step and handed over with the
+batch; consumer lag is refreshed from the consumer's own positions about once a second.
 """
 
 from __future__ import annotations
@@ -48,11 +52,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import redis
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
@@ -63,7 +67,9 @@ from stream_kt.settings import StreamSettings
 from stream_kt.stream import batcher, kafka_io
 from stream_kt.stream.events import AnswerEvent, decode_answer, encode_mastery
 from stream_kt.stream.exceptions import InvalidEvent
-from stream_kt.stream.redis_store import StudentStore
+from stream_kt.stream.http import Readiness
+from stream_kt.stream.metrics import Metrics
+from stream_kt.stream.redis_store import REDIS_ERRORS, StudentStore
 from stream_kt.stream.state import StudentState
 from stream_kt.training.checkpoint import Checkpoint
 
@@ -100,6 +106,7 @@ class Applied:
     """Steps 3-5 of one batch: what 6 produces and 7 writes."""
 
     outputs: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, mastery message)
+    event_ts_ms: list[int] = field(default_factory=list)  # each output's event ts, for the end-to-end latency
     states: list[StudentState] = field(default_factory=list)
     skipped: int = 0
 
@@ -130,6 +137,7 @@ class Processor:
         store: StudentStore,
         gate: RebalanceGate,
         backoff: BackoffPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.version = checkpoint.version
@@ -141,12 +149,19 @@ class Processor:
         self.gate = gate
         self.backoff = backoff or BackoffPolicy()
         self.stats = ProcessorStats()
+        self.metrics = metrics or Metrics(process_metrics=False)
+        self.step_fills: list[float] = []  # per model step since the last batch's metrics: rows / B
+        self.step_seconds: list[float] = []
+        self.lag_interval_s = 1.0
+        self.next_lag_update = 0.0
         self.initial_rows = {k: v[0].numpy().copy() for k, v in backend.initial_state(1).items()}  # one student's (L, H) rows
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             revocations = self.gate.revocations
             records = await self.poll(stop)  # 1
+            if time.monotonic() >= self.next_lag_update:
+                await self.update_lag()
             if not records:
                 continue
             async with self.gate.lock:
@@ -175,10 +190,15 @@ class Processor:
                 applied = await self.apply(valid)  # 3, 4, 5
                 deliveries = [await self.producer.send(self.settings.out_topic, value, key=key) for key, value in applied.outputs]
                 await asyncio.gather(*deliveries)  # 6
+                delivered_ms = time.time_ns() // 1_000_000
                 await self.store.write(applied.states)  # 7
                 break
-            except (redis.RedisError, KafkaError) as exc:
+            except (*REDIS_ERRORS, KafkaError) as exc:
                 attempt += 1
+                if isinstance(exc, KafkaError):
+                    self.metrics.kafka_errors += 1
+                else:
+                    self.metrics.redis_errors += 1
                 delay_s = self.backoff.delay_s(attempt)
                 log.error("batch %s: attempt %d failed (%s: %s); nothing committed, retrying in %.1f s", describe(records), attempt, type(exc).__name__, exc, delay_s)
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -186,26 +206,33 @@ class Processor:
                 if stop.is_set():
                     log.warning("batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records))
                     return
-        await asyncio.gather(*dead_letters)  # 2's deliveries, before 8
+        await asyncio.gather(*(delivery for _, delivery in dead_letters))  # 2's deliveries, before 8
         await self.commit(records)  # 8
-        self.stats.events_in += sum(len(rs) for rs in records.values())
+        events_in = sum(len(rs) for rs in records.values())
+        self.stats.events_in += events_in
         self.stats.outputs += len(applied.outputs)
         self.stats.dlq += len(dead_letters)
         self.stats.skipped_replays += applied.skipped
         self.stats.batches += 1
+        self.metrics.record_batch(events_in, len(applied.outputs), applied.skipped, (reason for reason, _ in dead_letters))
+        self.metrics.record_steps(self.step_fills, self.step_seconds)
+        self.metrics.record_latencies_ms(delivered_ms, applied.event_ts_ms)
+        self.step_fills, self.step_seconds = [], []
         log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(applied.outputs), applied.skipped, len(dead_letters))
 
-    async def validate(self, records: Records) -> tuple[list[Pending], list[asyncio.Future]]:
-        """2: valid events in consumption order; invalid ones sent to the DLQ (deliveries returned, not awaited)."""
+    async def validate(self, records: Records) -> tuple[list[Pending], list[tuple[str, asyncio.Future]]]:
+        """2: valid events in consumption order; invalid ones sent to the DLQ ((reason, delivery) returned, not awaited)."""
         valid, dead_letters = [], []
         for tp, batch in records.items():
             for record in batch:
                 try:
-                    event = decode_answer(record.value, self.vocab.index)
+                    event = decode_answer(record.value, self.vocab.index, self.settings.max_event_bytes)
                 except InvalidEvent as exc:
-                    log.warning("%s/%d/%d: dead letter (%s: %s)", tp.topic, tp.partition, record.offset, exc.reason, exc.detail)
+                    # the detail may quote the event's fields: the DLQ header carries it, the log only at DEBUG
+                    log.warning("%s/%d/%d: dead letter (%s)", tp.topic, tp.partition, record.offset, exc.reason)
+                    log.debug("%s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc.detail)
                     headers = kafka_io.dead_letter_headers(exc.reason, exc.detail, tp.topic, tp.partition, record.offset)
-                    dead_letters.append(await self.producer.send(self.settings.dlq_topic, record.value, key=record.key, headers=headers))
+                    dead_letters.append((exc.reason, await self.producer.send(self.settings.dlq_topic, record.value, key=record.key, headers=headers)))
                     continue
                 valid.append(Pending(event, tp.topic, tp.partition, record.offset))
         return valid, dead_letters
@@ -235,13 +262,17 @@ class Processor:
                 state.record(p.event.item_id, p.event.correct, p.event.ts_ms, p.source, p.offset)
                 message = encode_mastery(p.event, state.events_applied, self.version, p_item, state.mastery.tolist())
                 applied.outputs.append((kafka_io.message_key(p.event.student_id), message))
+                applied.event_ts_ms.append(p.event.ts_ms)
         applied.states = list(states.values())
         return applied
 
     def step(self, rows: list[StudentState], items: list[int], correct: list[int]) -> torch.Tensor:
         """Apply one interaction to each of ``rows`` (distinct students) in place; return p_correct (n,)."""
         batch_state = {k: torch.from_numpy(np.stack([r.model_state[k] for r in rows])) for k in self.initial_rows}  # each (n, L, H)
+        started = time.perf_counter()
         out = self.backend.step(batch_state, torch.tensor(items, dtype=torch.long), torch.tensor(correct, dtype=torch.long))
+        self.step_seconds.append(time.perf_counter() - started)
+        self.step_fills.append(len(rows) / self.settings.batch_size)
         mastery = out.mastery.numpy()  # (n, V)
         for i, row in enumerate(rows):
             row.model_state = {k: v[i].numpy() for k, v in out.state.items()}
@@ -274,8 +305,24 @@ class Processor:
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
+            self.metrics.kafka_errors += 1
             # the partitions moved on: the next owner replays from its committed offset and 4 skips what 7 wrote
             log.warning("batch %s: commit refused (%s); state offsets make the replay harmless", describe(records), exc)
+
+    async def update_lag(self) -> None:
+        """``consumer_lag`` of the assigned partitions: highwater (from the last fetch) - position; no request."""
+        self.next_lag_update = time.monotonic() + self.lag_interval_s
+        lag = {}
+        for tp in self.consumer.assignment():
+            try:
+                highwater = self.consumer.highwater(tp)
+                if highwater is None:  # nothing fetched from it yet
+                    continue
+                position = await asyncio.wait_for(self.consumer.position(tp), 0.1)
+            except (AssertionError, AttributeError, IllegalStateError, asyncio.TimeoutError):
+                continue  # revoked or being reset meanwhile: the next update sees it
+            lag[(tp.topic, tp.partition)] = max(0, highwater - position)
+        self.metrics.consumer_lag = lag
 
 
 class RebalanceGate(ConsumerRebalanceListener):
@@ -310,16 +357,26 @@ async def run_processor(
     backend: str = "eager",
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+    readiness: Readiness | None = None,
 ) -> ProcessorStats:
-    """Consume ``settings.in_topic`` until ``stop`` is set; ``ready`` is set once partitions are assigned."""
+    """Consume ``settings.in_topic`` until ``stop`` is set; ``ready`` is set once partitions are assigned.
+
+    ``metrics`` and ``readiness`` are filled in for the HTTP endpoint (``http.py``), which
+    the caller serves.
+    """
     stop = stop or asyncio.Event()
     ready = ready or asyncio.Event()
+    metrics = metrics or Metrics(process_metrics=False)
+    readiness = readiness or Readiness()
+    security = kafka_io.client_options(settings)  # a bad CA file fails here, before any connection
     step_backend = make_backend(backend, checkpoint.model, settings.batch_size)
+    metrics.model_version = readiness.model_version = checkpoint.version
     gate = RebalanceGate(ready)
     async with contextlib.AsyncExitStack() as closing:
-        store = await StudentStore.connect(settings.redis_url, settings.key_prefix)
+        store = await StudentStore.from_settings(settings)
         closing.push_async_callback(store.close)
-        await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions)
+        await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions, security=security)
         await store.write_model_vocab(checkpoint.version, vocab_payload(checkpoint))
         producer = kafka_io.make_producer(settings)
         await kafka_io.start(producer, settings.bootstrap)
@@ -327,7 +384,9 @@ async def run_processor(
         consumer = kafka_io.make_consumer(settings, gate)
         await kafka_io.start(consumer, settings.bootstrap)
         closing.push_async_callback(consumer.stop)
-        processor = Processor(settings, checkpoint, step_backend, consumer, producer, store, gate)
+        readiness.redis_client, readiness.kafka_client = store.client, producer.client
+        closing.callback(setattr, readiness, "kafka_client", None)  # closed clients: not ready any more
+        processor = Processor(settings, checkpoint, step_backend, consumer, producer, store, gate, metrics=metrics)
         log.info("processing %s -> %s with model %s (group %s, batch %d)", settings.in_topic, settings.out_topic, checkpoint.version, settings.group_id, settings.batch_size)
         await processor.run(stop)
     return processor.stats

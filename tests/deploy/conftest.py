@@ -8,34 +8,20 @@ from typing import Any
 import pytest
 
 from stream_kt.settings import ENV
+from stream_kt.stream.metrics import NAMES as METRIC_NAMES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
 NAMESPACE = "stream-kt"
 
-# Read by `stream-kt serve` besides the StreamSettings fields (settings.ENV): metrics,
-# Kafka security, Redis cluster mode, state TTL.
-EXTRA_ENV = {
-    "KT_METRICS_PORT",
-    "KT_KAFKA_SECURITY_PROTOCOL",
-    "KT_KAFKA_SASL_MECHANISM",
-    "KT_KAFKA_SASL_USERNAME",
-    "KT_KAFKA_SASL_PASSWORD",
-    "KT_KAFKA_SSL_CAFILE",
-    "KT_STATE_TTL_S",
-    "KT_REDIS_CLUSTER",
-}
+# Read by `stream-kt serve` besides the StreamSettings fields (settings.ENV); every
+# variable the manifests use is a StreamSettings field now.
+EXTRA_ENV: set[str] = set()
 KNOWN_ENV = set(ENV.values()) | EXTRA_ENV
 # Credentials: in the Secret, never in the ConfigMap.
 SECRET_ENV = {"REDIS_URL", "KT_KAFKA_SASL_USERNAME", "KT_KAFKA_SASL_PASSWORD"}
 # What the processor exports (histograms add _bucket, _sum, _count).
-METRICS = {
-    "stream_kt_consumer_lag",
-    "stream_kt_events_in_total",
-    "stream_kt_events_out_total",
-    "stream_kt_dlq_total",
-    "stream_kt_end_to_end_latency_seconds",
-}
+METRICS = set(METRIC_NAMES)
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,174 @@
+"""Scale-out: events/s of 1, 2 and 3 ``stream-kt serve`` processes in one consumer group, same replay.
+
+For each process count k, on fresh topics (``--partitions``, default 6), group and key prefix:
+
+1. ``--events`` answer events of synthetic students are produced first (``replay.send_events``).
+2. k ``python -m stream_kt.cli serve`` processes are launched together.
+3. A follower (``follow.follow_outputs``) reads the output topic until every event is answered.
+
+``events_per_s`` = events / (last output - first output), as in ``end_to_end.py``;
+``wall_events_per_s`` counts from the launch, so it includes start-up (imports, the
+TorchScript trace) and the group join.  Each process's share comes from its
+``stopped:`` summary line.  Scaling stops at the machine's cores: the processes, the
+broker, Redis and this follower share them (``cores`` in the report).
+
+    python -m benchmarks.scale_out --events 20000 [--processes 1 2 3] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from tqdm import tqdm
+
+from stream_kt.commands.bench import bench_students, default_checkpoint
+from stream_kt.stream.broker import EmbeddedBroker
+from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
+from stream_kt.stream.kafka_io import ensure_topics
+from stream_kt.stream.replay import event_order, send_events
+from stream_kt.training.checkpoint import load_checkpoint
+
+SUMMARY = re.compile(r"stopped: (\d+) events in")
+
+
+def serve_command(args: argparse.Namespace, bootstrap: str, run: str, checkpoint: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "stream_kt.cli", "serve", "--checkpoint", str(checkpoint), "--backend", args.backend,
+        "--bootstrap", bootstrap, "--redis", args.redis,
+        "--in-topic", f"{run}.answers", "--out-topic", f"{run}.mastery", "--dlq-topic", f"{run}.dlq",
+        "--group", f"{run}-group", "--key-prefix", run, "--batch", str(args.batch), "--partitions", str(args.partitions),
+        "--metrics-port", "0",  # several on one machine: no shared port
+    ]  # fmt: skip
+
+
+async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, students, order, processes: int, log_dir: Path) -> dict:
+    run = f"scale-{processes}-{uuid.uuid4().hex[:6]}"
+    await ensure_topics(bootstrap, [f"{run}.answers", f"{run}.mastery", f"{run}.dlq"], args.partitions)
+    sent = await send_events(bootstrap, f"{run}.answers", students, order, progress=not args.quiet)
+    tally = FollowTally(since_ms=sent.first_send_ms, expected=sent.sent)
+    launched_ms = now_ms()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    members = []
+    for n in range(processes):
+        log = open(log_dir / f"{run}-{n}.log", "wb")
+        members.append((subprocess.Popen(serve_command(args, bootstrap, run, checkpoint), stdout=subprocess.PIPE, stderr=log, text=True, env=env), log))
+    bar = tqdm(total=sent.sent, desc=f"{processes} process{'es' if processes > 1 else ''}", unit="event", unit_scale=True, disable=args.quiet, mininterval=0.5)
+
+    def progress(t: FollowTally) -> None:
+        bar.update(t.answered - bar.n)
+
+    try:
+        await follow_outputs(bootstrap, f"{run}.mastery", tally, dlq_topic=f"{run}.dlq", timeout_s=args.timeout_s, on_update=progress)
+    finally:
+        bar.close()
+        shares = []
+        for process, log in members:
+            process.send_signal(signal.SIGTERM)
+            out, _ = process.communicate(timeout=60)
+            log.close()
+            match = SUMMARY.search(out)
+            shares.append(int(match.group(1)) if match else None)
+        _delete_keys(args.redis, run)
+    if tally.answered < sent.sent:
+        raise SystemExit(f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after {args.timeout_s:.0f} s (logs in {log_dir})")
+    span_s = (tally.last_output_ms - tally.first_output_ms) / 1000
+    return {
+        "processes": processes,
+        "events": sent.sent,
+        "events_per_s": round(sent.sent / span_s, 1) if span_s > 0 else None,
+        "wall_events_per_s": round(sent.sent / ((tally.last_output_ms - launched_ms) / 1000), 1),
+        "first_output_after_s": round((tally.first_output_ms - launched_ms) / 1000, 2),
+        "drain_s": round(span_s, 2),
+        "events_per_process": shares,
+        "duplicates": tally.duplicates,
+    }
+
+
+def _delete_keys(redis_url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
+        for start in range(0, len(doomed), 1000):
+            client.delete(*doomed[start : start + 1000])
+    finally:
+        client.close()
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        f"{'processes':>9}  {'events':>7}  {'events/s':>9}  {'wall ev/s':>9}  {'1st out s':>9}  {'drain s':>7}  per process",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['processes']:>9}  {r['events']:>7}  {r['events_per_s'] or 0:>9,.0f}  {r['wall_events_per_s']:>9,.0f}  "
+            f"{r['first_output_after_s']:>9.1f}  {r['drain_s']:>7.1f}  {r['events_per_process']}"
+        )
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="stream-kt-scale-out-"))
+    checkpoint_dir = Path(args.checkpoint) if args.checkpoint else default_checkpoint(work).path
+    checkpoint = load_checkpoint(checkpoint_dir)
+    students = bench_students(checkpoint.vocab, args.events, seed=args.seed)
+    order = event_order(students, args.seed)[: args.events]
+    broker = None if args.bootstrap else EmbeddedBroker(log_path=work / "broker.log").start()
+    bootstrap = args.bootstrap or broker.bootstrap
+    try:
+        rows = [await run_once(args, bootstrap, Path(checkpoint_dir), students, order, k, work) for k in args.processes]
+    finally:
+        if broker is not None:
+            broker.stop()
+    return {
+        "benchmark": "scale_out",
+        "cores": os.cpu_count(),
+        "model": checkpoint.version,
+        "backend": args.backend,
+        "batch": args.batch,
+        "partitions": args.partitions,
+        "students": len(students),
+        "broker": "embedded (tansu)" if broker is not None else bootstrap,
+        "results": rows,
+        "logs": str(work),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale_out", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=20_000, help="answer events per run (default 20000)")
+    p.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3], help="process counts to run (default 1 2 3)")
+    p.add_argument("--checkpoint", help="model (default: DKT hidden 128 over 124 skills, random weights)")
+    p.add_argument("--bootstrap", help="Kafka HOST:PORT (default: start an embedded broker)")
+    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis URL (env REDIS_URL)")
+    p.add_argument("--backend", default="cpu", help="serve --backend (default cpu: TorchScript)")
+    p.add_argument("--batch", type=int, default=64, help="serve --batch (default 64)")
+    p.add_argument("--partitions", type=int, default=6, help="input topic partitions (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout-s", type=float, default=300.0, help="give up this long after a run's last send (default 300)")
+    p.add_argument("--out", help="also write the JSON report here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    started = time.monotonic()
+    report = asyncio.run(main(arguments))
+    report["seconds"] = round(time.monotonic() - started, 1)
+    print(table(report["results"]))
+    print(f"{report['cores']} cores shared by the processes, the broker, Redis and the follower; model {report['model']}, backend {report['backend']}, B={report['batch']}")
+    if arguments.out:
+        Path(arguments.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
