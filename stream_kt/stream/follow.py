@@ -149,7 +149,8 @@ async def follow_outputs(
         group_id=None,  # no group: nothing committed, all partitions, from the beginning
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        metadata_max_age_ms=2000,  # notice the topics soon when the processor creates them late
+        metadata_max_age_ms=2000,
+        fetch_max_wait_ms=10,  # the default 500 ms would be measured as latency  # notice the topics soon when the processor creates them late
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await start_client(consumer, bootstrap)

@@ -188,8 +188,7 @@ class Processor:
         while True:
             try:
                 applied = await self.apply(valid)  # 3, 4, 5
-                deliveries = [await self.producer.send(self.settings.out_topic, value, key=key) for key, value in applied.outputs]
-                await asyncio.gather(*deliveries)  # 6
+                await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, applied.outputs))  # 6
                 delivered_ms = time.time_ns() // 1_000_000
                 await self.store.write(applied.states)  # 7
                 break
@@ -264,6 +263,9 @@ class Processor:
                 applied.outputs.append((kafka_io.message_key(p.event.student_id), message))
                 applied.event_ts_ms.append(p.event.ts_ms)
         applied.states = list(states.values())
+        updated_ms = time.time_ns() // 1_000_000
+        for state in applied.states:
+            state.updated_ms = updated_ms
         return applied
 
     def step(self, rows: list[StudentState], items: list[int], correct: list[int]) -> torch.Tensor:

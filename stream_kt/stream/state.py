@@ -4,8 +4,9 @@ Fields (``schema_version`` 1):
     student_id      str
     model_version   the checkpoint version that produced ``model_state`` and ``mastery``
     events_applied  int, the student's ``seq`` after the last applied event
-    window          the last ``WINDOW`` interactions, oldest first, as [raw item id, correct, ts_ms]
-                    (raw ids, not indices: a new model may have another vocabulary)
+    window          the last ``WINDOW`` interactions, oldest first, as (raw item id, correct, ts_ms);
+                    stored column-wise as [[ids...], [corrects...], [ts_ms...]] (raw ids, not
+                    indices: a new model may have another vocabulary)
     model_state     {name: float32 bytes} per-student rows of the model's state (DKT: h, c)
     state_shapes    {name: shape} of those rows
     mastery         float32 bytes, P(correct) per vocabulary item after the last event
@@ -57,7 +58,8 @@ class StudentState:
                 "student_id": self.student_id,
                 "model_version": self.model_version,
                 "events_applied": self.events_applied,
-                "window": [list(w) for w in self.window],
+                # columnar: three flat arrays pack and unpack in msgpack's C code, no per-entry Python work
+                "window": [list(column) for column in zip(*self.window)] if self.window else [[], [], []],
                 "model_state": {k: np.ascontiguousarray(v, np.float32).tobytes() for k, v in self.model_state.items()},
                 "state_shapes": {k: list(v.shape) for k, v in self.model_state.items()},
                 "mastery": None if self.mastery is None else np.ascontiguousarray(self.mastery, np.float32).tobytes(),
@@ -80,7 +82,7 @@ class StudentState:
             student_id=data["student_id"],
             model_version=data["model_version"],
             events_applied=data["events_applied"],
-            window=[(str(i), int(c), int(t)) for i, c, t in data["window"]],
+            window=list(zip(*data["window"])),
             model_state={k: np.frombuffer(v, np.float32).reshape(shapes[k]).copy() for k, v in data["model_state"].items()},
             mastery=None if data["mastery"] is None else np.frombuffer(data["mastery"], np.float32).copy(),
             offsets=dict(data["offsets"]),
