@@ -29,6 +29,7 @@ from pathlib import Path
 import redis
 
 from stream_kt.data.sequences import StudentSequence
+from stream_kt.stream.inspect_state import delete_keys_with_prefix
 from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.stream.replay import ensure_topic, event_order, send_events
 
@@ -83,12 +84,6 @@ class Worker:
         out, _ = self.process.communicate(timeout=60)
         lines = [line for line in out.splitlines() if line.startswith("{")]
         return json.loads(lines[-1]) if lines else {}
-
-    def delete_keys(self) -> None:
-        client = redis.Redis.from_url(self.target.redis_url)
-        for key in client.scan_iter(f"{self.key_prefix}:*", count=1000):
-            client.delete(key)
-        client.close()
 
 
 def redis_reads(redis_url: str) -> int:
@@ -151,7 +146,7 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
         result["latency"] = latency
     finally:
         stats = worker.stop()
-        worker.delete_keys()
+        delete_keys_with_prefix(target.redis_url, worker.key_prefix)
     result["cpu_ms_per_event"] = round(1000 * stats.get("cpu_s", float("nan")) / max(stats.get("events_in", 1), 1), 3)
     result["processor"] = stats
     return result

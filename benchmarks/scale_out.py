@@ -30,12 +30,12 @@ import time
 import uuid
 from pathlib import Path
 
-import redis
 from tqdm import tqdm
 
 from stream_kt.commands.bench import bench_students, default_checkpoint
 from stream_kt.stream.broker import EmbeddedBroker
 from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
+from stream_kt.stream.inspect_state import delete_keys_with_prefix
 from stream_kt.stream.kafka_io import ensure_topics
 from stream_kt.stream.replay import event_order, send_events
 from stream_kt.training.checkpoint import load_checkpoint
@@ -80,7 +80,7 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
             log.close()
             match = SUMMARY.search(out)
             shares.append(int(match.group(1)) if match else None)
-        _delete_keys(args.redis, run)
+        delete_keys_with_prefix(args.redis, run)
     if tally.answered < sent.sent:
         raise SystemExit(f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after {args.timeout_s:.0f} s (logs in {log_dir})")
     span_s = (tally.last_output_ms - tally.first_output_ms) / 1000
@@ -94,16 +94,6 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
         "events_per_process": shares,
         "duplicates": tally.duplicates,
     }
-
-
-def _delete_keys(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
-        for start in range(0, len(doomed), 1000):
-            client.delete(*doomed[start : start + 1000])
-    finally:
-        client.close()
 
 
 def table(rows: list[dict]) -> str:

@@ -27,6 +27,7 @@ from stream_kt.settings import StreamSettings, add_settings_arguments, settings_
 from stream_kt.stream.exceptions import StreamError
 from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.stream.inspect_state import (
+    delete_keys_with_prefix,
     StudentNotFound,
     format_report,
     mastery_over_window,
@@ -236,7 +237,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             key_prefix=f"demo-{run_id}",
         ).validate()
         if args.delete_state:  # registered before serve: runs after serve has stopped writing
-            stack.callback(_delete_keys, redis_url, settings.key_prefix)
+            stack.callback(delete_keys_with_prefix, redis_url, settings.key_prefix)
         # 4. serve
         serve = stack.enter_context(ServeProcess(checkpoint_dir, settings, work_dir / "serve.log"))
         say(f"[4/6] serve: {serve.ready_line}  (log {serve.log_path})")
@@ -474,12 +475,3 @@ def _student_reports(redis_url: str, prefix: str, student_ids: list[str]) -> str
     finally:
         client.close()
 
-
-def _delete_keys(redis_url: str, prefix: str) -> None:
-    client = redis_client(redis_url)
-    try:
-        doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
-        for start in range(0, len(doomed), 1000):
-            client.delete(*doomed[start : start + 1000])
-    finally:
-        client.close()

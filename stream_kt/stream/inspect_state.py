@@ -38,6 +38,18 @@ def redis_client(url: str) -> redis.Redis:
     return client
 
 
+def delete_keys_with_prefix(redis_url: str, prefix: str) -> int:
+    """Delete every key under ``prefix:`` (a demo's or a benchmark's own keys); return how many."""
+    client = redis_client(redis_url)
+    try:
+        doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
+        for start in range(0, len(doomed), 1000):
+            client.delete(*doomed[start : start + 1000])
+        return len(doomed)
+    finally:
+        client.close()
+
+
 def read_student(client: redis.Redis, student_id: str, prefix: str = keys.DEFAULT_PREFIX) -> StudentState:
     raw = client.get(keys.student_key(student_id, prefix))
     if raw is None:
