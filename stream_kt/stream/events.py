@@ -79,10 +79,11 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], ma
     event_id = event.get("event_id")
     if event_id is not None and not _is_id(event_id):
         raise InvalidEvent("bad_type", "event_id must be a string or an integer")
-    index = item_index(str(item))
+    item_id = str(item).strip()  # the vocabulary's spelling: " 3" and "3" are one skill
+    index = item_index(item_id)
     if index is None:
         raise InvalidEvent("unknown_item", f"{item_key} {item!r} is not in the model's vocabulary")
-    return AnswerEvent(str(student), str(item), index, int(correct), ts, event_id)
+    return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id)
 
 
 def _is_id(value: object) -> bool:

@@ -21,10 +21,11 @@ This module owns the commit order.  Per batch:
     so from here on a replay of these events is skipped in 4: losing step 8 is harmless.
  8. Commit offset + 1 per partition.  Only now may the broker forget the batch.
 
-Redis errors: a failure in 3-7 (or a failed delivery in 6) is logged with the batch's
-topic/partition/offset ranges, backed off (bounded exponential) and 3-7 are redone
-from a fresh read.  Step 8 never runs for a batch whose step 7 failed; redoing 6 only
-repeats outputs, as a crash would.  The retrying batch keeps the rebalance gate, so
+Redis and Kafka errors: a failure in 3-7 (or a failed delivery in 2's dead letters or
+6's outputs) is logged with the batch's topic/partition/offset ranges, backed off
+(bounded exponential) and the dead letters and 3-7 are redone from a fresh read.
+Step 8 never runs for a batch whose step 7 failed; redoing 6 (or the dead letters)
+only repeats messages, as a crash would.  The retrying batch keeps the rebalance gate, so
 its partitions are not handed over mid-retry.  Stopping during the outage abandons the
 batch uncommitted: the next owner replays it.
 
@@ -32,9 +33,12 @@ Rebalance: steps 2-8 run under the gate's lock, which ``on_partitions_revoked`` 
 takes, so a partition is handed over only after its in-flight batch is committed and
 the next owner starts at the committed offset.  Poll (1) runs outside the lock: during
 a rebalance ``getmany`` waits for the new assignment, which waits for the revoke
-callback.  A batch polled before a revoke that ran while it waited for the lock is
-dropped unprocessed: the new assignment re-reads from committed offsets, so nothing is
-lost.  State offsets (4) are the second line: should a replay slip through anyway (a
+callback.  A batch whose poll overlapped a revoke (the revoke ran while it waited
+for the lock, or ``getmany`` itself spanned revoke, join and assign and returned
+records of the NEW assignment) is dropped unprocessed, and every partition of it we
+still own is rewound to the batch's first offset: the consumer's position had already
+moved past those records, and without the rewind the next commit would skip them.
+Partitions we lost are re-read by their new owner from the committed offset.  State offsets (4) are the second line: should a replay slip through anyway (a
 member that lost its membership), it is skipped.  Not covered: a member that lost its
 membership but still writes (a zombie) could overwrite a newer state; fencing it would
 take Kafka transactions.
@@ -166,9 +170,17 @@ class Processor:
                 continue
             async with self.gate.lock:
                 if self.gate.revocations != revocations:  # see Rebalance above
-                    log.info("batch %s: polled before a rebalance, dropped; it is read again from the committed offsets", describe(records))
+                    self.rewind(records)
                     continue
                 await self.process(records, stop)
+
+    def rewind(self, records: Records) -> None:
+        """Drop a batch that overlapped a rebalance; re-read what we still own from its first offset."""
+        owned = self.consumer.assignment()
+        for tp, batch in records.items():
+            if batch and tp in owned:
+                self.consumer.seek(tp, batch[0].offset)
+        log.info("batch %s: polled across a rebalance, dropped; partitions still owned rewound to re-read it", describe(records))
 
     async def poll(self, stop: asyncio.Event) -> Records:
         """1: getmany, abandoned when ``stop`` is set (it waits out a group join, ignoring its timeout)."""
@@ -183,14 +195,16 @@ class Processor:
 
     async def process(self, records: Records, stop: asyncio.Event) -> None:
         """Steps 2-8 for one polled batch."""
-        valid, dead_letters = await self.validate(records)  # 2
+        valid, invalid = self.validate(records)  # 2
         attempt = 0
         while True:
             try:
+                dead_letters = [(reason, await self.producer.send(self.settings.dlq_topic, value, key=key, headers=headers)) for reason, key, value, headers in invalid]
                 applied = await self.apply(valid)  # 3, 4, 5
                 await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, applied.outputs))  # 6
                 delivered_ms = time.time_ns() // 1_000_000
                 await self.store.write(applied.states)  # 7
+                await asyncio.gather(*(delivery for _, delivery in dead_letters))  # 2's deliveries, before 8
                 break
             except (*REDIS_ERRORS, KafkaError) as exc:
                 attempt += 1
@@ -205,7 +219,6 @@ class Processor:
                 if stop.is_set():
                     log.warning("batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records))
                     return
-        await asyncio.gather(*(delivery for _, delivery in dead_letters))  # 2's deliveries, before 8
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
         self.stats.events_in += events_in
@@ -219,8 +232,8 @@ class Processor:
         self.step_fills, self.step_seconds = [], []
         log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(applied.outputs), applied.skipped, len(dead_letters))
 
-    async def validate(self, records: Records) -> tuple[list[Pending], list[tuple[str, asyncio.Future]]]:
-        """2: valid events in consumption order; invalid ones sent to the DLQ ((reason, delivery) returned, not awaited)."""
+    def validate(self, records: Records) -> tuple[list[Pending], list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]]:
+        """2: valid events in consumption order, and the dead letters to send: (reason, key, original bytes, headers)."""
         valid, dead_letters = [], []
         for tp, batch in records.items():
             for record in batch:
@@ -231,7 +244,7 @@ class Processor:
                     log.warning("%s/%d/%d: dead letter (%s)", tp.topic, tp.partition, record.offset, exc.reason)
                     log.debug("%s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc.detail)
                     headers = kafka_io.dead_letter_headers(exc.reason, exc.detail, tp.topic, tp.partition, record.offset)
-                    dead_letters.append((exc.reason, await self.producer.send(self.settings.dlq_topic, record.value, key=record.key, headers=headers)))
+                    dead_letters.append((exc.reason, record.key, record.value, headers))
                     continue
                 valid.append(Pending(event, tp.topic, tp.partition, record.offset))
         return valid, dead_letters

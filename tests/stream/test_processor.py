@@ -224,3 +224,45 @@ def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settin
         assert message["model_version"] == upgraded.version
         assert message["p_correct"] == pytest.approx(expected.p_correct[-1], abs=1e-5)
         np.testing.assert_allclose(message["mastery"], expected.mastery[-1], atol=1e-5)
+
+
+def test_a_batch_polled_across_a_rebalance_is_rewound_not_skipped(broker, topics):
+    """The rewind behind the rebalance gate: records dropped unprocessed are read again, from their first offset.
+
+    Without it the consumer's position is already past the dropped batch and the next
+    commit would make the loss permanent (found by scripts/fault-suite).
+    """
+    import asyncio
+    import types
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from stream_kt.stream.processor import Processor
+    from stream_kt.stream.replay import ensure_topic
+
+    topic = topics("rewind")
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        await ensure_topic(broker.bootstrap, topic, 2)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        for i in range(10):
+            await producer.send_and_wait(topic, f"event-{i}".encode(), partition=i % 2)
+        await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        consumer.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+        first: dict = {}
+        while sum(len(v) for v in first.values()) < 10:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                first.setdefault(tp, []).extend(records)
+        consumer.assign([TopicPartition(topic, 1)])  # partition 0 moved to another member
+        consumer.seek(TopicPartition(topic, 1), first[TopicPartition(topic, 1)][-1].offset + 1)  # as after the fetch
+        Processor.rewind(types.SimpleNamespace(consumer=consumer), first)
+        again = await consumer.getmany(timeout_ms=2000)
+        await consumer.stop()
+        return [r.offset for r in first[TopicPartition(topic, 1)]], [r.offset for r in again.get(TopicPartition(topic, 1), [])]
+
+    first_offsets, reread_offsets = asyncio.run(scenario())
+    assert first_offsets == [0, 1, 2, 3, 4]
+    assert reread_offsets == first_offsets  # the still-owned partition is read again from the batch's first offset
