@@ -1,0 +1,347 @@
+"""The suite's own servers and processors, all on 127.0.0.1: redis-server, an S3 server, tansu, serve.
+
+Nothing here touches the shared Redis on 6379 or any broker it did not start; every
+process is started in its own session and stopped by its own pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import redis
+
+from stream_kt.commands.tools import ServeProcess
+from stream_kt.settings import StreamSettings
+from stream_kt.stream.broker import EmbeddedBroker, free_port
+from stream_kt.stream.exceptions import StreamError
+
+STOPPED_LINE = re.compile(r"stopped: (\d+) events in, (\d+) outputs, (\d+) dead letters, (\d+) replays skipped, (\d+) batches")
+
+
+def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise StreamError(f"{what} not within {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def stop_process(process: subprocess.Popen | None, timeout_s: float = 10.0, signum: int = signal.SIGTERM) -> int | None:
+    """Signal ``process`` (ours) and wait; SIGKILL it if it outlives ``timeout_s``."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signum)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+class RedisServer:
+    """Our own redis-server on a free port, append-only with fsync on every write.
+
+    With ``appendfsync always`` every acknowledged write is on disk before the reply,
+    so even a SIGKILL loses nothing: a restart on the same port and directory reloads
+    every state.  (Without persistence a restart would lose all state, which is not a
+    fault the processor could be asked to survive.)
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=10)
+
+    def start(self, timeout_s: float = 15.0) -> "RedisServer":
+        if shutil.which("redis-server") is None:
+            raise StreamError("the fault suite needs a redis-server binary")
+        args = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", str(self.directory / "redis.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        client = self.client()
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise StreamError(f"redis-server on port {self.port} exited with {self.process.returncode} (log {self.directory / 'redis.log'})")
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        try:
+            wait_until(answers, timeout_s, f"redis-server on port {self.port} answering")
+        finally:
+            client.close()
+        return self
+
+    def stop(self, how: str = "sigterm") -> None:
+        """``sigterm`` (clean shutdown), ``shutdown-nosave`` (the SHUTDOWN NOSAVE command) or ``sigkill``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if how == "shutdown-nosave":
+            client = self.client()
+            with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it goes
+                client.shutdown(nosave=True)
+            client.close()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                stop_process(self.process, signum=signal.SIGKILL)
+        else:
+            stop_process(self.process, signum=signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+        self.process = None
+
+    def restart_after(self, down_s: float, how: str) -> None:
+        self.stop(how)
+        time.sleep(down_s)
+        self.start()
+        self.restarts += 1
+
+
+class S3Server:
+    """moto's S3 server: a place for tansu's ``s3://`` storage engine that outlives the broker process."""
+
+    BUCKET = "tansu"
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import boto3  # noqa: F401
+            import moto.server  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> "S3Server":
+        import boto3
+
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log, start_new_session=True
+        )
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="fault-suite", aws_secret_access_key="fault-suite", region_name="us-east-1")
+
+        def bucket_created() -> bool:
+            if self.process.poll() is not None:
+                raise StreamError(f"moto S3 server exited with {self.process.returncode} (log {self.log_path})")
+            try:
+                s3.create_bucket(Bucket=self.BUCKET)
+                return True
+            except Exception:  # not listening yet: botocore raises several connection errors
+                return False
+
+        wait_until(bucket_created, timeout_s, "moto S3 server", poll_s=0.2)
+        return self
+
+    def broker_environ(self) -> dict[str, str]:
+        """What tansu's ``s3://`` engine reads (object_store's AWS variables)."""
+        return {
+            "STORAGE_ENGINE": f"s3://{self.BUCKET}/",
+            "AWS_ACCESS_KEY_ID": "fault-suite",
+            "AWS_SECRET_ACCESS_KEY": "fault-suite",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+
+
+@contextlib.contextmanager
+def environ(extra: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``extra`` for the duration (EmbeddedBroker's tansu inherits our environment)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Broker:
+    """The embedded tansu broker on a fixed port, restartable.
+
+    ``storage`` is ``"s3"`` (topics, records and committed offsets live in the S3
+    server and survive a broker restart) or ``"memory"`` (tansu's default: a restart
+    loses every topic and every committed offset).
+    """
+
+    def __init__(self, storage: str, work_dir: Path) -> None:
+        self.storage = storage
+        self.log_path = work_dir / "broker.log"
+        self.s3 = S3Server(work_dir / "s3.log") if storage == "s3" else None
+        self.embedded = EmbeddedBroker(log_path=self.log_path)
+        self.restarts = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return self.embedded.bootstrap
+
+    @property
+    def persistent(self) -> bool:
+        return self.s3 is not None
+
+    def start(self) -> "Broker":
+        if self.s3 is not None and self.s3.process is None:
+            self.s3.start()
+        with environ(self.s3.broker_environ() if self.s3 else {"STORAGE_ENGINE": "memory://tansu/"}):
+            self.embedded.start()
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if kill and self.embedded.process is not None:
+            self.embedded.process.kill()
+            self.embedded.process.wait()
+        self.embedded.stop()
+
+    def close(self) -> None:
+        self.stop()
+        if self.s3 is not None:
+            self.s3.stop()
+
+
+@dataclass
+class Member:
+    """One ``stream-kt serve`` process of the group, with its fate."""
+
+    name: str
+    serve: ServeProcess
+    log_path: Path
+    started_s: float
+    expected_exit: bool = False  # set before we stop or kill it
+    exit_code: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.serve.process is not None and self.serve.process.poll() is None
+
+
+@dataclass
+class Group:
+    """The processor group: starts, kills, stops and (as a supervisor) restarts ``serve`` members."""
+
+    settings: StreamSettings
+    checkpoint_dir: Path
+    log_dir: Path
+    members: list[Member] = field(default_factory=list)
+    started: int = 0
+    kills: int = 0
+    graceful_stops: int = 0
+    crashes: list[str] = field(default_factory=list)  # "<member>: exit <code>" of exits nobody asked for
+    supervisor_restarts: int = 0
+    restarts_due: list[str] = field(default_factory=list)
+    restart_failures: list[str] = field(default_factory=list)
+
+    def start(self, name: str | None = None) -> Member:
+        """Start one member and return once it has partitions (it printed "serving ")."""
+        name = name or f"serve-{self.started}"
+        log_path = self.log_dir / f"{name}-{self.started}.log"
+        self.started += 1
+        serve = ServeProcess(self.checkpoint_dir, self.settings, log_path, ready_timeout_s=120.0)
+        serve.command += ["--batch", str(self.settings.batch_size), "--max-wait-ms", str(self.settings.max_wait_ms)]
+        member = Member(name, serve, log_path, time.monotonic())
+        self.members.append(member)  # before it starts: the hard deadline kills what is listed here
+        try:
+            serve.__enter__()  # returns once the member printed "serving "; stops it and raises if it never does
+        except StreamError:
+            member.expected_exit = True
+            raise
+        return member
+
+    def running(self) -> list[Member]:
+        return [m for m in self.members if m.alive]
+
+    def kill(self, member: Member) -> None:
+        """SIGKILL: no shutdown, the in-flight batch is cut wherever it is."""
+        member.expected_exit = True
+        assert member.serve.process is not None
+        member.serve.process.send_signal(signal.SIGKILL)
+        member.exit_code = member.serve.process.wait()
+        member.serve.process = None
+        self.kills += 1
+
+    def stop(self, member: Member, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM: the in-flight batch finishes and commits, then the member leaves the group."""
+        member.expected_exit = True
+        member.exit_code = stop_process(member.serve.process, timeout_s)
+        member.serve.process = None
+        self.graceful_stops += 1
+        return member.exit_code
+
+    def supervise(self) -> None:
+        """Restart every member that exited without being asked to (a failed restart is tried again next call)."""
+        for member in list(self.members):
+            process = member.serve.process
+            if process is None or process.poll() is None or member.expected_exit:
+                continue
+            member.exit_code = process.returncode
+            member.expected_exit = True
+            member.serve.process = None
+            self.crashes.append(f"{member.name}: exit {member.exit_code} (log {member.log_path})")
+            self.restarts_due.append(member.name)
+        while self.restarts_due:
+            name = self.restarts_due[0]
+            try:
+                self.start(name)
+            except StreamError as exc:
+                self.restart_failures.append(f"{name}: {exc}")
+                return
+            self.restarts_due.pop(0)
+            self.supervisor_restarts += 1
+
+    def stop_all(self) -> None:
+        for member in self.running():
+            self.stop(member)
+
+    def kill_all(self) -> None:
+        for member in self.members:
+            if member.serve.process is not None and member.serve.process.poll() is None:
+                member.expected_exit = True
+                member.serve.process.kill()
+                member.serve.process.wait()
+            member.serve.process = None
+
+    def log_text(self) -> str:
+        return "".join(m.log_path.read_text(errors="replace") for m in self.members if m.log_path.exists())
+
+    def stopped_lines(self) -> list[tuple[int, ...]]:
+        """(events_in, outputs, dlq, skipped, batches) of each member that stopped cleanly."""
+        return [tuple(int(n) for n in match.groups()) for match in STOPPED_LINE.finditer(self.log_text())]

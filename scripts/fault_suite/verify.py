@@ -1,0 +1,203 @@
+"""What came out, checked against what went in and against the uninterrupted reference run.
+
+``Tally`` indexes the collected records as they arrive (outputs by (student_id, seq),
+dead letters by source) so the driver can wait for "everything sent is answered";
+``check`` compares the final Redis states and every output and dead letter with the
+plan and the reference.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.stream import keys
+from stream_kt.stream.events import decode_mastery
+from stream_kt.stream.state import WINDOW, StudentState
+
+from .traffic import Collector, DeadLetter, Sent
+from .workload import Reference
+
+TOLERANCE = 1e-5
+
+
+@dataclass
+class Tally:
+    """Outputs by (student_id, seq) and dead letters by source; repeats counted, never kept twice."""
+
+    outputs: dict[tuple[str, int], dict] = field(default_factory=dict)
+    dead_letters: dict[str, DeadLetter] = field(default_factory=dict)  # source -> first dead letter
+    output_records: int = 0
+    dead_letter_records: int = 0
+    duplicates: int = 0
+    conflicting_duplicates: list[str] = field(default_factory=list)  # a repeat whose values differ
+    dead_letter_repeats: int = 0
+    undecodable_outputs: int = 0
+
+    def update(self, collector: Collector) -> None:
+        """Take in what ``collector`` received since the last call."""
+        done_out, done_dlq = collector.indexed
+        for _key, value, _partition, _offset in collector.outputs[done_out:]:
+            self.output_records += 1
+            try:
+                message = decode_mastery(value)
+                key = (str(message["student_id"]), int(message["seq"]))
+            except Exception:
+                self.undecodable_outputs += 1
+                continue
+            first = self.outputs.get(key)
+            if first is None:
+                self.outputs[key] = message
+                continue
+            self.duplicates += 1
+            if first["p_correct"] != message["p_correct"] or first["mastery"] != message["mastery"] or first["event_id"] != message["event_id"]:
+                self.conflicting_duplicates.append(f"{key}: {first['event_id']} vs {message['event_id']}")
+        for letter in collector.dead_letters[done_dlq:]:
+            self.dead_letter_records += 1
+            source = letter.headers.get("source", "")
+            if source in self.dead_letters:
+                self.dead_letter_repeats += 1  # the DLQ is at-least-once: a crash before commit sends it again
+            else:
+                self.dead_letters[source] = letter
+        collector.indexed = (len(collector.outputs), len(collector.dead_letters))
+
+    def answered(self, sent: list[Sent]) -> int:
+        """How many of ``sent`` have their output (valid) or dead letter (poison)."""
+        count = 0
+        for s in sent:
+            m = s.message
+            if m.valid:
+                count += (m.student_id, m.position + 1) in self.outputs
+            else:
+                count += s.source in self.dead_letters
+        return count
+
+
+@dataclass
+class Verdict:
+    valid_events: int = 0
+    poison_events: int = 0
+    state_mismatches: int = 0
+    lost: int = 0  # valid events with no output, or not applied to the final state
+    output_mismatches: int = 0  # an output whose event or values differ from the reference's at that seq
+    unexpected_outputs: int = 0  # a (student, seq) beyond what was sent: something applied twice
+    poison_missing: int = 0
+    poison_wrong_reason: int = 0
+    poison_altered: int = 0  # a dead letter whose key or bytes differ from the original
+    dlq_unexpected: int = 0  # a dead letter of a valid event, or of no event we sent
+    poison_by_reason: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)  # the first few, for the summary
+
+    def note(self, text: str) -> None:
+        if len(self.problems) < 20:
+            self.problems.append(text)
+
+
+def read_states(redis_url: str, prefix: str, student_ids: list[str]) -> dict[str, StudentState | None]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    try:
+        raw = client.mget([keys.student_key(s, prefix) for s in student_ids])
+    finally:
+        client.close()
+    return {s: None if value is None else StudentState.from_bytes(value) for s, value in zip(student_ids, raw)}
+
+
+def check(
+    tally: Tally,
+    sent: list[Sent],
+    sequences: dict[str, StudentSequence],
+    references: dict[str, Reference],
+    states: dict[str, StudentState | None],
+    model_version: str,
+) -> Verdict:
+    verdict = Verdict()
+    events: dict[str, list] = {}  # student -> its sent valid messages, in plan order
+    by_source = {s.source: s.message for s in sent}
+    for s in sent:
+        if s.message.valid:
+            events.setdefault(s.message.student_id, []).append(s.message)
+    verdict.valid_events = sum(len(v) for v in events.values())
+
+    # 1. every valid event: one output (maybe repeated, equal values) matching the reference at its seq
+    lost: dict[str, set[int]] = {}  # student -> positions with no output or not in the final state
+    for student, messages in events.items():
+        ref = references[student]
+        for message in messages:
+            seq = message.position + 1
+            output = tally.outputs.get((student, seq))
+            if output is None:
+                lost.setdefault(student, set()).add(message.position)
+                verdict.note(f"lost: no output for {student} seq {seq}")
+                continue
+            expected_event_id = f"{student}#{message.position}"
+            if (
+                output["event_id"] != expected_event_id
+                or output["model_version"] != model_version
+                or abs(output["p_correct"] - float(ref.p_correct[message.position])) > TOLERANCE
+                or not np.allclose(output["mastery"], ref.mastery[message.position], atol=TOLERANCE, rtol=0)
+            ):
+                verdict.output_mismatches += 1
+                verdict.note(f"output {student} seq {seq}: event {output['event_id']} (expected {expected_event_id}), p_correct {output['p_correct']:.6f} (reference {ref.p_correct[message.position]:.6f})")
+    sent_counts = {student: len(messages) for student, messages in events.items()}
+    for student, seq in tally.outputs:
+        if not 1 <= seq <= sent_counts.get(student, 0):
+            verdict.unexpected_outputs += 1
+            verdict.note(f"unexpected output {student} seq {seq} (sent {sent_counts.get(student, 0)})")
+
+    # 2. every student's final state equals the reference's after all its events
+    for student, messages in events.items():
+        ref, state, sequence, n = references[student], states.get(student), sequences[student], len(messages)
+        complete = n == len(sequence)  # a run cut short by its time limit sent a prefix of each student's events
+        applied = 0 if state is None else state.events_applied
+        lost.setdefault(student, set()).update(range(min(applied, n), n))  # applied events are a prefix, in offset order
+        problems = []
+        if state is None:
+            problems.append("no state")
+        else:
+            if state.events_applied != n:
+                problems.append(f"events_applied {state.events_applied}, sent {n}")
+            if state.model_version != model_version:
+                problems.append(f"model {state.model_version}")
+            expected_window = list(zip(sequence.items, sequence.correct, sequence.ts_ms))[:n][-WINDOW:]
+            if state.window != expected_window:
+                problems.append("window differs")
+            for name, rows in ref.state.items() if complete else ():  # the reference keeps only the final rows
+                if name not in state.model_state or not np.allclose(state.model_state[name], rows, atol=TOLERANCE, rtol=0):
+                    problems.append(f"{name} differs")
+            if state.mastery is None or not np.allclose(state.mastery, ref.mastery[n - 1], atol=TOLERANCE, rtol=0):
+                problems.append("mastery differs")
+        if problems:
+            verdict.state_mismatches += 1
+            verdict.note(f"state {student}: {', '.join(problems)}")
+    verdict.lost = sum(len(positions) for positions in lost.values())
+
+    # 3. every poison message: one dead letter (maybe repeated) with its reason, key and bytes
+    for s in sent:
+        m = s.message
+        if m.valid:
+            continue
+        verdict.poison_events += 1
+        letter = tally.dead_letters.get(s.source)
+        if letter is None:
+            verdict.poison_missing += 1
+            verdict.note(f"poison {m.kind} at {s.source}: no dead letter")
+            continue
+        reason = letter.headers.get("reason")
+        verdict.poison_by_reason[reason] += 1
+        if reason != m.reason:
+            verdict.poison_wrong_reason += 1
+            verdict.note(f"poison {m.kind} at {s.source}: reason {reason!r}, expected {m.reason!r}")
+        if letter.key != m.key or (letter.value or b"") != (m.value or b"") or not letter.headers.get("detail"):
+            verdict.poison_altered += 1
+            verdict.note(f"poison {m.kind} at {s.source}: dead letter altered (key, bytes or detail)")
+    for source in tally.dead_letters:
+        message = by_source.get(source)
+        if message is None or message.valid:
+            verdict.dlq_unexpected += 1
+            verdict.note(f"dead letter of {source}: {'a valid event' if message else 'no message we sent'}")
+    return verdict
+

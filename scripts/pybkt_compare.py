@@ -1,0 +1,74 @@
+"""Fit pyBKT (EM) on the training students of a stream-kt BKT checkpoint and score the same held-out file.
+
+Not a stream-kt dependency: run it from a separate environment (pyBKT 1.4.3 needs numpy<2 and
+scikit-learn<1.6, e.g. ``python -m venv --system-site-packages /tmp/pybkt && /tmp/pybkt/bin/pip
+install pyBKT==1.4.3 scikit-learn==1.5.2 pandas==2.2.3 numpy==1.26.4``).  Scoring matches ``stream-kt
+evaluate``: every held-out answer but each student's first, interactions on skills the
+training students never saw dropped (they have no fitted parameters).
+
+    /tmp/pybkt/bin/python scripts/pybkt_compare.py --checkpoint runs/models/bkt \
+        --train ../shared/data/assist2009/skill_id_train.csv --test ../shared/data/assist2009/skill_id_test.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyBKT.models import Model
+
+from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.training.evaluate import evaluate
+from stream_kt.training.metrics import binary_metrics
+from stream_kt.training.prepare import load_students
+
+
+def as_frame(students, known_skills: set[str] | None = None) -> pd.DataFrame:
+    rows = []
+    for s in students:
+        position = 0
+        for skill, answer in zip(s.items, s.correct):
+            if known_skills is None or skill in known_skills:
+                rows.append((s.student_id, skill, int(answer), position))
+                position += 1
+    frame = pd.DataFrame(rows, columns=["user_id", "skill_name", "correct", "position"])
+    frame["order_id"] = np.arange(len(frame))  # file order is answer order within each student
+    return frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a stream-kt bkt checkpoint (its split names the training students)")
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--test", required=True)
+    parser.add_argument("--num-fits", type=int, default=5, help="EM restarts per skill (pyBKT default 5)")
+    parser.add_argument("--out", help="write the result JSON here")
+    args = parser.parse_args()
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    by_id = {s.student_id: s for s in load_students(args.train, "3line")}
+    test_students = load_students(args.test, "3line")
+    result = {"stream_kt_bkt": {k: v for k, v in evaluate(checkpoint.model, [checkpoint.vocab.encode(s) for s in test_students]).items() if k in ("auc", "acc", "rmse", "n")}}
+    # pyBKT on the checkpoint's training students, and on training + validation (the whole file)
+    for name, ids in (("pybkt_same_train_students", checkpoint.split.train), ("pybkt_train_and_valid_students", checkpoint.split.train + checkpoint.split.valid)):
+        train = as_frame([by_id[i] for i in ids])
+        model = Model(seed=0, num_fits=args.num_fits)
+        started = time.perf_counter()
+        model.fit(data=train)
+        seconds = time.perf_counter() - started
+        test = as_frame(test_students, set(train["skill_name"]))
+        predicted = model.predict(data=test)
+        scored = predicted["position"].to_numpy() > 0  # each student's first answer is not scored
+        metrics = binary_metrics(predicted["correct"].to_numpy()[scored], predicted["correct_predictions"].to_numpy()[scored])
+        result[name] = {**{k: metrics[k] for k in ("auc", "acc", "rmse", "n")}, "fit_seconds": seconds}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
