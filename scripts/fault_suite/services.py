@@ -20,7 +20,7 @@ from typing import Iterator
 
 import redis
 
-from stream_kt.commands.tools import ServeProcess
+from stream_kt.commands.tools import ServeProcess, stop_process
 from stream_kt.settings import StreamSettings
 from stream_kt.stream.broker import EmbeddedBroker, free_port
 from stream_kt.stream.exceptions import StreamError
@@ -34,20 +34,6 @@ def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.05) -> 
         if time.monotonic() > deadline:
             raise StreamError(f"{what} not within {timeout_s:.0f} s")
         time.sleep(poll_s)
-
-
-def stop_process(process: subprocess.Popen | None, timeout_s: float = 10.0, signum: int = signal.SIGTERM) -> int | None:
-    """Signal ``process`` (ours) and wait; SIGKILL it if it outlives ``timeout_s``."""
-    if process is None:
-        return None
-    if process.poll() is None:
-        process.send_signal(signum)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
 
 
 class RedisServer:

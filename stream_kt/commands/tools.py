@@ -442,15 +442,18 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:
-            status = _stop_process(self.process, timeout_s=30)
+            status = stop_process(self.process, timeout_s=30)
             if status not in (0, None):
                 print(f"stream-kt demo: serve exited with status {status} (log {self.log_path})", file=sys.stderr)
             self.process = None
 
 
-def _stop_process(process: subprocess.Popen, timeout_s: float = 10) -> int | None:
+def stop_process(process: subprocess.Popen | None, timeout_s: float = 10.0, signum: int = signal.SIGTERM) -> int | None:
+    """Signal ``process`` (ours) and wait; SIGKILL it if it outlives ``timeout_s``."""
+    if process is None:
+        return None
     if process.poll() is None:
-        process.terminate()
+        process.send_signal(signum)
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
