@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from stream_kt.data.readers import ITEM_COLUMNS, write_3line
 from stream_kt.data.synthetic import SyntheticConfig, generate
-from stream_kt.errors import DataError
-from stream_kt.models import MODELS
+from stream_kt.errors import ConfigError, DataError
+from stream_kt.models import MODELS, model_class
 from stream_kt.training.checkpoint import load_checkpoint
 from stream_kt.training.evaluate import evaluate
+from stream_kt.training.parity import parity_max_abs_diff
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students, prepare
 from stream_kt.training.train import TrainConfig, train
 
@@ -25,6 +27,34 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def option_pair(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value); the value is read as JSON (numbers, true/false), else kept as text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def model_options(model: str, pairs: list[tuple[str, object]]) -> dict:
+    """Check ``pairs`` against the model's Config fields and types: a bad one is one clear error."""
+    fields = {f.name: f for f in dataclasses.fields(model_class(model).Config) if f.name != "num_items"}
+    options = {}
+    for key, value in pairs:
+        if key not in fields:
+            raise ConfigError(f"model {model} has no option {key!r}: choose from {', '.join(sorted(fields))}")
+        expected = type(fields[key].default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise ConfigError(f"option {key} of model {model} expects {expected.__name__}, got {value!r}")
+        options[key] = value
+    return options
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, data_required: bool) -> None:
@@ -52,6 +82,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=positive_int, default=TrainConfig.patience)
     p.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
     p.add_argument("--hidden-size", type=positive_int, help="model hidden size (model default if omitted)")
+    p.add_argument("--option", type=option_pair, action="append", default=[], metavar="KEY=VALUE", help="a model Config field, e.g. dropout=0.3 (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shuffle-labels", action="store_true", help=argparse.SUPPRESS)  # leakage check: labels become noise
     p.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -61,6 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     add_data_arguments(p, data_required=False)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument("--parity", action="store_true", help="also stream the students event by event and report parity_max_abs_diff")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -78,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = prepare(args.data, args.format, args.item, args.test_data, args.seed)
     if args.shuffle_labels:
         data = _shuffle_labels(data, args.seed)
-    options = {"hidden_size": args.hidden_size} if args.hidden_size else {}
+    options = model_options(args.model, ([("hidden_size", args.hidden_size)] if args.hidden_size else []) + args.option)
     config = TrainConfig(model=args.model, window=args.window, batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.lr, patience=args.patience, seed=args.seed, model_options=options)
     print(f"{len(data.train)} training, {len(data.valid)} validation, {len(data.test)} held-out students; {len(data.vocab)} {args.item}s", file=sys.stderr)
     checkpoint = train(data.train, data.valid, data.vocab, data.split, config, args.out)
@@ -129,11 +161,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         source = f"{args.data} (held-out students of the checkpoint's split)"
     else:
         raise DataError("evaluate needs --test-data PATH (or --data PATH to score the checkpoint's held-out students)")
-    metrics = evaluate(checkpoint.model, [checkpoint.vocab.encode(s) for s in students], progress=not args.json)
+    encoded = [checkpoint.vocab.encode(s) for s in students]
+    metrics = evaluate(checkpoint.model, encoded, progress=not args.json)
+    if args.parity:
+        metrics["parity_max_abs_diff"] = parity_max_abs_diff(checkpoint.model, encoded, progress=not args.json)
     result = {"model": checkpoint.model.name, "model_version": checkpoint.version, "data": source, **metrics}
     if not args.json:
         print(f"{result['model']} {result['model_version']} on {source}")
-        for key in ("auc", "acc", "rmse", "logloss", "n", "students", "n_unknown"):
-            print(f"  {key:>10}: {result[key]}")
+        for key, value in metrics.items():
+            print(f"  {key:>20}: {value}")
     print(json.dumps(result))
     return 0

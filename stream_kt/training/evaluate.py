@@ -51,4 +51,8 @@ def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: boo
     metrics = binary_metrics(labels, probs)
     metrics["students"] = len(sequences)
     metrics["n_unknown"] = int(sum(s.n_unknown for s in sequences))
+    # a model may score itself beyond next-answer prediction (DKT+: prediction consistency)
+    model_metrics = getattr(model, "extra_metrics", None)
+    if model_metrics is not None:
+        metrics.update(model_metrics(sequences))
     return metrics

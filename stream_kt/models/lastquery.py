@@ -1,0 +1,104 @@
+"""Last-query transformer + LSTM (Riiid! Answer Correctness Prediction winner, Kaggle 2021).
+
+The winning model fed a window of interactions to a transformer encoder in which only
+the LAST position is a query (the others are keys and values only), with no
+positional encoding, so the encoder costs O(W) instead of O(W^2); an LSTM then ran
+over the encoder's outputs.  Here, after each interaction t:
+
+1. the interaction (item embedding + response embedding) is the single query; it
+   attends to the last ``window`` (W) interactions, itself included, with no
+   positional encoding (as in the original: order reaches the model through the LSTM);
+2. residual + layer norm, feed-forward, residual + layer norm give z_t;
+3. an LSTM reads z_t; its output predicts every item at t+1 (DKT's read-out) and only
+   the logit of the item actually answered at t+1 is scored.
+
+The original recomputed the LSTM over the whole window for every prediction; running
+it along time instead lets the stream carry (h, c) like DKT, so an event costs one
+query over W slots plus one LSTM step.  Offline, the attention uses the band mask of
+``WindowedAttention.band``: every prediction sees the same last W interactions the
+stream stores.  State: ``items``, ``correct``, ``valid`` (B, W) float32 windows
+(oldest slot first) and the LSTM's ``h``, ``c`` (B, 1, H).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from stream_kt.data.batches import Batch
+from stream_kt.models import register
+from stream_kt.models.attention import FeedForward, WindowedAttention, gather_time, left_align_order, push, scatter_time
+from stream_kt.models.base import KTModel, State, StepOutput
+
+
+@dataclass(frozen=True)
+class LastQueryConfig:
+    num_items: int  # vocabulary size V
+    dim: int = 64  # embedding and attention size
+    heads: int = 4
+    window: int = 100  # W: interactions the attention sees (and the stream stores per student)
+    hidden_size: int = 128  # LSTM state size
+    dropout: float = 0.2
+
+
+@register
+class LastQuery(KTModel):
+    name = "lastquery"
+    Config = LastQueryConfig
+
+    def __init__(self, config: LastQueryConfig) -> None:
+        super().__init__(config)
+        self.item_embed = nn.Embedding(config.num_items, config.dim)
+        self.response_embed = nn.Embedding(2, config.dim)
+        self.attention = WindowedAttention(config.dim, config.heads, config.window, age_bias=False)
+        self.attention_norm = nn.LayerNorm(config.dim)
+        self.feed_forward = FeedForward(config.dim, config.dropout)
+        self.feed_forward_norm = nn.LayerNorm(config.dim)
+        self.lstm = nn.LSTM(config.dim, config.hidden_size, batch_first=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.hidden_size, config.num_items)
+
+    def _interactions(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        return self.item_embed(items) + self.response_embed(correct)
+
+    def _encode(self, queries: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        hidden = self.attention_norm(queries + self.dropout(attended))
+        return self.feed_forward_norm(hidden + self.dropout(self.feed_forward(hidden)))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        order = left_align_order(batch.mask)  # real interactions first: index = interaction number
+        items, correct, next_items, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.next_items, batch.mask))
+        interactions = self._interactions(items * mask, correct * mask)  # (B, T, D); padding pointed at item 0, masked out
+        encoded = self._encode(interactions, self.attention.band(interactions, interactions, interactions, mask))  # (B, T, D)
+        lengths = mask.sum(1)
+        packed = pack_padded_sequence(encoded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        output, _ = self.lstm(packed)
+        hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=items.shape[1])  # (B, T, H)
+        hidden = self.dropout(hidden)
+        # score only the item answered next: gather its output row instead of all V logits
+        logits = (hidden * self.out.weight[next_items]).sum(-1) + self.out.bias[next_items]  # (B, T)
+        return scatter_time(logits * mask, order)
+
+    def initial_state(self, batch_size: int) -> State:
+        window = (batch_size, self.config.window)
+        lstm = (batch_size, 1, self.config.hidden_size)
+        return {"items": torch.zeros(window), "correct": torch.zeros(window), "valid": torch.zeros(window), "h": torch.zeros(lstm), "c": torch.zeros(lstm)}
+
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+        top = state["h"][:, 0]  # (B, H)
+        p_correct = torch.sigmoid((top * self.out.weight[items]).sum(-1) + self.out.bias[items])  # (B,)
+        window = {
+            "items": push(state["items"], items),
+            "correct": push(state["correct"], correct),
+            "valid": push(state["valid"], torch.ones_like(items)),
+        }
+        stored = self._interactions(window["items"].long(), window["correct"].long())  # (B, W, D)
+        newest = self._interactions(items, correct).unsqueeze(1)  # (B, 1, D): the single query
+        encoded = self._encode(newest, self.attention.window_slots(newest, stored, stored, window["valid"] > 0.5))  # (B, 1, D)
+        hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())  # (1, B, H) each
+        output, (h, c) = self.lstm(encoded, hc)
+        mastery = torch.sigmoid(self.out(output[:, 0]))  # (B, V)
+        return StepOutput(p_correct, {**window, "h": h.transpose(0, 1), "c": c.transpose(0, 1)}, mastery)

@@ -1,0 +1,94 @@
+"""SAKT (Pandey & Karypis, EDM 2019): the next exercise attends to the student's past interactions.
+
+The query is the embedding of the exercise about to be answered; keys and values are
+the embeddings of past interactions (item i answered r -> index ``i + V * r``), with
+their age relative to the query as a learned per-head score bias (SAKT's position
+embedding, made relative so it survives the window sliding).  One attention block
+(residual from the query, layer norm, feed-forward) and a linear read-out give the
+logit.
+
+Window: every prediction sees the last ``window`` (W) interactions only, offline and
+streamed alike.  ``forward`` applies the band mask of ``WindowedAttention.band``, so
+for students with more than W answers the offline predictions are exactly what the
+stream serves.  The streaming state is that window: ``items``, ``correct`` and
+``valid`` as (B, W) float32 (oldest slot first); one event costs one query over W slots,
+O(W), and the mastery vector is V queries over the same W slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stream_kt.data.batches import Batch
+from stream_kt.models import register
+from stream_kt.models.attention import FeedForward, WindowedAttention, gather_time, left_align_order, push, scatter_time
+from stream_kt.models.base import KTModel, State, StepOutput
+
+
+@dataclass(frozen=True)
+class SAKTConfig:
+    num_items: int  # vocabulary size V
+    dim: int = 64  # embedding and attention size
+    heads: int = 4
+    window: int = 100  # W: interactions a prediction sees (and the stream stores per student)
+    dropout: float = 0.2
+
+
+@register
+class SAKT(KTModel):
+    name = "sakt"
+    Config = SAKTConfig
+
+    def __init__(self, config: SAKTConfig) -> None:
+        super().__init__(config)
+        self.interaction_embed = nn.Embedding(2 * config.num_items, config.dim)
+        self.exercise_embed = nn.Embedding(config.num_items, config.dim)
+        self.attention = WindowedAttention(config.dim, config.heads, config.window, age_bias=True)
+        self.attention_norm = nn.LayerNorm(config.dim)
+        self.feed_forward = FeedForward(config.dim, config.dropout)
+        self.feed_forward_norm = nn.LayerNorm(config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.read_out = nn.Linear(config.dim, 1)
+
+    def _interactions(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+        return self.interaction_embed(items + self.config.num_items * correct)
+
+    def _block(self, exercises: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Residual + norm around attention and feed-forward, then the logit: (B, N, D) -> (B, N)."""
+        hidden = self.attention_norm(exercises + self.dropout(attended))
+        hidden = self.feed_forward_norm(hidden + self.dropout(self.feed_forward(hidden)))
+        return self.read_out(hidden).squeeze(-1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        order = left_align_order(batch.mask)  # real interactions first: index = interaction number
+        items, correct, next_items, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.next_items, batch.mask))
+        # padding may hold anything: point it at item 0 (it is masked out of every key set)
+        items, correct = items * mask, correct * mask
+        interactions = self._interactions(items, correct)  # (B, T, D)
+        exercises = self.exercise_embed(next_items)  # (B, T, D): query t is the exercise answered at t+1
+        attended = self.attention.band(exercises, interactions, interactions, mask)  # (B, T, D)
+        return scatter_time(self._block(exercises, attended), order)  # (B, T)
+
+    def initial_state(self, batch_size: int) -> State:
+        window = (batch_size, self.config.window)
+        return {"items": torch.zeros(window), "correct": torch.zeros(window), "valid": torch.zeros(window)}
+
+    def _logits_over_window(self, state: State, exercises: torch.Tensor) -> torch.Tensor:
+        """Logits of Q exercises (B, Q, D) attending to the stored window: (B, Q)."""
+        interactions = self._interactions(state["items"].long(), state["correct"].long())  # (B, W, D)
+        attended = self.attention.window_slots(exercises, interactions, interactions, state["valid"] > 0.5)
+        return self._block(exercises, attended)
+
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+        p_correct = torch.sigmoid(self._logits_over_window(state, self.exercise_embed(items).unsqueeze(1))[:, 0])  # (B,)
+        new_state = {
+            "items": push(state["items"], items),
+            "correct": push(state["correct"], correct),
+            "valid": push(state["valid"], torch.ones_like(items)),
+        }
+        every_exercise = self.exercise_embed.weight.unsqueeze(0).expand(len(items), -1, -1)  # (B, V, D)
+        mastery = torch.sigmoid(self._logits_over_window(new_state, every_exercise))  # (B, V)
+        return StepOutput(p_correct, new_state, mastery)
