@@ -13,11 +13,20 @@ from stream_kt.errors import StreamKTError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream_kt.commands import offline
+    from stream_kt.commands import compare, offline
+    from stream_kt.commands import tools
+    from stream_kt.commands import serve
+    from stream_kt.commands import admin
+    from stream_kt.commands import bench
 
     parser = argparse.ArgumentParser(prog="stream-kt", description="Streaming knowledge tracing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     offline.add_parsers(sub)
+    compare.add_parsers(sub)
+    tools.add_parsers(sub)
+    serve.add_parsers(sub)
+    admin.add_parsers(sub)
+    bench.add_parsers(sub)
     return parser
 
 
