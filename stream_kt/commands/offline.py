@@ -12,7 +12,7 @@ from stream_kt.data.readers import ITEM_COLUMNS, write_3line
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import ConfigError, DataError
 from stream_kt.models import MODELS, model_class
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.training.checkpoint import load_checkpoint, write_metrics
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.parity import parity_max_abs_diff
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students, prepare
@@ -116,8 +116,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = train(data.train, data.valid, data.vocab, data.split, config, args.out)
     if data.test:
         checkpoint.metrics["test"] = evaluate(checkpoint.model, data.test, progress=True)
-        from stream_kt.training.checkpoint import write_metrics
-
         write_metrics(checkpoint)
     summary = {k: checkpoint.metrics[k] for k in ("best_epoch", "valid_auc", "seconds_per_epoch")}
     summary.update({f"test_{k}": v for k, v in checkpoint.metrics.get("test", {}).items() if k in ("auc", "acc", "rmse", "n")})

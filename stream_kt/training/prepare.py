@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,6 @@ FORMAT_CHOICES = ("auto", "3line", "assistments")
 
 def detect_format(path: str | Path) -> str:
     """'assistments' when the first line is a CSV header naming order_id, else '3line'."""
-    import gzip
-
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
