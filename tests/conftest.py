@@ -16,6 +16,11 @@ import pytest
 import redis
 import torch
 
+# One torch thread in every CLI subprocess the tests start: with the broker, Redis and
+# the test process sharing a 2-core machine, two OpenMP threads spin against each other
+# and a seconds-long training run takes minutes.  Results do not depend on it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
