@@ -1,7 +1,8 @@
 """Gather trained checkpoints' held-out results into benchmarks/results/models_<name>.{json,md}.
 
 Each run directory is one ``stream-kt train ... --out DIR`` checkpoint with a
-``command.txt`` beside it (the exact command).  Test metrics, seconds per epoch and
+``command.txt`` beside it (the exact command) and, optionally, ``parity.json`` (the
+output of ``stream-kt evaluate --parity --json``).  Test metrics, seconds per epoch and
 epochs come from its ``metrics.json``; DKT+ rows also carry the consistency metrics.
 
     python scripts/collect_model_results.py --name assist2009 --pybkt runs/models/pybkt.json \
@@ -31,16 +32,19 @@ def row(run: Path) -> dict:
         "command": (run / "command.txt").read_text().strip(),
     }
     out.update({k: test[k] for k in CONSISTENCY if k in test})
+    if (run / "parity.json").is_file():  # `stream-kt evaluate --parity --json` output, when it was run
+        out["parity_max_abs_diff"] = json.loads((run / "parity.json").read_text())["parity_max_abs_diff"]
     return out
 
 
 def markdown(rows: list[dict], pybkt: dict | None) -> str:
     lines = [
-        "| model | test AUC | ACC | RMSE | s/epoch | epochs (best) | command |",
-        "|---|---|---|---|---|---|---|",
+        "| model | test AUC | ACC | RMSE | s/epoch | epochs (best) | streamed vs offline | command |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: -r["auc"]):
-        lines.append(f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['rmse']:.4f} | {r['seconds_per_epoch']:.1f} | {r['epochs']} ({r['best_epoch']}) | `{r['command']}` |")
+        parity = f"{r['parity_max_abs_diff']:.1e}" if "parity_max_abs_diff" in r else "-"
+        lines.append(f"| {r['model']} | {r['auc']:.4f} | {r['acc']:.4f} | {r['rmse']:.4f} | {r['seconds_per_epoch']:.1f} | {r['epochs']} ({r['best_epoch']}) | {parity} | `{r['command']}` |")
     for r in rows:
         if "reconstruction_auc" in r:
             lines += ["", f"{r['model']} ({r['run']}) consistency on the test students: reconstruction AUC {r['reconstruction_auc']:.4f}, waviness w1 {r['waviness_l1']:.4f}, w2 {r['waviness_l2']:.4f}."]

@@ -3,7 +3,9 @@
 Every answer of each held-out student except the first is predicted from ALL of that
 student's earlier answers: the model runs over the whole history (the LSTM state
 carries across 100-step windows exactly as the stream carries it in Redis).  Windows
-are a training device only.  Interactions whose item the vocabulary does not know are
+are a training device only.  Attention models (SAKT, SAINT, the last-query encoder)
+see only their own window of the last W interactions per prediction, here exactly as
+in the stream.  Interactions whose item the vocabulary does not know are
 dropped before scoring and counted in ``n_unknown``.
 """
 
