@@ -48,6 +48,13 @@ class StreamSettings:
     key_prefix: str = "kt"  # KT_KEY_PREFIX: every Redis key starts with it
     batch_size: int = 64  # KT_BATCH: the fixed batch shape B of the model step
     max_wait_ms: int = 5  # KT_MAX_WAIT_MS: longest wait to fill a batch
+    # KT_FETCH_WAIT_MS: how long the broker may hold a consumer's fetch that finds no new
+    # data.  Kafka answers as soon as data arrives, so there a larger value costs nothing.
+    # The embedded broker (tansu 0.6) holds every fetch this long: there it is a latency
+    # floor, and a fetch whose scan outlasts it returns a single record batch, so a
+    # consumer far behind on a partition of many small batches never catches up.  25 ms
+    # carried the full ASSISTments replay (about 55,000 events a partition); 5 ms did not.
+    fetch_wait_ms: int = 25
     partitions: int = 6  # KT_PARTITIONS: used when the processor creates missing topics
     metrics_port: int = 9108  # KT_METRICS_PORT: /metrics, /healthz, /readyz; 0 = no HTTP endpoint
     log_format: str = "text"  # KT_LOG_FORMAT: text, or json (one object a line)
@@ -88,6 +95,8 @@ class StreamSettings:
             raise ConfigError(f"batch size {self.batch_size} must be between 1 and 4096")
         if not 0 <= self.max_wait_ms <= 60_000:
             raise ConfigError(f"max wait {self.max_wait_ms} ms must be between 0 and 60000")
+        if not 1 <= self.fetch_wait_ms <= 60_000:
+            raise ConfigError(f"fetch wait {self.fetch_wait_ms} ms must be between 1 and 60000")
         if self.partitions < 1:
             raise ConfigError("partitions must be at least 1")
         if not 0 <= self.metrics_port <= 65535:
@@ -128,6 +137,7 @@ ENV = {
     "key_prefix": "KT_KEY_PREFIX",
     "batch_size": "KT_BATCH",
     "max_wait_ms": "KT_MAX_WAIT_MS",
+    "fetch_wait_ms": "KT_FETCH_WAIT_MS",
     "partitions": "KT_PARTITIONS",
     "metrics_port": "KT_METRICS_PORT",
     "log_format": "KT_LOG_FORMAT",
@@ -150,6 +160,7 @@ FLAGS = {
     "key_prefix": "--key-prefix",
     "batch_size": "--batch",
     "max_wait_ms": "--max-wait-ms",
+    "fetch_wait_ms": "--fetch-wait-ms",
     "partitions": "--partitions",
     "metrics_port": "--metrics-port",
     "log_format": "--log-format",
@@ -164,6 +175,7 @@ FLAGS = {
 }
 HELP = {
     "redis_url": "redis://, rediss:// (TLS), user:password@ for ACL AUTH",
+    "fetch_wait_ms": "longest time the broker may hold an empty fetch (the embedded broker always holds it this long)",
     "metrics_port": "Prometheus /metrics, /healthz, /readyz; 0 = none",
     "log_format": "text or json",
     "state_ttl_s": "expire a student's state this long after its last write; an expired student restarts from the initial state; 0 = keep forever",

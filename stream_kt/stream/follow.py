@@ -138,6 +138,7 @@ async def follow_outputs(
     timeout_s: float = 300.0,
     on_update: Callable[[FollowTally], None] | None = None,
     poll_ms: int = 200,
+    fetch_wait_ms: int = 25,
 ) -> FollowTally:
     """Consume until ``tally.complete()`` or ``timeout_s`` after ``tally.expected`` is set.
 
@@ -149,8 +150,8 @@ async def follow_outputs(
         group_id=None,  # no group: nothing committed, all partitions, from the beginning
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        metadata_max_age_ms=2000,
-        fetch_max_wait_ms=10,  # the default 500 ms would be measured as latency  # notice the topics soon when the processor creates them late
+        metadata_max_age_ms=2000,  # notice the topics soon when the processor creates them late
+        fetch_max_wait_ms=fetch_wait_ms,  # the default 500 ms would be measured as latency on the embedded broker (StreamSettings.fetch_wait_ms)
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await start_client(consumer, bootstrap)

@@ -95,7 +95,7 @@ def make_consumer(settings: StreamSettings, listener: ConsumerRebalanceListener)
         group_id=settings.group_id,
         enable_auto_commit=False,  # processor.py commits, after the state write
         auto_offset_reset="earliest",  # a new group starts at the beginning: no event is skipped
-        fetch_max_wait_ms=max(5, settings.max_wait_ms),  # the broker holds an empty fetch this long (default 500 ms: a latency floor)
+        fetch_max_wait_ms=settings.fetch_wait_ms,  # see StreamSettings.fetch_wait_ms
         session_timeout_ms=6_000,  # Kafka's minimum: a crashed member's partitions move on sooner
         heartbeat_interval_ms=2_000,
         **client_options(settings),
