@@ -60,11 +60,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--item", choices=ITEM_COLUMNS, default="skill_id", help="which id the events carry (default skill_id)")
     p.add_argument("--limit", type=positive_int, help="send at most this many events")
     p.add_argument("--rate", type=positive_float, help="events per second (default: as fast as possible)")
+    p.add_argument("--burst-ms", type=positive_float, default=20.0, help="with --rate, send this many ms of events at a time, one record batch per partition (default 20)")
     p.add_argument("--seed", type=int, default=0, help="interleaving of students without timestamps")
     p.add_argument("--follow", action="store_true", help="wait for every event's mastery output; report throughput and latency")
     p.add_argument("--follow-timeout-s", type=positive_float, default=300.0, help="give up this long after the last send (default 300)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    add_settings_arguments(p, ("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions"))
+    add_settings_arguments(p, ("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms"))
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("inspect", help="show one student's state: recent answers and mastery per skill")
@@ -105,7 +106,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     students = load_replay_students(args.data, args.format, args.item)
     order = event_order(students, args.seed)[: args.limit]
     result, tally = asyncio.run(
-        replay_and_follow(settings, students, order, item=args.item, rate_per_s=args.rate, follow=args.follow, timeout_s=args.follow_timeout_s)
+        replay_and_follow(settings, students, order, item=args.item, rate_per_s=args.rate, burst_ms=args.burst_ms, follow=args.follow, timeout_s=args.follow_timeout_s)
     )
     print(f"sent {result.sent} events ({result.students} students) in {result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)")
     report: dict = {"sent": result.sent, "students": result.students, "send_seconds": round(result.seconds, 3), "send_events_per_s": round(result.events_per_s, 1)}
@@ -139,13 +140,14 @@ async def replay_and_follow(
     item: str,
     rate_per_s: float | None,
     follow: bool,
+    burst_ms: float = 20.0,
     timeout_s: float,
     progress: bool = True,
 ) -> tuple[ReplayResult, FollowTally | None]:
     """Send ``order``; with ``follow``, consume the answers at the same time (a late consumer would inflate latency)."""
     await ensure_topic(settings.bootstrap, settings.in_topic, settings.partitions)
     if not follow:
-        return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, progress=progress), None
+        return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress), None
     tally = FollowTally(since_ms=now_ms())
     answered_bar = tqdm(total=len(order), desc="answered", unit="event", unit_scale=True, position=1, disable=not progress, mininterval=0.5)
     sent_count = [0]
@@ -157,9 +159,9 @@ async def replay_and_follow(
     def on_sent(count: int) -> None:
         sent_count[0] = count
 
-    follower = asyncio.create_task(follow_outputs(settings.bootstrap, settings.out_topic, tally, dlq_topic=settings.dlq_topic, timeout_s=timeout_s, on_update=show))
+    follower = asyncio.create_task(follow_outputs(settings.bootstrap, settings.out_topic, tally, dlq_topic=settings.dlq_topic, timeout_s=timeout_s, on_update=show, fetch_wait_ms=settings.fetch_wait_ms))
     try:
-        result = await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, progress=progress, on_sent=on_sent)
+        result = await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, on_sent=on_sent)
         tally.expected = result.sent
         await follower
     finally:

@@ -126,15 +126,20 @@ async def send_events(
     *,
     item: str = "skill_id",
     rate_per_s: float | None = None,
+    burst_ms: float = 20.0,
     progress: bool = True,
     on_sent: Callable[[int], None] | None = None,
     chunk_size: int = 2000,
 ) -> ReplayResult:
-    """Send ``order``'s events; futures are awaited a chunk behind, so sends pipeline."""
+    """Send ``order``'s events; futures are awaited a chunk behind, so sends pipeline.
+
+    With ``rate_per_s``, events go out in bursts of ``burst_ms`` worth of traffic, each
+    burst one record batch per partition: longer bursts make fewer, larger batches.
+    """
     item_field = ITEM_FIELDS[item]
     bucket = None
     if rate_per_s:
-        capacity = max(1.0, rate_per_s / 50)  # ~20 ms of events per burst: smooth, cheap to pace
+        capacity = max(1.0, rate_per_s * burst_ms / 1000)
         bucket = TokenBucket(rate_per_s, capacity)
         chunk_size = int(capacity)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30_000)
