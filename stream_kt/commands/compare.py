@@ -185,14 +185,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = item_names(students)
     runs: list[dict] = []
     step_costs: dict[str, float] = {}
-    bar = tqdm(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)
-    for split_index, split in enumerate(splits):
+    protocol = f"held-out file {Path(args.test_data).name}, {args.seeds} seed(s)" if held_out is not None else f"{args.folds}-fold by student, {args.seeds} seed(s)"
+    prepared = []
+    for split in splits:
         train_students, valid_students = [by_id[i] for i in split.train], [by_id[i] for i in split.valid]
         # the vocabulary comes from training and validation students only, as in `train`
         vocab = Vocabulary.build(train_students + valid_students, args.item, names)
         test_students = held_out if held_out is not None else [by_id[i] for i in split.test]
-        train_seqs, valid_seqs, test_seqs = ([vocab.encode(s) for s in group] for group in (train_students, valid_students, test_students))
-        for name in setup.models:
+        prepared.append((split, vocab, *([vocab.encode(s) for s in group] for group in (train_students, valid_students, test_students))))
+    bar = tqdm(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)
+    # model by model: an interrupted comparison still has every split of the models it finished
+    for name in setup.models:
+        for split_index, (split, vocab, train_seqs, valid_seqs, test_seqs) in enumerate(prepared):
             bar.set_postfix(model=name, split=split.test_source)
             config = TrainConfig(
                 model=name, epochs=args.epochs, batch_size=args.batch_size, window=args.window, patience=args.patience,
@@ -209,11 +213,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "epochs": len(checkpoint.metrics["history"]), "best_epoch": checkpoint.metrics["best_epoch"],
                 "n": metrics["n"], **{k: metrics[k] for k in REPORTED},
             })
+            # after every run, so a long comparison cut short keeps what it measured
+            (out / "compare_runs.json").write_text(json.dumps({"data": str(args.data), "protocol": protocol, "runs": runs}, indent=2))
             bar.update()
     bar.close()
     summary = summarise(runs, step_costs, setup.models)
     plot = out / "compare_auc.png"
-    protocol = f"held-out file {Path(args.test_data).name}, {args.seeds} seed(s)" if held_out is not None else f"{args.folds}-fold by student, {args.seeds} seed(s)"
     plot_auc(summary, plot, f"{Path(args.data).name}: {protocol}")
     result = {"data": str(args.data), "protocol": protocol, "models": summary, "runs": runs, "plot": str(plot)}
     (out / "compare.json").write_text(json.dumps(result, indent=2))

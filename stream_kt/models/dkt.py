@@ -95,10 +95,12 @@ class DKT(KTModel):
 
     def forward(self, batch: Batch, state: State | None = None) -> torch.Tensor:
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, state)
-        hidden = self.dropout(hidden)
-        # score only the item answered next: gather its output row instead of all V logits
-        weight = self.out.weight[batch.next_items]  # (B, T, H)
-        return (hidden * weight).sum(-1) + self.out.bias[batch.next_items]  # (B, T)
+        return self.next_logits(self.dropout(hidden), batch.next_items)
+
+    def next_logits(self, hidden: torch.Tensor, next_items: torch.Tensor) -> torch.Tensor:
+        """(B, T) logit of the item answered next; only its output row, not all V logits."""
+        weight = self.out.weight[next_items]  # (B, T, H)
+        return (hidden * weight).sum(-1) + self.out.bias[next_items]
 
     def initial_state(self, batch_size: int) -> State:
         shape = (batch_size, self.config.num_layers, self.config.hidden_size)

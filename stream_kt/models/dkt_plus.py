@@ -61,8 +61,9 @@ class DKTPlus(DKT):
 
     def consistency_terms(self, batch: Batch, dropout: bool) -> ConsistencyTerms:
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)  # (B, T, H), zero at padding
-        if dropout:
-            hidden = self.dropout(hidden)
+        return self._consistency(self.dropout(hidden) if dropout else hidden, batch)
+
+    def _consistency(self, hidden: torch.Tensor, batch: Batch) -> ConsistencyTerms:
         # consecutive interactions are consecutive real positions, wherever the padding is
         order = left_align_order(batch.mask)
         hidden, items, correct, mask = (gather_time(x, order) for x in (hidden, batch.items, batch.correct, batch.mask))
@@ -80,8 +81,12 @@ class DKTPlus(DKT):
         )
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        next_loss = super().loss(batch)
-        terms = self.consistency_terms(batch, dropout=self.training)
+        # one LSTM pass and one dropout mask serve the next-answer loss and the regularisers
+        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)
+        hidden = self.dropout(hidden)
+        next_logits = self.next_logits(hidden, batch.next_items)
+        next_loss = nn.functional.binary_cross_entropy_with_logits(next_logits[batch.next_mask], batch.next_correct[batch.next_mask])
+        terms = self._consistency(hidden, batch)
         reconstruction = nn.functional.binary_cross_entropy_with_logits(terms.current_logits, terms.current_labels)
         pairs = max(terms.n_changes, 1)
         config = self.config
