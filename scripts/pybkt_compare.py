@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from pyBKT.models import Model
 
+from stream_kt.data.sequences import StudentSequence
 from stream_kt.training.checkpoint import load_checkpoint
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.metrics import binary_metrics
@@ -40,19 +41,33 @@ def as_frame(students, known_skills: set[str] | None = None) -> pd.DataFrame:
     return frame
 
 
+def only_skills(student: StudentSequence, skills: set[str]) -> StudentSequence:
+    keep = [k for k, item in enumerate(student.items) if item in skills]
+    return StudentSequence(student.student_id, tuple(student.items[k] for k in keep), tuple(student.correct[k] for k in keep))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a stream-kt bkt checkpoint (its split names the training students)")
     parser.add_argument("--train", required=True)
     parser.add_argument("--test", required=True)
     parser.add_argument("--num-fits", type=int, default=5, help="EM restarts per skill (pyBKT default 5)")
+    parser.add_argument("--skills", type=int, help="compare on a seeded random sample of this many training skills only "
+                        "(pyBKT's pure-Python EM takes hours for all 123; BKT fits every skill on its own, so a sample is a fair comparison)")
+    parser.add_argument("--seed", type=int, default=0, help="the skill sample")
     parser.add_argument("--out", help="write the result JSON here")
     args = parser.parse_args()
 
     checkpoint = load_checkpoint(args.checkpoint)
     by_id = {s.student_id: s for s in load_students(args.train, "3line")}
     test_students = load_students(args.test, "3line")
-    result = {"stream_kt_bkt": {k: v for k, v in evaluate(checkpoint.model, [checkpoint.vocab.encode(s) for s in test_students]).items() if k in ("auc", "acc", "rmse", "n")}}
+    sample = None
+    if args.skills:
+        trained = sorted({item for i in checkpoint.split.train for item in by_id[i].items})
+        sample = sorted(np.random.default_rng(args.seed).choice(trained, size=args.skills, replace=False).tolist())
+        by_id = {i: only_skills(s, set(sample)) for i, s in by_id.items()}
+        test_students = [only_skills(s, set(sample)) for s in test_students]
+    result = {"skills": sample or "all", "stream_kt_bkt": {k: v for k, v in evaluate(checkpoint.model, [checkpoint.vocab.encode(s) for s in test_students]).items() if k in ("auc", "acc", "rmse", "n")}}
     # pyBKT on exactly the checkpoint's training students (serial: its per-iteration process pool costs more than it saves on a few cores)
     train = as_frame([by_id[i] for i in checkpoint.split.train])
     model = Model(seed=0, num_fits=args.num_fits, parallel=False)
