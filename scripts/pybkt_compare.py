@@ -1,12 +1,13 @@
 """Fit pyBKT (EM) on the training students of a stream-kt BKT checkpoint and score the same held-out file.
 
 Not a stream-kt dependency: run it from a separate environment (pyBKT 1.4.3 needs numpy<2 and
-scikit-learn<1.6, e.g. ``python -m venv --system-site-packages /tmp/pybkt && /tmp/pybkt/bin/pip
-install pyBKT==1.4.3 scikit-learn==1.5.2 pandas==2.2.3 numpy==1.26.4``).  Scoring matches ``stream-kt
+scikit-learn<1.6): ``python -m venv /tmp/pybkt && /tmp/pybkt/bin/pip install torch==2.13.0 &&
+/tmp/pybkt/bin/pip install pyBKT==1.4.3 scikit-learn==1.5.2 pandas==2.2.3 numpy==1.26.4 msgpack tqdm
+matplotlib && /tmp/pybkt/bin/pip install --no-deps -e .``.  Scoring matches ``stream-kt
 evaluate``: every held-out answer but each student's first, interactions on skills the
 training students never saw dropped (they have no fitted parameters).
 
-    /tmp/pybkt/bin/python scripts/pybkt_compare.py --checkpoint runs/models/bkt \
+    /tmp/pybkt/bin/python scripts/pybkt_compare.py --checkpoint runs/models/bkt --skills 20 --num-fits 3 \
         --train ../shared/data/assist2009/skill_id_train.csv --test ../shared/data/assist2009/skill_id_test.csv
 """
 
