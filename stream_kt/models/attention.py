@@ -19,9 +19,8 @@ Padding: an invalid key gets weight exactly 0 (a finite floor before the softmax
 mask multiplied in after it), so results do not depend on how much padding a batch
 has; a query with no valid key gets a zero vector, never NaN.
 
-The sequence helpers at the bottom move the real positions of a padded batch (pre-,
-post- or arbitrary padding) to the front and back again, so every model computes on
-left-aligned rows whose position index is the interaction's index.
+Models compute on left-aligned rows (``stream_kt.models.layout``), so a position
+index is the interaction's index.
 """
 
 from __future__ import annotations
@@ -129,18 +128,12 @@ def push(window: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
     return torch.cat([window[:, 1:], newest.unsqueeze(1).to(window.dtype)], 1)
 
 
-def left_align_order(mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) permutation putting each row's real positions first, in their order."""
-    return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+def empty_window(batch_size: int, window: int) -> dict[str, torch.Tensor]:
+    """The stored-interaction state of a student with no answers: ``items``, ``correct``, ``valid`` (B, W)."""
+    shape = (batch_size, window)
+    return {"items": torch.zeros(shape), "correct": torch.zeros(shape), "valid": torch.zeros(shape)}
 
 
-def gather_time(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Reorder the time dim (dim 1) of (B, T, ...) by ``order`` (B, T)."""
-    index = order.view(order.shape + (1,) * (x.dim() - 2)).expand_as(x)
-    return x.gather(1, index)
-
-
-def scatter_time(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``gather_time``: put left-aligned (B, T, ...) values back at their positions."""
-    index = order.view(order.shape + (1,) * (x.dim() - 2)).expand_as(x)
-    return torch.zeros_like(x).scatter(1, index, x)
+def push_interaction(state: dict[str, torch.Tensor], items: torch.Tensor, correct: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``empty_window``'s three windows with one answered interaction (B,) appended."""
+    return {"items": push(state["items"], items), "correct": push(state["correct"], correct), "valid": push(state["valid"], torch.ones_like(items))}

@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from stream_kt.data.batches import Batch
 from stream_kt.models import register
 from stream_kt.models.base import KTModel, State, StepOutput
+from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
 
 
 @dataclass(frozen=True)
@@ -78,15 +79,14 @@ class DKT(KTModel):
         """
         batch_size, length = items.shape
         lengths = mask.sum(1)
-        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # (B, T): real positions first
-        interactions = self._interaction(items, correct).masked_fill(~mask, self.pad_index).gather(1, order)
+        order = left_align_order(mask)
+        interactions = gather_time(self._interaction(items, correct).masked_fill(~mask, self.pad_index), order)
         embedded = self.embed(interactions)  # (B, T, E)
         packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         initial = None if state is None else (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
         output, (h_n, c_n) = self.lstm(packed, initial)
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=length)  # (B, T, H) left-aligned
-        hidden = torch.zeros_like(output).scatter(1, order.unsqueeze(-1).expand_as(output), output)
-        hidden = hidden * mask.unsqueeze(-1)
+        hidden = scatter_time(output, order) * mask.unsqueeze(-1)
         final = {"h": h_n.transpose(0, 1), "c": c_n.transpose(0, 1)}  # (B, L, H): batch first, as State requires
         if state is not None:  # a row with no real interaction keeps the state it came with
             empty = (lengths == 0).view(-1, 1, 1)
@@ -95,12 +95,7 @@ class DKT(KTModel):
 
     def forward(self, batch: Batch, state: State | None = None) -> torch.Tensor:
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, state)
-        return self.next_logits(self.dropout(hidden), batch.next_items)
-
-    def next_logits(self, hidden: torch.Tensor, next_items: torch.Tensor) -> torch.Tensor:
-        """(B, T) logit of the item answered next; only its output row, not all V logits."""
-        weight = self.out.weight[next_items]  # (B, T, H)
-        return (hidden * weight).sum(-1) + self.out.bias[next_items]
+        return item_logits(self.out, self.dropout(hidden), batch.next_items)  # (B, T): the item answered next
 
     def initial_state(self, batch_size: int) -> State:
         shape = (batch_size, self.config.num_layers, self.config.hidden_size)
@@ -108,8 +103,7 @@ class DKT(KTModel):
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
         h, c = state["h"], state["c"]  # (B, L, H)
-        top = h[:, -1]  # (B, H): the prediction reads the last layer
-        p_correct = torch.sigmoid((top * self.out.weight[items]).sum(-1) + self.out.bias[items])  # (B,)
+        p_correct = torch.sigmoid(item_logits(self.out, h[:, -1], items))  # (B,): the prediction reads the last layer
         embedded = self.embed(self._interaction(items, correct)).unsqueeze(1)  # (B, 1, E)
         output, (h_n, c_n) = self.lstm(embedded, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()))
         mastery = torch.sigmoid(self.out(output[:, 0]))  # (B, V)

@@ -31,8 +31,8 @@ from torch import nn
 from stream_kt.data.batches import Batch, make_batch
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import register
-from stream_kt.models.attention import gather_time, left_align_order
 from stream_kt.models.dkt import DKT, DKTConfig
+from stream_kt.models.layout import gather_time, item_logits, left_align_order
 from stream_kt.training.metrics import auc
 
 
@@ -84,7 +84,7 @@ class DKTPlus(DKT):
         # one LSTM pass and one dropout mask serve the next-answer loss and the regularisers
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)
         hidden = self.dropout(hidden)
-        next_logits = self.next_logits(hidden, batch.next_items)
+        next_logits = item_logits(self.out, hidden, batch.next_items)
         next_loss = nn.functional.binary_cross_entropy_with_logits(next_logits[batch.next_mask], batch.next_correct[batch.next_mask])
         terms = self._consistency(hidden, batch)
         reconstruction = nn.functional.binary_cross_entropy_with_logits(terms.current_logits, terms.current_labels)

@@ -30,8 +30,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from stream_kt.data.batches import Batch
 from stream_kt.models import register
-from stream_kt.models.attention import FeedForward, WindowedAttention, gather_time, left_align_order, push, scatter_time
+from stream_kt.models.attention import FeedForward, WindowedAttention, empty_window, push_interaction
 from stream_kt.models.base import KTModel, State, StepOutput
+from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
 
 
 @dataclass(frozen=True)
@@ -78,23 +79,16 @@ class LastQuery(KTModel):
         output, _ = self.lstm(packed)
         hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=items.shape[1])  # (B, T, H)
         hidden = self.dropout(hidden)
-        # score only the item answered next: gather its output row instead of all V logits
-        logits = (hidden * self.out.weight[next_items]).sum(-1) + self.out.bias[next_items]  # (B, T)
+        logits = item_logits(self.out, hidden, next_items)  # (B, T)
         return scatter_time(logits * mask, order)
 
     def initial_state(self, batch_size: int) -> State:
-        window = (batch_size, self.config.window)
         lstm = (batch_size, 1, self.config.hidden_size)
-        return {"items": torch.zeros(window), "correct": torch.zeros(window), "valid": torch.zeros(window), "h": torch.zeros(lstm), "c": torch.zeros(lstm)}
+        return {**empty_window(batch_size, self.config.window), "h": torch.zeros(lstm), "c": torch.zeros(lstm)}
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
-        top = state["h"][:, 0]  # (B, H)
-        p_correct = torch.sigmoid((top * self.out.weight[items]).sum(-1) + self.out.bias[items])  # (B,)
-        window = {
-            "items": push(state["items"], items),
-            "correct": push(state["correct"], correct),
-            "valid": push(state["valid"], torch.ones_like(items)),
-        }
+        p_correct = torch.sigmoid(item_logits(self.out, state["h"][:, 0], items))  # (B,)
+        window = push_interaction(state, items, correct)
         stored = self._interactions(window["items"].long(), window["correct"].long())  # (B, W, D)
         newest = self._interactions(items, correct).unsqueeze(1)  # (B, 1, D): the single query
         encoded = self._encode(newest, self.attention.window_slots(newest, stored, stored, window["valid"] > 0.5))  # (B, 1, D)

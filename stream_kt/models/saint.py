@@ -42,8 +42,9 @@ from torch import nn
 
 from stream_kt.data.batches import Batch
 from stream_kt.models import register
-from stream_kt.models.attention import FeedForward, WindowedAttention, gather_time, left_align_order, push, scatter_time
+from stream_kt.models.attention import FeedForward, WindowedAttention, push
 from stream_kt.models.base import KTModel, State, StepOutput
+from stream_kt.models.layout import gather_time, left_align_order, scatter_time
 
 START = 2  # decoder input of a student's first position: no previous response
 

@@ -24,8 +24,9 @@ from torch import nn
 
 from stream_kt.data.batches import Batch
 from stream_kt.models import register
-from stream_kt.models.attention import FeedForward, WindowedAttention, gather_time, left_align_order, push, scatter_time
+from stream_kt.models.attention import FeedForward, WindowedAttention, empty_window, push_interaction
 from stream_kt.models.base import KTModel, State, StepOutput
+from stream_kt.models.layout import gather_time, left_align_order, scatter_time
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ class SAKT(KTModel):
         return scatter_time(self._block(exercises, attended), order)  # (B, T)
 
     def initial_state(self, batch_size: int) -> State:
-        window = (batch_size, self.config.window)
-        return {"items": torch.zeros(window), "correct": torch.zeros(window), "valid": torch.zeros(window)}
+        return empty_window(batch_size, self.config.window)
 
     def _logits_over_window(self, state: State, exercises: torch.Tensor) -> torch.Tensor:
         """Logits of Q exercises (B, Q, D) attending to the stored window: (B, Q)."""
@@ -84,11 +84,7 @@ class SAKT(KTModel):
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
         p_correct = torch.sigmoid(self._logits_over_window(state, self.exercise_embed(items).unsqueeze(1))[:, 0])  # (B,)
-        new_state = {
-            "items": push(state["items"], items),
-            "correct": push(state["correct"], correct),
-            "valid": push(state["valid"], torch.ones_like(items)),
-        }
+        new_state = push_interaction(state, items, correct)
         every_exercise = self.exercise_embed.weight.unsqueeze(0).expand(len(items), -1, -1)  # (B, V, D)
         mastery = torch.sigmoid(self._logits_over_window(new_state, every_exercise))  # (B, V)
         return StepOutput(p_correct, new_state, mastery)

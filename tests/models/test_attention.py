@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from stream_kt.models.attention import WindowedAttention, gather_time, left_align_order, scatter_time
+from stream_kt.models.attention import WindowedAttention
+from stream_kt.models.layout import gather_time, left_align_order, scatter_time
 
 
 def dense_reference(attention, queries, keys, values, valid):
