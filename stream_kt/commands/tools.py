@@ -37,7 +37,7 @@ from stream_kt.stream.inspect_state import (
     redis_client,
     state_report,
 )
-from stream_kt.stream.replay import ReplayResult, ensure_topic, event_order, load_replay_students, send_events
+from stream_kt.stream.replay import BURST_MS, ReplayResult, ensure_topic, event_order, load_replay_students, send_events
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students
 
 DEFAULT_LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -60,7 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--item", choices=ITEM_COLUMNS, default="skill_id", help="which id the events carry (default skill_id)")
     p.add_argument("--limit", type=positive_int, help="send at most this many events")
     p.add_argument("--rate", type=positive_float, help="events per second (default: as fast as possible)")
-    p.add_argument("--burst-ms", type=positive_float, default=20.0, help="with --rate, send this many ms of events at a time, one record batch per partition (default 20)")
+    p.add_argument("--burst-ms", type=positive_float, default=BURST_MS, help="with --rate, send this many ms of events at a time, one record batch per partition (default %(default)g)")
     p.add_argument("--seed", type=int, default=0, help="interleaving of students without timestamps")
     p.add_argument("--follow", action="store_true", help="wait for every event's mastery output; report throughput and latency")
     p.add_argument("--follow-timeout-s", type=positive_float, default=300.0, help="give up this long after the last send (default 300)")
@@ -140,7 +140,7 @@ async def replay_and_follow(
     item: str,
     rate_per_s: float | None,
     follow: bool,
-    burst_ms: float = 20.0,
+    burst_ms: float = BURST_MS,
     timeout_s: float,
     progress: bool = True,
 ) -> tuple[ReplayResult, FollowTally | None]:

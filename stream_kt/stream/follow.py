@@ -20,6 +20,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from stream_kt.settings import StreamSettings
 from stream_kt.stream.events import decode_mastery
 from stream_kt.stream.exceptions import StreamError
 
@@ -138,7 +139,7 @@ async def follow_outputs(
     timeout_s: float = 300.0,
     on_update: Callable[[FollowTally], None] | None = None,
     poll_ms: int = 200,
-    fetch_wait_ms: int = 25,
+    fetch_wait_ms: int = StreamSettings.fetch_wait_ms,
 ) -> FollowTally:
     """Consume until ``tally.complete()`` or ``timeout_s`` after ``tally.expected`` is set.
 

@@ -29,6 +29,8 @@ from stream_kt.stream.exceptions import StreamError
 from stream_kt.stream.follow import now_ms, start_client
 from stream_kt.training.prepare import load_students
 
+BURST_MS = 20.0  # default: paced traffic goes out in bursts of this many ms of events
+
 TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
 ITEM_FIELDS = {"skill_id": "skill_id", "problem_id": "item_id"}  # --item -> the event's item field
 
@@ -126,7 +128,7 @@ async def send_events(
     *,
     item: str = "skill_id",
     rate_per_s: float | None = None,
-    burst_ms: float = 20.0,
+    burst_ms: float = BURST_MS,
     progress: bool = True,
     on_sent: Callable[[int], None] | None = None,
     chunk_size: int = 2000,
