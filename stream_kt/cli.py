@@ -13,11 +13,7 @@ from stream_kt.errors import StreamKTError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream_kt.commands import compare, offline
-    from stream_kt.commands import tools
-    from stream_kt.commands import serve
-    from stream_kt.commands import admin
-    from stream_kt.commands import bench
+    from stream_kt.commands import admin, bench, compare, offline, serve, tools
 
     parser = argparse.ArgumentParser(prog="stream-kt", description="Streaming knowledge tracing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
