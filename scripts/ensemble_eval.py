@@ -33,19 +33,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args()
     try:
-        members, labels, probs = [], None, []
-        vocab = None
+        first = load_checkpoint(args.checkpoints[0])
+        encoded = [first.vocab.encode(s) for s in load_students(args.test, "auto", first.vocab.item_column)]
+        members, probs = [], []
         for path in args.checkpoints:
-            checkpoint = load_checkpoint(path)
-            if vocab is not None and checkpoint.vocab.ids != vocab.ids:
+            checkpoint = first if path == args.checkpoints[0] else load_checkpoint(path)
+            if checkpoint.vocab.ids != first.vocab.ids:
                 raise StreamKTError(f"{path}: vocabulary differs from {args.checkpoints[0]}: ensemble members must share a training file")
-            if vocab is None:
-                vocab = checkpoint.vocab
-                students = load_students(args.test, "auto", vocab.item_column)
-            y, p = predict_sequences(checkpoint.model, [vocab.encode(s) for s in students], progress=True)
-            labels = y if labels is None else labels  # same vocabulary and students: the same answers, in order
+            labels, p = predict_sequences(checkpoint.model, encoded, progress=True)  # the same answers, in order, for every member
             probs.append(p)
-            members.append({"checkpoint": str(path), "model": checkpoint.model.name, **binary_metrics(y, p)})
+            members.append({"checkpoint": str(path), "model": checkpoint.model.name, **binary_metrics(labels, p)})
             print(f"{path}: {checkpoint.model.name} auc {members[-1]['auc']:.4f}", file=sys.stderr)
     except StreamKTError as exc:
         print(f"error: {exc}", file=sys.stderr)
