@@ -34,6 +34,11 @@ class StepOutput:
     mastery: torch.Tensor  # (B, V) P(correct) of every item at the next step
 
 
+def next_answer_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Mean binary cross-entropy of (B, T) next-answer logits over scored (non-padded next-step) positions."""
+    return nn.functional.binary_cross_entropy_with_logits(logits[batch.next_mask], batch.next_correct[batch.next_mask])
+
+
 class KTModel(nn.Module):
     """Base class: subclasses set ``name`` and ``Config`` and implement the abstract methods."""
 
@@ -51,9 +56,7 @@ class KTModel(nn.Module):
         raise NotImplementedError
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Mean binary cross-entropy over scored (non-padded next-step) positions."""
-        logits = self(batch)
-        return nn.functional.binary_cross_entropy_with_logits(logits[batch.next_mask], batch.next_correct[batch.next_mask])
+        return next_answer_loss(self(batch), batch)
 
     def initial_state(self, batch_size: int) -> State:
         raise NotImplementedError

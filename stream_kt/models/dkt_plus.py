@@ -31,6 +31,7 @@ from torch import nn
 from stream_kt.data.batches import Batch, make_batch
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import register
+from stream_kt.models.base import next_answer_loss
 from stream_kt.models.dkt import DKT, DKTConfig
 from stream_kt.models.layout import gather_time, item_logits, left_align_order
 from stream_kt.training.metrics import auc
@@ -84,8 +85,7 @@ class DKTPlus(DKT):
         # one LSTM pass and one dropout mask serve the next-answer loss and the regularisers
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)
         hidden = self.dropout(hidden)
-        next_logits = item_logits(self.out, hidden, batch.next_items)
-        next_loss = nn.functional.binary_cross_entropy_with_logits(next_logits[batch.next_mask], batch.next_correct[batch.next_mask])
+        next_loss = next_answer_loss(item_logits(self.out, hidden, batch.next_items), batch)
         terms = self._consistency(hidden, batch)
         reconstruction = nn.functional.binary_cross_entropy_with_logits(terms.current_logits, terms.current_labels)
         pairs = max(terms.n_changes, 1)
