@@ -1,4 +1,4 @@
-"""Offline commands: synth, train, evaluate."""
+"""Offline commands: synth, train, ensemble, evaluate."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from stream_kt.data.readers import ITEM_COLUMNS, write_3line
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import ConfigError, DataError
 from stream_kt.models import MODELS, model_class
-from stream_kt.training.checkpoint import load_checkpoint, write_metrics
+from stream_kt.training.checkpoint import load_checkpoint, save_ensemble, write_metrics
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.parity import parity_max_abs_diff
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students, prepare
@@ -51,6 +51,8 @@ def model_options(model: str, pairs: list[tuple[str, object]]) -> dict:
         expected = type(fields[key].default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if expected is tuple and isinstance(value, list):  # JSON has lists only (an ensemble's members)
+            value = tuple(value)
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
             raise ConfigError(f"option {key} of model {model} expects {expected.__name__}, got {value!r}")
         options[key] = value
@@ -87,6 +89,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shuffle-labels", action="store_true", help=argparse.SUPPRESS)  # leakage check: labels become noise
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ensemble", help="combine trained checkpoints into one checkpoint serving their mean prediction")
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="member checkpoint directories (same training file and held-out students)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("evaluate", help="score held-out students with a checkpoint")
     p.add_argument("--checkpoint", required=True)
@@ -143,6 +150,13 @@ def _shuffle_labels(data, seed: int):
     return data
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    checkpoint = save_ensemble(args.out, [load_checkpoint(path) for path in args.checkpoints])
+    members = ", ".join(f"{m['model']} {m['version']}" for m in checkpoint.metrics["members"])
+    print(f"checkpoint {checkpoint.version} written to {args.out}: the mean of {members}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     item = checkpoint.vocab.item_column
@@ -164,6 +178,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.parity:
         metrics["parity_max_abs_diff"] = parity_max_abs_diff(checkpoint.model, encoded, progress=not args.json)
     result = {"model": checkpoint.model.name, "model_version": checkpoint.version, "data": source, **metrics}
+    if "members" in checkpoint.metrics:  # an ensemble: which checkpoints it averages, and their own scores
+        result["members"] = checkpoint.metrics["members"]
     if not args.json:
         print(f"{result['model']} {result['model_version']} on {source}")
         for key, value in metrics.items():

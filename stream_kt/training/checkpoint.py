@@ -24,6 +24,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.errors import CheckpointError, StreamKTError
 from stream_kt.models import KTModel, model_class
+from stream_kt.models.ensemble import Ensemble
 
 FORMAT_VERSION = 1
 FILES = ("config.json", "weights.pt", "vocab.json", "split.json")
@@ -102,3 +103,30 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: content hash {version} does not match the recorded version {config.get('version')} (files changed?)")
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
     return Checkpoint(model, vocab, split, version, config.get("train", {}), metrics, path)
+
+
+def save_ensemble(out_dir: str | Path, members: list[Checkpoint]) -> Checkpoint:
+    """One checkpoint serving the mean of ``members``' predictions (``models.ensemble``).
+
+    Members must share the vocabulary and the held-out students: a member trained on
+    another member's test students would make the ensemble's test score dishonest.
+    Training and validation students may differ (other seeds); the first member's
+    split is recorded, every member's version, source and scores in the training
+    settings.
+    """
+    if len(members) < 2:
+        raise CheckpointError("an ensemble needs at least two checkpoints")
+    nested = [m for m in members if m.model.name == Ensemble.name]
+    if nested:
+        raise CheckpointError(f"{nested[0].path}: is an ensemble already; list its members instead")
+    first = members[0]
+    for member in members[1:]:
+        if member.vocab.ids != first.vocab.ids or member.vocab.item_column != first.vocab.item_column:
+            raise CheckpointError(f"{member.path}: vocabulary differs from {first.path}'s: ensemble members must be trained on the same file")
+        if (member.split.test, member.split.test_source) != (first.split.test, first.split.test_source):
+            raise CheckpointError(f"{member.path}: held out other students than {first.path} ({member.split.test_source} vs {first.split.test_source})")
+    sources = [
+        {"checkpoint": str(m.path), "version": m.version, "model": m.model.name, "seed": m.split.seed, "valid_auc": m.metrics.get("valid_auc"), "test_auc": m.metrics.get("test", {}).get("auc")}
+        for m in members
+    ]
+    return save_checkpoint(out_dir, Ensemble.of([m.model for m in members]), first.vocab, first.split, {"ensemble_of": sources}, {"members": sources})

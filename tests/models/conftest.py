@@ -12,6 +12,8 @@ SMALL_OPTIONS = {
     "bkt": {},
     "dkt": {"embed_dim": 16, "hidden_size": 24},
     "dkt_plus": {"embed_dim": 16, "hidden_size": 24},
+    # a recurrent, a windowed-attention and a windowless member: their states side by side
+    "ensemble": {"members": ({"model": "dkt", "embed_dim": 16, "hidden_size": 24}, {"model": "lastquery", "dim": 16, "heads": 2, "hidden_size": 24}, {"model": "bkt"})},
     "lastquery": {"dim": 16, "heads": 2, "hidden_size": 24},
     "saint": {"dim": 16, "heads": 2},
     "saint_plus": {"dim": 16, "heads": 2},

@@ -13,10 +13,14 @@ import redis
 import torch
 
 from stream_kt.data.batches import make_batch
+from stream_kt.data.split import Split
+from stream_kt.data.vocab import Vocabulary
+from stream_kt.models import build_model
 from stream_kt.stream import keys
 from stream_kt.stream.events import MAX_EVENT_BYTES
 from stream_kt.stream.state import WINDOW, StudentState
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.training.checkpoint import load_checkpoint, save_checkpoint
+from tests.conftest import TINY_ITEMS
 
 from .conftest import (
     Answer,
@@ -173,6 +177,34 @@ def test_streamed_predictions_equal_the_offline_model(make_settings, checkpoint)
             assert message["model_version"] == checkpoint.version
             assert message["p_correct"] == pytest.approx(float(offline_p), abs=1e-5), f"{student} event {t}"
             np.testing.assert_allclose(message["mastery"], mastery[row, t].numpy(), atol=1e-5, err_msg=f"{student} event {t}")
+
+
+def test_an_ensemble_is_served_like_any_model(make_settings, tmp_path, redis_url):
+    """Three members' states in one Redis row; every output is the mean the offline ensemble steps to."""
+    torch.manual_seed(0)
+    members = ({"model": "dkt", "embed_dim": 8, "hidden_size": 16}, {"model": "lastquery", "dim": 8, "heads": 2, "hidden_size": 16}, {"model": "bkt"})
+    model = build_model("ensemble", num_items=TINY_ITEMS, members=members).eval()
+    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(TINY_ITEMS)))
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "ensemble", model, vocab, Split(("synthetic:0",), (), (), 0, "holdout"), {}).path)
+    settings = make_settings(batch_size=4)
+    answers = synthetic_answers(checkpoint, students=4, seed=5, min_length=60, max_length=130)
+
+    async def scenario():
+        await produce(settings, answer_messages(answers))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
+            async with running_processor(settings, checkpoint):
+                await out.read_until(lambda rs: len(rs) >= len(answers))
+            return dedupe_outputs(out.records)
+
+    outputs = asyncio.run(scenario())
+    for student, seq in by_student(answers).items():
+        expected = reference_run(checkpoint, seq)
+        for k in range(len(seq)):
+            message = outputs[(student, k + 1)]
+            assert message["model_version"] == checkpoint.version and checkpoint.version.startswith("ensemble-")
+            assert message["p_correct"] == pytest.approx(expected.p_correct[k], abs=1e-5), f"{student} event {k}"
+            np.testing.assert_allclose(message["mastery"], expected.mastery[k], atol=1e-5)
+    assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)
 
 
 def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settings, checkpoint, checkpoint_factory, redis_url):

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from stream_kt.data.split import split_students
+from stream_kt.data.split import Split, split_students
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.errors import CheckpointError
 from stream_kt.models import build_model
-from stream_kt.training.checkpoint import load_checkpoint, save_checkpoint
+from stream_kt.training.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
+from tests.conftest import save_tiny_checkpoint
 
 
 @pytest.fixture
@@ -55,3 +56,33 @@ def test_other_format_version_and_missing_files_are_refused(saved, tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "nope")
+
+
+def test_an_ensemble_checkpoint_round_trips_and_names_its_members(tmp_path):
+    members = [load_checkpoint(save_tiny_checkpoint(tmp_path / f"m{seed}", seed)) for seed in (1, 2)]
+    saved = save_ensemble(tmp_path / "ensemble", members)
+    loaded = load_checkpoint(tmp_path / "ensemble")
+    assert loaded.version == saved.version and loaded.version.startswith("ensemble-")
+    assert [m["version"] for m in loaded.metrics["members"]] == [m.version for m in members]
+    assert loaded.train_config["ensemble_of"][1]["checkpoint"] == str(tmp_path / "m2")
+    items, correct = torch.tensor([1, 2, 3]), torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        got = loaded.model.step(loaded.model.initial_state(3), items, correct).mastery
+        alone = [m.model.step(m.model.initial_state(3), items, correct).mastery for m in members]
+    torch.testing.assert_close(got, (alone[0] + alone[1]) / 2, atol=1e-7, rtol=0)
+
+
+def test_ensembles_of_mismatched_checkpoints_are_refused(tmp_path):
+    a = load_checkpoint(save_tiny_checkpoint(tmp_path / "a", 1))
+    other_vocab = load_checkpoint(save_tiny_checkpoint(tmp_path / "b", 2, num_items=14))
+    with pytest.raises(CheckpointError, match="vocabulary differs"):
+        save_ensemble(tmp_path / "e1", [a, other_vocab])
+    other_test = load_checkpoint(save_tiny_checkpoint(tmp_path / "c", 3))
+    other_test.split = Split(other_test.split.train, (), ("synthetic:9",), 3, "holdout")  # its held-out students differ
+    with pytest.raises(CheckpointError, match="held out other students"):
+        save_ensemble(tmp_path / "e2", [a, other_test])
+    with pytest.raises(CheckpointError, match="at least two"):
+        save_ensemble(tmp_path / "e3", [a])
+    nested = load_checkpoint(save_ensemble(tmp_path / "e4", [a, load_checkpoint(save_tiny_checkpoint(tmp_path / "d", 4))]).path)
+    with pytest.raises(CheckpointError, match="an ensemble already"):
+        save_ensemble(tmp_path / "e5", [a, nested])

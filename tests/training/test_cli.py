@@ -51,6 +51,29 @@ def test_train_then_evaluate_learns_and_reports_json(tmp_path, synthetic_files):
     assert not set(split["train"]) & set(split["valid"])
 
 
+def test_an_ensemble_of_trained_checkpoints_scores_and_streams_their_mean(tmp_path, synthetic_files):
+    import numpy as np
+
+    from stream_kt.training.checkpoint import load_checkpoint
+    from stream_kt.training.evaluate import predict_sequences
+    from stream_kt.training.metrics import binary_metrics
+    from stream_kt.training.prepare import load_students
+
+    train, test = synthetic_files
+    members = [train_and_evaluate(tmp_path / f"seed{seed}", train, test, "--seed", seed)[0] for seed in (0, 1)]
+    run_cli("ensemble", "--out", tmp_path / "ensemble", *members, check=True)
+    result = run_cli("evaluate", "--checkpoint", tmp_path / "ensemble", "--test-data", test, "--parity", "--json", check=True)
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["model"] == "ensemble" and metrics["parity_max_abs_diff"] < 1e-5
+    # its score is the score of the members' mean probability, answer by answer
+    loaded = [load_checkpoint(path) for path in members]
+    encoded = [loaded[0].vocab.encode(s) for s in load_students(test)]
+    (labels, p0), (_, p1) = (predict_sequences(c.model, encoded) for c in loaded)
+    assert metrics["auc"] == pytest.approx(binary_metrics(labels, (p0 + p1) / 2)["auc"], abs=1e-6)
+    assert metrics["auc"] > 0.65 and not np.allclose(p0, p1)
+    assert [m["version"] for m in metrics["members"]] == [c.version for c in loaded]
+
+
 def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files):
     """With labels made noise, an honest model cannot beat chance; a leaking one would score ~1."""
     out = tmp_path / "shuffled"
@@ -67,6 +90,8 @@ def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files):
         (["train", "--data", FIXTURES / "small.3line", "--format", "assistments", "--out", "OUT"], "missing column(s)"),
         (["evaluate", "--checkpoint", "/nonexistent"], "no such checkpoint directory"),
         (["evaluate", "--checkpoint", FIXTURES], "not a stream-kt checkpoint"),
+        (["ensemble", "--out", "OUT", "/nonexistent/a", "/nonexistent/b"], "no such checkpoint directory"),
+        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", "members=[]", "--out", "OUT"], "at least one member"),
         (["train", "--data", FIXTURES / "small.3line", "--epochs", "0", "--out", "OUT"], "expected a positive integer"),
     ],
 )

@@ -16,7 +16,12 @@ from stream_kt.models.base import StepOutput
 from stream_kt.training.checkpoint import save_checkpoint
 from stream_kt.training.parity import parity_max_abs_diff
 
-SMALL = {"dkt": {"embed_dim": 8, "hidden_size": 8}, "sakt": {"dim": 8, "heads": 2}, "bkt": {}}
+SMALL = {
+    "dkt": {"embed_dim": 8, "hidden_size": 8},
+    "sakt": {"dim": 8, "heads": 2},
+    "bkt": {},
+    "ensemble": {"members": ({"model": "dkt", "embed_dim": 8, "hidden_size": 8}, {"model": "sakt", "dim": 8, "heads": 2})},
+}
 
 
 @pytest.fixture(scope="module")

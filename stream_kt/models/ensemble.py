@@ -1,0 +1,143 @@
+"""Ensemble: several knowledge-tracing models served as one, their probabilities averaged.
+
+A member is any other registered model.  The ensemble's P(correct) for an answer is
+the mean of its members' P(correct), and its mastery vector the mean of theirs, so it
+is exactly as honest as its members: each member predicts step t+1 from steps <= t.
+
+* Offline, ``forward`` runs every member over the batch and returns the logit of the
+  mean probability (computed in log space, no overflow at saturated members).
+* Streamed, the state is the union of the members' states, each name prefixed with
+  the member's index (``0.h``, ``1.items``, ...), so one Redis row carries all of them
+  and an event costs the sum of the members' one-step costs.
+* Trained from scratch (``stream-kt train --model ensemble``) every member minimises
+  its own loss on the same batches (DKT+ keeps its regularisers); built from trained
+  checkpoints (``stream-kt ensemble``) the members keep their weights.  The second
+  is how diverse members (other seeds, windows, sizes) are combined.
+
+Config: ``members`` is a tuple of ``{"model": name, **that model's Config fields}``
+without ``num_items`` (the ensemble's vocabulary is every member's).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from stream_kt.data.batches import Batch
+from stream_kt.errors import ConfigError
+from stream_kt.models import build_model, register
+from stream_kt.models.base import KTModel, State, StepOutput
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    num_items: int  # vocabulary size V, shared by every member
+    members: tuple = ({"model": "dkt"}, {"model": "lastquery"})
+
+
+def mean_probability_logit(logits: torch.Tensor) -> torch.Tensor:
+    """logit(mean_k sigmoid(logits[k])) over the first dim, stable for any logit size."""
+    log_n = math.log(logits.shape[0])
+    log_p = torch.logsumexp(nn.functional.logsigmoid(logits), 0) - log_n
+    log_q = torch.logsumexp(nn.functional.logsigmoid(-logits), 0) - log_n
+    return log_p - log_q
+
+
+def _prefix(index: int) -> str:
+    return f"{index}."
+
+
+def member_state(state: State, index: int) -> State:
+    """The rows of member ``index`` in an ensemble state, under the member's own names."""
+    prefix = _prefix(index)
+    return {name[len(prefix) :]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+
+
+@register
+class Ensemble(KTModel):
+    name = "ensemble"
+    Config = EnsembleConfig
+
+    def __init__(self, config: EnsembleConfig) -> None:
+        super().__init__(config)
+        if not config.members:
+            raise ConfigError("an ensemble needs at least one member")
+        members = []
+        for spec in config.members:
+            options = dict(spec)
+            name = options.pop("model", None)
+            if name is None or name == self.name:
+                raise ConfigError(f"ensemble member {spec!r}: give another model's name as 'model'")
+            if "num_items" in options and options.pop("num_items") != config.num_items:
+                raise ConfigError(f"ensemble member {name}: its vocabulary size differs from the ensemble's {config.num_items}")
+            try:
+                members.append(build_model(name, num_items=config.num_items, **options))
+            except TypeError as exc:  # a field the member's Config does not have
+                raise ConfigError(f"ensemble member {name}: {exc}") from None
+        self.members = nn.ModuleList(members)
+
+    @classmethod
+    def of(cls, models: Sequence[KTModel]) -> "Ensemble":
+        """An ensemble of already trained models (their weights copied), in eval mode."""
+        sizes = {m.config.num_items for m in models}
+        if len(sizes) > 1:
+            raise ConfigError(f"ensemble members have different vocabulary sizes {sorted(sizes)}")
+        specs = tuple({"model": m.name, **{k: v for k, v in m.config_dict().items() if k != "num_items"}} for m in models)
+        ensemble = cls(EnsembleConfig(num_items=sizes.pop() if sizes else 0, members=specs))
+        for member, trained in zip(ensemble.members, models):
+            member.load_state_dict(trained.state_dict())
+        return ensemble.eval()
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return mean_probability_logit(torch.stack([member(batch) for member in self.members]))
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        # each member learns on its own objective; the average is only formed to predict
+        return torch.stack([member.loss(batch) for member in self.members]).sum()
+
+    def initial_state(self, batch_size: int) -> State:
+        return {_prefix(i) + name: tensor for i, member in enumerate(self.members) for name, tensor in member.initial_state(batch_size).items()}
+
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+        outputs = [member.step(member_state(state, i), items, correct) for i, member in enumerate(self.members)]
+        new_state = {_prefix(i) + name: tensor for i, out in enumerate(outputs) for name, tensor in out.state.items()}
+        p_correct = torch.stack([out.p_correct for out in outputs]).mean(0)
+        mastery = torch.stack([out.mastery for out in outputs]).mean(0)
+        return StepOutput(p_correct, new_state, mastery)
+
+    def inference_module(self, state_names: list[str]) -> nn.Module:
+        return EnsembleInferenceStep(self, state_names)
+
+
+class EnsembleInferenceStep(nn.Module):
+    """Each member's own serving module (DKT's folded one included) on its slice of the state.
+
+    Inputs and outputs as ``KTModel.inference_module``.
+    """
+
+    def __init__(self, model: Ensemble, state_names: list[str]) -> None:
+        super().__init__()
+        parts, positions = [], []
+        for i, member in enumerate(model.members):
+            names = sorted(member.initial_state(1))
+            positions.append([state_names.index(_prefix(i) + name) for name in names])
+            parts.append(member.inference_module(names))
+        self.parts = nn.ModuleList(parts)
+        self.positions = positions
+        self.n_state = len(state_names)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        *state, items, correct = inputs
+        new_state: list[torch.Tensor] = list(state)
+        p_correct, mastery = [], []
+        for part, positions in zip(self.parts, self.positions):
+            p, *member_state_out, m = part(*(state[j] for j in positions), items, correct)
+            for j, tensor in zip(positions, member_state_out):
+                new_state[j] = tensor
+            p_correct.append(p)
+            mastery.append(m)
+        return (torch.stack(p_correct).mean(0), *new_state, torch.stack(mastery).mean(0))

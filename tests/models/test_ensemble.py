@@ -1,0 +1,93 @@
+"""The ensemble predicts the mean of its members, offline and streamed, and trains each member alone."""
+
+import pytest
+import torch
+
+from stream_kt.data.batches import make_batch
+from stream_kt.errors import ConfigError, StreamKTError
+from stream_kt.models import build_model
+from stream_kt.models.ensemble import Ensemble, mean_probability_logit
+from tests.models.conftest import NUM_ITEMS
+
+DKT = {"model": "dkt", "embed_dim": 16, "hidden_size": 24, "dropout": 0.0}
+LASTQUERY = {"model": "lastquery", "dim": 16, "heads": 2, "hidden_size": 24, "dropout": 0.0}
+
+
+def trained_like_members():
+    """Two members with unrelated random weights, as two training runs would leave them."""
+    torch.manual_seed(1)
+    dkt = build_model("dkt", num_items=NUM_ITEMS, **{k: v for k, v in DKT.items() if k != "model"}).eval()
+    torch.manual_seed(2)
+    lastquery = build_model("lastquery", num_items=NUM_ITEMS, **{k: v for k, v in LASTQUERY.items() if k != "model"}).eval()
+    return [dkt, lastquery]
+
+
+def test_mean_probability_logit_is_the_logit_of_the_mean_probability():
+    logits = torch.tensor([[0.3, -2.0, 4.0, -8.0, 0.0], [1.7, 0.5, -3.0, -9.0, 0.0], [-0.4, 2.5, 6.0, -7.5, 0.0]])
+    combined = mean_probability_logit(logits)
+    torch.testing.assert_close(torch.sigmoid(combined), torch.sigmoid(logits).mean(0), atol=1e-6, rtol=0)
+    assert combined[-1] == 0.0  # three coin flips average to a coin flip
+    saturated = mean_probability_logit(torch.tensor([[200.0, -200.0], [150.0, -300.0]]))
+    assert torch.isfinite(saturated).all() and saturated[0] > 100 and saturated[1] < -100
+
+
+def test_forward_is_the_mean_of_the_members_probabilities(sequences):
+    members = trained_like_members()
+    ensemble = Ensemble.of(members)
+    batch = make_batch(sequences)
+    with torch.no_grad():
+        expected = torch.stack([torch.sigmoid(m(batch)) for m in members]).mean(0)
+        got = torch.sigmoid(ensemble(batch))
+    scored = batch.next_mask
+    torch.testing.assert_close(got[scored], expected[scored], atol=1e-6, rtol=0)
+    # and it is not simply one member's prediction
+    assert (got[scored] - torch.sigmoid(members[0](batch))[scored]).abs().max() > 1e-3
+
+
+def test_step_carries_every_members_state_and_averages_them():
+    members = trained_like_members()
+    ensemble = Ensemble.of(members)
+    items, correct = torch.tensor([3, 7, 0]), torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        out = ensemble.step(ensemble.initial_state(3), items, correct)
+        alone = [m.step(m.initial_state(3), items, correct) for m in members]
+    assert set(out.state) == {"0.c", "0.h"} | {f"1.{k}" for k in members[1].initial_state(1)}
+    torch.testing.assert_close(out.state["0.h"], alone[0].state["h"], atol=0, rtol=0)
+    torch.testing.assert_close(out.state["1.items"], alone[1].state["items"], atol=0, rtol=0)
+    torch.testing.assert_close(out.p_correct, (alone[0].p_correct + alone[1].p_correct) / 2, atol=1e-7, rtol=0)
+    torch.testing.assert_close(out.mastery, (alone[0].mastery + alone[1].mastery) / 2, atol=1e-7, rtol=0)
+
+
+def test_training_gives_each_member_the_gradient_of_its_own_loss(sequences):
+    torch.manual_seed(0)
+    ensemble = build_model("ensemble", num_items=NUM_ITEMS, members=(DKT, LASTQUERY))
+    batch = make_batch(sequences)
+    loss = ensemble.loss(batch)
+    torch.testing.assert_close(loss, ensemble.members[0].loss(batch) + ensemble.members[1].loss(batch))
+    loss.backward()
+    joint = [p.grad.clone() for p in ensemble.members[0].parameters()]
+    ensemble.zero_grad()
+    ensemble.members[0].loss(batch).backward()
+    for together, alone in zip(joint, (p.grad for p in ensemble.members[0].parameters())):
+        torch.testing.assert_close(together, alone)
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ((), "at least one member"),
+        (({"model": "ensemble"},), "another model's name"),
+        (({"embed_dim": 8},), "another model's name"),
+        (({"model": "dkt", "heads": 2},), "ensemble member dkt"),
+        (({"model": "dkt", "num_items": NUM_ITEMS + 1},), "vocabulary size differs"),
+        (({"model": "nope"},), "unknown model 'nope'"),
+    ],
+)
+def test_a_bad_member_list_is_one_clear_error(members, message):
+    with pytest.raises(StreamKTError, match=message):
+        build_model("ensemble", num_items=NUM_ITEMS, members=members)
+
+
+def test_members_of_different_vocabularies_are_refused():
+    with pytest.raises(ConfigError, match="different vocabulary sizes"):
+        Ensemble.of([build_model("bkt", num_items=NUM_ITEMS), build_model("bkt", num_items=NUM_ITEMS + 2)])
