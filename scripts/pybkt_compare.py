@@ -1,14 +1,21 @@
 """Fit pyBKT (EM) on the training students of a stream-kt BKT checkpoint and score the same held-out file.
 
 Not a stream-kt dependency: run it from a separate environment (pyBKT 1.4.3 needs numpy<2 and
-scikit-learn<1.6): ``python -m venv /tmp/pybkt && /tmp/pybkt/bin/pip install torch==2.13.0 &&
-/tmp/pybkt/bin/pip install pyBKT==1.4.3 scikit-learn==1.5.2 pandas==2.2.3 numpy==1.26.4 msgpack tqdm
-matplotlib && /tmp/pybkt/bin/pip install --no-deps -e .``.  Scoring matches ``stream-kt
-evaluate``: every held-out answer but each student's first, interactions on skills the
-training students never saw dropped (they have no fitted parameters).
+scikit-learn<1.6).  Build pyBKT from its source distribution: the wheel on the package index is
+pure Python and its EM takes hours for 123 skills; the sdist compiles its C++ E-step (Eigen is
+bundled; needs g++ and the Python headers), which fits them in seconds::
 
-    /tmp/pybkt/bin/python scripts/pybkt_compare.py --checkpoint runs/models/bkt --skills 20 --num-fits 3 \
-        --train ../shared/data/assist2009/skill_id_train.csv --test ../shared/data/assist2009/skill_id_test.csv
+    python -m venv /tmp/pybkt && /tmp/pybkt/bin/pip install torch==2.13.0 setuptools
+    /tmp/pybkt/bin/pip install scikit-learn==1.5.2 pandas==2.2.3 numpy==1.26.4 msgpack tqdm matplotlib requests
+    /tmp/pybkt/bin/pip install --no-deps --no-build-isolation --no-binary pyBKT pyBKT==1.4.3
+    /tmp/pybkt/bin/pip install --no-deps -e .
+
+Scoring matches ``stream-kt evaluate``: every held-out answer but each student's first,
+interactions on skills the training students never saw dropped (they have no fitted parameters).
+
+    /tmp/pybkt/bin/python scripts/pybkt_compare.py --checkpoint runs/bkt_s0 --num-fits 5 \
+        --train ../shared/data/assist2009/skill_id_train.csv --test ../shared/data/assist2009/skill_id_test.csv \
+        --out benchmarks/results/pybkt_assist2009.json
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ def main() -> None:
     parser.add_argument("--test", required=True)
     parser.add_argument("--num-fits", type=int, default=5, help="EM restarts per skill (pyBKT default 5)")
     parser.add_argument("--skills", type=int, help="compare on a seeded random sample of this many training skills only "
-                        "(pyBKT's pure-Python EM takes hours for all 123; BKT fits every skill on its own, so a sample is a fair comparison)")
+                        "(BKT fits every skill on its own, so a sample is a fair comparison)")
     parser.add_argument("--seed", type=int, default=0, help="the skill sample")
     parser.add_argument("--out", help="write the result JSON here")
     args = parser.parse_args()
