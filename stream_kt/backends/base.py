@@ -1,8 +1,8 @@
 """The backend interface, the eager reference, and the shared fixed-shape machinery.
 
 A backend runs ``model.inference_module()`` — the model's one-step update as a module
-of positional tensors ``(*state, items, correct) -> (p_correct, *state, mastery)`` — on
-exactly ``(B, ...)`` inputs.  ``step`` accepts any number of rows: fewer than B are
+of positional tensors ``(*state, items, correct[, times]) -> (p_correct, *state, mastery)``
+(``times`` (B, 2) only for models that use them) — on exactly ``(B, ...)`` inputs.  ``step`` accepts any number of rows: fewer than B are
 padded up with blank rows whose outputs are dropped, more than B are split into
 chunks of B.  Nothing is ever recompiled per call.
 """
@@ -38,7 +38,8 @@ class StepBackend:
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         state = self.model.initial_state(self.batch_size)
         items = torch.zeros(self.batch_size, dtype=torch.long)
-        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), items.clone().to(self.device))
+        times = (torch.zeros(self.batch_size, 2).to(self.device),) if self.model.uses_times else ()
+        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), items.clone().to(self.device), *times)
 
     def compile(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
         """Turn the fixed-shape module into the callable ``_step_fixed`` runs; eager runs it as is."""
@@ -52,10 +53,18 @@ class StepBackend:
         return self.module(*inputs)
 
     @torch.no_grad()
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
-        """Apply one interaction to each of ``n`` rows, any ``n``: pad up to B, split above B."""
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+        """Apply one interaction to each of ``n`` rows, any ``n``: pad up to B, split above B.
+
+        ``times``: (n, 2) [elapsed, lag] seconds of each event, for models that use them
+        (None: unknown, zeros); other models ignore them.
+        """
         n = items.shape[0]
-        outputs = [self._padded(state, items, correct, start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
+        if self.model.uses_times:
+            times = torch.zeros(n, 2) if times is None else times.float()
+        else:
+            times = None
+        outputs = [self._padded(state, items, correct, times, start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
         if len(outputs) == 1:
             return outputs[0]
         return StepOutput(
@@ -64,16 +73,15 @@ class StepBackend:
             torch.cat([o.mastery for o in outputs]),
         )
 
-    def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, start: int, stop: int) -> StepOutput:
+    def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None, start: int, stop: int) -> StepOutput:
         rows = stop - start
         pad = self.batch_size - rows
         chunk = [state[k][start:stop] for k in self.state_names]
-        chunk_items, chunk_correct = items[start:stop].long(), correct[start:stop].long()
+        events = [items[start:stop].long(), correct[start:stop].long(), *(() if times is None else (times[start:stop],))]
         if pad:
             chunk = [torch.cat([v, self._blank[k].expand(pad, *v.shape[1:])]) for k, v in zip(self.state_names, chunk)]
-            chunk_items = torch.cat([chunk_items, chunk_items.new_zeros(pad)])
-            chunk_correct = torch.cat([chunk_correct, chunk_correct.new_zeros(pad)])
-        inputs = tuple(t.to(self.device, non_blocking=True) for t in (*chunk, chunk_items, chunk_correct))
+            events = [torch.cat([v, v.new_zeros(pad, *v.shape[1:])]) for v in events]
+        inputs = tuple(t.to(self.device, non_blocking=True) for t in (*chunk, *events))
         p_correct, *new_state, mastery = self._step_fixed(inputs)
         # drop the padding rows: their outputs are never used
         return StepOutput(

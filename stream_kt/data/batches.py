@@ -28,6 +28,11 @@ class Window:
     student_id: str
     items: np.ndarray
     correct: np.ndarray
+    times: np.ndarray | None = None  # (n, 2) [elapsed, lag] seconds, where the data has them
+
+
+# one student's rows for ``make_batch``: (items, correct) or (items, correct, times (n, 2) or None)
+Row = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 @dataclass
@@ -38,9 +43,12 @@ class Batch:
     next_items: torch.Tensor  # (B, T) int64, item answered at t+1
     next_correct: torch.Tensor  # (B, T) float32, response at t+1 (the label)
     next_mask: torch.Tensor  # (B, T) bool, t and t+1 are both real: a scored prediction
+    # (B, T, 2) float32 [elapsed, lag] seconds of the interaction at t (0 where unknown);
+    # None when no row has times.  Only time-aware models (``KTModel.uses_times``) read it.
+    times: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        return Batch(*(None if (v := getattr(self, f)) is None else v.to(device) for f in self.__dataclass_fields__))
 
 
 def cut_windows(sequences: Sequence[EncodedSequence], window: int) -> list[Window]:
@@ -56,13 +64,13 @@ def cut_windows(sequences: Sequence[EncodedSequence], window: int) -> list[Windo
         for start in range(0, len(seq), window):
             items, correct = seq.items[start : start + window], seq.correct[start : start + window]
             if len(items) >= 2:
-                out.append(Window(seq.student_id, items, correct))
+                out.append(Window(seq.student_id, items, correct, None if seq.times is None else seq.times[start : start + window]))
     return out
 
 
-def make_batch(rows: Sequence[tuple[np.ndarray, np.ndarray]], pad: PadSide = "post", length: int | None = None) -> Batch:
-    """Pad ``(items, correct)`` rows into one next-step batch of width ``length`` (default: longest row)."""
-    width = max(len(items) for items, _ in rows) if length is None else length
+def make_batch(rows: Sequence[Row], pad: PadSide = "post", length: int | None = None) -> Batch:
+    """Pad ``(items, correct[, times])`` rows into one next-step batch of width ``length`` (default: longest row)."""
+    width = max(len(row[0]) for row in rows) if length is None else length
     size = (len(rows), width)
     items = np.zeros(size, np.int64)
     correct = np.zeros(size, np.int64)
@@ -70,23 +78,28 @@ def make_batch(rows: Sequence[tuple[np.ndarray, np.ndarray]], pad: PadSide = "po
     next_items = np.zeros(size, np.int64)
     next_correct = np.zeros(size, np.float32)
     next_mask = np.zeros(size, bool)
-    for row, (seq_items, seq_correct) in enumerate(rows):
+    timed = [row[2] if len(row) > 2 else None for row in rows]
+    times = np.zeros((*size, 2), np.float32) if any(t is not None for t in timed) else None
+    for row, (seq_items, seq_correct, *_) in enumerate(rows):
         n = len(seq_items)
         if n > width:
             raise ValueError(f"row of length {n} does not fit width {width}")
         start = 0 if pad == "post" else width - n
         span = slice(start, start + n)
         items[row, span], correct[row, span], mask[row, span] = seq_items, seq_correct, True
+        if times is not None and timed[row] is not None:
+            times[row, span] = timed[row]
         # the shift happens inside the row's real span, so it is the same on either padding side
         scored = slice(start, start + n - 1)
         next_items[row, scored] = seq_items[1:]
         next_correct[row, scored] = seq_correct[1:]
         next_mask[row, scored] = True
-    return Batch(*(torch.from_numpy(a) for a in (items, correct, mask, next_items, next_correct, next_mask)))
+    tensors = (torch.from_numpy(a) for a in (items, correct, mask, next_items, next_correct, next_mask))
+    return Batch(*tensors, times=None if times is None else torch.from_numpy(times))
 
 
 def iterate_batches(windows: Sequence[Window], batch_size: int, shuffle: bool, seed: int = 0, pad: PadSide = "post") -> Iterator[Batch]:
     order = np.random.default_rng(seed).permutation(len(windows)) if shuffle else np.arange(len(windows))
     for start in range(0, len(order), batch_size):
         chunk = [windows[i] for i in order[start : start + batch_size]]
-        yield make_batch([(w.items, w.correct) for w in chunk], pad=pad)
+        yield make_batch([(w.items, w.correct, w.times) for w in chunk], pad=pad)

@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from stream_kt.data.readers import _id_sort_key
-from stream_kt.data.sequences import StudentSequence
+from stream_kt.data.sequences import StudentSequence, interaction_times
 from stream_kt.errors import CheckpointError
 
 
@@ -29,6 +29,7 @@ class EncodedSequence:
     items: np.ndarray  # (n,) int64 indices into the vocabulary
     correct: np.ndarray  # (n,) int64 0/1
     n_unknown: int = 0
+    times: np.ndarray | None = None  # (n, 2) float32 [elapsed, lag] seconds, where the source has them
 
     def __len__(self) -> int:
         return len(self.items)
@@ -61,13 +62,15 @@ class Vocabulary:
         return self.names.get(raw, raw)
 
     def encode(self, student: StudentSequence) -> EncodedSequence:
-        pairs = [(self.index(i), c) for i, c in zip(student.items, student.correct)]
-        known = [(i, c) for i, c in pairs if i is not None]
+        known = [k for k, item in enumerate(student.items) if self.index(item) is not None]
+        keep = lambda column: None if column is None else [column[k] for k in known]  # noqa: E731
         return EncodedSequence(
             student.student_id,
-            np.fromiter((i for i, _ in known), dtype=np.int64, count=len(known)),
-            np.fromiter((c for _, c in known), dtype=np.int64, count=len(known)),
-            n_unknown=len(pairs) - len(known),
+            np.fromiter((self.index(student.items[k]) for k in known), dtype=np.int64, count=len(known)),
+            np.fromiter((student.correct[k] for k in known), dtype=np.int64, count=len(known)),
+            n_unknown=len(student.items) - len(known),
+            # lags between the kept interactions: the stream never applies an unknown item either
+            times=interaction_times(keep(student.ts_ms), keep(student.elapsed_ms)),
         )
 
     def save(self, path: Path) -> None:

@@ -12,6 +12,10 @@ Two paths that must agree:
 
 State is a dict of tensors whose first dimension is the batch (so rows can be stored
 per student and stacked again), produced by ``initial_state``.
+
+Time-aware models (``uses_times``, SAINT+) also read ``batch.times`` in ``forward`` and
+take ``times`` (B, 2) [elapsed, lag] seconds of the event in ``step``; every caller
+passes them (zeros where unknown) and other models never see them.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class KTModel(nn.Module):
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    uses_times: bool = False  # step takes times=(B, 2) and forward reads batch.times
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -67,7 +72,7 @@ class KTModel(nn.Module):
     def inference_module(self, state_names: list[str]) -> nn.Module:
         """The one-step update as a module of positional tensors, for fixed-shape backends.
 
-        ``(*state in state_names order, items, correct) -> (p_correct, *state, mastery)``.
+        ``(*state in state_names order, items, correct[, times if uses_times]) -> (p_correct, *state, mastery)``.
         Models may return a faster equivalent (DKT folds its embedding into the LSTM's
         input gates); the backend parity tests hold every one to eager ``step``.
         """
@@ -83,6 +88,10 @@ class StepModule(nn.Module):
         self.state_names = list(state_names)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        *state, items, correct = inputs
-        out = self.model.step(dict(zip(self.state_names, state)), items, correct)
+        if self.model.uses_times:
+            *state, items, correct, times = inputs
+            out = self.model.step(dict(zip(self.state_names, state)), items, correct, times)
+        else:
+            *state, items, correct = inputs
+            out = self.model.step(dict(zip(self.state_names, state)), items, correct)
         return (out.p_correct, *(out.state[k] for k in self.state_names), out.mastery)

@@ -79,6 +79,7 @@ class Ensemble(KTModel):
             except TypeError as exc:  # a field the member's Config does not have
                 raise ConfigError(f"ensemble member {name}: {exc}") from None
         self.members = nn.ModuleList(members)
+        self.uses_times = any(member.uses_times for member in members)  # passed on to the members that use them
 
     @classmethod
     def of(cls, models: Sequence[KTModel]) -> "Ensemble":
@@ -102,8 +103,11 @@ class Ensemble(KTModel):
     def initial_state(self, batch_size: int) -> State:
         return {_prefix(i) + name: tensor for i, member in enumerate(self.members) for name, tensor in member.initial_state(batch_size).items()}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
-        outputs = [member.step(member_state(state, i), items, correct) for i, member in enumerate(self.members)]
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+        outputs = [
+            member.step(member_state(state, i), items, correct, *((times,) if member.uses_times else ()))
+            for i, member in enumerate(self.members)
+        ]
         new_state = {_prefix(i) + name: tensor for i, out in enumerate(outputs) for name, tensor in out.state.items()}
         p_correct = torch.stack([out.p_correct for out in outputs]).mean(0)
         mastery = torch.stack([out.mastery for out in outputs]).mean(0)
@@ -128,14 +132,16 @@ class EnsembleInferenceStep(nn.Module):
             parts.append(member.inference_module(names))
         self.parts = nn.ModuleList(parts)
         self.positions = positions
-        self.n_state = len(state_names)
+        self.timed = [member.uses_times for member in model.members]
+        self.n_inputs = len(state_names) + 2  # state, items, correct; then times when a member uses them
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        *state, items, correct = inputs
+        *state, items, correct = inputs[: self.n_inputs]
+        times = inputs[self.n_inputs :]  # (times,) or ()
         new_state: list[torch.Tensor] = list(state)
         p_correct, mastery = [], []
-        for part, positions in zip(self.parts, self.positions):
-            p, *member_state_out, m = part(*(state[j] for j in positions), items, correct)
+        for part, positions, timed in zip(self.parts, self.positions, self.timed):
+            p, *member_state_out, m = part(*(state[j] for j in positions), items, correct, *(times if timed else ()))
             for j, tensor in zip(positions, member_state_out):
                 new_state[j] = tensor
             p_correct.append(p)

@@ -28,9 +28,10 @@ once per candidate exercise (V queries per layer over the same cached slots).
 SAINT+ adds, to each decoder input, the elapsed time (seconds spent answering) and
 the lag time (seconds since the previous answer) of the previous interaction, as
 log1p(seconds) through a bias-free projection, so absent times (the 3-line format has
-none; pass nothing) are zeros and contribute nothing: SAINT+ then computes what SAINT
-computes.  ``forward(batch, elapsed_s, lag_s)`` and ``step(..., elapsed_s, lag_s)``
-take them where the data has them; the state then also carries ``previous_times`` (B, 2).
+none) are zeros and contribute nothing: SAINT+ then computes what SAINT computes.
+``forward`` reads ``batch.times`` and ``step(..., times)`` the event's (B, 2)
+[elapsed, lag] seconds (``KTModel.uses_times``); the state also carries
+``previous_times`` (B, 2).
 """
 
 from __future__ import annotations
@@ -221,6 +222,7 @@ class SAINT(KTModel):
 class SAINTPlus(SAINT):
     name = "saint_plus"
     Config = SAINTConfig
+    uses_times = True
 
     def __init__(self, config: SAINTConfig) -> None:
         super().__init__(config)
@@ -233,9 +235,8 @@ class SAINTPlus(SAINT):
             return embedded
         return embedded + self.time_projection(torch.log1p(previous_times.clamp(min=0)))  # (B, N, D)
 
-    def forward(self, batch: Batch, elapsed_s: torch.Tensor | None = None, lag_s: torch.Tensor | None = None) -> torch.Tensor:
-        """``elapsed_s``, ``lag_s``: (B, T) seconds of each interaction, where the data has them."""
-        return self._forward(batch, _stack_times(elapsed_s, lag_s, batch.items.shape))
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self._forward(batch, batch.times)
 
     def initial_state(self, batch_size: int) -> State:
         return {**super().initial_state(batch_size), "previous_times": torch.zeros(batch_size, 2)}
@@ -247,14 +248,6 @@ class SAINTPlus(SAINT):
         recorded = torch.zeros(len(correct), 2) if times is None else times.float()
         return {**super()._remember_answer(correct, times), "previous_times": recorded}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, elapsed_s: torch.Tensor | None = None, lag_s: torch.Tensor | None = None) -> StepOutput:
-        """``elapsed_s``, ``lag_s``: (B,) seconds of this interaction, where the event has them."""
-        return self._step(state, items, correct, _stack_times(elapsed_s, lag_s, items.shape))
-
-
-def _stack_times(elapsed_s: torch.Tensor | None, lag_s: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
-    """(..., 2) [elapsed, lag] seconds; a missing one is zero; None when both are missing."""
-    if elapsed_s is None and lag_s is None:
-        return None
-    zeros = torch.zeros(shape)
-    return torch.stack([zeros if elapsed_s is None else elapsed_s.float(), zeros if lag_s is None else lag_s.float()], -1)
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+        """``times``: (B, 2) [elapsed, lag] seconds of this interaction (None: unknown, zeros)."""
+        return self._step(state, items, correct, times)

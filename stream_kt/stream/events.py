@@ -2,7 +2,8 @@
 
 Answer event (input topic, key = student id as UTF-8):
     {"v": 1, "student_id": str|int, "skill_id": str|int  (or "item_id"),
-     "correct": 0|1|bool, "ts": int ms since epoch, "event_id": str|int (optional)}
+     "correct": 0|1|bool, "ts": int ms since epoch, "event_id": str|int (optional),
+     "elapsed_ms": int >= 0 (optional: time spent answering; time-aware models use it)}
     "v" is optional on input (absent means 1).
 
 Mastery message (output topic, key = student id as UTF-8):
@@ -39,12 +40,17 @@ class AnswerEvent:
     correct: int
     ts_ms: int
     event_id: str | int | None = None
+    elapsed_ms: int | None = None
 
 
-def encode_answer(student_id: str | int, item_id: str | int, correct: int | bool, ts_ms: int, event_id: str | int | None = None, item_field: str = "skill_id") -> bytes:
+def encode_answer(
+    student_id: str | int, item_id: str | int, correct: int | bool, ts_ms: int, event_id: str | int | None = None, item_field: str = "skill_id", elapsed_ms: int | None = None
+) -> bytes:
     event: dict[str, Any] = {"v": FORMAT_VERSION, "student_id": student_id, item_field: item_id, "correct": int(correct), "ts": int(ts_ms)}
     if event_id is not None:
         event["event_id"] = event_id
+    if elapsed_ms is not None:
+        event["elapsed_ms"] = int(elapsed_ms)
     return msgpack.packb(event)
 
 
@@ -79,11 +85,14 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], ma
     event_id = event.get("event_id")
     if event_id is not None and not _is_id(event_id):
         raise InvalidEvent("bad_type", "event_id must be a string or an integer")
+    elapsed = event.get("elapsed_ms")
+    if elapsed is not None and (isinstance(elapsed, bool) or not isinstance(elapsed, int) or elapsed < 0):
+        raise InvalidEvent("bad_type", "elapsed_ms must be a non-negative integer (ms spent answering)")
     item_id = str(item).strip()  # the vocabulary's spelling: " 3" and "3" are one skill
     index = item_index(item_id)
     if index is None:
         raise InvalidEvent("unknown_item", f"{item_key} {item!r} is not in the model's vocabulary")
-    return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id)
+    return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id, elapsed)
 
 
 def _is_id(value: object) -> bool:

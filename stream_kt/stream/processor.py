@@ -67,6 +67,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from stream_kt.backends import StepBackend, make_backend
+from stream_kt.data.sequences import interaction_times, lag_seconds
 from stream_kt.settings import StreamSettings
 from stream_kt.stream import batcher, kafka_io
 from stream_kt.stream.events import AnswerEvent, decode_answer, encode_mastery
@@ -269,7 +270,8 @@ class Processor:
         self.rebuild([s for s in states.values() if s.model_version != self.version])
         for round_ in batcher.rounds(pending, lambda p: p.event.student_id):  # 5
             rows = [states[p.event.student_id] for p in round_]
-            p_correct = self.step(rows, [p.event.item_index for p in round_], [p.event.correct for p in round_])
+            times = [event_times(p.event, state) for p, state in zip(round_, rows)]
+            p_correct = self.step(rows, [p.event.item_index for p in round_], [p.event.correct for p in round_], times)
             for p, state, p_item in zip(round_, rows, p_correct.tolist()):
                 state.record(p.event.item_id, p.event.correct, p.event.ts_ms, p.source, p.offset)
                 message = encode_mastery(p.event, state.events_applied, self.version, p_item, state.mastery.tolist())
@@ -281,11 +283,14 @@ class Processor:
             state.updated_ms = updated_ms
         return applied
 
-    def step(self, rows: list[StudentState], items: list[int], correct: list[int]) -> torch.Tensor:
-        """Apply one interaction to each of ``rows`` (distinct students) in place; return p_correct (n,)."""
+    def step(self, rows: list[StudentState], items: list[int], correct: list[int], times: list[tuple[float, float]]) -> torch.Tensor:
+        """Apply one interaction to each of ``rows`` (distinct students) in place; return p_correct (n,).
+
+        ``times``: [elapsed, lag] seconds per event (time-aware models read them; the others ignore them).
+        """
         batch_state = {k: torch.from_numpy(np.stack([r.model_state[k] for r in rows])) for k in self.initial_rows}  # each (n, L, H)
         started = time.perf_counter()
-        out = self.backend.step(batch_state, torch.tensor(items, dtype=torch.long), torch.tensor(correct, dtype=torch.long))
+        out = self.backend.step(batch_state, torch.tensor(items, dtype=torch.long), torch.tensor(correct, dtype=torch.long), torch.tensor(times, dtype=torch.float32))
         self.step_seconds.append(time.perf_counter() - started)
         self.step_fills.append(len(rows) / self.settings.batch_size)
         mastery = out.mastery.numpy()  # (n, V)
@@ -298,21 +303,24 @@ class Processor:
         """Re-run this model over each state's window from the initial state (4): a new checkpoint version.
 
         ``events_applied``, ``window`` and ``offsets`` are kept; window ids this
-        vocabulary does not know are not fed to the model.
+        vocabulary does not know are not fed to the model.  The window keeps no
+        ``elapsed_ms``: a time-aware model is rebuilt with lags from the window's
+        timestamps and zero elapsed times.
         """
         if not stale:
             return
         sequences = []
         for state in stale:
             log.info("student %s: state of model %s rebuilt with %s from its %d-event window", state.student_id, state.model_version, self.version, len(state.window))
-            known = [(self.vocab.index(item), correct) for item, correct, _ in state.window]
-            sequences.append([(index, correct) for index, correct in known if index is not None])
+            kept = [(index, correct, ts) for item, correct, ts in state.window if (index := self.vocab.index(item)) is not None]
+            times = interaction_times([ts for _, _, ts in kept], None)
+            sequences.append([(index, correct, tuple(pair)) for (index, correct, _), pair in zip(kept, times)])
             state.model_version = self.version
             state.model_state = {k: v.copy() for k, v in self.initial_rows.items()}
             state.mastery = None
         for t in range(max(len(s) for s in sequences)):  # position t of every window is one round
             live = [(state, seq[t]) for state, seq in zip(stale, sequences) if len(seq) > t]
-            self.step([state for state, _ in live], [item for _, (item, _) in live], [correct for _, (_, correct) in live])
+            self.step([state for state, _ in live], [event[0] for _, event in live], [event[1] for _, event in live], [event[2] for _, event in live])
 
     async def commit(self, records: Records) -> None:
         """8: offset + 1 of each partition's last record."""
@@ -356,6 +364,12 @@ class RebalanceGate(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none")
         self.ready.set()
+
+
+def event_times(event: AnswerEvent, state: StudentState) -> tuple[float, float]:
+    """[elapsed, lag] seconds of ``event``: lag since the student's last applied event, the rule offline data follows."""
+    previous_ts = state.window[-1][2] if state.window else None
+    return ((event.elapsed_ms or 0) / 1000.0, lag_seconds(previous_ts, event.ts_ms))
 
 
 def vocab_payload(checkpoint: Checkpoint) -> dict:

@@ -35,7 +35,7 @@ def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batc
         index = [i for i in order[start : start + batch_size] if len(sequences[i]) >= 2]
         if not index:
             continue
-        batch = make_batch([(sequences[i].items, sequences[i].correct) for i in index])
+        batch = make_batch([(sequences[i].items, sequences[i].correct, sequences[i].times) for i in index])
         probs = torch.sigmoid(model(batch))
         for row, i in enumerate(index):
             scored = batch.next_mask[row]

@@ -20,6 +20,11 @@ from stream_kt.models import KTModel
 from stream_kt.training.evaluate import predict_sequences
 
 
+def event_times(sequence: EncodedSequence, t: int) -> np.ndarray:
+    """[elapsed, lag] seconds of interaction t as the stream passes them (zeros where unknown)."""
+    return np.zeros(2, np.float32) if sequence.times is None else sequence.times[t]
+
+
 @torch.no_grad()
 def streamed_predictions(model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """P(correct) streamed for every answer but each student's first, in ``predict_sequences``' order."""
@@ -34,7 +39,8 @@ def streamed_predictions(model: KTModel, sequences: Sequence[EncodedSequence], b
         active = int((lengths > t).sum())
         items = torch.tensor([sequences[i].items[t] for i in order[:active]])
         correct = torch.tensor([sequences[i].correct[t] for i in order[:active]])
-        out = backend.step({k: torch.from_numpy(v[:active]) for k, v in state.items()}, items, correct)
+        times = torch.tensor(np.array([event_times(sequences[i], t) for i in order[:active]]))
+        out = backend.step({k: torch.from_numpy(v[:active]) for k, v in state.items()}, items, correct, times)
         for k, v in out.state.items():  # what the stream writes back: float32 rows
             state[k][:active] = v.numpy().astype(np.float32)
         if t >= 1:

@@ -28,7 +28,7 @@ PROPERTIES = settings(max_examples=300, deadline=None, suppress_health_check=[He
 # anything msgpack can carry: the shapes a confused or hostile producer could send
 SCALARS = st.none() | st.booleans() | INT64 | st.floats(allow_nan=True) | st.text(max_size=20) | st.binary(max_size=20)
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10) | INT64, inner, max_size=4), max_leaves=12)
-FIELDS = ("v", "student_id", "skill_id", "item_id", "correct", "ts", "event_id")
+FIELDS = ("v", "student_id", "skill_id", "item_id", "correct", "ts", "event_id", "elapsed_ms")
 
 
 def outcome(raw: bytes | None) -> AnswerEvent | str:
@@ -64,6 +64,7 @@ def test_maps_with_any_field_values_decode_or_raise_invalid_event(event):
     if isinstance(result, AnswerEvent):  # then every required field really was valid
         assert result.student_id and VOCAB.index(result.item_id) == result.item_index
         assert result.correct in (0, 1) and isinstance(result.ts_ms, int) and not isinstance(result.ts_ms, bool)
+        assert result.elapsed_ms is None or (type(result.elapsed_ms) is int and result.elapsed_ms >= 0)
 
 
 @PROPERTIES
@@ -75,11 +76,18 @@ def test_maps_with_any_field_values_decode_or_raise_invalid_event(event):
     correct=st.sampled_from([0, 1, True, False]),
     ts=INT64,
     event_id=st.none() | st.text(max_size=40) | INT64,
+    elapsed_ms=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
 )
-def test_valid_events_round_trip(student, item, item_as_int, item_field, correct, ts, event_id):
-    raw = encode_answer(student, item if item_as_int else str(item), correct, ts, event_id, item_field)
+def test_valid_events_round_trip(student, item, item_as_int, item_field, correct, ts, event_id, elapsed_ms):
+    raw = encode_answer(student, item if item_as_int else str(item), correct, ts, event_id, item_field, elapsed_ms)
     event = decode_answer(raw, VOCAB.index)
-    assert event == AnswerEvent(str(student), str(item), item, int(correct), ts, event_id)
+    assert event == AnswerEvent(str(student), str(item), item, int(correct), ts, event_id, elapsed_ms)
+
+
+@pytest.mark.parametrize("elapsed", [-1, 1.5, "12", True, [3]])
+def test_a_bad_elapsed_time_is_a_dead_letter_not_a_guess(elapsed):
+    raw = msgpack.packb({"student_id": "s", "skill_id": "1", "correct": 1, "ts": 5, "elapsed_ms": elapsed})
+    assert outcome(raw) == "bad_type"
 
 
 @PROPERTIES

@@ -46,9 +46,10 @@ class Answer:
     item_id: str
     correct: int
     ts_ms: int
+    elapsed_ms: int | None = None
 
     def encode(self) -> bytes:
-        return encode_answer(self.student_id, self.item_id, self.correct, self.ts_ms)
+        return encode_answer(self.student_id, self.item_id, self.correct, self.ts_ms, elapsed_ms=self.elapsed_ms)
 
 
 def synthetic_answers(checkpoint: Checkpoint, students: int, seed: int = 0, min_length: int = 60, max_length: int = 150) -> list[Answer]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import redis
 import torch
 
 from stream_kt.data.batches import make_batch
+from stream_kt.data.sequences import interaction_times
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
@@ -205,6 +207,42 @@ def test_an_ensemble_is_served_like_any_model(make_settings, tmp_path, redis_url
             assert message["p_correct"] == pytest.approx(expected.p_correct[k], abs=1e-5), f"{student} event {k}"
             np.testing.assert_allclose(message["mastery"], expected.mastery[k], atol=1e-5)
     assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)
+
+
+def test_a_time_aware_model_gets_each_events_elapsed_and_lag_times(make_settings, tmp_path):
+    """SAINT+ served live equals its offline forward over the same students' timed sequences."""
+    torch.manual_seed(0)
+    model = build_model("saint_plus", num_items=TINY_ITEMS, dim=16, heads=2, encoder_layers=1, decoder_layers=1).eval()
+    with torch.no_grad():  # the time projection starts small; make times matter for sure
+        model.time_projection.weight.mul_(20)
+    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(TINY_ITEMS)))
+    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "saint_plus", model, vocab, Split(("synthetic:0",), (), (), 0, "holdout"), {}).path)
+    settings = make_settings(batch_size=4)
+    rng = np.random.default_rng(6)
+    answers = [dataclasses.replace(a, elapsed_ms=int(rng.integers(0, 90_000))) for a in synthetic_answers(checkpoint, students=4, seed=6, min_length=20, max_length=40)]
+
+    async def scenario():
+        await produce(settings, answer_messages(answers))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
+            async with running_processor(settings, checkpoint):
+                await out.read_until(lambda rs: len(rs) >= len(answers))
+            return dedupe_outputs(out.records)
+
+    outputs = asyncio.run(scenario())
+    students = by_student(answers)
+    rows = []
+    for seq in students.values():
+        times = interaction_times([a.ts_ms for a in seq], [a.elapsed_ms for a in seq])
+        rows.append((np.array([vocab.index(a.item_id) for a in seq]), np.array([a.correct for a in seq]), times))
+    batch = make_batch(rows)
+    with torch.no_grad():
+        timed = torch.sigmoid(checkpoint.model(batch))
+        untimed = torch.sigmoid(checkpoint.model(make_batch([row[:2] for row in rows])))
+    assert (timed - untimed)[batch.next_mask].abs().max() > 1e-3  # the times matter to this model
+    for row, (student, seq) in enumerate(students.items()):
+        for t in range(1, len(seq)):
+            streamed = outputs[(student, t + 1)]["p_correct"]
+            assert streamed == pytest.approx(float(timed[row, t - 1]), abs=1e-5), f"{student} event {t}"
 
 
 def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settings, checkpoint, checkpoint_factory, redis_url):
