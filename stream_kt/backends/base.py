@@ -1,10 +1,11 @@
 """The backend interface, the eager reference, and the shared fixed-shape machinery.
 
 A backend runs ``model.inference_module()`` — the model's one-step update as a module
-of positional tensors ``(*state, items, correct[, times]) -> (p_correct, *state, mastery)``
-(``times`` (B, 2) only for models that use them) — on exactly ``(B, ...)`` inputs.  ``step`` accepts any number of rows: fewer than B are
-padded up with blank rows whose outputs are dropped, more than B are split into
-chunks of B.  Nothing is ever recompiled per call.
+of positional tensors ``(*state, items, correct[, times]) -> (p_correct, *state,
+mastery)``, ``times`` (B, 2) only for models that use them — on exactly ``(B, ...)``
+inputs.  ``step`` accepts any number of rows: fewer than B are padded up with blank
+rows whose outputs are dropped, more than B are split into chunks of B.  Nothing is
+ever recompiled per call.
 """
 
 from __future__ import annotations
