@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from stream_kt.data.readers import ITEM_COLUMNS, write_3line
+from stream_kt.data.readers import ITEM_COLUMNS, write_3line, write_assistments
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import ConfigError, DataError
 from stream_kt.models import MODELS, model_class
@@ -72,6 +72,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--items", type=positive_int, default=SyntheticConfig.items)
     p.add_argument("--concepts", type=positive_int, default=SyntheticConfig.concepts)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("3line", "assistments"), default="3line", help="3-line (items and answers only) or ASSISTments CSV (with response times)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train a model and write a checkpoint directory")
@@ -106,7 +107,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     students = generate(SyntheticConfig(students=args.students, items=args.items, concepts=args.concepts, seed=args.seed))
     try:
-        write_3line(students, args.out)
+        (write_assistments if args.format == "assistments" else write_3line)(students, args.out)
     except OSError as exc:
         raise DataError(f"{args.out}: cannot write ({exc.strerror})") from None
     print(f"wrote {len(students)} students, {sum(len(s) for s in students)} answers to {args.out}")

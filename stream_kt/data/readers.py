@@ -211,3 +211,16 @@ def write_3line(students: list[StudentSequence], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for s in students:
             out.write(f"{len(s)}\n{','.join(s.items)}\n{','.join(map(str, s.correct))}\n")
+
+
+def write_assistments(students: list[StudentSequence], path: str | Path) -> None:
+    """Write ``students`` as an ASSISTments skill-builder CSV: one row per answer, one skill and
+    problem per item, ``ms_first_response`` where the students have response times."""
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow([*ASSISTMENTS_REQUIRED, "ms_first_response"])
+        order_id = 0
+        for s in students:
+            for k, (item, answer) in enumerate(zip(s.items, s.correct)):
+                order_id += 1
+                writer.writerow([order_id, s.student_id, item, item, answer, "" if s.elapsed_ms is None else s.elapsed_ms[k]])

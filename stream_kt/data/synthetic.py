@@ -5,6 +5,12 @@ per concept.  P(correct) = guess + (1 - guess) * sigmoid(ability[concept] - diff
 and practising a concept raises the ability (more after a correct answer): students
 learn over time, so a good knowledge tracer beats per-item averages.  Students work in
 runs on one concept before switching, as in a tutor's skill-builder sets.
+
+Each answer also has a response time (``elapsed_ms``): log-normal around 20 s, shorter
+the more likely the student was to know the answer (``time_signal`` sets how much), so
+the time spent tells a little more about the student's knowledge than the 0/1 answer
+alone.  It comes from its own random stream: items, answers and timestamps are the
+same whatever ``time_signal`` is.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ class SyntheticConfig:
     stay_on_concept: float = 0.8  # probability the next item tests the same concept
     seed: int = 0
     start_ts_ms: int = 1_700_000_000_000
+    time_signal: float = 1.5  # log-seconds of response time per unit of P(correct); 0: times say nothing
 
 
 def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequence]:
     rng = np.random.default_rng(config.seed)
+    time_rng = np.random.default_rng([config.seed, 1])  # response times: a stream of their own
     item_concept = np.arange(config.items) % config.concepts
     difficulty = rng.normal(0.0, 1.0, config.items)
     items_of = [np.flatnonzero(item_concept == c) for c in range(config.concepts)]
@@ -41,17 +49,18 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequenc
         length = int(rng.integers(config.min_length, config.max_length + 1))
         concept = int(rng.integers(config.concepts))
         ts = config.start_ts_ms + int(rng.integers(0, 86_400_000))
-        items, correct, stamps = [], [], []
+        items, correct, stamps, elapsed = [], [], [], []
         for _ in range(length):
             if rng.random() > config.stay_on_concept:
                 concept = int(rng.integers(config.concepts))
             item = int(rng.choice(items_of[concept]))
             p = config.guess + (1 - config.guess) / (1 + np.exp(-(ability[concept] - difficulty[item])))
             answer = int(rng.random() < p)
+            elapsed.append(int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3))))
             ability[concept] += config.learn_rate * (1.0 if answer else 0.5)
             ts += int(rng.integers(5_000, 120_000))
             items.append(str(item))
             correct.append(answer)
             stamps.append(ts)
-        students.append(StudentSequence(f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps)))
+        students.append(StudentSequence(f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps), elapsed_ms=tuple(elapsed)))
     return students

@@ -2,7 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from stream_kt.data.readers import item_names, read_dataset, write_3line
+import numpy as np
+
+from stream_kt.data.readers import item_names, read_dataset, write_3line, write_assistments
+from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import DataError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -71,6 +74,32 @@ def test_write_3line_round_trips(tmp_path):
     write_3line(students, tmp_path / "copy.3line")
     again, _ = read_dataset(tmp_path / "copy.3line", "3line")
     assert [(s.items, s.correct) for s in again] == [(s.items, s.correct) for s in students]
+
+
+def test_synthetic_students_round_trip_through_the_assistments_csv_with_their_response_times(tmp_path):
+    students = generate(SyntheticConfig(students=30, seed=2))
+    write_assistments(students, tmp_path / "synthetic.csv")
+    again, report = read_dataset(tmp_path / "synthetic.csv", "assistments")
+    assert not report.dropped
+    by_id = {s.student_id: s for s in again}
+    for s in students:
+        assert (by_id[s.student_id].items, by_id[s.student_id].correct, by_id[s.student_id].elapsed_ms) == (s.items, s.correct, s.elapsed_ms)
+
+
+def test_synthetic_response_times_are_shorter_when_the_answer_is_likelier_right():
+    timed = generate(SyntheticConfig(students=200, seed=3))
+    flat = generate(SyntheticConfig(students=200, seed=3, time_signal=0.0))
+    assert [(s.items, s.correct, s.ts_ms) for s in timed] == [(s.items, s.correct, s.ts_ms) for s in flat]  # only the times differ
+
+    def log_seconds_by_answer(students):
+        seconds = np.log(np.concatenate([s.elapsed_ms for s in students]) / 1000)
+        correct = np.concatenate([s.correct for s in students]).astype(bool)
+        return seconds[correct].mean(), seconds[~correct].mean()
+
+    right, wrong = log_seconds_by_answer(timed)
+    assert wrong - right > 0.1  # right answers came from likelier-right moments: faster
+    right, wrong = log_seconds_by_answer(flat)
+    assert abs(wrong - right) < 0.03
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared ASSISTments 2009 data not present")
