@@ -62,11 +62,12 @@ class Vocabulary:
         return self.names.get(raw, raw)
 
     def encode(self, student: StudentSequence) -> EncodedSequence:
-        known = [k for k, item in enumerate(student.items) if self.index(item) is not None]
+        indices = [self.index(item) for item in student.items]
+        known = [k for k, index in enumerate(indices) if index is not None]
         keep = lambda column: None if column is None else [column[k] for k in known]  # noqa: E731
         return EncodedSequence(
             student.student_id,
-            np.fromiter((self.index(student.items[k]) for k in known), dtype=np.int64, count=len(known)),
+            np.fromiter((indices[k] for k in known), dtype=np.int64, count=len(known)),
             np.fromiter((student.correct[k] for k in known), dtype=np.int64, count=len(known)),
             n_unknown=len(student.items) - len(known),
             # lags between the kept interactions: the stream never applies an unknown item either
