@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.models import build_model
+from stream_kt.models import KTModel, build_model
 from stream_kt.stream.broker import EmbeddedBroker
 from stream_kt.training.checkpoint import save_checkpoint
 
@@ -31,14 +31,18 @@ TINY_ITEMS = 12  # synthetic item ids "0".."11"
 TINY_MODEL = {"num_items": TINY_ITEMS, "embed_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}
 
 
-def save_tiny_checkpoint(out_dir: Path, seed: int = 0, **model_options: object) -> Path:
-    """A randomly initialised small DKT over items "0".."TINY_ITEMS-1", saved as a checkpoint."""
-    torch.manual_seed(seed)
-    model = build_model("dkt", **{**TINY_MODEL, **model_options})
+def save_model_checkpoint(out_dir: Path, model: KTModel, seed: int = 0) -> Path:
+    """``model`` (any, tests only) saved as a checkpoint over items "0".."num_items-1"."""
     vocab = Vocabulary("skill_id", tuple(str(i) for i in range(model.config.num_items)))
     split = Split(("synthetic:0",), (), (), seed, "holdout")
     save_checkpoint(out_dir, model, vocab, split, {"seed": seed, "note": "random init, tests only"})
     return out_dir
+
+
+def save_tiny_checkpoint(out_dir: Path, seed: int = 0, **model_options: object) -> Path:
+    """A randomly initialised small DKT over items "0".."TINY_ITEMS-1", saved as a checkpoint."""
+    torch.manual_seed(seed)
+    return save_model_checkpoint(out_dir, build_model("dkt", **{**TINY_MODEL, **model_options}), seed)
 
 
 @pytest.fixture(scope="session")

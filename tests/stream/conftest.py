@@ -203,6 +203,19 @@ class Expected:
     state: dict[str, np.ndarray] = field(default_factory=dict)  # final (L, H) rows
 
 
+def served_outputs(settings: StreamSettings, checkpoint: Checkpoint, answers: list[Answer]) -> dict[tuple[str, int], dict]:
+    """Produce ``answers``, serve them with ``checkpoint`` until every one has an output; outputs by (student, seq)."""
+
+    async def scenario():
+        await produce(settings, answer_messages(answers))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
+            async with running_processor(settings, checkpoint):
+                await out.read_until(lambda rs: len(rs) >= len(answers))
+            return dedupe_outputs(out.records)
+
+    return asyncio.run(scenario())
+
+
 @torch.no_grad()
 def reference_run(checkpoint: Checkpoint, answers: list[Answer]) -> Expected:
     model, vocab = checkpoint.model.eval(), checkpoint.vocab

@@ -15,14 +15,12 @@ import torch
 
 from stream_kt.data.batches import make_batch
 from stream_kt.data.sequences import interaction_times
-from stream_kt.data.split import Split
-from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 from stream_kt.stream import keys
 from stream_kt.stream.events import MAX_EVENT_BYTES
 from stream_kt.stream.state import WINDOW, StudentState
-from stream_kt.training.checkpoint import load_checkpoint, save_checkpoint
-from tests.conftest import TINY_ITEMS
+from stream_kt.training.checkpoint import load_checkpoint
+from tests.conftest import TINY_ITEMS, save_model_checkpoint
 
 from .conftest import (
     Answer,
@@ -37,6 +35,7 @@ from .conftest import (
     read_states,
     reference_run,
     running_processor,
+    served_outputs,
     synthetic_answers,
 )
 
@@ -155,14 +154,7 @@ def test_streamed_predictions_equal_the_offline_model(make_settings, checkpoint)
     students = by_student(answers)
     assert max(len(seq) for seq in students.values()) > WINDOW
 
-    async def scenario():
-        await produce(settings, answer_messages(answers))
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
-            async with running_processor(settings, checkpoint):
-                await out.read_until(lambda rs: len(rs) >= len(answers))
-            return dedupe_outputs(out.records)
-
-    outputs = asyncio.run(scenario())
+    outputs = served_outputs(settings, checkpoint, answers)
     model, vocab = checkpoint.model, checkpoint.vocab
     ids = list(students)
     rows = [(np.array([vocab.index(a.item_id) for a in students[s]]), np.array([a.correct for a in students[s]])) for s in ids]
@@ -185,20 +177,12 @@ def test_an_ensemble_is_served_like_any_model(make_settings, tmp_path, redis_url
     """Three members' states in one Redis row; every output is the mean the offline ensemble steps to."""
     torch.manual_seed(0)
     members = ({"model": "dkt", "embed_dim": 8, "hidden_size": 16}, {"model": "lastquery", "dim": 8, "heads": 2, "hidden_size": 16}, {"model": "bkt"})
-    model = build_model("ensemble", num_items=TINY_ITEMS, members=members).eval()
-    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(TINY_ITEMS)))
-    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "ensemble", model, vocab, Split(("synthetic:0",), (), (), 0, "holdout"), {}).path)
+    model = build_model("ensemble", num_items=TINY_ITEMS, members=members)
+    checkpoint = load_checkpoint(save_model_checkpoint(tmp_path / "ensemble", model))
     settings = make_settings(batch_size=4)
     answers = synthetic_answers(checkpoint, students=4, seed=5, min_length=60, max_length=130)
 
-    async def scenario():
-        await produce(settings, answer_messages(answers))
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
-            async with running_processor(settings, checkpoint):
-                await out.read_until(lambda rs: len(rs) >= len(answers))
-            return dedupe_outputs(out.records)
-
-    outputs = asyncio.run(scenario())
+    outputs = served_outputs(settings, checkpoint, answers)
     for student, seq in by_student(answers).items():
         expected = reference_run(checkpoint, seq)
         for k in range(len(seq)):
@@ -215,20 +199,13 @@ def test_a_time_aware_model_gets_each_events_elapsed_and_lag_times(make_settings
     model = build_model("saint_plus", num_items=TINY_ITEMS, dim=16, heads=2, encoder_layers=1, decoder_layers=1).eval()
     with torch.no_grad():  # the time projection starts small; make times matter for sure
         model.time_projection.weight.mul_(20)
-    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(TINY_ITEMS)))
-    checkpoint = load_checkpoint(save_checkpoint(tmp_path / "saint_plus", model, vocab, Split(("synthetic:0",), (), (), 0, "holdout"), {}).path)
+    checkpoint = load_checkpoint(save_model_checkpoint(tmp_path / "saint_plus", model))
+    vocab = checkpoint.vocab
     settings = make_settings(batch_size=4)
     rng = np.random.default_rng(6)
     answers = [dataclasses.replace(a, elapsed_ms=int(rng.integers(0, 90_000))) for a in synthetic_answers(checkpoint, students=4, seed=6, min_length=20, max_length=40)]
 
-    async def scenario():
-        await produce(settings, answer_messages(answers))
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
-            async with running_processor(settings, checkpoint):
-                await out.read_until(lambda rs: len(rs) >= len(answers))
-            return dedupe_outputs(out.records)
-
-    outputs = asyncio.run(scenario())
+    outputs = served_outputs(settings, checkpoint, answers)
     students = by_student(answers)
     rows = []
     for seq in students.values():

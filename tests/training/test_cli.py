@@ -5,7 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.training.evaluate import predict_sequences
+from stream_kt.training.metrics import binary_metrics
+from stream_kt.training.prepare import load_students
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 FAST = ("--epochs", 4, "--hidden-size", 32, "--batch-size", 16, "--lr", 0.005)  # a small model, enough steps to learn
@@ -52,13 +58,6 @@ def test_train_then_evaluate_learns_and_reports_json(tmp_path, synthetic_files):
 
 
 def test_an_ensemble_of_trained_checkpoints_scores_and_streams_their_mean(tmp_path, synthetic_files):
-    import numpy as np
-
-    from stream_kt.training.checkpoint import load_checkpoint
-    from stream_kt.training.evaluate import predict_sequences
-    from stream_kt.training.metrics import binary_metrics
-    from stream_kt.training.prepare import load_students
-
     train, test = synthetic_files
     members = [train_and_evaluate(tmp_path / f"seed{seed}", train, test, "--seed", seed)[0] for seed in (0, 1)]
     run_cli("ensemble", "--out", tmp_path / "ensemble", *members, check=True)
