@@ -25,6 +25,6 @@ def build_model(name: str, **config) -> KTModel:
     return cls(cls.Config(**config))
 
 
-from stream_kt.models import bkt, dkt, dkt_plus, ensemble, lastquery, saint, sakt  # noqa: E402,F401  (registers the built-in models)
+from stream_kt.models import bkt, dkt, dkt_plus, ensemble, gbdt, lastquery, saint, sakt  # noqa: E402,F401  (registers the built-in models)
 
 __all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "build_model"]

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from stream_kt.data.batches import cut_windows, iterate_batches
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
+from stream_kt.errors import ConfigError
 from stream_kt.models import build_model
 from stream_kt.training.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.training.evaluate import evaluate
@@ -55,6 +56,13 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     model = build_model(config.model, num_items=len(vocab), **config.model_options)
+    if hasattr(model, "fit"):  # fitted its own way (gbdt: boosting), not by gradient descent
+        started = time.perf_counter()
+        model, metrics = model.fit(train_sequences, valid_sequences, seed=config.seed, progress=progress)
+        metrics["seconds_per_epoch"] = (time.perf_counter() - started) / max(1, len(metrics["history"]))
+        return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
+    if any(hasattr(part, "fit") for part in model.modules()):  # an ensemble member that boosts
+        raise ConfigError(f"{config.model}: a member is fitted by boosting, not gradient descent; train it alone and combine checkpoints with stream-kt ensemble")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     windows = cut_windows(train_sequences, config.window)
     history: list[dict] = []
@@ -91,6 +99,10 @@ def train(
         "train_windows": len(windows),
         "history": history,
     }
+    return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
+
+
+def _save(out_dir: str | Path, model, vocab: Vocabulary, split: Split, config: TrainConfig, metrics: dict, n_students: int) -> Checkpoint:
     checkpoint = save_checkpoint(out_dir, model, vocab, split, asdict(config), metrics)
-    plot_learning_curves(history, Path(out_dir) / "learning_curves.png", f"{config.model}: {len(train_sequences)} training students")
+    plot_learning_curves(metrics["history"], Path(out_dir) / "learning_curves.png", f"{config.model}: {n_students} training students")
     return checkpoint

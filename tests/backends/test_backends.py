@@ -7,8 +7,8 @@ import torch
 from stream_kt.backends import available_backends, make_backend
 from stream_kt.backends.compiled import NeuronBackend
 from stream_kt.errors import ConfigError
-from stream_kt.models import MODELS, build_model
-from tests.models.conftest import NUM_ITEMS, small_options
+from stream_kt.models import MODELS
+from tests.models.conftest import NUM_ITEMS, small_model
 
 BATCH = 8
 ROW_COUNTS = [1, 5, BATCH, BATCH + 3, 3 * BATCH]  # below, at and above B
@@ -16,8 +16,7 @@ ROW_COUNTS = [1, 5, BATCH, BATCH + 3, 3 * BATCH]  # below, at and above B
 
 @pytest.fixture(params=sorted(MODELS))
 def model(request):
-    torch.manual_seed(0)
-    return build_model(request.param, num_items=NUM_ITEMS, **small_options(request.param)).eval()
+    return small_model(request.param)
 
 
 def run_steps(backend, model, rows, steps=4, seed=0):

@@ -1,8 +1,12 @@
+import copy
+import functools
+
 import numpy as np
 import pytest
 import torch
 
-from stream_kt.models import MODELS, build_model
+from stream_kt.data.vocab import EncodedSequence
+from stream_kt.models import MODELS, KTModel, build_model
 
 NUM_ITEMS = 12
 
@@ -13,6 +17,7 @@ SMALL_OPTIONS = {
     "dkt": {"embed_dim": 16, "hidden_size": 24},
     "dkt_plus": {"embed_dim": 16, "hidden_size": 24},
     # a recurrent, a windowed-attention and a windowless member: their states side by side
+    "gbdt": {"num_leaves": 7, "max_rounds": 30, "min_data_in_leaf": 20, "folds": 3},
     "ensemble": {"members": ({"model": "dkt", "embed_dim": 16, "hidden_size": 24}, {"model": "lastquery", "dim": 16, "heads": 2, "hidden_size": 24}, {"model": "bkt"})},
     "lastquery": {"dim": 16, "heads": 2, "hidden_size": 24},
     "saint": {"dim": 16, "heads": 2},
@@ -26,11 +31,41 @@ def small_options(name: str) -> dict:
     return SMALL_OPTIONS.get(name, {})
 
 
+def learnable_students(n: int, length: int, seed: int) -> list[EncodedSequence]:
+    """Students whose answers depend on ability, item difficulty, practice and their previous answer."""
+    rng = np.random.default_rng(seed)
+    difficulty = np.linspace(-1.5, 1.5, NUM_ITEMS)
+    students = []
+    for s in range(n):
+        ability, previous = rng.normal(), 0
+        items = rng.integers(0, NUM_ITEMS, length)
+        correct = np.zeros(length, np.int64)
+        for t, item in enumerate(items):
+            logit = ability - difficulty[item] + 0.15 * np.sum(items[:t] == item) + 0.8 * (2 * previous - 1)
+            correct[t] = previous = int(rng.random() < 1 / (1 + np.exp(-logit)))
+        students.append(EncodedSequence(f"s{seed}:{s}", items, correct))
+    return students
+
+
+@functools.cache
+def _fitted(name: str) -> KTModel:
+    model, _ = build_model(name, num_items=NUM_ITEMS, **small_options(name)).fit(learnable_students(240, 40, 0), learnable_students(60, 40, 1), progress=False)
+    return model
+
+
+def small_model(name: str) -> KTModel:
+    """A small ``name`` in eval mode: randomly initialised, or fitted on learnable students if it fits its own way (gbdt)."""
+    torch.manual_seed(0)
+    model = build_model(name, num_items=NUM_ITEMS, **small_options(name))
+    if hasattr(model, "fit"):  # an unfitted gbdt predicts 0.5 everywhere and would prove nothing
+        model = copy.deepcopy(_fitted(name))
+    return model.eval()
+
+
 @pytest.fixture(params=sorted(MODELS))
 def model(request):
-    """Every registered model, small and randomly initialised, in eval mode."""
-    torch.manual_seed(0)
-    return build_model(request.param, num_items=NUM_ITEMS, **small_options(request.param)).eval()
+    """Every registered model, small, in eval mode."""
+    return small_model(request.param)
 
 
 @pytest.fixture

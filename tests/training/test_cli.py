@@ -73,10 +73,22 @@ def test_an_ensemble_of_trained_checkpoints_scores_and_streams_their_mean(tmp_pa
     assert [m["version"] for m in metrics["members"]] == [c.version for c in loaded]
 
 
-def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files):
+def test_gbdt_trains_with_boosting_and_streams_what_it_scores(tmp_path, synthetic_files):
+    train, test = synthetic_files
+    out = tmp_path / "gbdt"
+    run_cli("train", "--data", train, "--test-data", test, "--model", "gbdt", "--out", out, check=True)
+    result = run_cli("evaluate", "--checkpoint", out, "--test-data", test, "--parity", "--json", check=True)
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["model"] == "gbdt" and metrics["auc"] > 0.65 and metrics["parity_max_abs_diff"] < 1e-5
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert {"train_loss", "valid_logloss", "valid_auc"} <= history[0].keys() and (out / "learning_curves.png").is_file()
+
+
+@pytest.mark.parametrize("model_args", [FAST, ("--model", "gbdt")], ids=["dkt", "gbdt"])
+def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, model_args):
     """With labels made noise, an honest model cannot beat chance; a leaking one would score ~1."""
     out = tmp_path / "shuffled"
-    run_cli("train", "--data", synthetic_files[0], *FAST, "--shuffle-labels", "--out", out, check=True)
+    run_cli("train", "--data", synthetic_files[0], *model_args, "--shuffle-labels", "--out", out, check=True)
     metrics = json.loads((out / "metrics.json").read_text())["test"]
     assert metrics["n"] > 5000
     assert abs(metrics["auc"] - 0.5) < 0.03
@@ -92,6 +104,7 @@ def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files):
         (["ensemble", "--out", "OUT", "/nonexistent/a", "/nonexistent/b"], "no such checkpoint directory"),
         (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", "members=[]", "--out", "OUT"], "at least one member"),
         (["train", "--data", FIXTURES / "small.3line", "--epochs", "0", "--out", "OUT"], "expected a positive integer"),
+        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", 'members=[{"model": "gbdt"}, {"model": "dkt"}]', "--out", "OUT"], "fitted by boosting"),
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, message):

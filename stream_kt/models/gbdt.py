@@ -1,0 +1,461 @@
+"""Gradient-boosted trees over a student's history (``gbdt``): hand-made features, learned trees.
+
+The features of "student answers item q next" come from the student's earlier answers
+only (the state) and from answer counts of the *training* students:
+
+* context tables: how often the training students answered q right after the same last
+  one, two and three (item, correct) interactions, and after the same last three
+  answers on q itself; each rate is smoothed towards the shorter context's rate;
+* the student: answers and right answers so far, overall and on q, steps since q was
+  last answered, the rate over the last 5 and 10 answers, the mean and a decaying sum
+  of (right - item's training rate), and an Elo-style ability, overall and per item;
+* q and the last two interactions themselves.
+
+Trees: LightGBM (``pip install stream-kt[gbdt]``), early-stopped on the validation
+students' AUC.  Training rows get their context rates from the other folds of training
+students (out of fold), so a row never sees counts that include its own answer; the
+validation and held-out students get the tables of all training students, which the
+model keeps.  LightGBM is needed to fit only: the fitted trees and tables are tensors
+of this module, and prediction is torch (every backend, the stream, parity).
+
+State per student (float32, fixed shape): the last three interactions as tokens, the
+last ten answers, per-item counters ``(5, V)`` and totals.  ``forward`` runs the same
+update as ``step`` over the sequence, so offline and streamed predictions agree by
+construction; each prediction reads only answers before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from stream_kt.data.batches import Batch, make_batch
+from stream_kt.data.vocab import EncodedSequence
+from stream_kt.errors import ConfigError, DataError
+from stream_kt.models import register
+from stream_kt.models.base import KTModel, State, StepOutput
+
+FEATURES = (
+    "item", "prev_item", "prev_correct", "prev2_item", "prev2_correct",
+    "item_rate", "ctx1_rate", "ctx1_count", "ctx2_rate", "ctx2_count", "ctx3_rate", "ctx3_count", "own_rate",
+    "item_answers", "item_right", "since_item", "answers", "accuracy", "last5", "last10",
+    "residual", "residual_decay", "ability", "item_ability", "elo_p",
+)  # fmt: skip
+RECENT = 10  # answers kept for last5 / last10
+ITEM_ROWS = ("answers", "right", "last_pos", "own", "ability")  # per-item counters, (5, V)
+TOTALS = ("answers", "right", "ability", "residual", "residual_decay")
+HISTORY_CAP = 5  # own-history context: answers on the item counted up to this
+
+
+@dataclass(frozen=True)
+class GBDTConfig:
+    num_items: int
+    # fitting
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    max_rounds: int = 1000
+    patience: int = 50  # rounds without a better validation AUC
+    min_data_in_leaf: int = 100
+    folds: int = 5  # out-of-fold context rates for the training rows
+    smoothing: float = 10.0  # pseudo-answers pulling a context's rate towards its shorter context
+    # shapes of the fitted tensors (set by fit; an unfitted model predicts 0.5)
+    num_trees: int = 0
+    tree_nodes: int = 1
+    tree_depth: int = 0
+    table_rows: tuple = (1, 1, 1, 1)  # keys in the ctx1, ctx2, ctx3 and own-history tables
+
+
+@register
+class GBDT(KTModel):
+    name = "gbdt"
+    Config = GBDTConfig
+
+    def __init__(self, config: GBDTConfig) -> None:
+        super().__init__(config)
+        v = config.num_items
+        self.none_token = 2 * v
+        if (2 * v + 1) ** 3 * v >= 2**63:
+            raise ConfigError(f"gbdt: {v} items is too many for its int64 context keys")
+        self.register_buffer("item_counts", torch.zeros(2, v))  # training answers, right answers per item
+        self.register_buffer("base_rate", torch.tensor(0.5))
+        for k, rows in enumerate(config.table_rows):  # sorted keys; counts (answers, right)
+            self.register_buffer(f"keys{k}", torch.full((int(rows),), -1, dtype=torch.long))
+            self.register_buffer(f"counts{k}", torch.zeros(2, int(rows)))
+        t, m = config.num_trees, config.tree_nodes
+        self.register_buffer("feature", torch.zeros(t, m, dtype=torch.long))
+        self.register_buffer("threshold", torch.zeros(t, m))
+        self.register_buffer("left", torch.zeros(t, m, dtype=torch.long))
+        self.register_buffer("right", torch.zeros(t, m, dtype=torch.long))
+        self.register_buffer("value", torch.zeros(t, m))
+        self.register_buffer("bias", torch.tensor(0.0))
+
+    # ---- state -------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> State:
+        v = self.config.num_items
+        items = torch.zeros(batch_size, len(ITEM_ROWS), v)
+        return {
+            "tokens": torch.full((batch_size, 3), float(self.none_token)),  # last three (item * 2 + correct), newest last
+            "recent": torch.full((batch_size, RECENT), -1.0),  # last ten answers, newest last; -1: none
+            "items": items,
+            "totals": torch.zeros(batch_size, len(TOTALS)),
+        }
+
+    def _item_rate(self) -> torch.Tensor:
+        s = self.config.smoothing
+        return (self.item_counts[1] + s * self.base_rate) / (self.item_counts[0] + s)  # (V,)
+
+    def _update(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> State:
+        """The state after each row's student answers ``items`` (B,) with ``correct`` (B,)."""
+        right = correct.to(torch.float32)
+        at = items.view(-1, 1)
+        per_item = state["items"]
+        answers_q = per_item[:, 0].gather(1, at).squeeze(1)
+        totals = state["totals"]
+        answers = totals[:, 0]
+        rate = self._item_rate()[items]
+        expected = torch.sigmoid(totals[:, 2] + per_item[:, 4].gather(1, at).squeeze(1) + torch.logit(rate))
+        surprise = right - expected
+        own = per_item[:, 3].gather(1, at).squeeze(1)
+        changes = torch.stack(
+            [
+                answers_q + 1,
+                per_item[:, 1].gather(1, at).squeeze(1) + right,
+                answers,  # position of this answer
+                torch.remainder(own * 3 + 1 + right, 27),  # last three answers on the item, base 3 (0: none)
+                per_item[:, 4].gather(1, at).squeeze(1) + 0.4 / (1 + 0.2 * answers_q) * surprise,
+            ],
+            1,
+        )  # (B, 5)
+        new_items = per_item.scatter(2, at.unsqueeze(1).expand(-1, len(ITEM_ROWS), 1), changes.unsqueeze(2))
+        new_totals = torch.stack(
+            [
+                answers + 1,
+                totals[:, 1] + right,
+                totals[:, 2] + 0.4 / (1 + 0.05 * answers) * surprise,
+                totals[:, 3] + right - rate,
+                0.9 * totals[:, 4] + right - rate,
+            ],
+            1,
+        )
+        token = (items * 2 + correct).to(torch.float32).view(-1, 1)
+        return {
+            "tokens": torch.cat([state["tokens"][:, 1:], token], 1),
+            "recent": torch.cat([state["recent"][:, 1:], right.view(-1, 1)], 1),
+            "items": new_items,
+            "totals": new_totals,
+        }
+
+    # ---- features ----------------------------------------------------------------
+    def _lookup(self, k: int, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(answers, right) of the training students in context ``keys`` of table ``k`` (0 where unseen)."""
+        table = getattr(self, f"keys{k}")
+        at = torch.searchsorted(table, keys).clamp(max=table.shape[0] - 1)
+        found = (table[at] == keys).to(torch.float32)
+        counts = getattr(self, f"counts{k}")
+        return counts[0][at] * found, counts[1][at] * found
+
+    def context_keys(self, state: State, queries: torch.Tensor) -> list[torch.Tensor]:
+        """int64 keys (B, Q) of the four context tables for each row's query items (B, Q)."""
+        v, base = self.config.num_items, 2 * self.config.num_items + 1
+        tokens = state["tokens"].to(torch.long)  # (B, 3) oldest first
+        t1, t2, t3 = tokens[:, 2:3], tokens[:, 1:2], tokens[:, 0:1]
+        ctx1 = t1 * v + queries
+        ctx2 = (t2 * base + t1) * v + queries
+        ctx3 = ((t3 * base + t2) * base + t1) * v + queries
+        answers_q = state["items"][:, 0].gather(1, queries).clamp(max=HISTORY_CAP).to(torch.long)
+        own = state["items"][:, 3].gather(1, queries).to(torch.long)
+        return [ctx1, ctx2, ctx3, (queries * (HISTORY_CAP + 1) + answers_q) * 27 + own]
+
+    def features(self, state: State, queries: torch.Tensor) -> torch.Tensor:
+        """(B, Q, F) features of each row's student answering each of ``queries`` (B, Q) next."""
+        s = self.config.smoothing
+        item_rate = self._item_rate()[queries]
+        keys = self.context_keys(state, queries)
+        rates, counts = [], []
+        shorter = item_rate
+        for k in range(3):  # each context's rate is smoothed towards the next shorter one's
+            n, c = self._lookup(k, keys[k])
+            shorter = (c + s * shorter) / (n + s)
+            rates.append(shorter)
+            counts.append(n)
+        n, c = self._lookup(3, keys[3])
+        own_rate = (c + s * item_rate) / (n + s)
+        tokens = state["tokens"]
+        none = tokens == self.none_token
+        prev_item = torch.where(none, -1.0, torch.div(tokens, 2, rounding_mode="floor"))  # (B, 3)
+        prev_correct = torch.where(none, -1.0, torch.remainder(tokens, 2))
+        per_item = state["items"]
+        answers_q = per_item[:, 0].gather(1, queries)
+        item_ability = per_item[:, 4].gather(1, queries)
+        totals = state["totals"]
+        answers = totals[:, 0:1]
+        recent = state["recent"]
+
+        def recent_rate(n: int) -> torch.Tensor:
+            window = recent[:, -n:]
+            seen = (window >= 0).to(torch.float32).sum(1, keepdim=True)
+            return torch.where(seen > 0, window.clamp(min=0).sum(1, keepdim=True) / seen.clamp(min=1), -1.0)
+
+        some = answers > 0
+        row = lambda x: x.expand_as(item_rate)  # noqa: E731  (B, 1) -> (B, Q)
+        columns = [
+            queries.to(torch.float32),
+            row(prev_item[:, 2:3]),
+            row(prev_correct[:, 2:3]),
+            row(prev_item[:, 1:2]),
+            row(prev_correct[:, 1:2]),
+            item_rate,
+            rates[0],
+            counts[0],
+            rates[1],
+            counts[1],
+            rates[2],
+            counts[2],
+            own_rate,
+            answers_q,
+            per_item[:, 1].gather(1, queries),
+            torch.where(answers_q > 0, answers - per_item[:, 2].gather(1, queries), -1.0),
+            row(answers),
+            row(torch.where(some, totals[:, 1:2] / answers.clamp(min=1), -1.0)),
+            row(recent_rate(5)),
+            row(recent_rate(RECENT)),
+            row(torch.where(some, totals[:, 3:4] / answers.clamp(min=1), 0.0)),
+            row(totals[:, 4:5]),
+            row(totals[:, 2:3]),
+            item_ability,
+            torch.sigmoid(totals[:, 2:3] + item_ability + torch.logit(item_rate)),
+        ]
+        return torch.stack(columns, -1)
+
+    # ---- trees -------------------------------------------------------------------
+    def trees(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of the trees' leaf values plus the bias for feature rows ``x`` (..., F): logits (...)."""
+        shape = x.shape[:-1]
+        rows = x.reshape(-1, x.shape[-1])
+        if self.config.num_trees == 0:
+            return self.bias.expand(shape).clone()
+        offsets = torch.arange(self.config.num_trees, device=x.device) * self.config.tree_nodes  # (T,)
+        node = torch.zeros(rows.shape[0], self.config.num_trees, dtype=torch.long, device=x.device)
+        feature, threshold = self.feature.reshape(-1), self.threshold.reshape(-1)
+        left, right = self.left.reshape(-1), self.right.reshape(-1)
+        for _ in range(self.config.tree_depth):  # a leaf points to itself, so extra rounds keep it
+            at = node + offsets
+            goes_left = rows.gather(1, feature[at]) <= threshold[at]
+            node = torch.where(goes_left, left[at], right[at])
+        return (self.value.reshape(-1)[node + offsets].sum(1) + self.bias).reshape(shape)
+
+    # ---- the KTModel interface ---------------------------------------------------
+    def feature_walk(self, batch: Batch) -> torch.Tensor:
+        """(T, B, F) features of each row's next answer after each position (padding leaves the state)."""
+        state = self.initial_state(batch.items.shape[0])
+        out = []
+        for t in range(batch.items.shape[1]):
+            updated = self._update(state, batch.items[:, t], batch.correct[:, t])
+            real = batch.mask[:, t]
+            state = {k: torch.where(real.view(-1, *[1] * (v.dim() - 1)), updated[k], v) for k, v in state.items()}
+            out.append(self.features(state, batch.next_items[:, t : t + 1])[:, 0])
+        return torch.stack(out)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.trees(self.feature_walk(batch)).transpose(0, 1)  # (B, T)
+
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+        p_correct = torch.sigmoid(self.trees(self.features(state, items.view(-1, 1))))[:, 0]
+        state = self._update(state, items, correct)
+        every = torch.arange(self.config.num_items, device=items.device).expand(items.shape[0], -1)
+        mastery = torch.sigmoid(self.trees(self.features(state, every)))
+        return StepOutput(p_correct, state, mastery)
+
+    # ---- fitting -----------------------------------------------------------------
+    def fit(self, train: Sequence[EncodedSequence], valid: Sequence[EncodedSequence], seed: int = 0, progress: bool = True) -> tuple["GBDT", dict]:
+        """A fitted copy of this model: tables from ``train``, trees early-stopped on ``valid``."""
+        try:
+            import lightgbm
+        except ImportError:
+            raise ConfigError("gbdt needs LightGBM to fit: pip install 'stream-kt[gbdt]'") from None
+        config = self.config
+        x_train, y_train = out_of_fold_rows(config, train, config.folds)
+        tabled = with_tables(config, train)
+        x_valid, y_valid = tabled.feature_rows(valid)
+        if len(np.unique(y_valid)) < 2:
+            raise DataError("gbdt: the validation students need both right and wrong answers to stop on their AUC")
+        params = {
+            "objective": "binary",
+            "metric": ["auc", "binary_logloss"],
+            "learning_rate": config.learning_rate,
+            "num_leaves": config.num_leaves,
+            "min_data_in_leaf": config.min_data_in_leaf,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "seed": seed,
+            "num_threads": torch.get_num_threads(),
+            "verbose": -1,
+        }
+        history: list[dict] = []
+        train_set = lightgbm.Dataset(x_train, y_train, feature_name=list(FEATURES), free_raw_data=False)
+        valid_set = lightgbm.Dataset(x_valid, y_valid, reference=train_set)
+        booster = lightgbm.train(
+            params,
+            train_set,
+            config.max_rounds,
+            valid_sets=[valid_set, train_set],
+            valid_names=["valid", "train"],
+            callbacks=[lightgbm.early_stopping(config.patience, first_metric_only=True, verbose=False), _progress(config.max_rounds, history, progress)],
+        )
+        fitted = with_trees(tabled, booster.dump_model(num_iteration=booster.best_iteration))
+        metrics = {"best_epoch": booster.best_iteration, "valid_auc": float(booster.best_score["valid"]["auc"]), "history": history, "train_rows": len(y_train)}
+        return fitted, metrics
+
+    @torch.no_grad()
+    def feature_rows(self, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of every scored answer (each student's second on), students in order."""
+        xs, ys = [], []
+        for start in range(0, len(sequences), batch_size):
+            rows = [(s.items, s.correct) for s in sequences[start : start + batch_size] if len(s) >= 2]
+            if not rows:
+                continue
+            batch = make_batch(rows)
+            x = self.feature_walk(batch).transpose(0, 1)  # (B, T, F)
+            xs.append(x[batch.next_mask].numpy())
+            ys.append(batch.next_correct[batch.next_mask].numpy())
+        if not xs:
+            return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(xs), np.concatenate(ys)
+
+
+def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows of ``train`` whose context counts come from the other folds of students only.
+
+    Counts that included a row's own student would hold its label (and that student's
+    later answers): the trees would learn to trust them more than they deserve on new
+    students.
+    """
+    folds = max(2, min(folds, len(train)))
+    x_parts, y_parts = [], []
+    for fold in range(folds):
+        rest = [s for i, s in enumerate(train) if i % folds != fold]
+        mine = [s for i, s in enumerate(train) if i % folds == fold]
+        x, y = with_tables(config, rest).feature_rows(mine)
+        x_parts.append(x)
+        y_parts.append(y)
+    return np.concatenate(x_parts), np.concatenate(y_parts)
+
+
+def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them."""
+    model = GBDT(config)
+    keys: list[list[np.ndarray]] = [[], [], [], []]
+    rights: list[np.ndarray] = []
+    for start in range(0, len(sequences), 256):
+        rows = [(s.items, s.correct) for s in sequences[start : start + 256] if len(s) >= 1]
+        if not rows:
+            continue
+        batch = make_batch(rows)
+        state = model.initial_state(batch.items.shape[0])
+        for t in range(batch.items.shape[1]):
+            real = batch.mask[:, t]
+            for k, key in enumerate(model.context_keys(state, batch.items[:, t : t + 1])):
+                keys[k].append(key[real, 0].numpy())
+            rights.append(batch.correct[real, t].numpy())
+            updated = model._update(state, batch.items[:, t], batch.correct[:, t])
+            state = {n: torch.where(real.view(-1, *[1] * (v.dim() - 1)), updated[n], v) for n, v in state.items()}
+    right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
+    out = []
+    for k in range(4):
+        flat = np.concatenate(keys[k]) if keys[k] else np.zeros(0, np.int64)
+        unique, inverse = np.unique(flat, return_inverse=True)
+        out.append((unique, np.bincount(inverse, minlength=len(unique)).astype(np.float32), np.bincount(inverse, weights=right, minlength=len(unique)).astype(np.float32)))
+    return out
+
+
+def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> GBDT:
+    """A tree-less model whose count tables come from ``sequences``."""
+    tables = context_counts(config, sequences)
+    model = GBDT(replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables)))
+    items = np.concatenate([s.items for s in sequences]) if sequences else np.zeros(0, np.int64)
+    right = np.concatenate([s.correct for s in sequences]).astype(np.float64) if sequences else np.zeros(0)
+    v = config.num_items
+    with torch.no_grad():
+        model.item_counts.copy_(torch.tensor(np.stack([np.bincount(items, minlength=v), np.bincount(items, weights=right, minlength=v)]), dtype=torch.float32))
+        model.base_rate.fill_(float(right.mean()) if len(right) else 0.5)
+        for k, (keys, answers, rights) in enumerate(tables):
+            if len(keys):
+                getattr(model, f"keys{k}").copy_(torch.from_numpy(keys.astype(np.int64)))
+                getattr(model, f"counts{k}").copy_(torch.from_numpy(np.stack([answers, rights])))
+    return model
+
+
+def with_trees(tabled: GBDT, dump: dict) -> GBDT:
+    """``tabled`` plus the trees of a LightGBM ``dump_model()``, as padded node tensors.
+
+    Nodes: a tree's split nodes in depth-first order, then its leaves; a leaf's children
+    are itself.  LightGBM sends ``x <= threshold`` left; the threshold becomes the
+    largest float32 not above it, so float32 features split exactly as LightGBM's would.
+    """
+    trees = []
+    for info in dump["tree_info"]:
+        nodes: list[list] = []  # [feature, threshold, left, right, value]
+
+        def add(node: dict) -> int:
+            index = len(nodes)
+            nodes.append([0, 0.0, index, index, 0.0])
+            if "leaf_value" in node or "split_index" not in node:
+                nodes[index][4] = float(node.get("leaf_value", 0.0))
+                return index
+            if node.get("decision_type", "<=") != "<=" or node.get("missing_type", "None") not in ("None", None):
+                raise ConfigError(f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing {node.get('missing_type')!r}")
+            threshold = np.float32(node["threshold"])
+            if float(threshold) > node["threshold"]:
+                threshold = np.nextafter(threshold, np.float32(-np.inf))
+            nodes[index][:2] = [int(node["split_feature"]), float(threshold)]
+            nodes[index][2] = add(node["left_child"])
+            nodes[index][3] = add(node["right_child"])
+            return index
+
+        add(info["tree_structure"])
+        trees.append(nodes)
+
+    def depth(nodes: list[list], i: int = 0) -> int:
+        return 0 if nodes[i][2] == i else 1 + max(depth(nodes, nodes[i][2]), depth(nodes, nodes[i][3]))
+
+    width = max((len(n) for n in trees), default=1)
+    config = replace(tabled.config, num_trees=len(trees), tree_nodes=width, tree_depth=max((depth(n) for n in trees), default=0))
+    fitted = GBDT(config)
+    state = {k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value", "bias")}
+    table = np.zeros((5, len(trees), width))
+    for t, nodes in enumerate(trees):
+        table[2:4, t] = np.arange(width)  # padding nodes are leaves of value 0, never reached
+        table[:, t, : len(nodes)] = np.asarray(nodes, dtype=np.float64).T
+    state.update(
+        feature=torch.tensor(table[0], dtype=torch.long),
+        threshold=torch.tensor(table[1], dtype=torch.float32),
+        left=torch.tensor(table[2], dtype=torch.long),
+        right=torch.tensor(table[3], dtype=torch.long),
+        value=torch.tensor(table[4], dtype=torch.float32),
+        bias=torch.tensor(0.0),
+    )
+    fitted.load_state_dict(state)
+    return fitted.eval()
+
+
+class _progress:
+    """LightGBM callback: a tqdm bar over boosting rounds, and the validation AUC per round."""
+
+    order = 30
+
+    def __init__(self, rounds: int, history: list[dict], enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=rounds, desc="boosting", unit="tree", disable=not enabled, leave=False)
+        self.history = history
+
+    def __call__(self, env) -> None:
+        scores = {(data, metric): float(score) for data, metric, score, _ in env.evaluation_result_list}
+        auc = scores[("valid", "auc")]
+        self.history.append({"epoch": env.iteration + 1, "train_loss": scores[("train", "binary_logloss")], "valid_logloss": scores[("valid", "binary_logloss")], "valid_auc": auc})
+        self.bar.update(1)
+        self.bar.set_postfix(valid_auc=f"{auc:.4f}")
