@@ -6,14 +6,17 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
+
+import numpy as np
 
 from stream_kt.data.readers import ITEM_COLUMNS, write_3line, write_assistments
 from stream_kt.data.synthetic import SyntheticConfig, generate
-from stream_kt.errors import ConfigError, DataError
+from stream_kt.errors import CheckpointError, ConfigError, DataError
 from stream_kt.models import MODELS, model_class
+from stream_kt.training.blend import fit_weights
 from stream_kt.training.checkpoint import load_checkpoint, save_ensemble, write_metrics
-from stream_kt.training.evaluate import evaluate
+from stream_kt.training.evaluate import evaluate, predict_sequences
+from stream_kt.training.metrics import auc
 from stream_kt.training.parity import parity_max_abs_diff
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students, prepare
 from stream_kt.training.train import TrainConfig, train
@@ -91,9 +94,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("ensemble", help="combine trained checkpoints into one checkpoint serving their mean prediction")
+    p = sub.add_parser("ensemble", help="combine trained checkpoints into one checkpoint serving their (weighted) mean prediction")
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="member checkpoint directories (same training file and held-out students)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--weights", type=weight_list, help="one weight per member, comma-separated (default: equal)")
+    weights.add_argument("--fit-weights", metavar="DATA", help="fit the weights on the members' validation students, read from their training file DATA")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="auto", help="format of DATA (default: detect)")
     p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("evaluate", help="score held-out students with a checkpoint")
@@ -133,8 +140,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _shuffle_labels(data, seed: int):
     """Replace every response with a random permutation of all responses (train, valid and test)."""
-    import numpy as np
-
     from stream_kt.data.vocab import EncodedSequence
 
     rng = np.random.default_rng(seed)
@@ -151,11 +156,42 @@ def _shuffle_labels(data, seed: int):
     return data
 
 
+def weight_list(text: str) -> tuple[float, ...]:
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: weights must be non-negative and not all zero")
+    return weights
+
+
 def cmd_ensemble(args: argparse.Namespace) -> int:
-    checkpoint = save_ensemble(args.out, [load_checkpoint(path) for path in args.checkpoints])
-    members = ", ".join(f"{m['model']} {m['version']}" for m in checkpoint.metrics["members"])
-    print(f"checkpoint {checkpoint.version} written to {args.out}: the mean of {members}")
+    members = [load_checkpoint(path) for path in args.checkpoints]
+    weights, fitted = args.weights or (), None
+    if args.fit_weights:
+        valid = validation_students(members, args.fit_weights, args.format)
+        predictions = [predict_sequences(m.model, valid, progress=True) for m in members]  # same students, same order
+        labels, probs = predictions[0][0], [p for _, p in predictions]
+        weights, valid_auc = fit_weights(probs, labels, progress=True)
+        fitted = {"students": len(valid), "answers": len(labels), "valid_auc": valid_auc, "valid_auc_equal": auc(labels, np.mean(probs, 0))}
+    checkpoint = save_ensemble(args.out, members, weights, fitted)
+    shares = ", ".join(f"{m['model']} {m['version']}" + (f" x {w:.2f}" if weights else "") for m, w in zip(checkpoint.metrics["members"], checkpoint.model.weights))
+    print(f"checkpoint {checkpoint.version} written to {args.out}: the {'weighted ' if weights else ''}mean of {shares}" + (f"; validation AUC {fitted['valid_auc']:.4f} (equal weights {fitted['valid_auc_equal']:.4f})" if fitted else ""))
     return 0
+
+
+def validation_students(members: list, data: str, fmt: str) -> list:
+    """The validation students every member shares, encoded, from their training file ``data``."""
+    first = members[0]
+    for member in members[1:]:
+        if member.split.valid != first.split.valid:
+            raise CheckpointError(f"{member.path}: validated on other students than {first.path} (train the members with the same --seed to fit weights)")
+    by_id = {s.student_id: s for s in load_students(data, fmt, first.vocab.item_column)}
+    missing = [i for i in first.split.valid if i not in by_id]
+    if missing:
+        raise DataError(f"{data}: {len(missing)} of the members' {len(first.split.valid)} validation students are not in it (e.g. {missing[0]}); give the file they were trained on")
+    return [first.vocab.encode(by_id[i]) for i in first.split.valid]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

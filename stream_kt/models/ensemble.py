@@ -1,8 +1,9 @@
 """Ensemble: several knowledge-tracing models served as one, their probabilities averaged.
 
 A member is any other registered model.  The ensemble's P(correct) for an answer is
-the mean of its members' P(correct), and its mastery vector the mean of theirs, so it
-is exactly as honest as its members: each member predicts step t+1 from steps <= t.
+the weighted mean of its members' P(correct) (equal weights unless ``weights`` says
+otherwise), and its mastery vector the same mean of theirs, so it is exactly as honest
+as its members: each member predicts step t+1 from steps <= t.
 
 * Offline, ``forward`` runs every member over the batch and returns the logit of the
   mean probability (computed in log space, no overflow at saturated members).
@@ -15,12 +16,13 @@ is exactly as honest as its members: each member predicts step t+1 from steps <=
   is how diverse members (other seeds, windows, sizes) are combined.
 
 Config: ``members`` is a tuple of ``{"model": name, **that model's Config fields}``
-without ``num_items`` (the ensemble's vocabulary is every member's).
+without ``num_items`` (the ensemble's vocabulary is every member's); ``weights`` one
+non-negative weight per member, or empty for equal weights (``stream-kt ensemble
+--fit-weights`` fits them on the members' validation students).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -37,14 +39,19 @@ from stream_kt.models.base import KTModel, State, StepOutput
 class EnsembleConfig:
     num_items: int  # vocabulary size V, shared by every member
     members: tuple = ({"model": "dkt"}, {"model": "lastquery"})
+    weights: tuple = ()  # one per member, normalised to sum 1; empty: equal
 
 
-def mean_probability_logit(logits: torch.Tensor) -> torch.Tensor:
-    """logit(mean_k sigmoid(logits[k])) over the first dim, stable for any logit size."""
-    log_n = math.log(logits.shape[0])
-    log_p = torch.logsumexp(nn.functional.logsigmoid(logits), 0) - log_n
-    log_q = torch.logsumexp(nn.functional.logsigmoid(-logits), 0) - log_n
+def mean_probability_logit(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """logit(sum_k weights[k] sigmoid(logits[k])) over the first dim, stable for any logit size (weights sum to 1)."""
+    log_w = torch.log(weights).view(-1, *[1] * (logits.dim() - 1))  # a zero weight is -inf: that member drops out
+    log_p = torch.logsumexp(nn.functional.logsigmoid(logits) + log_w, 0)
+    log_q = torch.logsumexp(nn.functional.logsigmoid(-logits) + log_w, 0)
     return log_p - log_q
+
+
+def weighted_mean(values: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    return (torch.stack(values) * weights.view(-1, *[1] * values[0].dim())).sum(0)
 
 
 def _prefix(index: int) -> str:
@@ -79,22 +86,32 @@ class Ensemble(KTModel):
             except TypeError as exc:  # a field the member's Config does not have
                 raise ConfigError(f"ensemble member {name}: {exc}") from None
         self.members = nn.ModuleList(members)
+        weights = tuple(config.weights) or (1.0,) * len(members)
+        if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
+            raise ConfigError(f"ensemble weights {list(config.weights)}: give one non-negative weight per member ({len(members)}), not all zero")
+        self.weights = [w / sum(weights) for w in weights]
         self.uses_times = any(member.uses_times for member in members)  # passed on to the members that use them
 
     @classmethod
-    def of(cls, models: Sequence[KTModel]) -> "Ensemble":
-        """An ensemble of already trained models (their weights copied), in eval mode."""
+    def of(cls, models: Sequence[KTModel], weights: Sequence[float] = ()) -> "Ensemble":
+        """An ensemble of already trained models (their parameters copied), in eval mode."""
         sizes = {m.config.num_items for m in models}
         if len(sizes) > 1:
             raise ConfigError(f"ensemble members have different vocabulary sizes {sorted(sizes)}")
         specs = tuple({"model": m.name, **{k: v for k, v in m.config_dict().items() if k != "num_items"}} for m in models)
-        ensemble = cls(EnsembleConfig(num_items=sizes.pop() if sizes else 0, members=specs))
+        ensemble = cls(EnsembleConfig(num_items=sizes.pop() if sizes else 0, members=specs, weights=tuple(float(w) for w in weights)))
         for member, trained in zip(ensemble.members, models):
             member.load_state_dict(trained.state_dict())
         return ensemble.eval()
 
+    def config_dict(self) -> dict:
+        config = super().config_dict()
+        if not config["weights"]:  # equal weights: left out, so ensembles saved before weights existed keep their version
+            del config["weights"]
+        return config
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        return mean_probability_logit(torch.stack([member(batch) for member in self.members]))
+        return mean_probability_logit(torch.stack([member(batch) for member in self.members]), torch.tensor(self.weights))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         # each member learns on its own objective; the average is only formed to predict
@@ -109,9 +126,8 @@ class Ensemble(KTModel):
             for i, member in enumerate(self.members)
         ]
         new_state = {_prefix(i) + name: tensor for i, out in enumerate(outputs) for name, tensor in out.state.items()}
-        p_correct = torch.stack([out.p_correct for out in outputs]).mean(0)
-        mastery = torch.stack([out.mastery for out in outputs]).mean(0)
-        return StepOutput(p_correct, new_state, mastery)
+        weights = torch.tensor(self.weights)
+        return StepOutput(weighted_mean([out.p_correct for out in outputs], weights), new_state, weighted_mean([out.mastery for out in outputs], weights))
 
     def inference_module(self, state_names: list[str]) -> nn.Module:
         return EnsembleInferenceStep(self, state_names)
@@ -134,6 +150,7 @@ class EnsembleInferenceStep(nn.Module):
         self.positions = positions
         self.timed = [member.uses_times for member in model.members]
         self.n_inputs = len(state_names) + 2  # state, items, correct; then times when a member uses them
+        self.register_buffer("weights", torch.tensor(model.weights), persistent=False)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         *state, items, correct = inputs[: self.n_inputs]
@@ -146,4 +163,4 @@ class EnsembleInferenceStep(nn.Module):
                 new_state[j] = tensor
             p_correct.append(p)
             mastery.append(m)
-        return (torch.stack(p_correct).mean(0), *new_state, torch.stack(mastery).mean(0))
+        return (weighted_mean(p_correct, self.weights), *new_state, weighted_mean(mastery, self.weights))

@@ -4,8 +4,8 @@ The features of "student answers item q next" come from the student's earlier an
 only (the state) and from answer counts of the *training* students:
 
 * context tables: how often the training students answered q right after the same last
-  one, two and three (item, correct) interactions, and after the same last three
-  answers on q itself; each rate is smoothed towards the shorter context's rate;
+  1, 2, ... ``context`` (item, correct) interactions, and after the same last three
+  answers on q itself; each rate is smoothed towards the next shorter context's rate;
 * the student: answers and right answers so far, overall and on q, steps since q was
   last answered, the rate over the last 5 and 10 answers, the mean and a decaying sum
   of (right - item's training rate), and an Elo-style ability, overall and per item;
@@ -18,7 +18,7 @@ validation and held-out students get the tables of all training students, which 
 model keeps.  LightGBM is needed to fit only: the fitted trees and tables are tensors
 of this module, and prediction is torch (every backend, the stream, parity).
 
-State per student (float32, fixed shape): the last three interactions as tokens, the
+State per student (float32, fixed shape): the last ``context`` interactions as tokens, the
 last ten answers, per-item counters ``(5, V)`` and totals.  ``forward`` runs the same
 update as ``step`` over the sequence, so offline and streamed predictions agree by
 construction; each prediction reads only answers before it.
@@ -38,12 +38,17 @@ from stream_kt.errors import ConfigError, DataError
 from stream_kt.models import register
 from stream_kt.models.base import KTModel, State, StepOutput
 
-FEATURES = (
-    "item", "prev_item", "prev_correct", "prev2_item", "prev2_correct",
-    "item_rate", "ctx1_rate", "ctx1_count", "ctx2_rate", "ctx2_count", "ctx3_rate", "ctx3_count", "own_rate",
-    "item_answers", "item_right", "since_item", "answers", "accuracy", "last5", "last10",
+HEAD = ("item", "prev_item", "prev_correct", "prev2_item", "prev2_correct", "item_rate")
+TAIL = (
+    "own_rate", "item_answers", "item_right", "since_item", "answers", "accuracy", "last5", "last10",
     "residual", "residual_decay", "ability", "item_ability", "elo_p",
 )  # fmt: skip
+
+
+def feature_names(context: int) -> list[str]:
+    """The columns of ``GBDT.features``, in order."""
+    return [*HEAD, *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")), *TAIL]
+
 RECENT = 10  # answers kept for last5 / last10
 ITEM_ROWS = ("answers", "right", "last_pos", "own", "ability")  # per-item counters, (5, V)
 TOTALS = ("answers", "right", "ability", "residual", "residual_decay")
@@ -55,17 +60,19 @@ class GBDTConfig:
     num_items: int
     # fitting
     num_leaves: int = 31
-    learning_rate: float = 0.05
+    max_depth: int = 8  # bounds the streamed cost: every prediction walks each tree this deep at most
+    learning_rate: float = 0.1
     max_rounds: int = 1000
     patience: int = 50  # rounds without a better validation AUC
     min_data_in_leaf: int = 100
     folds: int = 5  # out-of-fold context rates for the training rows
     smoothing: float = 10.0  # pseudo-answers pulling a context's rate towards its shorter context
+    context: int = 5  # longest context: the last this many interactions
     # shapes of the fitted tensors (set by fit; an unfitted model predicts 0.5)
     num_trees: int = 0
     tree_nodes: int = 1
     tree_depth: int = 0
-    table_rows: tuple = (1, 1, 1, 1)  # keys in the ctx1, ctx2, ctx3 and own-history tables
+    table_rows: tuple = ()  # keys in the ctx1 .. ctx<context> and own-history tables (default: 1 each)
 
 
 @register
@@ -76,14 +83,19 @@ class GBDT(KTModel):
     def __init__(self, config: GBDTConfig) -> None:
         super().__init__(config)
         v = config.num_items
+        if config.context < 2:
+            raise ConfigError("gbdt: context must be at least 2 (the features read the last two interactions)")
         self.none_token = 2 * v
-        if (2 * v + 1) ** 3 * v >= 2**63:
-            raise ConfigError(f"gbdt: {v} items is too many for its int64 context keys")
+        self.key_base = 2 * v + 2  # a token (or none) is one digit of a context key
+        self.key_modulus = 2**63 // self.key_base - 1  # keys are hashed below it, so key * base fits int64
+        rows = tuple(config.table_rows) or (1,) * (config.context + 1)
+        if len(rows) != config.context + 1:
+            raise ConfigError(f"gbdt: table_rows needs {config.context + 1} entries, got {len(rows)}")
         self.register_buffer("item_counts", torch.zeros(2, v))  # training answers, right answers per item
         self.register_buffer("base_rate", torch.tensor(0.5))
-        for k, rows in enumerate(config.table_rows):  # sorted keys; counts (answers, right)
-            self.register_buffer(f"keys{k}", torch.full((int(rows),), -1, dtype=torch.long))
-            self.register_buffer(f"counts{k}", torch.zeros(2, int(rows)))
+        for k, n in enumerate(rows):  # sorted keys; counts (answers, right)
+            self.register_buffer(f"keys{k}", torch.full((int(n),), -1, dtype=torch.long))
+            self.register_buffer(f"counts{k}", torch.zeros(2, int(n)))
         t, m = config.num_trees, config.tree_nodes
         self.register_buffer("feature", torch.zeros(t, m, dtype=torch.long))
         self.register_buffer("threshold", torch.zeros(t, m))
@@ -97,7 +109,7 @@ class GBDT(KTModel):
         v = self.config.num_items
         items = torch.zeros(batch_size, len(ITEM_ROWS), v)
         return {
-            "tokens": torch.full((batch_size, 3), float(self.none_token)),  # last three (item * 2 + correct), newest last
+            "tokens": torch.full((batch_size, self.config.context), float(self.none_token)),  # item * 2 + correct, newest last
             "recent": torch.full((batch_size, RECENT), -1.0),  # last ten answers, newest last; -1: none
             "items": items,
             "totals": torch.zeros(batch_size, len(TOTALS)),
@@ -158,16 +170,20 @@ class GBDT(KTModel):
         return counts[0][at] * found, counts[1][at] * found
 
     def context_keys(self, state: State, queries: torch.Tensor) -> list[torch.Tensor]:
-        """int64 keys (B, Q) of the four context tables for each row's query items (B, Q)."""
-        v, base = self.config.num_items, 2 * self.config.num_items + 1
-        tokens = state["tokens"].to(torch.long)  # (B, 3) oldest first
-        t1, t2, t3 = tokens[:, 2:3], tokens[:, 1:2], tokens[:, 0:1]
-        ctx1 = t1 * v + queries
-        ctx2 = (t2 * base + t1) * v + queries
-        ctx3 = ((t3 * base + t2) * base + t1) * v + queries
+        """int64 keys (B, Q) of the context tables (last 1 .. ``context`` interactions, then own history) for query items (B, Q).
+
+        A key is the query followed by the tokens, newest first, as digits of base
+        ``2V + 2``, hashed modulo ``key_modulus`` (exact while it fits; beyond, two
+        contexts may rarely share counts).
+        """
+        tokens = state["tokens"].to(torch.long)  # (B, C) newest last
+        keys, key = [], queries
+        for k in range(1, self.config.context + 1):
+            key = torch.remainder(key * self.key_base + tokens[:, -k : tokens.shape[1] - k + 1] + 1, self.key_modulus)
+            keys.append(key)
         answers_q = state["items"][:, 0].gather(1, queries).clamp(max=HISTORY_CAP).to(torch.long)
         own = state["items"][:, 3].gather(1, queries).to(torch.long)
-        return [ctx1, ctx2, ctx3, (queries * (HISTORY_CAP + 1) + answers_q) * 27 + own]
+        return [*keys, (queries * (HISTORY_CAP + 1) + answers_q) * 27 + own]
 
     def features(self, state: State, queries: torch.Tensor) -> torch.Tensor:
         """(B, Q, F) features of each row's student answering each of ``queries`` (B, Q) next."""
@@ -176,16 +192,17 @@ class GBDT(KTModel):
         keys = self.context_keys(state, queries)
         rates, counts = [], []
         shorter = item_rate
-        for k in range(3):  # each context's rate is smoothed towards the next shorter one's
+        context = self.config.context
+        for k in range(context):  # each context's rate is smoothed towards the next shorter one's
             n, c = self._lookup(k, keys[k])
             shorter = (c + s * shorter) / (n + s)
             rates.append(shorter)
             counts.append(n)
-        n, c = self._lookup(3, keys[3])
+        n, c = self._lookup(context, keys[context])
         own_rate = (c + s * item_rate) / (n + s)
         tokens = state["tokens"]
         none = tokens == self.none_token
-        prev_item = torch.where(none, -1.0, torch.div(tokens, 2, rounding_mode="floor"))  # (B, 3)
+        prev_item = torch.where(none, -1.0, torch.div(tokens, 2, rounding_mode="floor"))  # (B, C)
         prev_correct = torch.where(none, -1.0, torch.remainder(tokens, 2))
         per_item = state["items"]
         answers_q = per_item[:, 0].gather(1, queries)
@@ -203,17 +220,12 @@ class GBDT(KTModel):
         row = lambda x: x.expand_as(item_rate)  # noqa: E731  (B, 1) -> (B, Q)
         columns = [
             queries.to(torch.float32),
-            row(prev_item[:, 2:3]),
-            row(prev_correct[:, 2:3]),
-            row(prev_item[:, 1:2]),
-            row(prev_correct[:, 1:2]),
+            row(prev_item[:, -1:]),
+            row(prev_correct[:, -1:]),
+            row(prev_item[:, -2:-1]),
+            row(prev_correct[:, -2:-1]),
             item_rate,
-            rates[0],
-            counts[0],
-            rates[1],
-            counts[1],
-            rates[2],
-            counts[2],
+            *(column for pair in zip(rates, counts) for column in pair),
             own_rate,
             answers_q,
             per_item[:, 1].gather(1, queries),
@@ -287,6 +299,7 @@ class GBDT(KTModel):
             "metric": ["auc", "binary_logloss"],
             "learning_rate": config.learning_rate,
             "num_leaves": config.num_leaves,
+            "max_depth": config.max_depth,
             "min_data_in_leaf": config.min_data_in_leaf,
             "feature_fraction": 0.8,
             "bagging_fraction": 0.8,
@@ -296,7 +309,7 @@ class GBDT(KTModel):
             "verbose": -1,
         }
         history: list[dict] = []
-        train_set = lightgbm.Dataset(x_train, y_train, feature_name=list(FEATURES), free_raw_data=False)
+        train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context), free_raw_data=False)
         valid_set = lightgbm.Dataset(x_valid, y_valid, reference=train_set)
         booster = lightgbm.train(
             params,
@@ -323,7 +336,7 @@ class GBDT(KTModel):
             xs.append(x[batch.next_mask].numpy())
             ys.append(batch.next_correct[batch.next_mask].numpy())
         if not xs:
-            return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0, np.float32)
+            return np.zeros((0, len(feature_names(self.config.context))), np.float32), np.zeros(0, np.float32)
         return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -348,7 +361,7 @@ def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds
 def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them."""
     model = GBDT(config)
-    keys: list[list[np.ndarray]] = [[], [], [], []]
+    keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
     rights: list[np.ndarray] = []
     for start in range(0, len(sequences), 256):
         rows = [(s.items, s.correct) for s in sequences[start : start + 256] if len(s) >= 1]
@@ -365,7 +378,7 @@ def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> 
             state = {n: torch.where(real.view(-1, *[1] * (v.dim() - 1)), updated[n], v) for n, v in state.items()}
     right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
     out = []
-    for k in range(4):
+    for k in range(config.context + 1):
         flat = np.concatenate(keys[k]) if keys[k] else np.zeros(0, np.int64)
         unique, inverse = np.unique(flat, return_inverse=True)
         out.append((unique, np.bincount(inverse, minlength=len(unique)).astype(np.float32), np.bincount(inverse, weights=right, minlength=len(unique)).astype(np.float32)))

@@ -105,8 +105,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(model, vocab, split, version, config.get("train", {}), metrics, path)
 
 
-def save_ensemble(out_dir: str | Path, members: list[Checkpoint]) -> Checkpoint:
-    """One checkpoint serving the mean of ``members``' predictions (``models.ensemble``).
+def save_ensemble(out_dir: str | Path, members: list[Checkpoint], weights: tuple[float, ...] = (), fitted: dict | None = None) -> Checkpoint:
+    """One checkpoint serving the (``weights``-weighted) mean of ``members``' predictions (``models.ensemble``).
+
+    ``fitted``: how the weights were fitted (validation students and AUCs), recorded in
+    the metrics.
 
     Members must share the vocabulary and the held-out students: a member trained on
     another member's test students would make the ensemble's test score dishonest.
@@ -129,4 +132,8 @@ def save_ensemble(out_dir: str | Path, members: list[Checkpoint]) -> Checkpoint:
         {"checkpoint": str(m.path), "version": m.version, "model": m.model.name, "seed": m.split.seed, "valid_auc": m.metrics.get("valid_auc"), "test_auc": m.metrics.get("test", {}).get("auc")}
         for m in members
     ]
-    return save_checkpoint(out_dir, Ensemble.of([m.model for m in members]), first.vocab, first.split, {"ensemble_of": sources}, {"members": sources})
+    model = Ensemble.of([m.model for m in members], weights)
+    for source, weight in zip(sources, model.weights):
+        source["weight"] = weight
+    metrics = {"members": sources, **({"weights_fitted_on_validation": fitted} if fitted else {})}
+    return save_checkpoint(out_dir, model, first.vocab, first.split, {"ensemble_of": sources}, metrics)

@@ -24,11 +24,28 @@ def trained_like_members():
 
 def test_mean_probability_logit_is_the_logit_of_the_mean_probability():
     logits = torch.tensor([[0.3, -2.0, 4.0, -8.0, 0.0], [1.7, 0.5, -3.0, -9.0, 0.0], [-0.4, 2.5, 6.0, -7.5, 0.0]])
-    combined = mean_probability_logit(logits)
+    combined = mean_probability_logit(logits, torch.full((3,), 1 / 3))
     torch.testing.assert_close(torch.sigmoid(combined), torch.sigmoid(logits).mean(0), atol=1e-6, rtol=0)
     assert combined[-1] == 0.0  # three coin flips average to a coin flip
-    saturated = mean_probability_logit(torch.tensor([[200.0, -200.0], [150.0, -300.0]]))
+    saturated = mean_probability_logit(torch.tensor([[200.0, -200.0], [150.0, -300.0]]), torch.tensor([0.5, 0.5]))
     assert torch.isfinite(saturated).all() and saturated[0] > 100 and saturated[1] < -100
+    weighted = mean_probability_logit(logits, torch.tensor([0.6, 0.4, 0.0]))  # a zero weight drops a member
+    torch.testing.assert_close(torch.sigmoid(weighted), 0.6 * torch.sigmoid(logits[0]) + 0.4 * torch.sigmoid(logits[1]), atol=1e-6, rtol=0)
+
+
+def test_weighted_ensemble_steps_and_scores_the_weighted_mean(sequences):
+    members = trained_like_members()
+    ensemble = Ensemble.of(members, weights=(3.0, 1.0))
+    batch = make_batch(sequences)
+    with torch.no_grad():
+        expected = 0.75 * torch.sigmoid(members[0](batch)) + 0.25 * torch.sigmoid(members[1](batch))
+        torch.testing.assert_close(torch.sigmoid(ensemble(batch))[batch.next_mask], expected[batch.next_mask], atol=1e-6, rtol=0)
+        state = ensemble.initial_state(2)
+        out = ensemble.step(state, torch.tensor([1, 2]), torch.tensor([1, 0]))
+        parts = [m.step(m.initial_state(2), torch.tensor([1, 2]), torch.tensor([1, 0])) for m in members]
+    torch.testing.assert_close(out.mastery, 0.75 * parts[0].mastery + 0.25 * parts[1].mastery, atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="one non-negative weight per member"):
+        Ensemble.of(members, weights=(1.0,))
 
 
 def test_forward_is_the_mean_of_the_members_probabilities(sequences):

@@ -6,7 +6,7 @@ import torch
 
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import build_model
-from stream_kt.models.gbdt import FEATURES, GBDT, context_counts, out_of_fold_rows, with_tables, with_trees
+from stream_kt.models.gbdt import GBDT, feature_names, context_counts, out_of_fold_rows, with_tables, with_trees
 from tests.models.conftest import NUM_ITEMS, learnable_students, small_options
 
 
@@ -44,10 +44,11 @@ def test_features_read_the_tables_and_the_history():
     state = model.initial_state(1)
     for item, right in ((3, 1), (5, 1), (3, 1)):
         state = model._update(state, torch.tensor([item]), torch.tensor([right]))
-    x = dict(zip(FEATURES, model.features(state, torch.tensor([[5]]))[0, 0].tolist()))
+    x = dict(zip(feature_names(config().context), model.features(state, torch.tensor([[5]]))[0, 0].tolist()))
     assert (x["item"], x["prev_item"], x["prev_correct"], x["prev2_item"], x["prev2_correct"]) == (5, 3, 1, 5, 1)
     assert (x["answers"], x["accuracy"], x["item_answers"], x["item_right"], x["since_item"]) == (3, 1.0, 1, 1, 2)
     assert x["ctx1_count"] == 2 and x["ctx2_count"] == 1  # (3 right) -> 5 twice; (5 right, 3 right) -> 5 once
+    assert x["ctx3_count"] == 1  # (3 right, 5 right, 3 right) -> 5 once
 
 
 def test_training_rows_never_count_their_own_student():
@@ -55,10 +56,10 @@ def test_training_rows_never_count_their_own_student():
     students = [student(f"s{i}", [i, i + 6] * 4, [1, 0] * 4) for i in range(6)]
     x, y = out_of_fold_rows(config(), students, folds=3)
     assert len(y) == 6 * 7
-    assert (x[:, FEATURES.index("ctx1_count")] == 0).all()
+    assert (x[:, feature_names(config().context).index("ctx1_count")] == 0).all()
     # with every student's counts (the validation and held-out students' tables), the same contexts are seen
     x_all, _ = with_tables(config(), students).feature_rows(students)
-    assert (x_all[:, FEATURES.index("ctx1_count")] > 0).all()
+    assert (x_all[:, feature_names(config().context).index("ctx1_count")] > 0).all()
 
 
 def test_torch_trees_reproduce_lightgbm():

@@ -73,6 +73,31 @@ def test_an_ensemble_of_trained_checkpoints_scores_and_streams_their_mean(tmp_pa
     assert [m["version"] for m in metrics["members"]] == [c.version for c in loaded]
 
 
+def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, synthetic_files):
+    train, test = synthetic_files
+    dkt = train_and_evaluate(tmp_path / "dkt", train, test)[0]
+    gbdt = tmp_path / "gbdt"
+    run_cli("train", "--data", train, "--test-data", test, "--model", "gbdt", "--out", gbdt, check=True)
+    run_cli("ensemble", "--out", tmp_path / "weighted", dkt, gbdt, "--fit-weights", train, check=True)
+    metrics = json.loads((tmp_path / "weighted" / "metrics.json").read_text())
+    weights = [m["weight"] for m in metrics["members"]]
+    fitted = metrics["weights_fitted_on_validation"]
+    assert sum(weights) == pytest.approx(1.0) and min(weights) >= 0
+    assert fitted["valid_auc"] >= fitted["valid_auc_equal"] and fitted["students"] == 30  # 10% of 300 training students
+    result = run_cli("evaluate", "--checkpoint", tmp_path / "weighted", "--test-data", test, "--parity", "--json", check=True)
+    scored = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scored["parity_max_abs_diff"] < 1e-5
+    # the served score is the score of the weighted mean, answer by answer
+    loaded = [load_checkpoint(path) for path in (dkt, gbdt)]
+    encoded = [loaded[0].vocab.encode(s) for s in load_students(test)]
+    (labels, p0), (_, p1) = (predict_sequences(c.model, encoded) for c in loaded)
+    assert scored["auc"] == pytest.approx(binary_metrics(labels, weights[0] * p0 + weights[1] * p1)["auc"], abs=1e-6)
+    # members validated on other students cannot have weights fitted on them
+    other = train_and_evaluate(tmp_path / "seed1", train, test, "--seed", 1)[0]
+    refused = run_cli("ensemble", "--out", tmp_path / "refused", dkt, other, "--fit-weights", train)
+    assert refused.returncode == 2 and "validated on other students" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_gbdt_trains_with_boosting_and_streams_what_it_scores(tmp_path, synthetic_files):
     train, test = synthetic_files
     out = tmp_path / "gbdt"
@@ -102,6 +127,7 @@ def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, model_args)
         (["evaluate", "--checkpoint", "/nonexistent"], "no such checkpoint directory"),
         (["evaluate", "--checkpoint", FIXTURES], "not a stream-kt checkpoint"),
         (["ensemble", "--out", "OUT", "/nonexistent/a", "/nonexistent/b"], "no such checkpoint directory"),
+        (["ensemble", "--out", "OUT", "--weights", "1,-1", "/nonexistent/a", "/nonexistent/b"], "non-negative"),
         (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", "members=[]", "--out", "OUT"], "at least one member"),
         (["train", "--data", FIXTURES / "small.3line", "--epochs", "0", "--out", "OUT"], "expected a positive integer"),
         (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", 'members=[{"model": "gbdt"}, {"model": "dkt"}]', "--out", "OUT"], "fitted by boosting"),
