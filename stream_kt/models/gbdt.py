@@ -101,8 +101,7 @@ class GBDT(KTModel):
         self.register_buffer("threshold", torch.zeros(t, m))
         self.register_buffer("left", torch.zeros(t, m, dtype=torch.long))
         self.register_buffer("right", torch.zeros(t, m, dtype=torch.long))
-        self.register_buffer("value", torch.zeros(t, m))
-        self.register_buffer("bias", torch.tensor(0.0))
+        self.register_buffer("value", torch.zeros(t, m))  # LightGBM folds its initial score into the first tree's leaves
 
     # ---- state -------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> State:
@@ -159,6 +158,12 @@ class GBDT(KTModel):
             "items": new_items,
             "totals": new_totals,
         }
+
+    def _advance(self, state: State, batch: Batch, t: int) -> State:
+        """``state`` after position ``t`` of ``batch``: updated where it is a real interaction, kept at padding."""
+        updated = self._update(state, batch.items[:, t], batch.correct[:, t])
+        real = batch.mask[:, t]
+        return {k: torch.where(real.view(-1, *[1] * (v.dim() - 1)), updated[k], v) for k, v in state.items()}
 
     # ---- features ----------------------------------------------------------------
     def _lookup(self, k: int, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,11 +249,11 @@ class GBDT(KTModel):
 
     # ---- trees -------------------------------------------------------------------
     def trees(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum of the trees' leaf values plus the bias for feature rows ``x`` (..., F): logits (...)."""
+        """Sum of the trees' leaf values for feature rows ``x`` (..., F): logits (...); no trees: 0."""
         shape = x.shape[:-1]
         rows = x.reshape(-1, x.shape[-1])
         if self.config.num_trees == 0:
-            return self.bias.expand(shape).clone()
+            return x.new_zeros(shape)
         offsets = torch.arange(self.config.num_trees, device=x.device) * self.config.tree_nodes  # (T,)
         node = torch.zeros(rows.shape[0], self.config.num_trees, dtype=torch.long, device=x.device)
         feature, threshold = self.feature.reshape(-1), self.threshold.reshape(-1)
@@ -257,7 +262,7 @@ class GBDT(KTModel):
             at = node + offsets
             goes_left = rows.gather(1, feature[at]) <= threshold[at]
             node = torch.where(goes_left, left[at], right[at])
-        return (self.value.reshape(-1)[node + offsets].sum(1) + self.bias).reshape(shape)
+        return self.value.reshape(-1)[node + offsets].sum(1).reshape(shape)
 
     # ---- the KTModel interface ---------------------------------------------------
     def feature_walk(self, batch: Batch) -> torch.Tensor:
@@ -265,9 +270,7 @@ class GBDT(KTModel):
         state = self.initial_state(batch.items.shape[0])
         out = []
         for t in range(batch.items.shape[1]):
-            updated = self._update(state, batch.items[:, t], batch.correct[:, t])
-            real = batch.mask[:, t]
-            state = {k: torch.where(real.view(-1, *[1] * (v.dim() - 1)), updated[k], v) for k, v in state.items()}
+            state = self._advance(state, batch, t)
             out.append(self.features(state, batch.next_items[:, t : t + 1])[:, 0])
         return torch.stack(out)
 
@@ -374,8 +377,7 @@ def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> 
             for k, key in enumerate(model.context_keys(state, batch.items[:, t : t + 1])):
                 keys[k].append(key[real, 0].numpy())
             rights.append(batch.correct[real, t].numpy())
-            updated = model._update(state, batch.items[:, t], batch.correct[:, t])
-            state = {n: torch.where(real.view(-1, *[1] * (v.dim() - 1)), updated[n], v) for n, v in state.items()}
+            state = model._advance(state, batch, t)
     right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
     out = []
     for k in range(config.context + 1):
@@ -438,7 +440,7 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
     width = max((len(n) for n in trees), default=1)
     config = replace(tabled.config, num_trees=len(trees), tree_nodes=width, tree_depth=max((depth(n) for n in trees), default=0))
     fitted = GBDT(config)
-    state = {k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value", "bias")}
+    state = {k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value")}
     table = np.zeros((5, len(trees), width))
     for t, nodes in enumerate(trees):
         table[2:4, t] = np.arange(width)  # padding nodes are leaves of value 0, never reached
@@ -449,7 +451,6 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
         left=torch.tensor(table[2], dtype=torch.long),
         right=torch.tensor(table[3], dtype=torch.long),
         value=torch.tensor(table[4], dtype=torch.float32),
-        bias=torch.tensor(0.0),
     )
     fitted.load_state_dict(state)
     return fitted.eval()
