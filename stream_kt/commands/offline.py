@@ -176,7 +176,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         weights, valid_auc = fit_weights(probs, labels, progress=True)
         fitted = {"students": len(valid), "answers": len(labels), "valid_auc": valid_auc, "valid_auc_equal": auc(labels, np.mean(probs, 0))}
     checkpoint = save_ensemble(args.out, members, weights, fitted)
-    shares = ", ".join(f"{m['model']} {m['version']}" + (f" x {w:.2f}" if weights else "") for m, w in zip(checkpoint.metrics["members"], checkpoint.model.weights))
+    shares = ", ".join(f"{m['model']} {m['version']}" + (f" x {w:.2f}" if weights else "") for m, w in zip(checkpoint.metrics["members"], checkpoint.model.weights.tolist()))
     print(f"checkpoint {checkpoint.version} written to {args.out}: the {'weighted ' if weights else ''}mean of {shares}" + (f"; validation AUC {fitted['valid_auc']:.4f} (equal weights {fitted['valid_auc_equal']:.4f})" if fitted else ""))
     return 0
 

@@ -89,7 +89,8 @@ class Ensemble(KTModel):
         weights = tuple(config.weights) or (1.0,) * len(members)
         if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
             raise ConfigError(f"ensemble weights {list(config.weights)}: give one non-negative weight per member ({len(members)}), not all zero")
-        self.weights = [w / sum(weights) for w in weights]
+        # normalised, on the module's device; not in the state dict: the config holds them
+        self.register_buffer("weights", torch.tensor(weights) / sum(weights), persistent=False)
         self.uses_times = any(member.uses_times for member in members)  # passed on to the members that use them
 
     @classmethod
@@ -111,7 +112,7 @@ class Ensemble(KTModel):
         return config
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return mean_probability_logit(torch.stack([member(batch) for member in self.members]), torch.tensor(self.weights))
+        return mean_probability_logit(torch.stack([member(batch) for member in self.members]), self.weights)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         # each member learns on its own objective; the average is only formed to predict
@@ -126,8 +127,7 @@ class Ensemble(KTModel):
             for i, member in enumerate(self.members)
         ]
         new_state = {_prefix(i) + name: tensor for i, out in enumerate(outputs) for name, tensor in out.state.items()}
-        weights = torch.tensor(self.weights)
-        return StepOutput(weighted_mean([out.p_correct for out in outputs], weights), new_state, weighted_mean([out.mastery for out in outputs], weights))
+        return StepOutput(weighted_mean([out.p_correct for out in outputs], self.weights), new_state, weighted_mean([out.mastery for out in outputs], self.weights))
 
     def inference_module(self, state_names: list[str]) -> nn.Module:
         return EnsembleInferenceStep(self, state_names)
@@ -150,7 +150,7 @@ class EnsembleInferenceStep(nn.Module):
         self.positions = positions
         self.timed = [member.uses_times for member in model.members]
         self.n_inputs = len(state_names) + 2  # state, items, correct; then times when a member uses them
-        self.register_buffer("weights", torch.tensor(model.weights), persistent=False)
+        self.register_buffer("weights", model.weights.clone(), persistent=False)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         *state, items, correct = inputs[: self.n_inputs]

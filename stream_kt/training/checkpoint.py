@@ -133,7 +133,7 @@ def save_ensemble(out_dir: str | Path, members: list[Checkpoint], weights: tuple
         for m in members
     ]
     model = Ensemble.of([m.model for m in members], weights)
-    for source, weight in zip(sources, model.weights):
+    for source, weight in zip(sources, model.weights.tolist()):
         source["weight"] = weight
     metrics = {"members": sources, **({"weights_fitted_on_validation": fitted} if fitted else {})}
     return save_checkpoint(out_dir, model, first.vocab, first.split, {"ensemble_of": sources}, metrics)
