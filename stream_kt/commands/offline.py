@@ -187,11 +187,16 @@ def validation_students(members: list, data: str, fmt: str) -> list:
     for member in members[1:]:
         if member.split.valid != first.split.valid:
             raise CheckpointError(f"{member.path}: validated on other students than {first.path} (train the members with the same --seed to fit weights)")
-    by_id = {s.student_id: s for s in load_students(data, fmt, first.vocab.item_column)}
-    missing = [i for i in first.split.valid if i not in by_id]
-    if missing:
-        raise DataError(f"{data}: {len(missing)} of the members' {len(first.split.valid)} validation students are not in it (e.g. {missing[0]}); give the file they were trained on")
-    return [first.vocab.encode(by_id[i]) for i in first.split.valid]
+    students = students_of(data, fmt, first.vocab.item_column, first.split.valid)
+    if len(students) < len(first.split.valid):
+        raise DataError(f"{data}: {len(first.split.valid) - len(students)} of the members' {len(first.split.valid)} validation students are not in it; give the file they were trained on")
+    return [first.vocab.encode(s) for s in students]
+
+
+def students_of(data: str, fmt: str, item: str, ids) -> list:
+    """The students of file ``data`` whose ids are in ``ids`` (one role of a checkpoint's split), in file order."""
+    wanted = set(ids)
+    return [s for s in load_students(data, fmt, item) if s.student_id in wanted]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -201,10 +206,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         students = load_students(args.test_data, args.format, item)
         source = args.test_data
     elif args.data:
-        held_out = set(checkpoint.split.test)
+        held_out = checkpoint.split.test
         if not held_out:
             raise DataError(f"{args.checkpoint} held out a separate file ({checkpoint.split.test_source}): pass it with --test-data")
-        students = [s for s in load_students(args.data, args.format, item) if s.student_id in held_out]
+        students = students_of(args.data, args.format, item, held_out)
         if not students:
             raise DataError(f"{args.data}: none of the checkpoint's {len(held_out)} held-out students are in this file")
         source = f"{args.data} (held-out students of the checkpoint's split)"
