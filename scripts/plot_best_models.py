@@ -2,7 +2,8 @@
 
 Reads the result file written from ``stream-kt evaluate --json`` outputs and the
 checkpoints' metrics (benchmarks/results/gbdt_ensemble_assist2009.json) and draws each
-model's test AUC against the published DKT figure and issue 5's 0.83 target.
+model's test AUC, as ``stream-kt compare`` draws its chart, against the published DKT
+figure and issue 5's 0.83 target.
 
     python scripts/plot_best_models.py benchmarks/results/gbdt_ensemble_assist2009.json
 """
@@ -13,10 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from stream_kt.commands.compare import plot_auc
 
 
 def main() -> None:
@@ -24,24 +24,20 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
-    bars = {name: run["test"]["auc"] for name, run in results["single_models"].items()}
-    served = results["served_ensemble"]
-    bars["served ensemble\n(LQ, DKT+, gbdt)"] = served["auc"]
-    bars["ensemble with\ngbdt lr 0.05"] = results["ensemble_with_gbdt_lr_0.05"]["test_auc"]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.bar(range(len(bars)), list(bars.values()), color=["tab:blue"] * (len(bars) - 2) + ["tab:green"] * 2)
-    for i, value in enumerate(bars.values()):
-        ax.text(i, value + 0.0003, f"{value:.4f}", ha="center", fontsize=8)
-    ax.axhline(results["published_dkt"], color="grey", linestyle=":", label=f"published DKT {results['published_dkt']}")
-    ax.axhline(results["target"], color="tab:red", linestyle="--", label=f"target {results['target']}")
-    ax.set_xticks(range(len(bars)), [name.replace(" seed", "\nseed") for name in bars], fontsize=8)
-    ax.set_ylim(0.81, 0.832)
-    ax.set_ylabel("test AUC (844 held-out students)")
-    ax.set_title("ASSISTments 2009 skill_id: best models, honest next-answer AUC")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
+    singles = results["single_models"]
+    seeds = np.array([singles[name]["test"]["auc"] for name in ("gbdt seed 0", "gbdt seed 1")])
+    aucs = {
+        "gbdt\n(2 seeds)": (seeds.mean(), seeds.std()),
+        "gbdt\nlr 0.05": (singles["gbdt lr 0.05 seed 0"]["test"]["auc"], 0.0),
+        "Last-Query\nw400": (singles["lastquery w400 seed 0"]["test"]["auc"], 0.0),
+        "DKT+": (singles["dkt_plus seed 0"]["test"]["auc"], 0.0),
+        "served\nensemble": (results["served_ensemble"]["auc"], 0.0),
+        "ensemble with\ngbdt lr 0.05": (results["ensemble_with_gbdt_lr_0.05"]["test_auc"], 0.0),
+    }  # (mean, std)
+    summary = {name: {"auc_mean": float(mean), "auc_std": float(std)} for name, (mean, std) in aucs.items()}
     out = args.results.with_name(args.results.stem + "_auc.png")
-    fig.savefig(out, dpi=100)
+    references = {f"published DKT {results['published_dkt']}": results["published_dkt"], f"target {results['target']}": results["target"]}
+    plot_auc(summary, out, "ASSISTments 2009 skill_id: test AUC, seed 0 unless said", references)
     print(f"wrote {out}")
 
 

@@ -155,7 +155,8 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_auc(summary: dict[str, dict], path: Path, title: str) -> None:
+def plot_auc(summary: dict[str, dict], path: Path, title: str, references: dict[str, float] | None = None) -> None:
+    """Bars of each model's held-out AUC (mean ± std), best first; ``references``: labelled horizontal lines (published figures, targets)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -167,7 +168,13 @@ def plot_auc(summary: dict[str, dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(ranked)), 4))
     ax.bar(ranked, means, yerr=stds, capsize=4, color="tab:blue")
     low = min(m - s for m, s in zip(means, stds))
-    ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(m + s for m, s in zip(means, stds)) + 0.02))
+    high = max(m + s for m, s in zip(means, stds))
+    for (label, value), style in zip((references or {}).items(), (":", "--", "-.")):
+        ax.axhline(value, color="grey" if style == ":" else "tab:red", linestyle=style, label=label)
+        high = max(high, value)
+    if references:
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.02))
     ax.set_ylabel("held-out AUC (mean ± std)")
     ax.set_title(title)
     fig.tight_layout()
