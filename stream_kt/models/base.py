@@ -54,6 +54,11 @@ class KTModel(nn.Module):
         super().__init__()
         self.config = config
 
+    @classmethod
+    def config_from(cls, saved: dict):
+        """The Config of a saved ``config_dict`` (a model whose fields grew fills in what older ones meant)."""
+        return cls.Config(**saved)
+
     def config_dict(self) -> dict:
         return asdict(self.config)
 

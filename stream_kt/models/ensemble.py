@@ -31,7 +31,7 @@ from torch import nn
 
 from stream_kt.data.batches import Batch
 from stream_kt.errors import ConfigError
-from stream_kt.models import build_model, register
+from stream_kt.models import model_class, register
 from stream_kt.models.base import KTModel, State, StepOutput
 
 
@@ -82,7 +82,8 @@ class Ensemble(KTModel):
             if "num_items" in options and options.pop("num_items") != config.num_items:
                 raise ConfigError(f"ensemble member {name}: its vocabulary size differs from the ensemble's {config.num_items}")
             try:
-                members.append(build_model(name, num_items=config.num_items, **options))
+                member = model_class(name)
+                members.append(member(member.config_from({"num_items": config.num_items, **options})))
             except TypeError as exc:  # a field the member's Config does not have
                 raise ConfigError(f"ensemble member {name}: {exc}") from None
         self.members = nn.ModuleList(members)

@@ -9,7 +9,13 @@ only (the state) and from answer counts of the *training* students:
 * the student: answers and right answers so far, overall and on q, steps since q was
   last answered, the rate over the last 5 and 10 answers, the mean and a decaying sum
   of (right - item's training rate), and an Elo-style ability, overall and per item;
-* q and the last two interactions themselves.
+* q and the last two interactions themselves;
+* transfer from the other items (``transfer``, on by default): for each item j the student
+  has answered, how the training students' rate on q moved after their last answer on j
+  was right or wrong (a log-odds shift, smoothed towards q's rate); the shifts are
+  summed, averaged, recency-weighted and their extremes taken.  And the logit of a
+  logistic regression of "right on q" over the student's last answer and right / wrong
+  counts on every item, fitted on the training students (a per-item PFA with transfer).
 
 Trees: LightGBM (``pip install stream-kt[gbdt]``), early-stopped on the validation
 students' AUC.  Training rows get their context rates from the other folds of training
@@ -45,9 +51,12 @@ TAIL = (
 )  # fmt: skip
 
 
-def feature_names(context: int) -> list[str]:
+TRANSFER = ("pair_sum", "pair_mean", "pair_recent", "pair_recent_slow", "pair_recent_mean", "pair_max", "pair_min", "transfer_logit")
+
+
+def feature_names(context: int, transfer: bool = True) -> list[str]:
     """The columns of ``GBDT.features``, in order."""
-    return [*HEAD, *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")), *TAIL]
+    return [*HEAD, *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")), *TAIL, *(TRANSFER if transfer else ())]
 
 RECENT = 10  # answers kept for last5 / last10
 ITEM_ROWS = ("answers", "right", "last_pos", "own", "ability")  # per-item counters, (5, V)
@@ -68,6 +77,10 @@ class GBDTConfig:
     folds: int = 5  # out-of-fold context rates for the training rows
     smoothing: float = 10.0  # pseudo-answers pulling a context's rate towards its shorter context
     context: int = 5  # longest context: the last this many interactions
+    transfer: bool = True  # the transfer features (checkpoints from before them load as False)
+    pair_smoothing: float = 20.0  # pseudo-answers pulling a pair's rate towards the item's
+    transfer_l2: float = 1e-5  # L2 penalty of the transfer regression
+    transfer_steps: int = 300  # its full-batch Adam steps
     # shapes of the fitted tensors (set by fit; an unfitted model predicts 0.5)
     num_trees: int = 0
     tree_nodes: int = 1
@@ -102,6 +115,21 @@ class GBDT(KTModel):
         self.register_buffer("left", torch.zeros(t, m, dtype=torch.long))
         self.register_buffer("right", torch.zeros(t, m, dtype=torch.long))
         self.register_buffer("value", torch.zeros(t, m))  # LightGBM folds its initial score into the first tree's leaves
+        if config.transfer:
+            self.register_buffer("pair_shift", torch.zeros(v, 3, v))  # [j, last answer on j (0 none, 1 wrong, 2 right), q]
+            self.register_buffer("transfer_weight", torch.zeros(v, 4 * v))  # [q, transfer_inputs]
+            self.register_buffer("transfer_bias", torch.zeros(v))
+
+    @classmethod
+    def config_from(cls, saved: dict) -> GBDTConfig:
+        return GBDTConfig(**{"transfer": False, **saved})  # saved before the transfer features existed
+
+    def config_dict(self) -> dict:
+        config = super().config_dict()
+        if not self.config.transfer:  # as such checkpoints were hashed
+            for key in ("transfer", "pair_smoothing", "transfer_l2", "transfer_steps"):
+                config.pop(key)
+        return config
 
     # ---- state -------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> State:
@@ -166,6 +194,40 @@ class GBDT(KTModel):
         return {k: torch.where(real.view(-1, *[1] * (v.dim() - 1)), updated[k], v) for k, v in state.items()}
 
     # ---- features ----------------------------------------------------------------
+    @staticmethod
+    def last_answers(state: State) -> torch.Tensor:
+        """(B, V) the last answer on each item: 0 none, 1 wrong, 2 right (the newest digit of ``own``)."""
+        return torch.remainder(state["items"][:, 3], 3).to(torch.long)
+
+    @staticmethod
+    def transfer_inputs(state: State) -> torch.Tensor:
+        """(B, 4V) the regression's inputs: last answer right, last answer wrong, log1p right, log1p wrong, per item."""
+        last = GBDT.last_answers(state)
+        answers, right = state["items"][:, 0], state["items"][:, 1]
+        return torch.cat([(last == 2).to(torch.float32), (last == 1).to(torch.float32), torch.log1p(right), torch.log1p(answers - right)], 1)
+
+    def transfer_features(self, state: State, queries: torch.Tensor) -> list[torch.Tensor]:
+        """The ``TRANSFER`` columns, each (B, Q)."""
+        v = self.config.num_items
+        last = self.last_answers(state)  # (B, V)
+        shifts = self.pair_shift[torch.arange(v, device=last.device), last]  # (B, V_j, V_q); 0 where j is unanswered
+        shift = shifts.gather(2, queries.unsqueeze(1).expand(-1, v, -1))  # (B, V_j, Q)
+        seen = (last > 0).to(torch.float32)
+        gap = state["totals"][:, 0:1] - 1 - state["items"][:, 2]  # answers since the last one on j
+        fast, slow = seen * 0.9**gap, seen * 0.97**gap
+        weighted = lambda w: (w.unsqueeze(2) * shift).sum(1)  # noqa: E731
+        logit = self.transfer_inputs(state) @ self.transfer_weight.T + self.transfer_bias  # (B, V_q)
+        return [
+            shift.sum(1),
+            shift.sum(1) / seen.sum(1, keepdim=True).clamp(min=1),
+            weighted(fast),
+            weighted(slow),
+            weighted(slow) / slow.sum(1, keepdim=True).clamp(min=1e-6),
+            shift.amax(1),
+            shift.amin(1),
+            logit.gather(1, queries),
+        ]
+
     def _lookup(self, k: int, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(answers, right) of the training students in context ``keys`` of table ``k`` (0 where unseen)."""
         table = getattr(self, f"keys{k}")
@@ -245,6 +307,8 @@ class GBDT(KTModel):
             item_ability,
             torch.sigmoid(totals[:, 2:3] + item_ability + torch.logit(item_rate)),
         ]
+        if self.config.transfer:
+            columns += self.transfer_features(state, queries)
         return torch.stack(columns, -1)
 
     # ---- trees -------------------------------------------------------------------
@@ -292,8 +356,8 @@ class GBDT(KTModel):
         except ImportError:
             raise ConfigError("gbdt needs LightGBM to fit: pip install 'stream-kt[gbdt]'") from None
         config = self.config
-        x_train, y_train = out_of_fold_rows(config, train, config.folds)
-        tabled = with_tables(config, train)
+        x_train, y_train = out_of_fold_rows(config, train, config.folds, progress)
+        tabled = with_tables(config, train, progress)
         x_valid, y_valid = tabled.feature_rows(valid)
         if len(np.unique(y_valid)) < 2:
             raise DataError("gbdt: the validation students need both right and wrong answers to stop on their AUC")
@@ -312,7 +376,7 @@ class GBDT(KTModel):
             "verbose": -1,
         }
         history: list[dict] = []
-        train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context), free_raw_data=False)
+        train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context, config.transfer), free_raw_data=False)
         valid_set = lightgbm.Dataset(x_valid, y_valid, reference=train_set)
         booster = lightgbm.train(
             params,
@@ -339,11 +403,11 @@ class GBDT(KTModel):
             xs.append(x[batch.next_mask].numpy())
             ys.append(batch.next_correct[batch.next_mask].numpy())
         if not xs:
-            return np.zeros((0, len(feature_names(self.config.context))), np.float32), np.zeros(0, np.float32)
+            return np.zeros((0, len(feature_names(self.config.context, self.config.transfer))), np.float32), np.zeros(0, np.float32)
         return np.concatenate(xs), np.concatenate(ys)
 
 
-def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds: int) -> tuple[np.ndarray, np.ndarray]:
+def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows of ``train`` whose context counts come from the other folds of students only.
 
     Counts that included a row's own student would hold its label (and that student's
@@ -355,7 +419,7 @@ def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds
     for fold in range(folds):
         rest = [s for i, s in enumerate(train) if i % folds != fold]
         mine = [s for i, s in enumerate(train) if i % folds == fold]
-        x, y = with_tables(config, rest).feature_rows(mine)
+        x, y = with_tables(config, rest, progress).feature_rows(mine)
         x_parts.append(x)
         y_parts.append(y)
     return np.concatenate(x_parts), np.concatenate(y_parts)
@@ -387,8 +451,71 @@ def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> 
     return out
 
 
-def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> GBDT:
-    """A tree-less model whose count tables come from ``sequences``."""
+def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the transfer features are fitted on: pair counts and regression rows of ``sequences``.
+
+    Returns (answers, right), each (V, 3, V): answers on q (last axis) by students whose
+    last answer on item j was none / wrong / right (middle axis), and how many were right;
+    then the regression rows: inputs (N, 4V), items (N,) and answers (N,) of every answer
+    after a student's first (by step, then student).
+    """
+    v = model.config.num_items
+    answers, right = torch.zeros(3, v, v), torch.zeros(3, v, v)
+    inputs, items, labels = [], [], []
+    for start in range(0, len(sequences), 256):
+        rows = [(s.items, s.correct) for s in sequences[start : start + 256] if len(s) >= 1]
+        if not rows:
+            continue
+        batch = make_batch(rows)
+        state = model.initial_state(batch.items.shape[0])
+        for t in range(batch.items.shape[1]):
+            real = batch.mask[:, t]
+            if t > 0 and real.any():
+                q = torch.nn.functional.one_hot(batch.items[real, t], v).to(torch.float32)  # (b, V)
+                y = batch.correct[real, t].to(torch.float32)
+                last = torch.nn.functional.one_hot(model.last_answers(state)[real], 3).to(torch.float32)  # (b, V_j, 3)
+                answers += torch.einsum("bjr,bq->rjq", last, q)
+                right += torch.einsum("bjr,bq->rjq", last, q * y.unsqueeze(1))
+                inputs.append(model.transfer_inputs(state)[real].numpy())
+                items.append(batch.items[real, t].numpy())
+                labels.append(y.numpy())
+            state = model._advance(state, batch, t)
+    stack = lambda parts, shape, dtype: np.concatenate(parts) if parts else np.zeros(shape, dtype)  # noqa: E731
+    return (
+        answers.permute(1, 0, 2).numpy(),
+        right.permute(1, 0, 2).numpy(),
+        stack(inputs, (0, 4 * v), np.float32),
+        stack(items, (0,), np.int64),
+        stack(labels, (0,), np.float32),
+    )
+
+
+def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labels: np.ndarray, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (V, 4V), bias (V,)) of the logistic regression "right on item q" over ``inputs``, one weight row per q.
+
+    Full-batch Adam on the mean log loss plus ``transfer_l2`` times the squared weights;
+    rows are grouped by item, so each step costs one pass over the inputs.
+    """
+    from tqdm import tqdm
+
+    v = config.num_items
+    x, y, q = torch.from_numpy(inputs), torch.from_numpy(labels), torch.from_numpy(items)
+    groups = [(i, x[q == i], y[q == i]) for i in torch.unique(q).tolist()]
+    weight = torch.zeros(v, x.shape[1], requires_grad=True)
+    bias = torch.zeros(v, requires_grad=True)
+    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    with torch.enable_grad():  # callers may hold no_grad
+        for _ in tqdm(range(config.transfer_steps if len(y) else 0), desc="transfer regression", unit="step", disable=not progress, leave=False):
+            optimizer.zero_grad()
+            loss = sum(loss_fn(xs @ weight[i] + bias[i], ys, reduction="sum") for i, xs, ys in groups) / len(y)
+            (loss + config.transfer_l2 * weight.pow(2).sum()).backward()
+            optimizer.step()
+    return weight.detach(), bias.detach()
+
+
+def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence], progress: bool = False) -> GBDT:
+    """A tree-less model whose count tables (and transfer features) come from ``sequences``."""
     tables = context_counts(config, sequences)
     model = GBDT(replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables)))
     items = np.concatenate([s.items for s in sequences]) if sequences else np.zeros(0, np.int64)
@@ -401,6 +528,17 @@ def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> GBD
             if len(keys):
                 getattr(model, f"keys{k}").copy_(torch.from_numpy(keys.astype(np.int64)))
                 getattr(model, f"counts{k}").copy_(torch.from_numpy(np.stack([answers, rights])))
+        if config.transfer:
+            answers, rights, inputs, items, labels = transfer_statistics(model, sequences)
+            base = model._item_rate().view(1, 1, v)
+            s = config.pair_smoothing
+            rate = (torch.from_numpy(rights) + s * base) / (torch.from_numpy(answers) + s)
+            shift = torch.logit(rate) - torch.logit(base)
+            shift[:, 0] = 0.0  # an unanswered item shifts nothing
+            model.pair_shift.copy_(shift)
+            weight, bias = fit_transfer(config, inputs, items, labels, progress)
+            model.transfer_weight.copy_(weight)
+            model.transfer_bias.copy_(bias)
     return model
 
 

@@ -88,7 +88,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: checkpoint format {config.get('format_version')!r}, this stream-kt reads {FORMAT_VERSION}")
     try:
         cls = model_class(config["model"])
-        model = cls(cls.Config(**config["model_config"]))
+        model = cls(cls.config_from(config["model_config"]))
         state = torch.load(io.BytesIO((path / "weights.pt").read_bytes()), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except StreamKTError:

@@ -1,12 +1,15 @@
-"""gbdt: its torch trees are LightGBM's trees, its context counts are the training students' own."""
+"""gbdt: its torch trees are LightGBM's trees, its context counts and transfer features are the training students' own."""
+
+from dataclasses import replace
 
 import lightgbm
 import numpy as np
+import pytest
 import torch
 
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import build_model
-from stream_kt.models.gbdt import GBDT, feature_names, context_counts, out_of_fold_rows, with_tables, with_trees
+from stream_kt.models.gbdt import TRANSFER, GBDT, context_counts, feature_names, fit_transfer, out_of_fold_rows, transfer_statistics, with_tables, with_trees
 from tests.models.conftest import NUM_ITEMS, learnable_students, small_options
 
 
@@ -76,3 +79,69 @@ def test_fit_learns_and_stops_on_validation():
     assert 1 <= metrics["best_epoch"] <= 30 and len(metrics["history"]) >= metrics["best_epoch"]
     assert metrics["valid_auc"] > 0.7  # the answers follow ability, difficulty and the previous answer
     assert model.config.num_trees == metrics["best_epoch"]
+
+
+def test_transfer_statistics_count_answers_by_the_last_answer_on_each_other_item():
+    students = [student("a", [3, 5, 3, 5], [1, 1, 1, 0]), student("b", [3, 5], [0, 1])]
+    answers, right, inputs, items, labels = transfer_statistics(GBDT(config()), students)
+    counted = {(j, r, q): (answers[j, r, q], right[j, r, q]) for j, r, q in zip(*np.nonzero(answers)) if r > 0}  # r 0: j unanswered
+    assert counted == {
+        (3, 2, 5): (2.0, 1.0),  # a: 3 right -> 5 right, later 3 right -> 5 wrong
+        (3, 1, 5): (1.0, 1.0),  # b: 3 wrong -> 5 right
+        (3, 2, 3): (1.0, 1.0),
+        (5, 2, 3): (1.0, 1.0),
+        (5, 2, 5): (1.0, 0.0),
+    }
+    assert items.tolist() == [5, 5, 3, 5] and labels.tolist() == [1, 1, 1, 0]  # by step, then student
+    v = NUM_ITEMS
+    last_right, last_wrong, log_right, log_wrong = (inputs[:, k * v : (k + 1) * v] for k in range(4))
+    # a's fourth answer (item 5) follows 3 right, 5 right, 3 right: two right answers on 3
+    assert last_right[3, 3] == 1 and last_right[3, 5] == 1 and last_wrong[3].sum() == 0
+    assert log_right[3, 3] == np.float32(np.log1p(2)) and log_wrong[3].sum() == 0
+    assert last_wrong[1, 3] == 1 and log_wrong[1, 3] == np.float32(np.log(2))  # b's second answer: 3 wrong
+
+
+def test_pair_shift_is_the_smoothed_log_odds_change():
+    students = [student("a", [3, 5, 3, 5], [1, 1, 1, 0]), student("b", [3, 5], [0, 1])]
+    model = with_tables(config(), students)
+    base = model._item_rate()[5]
+    s = config().pair_smoothing
+    expected = torch.logit((1 + s * base) / (2 + s)) - torch.logit(base)
+    assert torch.isclose(model.pair_shift[3, 2, 5], expected) and expected < 0  # 3 right -> 5 right half the time, below 5's rate
+    assert (model.pair_shift[:, 0] == 0).all()
+    state = model._update(model.initial_state(1), torch.tensor([3]), torch.tensor([1]))
+    x = dict(zip(feature_names(config().context), model.features(state, torch.tensor([[5]]))[0, 0].tolist()))
+    assert x["pair_sum"] == pytest.approx(expected.item()) and x["pair_min"] == pytest.approx(expected.item())
+    assert x["pair_recent"] == pytest.approx(expected.item())  # the answer on 3 was the last one: weight 0.9**0
+
+
+def test_transfer_regression_learns_which_item_predicts_which():
+    rng = np.random.default_rng(0)
+    v = NUM_ITEMS
+    inputs = np.zeros((400, 4 * v), np.float32)
+    last_right_on_2 = rng.integers(0, 2, 400)
+    inputs[:, 2] = last_right_on_2
+    inputs[:, v + 2] = 1 - last_right_on_2
+    items = np.full(400, 7)
+    weight, bias = fit_transfer(config(), inputs, items, last_right_on_2.astype(np.float32))
+    assert weight[7, 2] > 1 and weight[7, v + 2] < -1  # right on 7 follows right on 2
+    assert (weight[:7] == 0).all() and (weight[8:] == 0).all()  # items never answered keep zero rows
+
+
+def test_transfer_features_come_out_of_fold_too():
+    students = [student(f"s{i}", [i, i + 6] * 4, [1, 0] * 4) for i in range(6)]
+    names = feature_names(config().context)
+    x, _ = out_of_fold_rows(config(), students, folds=3)
+    for name in ("pair_sum", "pair_max", "pair_min", "transfer_logit"):
+        assert (x[:, names.index(name)] == 0).all(), name  # no one else answered these items
+    x_all, _ = with_tables(config(), students).feature_rows(students)
+    assert (x_all[:, names.index("transfer_logit")] != 0).all() and (x_all[:, names.index("pair_sum")] != 0).any()
+
+
+def test_checkpoints_from_before_the_transfer_features_load_as_they_were():
+    saved = GBDT(replace(config(), transfer=False)).config_dict()
+    assert "transfer" not in saved and "pair_smoothing" not in saved  # as those checkpoints hashed it
+    old = GBDT(GBDT.config_from(saved))
+    assert old.config.transfer is False and "pair_shift" not in old.state_dict()
+    assert len(feature_names(old.config.context, old.config.transfer)) == len(feature_names(config().context)) - len(TRANSFER)
+    assert GBDT.config_from(GBDT(config()).config_dict()).transfer is True
