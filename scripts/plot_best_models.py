@@ -24,15 +24,17 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     args = parser.parse_args()
     results = json.loads(args.results.read_text())
-    singles = results["single_models"]
-    seeds = np.array([singles[name]["test"]["auc"] for name in ("gbdt seed 0", "gbdt seed 1")])
+    before, now = results["single_models"], results["sixth_session_transfer_features"]["single_models"]  # fifth, sixth session
+    seeds = np.array([before[name]["test"]["auc"] for name in ("gbdt seed 0", "gbdt seed 1")])
     aucs = {
-        "gbdt\n(2 seeds)": (seeds.mean(), seeds.std()),
-        "gbdt\nlr 0.05": (singles["gbdt lr 0.05 seed 0"]["test"]["auc"], 0.0),
-        "Last-Query\nw400": (singles["lastquery w400 seed 0"]["test"]["auc"], 0.0),
-        "DKT+": (singles["dkt_plus seed 0"]["test"]["auc"], 0.0),
-        "served\nensemble": (results["served_ensemble"]["auc"], 0.0),
-        "ensemble with\ngbdt lr 0.05": (results["ensemble_with_gbdt_lr_0.05"]["test_auc"], 0.0),
+        "gbdt\n(2 seeds)\nno transfer": (seeds.mean(), seeds.std()),
+        "gbdt\nlr 0.05\nno transfer": (before["gbdt lr 0.05 seed 0"]["test"]["auc"], 0.0),
+        "ensemble\nno transfer": (results["ensemble_with_gbdt_lr_0.05"]["test_auc"], 0.0),
+        "Last-Query\nw400": (now["lastquery w400 seed 0"]["test"]["auc"], 0.0),
+        "DKT+": (now["dkt_plus seed 0"]["test"]["auc"], 0.0),
+        "gbdt": (now["gbdt seed 0"]["test"]["auc"], 0.0),
+        "gbdt\nlr 0.05": (now["gbdt lr 0.05 seed 0"]["test"]["auc"], 0.0),
+        "ensemble": (results["sixth_session_transfer_features"]["ensemble_lq_dktp_gbdt_lr05"]["test"]["auc"], 0.0),
     }  # (mean, std)
     summary = {name: {"auc_mean": float(mean), "auc_std": float(std)} for name, (mean, std) in aucs.items()}
     out = args.results.with_name(args.results.stem + "_auc.png")
