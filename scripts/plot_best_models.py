@@ -34,7 +34,8 @@ def main() -> None:
         "DKT+": (now["dkt_plus seed 0"]["test"]["auc"], 0.0),
         "gbdt": (now["gbdt seed 0"]["test"]["auc"], 0.0),
         "gbdt\nlr 0.05": (now["gbdt lr 0.05 seed 0"]["test"]["auc"], 0.0),
-        "ensemble": (results["sixth_session_transfer_features"]["ensemble_lq_dktp_gbdt_lr05"]["test"]["auc"], 0.0),
+        "gbdt lr 0.05\n63 leaves": (now["gbdt lr 0.05 leaves 63 min_data 200 seed 0"]["test"]["auc"], 0.0),
+        "ensemble": (results["sixth_session_transfer_features"]["ensemble_lq_dktp_gbdt_l63"]["test"]["auc"], 0.0),
     }  # (mean, std)
     summary = {name: {"auc_mean": float(mean), "auc_std": float(std)} for name, (mean, std) in aucs.items()}
     out = args.results.with_name(args.results.stem + "_auc.png")
