@@ -33,7 +33,7 @@ construction; each prediction reads only answers before it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -215,14 +215,15 @@ class GBDT(KTModel):
         seen = (last > 0).to(torch.float32)
         gap = state["totals"][:, 0:1] - 1 - state["items"][:, 2]  # answers since the last one on j
         fast, slow = seen * 0.9**gap, seen * 0.97**gap
-        weighted = lambda w: (w.unsqueeze(2) * shift).sum(1)  # noqa: E731
+        total = shift.sum(1)
+        recent, recent_slow = ((w.unsqueeze(2) * shift).sum(1) for w in (fast, slow))
         logit = self.transfer_inputs(state) @ self.transfer_weight.T + self.transfer_bias  # (B, V_q)
         return [
-            shift.sum(1),
-            shift.sum(1) / seen.sum(1, keepdim=True).clamp(min=1),
-            weighted(fast),
-            weighted(slow),
-            weighted(slow) / slow.sum(1, keepdim=True).clamp(min=1e-6),
+            total,
+            total / seen.sum(1, keepdim=True).clamp(min=1),
+            recent,
+            recent_slow,
+            recent_slow / slow.sum(1, keepdim=True).clamp(min=1e-6),
             shift.amax(1),
             shift.amin(1),
             logit.gather(1, queries),
@@ -425,23 +426,29 @@ def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds
     return np.concatenate(x_parts), np.concatenate(y_parts)
 
 
-def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them."""
-    model = GBDT(config)
-    keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
-    rights: list[np.ndarray] = []
-    for start in range(0, len(sequences), 256):
-        rows = [(s.items, s.correct) for s in sequences[start : start + 256] if len(s) >= 1]
+def states_before(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> Iterator[tuple[Batch, int, State]]:
+    """(batch, t, state) for every position t of ``sequences`` in batches: each row's state before its answer at t."""
+    for start in range(0, len(sequences), batch_size):
+        rows = [(s.items, s.correct) for s in sequences[start : start + batch_size] if len(s) >= 1]
         if not rows:
             continue
         batch = make_batch(rows)
         state = model.initial_state(batch.items.shape[0])
         for t in range(batch.items.shape[1]):
-            real = batch.mask[:, t]
-            for k, key in enumerate(model.context_keys(state, batch.items[:, t : t + 1])):
-                keys[k].append(key[real, 0].numpy())
-            rights.append(batch.correct[real, t].numpy())
+            yield batch, t, state
             state = model._advance(state, batch, t)
+
+
+def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them."""
+    model = GBDT(config)
+    keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
+    rights: list[np.ndarray] = []
+    for batch, t, state in states_before(model, sequences):
+        real = batch.mask[:, t]
+        for k, key in enumerate(model.context_keys(state, batch.items[:, t : t + 1])):
+            keys[k].append(key[real, 0].numpy())
+        rights.append(batch.correct[real, t].numpy())
     right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
     out = []
     for k in range(config.context + 1):
@@ -462,24 +469,18 @@ def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tu
     v = model.config.num_items
     answers, right = torch.zeros(3, v, v), torch.zeros(3, v, v)
     inputs, items, labels = [], [], []
-    for start in range(0, len(sequences), 256):
-        rows = [(s.items, s.correct) for s in sequences[start : start + 256] if len(s) >= 1]
-        if not rows:
+    for batch, t, state in states_before(model, sequences):
+        real = batch.mask[:, t]
+        if t == 0 or not real.any():
             continue
-        batch = make_batch(rows)
-        state = model.initial_state(batch.items.shape[0])
-        for t in range(batch.items.shape[1]):
-            real = batch.mask[:, t]
-            if t > 0 and real.any():
-                q = torch.nn.functional.one_hot(batch.items[real, t], v).to(torch.float32)  # (b, V)
-                y = batch.correct[real, t].to(torch.float32)
-                last = torch.nn.functional.one_hot(model.last_answers(state)[real], 3).to(torch.float32)  # (b, V_j, 3)
-                answers += torch.einsum("bjr,bq->rjq", last, q)
-                right += torch.einsum("bjr,bq->rjq", last, q * y.unsqueeze(1))
-                inputs.append(model.transfer_inputs(state)[real].numpy())
-                items.append(batch.items[real, t].numpy())
-                labels.append(y.numpy())
-            state = model._advance(state, batch, t)
+        q = torch.nn.functional.one_hot(batch.items[real, t], v).to(torch.float32)  # (b, V)
+        y = batch.correct[real, t].to(torch.float32)
+        last = torch.nn.functional.one_hot(model.last_answers(state)[real], 3).to(torch.float32)  # (b, V_j, 3)
+        answers += torch.einsum("bjr,bq->rjq", last, q)
+        right += torch.einsum("bjr,bq->rjq", last, q * y.unsqueeze(1))
+        inputs.append(model.transfer_inputs(state)[real].numpy())
+        items.append(batch.items[real, t].numpy())
+        labels.append(y.numpy())
     stack = lambda parts, shape, dtype: np.concatenate(parts) if parts else np.zeros(shape, dtype)  # noqa: E731
     return (
         answers.permute(1, 0, 2).numpy(),
