@@ -1,4 +1,4 @@
-"""Offline commands: synth, train, ensemble, evaluate."""
+"""Offline commands: synth, train, refit, ensemble, evaluate."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -13,13 +14,14 @@ from stream_kt.data.readers import ITEM_COLUMNS, write_3line, write_assistments
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import CheckpointError, ConfigError, DataError
 from stream_kt.models import MODELS, model_class
+from stream_kt.models.ensemble import Ensemble
 from stream_kt.training.blend import fit_weights
 from stream_kt.training.checkpoint import load_checkpoint, save_ensemble, write_metrics
 from stream_kt.training.evaluate import evaluate, predict_sequences
 from stream_kt.training.metrics import auc
 from stream_kt.training.parity import parity_max_abs_diff
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students, prepare
-from stream_kt.training.train import TrainConfig, train
+from stream_kt.training.train import TrainConfig, refit, train
 
 
 def positive_int(text: str) -> int:
@@ -94,6 +96,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("refit", help="train a checkpoint's model again on its training plus validation students, for the epochs early stopping picked (an ensemble: every member, same weights)")
+    p.add_argument("--checkpoint", required=True, help="an early-stopped checkpoint, or an ensemble of them")
+    add_data_arguments(p, data_required=True)
+    p.add_argument("--out", required=True, help="checkpoint directory to write (an ensemble's refit members go under OUT/members)")
+    p.set_defaults(func=cmd_refit)
+
     p = sub.add_parser("ensemble", help="combine trained checkpoints into one checkpoint serving their (weighted) mean prediction")
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="member checkpoint directories (same training file and held-out students)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -136,6 +144,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary.update({f"test_{k}": v for k, v in checkpoint.metrics.get("test", {}).items() if k in ("auc", "acc", "rmse", "n")})
     print(f"checkpoint {checkpoint.version} written to {args.out}: " + json.dumps(summary))
     return 0
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    if checkpoint.model.name == Ensemble.name:
+        members = []
+        for i, source in enumerate(checkpoint.train_config.get("ensemble_of", [])):
+            member = load_checkpoint(source["checkpoint"])
+            if member.version != source["version"]:
+                raise CheckpointError(f"{source['checkpoint']}: holds {member.version} now, the ensemble was built from {source['version']}")
+            members.append(refit_checkpoint(member, args.data, args.format, Path(args.out) / "members" / f"{i}-{member.model.name}"))
+        refitted = save_ensemble(args.out, members, tuple(checkpoint.model.weights.tolist()))
+        refitted.metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version}
+    else:
+        refitted = refit_checkpoint(checkpoint, args.data, args.format, args.out)
+    if args.test_data:
+        held_out = [refitted.vocab.encode(s) for s in load_students(args.test_data, args.format, refitted.vocab.item_column)]
+        refitted.metrics["test"] = evaluate(refitted.model, held_out, progress=True)
+    write_metrics(refitted)
+    summary = {"refit_of": checkpoint.version, "students": len(refitted.split.train)}
+    summary.update({f"test_{k}": v for k, v in refitted.metrics.get("test", {}).items() if k in ("auc", "acc", "rmse", "n")})
+    print(f"checkpoint {refitted.version} written to {args.out}: " + json.dumps(summary))
+    return 0
+
+
+def refit_checkpoint(checkpoint, data: str, fmt: str, out):
+    """``training.train.refit`` of ``checkpoint`` on its training and validation students, read from ``data``."""
+    ids = checkpoint.split.train + checkpoint.split.valid
+    students = students_of(data, fmt, checkpoint.vocab.item_column, ids)
+    if len(students) < len(ids):
+        raise DataError(f"{data}: {len(ids) - len(students)} of {checkpoint.path}'s {len(ids)} training and validation students are not in it; give the file it was trained on")
+    print(f"refit {checkpoint.path} ({checkpoint.version}): {len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs", file=sys.stderr)
+    return refit(checkpoint, [checkpoint.vocab.encode(s) for s in students], out)
 
 
 def _shuffle_labels(data, seed: int):
@@ -184,6 +225,9 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def validation_students(members: list, data: str, fmt: str) -> list:
     """The validation students every member shares, encoded, from their training file ``data``."""
     first = members[0]
+    for member in members:
+        if not member.split.valid:
+            raise CheckpointError(f"{member.path}: has no validation students (refit on them); fit the weights on the checkpoints it was refit from, then refit that ensemble")
     for member in members[1:]:
         if member.split.valid != first.split.valid:
             raise CheckpointError(f"{member.path}: validated on other students than {first.path} (train the members with the same --seed to fit weights)")

@@ -350,8 +350,12 @@ class GBDT(KTModel):
         return StepOutput(p_correct, state, mastery)
 
     # ---- fitting -----------------------------------------------------------------
-    def fit(self, train: Sequence[EncodedSequence], valid: Sequence[EncodedSequence], seed: int = 0, progress: bool = True) -> tuple["GBDT", dict]:
-        """A fitted copy of this model: tables from ``train``, trees early-stopped on ``valid``."""
+    def fit(self, train: Sequence[EncodedSequence], valid: Sequence[EncodedSequence], seed: int = 0, progress: bool = True, rounds: int | None = None) -> tuple["GBDT", dict]:
+        """A fitted copy of this model: tables from ``train``, trees early-stopped on ``valid``.
+
+        ``rounds``: boost exactly this many trees instead, with no validation (a refit on
+        training plus validation students; ``valid`` is not used).
+        """
         try:
             import lightgbm
         except ImportError:
@@ -359,9 +363,6 @@ class GBDT(KTModel):
         config = self.config
         x_train, y_train = out_of_fold_rows(config, train, config.folds, progress)
         tabled = with_tables(config, train, progress)
-        x_valid, y_valid = tabled.feature_rows(valid)
-        if len(np.unique(y_valid)) < 2:
-            raise DataError("gbdt: the validation students need both right and wrong answers to stop on their AUC")
         params = {
             "objective": "binary",
             "metric": ["auc", "binary_logloss"],
@@ -378,6 +379,12 @@ class GBDT(KTModel):
         }
         history: list[dict] = []
         train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context, config.transfer), free_raw_data=False)
+        if rounds is not None:
+            booster = lightgbm.train(params, train_set, rounds, valid_sets=[train_set], valid_names=["train"], callbacks=[_progress(rounds, history, progress)])
+            return with_trees(tabled, booster.dump_model()), {"best_epoch": rounds, "history": history, "train_rows": len(y_train)}
+        x_valid, y_valid = tabled.feature_rows(valid)
+        if len(np.unique(y_valid)) < 2:
+            raise DataError("gbdt: the validation students need both right and wrong answers to stop on their AUC")
         valid_set = lightgbm.Dataset(x_valid, y_valid, reference=train_set)
         booster = lightgbm.train(
             params,
@@ -608,7 +615,9 @@ class _progress:
 
     def __call__(self, env) -> None:
         scores = {(data, metric): float(score) for data, metric, score, _ in env.evaluation_result_list}
-        auc = scores[("valid", "auc")]
-        self.history.append({"epoch": env.iteration + 1, "train_loss": scores[("train", "binary_logloss")], "valid_logloss": scores[("valid", "binary_logloss")], "valid_auc": auc})
+        row = {"epoch": env.iteration + 1, "train_loss": scores[("train", "binary_logloss")]}
+        if ("valid", "auc") in scores:  # early stopping (a refit has no validation students)
+            row.update(valid_logloss=scores[("valid", "binary_logloss")], valid_auc=scores[("valid", "auc")])
+            self.bar.set_postfix(valid_auc=f"{row['valid_auc']:.4f}")
+        self.history.append(row)
         self.bar.update(1)
-        self.bar.set_postfix(valid_auc=f"{auc:.4f}")

@@ -11,19 +11,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_learning_curves(history: list[dict], path: Path, title: str) -> None:
+    """Training loss per epoch, and validation log-loss and AUC where there were validation students."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
+    validated = all("valid_auc" in h for h in history)
+    fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(10 if validated else 5, 4), squeeze=False)
+    ax_loss = axes[0][0]
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
-    ax_loss.plot(epochs, [h["valid_logloss"] for h in history], marker="o", label="validation log-loss")
+    if validated:
+        ax_loss.plot(epochs, [h["valid_logloss"] for h in history], marker="o", label="validation log-loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("binary cross-entropy")
     ax_loss.legend()
-    ax_auc.plot(epochs, [h["valid_auc"] for h in history], marker="o", color="tab:green")
-    best = max(history, key=lambda h: h["valid_auc"])
-    ax_auc.axvline(best["epoch"], color="grey", linestyle="--", label=f"best epoch {best['epoch']}")
-    ax_auc.set_xlabel("epoch")
-    ax_auc.set_ylabel("validation AUC")
-    ax_auc.legend()
+    if validated:
+        ax_auc = axes[0][1]
+        ax_auc.plot(epochs, [h["valid_auc"] for h in history], marker="o", color="tab:green")
+        best = max(history, key=lambda h: h["valid_auc"])
+        ax_auc.axvline(best["epoch"], color="grey", linestyle="--", label=f"best epoch {best['epoch']}")
+        ax_auc.set_xlabel("epoch")
+        ax_auc.set_ylabel("validation AUC")
+        ax_auc.legend()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

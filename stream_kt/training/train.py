@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from stream_kt.data.batches import cut_windows, iterate_batches
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
-from stream_kt.errors import ConfigError
+from stream_kt.errors import CheckpointError, ConfigError
 from stream_kt.models import build_model
 from stream_kt.training.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.training.evaluate import evaluate
@@ -69,23 +70,10 @@ def train(
     best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
     bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()
-        started = time.perf_counter()
-        losses = []
-        n_batches = (len(windows) + config.batch_size - 1) // config.batch_size
-        batches = tqdm(iterate_batches(windows, config.batch_size, shuffle=True, seed=config.seed + epoch), total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
-        for batch in batches:
-            loss = model.loss(batch)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            losses.append(loss.item())
-            batches.set_postfix(loss=f"{loss.item():.4f}")
-        seconds = time.perf_counter() - started
+        loss, seconds = _train_epoch(model, optimizer, windows, config, epoch, progress)
         valid = evaluate(model, valid_sequences)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_auc": valid["auc"], "valid_logloss": valid["logloss"], "seconds": seconds})
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}", valid_auc=f"{valid['auc']:.4f}", s_per_epoch=f"{seconds:.1f}")
+        history.append({"epoch": epoch, "train_loss": loss, "valid_auc": valid["auc"], "valid_logloss": valid["logloss"], "seconds": seconds})
+        bar.set_postfix(loss=f"{loss:.4f}", valid_auc=f"{valid['auc']:.4f}", s_per_epoch=f"{seconds:.1f}")
         if valid["auc"] > best_auc:
             best_auc, best_state, best_epoch = valid["auc"], copy.deepcopy(model.state_dict()), epoch
         elif epoch - best_epoch >= config.patience:
@@ -100,6 +88,66 @@ def train(
         "history": history,
     }
     return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
+
+
+def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True) -> Checkpoint:
+    """A fresh model trained on ``students`` for the epochs (boosting rounds) early stopping picked for ``checkpoint``.
+
+    ``students`` are the checkpoint's training plus validation students: the validation
+    students chose the settings and the epoch count, and then add their answers to
+    the training data. Same model settings, window, learning rate and seed; the
+    held-out students stay held out. The refit model's split has no validation
+    students left, so nothing can be fitted on them afterwards (ensemble weights
+    come from the checkpoints it was refit from).
+    """
+    epochs = int(checkpoint.metrics.get("best_epoch") or 0)
+    if epochs < 1 or not checkpoint.split.valid:
+        raise CheckpointError(f"{checkpoint.path}: not an early-stopped checkpoint (no validation students or epoch count to refit with)")
+    config = train_config_of(checkpoint)
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model = build_model(config.model, num_items=len(checkpoint.vocab), **config.model_options)
+    started = time.perf_counter()
+    if hasattr(model, "fit"):
+        model, metrics = model.fit(students, [], seed=config.seed, progress=progress, rounds=epochs)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        windows = cut_windows(students, config.window)
+        history = []
+        for epoch in tqdm(range(1, epochs + 1), desc=f"refit {config.model}", unit="epoch", disable=not progress):
+            loss, seconds = _train_epoch(model, optimizer, windows, config, epoch, progress)
+            history.append({"epoch": epoch, "train_loss": loss, "seconds": seconds})
+        model.eval()
+        metrics = {"best_epoch": epochs, "train_windows": len(windows), "history": history}
+    metrics["seconds_per_epoch"] = (time.perf_counter() - started) / epochs
+    metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version, "valid_auc": checkpoint.metrics.get("valid_auc"), "best_epoch": epochs}
+    split = dataclasses.replace(checkpoint.split, train=checkpoint.split.train + checkpoint.split.valid, valid=())
+    return _save(out_dir, model, checkpoint.vocab, split, config, metrics, len(students))
+
+
+def train_config_of(checkpoint: Checkpoint) -> TrainConfig:
+    """The training settings a checkpoint recorded (fields this version does not know are dropped)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
+
+
+def _train_epoch(model, optimizer: torch.optim.Optimizer, windows, config: TrainConfig, epoch: int, progress: bool) -> tuple[float, float]:
+    """One pass over the shuffled training windows: (mean loss, seconds)."""
+    model.train()
+    started = time.perf_counter()
+    losses = []
+    n_batches = (len(windows) + config.batch_size - 1) // config.batch_size
+    batches = tqdm(iterate_batches(windows, config.batch_size, shuffle=True, seed=config.seed + epoch), total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
+    for batch in batches:
+        loss = model.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        batches.set_postfix(loss=f"{loss.item():.4f}")
+    return float(np.mean(losses)), time.perf_counter() - started
 
 
 def _save(out_dir: str | Path, model, vocab: Vocabulary, split: Split, config: TrainConfig, metrics: dict, n_students: int) -> Checkpoint:

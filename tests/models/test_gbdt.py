@@ -81,6 +81,17 @@ def test_fit_learns_and_stops_on_validation():
     assert model.config.num_trees == metrics["best_epoch"]
 
 
+def test_a_fixed_number_of_rounds_grows_the_trees_early_stopping_kept():
+    """A refit boosts the early-stopped tree count with no validation: on the same students, the same trees."""
+    train = learnable_students(240, 40, 0)
+    stopped, metrics = GBDT(config()).fit(train, learnable_students(60, 40, 1), progress=False)
+    fixed, fixed_metrics = GBDT(config()).fit(train, [], progress=False, rounds=metrics["best_epoch"])
+    assert fixed.config == stopped.config
+    for name, tensor in stopped.state_dict().items():
+        assert torch.equal(fixed.state_dict()[name], tensor), name
+    assert len(fixed_metrics["history"]) == metrics["best_epoch"] and "valid_auc" not in fixed_metrics["history"][0]
+
+
 def test_transfer_statistics_count_answers_by_the_last_answer_on_each_other_item():
     students = [student("a", [3, 5, 3, 5], [1, 1, 1, 0]), student("b", [3, 5], [0, 1])]
     answers, right, inputs, items, labels = transfer_statistics(GBDT(config()), students)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from stream_kt.training.checkpoint import load_checkpoint
 from stream_kt.training.evaluate import predict_sequences
@@ -96,6 +97,37 @@ def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, syn
     other = train_and_evaluate(tmp_path / "seed1", train, test, "--seed", 1)[0]
     refused = run_cli("ensemble", "--out", tmp_path / "refused", dkt, other, "--fit-weights", train)
     assert refused.returncode == 2 and "validated on other students" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_refit_trains_an_ensemble_again_on_training_and_validation_students_with_its_weights(tmp_path, synthetic_files):
+    train, test = synthetic_files
+    dkt = train_and_evaluate(tmp_path / "dkt", train, test)[0]
+    gbdt = tmp_path / "gbdt"
+    run_cli("train", "--data", train, "--test-data", test, "--model", "gbdt", "--out", gbdt, check=True)
+    run_cli("ensemble", "--out", tmp_path / "weighted", dkt, gbdt, "--fit-weights", train, check=True)
+    out = tmp_path / "refit"
+    run_cli("refit", "--checkpoint", tmp_path / "weighted", "--data", train, "--test-data", test, "--out", out, check=True)
+    original, refitted = load_checkpoint(tmp_path / "weighted"), load_checkpoint(out)
+    assert torch.equal(refitted.model.weights, original.model.weights)
+    members = [load_checkpoint(m["checkpoint"]) for m in refitted.metrics["members"]]
+    for member, source in zip(members, (load_checkpoint(dkt), load_checkpoint(gbdt))):
+        assert member.model.name == source.model.name and member.version != source.version
+        assert member.split.train == source.split.train + source.split.valid and member.split.valid == ()
+        assert member.split.test_source == source.split.test_source == "file:test.txt"
+        assert member.metrics["refit_of"]["version"] == source.version
+        assert len(member.metrics["history"]) == source.metrics["best_epoch"]  # the epochs (trees) early stopping picked
+    assert members[1].model.config.num_trees == load_checkpoint(gbdt).metrics["best_epoch"]
+    # the validation students' answers are now in the gbdt's tables
+    counted = members[1].model.item_counts[0].sum().item()
+    assert counted == sum(len(s) for s in load_students(train)) > load_checkpoint(gbdt).model.item_counts[0].sum().item()
+    result = run_cli("evaluate", "--checkpoint", out, "--test-data", test, "--parity", "--json", check=True)
+    scored = json.loads(result.stdout.strip().splitlines()[-1])
+    assert scored["auc"] == pytest.approx(refitted.metrics["test"]["auc"]) and scored["auc"] > 0.65 and scored["parity_max_abs_diff"] < 1e-5
+    # weights cannot be fitted on students the members trained on; a refit needs the file trained on
+    refused = run_cli("ensemble", "--out", tmp_path / "refused", *[m["checkpoint"] for m in refitted.metrics["members"]], "--fit-weights", train)
+    assert refused.returncode == 2 and "has no validation students" in refused.stderr and "Traceback" not in refused.stderr
+    refused = run_cli("refit", "--checkpoint", gbdt, "--data", test, "--out", tmp_path / "wrong")
+    assert refused.returncode == 2 and "give the file it was trained on" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_gbdt_trains_with_boosting_and_streams_what_it_scores(tmp_path, synthetic_files):
