@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -122,13 +121,13 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
         metrics = {"best_epoch": epochs, "train_windows": len(windows), "history": history}
     metrics["seconds_per_epoch"] = (time.perf_counter() - started) / epochs
     metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version, "valid_auc": checkpoint.metrics.get("valid_auc"), "best_epoch": epochs}
-    split = dataclasses.replace(checkpoint.split, train=checkpoint.split.train + checkpoint.split.valid, valid=())
+    split = replace(checkpoint.split, train=checkpoint.split.train + checkpoint.split.valid, valid=())
     return _save(out_dir, model, checkpoint.vocab, split, config, metrics, len(students))
 
 
 def train_config_of(checkpoint: Checkpoint) -> TrainConfig:
     """The training settings a checkpoint recorded (fields this version does not know are dropped)."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
 
 
