@@ -52,10 +52,7 @@ def train(
     out_dir: str | Path,
     progress: bool = True,
 ) -> Checkpoint:
-    seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    model = build_model(config.model, num_items=len(vocab), **config.model_options)
+    model = _fresh_model(config, len(vocab))
     if hasattr(model, "fit"):  # fitted its own way (gbdt: boosting), not by gradient descent
         started = time.perf_counter()
         model, metrics = model.fit(train_sequences, valid_sequences, seed=config.seed, progress=progress)
@@ -103,10 +100,7 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     if epochs < 1 or not checkpoint.split.valid:
         raise CheckpointError(f"{checkpoint.path}: not an early-stopped checkpoint (no validation students or epoch count to refit with)")
     config = train_config_of(checkpoint)
-    seed_everything(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    model = build_model(config.model, num_items=len(checkpoint.vocab), **config.model_options)
+    model = _fresh_model(config, len(checkpoint.vocab))
     started = time.perf_counter()
     if hasattr(model, "fit"):
         model, metrics = model.fit(students, [], seed=config.seed, progress=progress, rounds=epochs)
@@ -120,9 +114,17 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
         model.eval()
         metrics = {"best_epoch": epochs, "train_windows": len(windows), "history": history}
     metrics["seconds_per_epoch"] = (time.perf_counter() - started) / epochs
-    metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version, "valid_auc": checkpoint.metrics.get("valid_auc"), "best_epoch": epochs}
+    metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version, "valid_auc": checkpoint.metrics.get("valid_auc")}
     split = replace(checkpoint.split, train=checkpoint.split.train + checkpoint.split.valid, valid=())
     return _save(out_dir, model, checkpoint.vocab, split, config, metrics, len(students))
+
+
+def _fresh_model(config: TrainConfig, num_items: int):
+    """The untrained model ``config`` describes, initialised from its seed (so a refit starts where training did)."""
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    return build_model(config.model, num_items=num_items, **config.model_options)
 
 
 def train_config_of(checkpoint: Checkpoint) -> TrainConfig:

@@ -74,12 +74,18 @@ def test_an_ensemble_of_trained_checkpoints_scores_and_streams_their_mean(tmp_pa
     assert [m["version"] for m in metrics["members"]] == [c.version for c in loaded]
 
 
-def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, synthetic_files):
-    train, test = synthetic_files
+def weighted_dkt_and_gbdt(tmp_path, train, test):
+    """A DKT and a gbdt checkpoint, and their ensemble (tmp_path / "weighted") with weights fitted on validation."""
     dkt = train_and_evaluate(tmp_path / "dkt", train, test)[0]
     gbdt = tmp_path / "gbdt"
     run_cli("train", "--data", train, "--test-data", test, "--model", "gbdt", "--out", gbdt, check=True)
     run_cli("ensemble", "--out", tmp_path / "weighted", dkt, gbdt, "--fit-weights", train, check=True)
+    return dkt, gbdt
+
+
+def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, synthetic_files):
+    train, test = synthetic_files
+    dkt, gbdt = weighted_dkt_and_gbdt(tmp_path, train, test)
     metrics = json.loads((tmp_path / "weighted" / "metrics.json").read_text())
     weights = [m["weight"] for m in metrics["members"]]
     fitted = metrics["weights_fitted_on_validation"]
@@ -101,10 +107,7 @@ def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, syn
 
 def test_refit_trains_an_ensemble_again_on_training_and_validation_students_with_its_weights(tmp_path, synthetic_files):
     train, test = synthetic_files
-    dkt = train_and_evaluate(tmp_path / "dkt", train, test)[0]
-    gbdt = tmp_path / "gbdt"
-    run_cli("train", "--data", train, "--test-data", test, "--model", "gbdt", "--out", gbdt, check=True)
-    run_cli("ensemble", "--out", tmp_path / "weighted", dkt, gbdt, "--fit-weights", train, check=True)
+    dkt, gbdt = weighted_dkt_and_gbdt(tmp_path, train, test)
     out = tmp_path / "refit"
     run_cli("refit", "--checkpoint", tmp_path / "weighted", "--data", train, "--test-data", test, "--out", out, check=True)
     original, refitted = load_checkpoint(tmp_path / "weighted"), load_checkpoint(out)
