@@ -13,7 +13,7 @@ from stream_kt.errors import StreamKTError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream_kt.commands import admin, bench, compare, offline, serve, tools
+    from stream_kt.commands import admin, bench, broker, compare, offline, serve, tools
 
     parser = argparse.ArgumentParser(prog="stream-kt", description="Streaming knowledge tracing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools.add_parsers(sub)
     serve.add_parsers(sub)
     admin.add_parsers(sub)
+    broker.add_parsers(sub)
     bench.add_parsers(sub)
     return parser
 
