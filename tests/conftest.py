@@ -2,6 +2,12 @@
 
 Never flush or stop the shared Redis: every test writes under its own ``key_prefix``
 and the fixture deletes those keys afterwards.
+
+Brokers: a test that takes the ``broker`` fixture runs against Apache Kafka; marked
+``@pytest.mark.brokers("kafka", "tansu")`` it runs once on each (its id says which:
+``test_x[kafka]``, ``test_x[tansu]``).  Both are started once per session.  Where
+Apache Kafka cannot start (no Java, no jars and no Maven) its tests are skipped, and
+under CI (``CI`` set) they fail instead: CI never skips them for lack of a broker.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import KTModel, build_model
-from stream_kt.stream.broker import EmbeddedBroker
+from stream_kt.stream.broker import EmbeddedBroker, KafkaBroker, kafka_unavailable
 from stream_kt.training.checkpoint import save_checkpoint
 
 TINY_ITEMS = 12  # synthetic item ids "0".."11"
@@ -60,11 +66,48 @@ def checkpoint_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...
     return make
 
 
+BROKERS = ("kafka", "tansu")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "brokers(*names): run the test on each of these brokers (default: kafka only)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("brokers")
+        names = marker.args if marker else ("kafka",)
+        assert set(names) <= set(BROKERS), f"unknown broker in {names}"
+        metafunc.parametrize("broker", names, indirect=True)
+
+
+def require_kafka() -> None:
+    """Skip (fail under CI) when Apache Kafka cannot run here."""
+    reason = kafka_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the Apache Kafka tests: {reason}")
+        pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    require_kafka()
+    with KafkaBroker(data_dir=tmp_path_factory.mktemp("kafka")) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with EmbeddedBroker(log_path=log) as started:
         yield started
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> KafkaBroker | EmbeddedBroker:
+    """The broker this test runs on (see the module docstring)."""
+    return request.getfixturevalue(f"{request.param}_broker")
 
 
 @pytest.fixture(scope="session")

@@ -131,13 +131,10 @@ class TopicReader:
         self.consumer: AIOKafkaConsumer | None = None
 
     async def __aenter__(self) -> "TopicReader":
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+        # no group: a subscription then takes every partition of the topic, from the beginning
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=2000)
         await self.consumer.start()
-        deadline = time.monotonic() + 10
-        while not (partitions := self.consumer.partitions_for_topic(self.topic)):
-            assert time.monotonic() < deadline, f"no topic {self.topic}"
-            await self.consumer.topics()  # fetches fresh metadata: the topic may be new
-        self.consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
+        self.consumer.subscribe([self.topic])
         return self
 
     async def __aexit__(self, *exc: object) -> None:

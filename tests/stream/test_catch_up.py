@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 
+import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 
 from stream_kt.settings import StreamSettings
@@ -61,6 +62,7 @@ async def read_backlog(settings: StreamSettings, deadline_s: float) -> tuple[lis
     return values, polls
 
 
+@pytest.mark.brokers("kafka", "tansu")
 def test_consumer_catches_up_on_many_small_batches(broker) -> None:
     topic = f"test-catch-up-{uuid.uuid4().hex[:8]}"
     asyncio.run(ensure_topics(broker.bootstrap, [topic], partitions=1))

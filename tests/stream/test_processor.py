@@ -110,6 +110,7 @@ def invalid_messages(student: str, n: int) -> list[tuple[bytes, str]]:
     ]
 
 
+@pytest.mark.brokers("kafka", "tansu")
 def test_every_valid_event_gives_one_output_and_every_invalid_one_a_dead_letter(make_settings, checkpoint, redis_url):
     settings = make_settings()
     answers = synthetic_answers(checkpoint, students=5, seed=2, min_length=20, max_length=40)

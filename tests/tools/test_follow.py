@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import msgpack
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream_kt.stream.events import AnswerEvent, encode_mastery
@@ -27,6 +28,7 @@ async def produce(bootstrap: str, messages: list[tuple[str, bytes, list[tuple[st
         await producer.stop()
 
 
+@pytest.mark.brokers("kafka", "tansu")
 def test_follow_counts_each_answer_once_ignores_earlier_runs_and_times_out_on_what_is_missing(broker, topics) -> None:
     out_topic, dlq_topic = topics("mastery"), topics("dlq")
     since_ms = now_ms()

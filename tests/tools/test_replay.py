@@ -107,6 +107,7 @@ def two_files(tmp_path: Path) -> list[Path]:
     return [train, test]
 
 
+@pytest.mark.brokers("kafka", "tansu")
 def test_replay_sends_exactly_the_data_as_answer_events_in_the_planned_order(broker, topics, two_files, capsys) -> None:
     topic = topics("answers")
     before_ms = time.time_ns() // 1_000_000
