@@ -1,26 +1,30 @@
 """The fault-injection suite for ``stream-kt serve``: ``scripts/fault-suite [--short] [--json]``.
 
-It starts its own embedded broker, its own redis-server (append-only, fsync always)
-and ``stream-kt serve`` processes, all on 127.0.0.1; sends a seeded stream of
-synthetic students' answers with poison mixed in; kills processors, rebalances the
-group, stops Redis and restarts the broker mid-stream; and then checks every output,
-every dead letter and every student's final state in Redis against an uninterrupted
-offline run of the same model (``model.step`` over each student's sequence, 1e-5).
+It starts its own broker, its own redis-server (append-only, fsync always) and
+``stream-kt serve`` processes, all on 127.0.0.1; sends a seeded stream of synthetic
+students' answers with poison mixed in; kills processors, rebalances the group, stops
+Redis and kills the broker mid-stream; and then checks every output, every dead
+letter and every student's final state in Redis against an uninterrupted offline run
+of the same model (``model.step`` over each student's sequence, 1e-5).
 
-The broker restart, plainly: tansu's default storage is memory, so a restart loses
-every topic, record and committed offset.  By default the suite therefore drains
-the stream first (everything sent is answered and collected), restarts the broker
-while the members still run (recording whether they stay up), and goes on with new
-topic names, new members and the same Redis: the rest of each student's events must
-apply exactly once on top of the stored state, seq continuing.  (Recreating the old
-topic names would restart their offsets at 0, and the states' stored offsets would
-skip those events as replays.)  With ``--broker-storage s3`` tansu keeps everything
-in a local S3 server (moto, which must be installed); the broker is then restarted
-mid-stream and everything must survive.  tansu 0.6 as shipped has no postgres or
-sqlite engine ("feature not enabled"); s3 works but is slow on a busy machine.
+The broker, by default Apache Kafka (``--broker kafka``): it is killed with SIGKILL
+while the members work through a burst, with no draining first, and restarted on the
+same log directory; its topics, records and committed offsets survive, and the
+members ride it out (or the supervisor restarts them).
+
+With ``--broker tansu`` (the embedded broker) the restart depends on its storage.
+In memory (the default) a restart loses every topic, record and committed offset, so
+the suite drains the stream first (everything sent is answered and collected),
+restarts the broker while the members still run (recording whether they stay up),
+and goes on with new topic names, new members and the same Redis: the rest of each
+student's events must apply exactly once on top of the stored state, seq continuing.
+(Recreating the old topic names would restart their offsets at 0, and the states'
+stored offsets would skip those events as replays.)  With ``--broker-storage s3``
+tansu keeps everything in a local S3 server (moto, which must be installed) and is
+restarted mid-stream like Kafka.
 
     workload.py  the checkpoint, students, poison kinds, the send plan, the reference run
-    services.py  redis-server, the S3 server, the broker, the serve group (supervisor)
+    services.py  redis-server, the broker (and tansu's S3 server), the serve group (supervisor)
     traffic.py   the sender (input topic) and the collector (output and DLQ topics)
     verify.py    the tally of what came out and the final checks
     run.py       the phases and their faults

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from stream_kt.stream.broker import kafka_unavailable
+
 from .run import FULL, SHORT, Outcome, Suite
 from .services import S3Server
 
@@ -31,10 +33,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--events-per-student", type=int, help="mean events per student (default: 40 short, 100 full)")
     p.add_argument("--time-limit-s", type=float, help="hard deadline for the whole run (default: 170 short, 900 full)")
     p.add_argument(
+        "--broker",
+        choices=("kafka", "tansu"),
+        default="kafka",
+        help="kafka (default): Apache Kafka, killed with SIGKILL mid-stream and restarted on its log directory; tansu: the embedded broker",
+    )
+    p.add_argument(
         "--broker-storage",
         choices=("memory", "s3"),
         default="memory",
-        help="tansu's storage: memory (default; a restart loses topics and offsets, so the suite drains first and goes on with new topics) "
+        help="with --broker tansu, its storage: memory (default; a restart loses topics and offsets, so the suite drains first and goes on with new topics) "
         "or s3 (a local moto S3 server: the broker restarts mid-stream and keeps everything; slow on a busy box)",
     )
     p.add_argument("--json", action="store_true", help="stdout is only the JSON line (the summary goes to stderr)")
@@ -105,6 +113,8 @@ def report(outcome: Outcome, profile_name: str) -> dict:
         "restart_failures": len(outcome.restart_failures),
         "processor_log": outcome.log_counts,
         "committed_matches_end": outcome.committed_matches_end,
+        "broker": outcome.broker,
+        "broker_kills": f.broker_kills,
         "broker_storage": outcome.broker_storage,
         "timed_out": outcome.timed_out,
         "phases_s": outcome.phases,
@@ -119,7 +129,7 @@ def summary_lines(outcome: Outcome, result: dict) -> list[str]:
         f"  sent {result['events_in']} messages: {result['valid_events']} valid ({f.out_of_order_events} with a ts earlier than the one before), {result['poison_events']} poison",
         f"  faults: {f.processor_kills} SIGKILLs; {f.joins} joins, {f.leaves_sigterm} SIGTERM leaves, {f.leaves_sigkill} SIGKILL leaves; "
         f"{f.redis_outages} Redis outages ({f.redis_down_s:.0f} s down, {f.redis_outage_crashes} processor crashes); "
-        f"{f.broker_restarts} broker restarts ({f.broker_down_s:.0f} s down: {f.broker_restart_survivors} processors rode it out, {f.broker_restart_crashes} exited and were restarted)",
+        f"{f.broker_restarts} broker restarts, {f.broker_kills} by SIGKILL ({f.broker_down_s:.0f} s down: {f.broker_restart_survivors} processors rode it out, {f.broker_restart_crashes} exited and were restarted)",
         f"  broker: {outcome.broker_note}",
         f"  processors: {result['processor_starts']} started, {result['processor_crashes']} exited on their own ({result['supervisor_restarts']} supervisor restarts); "
         + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in result["processor_log"].items()),
@@ -162,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     profile = SHORT if args.short else FULL
     overrides = {k: v for k, v in {"students": args.students, "events_per_student": args.events_per_student, "time_limit_s": args.time_limit_s}.items() if v is not None}
     profile = dataclasses.replace(profile, **overrides)
-    if args.broker_storage == "s3" and not S3Server.available():
+    if args.broker == "kafka" and (reason := kafka_unavailable()):
+        print(f"fault-suite: {reason} (or use --broker tansu)", file=sys.stderr)
+        return 2
+    if args.broker == "tansu" and args.broker_storage == "s3" and not S3Server.available():
         print("fault-suite: --broker-storage s3 needs moto[server] and boto3 (pip install 'moto[server]')", file=sys.stderr)
         return 2
     torch.set_num_threads(1)  # the reference run is small; the members need the cores
     os.environ["KT_METRICS_PORT"] = "0"  # several members on one host; and nothing of the suite listens beyond 127.0.0.1
     work_dir = Path(tempfile.mkdtemp(prefix="fault-suite-"))
     started = time.monotonic()
-    suite = Suite(profile, args.seed, work_dir, args.broker_storage, progress=not args.no_progress)
+    suite = Suite(profile, args.seed, work_dir, args.broker, args.broker_storage, progress=not args.no_progress)
     timer = hard_deadline(suite, profile.time_limit_s, profile.name, started)
     signal.signal(signal.SIGTERM, interrupt)  # unwinds like Ctrl-C
     try:

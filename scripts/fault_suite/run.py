@@ -5,8 +5,10 @@
                  SIGKILL: its partitions wait out the session timeout)
   3. redis       the suite's redis-server stopped for seconds (SIGTERM, SHUTDOWN NOSAVE,
                  SIGKILL) while events trickle in, restarted on the same port and AOF
-  4. broker      the broker restarted while the members work through a burst (S3 storage);
-                 in memory, after draining, going on with new topics (see ``restart_memory_broker``)
+  4. broker      Apache Kafka killed with SIGKILL while the members work through a burst,
+                 restarted on the same log directory; tansu restarted the same way (S3
+                 storage), or in memory after draining, going on with new topics
+                 (see ``restart_memory_broker``)
   5. tail        the rest at once; then every member is stopped with SIGTERM
 
 Poison (every kind of ``workload.POISON``) and out-of-order timestamps are mixed into
@@ -32,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
 from stream_kt.settings import StreamSettings
+from stream_kt.stream.broker import KAFKA_VERSION
 from stream_kt.stream.kafka_io import ensure_topics
 from stream_kt.training.checkpoint import load_checkpoint
 
@@ -92,6 +95,7 @@ class Faults:
     redis_down_s: float = 0.0
     redis_outage_crashes: int = 0
     broker_restarts: int = 0
+    broker_kills: int = 0  # restarts that began with a SIGKILL of the broker
     broker_down_s: float = 0.0
     broker_restart_crashes: int = 0
     broker_restart_survivors: int = 0
@@ -105,6 +109,7 @@ class Faults:
 class Outcome:
     profile: str
     seed: int
+    broker: str
     broker_storage: str
     faults: Faults = field(default_factory=Faults)
     phases: dict[str, float] = field(default_factory=dict)  # name -> seconds
@@ -127,12 +132,12 @@ class Outcome:
 
 
 class Suite:
-    def __init__(self, profile: Profile, seed: int, work_dir: Path, storage: str, progress: bool = True) -> None:
+    def __init__(self, profile: Profile, seed: int, work_dir: Path, broker: str, storage: str, progress: bool = True) -> None:
         self.profile, self.seed, self.work_dir, self.progress = profile, seed, work_dir, progress
         self.rng = random.Random(seed)
-        self.outcome = Outcome(profile.name, seed, storage, work_dir=str(work_dir))
+        self.outcome = Outcome(profile.name, seed, broker, storage if broker == "tansu" else "disk", work_dir=str(work_dir))
         self.redis = RedisServer(work_dir / "redis")
-        self.broker = Broker(storage, work_dir)
+        self.broker = Broker(broker, storage, work_dir)
         self.tally = Tally()
         self.collector: Collector | None = None
         self.sender: Sender | None = None
@@ -397,12 +402,15 @@ class Suite:
         assert self.sender is not None and self.group is not None
         before = self.group.running()
         crashes = len(self.group.crashes)
-        await asyncio.to_thread(self.broker.stop, self.rng.random() < 0.5)  # SIGTERM or SIGKILL
+        kill = self.broker.kind == "kafka" or self.rng.random() < 0.5  # Kafka: always SIGKILL, no draining first; tansu: SIGTERM or SIGKILL
+        down_since = time.monotonic()
+        await asyncio.to_thread(self.broker.stop, kill)
+        self.outcome.faults.broker_kills += kill
         await self.sender.stop()
         await asyncio.sleep(self.profile.broker_down_s)
         await asyncio.to_thread(self.broker.start)
         self.outcome.faults.broker_restarts += 1
-        self.outcome.faults.broker_down_s += self.profile.broker_down_s
+        self.outcome.faults.broker_down_s += round(time.monotonic() - down_since, 1)  # until it serves again
         await self.sender.start()
         await asyncio.sleep(5)  # long enough for a member that cannot cope to exit
         await asyncio.to_thread(self.group.supervise)
@@ -475,11 +483,11 @@ class Suite:
         self.outcome.restart_failures = list(self.group.restart_failures)
         text = self.group.log_text()
         self.outcome.log_counts = {name: len(pattern.findall(text)) for name, pattern in LOG_COUNTS.items()}
-        self.outcome.broker_note = (
-            "tansu with s3:// storage on a local S3 server (moto): topics, records and committed offsets survive the restart"
-            if self.broker.persistent
-            else "tansu in memory: a restart loses every topic and committed offset; the suite drained first and went on with new topics"
-        )
+        self.outcome.broker_note = {
+            "kafka": f"Apache Kafka {KAFKA_VERSION}, SIGKILLed mid-stream and restarted on its log directory: topics, records and committed offsets survive",
+            "s3": "tansu with s3:// storage on a local S3 server (moto): topics, records and committed offsets survive the restart",
+            "memory": "tansu in memory: a restart loses every topic and committed offset; the suite drained first and went on with new topics",
+        }[self.broker.kind if self.broker.kind == "kafka" else self.broker.storage]
 
     async def committed_matches_end(self) -> bool:
         """After the final SIGTERMs the group's committed offsets equal the input's end offsets (from delivery reports)."""
@@ -517,7 +525,7 @@ class Suite:
 
     def kill_all(self) -> None:
         """SIGKILL every process this suite started that still runs (the hard deadline, an interrupt)."""
-        found = [self.redis.process, self.broker.embedded.process, self.broker.s3.process if self.broker.s3 else None]
+        found = [self.redis.process, self.broker.process, self.broker.s3.process if self.broker.s3 else None]
         if self.group is not None:
             found += [m.serve.process for m in self.group.members]
         for process in found:

@@ -1,4 +1,4 @@
-"""The suite's own servers and processors, all on 127.0.0.1: redis-server, an S3 server, tansu, serve.
+"""The suite's own servers and processors, all on 127.0.0.1: redis-server, the broker (Apache Kafka, or tansu and an S3 server), serve.
 
 Nothing here touches the shared Redis on 6379 or any broker it did not start; every
 process is started in its own session and stopped by its own pid.
@@ -22,7 +22,7 @@ import redis
 
 from stream_kt.commands.tools import ServeProcess, stop_process
 from stream_kt.settings import StreamSettings
-from stream_kt.stream.broker import EmbeddedBroker, free_port
+from stream_kt.stream.broker import EmbeddedBroker, KafkaBroker, free_port
 from stream_kt.stream.exceptions import StreamError
 
 STOPPED_LINE = re.compile(r"stopped: (\d+) events in, (\d+) outputs, (\d+) dead letters, (\d+) replays skipped, (\d+) batches")
@@ -183,40 +183,53 @@ def environ(extra: dict[str, str]) -> Iterator[None]:
 
 
 class Broker:
-    """The embedded tansu broker on a fixed port, restartable.
+    """The suite's broker on a fixed port, restartable.
 
-    ``storage`` is ``"s3"`` (topics, records and committed offsets live in the S3
-    server and survive a broker restart) or ``"memory"`` (tansu's default: a restart
-    loses every topic and every committed offset).
+    ``kind`` "kafka": Apache Kafka on a log directory in the work directory; a restart,
+    even after SIGKILL, keeps every topic, record and committed offset.  ``kind``
+    "tansu": the embedded broker, with ``storage`` "s3" (everything lives in the S3
+    server and survives a restart) or "memory" (a restart loses every topic and every
+    committed offset).
     """
 
-    def __init__(self, storage: str, work_dir: Path) -> None:
-        self.storage = storage
-        self.log_path = work_dir / "broker.log"
-        self.s3 = S3Server(work_dir / "s3.log") if storage == "s3" else None
-        self.embedded = EmbeddedBroker(log_path=self.log_path)
+    def __init__(self, kind: str, storage: str, work_dir: Path) -> None:
+        self.kind = kind
+        self.storage = storage if kind == "tansu" else "disk"
+        self.s3 = S3Server(work_dir / "s3.log") if kind == "tansu" and storage == "s3" else None
+        if kind == "kafka":
+            self.server: KafkaBroker | EmbeddedBroker = KafkaBroker(data_dir=work_dir / "kafka")
+            self.log_path = self.server.log_path
+        else:
+            self.log_path = work_dir / "broker.log"
+            self.server = EmbeddedBroker(log_path=self.log_path)
         self.restarts = 0
 
     @property
     def bootstrap(self) -> str:
-        return self.embedded.bootstrap
+        return self.server.bootstrap
 
     @property
     def persistent(self) -> bool:
-        return self.s3 is not None
+        return self.kind == "kafka" or self.s3 is not None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.server.process
 
     def start(self) -> "Broker":
         if self.s3 is not None and self.s3.process is None:
             self.s3.start()
+        if self.kind == "kafka":
+            self.server.start()
+            return self
         with environ(self.s3.broker_environ() if self.s3 else {"STORAGE_ENGINE": "memory://tansu/"}):
-            self.embedded.start()
+            self.server.start()
         return self
 
     def stop(self, kill: bool = False) -> None:
-        if kill and self.embedded.process is not None:
-            self.embedded.process.kill()
-            self.embedded.process.wait()
-        self.embedded.stop()
+        if kill:
+            self.server.kill()
+        self.server.stop()
 
     def close(self) -> None:
         self.stop()

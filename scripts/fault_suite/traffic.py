@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from .workload import Message
@@ -74,7 +74,7 @@ class DeadLetter:
 
 @dataclass
 class Collector:
-    """Every record of the output and dead-letter topics, from the beginning."""
+    """Every record of the output and dead-letter topics, from the beginning (the topics exist: ``ensure_topics`` ran)."""
 
     bootstrap: str
     out_topic: str
@@ -96,16 +96,7 @@ class Collector:
             fetch_max_bytes=16 * 1024 * 1024,
         )
         await self._consumer.start()
-        partitions = []
-        for topic in (self.out_topic, self.dlq_topic):
-            deadline = time.monotonic() + 30
-            while not (found := self._consumer.partitions_for_topic(topic)):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no topic {topic} on {self.bootstrap}")
-                await self._consumer.topics()  # fresh metadata
-                await asyncio.sleep(0.1)
-            partitions += [TopicPartition(topic, p) for p in sorted(found)]
-        self._consumer.assign(partitions)
+        self._consumer.subscribe([self.out_topic, self.dlq_topic])  # no group: every partition, from the beginning
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
