@@ -8,7 +8,8 @@ runs against fresh topics and a fresh key prefix:
    read by a follower consuming the output topic.
 2. Latency: at offered rates of 25%, 50% and 90% of that maximum, events are sent
    paced (``ts`` = wall clock at send) and p50/p95/p99 of (output received - ts) taken.
-3. Costs per event: the processor's CPU seconds after start-up / events, and Redis
+3. Costs per event: the processor's CPU seconds after start-up / events, the broker
+   process's CPU seconds over the drain / events (where the broker is ours), and Redis
    round trips per event from Redis' own ``total_reads_processed`` counter (socket
    reads it served: one per pipeline or command round trip) over the same span.
 """
@@ -45,6 +46,19 @@ class Target:
     backend: str
     batch_size: int
     partitions: int = 6
+    broker: str = "external"  # "kafka", "embedded" (tansu) or "external" (a --bootstrap of the user's)
+    broker_pid: int | None = None  # the broker process, when it is ours: its CPU is measured
+
+
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads) from /proc; None where unreadable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15 of stat)
 
 
 class Worker:
@@ -119,17 +133,22 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
     reads_before = redis_reads(target.redis_url)
     worker.start()
     try:
+        broker_cpu_before = process_cpu_s(target.broker_pid)
         asyncio.run(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600))
+        broker_cpu_after = process_cpu_s(target.broker_pid)
         reads = redis_reads(target.redis_url) - reads_before
         span_s = max((tally.last_output_ms or 0) - (tally.first_output_ms or 0), 1) / 1000
         max_rate = tally.answered / span_s
         result = {
             "variant": variant,
+            "broker": target.broker,
             "batch": worker.batch,
             "events": sent.sent,
             "answered": tally.answered,
             "events_per_s": round(max_rate, 1),
             "redis_round_trips_per_event": round(reads / max(tally.answered, 1), 3),
+            # the drain: the broker serves the processor's fetches, produces and commits, and the follower's fetches
+            "broker_cpu_us_per_event": None if broker_cpu_before is None or broker_cpu_after is None else round(1e6 * (broker_cpu_after - broker_cpu_before) / max(tally.answered, 1), 1),
         }
         # 2. latency at fractions of the measured maximum, each for about latency_seconds
         latency = []

@@ -14,10 +14,17 @@ def table(results: dict) -> str:
     lines = ["model step throughput (student-steps/s)", f"{'backend':>8} {'batch':>6} {'steps/s':>12} {'us/step':>9}"]
     for row in results["step"]:
         lines.append(f"{row['backend']:>8} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}")
-    lines += ["", "end to end (real broker + Redis)", f"{'variant':>10} {'B':>4} {'events/s':>10} {'cpu ms/ev':>10} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 25% | 50% | 90% of max"]
+    lines += [
+        "",
+        "end to end (real broker + Redis)",
+        f"{'broker':>8} {'variant':>10} {'B':>4} {'events/s':>10} {'cpu ms/ev':>10} {'broker us/ev':>12} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 25% | 50% | 90% of max",
+    ]
     for row in results["end_to_end"]:
         latency = " | ".join(f"{l['p50_ms']}/{l['p95_ms']}/{l['p99_ms']}" for l in row["latency"])
-        lines.append(f"{row['variant']:>10} {row['batch']:>4} {row['events_per_s']:>10,.0f} {row['cpu_ms_per_event']:>10.3f} {row['redis_round_trips_per_event']:>11.3f}  {latency}")
+        broker_us = "-" if row.get("broker_cpu_us_per_event") is None else f"{row['broker_cpu_us_per_event']:,.1f}"
+        lines.append(
+            f"{row.get('broker', '?'):>8} {row['variant']:>10} {row['batch']:>4} {row['events_per_s']:>10,.0f} {row['cpu_ms_per_event']:>10.3f} {broker_us:>12} {row['redis_round_trips_per_event']:>11.3f}  {latency}"
+        )
     return "\n".join(lines)
 
 
@@ -40,15 +47,19 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     e2e = results["end_to_end"]
+    if not e2e:  # --skip-e2e: keep whatever end-to-end plot is there
+        return paths
     fig, (ax_rate, ax_latency) = plt.subplots(1, 2, figsize=(11, 4.5))
-    bars = ax_rate.bar([r["variant"] for r in e2e], [r["events_per_s"] for r in e2e], color=["tab:green" if r["variant"] == "stream-kt" else "tab:grey" for r in e2e])
+    labels = [f"{r['variant']}\n{r.get('broker', '')}" for r in e2e]
+    bars = ax_rate.bar(labels, [r["events_per_s"] for r in e2e], color=["tab:green" if r["variant"] == "stream-kt" else "tab:grey" for r in e2e])
     ax_rate.bar_label(bars, fmt="{:,.0f}")
     ax_rate.set_ylabel("sustained events / s")
     ax_rate.set_title("end to end throughput")
     for row in e2e:
         rates = [l["offered_per_s"] for l in row["latency"]]
-        ax_latency.plot(rates, [l["p99_ms"] for l in row["latency"]], marker="o", label=f"{row['variant']} p99")
-        ax_latency.plot(rates, [l["p50_ms"] for l in row["latency"]], marker="x", linestyle="--", label=f"{row['variant']} p50")
+        name = f"{row['variant']} ({row.get('broker', '')})"
+        ax_latency.plot(rates, [l["p99_ms"] for l in row["latency"]], marker="o", label=f"{name} p99")
+        ax_latency.plot(rates, [l["p50_ms"] for l in row["latency"]], marker="x", linestyle="--", label=f"{name} p50")
     ax_latency.set_xscale("log")
     ax_latency.set_yscale("log")
     ax_latency.set_xlabel("offered events / s")

@@ -19,7 +19,7 @@ from stream_kt.data.split import split_students
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
-from stream_kt.stream.broker import EmbeddedBroker
+from stream_kt.stream.broker import EmbeddedBroker, KafkaBroker, kafka_unavailable
 from stream_kt.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 QUICK = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
@@ -28,7 +28,14 @@ FULL = {"batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048], "events": 200_
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark the model step and the whole pipeline against the alternatives")
-    p.add_argument("--bootstrap", help="Kafka HOST:PORT (default: start an embedded broker)")
+    p.add_argument("--bootstrap", help="Kafka HOST:PORT of a broker of yours (default: start our own, see --broker)")
+    p.add_argument(
+        "--broker",
+        choices=("auto", "both", "kafka", "embedded"),
+        default="auto",
+        help="brokers to start for the end-to-end runs: both (Apache Kafka, then the embedded tansu), kafka, embedded; "
+        "auto (default): both where Java can run Kafka, else embedded",
+    )
     p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis URL (env REDIS_URL)")
     p.add_argument("--checkpoint", help="model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="backend of the stream-kt end-to-end run (default auto)")
@@ -63,6 +70,32 @@ def bench_students(vocab: Vocabulary, events: int, seed: int = 0) -> list[Studen
     return out
 
 
+def broker_plan(args: argparse.Namespace) -> list[tuple[str, tuple[str, ...]]]:
+    """(broker, variants) in run order: every variant on the first broker, stream-kt alone on the second."""
+    every = ("stream-kt", "recompute", "naive")
+    if args.bootstrap:
+        return [("external", every)]
+    kinds = {"both": ["kafka", "embedded"], "kafka": ["kafka"], "embedded": ["embedded"]}.get(args.broker)
+    if kinds is None:  # auto
+        reason = kafka_unavailable()
+        if reason:
+            print(f"bench: embedded broker only ({reason})", flush=True)
+        kinds = ["embedded"] if reason else ["kafka", "embedded"]
+    return [(kind, every if n == 0 else ("stream-kt",)) for n, kind in enumerate(kinds)]
+
+
+def e2e_summary(row: dict) -> dict:
+    """The headline figures of one end-to-end run: throughput, latency at half of it, costs per event."""
+    half = next(l for l in row["latency"] if l["fraction"] == 0.5)
+    return {
+        "events_per_s": row["events_per_s"],
+        "p50_ms": half["p50_ms"],
+        "p99_ms": half["p99_ms"],
+        "cpu_us_per_event": round(1000 * row["cpu_ms_per_event"], 1),
+        "broker_cpu_us_per_event": row["broker_cpu_us_per_event"],
+    }
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.end_to_end import Target, run_variant
     from benchmarks.report import plot, table
@@ -85,33 +118,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
         results["step"] = step_throughput(checkpoint.model, [b for b in ("eager", "cpu", "cuda") if b in available_backends()], plan["batches"])
         results["end_to_end"] = []
         if not args.skip_e2e:
-            broker = EmbeddedBroker().start() if not args.bootstrap else None
-            try:
-                target = Target(broker.bootstrap if broker else args.bootstrap, args.redis, Path(checkpoint.path), backend, args.batch)
-                for variant, events in (("stream-kt", args.events or plan["events"]), ("recompute", plan["recompute_events"]), ("naive", plan["naive_events"])):
-                    print(f"end to end: {variant} ({events} events)", flush=True)
-                    results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
-            finally:
-                if broker:
-                    broker.stop()
+            for broker_kind, variants in broker_plan(args):
+                broker = None if broker_kind == "external" else (KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()).start()
+                try:
+                    bootstrap = broker.bootstrap if broker else args.bootstrap
+                    target = Target(bootstrap, args.redis, Path(checkpoint.path), backend, args.batch, broker=broker_kind, broker_pid=broker.process.pid if broker else None)
+                    for variant in variants:
+                        events = {"stream-kt": args.events or plan["events"], "recompute": plan["recompute_events"], "naive": plan["naive_events"]}[variant]
+                        print(f"end to end on {broker_kind}: {variant} ({events} events)", flush=True)
+                        results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
+                finally:
+                    if broker:
+                        broker.close()
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))
     for path in plot(results, out_dir):
         print(f"plot: {path}")
     summary = {"backend": backend, "step_throughput_b256": next((r["student_steps_per_s"] for r in results["step"] if r["batch"] == 256 and r["backend"] == ("cpu" if backend != "cuda" else "cuda")), None)}
-    by_variant = {r["variant"]: r for r in results["end_to_end"]}
-    if by_variant:
-        ours = by_variant["stream-kt"]
-        half = next(l for l in ours["latency"] if l["fraction"] == 0.5)
+    rows = results["end_to_end"]
+    if rows:
+        main_broker = rows[0]["broker"]  # the first broker run gets every variant
+        by_variant = {r["variant"]: r for r in rows if r["broker"] == main_broker}
+        summary.update(broker=main_broker, **e2e_summary(by_variant["stream-kt"]))
         summary.update(
-            events_per_s=ours["events_per_s"],
-            p50_ms=half["p50_ms"],
-            p99_ms=half["p99_ms"],
             naive_events_per_s=by_variant["naive"]["events_per_s"],
             recompute_events_per_s=by_variant["recompute"]["events_per_s"],
-            speedup_vs_naive=round(ours["events_per_s"] / by_variant["naive"]["events_per_s"], 1),
+            speedup_vs_naive=round(by_variant["stream-kt"]["events_per_s"] / by_variant["naive"]["events_per_s"], 1),
         )
+        for row in rows:
+            if row["broker"] != main_broker:
+                summary[row["broker"]] = e2e_summary(row)
     summary["seconds"] = results["seconds"]
     print(json.dumps(summary))
     return 0
