@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from stream_kt.backends.base import StepBackend
-from stream_kt.backends.compiled import CudaGraphBackend
 from stream_kt.backends.device_check import DeviceAudit, DeviceLeak, check_backend, check_model_step
+from stream_kt.backends.staged import StagedBackend
 from stream_kt.models import MODELS
 from tests.models.conftest import small_model
 
@@ -19,12 +19,7 @@ ROW_COUNTS = [1, 5, BATCH, BATCH + 3, 3 * BATCH]  # below, at and above B
 
 def cuda_code_path_on(device: str, model, batch_size: int) -> StepBackend:
     """The CUDA backend with its model on ``device`` and no graph capture (the only part that needs a GPU)."""
-
-    class Backend(CudaGraphBackend):
-        compile = StepBackend.compile
-
-    Backend.device = torch.device(device)
-    return Backend(model, batch_size)
+    return StagedBackend(model, batch_size, device)
 
 
 @pytest.fixture(params=sorted(MODELS))
