@@ -54,9 +54,11 @@ class CudaGraphBackend(StagedBackend):
     def compile(self, step: Callable[..., object], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., object]:
         if not self.graphs:
             return step
-        # This graph's own stream, warmed up before capture: cuBLAS keeps its workspace per
-        # stream, so capture allocates none, and no other graph's teardown can free it
-        # (graphs sharing torch's default capture stream do share it, pytorch/pytorch#193402).
+        # Warm up and capture on one side stream of this backend's (torch's stream pool),
+        # not on torch's default capture stream, which every graph shares: cuBLAS keeps a
+        # workspace per stream, so capture allocates none, and releasing another graph
+        # captured on the same stream could free the workspace this one replays
+        # (pytorch/pytorch#193402).  With a pool of streams that is rarer, not impossible.
         self.capture_stream = torch.cuda.Stream(self.device)
         self.capture_stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.capture_stream):

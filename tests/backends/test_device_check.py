@@ -56,9 +56,9 @@ def test_the_audit_catches_a_cpu_tensor_mixed_into_a_device_op():
 def test_the_audit_catches_a_cpu_index_tensor_inside_the_step():
     """Indexing a meta (or CUDA) tensor with a CPU index tensor is allowed by torch, but not inside a CUDA graph."""
     bias = torch.zeros(2, 5, device="meta")
-    step = DeviceAudit("meta")
-    with step, pytest.raises(DeviceLeak, match="aten.arange.* creates a CPU tensor inside the device step"):
-        step.wrap(lambda: bias[:, torch.arange(3)])()
+    audit = DeviceAudit("meta")
+    with audit, pytest.raises(DeviceLeak, match="aten.arange.* creates a CPU tensor inside the device step"):
+        audit.wrap(lambda: bias[:, torch.arange(3)])()
 
 
 def test_the_audit_catches_a_host_copy_inside_the_step():
@@ -67,7 +67,14 @@ def test_the_audit_catches_a_host_copy_inside_the_step():
         audit.wrap(lambda x: x.cpu())(torch.zeros(3, device="meta"))
 
 
-def test_the_audit_lets_host_only_work_through():
+def test_a_value_needed_inside_the_step_fails_on_meta():
+    """.item() would sync the host with the GPU (and break capture): a meta tensor has no value to give."""
+    audit = DeviceAudit("meta")
+    with audit, pytest.raises(RuntimeError, match="meta"):
+        audit.wrap(lambda x: x.sum().item())(torch.zeros(3, device="meta"))
+
+
+def test_the_audit_counts_copies_and_lets_host_work_through():
     audit = DeviceAudit("meta")
     with audit:
         torch.cat([torch.zeros(2), torch.ones(2)]).to("meta").cpu()
