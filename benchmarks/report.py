@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def table(results: dict) -> str:
-    lines = ["model step throughput (student-steps/s)", f"{'backend':>8} {'batch':>6} {'steps/s':>12} {'us/step':>9}"]
+    lines = ["model step throughput (student-steps/s)", f"{'backend':>10} {'batch':>6} {'steps/s':>12} {'us/step':>9}"]
     for row in results["step"]:
-        lines.append(f"{row['backend']:>8} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}")
+        lines.append(f"{row['backend']:>10} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}")
     lines += [
         "",
         "end to end (real broker + Redis)",
@@ -38,7 +38,7 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("batch size B")
     ax.set_ylabel("student-steps / s")
-    ax.set_title(f"DKT one-step update throughput ({results['machine']})")
+    ax.set_title(f"{results.get('model_name', 'dkt')} one-step update throughput ({results['machine']})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()

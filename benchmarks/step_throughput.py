@@ -1,4 +1,9 @@
-"""Benchmark 1: model step throughput (student-steps/s) against batch size, per backend."""
+"""Benchmark 1: model step throughput (student-steps/s) against batch size, per backend.
+
+Every rate counts the whole ``backend.step``: on CUDA that includes packing the rows into
+pinned memory and the copies to the GPU and back, state included (the state a step
+returns is the next step's input, as in the stream).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,10 @@ from tqdm import tqdm
 
 from stream_kt.backends import make_backend
 from stream_kt.models import KTModel
+
+CUDA_BATCHES = [64, 256, 1024, 4096, 16384, 65536]
+# (row name, CudaGraphBackend options): with and without the graph, and float16 mastery on request
+CUDA_VARIANTS = (("cuda", {}), ("cuda-eager", {"graphs": False}), ("cuda-f16", {"mastery_dtype": torch.float16}))
 
 
 def measure_step(backend, model: KTModel, rows: int, min_seconds: float = 0.3, repeats: int = 3) -> float:
@@ -37,3 +46,37 @@ def step_throughput(model: KTModel, backends: list[str], batch_sizes: list[int],
         rate = measure_step(backend, model, batch, min_seconds)
         rows.append({"backend": backend.name, "batch": batch, "student_steps_per_s": rate, "us_per_step": 1e6 * batch / rate})
     return rows
+
+
+def cuda_step_throughput(model: KTModel, batch_sizes: list[int] = CUDA_BATCHES, min_seconds: float = 0.3, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """(rows, skipped): the CUDA backend with and without CUDA graphs, and with float16 mastery, against B.
+
+    Each row also gives the bytes one student-step copies to the GPU and back.  A B that
+    does not fit in GPU memory is skipped, with the larger ones of that variant.
+    """
+    from stream_kt.backends.compiled import CudaGraphBackend  # CUDA only
+
+    rows, skipped = [], []
+    for name, options in tqdm(CUDA_VARIANTS, desc="cuda step throughput", unit="variant", disable=not progress):
+        for batch in batch_sizes:
+            try:
+                backend = CudaGraphBackend(model, batch, **options)
+                rate = measure_step(backend, model, batch, min_seconds)
+            except torch.cuda.OutOfMemoryError:
+                skipped += [{"backend": name, "batch": b, "reason": "out of GPU memory"} for b in batch_sizes if b >= batch]
+                torch.cuda.empty_cache()
+                break
+            row_bytes = {which: sum(f.nbytes(1) for f in layout.fields) for which, layout in (("to", backend.inputs), ("from", backend.outputs))}
+            rows.append(
+                {
+                    "backend": name,
+                    "batch": batch,
+                    "student_steps_per_s": rate,
+                    "us_per_step": 1e6 * batch / rate,
+                    "bytes_to_gpu_per_step": row_bytes["to"],
+                    "bytes_from_gpu_per_step": row_bytes["from"],
+                }
+            )
+            del backend  # its buffers and graph pool, before the next B
+            torch.cuda.empty_cache()
+    return rows, skipped

@@ -20,21 +20,35 @@ from torch import nn
 from stream_kt.errors import ConfigError
 from stream_kt.models import KTModel, State, StepOutput
 
+MASTERY_DTYPES = (torch.float32, torch.float16)
+
 
 class StepBackend:
-    """Eager PyTorch: the reference every other backend must match."""
+    """Eager PyTorch: the reference every other backend must match.
+
+    The host contract, which every backend keeps whatever device it computes on: ``step``
+    takes and returns CPU tensors, and ``initial_state`` gives CPU rows (the stream
+    stores them).  ``mastery_dtype``: float32, or float16 on request (half the bytes).
+    """
 
     name = "eager"
     device = torch.device("cpu")
 
-    def __init__(self, model: KTModel, batch_size: int) -> None:
+    def __init__(self, model: KTModel, batch_size: int, mastery_dtype: torch.dtype = torch.float32) -> None:
         if batch_size < 1:
             raise ConfigError("batch size must be at least 1")
-        self.model = model.eval()
+        if mastery_dtype not in MASTERY_DTYPES:
+            raise ConfigError(f"mastery dtype {mastery_dtype}: choose float32 or float16")
+        self.model = model.eval()  # the host model; a device backend keeps its own copy
         self.batch_size = batch_size
+        self.mastery_dtype = mastery_dtype
         self.state_names = sorted(model.initial_state(1))  # positional order of the state tensors
-        self._blank = model.initial_state(1)  # one padding row's state
-        self.module = self.compile(model.inference_module(self.state_names).eval(), self.example_inputs())
+        self._blank = self.initial_state(1)  # one padding row's state, on the host
+        self.module = self._build()
+
+    def _build(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+        """The fixed-shape callable ``_step_fixed`` runs (the device step)."""
+        return self.compile(self.model.inference_module(self.state_names).eval(), self.example_inputs())
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         state = self.model.initial_state(self.batch_size)
@@ -47,7 +61,8 @@ class StepBackend:
         return module
 
     def initial_state(self, rows: int) -> State:
-        return self.model.initial_state(rows)
+        """``rows`` students with no answers yet, on the host (a model may build them on its parameters' device)."""
+        return {k: v.cpu() for k, v in self.model.initial_state(rows).items()}
 
     def _step_fixed(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Exactly (B, ...) in, (B, ...) out, on ``self.device``."""
@@ -88,14 +103,14 @@ class StepBackend:
         return StepOutput(
             p_correct[:rows].cpu(),
             {k: v[:rows].cpu() for k, v in zip(self.state_names, new_state)},
-            mastery[:rows].cpu(),
+            mastery[:rows].to("cpu", self.mastery_dtype),
         )
 
 
-BackendFactory = Callable[[KTModel, int], StepBackend]
+BackendFactory = Callable[..., StepBackend]  # (model, batch_size, mastery_dtype) -> backend
 BACKENDS: dict[str, BackendFactory] = {}
 _REQUIRES: dict[str, Callable[[], str | None]] = {}  # backend -> check returning why it is unavailable
-_cache: dict[tuple[str, str, int], StepBackend] = {}
+_cache: dict[tuple[str, str, int, torch.dtype], StepBackend] = {}
 _cache_lock = threading.Lock()
 
 
@@ -130,17 +145,17 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def make_backend(name: str, model: KTModel, batch_size: int, model_version: str | None = None) -> StepBackend:
+def make_backend(name: str, model: KTModel, batch_size: int, model_version: str | None = None, mastery_dtype: torch.dtype = torch.float32) -> StepBackend:
     """The backend ``name`` (or the best available for ``auto``) for fixed batch ``batch_size``.
 
-    Compiled backends are cached per (model version, backend, B): asking again reuses
-    the compiled artefact instead of compiling a new one.
+    Compiled backends are cached per (model version, backend, B, mastery dtype): asking
+    again reuses the compiled artefact instead of compiling a new one.
     """
     name = resolve_backend_name(name)
     if model_version is None:
-        return BACKENDS[name](model, batch_size)
-    key = (model_version, name, batch_size)
+        return BACKENDS[name](model, batch_size, mastery_dtype)
+    key = (model_version, name, batch_size, mastery_dtype)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = BACKENDS[name](model, batch_size)
+            _cache[key] = BACKENDS[name](model, batch_size, mastery_dtype)
         return _cache[key]

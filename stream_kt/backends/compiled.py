@@ -1,12 +1,12 @@
 """Compiled fixed-shape backends: CPU (TorchScript), CUDA (CUDA graphs), AWS Neuron.
 
-All three reuse ``StepBackend``'s padding/splitting path unchanged and replace only
-``compile``: the module is traced or captured once for the fixed (B, ...) shape.
+CPU and Neuron reuse ``StepBackend``'s padding/splitting path unchanged and replace only
+``compile``: the module is traced once for the fixed (B, ...) shape.  CUDA stages the
+batch through pinned memory (``StagedBackend``) and captures its device step as a graph.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from stream_kt.backends.base import StepBackend, module_missing, register_backend
+from stream_kt.backends.staged import StagedBackend
 from stream_kt.models import KTModel
 
 
@@ -36,36 +37,41 @@ class CpuTracedBackend(StepBackend):
             return torch.jit.freeze(traced.eval())
 
 
-class CudaGraphBackend(StepBackend):
-    """The step captured once as a CUDA graph for shape B, replayed per batch: one launch
-    instead of one per kernel, which is most of the cost of a step this small."""
+class CudaGraphBackend(StagedBackend):
+    """``StagedBackend`` on the GPU, its device step captured once as a CUDA graph for shape B
+    and replayed per call: one launch instead of one per kernel, which is most of the cost
+    of a step this small.  The batch crosses in one copy each way from pinned memory.
+
+    ``graphs=False`` runs the same device step uncaptured (the benchmark's comparison).
+    """
 
     name = "cuda"
-    device = torch.device("cuda")
 
-    def __init__(self, model: KTModel, batch_size: int) -> None:
-        super().__init__(copy.deepcopy(model).to(self.device), batch_size)  # our own copy on the GPU
+    def __init__(self, model: KTModel, batch_size: int, mastery_dtype: torch.dtype = torch.float32, graphs: bool = True) -> None:
+        self.graphs = graphs
+        super().__init__(model, batch_size, torch.device("cuda", torch.cuda.current_device()), mastery_dtype, pin_memory=True)
 
-    def compile(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
-        module = module.to(self.device)
-        static_inputs = tuple(t.clone() for t in example_inputs)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.no_grad(), torch.cuda.stream(side):
-            for _ in range(3):  # warm up kernels and allocator before capture
-                module(*static_inputs)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
-            static_outputs = module(*static_inputs)
+    def compile(self, step: Callable[..., object], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., object]:
+        if not self.graphs:
+            return step
+        # Warm up and capture on one side stream of this backend's (torch's stream pool),
+        # not on torch's default capture stream, which every graph shares: cuBLAS keeps a
+        # workspace per stream, so capture allocates none, and releasing another graph
+        # captured on the same stream could free the workspace this one replays
+        # (pytorch/pytorch#193402).  With a pool of streams that is rarer, not impossible.
+        self.capture_stream = torch.cuda.Stream(self.device)
+        self.capture_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.capture_stream):
+            for _ in range(3):  # kernels, cuBLAS handle and workspace, allocator
+                step(*example_inputs)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=self.capture_stream):
+            step(*example_inputs)
+        torch.cuda.current_stream(self.device).wait_stream(self.capture_stream)
+        return self.graph.replay
 
-        def replay(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            for static, new in zip(static_inputs, inputs):
-                static.copy_(new)
-            graph.replay()
-            return static_outputs
-
-        return replay
+    def _wait(self) -> None:
+        torch.cuda.current_stream(self.device).synchronize()
 
 
 def neuron_trace(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:

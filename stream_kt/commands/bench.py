@@ -18,7 +18,8 @@ from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.split import split_students
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.models import build_model
+from stream_kt.errors import ConfigError
+from stream_kt.models import MODELS, build_model
 from stream_kt.stream.broker import EmbeddedBroker, KafkaBroker, kafka_unavailable
 from stream_kt.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
@@ -38,7 +39,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis URL (env REDIS_URL)")
     p.add_argument("--checkpoint", help="model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="backend of the stream-kt end-to-end run (default auto)")
+    p.add_argument("--model", choices=sorted(MODELS), help="instead of --checkpoint: this model in its default configuration over 124 skills, random weights")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1, as serve; on a GPU host more threads pack the batch faster)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="backend of the stream-kt end-to-end run (default auto); cuda also sweeps B from 64 to 65,536 with and without CUDA graphs")
     p.add_argument("--batch", type=positive_int, default=64, help="fixed batch shape B of the stream-kt run (default 64)")
     p.add_argument("--events", type=positive_int, help="events for the stream-kt throughput run")
     p.add_argument("--skip-e2e", action="store_true", help="only the model step benchmark")
@@ -48,13 +51,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def default_checkpoint(directory: Path) -> Checkpoint:
-    """DKT, hidden 128, 124 items (the ASSISTments 2009 skill count): speed does not depend on the weights."""
+def default_checkpoint(directory: Path, model_name: str | None = None) -> Checkpoint:
+    """DKT, hidden 128, 124 items (the ASSISTments 2009 skill count), or ``model_name`` at its
+    default configuration over the same items: speed does not depend on the weights."""
     torch.manual_seed(0)
     vocab = Vocabulary("skill_id", tuple(str(i) for i in range(124)))
-    model = build_model("dkt", num_items=124, embed_dim=128, hidden_size=128).eval()
+    if model_name is None:
+        model = build_model("dkt", num_items=124, embed_dim=128, hidden_size=128).eval()
+    else:
+        model = build_model(model_name, num_items=124).eval()
     split = split_students(["x", "y"], seed=0, valid_fraction=0.5)
-    return save_checkpoint(directory / "bench-dkt", model, vocab, split, {"note": "random weights for benchmarking"})
+    name = "bench-dkt" if model_name is None else f"bench-{model_name}"
+    return save_checkpoint(directory / name, model, vocab, split, {"note": "random weights for benchmarking"})
 
 
 def bench_students(vocab: Vocabulary, events: int, seed: int = 0) -> list[StudentSequence]:
@@ -96,26 +104,44 @@ def e2e_summary(row: dict) -> dict:
     }
 
 
+def cuda_notes(results: dict) -> list[str]:
+    """Lines under the table for a CUDA run: the card, and what one student-step copies each way."""
+    rows = [r for r in results["step"] if r["backend"] == "cuda"]
+    if not rows:
+        return []
+    lines = [f"gpu: {results['gpu']}; cuda-eager: the same step without CUDA graphs; cuda-f16: float16 mastery"]
+    lines.append(f"copied per student-step: {rows[0]['bytes_to_gpu_per_step']:,} B to the GPU, {rows[0]['bytes_from_gpu_per_step']:,} B back (state, events, p_correct, mastery)")
+    lines += [f"skipped: {r['backend']} B={r['batch']} ({r['reason']})" for r in results.get("step_skipped", [])]
+    return lines
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.end_to_end import Target, run_variant
     from benchmarks.report import plot, table
-    from benchmarks.step_throughput import step_throughput
+    from benchmarks.step_throughput import cuda_step_throughput, step_throughput
 
     plan = FULL if args.full else QUICK
     backend = resolve_backend_name(args.backend)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    torch.set_num_threads(1)  # as serve: one core for the model, the other for broker and Redis
+    torch.set_num_threads(args.threads)  # 1 by default, as serve: one core for the model, the other for broker and Redis
+    if args.checkpoint and args.model:
+        raise ConfigError("give --checkpoint or --model, not both")
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(Path(tmp))
+        checkpoint = load_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(Path(tmp), args.model)
         results: dict = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread",
             "model": checkpoint.version,
+            "model_name": checkpoint.model.name,
             "backend": backend,
             "batch": args.batch,
         }
-        results["step"] = step_throughput(checkpoint.model, [b for b in ("eager", "cpu", "cuda") if b in available_backends()], plan["batches"])
+        results["step"] = step_throughput(checkpoint.model, [b for b in ("eager", "cpu") if b in available_backends()], plan["batches"])
+        if "cuda" in available_backends():
+            cuda_rows, results["step_skipped"] = cuda_step_throughput(checkpoint.model)
+            results["step"] += cuda_rows
+            results["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
         results["end_to_end"] = []
         if not args.skip_e2e:
             for broker_kind, variants in broker_plan(args):
@@ -133,6 +159,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     print(table(results))
+    for line in cuda_notes(results):
+        print(line)
     for path in plot(results, out_dir):
         print(f"plot: {path}")
     summary = {"backend": backend, "step_throughput_b256": next((r["student_steps_per_s"] for r in results["step"] if r["batch"] == 256 and r["backend"] == ("cpu" if backend != "cuda" else "cuda")), None)}
@@ -149,6 +177,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for row in rows:
             if row["broker"] != main_broker:
                 summary[row["broker"]] = e2e_summary(row)
+    cuda_rows = [r for r in results["step"] if r["backend"] == "cuda"]
+    if cuda_rows:
+        peak = max(cuda_rows, key=lambda r: r["student_steps_per_s"])
+        summary.update(cuda_peak_student_steps_per_s=peak["student_steps_per_s"], cuda_peak_batch=peak["batch"])
     summary["seconds"] = results["seconds"]
     print(json.dumps(summary))
     return 0

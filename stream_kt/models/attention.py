@@ -79,7 +79,8 @@ class WindowedAttention(nn.Module):
         v = nn.functional.pad(v, (0, 0, past, tail)).unfold(2, span, chunk).transpose(-1, -2)  # (B, H, n, S, dh)
         key_valid = nn.functional.pad(valid, (past, tail), value=False).unfold(1, span, chunk)  # (B, n, S)
         # query i of a chunk sits at chunk_start + i, key s at chunk_start - past + s
-        age = torch.arange(chunk).view(-1, 1) - torch.arange(span).view(1, -1) + past  # (C, S)
+        positions = torch.arange(span, device=queries.device)
+        age = positions[:chunk].view(-1, 1) - positions.view(1, -1) + past  # (C, S)
         in_band = (age >= 0) & (age < window)
         scores = q @ k  # (B, H, n, C, S)
         if self.age_bias is not None:
@@ -102,8 +103,9 @@ class WindowedAttention(nn.Module):
         own = own_keys is not None
         scores = q @ k.transpose(-1, -2)  # (B, H, Q, S)
         if self.age_bias is not None:
-            ages = torch.arange(slots - 1, -1, -1) + int(own)  # (S,): the newest slot is the youngest
-            scores = scores + self.age_bias[:, ages].view(1, self.heads, 1, slots)
+            # slot s (oldest first) has age S-1-s (+1 with an own slot): a reversed slice, no index tensor
+            slot_bias = self.age_bias[:, int(own) : int(own) + slots].flip(-1)  # (H, S)
+            scores = scores + slot_bias.view(1, self.heads, 1, slots)
         key_valid = valid[:, None, None, :]  # (B, 1, 1, S)
         if not own:
             return self._merge_heads(masked_softmax(scores, key_valid) @ v)

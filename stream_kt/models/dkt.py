@@ -24,6 +24,7 @@ from stream_kt.data.batches import Batch
 from stream_kt.models import register
 from stream_kt.models.base import KTModel, State, StepOutput
 from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
+from stream_kt.models.recurrent import lstm_step
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,10 @@ class DKT(KTModel):
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
         h, c = state["h"], state["c"]  # (B, L, H)
         p_correct = torch.sigmoid(item_logits(self.out, h[:, -1], items))  # (B,): the prediction reads the last layer
-        embedded = self.embed(self._interaction(items, correct)).unsqueeze(1)  # (B, 1, E)
-        output, (h_n, c_n) = self.lstm(embedded, (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()))
-        mastery = torch.sigmoid(self.out(output[:, 0]))  # (B, V)
-        return StepOutput(p_correct, {"h": h_n.transpose(0, 1), "c": c_n.transpose(0, 1)}, mastery)
+        embedded = self.embed(self._interaction(items, correct))  # (B, E)
+        h_n, c_n = lstm_step(self.lstm, embedded, h, c)  # (B, L, H) each
+        mastery = torch.sigmoid(self.out(h_n[:, -1]))  # (B, V)
+        return StepOutput(p_correct, {"h": h_n, "c": c_n}, mastery)
 
     def inference_module(self, state_names: list[str]) -> nn.Module:
         if self.config.num_layers != 1:

@@ -33,6 +33,7 @@ from stream_kt.models import register
 from stream_kt.models.attention import FeedForward, WindowedAttention, empty_window, push_interaction
 from stream_kt.models.base import KTModel, State, StepOutput
 from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
+from stream_kt.models.recurrent import lstm_step
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,6 @@ class LastQuery(KTModel):
         stored = self._interactions(window["items"].long(), window["correct"].long())  # (B, W, D)
         newest = self._interactions(items, correct).unsqueeze(1)  # (B, 1, D): the single query
         encoded = self._encode(newest, self.attention.window_slots(newest, stored, stored, window["valid"] > 0.5))  # (B, 1, D)
-        hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())  # (1, B, H) each
-        output, (h, c) = self.lstm(encoded, hc)
-        mastery = torch.sigmoid(self.out(output[:, 0]))  # (B, V)
-        return StepOutput(p_correct, {**window, "h": h.transpose(0, 1), "c": c.transpose(0, 1)}, mastery)
+        h, c = lstm_step(self.lstm, encoded[:, 0], state["h"], state["c"])  # (B, 1, H) each
+        mastery = torch.sigmoid(self.out(h[:, 0]))  # (B, V)
+        return StepOutput(p_correct, {**window, "h": h, "c": c}, mastery)

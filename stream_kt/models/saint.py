@@ -245,7 +245,7 @@ class SAINTPlus(SAINT):
         return self.decoder_inputs(state["previous_response"].long(), state["previous_times"].unsqueeze(1))
 
     def _remember_answer(self, correct: torch.Tensor, times: torch.Tensor | None) -> State:
-        recorded = torch.zeros(len(correct), 2) if times is None else times.float()
+        recorded = torch.zeros(len(correct), 2, device=correct.device) if times is None else times.float()
         return {**super()._remember_answer(correct, times), "previous_times": recorded}
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:

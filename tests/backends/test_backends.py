@@ -45,6 +45,22 @@ def test_backend_matches_eager(model, name, rows):
             np.testing.assert_allclose(got.state[key].numpy(), expected.state[key].numpy(), atol=1e-4)
 
 
+@pytest.mark.skipif("cuda" not in available_backends(), reason="no CUDA GPU here; tests/backends/test_device_check.py and test_staged.py run its code path on the CPU")
+@pytest.mark.parametrize("mastery_dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+def test_cuda_backend_matches_eager_across_the_window(model, rows, mastery_dtype):
+    """150 steps: past the attention models' 100-event window, every step one graph replay."""
+    eager = make_backend("eager", model, BATCH)
+    cuda = make_backend("cuda", model, BATCH, mastery_dtype=mastery_dtype)
+    mastery_atol = 1e-4 if mastery_dtype == torch.float32 else 1e-3  # float16 keeps 11 significant bits
+    for expected, got in zip(run_steps(eager, model, rows, steps=150), run_steps(cuda, model, rows, steps=150), strict=True):
+        assert got.mastery.device.type == "cpu" and got.mastery.dtype == mastery_dtype and got.mastery.shape == (rows, NUM_ITEMS)
+        np.testing.assert_allclose(got.p_correct.numpy(), expected.p_correct.numpy(), atol=1e-4)
+        np.testing.assert_allclose(got.mastery.float().numpy(), expected.mastery.numpy(), atol=mastery_atol)
+        for key in expected.state:
+            np.testing.assert_allclose(got.state[key].numpy(), expected.state[key].numpy(), atol=1e-4)
+
+
 def test_eager_backend_matches_the_models_own_step(model):
     """The eager backend runs model.inference_module (DKT: folded input gates): hold it to model.step."""
     backend = make_backend("eager", model, BATCH)

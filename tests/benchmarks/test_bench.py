@@ -55,3 +55,55 @@ def test_bench_step_only_prints_a_json_summary(tmp_path):
     assert (tmp_path / "step_throughput.png").stat().st_size > 1000
     results = json.loads((tmp_path / "results.json").read_text())
     assert {r["backend"] for r in results["step"]} >= {"eager", "cpu"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_bench_on_cuda_without_a_gpu_fails_in_one_clear_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "stream_kt.cli", "bench", "--skip-e2e", "--backend", "cuda", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["stream-kt bench: error: cuda backend needs a CUDA GPU and a CUDA build of torch; none found"]
+    assert not (tmp_path / "results.json").exists()
+
+
+class CpuStandIn:
+    """Stands in for CudaGraphBackend: the same staged code path on the CPU; B >= ``fits`` runs out of memory."""
+
+    fits = 10**9
+
+    def __new__(cls, model, batch_size, mastery_dtype=torch.float32, graphs=True):
+        from stream_kt.backends.staged import StagedBackend
+
+        if batch_size >= cls.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (stand-in)")
+        return StagedBackend(model, batch_size, "cpu", mastery_dtype)
+
+
+def test_cuda_sweep_reports_each_variant_against_b_and_the_bytes_each_step_copies(monkeypatch):
+    from benchmarks import step_throughput
+    from stream_kt.backends import compiled
+
+    monkeypatch.setattr(compiled, "CudaGraphBackend", CpuStandIn)
+    model = build_model("dkt", num_items=12, embed_dim=8, hidden_size=24).eval()
+    rows, skipped = step_throughput.cuda_step_throughput(model, [4, 16], min_seconds=0.01, progress=False)
+    assert [(r["backend"], r["batch"]) for r in rows] == [(v, b) for v in ("cuda", "cuda-eager", "cuda-f16") for b in (4, 16)]
+    assert skipped == [] and all(r["student_steps_per_s"] > 0 for r in rows)
+    # to the GPU: c, h (2 x 24 float32) + items, correct (int64); back: p_correct + c, h + mastery (12 float32, or float16)
+    assert {r["backend"]: (r["bytes_to_gpu_per_step"], r["bytes_from_gpu_per_step"]) for r in rows} == {
+        "cuda": (2 * 24 * 4 + 16, 4 + 2 * 24 * 4 + 12 * 4),
+        "cuda-eager": (2 * 24 * 4 + 16, 4 + 2 * 24 * 4 + 12 * 4),
+        "cuda-f16": (2 * 24 * 4 + 16, 4 + 2 * 24 * 4 + 12 * 2),
+    }
+
+
+def test_cuda_sweep_skips_the_batches_that_do_not_fit(monkeypatch):
+    from benchmarks import step_throughput
+    from stream_kt.backends import compiled
+
+    monkeypatch.setattr(compiled, "CudaGraphBackend", type("Small", (CpuStandIn,), {"fits": 16}))
+    model = build_model("dkt", num_items=12, embed_dim=8, hidden_size=24).eval()
+    rows, skipped = step_throughput.cuda_step_throughput(model, [4, 16, 64], min_seconds=0.01, progress=False)
+    assert [(r["backend"], r["batch"]) for r in rows] == [("cuda", 4), ("cuda-eager", 4), ("cuda-f16", 4)]
+    assert [(s["backend"], s["batch"], s["reason"]) for s in skipped] == [(v, b, "out of GPU memory") for v in ("cuda", "cuda-eager", "cuda-f16") for b in (16, 64)]
