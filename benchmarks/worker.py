@@ -18,8 +18,8 @@ import torch
 
 from benchmarks.alternatives import RecomputeWindow
 from stream_kt.settings import StreamSettings
-from stream_kt.stream.processor import run_processor
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.service.processor import run_processor
+from stream_kt.checkpoint import load_checkpoint
 
 
 def cpu_s() -> float:

@@ -30,7 +30,7 @@ import pandas as pd
 from pyBKT.models import Model
 
 from stream_kt.data.sequences import StudentSequence
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.checkpoint import load_checkpoint
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.metrics import binary_metrics
 from stream_kt.training.prepare import load_students

@@ -15,8 +15,8 @@ import argparse
 import asyncio
 
 from stream_kt.settings import StreamSettings, add_settings_arguments, mask_url, settings_from_args
-from stream_kt.stream import keys
-from stream_kt.stream.redis_store import StudentStore
+from stream_kt.service import keys
+from stream_kt.service.redis_store import StudentStore
 
 ERASURE_NOTE = """\
 Only the state in Redis is erased. The student's answer events stay in the input topic

@@ -20,8 +20,8 @@ from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.errors import ConfigError
 from stream_kt.models import MODELS, build_model
-from stream_kt.stream.broker import EmbeddedBroker, KafkaBroker, kafka_unavailable
-from stream_kt.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, kafka_unavailable
+from stream_kt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 QUICK = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
 FULL = {"batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048], "events": 200_000, "naive_events": 10_000, "recompute_events": 30_000, "latency_s": 15.0}

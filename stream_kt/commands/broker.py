@@ -8,7 +8,7 @@ import sys
 import threading
 
 from stream_kt.errors import ConfigError
-from stream_kt.stream.broker import KAFKA_VERSION, EmbeddedBroker, KafkaBroker
+from stream_kt.tools.brokers import KAFKA_VERSION, EmbeddedBroker, KafkaBroker
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -16,7 +16,7 @@ from stream_kt.errors import CheckpointError, ConfigError, DataError
 from stream_kt.models import MODELS, model_class
 from stream_kt.models.ensemble import Ensemble
 from stream_kt.training.blend import fit_weights
-from stream_kt.training.checkpoint import load_checkpoint, save_ensemble, write_metrics
+from stream_kt.checkpoint import load_checkpoint, save_ensemble, write_metrics
 from stream_kt.training.evaluate import evaluate, predict_sequences
 from stream_kt.training.metrics import auc
 from stream_kt.training.parity import parity_max_abs_diff

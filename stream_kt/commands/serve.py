@@ -14,13 +14,13 @@ import signal
 
 import torch
 
-from stream_kt.logging_setup import configure_logging
+from stream_kt.service.logging_setup import configure_logging
 from stream_kt.settings import StreamSettings, add_settings_arguments, settings_from_args
-from stream_kt.stream import http
-from stream_kt.stream.broker import EmbeddedBroker
-from stream_kt.stream.metrics import Metrics
-from stream_kt.stream.processor import ProcessorStats, run_processor
-from stream_kt.training.checkpoint import Checkpoint, load_checkpoint
+from stream_kt.service import http
+from stream_kt.tools.brokers import EmbeddedBroker
+from stream_kt.service.metrics import Metrics
+from stream_kt.service.processor import ProcessorStats, run_processor
+from stream_kt.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from stream_kt.data.readers import ITEM_COLUMNS
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.errors import ConfigError, DataError
 from stream_kt.settings import StreamSettings, add_settings_arguments, settings_from_args
-from stream_kt.stream.exceptions import StreamError
-from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
-from stream_kt.stream.inspect_state import (
+from stream_kt.service.exceptions import StreamError
+from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
+from stream_kt.tools.inspect_state import (
     delete_keys_with_prefix,
     StudentNotFound,
     format_report,
@@ -37,7 +37,7 @@ from stream_kt.stream.inspect_state import (
     redis_client,
     state_report,
 )
-from stream_kt.stream.replay import BURST_MS, ReplayResult, ensure_topic, event_order, load_replay_students, send_events
+from stream_kt.tools.replay import BURST_MS, ReplayResult, ensure_topic, event_order, load_replay_students, send_events
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students
 
 DEFAULT_LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -186,7 +186,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         client.close()
     checkpoint = None
     if args.checkpoint or (args.plot and checkpoint_path):
-        from stream_kt.training.checkpoint import load_checkpoint
+        from stream_kt.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(args.checkpoint or checkpoint_path)
         vocab = vocab or checkpoint.vocab
@@ -220,7 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             bootstrap = args.bootstrap
             say(f"[1/6] Kafka: {bootstrap}")
         else:
-            from stream_kt.stream.broker import EmbeddedBroker
+            from stream_kt.tools.brokers import EmbeddedBroker
 
             bootstrap = stack.enter_context(EmbeddedBroker(log_path=work_dir / "broker.log")).bootstrap
             say(f"[1/6] Kafka: embedded broker at {bootstrap} (in memory)")
@@ -296,7 +296,7 @@ def _redis_for_demo(url: str | None, work_dir: Path, stack: contextlib.ExitStack
         return DEFAULT_LOCAL_REDIS, False
     except redis.RedisError:
         pass
-    from stream_kt.stream.broker import free_port
+    from stream_kt.tools.brokers import free_port
 
     port = free_port()
     log = open(work_dir / "redis.log", "ab")
@@ -326,7 +326,7 @@ def _redis_for_demo(url: str | None, work_dir: Path, stack: contextlib.ExitStack
 def _model_and_students(args: argparse.Namespace, work_dir: Path, say) -> tuple[Path, list[StudentSequence]]:
     """The checkpoint to serve and the students to replay (never students it was trained on, where we know)."""
     from stream_kt.data.synthetic import SyntheticConfig, generate
-    from stream_kt.training.checkpoint import load_checkpoint
+    from stream_kt.checkpoint import load_checkpoint
 
     if args.checkpoint:
         checkpoint = load_checkpoint(args.checkpoint)

@@ -18,7 +18,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError
 from stream_kt.models import build_model
-from stream_kt.training.checkpoint import Checkpoint, save_checkpoint
+from stream_kt.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.plots import plot_learning_curves
 

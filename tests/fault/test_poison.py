@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scripts.fault_suite.workload import ITEMS, POISON, encode_valid, poison
+from fault_suite.workload import ITEMS, POISON, encode_valid, poison
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.stream.events import MAX_EVENT_BYTES, REASONS, AnswerEvent, decode_answer, encode_answer
-from stream_kt.stream.exceptions import InvalidEvent
+from stream_kt.service.events import MAX_EVENT_BYTES, REASONS, AnswerEvent, decode_answer, encode_answer
+from stream_kt.service.exceptions import InvalidEvent
 
 VOCAB = Vocabulary("skill_id", tuple(str(i) for i in range(ITEMS)))
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)

@@ -29,13 +29,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.settings import StreamSettings
-from stream_kt.stream import keys
-from stream_kt.stream.broker import free_port
-from stream_kt.stream.events import decode_mastery, encode_answer
-from stream_kt.stream.kafka_io import ensure_topics
-from stream_kt.stream.processor import ProcessorStats, run_processor
-from stream_kt.stream.state import WINDOW, StudentState
-from stream_kt.training.checkpoint import Checkpoint
+from stream_kt.service import keys
+from stream_kt.tools.brokers import free_port
+from stream_kt.service.events import decode_mastery, encode_answer
+from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.service.processor import ProcessorStats, run_processor
+from stream_kt.service.state import WINDOW, StudentState
+from stream_kt.checkpoint import Checkpoint
 
 PARTITIONS = 3
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_kt.stream.batcher import rounds
+from stream_kt.service.batcher import rounds
 
 
 def student(event: tuple[str, int]) -> str:

@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 
 from stream_kt.settings import StreamSettings
-from stream_kt.stream.kafka_io import ensure_topics, make_consumer
+from stream_kt.service.kafka_io import ensure_topics, make_consumer
 
 BATCHES = 10_000
 

@@ -14,11 +14,11 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from stream_kt.stream import keys
-from stream_kt.stream.broker import free_port
-from stream_kt.stream.kafka_io import ensure_topics
-from stream_kt.stream.state import StudentState
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.service import keys
+from stream_kt.tools.brokers import free_port
+from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.service.state import StudentState
+from stream_kt.checkpoint import load_checkpoint
 
 from .conftest import TopicReader, answer_messages, by_student, expected_output_keys, dedupe_outputs, produce, read_states, running_processor, synthetic_answers
 

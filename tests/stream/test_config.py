@@ -13,11 +13,11 @@ import redis
 from stream_kt.cli import main
 from stream_kt.errors import ConfigError
 from stream_kt.settings import ENV, StreamSettings, add_settings_arguments, mask_url, settings_from_args
-from stream_kt.stream import kafka_io, keys
-from stream_kt.stream.broker import free_port
-from stream_kt.stream.exceptions import StreamError
-from stream_kt.stream.redis_store import StudentStore
-from stream_kt.stream.state import StudentState
+from stream_kt.service import kafka_io, keys
+from stream_kt.tools.brokers import free_port
+from stream_kt.service.exceptions import StreamError
+from stream_kt.service.redis_store import StudentStore
+from stream_kt.service.state import StudentState
 
 SECRET = "hunter2-secret"
 

@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from stream_kt.cli import main
-from stream_kt.stream import keys
-from stream_kt.stream.redis_store import StudentStore
-from stream_kt.stream.state import StudentState
+from stream_kt.service import keys
+from stream_kt.service.redis_store import StudentStore
+from stream_kt.service.state import StudentState
 
 
 def test_forget_deletes_one_students_state_and_is_fine_when_there_is_none(redis_url, key_prefix, capsys):

@@ -15,13 +15,13 @@ from typing import AsyncIterator
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_kt.logging_setup import JsonFormatter
-from stream_kt.stream import http
-from stream_kt.stream.broker import free_port
-from stream_kt.stream.events import encode_answer
-from stream_kt.stream.metrics import NAMES, BatchHistogram, Metrics
-from stream_kt.stream.processor import run_processor
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.service.logging_setup import JsonFormatter
+from stream_kt.service import http
+from stream_kt.tools.brokers import free_port
+from stream_kt.service.events import encode_answer
+from stream_kt.service.metrics import NAMES, BatchHistogram, Metrics
+from stream_kt.service.processor import run_processor
+from stream_kt.checkpoint import load_checkpoint
 
 from .conftest import TopicReader, answer_messages, by_student, produce, synthetic_answers, until
 
@@ -82,7 +82,7 @@ def test_probes_before_start_up_and_a_port_in_use(caplog):
 
 
 def test_json_logs_are_one_object_a_line_with_extra_fields():
-    record = logging.LogRecord("stream_kt.stream.processor", logging.WARNING, __file__, 1, "%s/%d: dead letter (%s)", ("kt.answers", 3, "oversized"), None)
+    record = logging.LogRecord("stream_kt.service.processor", logging.WARNING, __file__, 1, "%s/%d: dead letter (%s)", ("kt.answers", 3, "oversized"), None)
     record.partition = 3
     try:
         raise ValueError("boom")
@@ -92,7 +92,7 @@ def test_json_logs_are_one_object_a_line_with_extra_fields():
     assert "\n" not in line
     entry = json.loads(line)
     assert entry["message"] == "kt.answers/3: dead letter (oversized)" and entry["level"] == "WARNING" and entry["partition"] == 3
-    assert entry["logger"] == "stream_kt.stream.processor" and entry["ts"].endswith("Z") and "ValueError: boom" in entry["exc"]
+    assert entry["logger"] == "stream_kt.service.processor" and entry["ts"].endswith("Z") and "ValueError: boom" in entry["exc"]
 
 
 def test_a_running_processor_counts_everything_and_its_readiness_follows_redis(make_settings, tiny_checkpoint, own_redis, caplog):

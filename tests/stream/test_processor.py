@@ -16,10 +16,10 @@ import torch
 from stream_kt.data.batches import make_batch
 from stream_kt.data.sequences import interaction_times
 from stream_kt.models import build_model
-from stream_kt.stream import keys
-from stream_kt.stream.events import MAX_EVENT_BYTES
-from stream_kt.stream.state import WINDOW, StudentState
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.service import keys
+from stream_kt.service.events import MAX_EVENT_BYTES
+from stream_kt.service.state import WINDOW, StudentState
+from stream_kt.checkpoint import load_checkpoint
 from tests.conftest import TINY_ITEMS, save_model_checkpoint
 
 from .conftest import (
@@ -285,8 +285,8 @@ def test_a_batch_polled_across_a_rebalance_is_rewound_not_skipped(broker, topics
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from stream_kt.stream.processor import Processor
-    from stream_kt.stream.replay import ensure_topic
+    from stream_kt.service.processor import Processor
+    from stream_kt.tools.replay import ensure_topic
 
     topic = topics("rewind")
 

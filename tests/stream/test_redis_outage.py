@@ -7,7 +7,7 @@ import logging
 
 import redis
 
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.checkpoint import load_checkpoint
 
 from .conftest import (
     TopicReader,
@@ -33,7 +33,7 @@ def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(m
     admin = redis.Redis.from_url(own_redis.url)
 
     def failures() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "stream_kt.stream.processor" and r.levelno == logging.ERROR]
+        return [r.getMessage() for r in caplog.records if r.name == "stream_kt.service.processor" and r.levelno == logging.ERROR]
 
     async def scenario():
         end: dict[int, int] = {}

@@ -12,8 +12,8 @@ from typing import Callable
 import pytest
 
 from stream_kt.cli import main
-from stream_kt.stream.broker import free_port
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.tools.brokers import free_port
+from stream_kt.checkpoint import load_checkpoint
 
 from .conftest import (
     TopicReader,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream_kt.stream.broker import KafkaBroker
+from stream_kt.tools.brokers import KafkaBroker
 from tests.conftest import require_kafka
 
 

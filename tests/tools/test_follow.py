@@ -9,8 +9,8 @@ import msgpack
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_kt.stream.events import AnswerEvent, encode_mastery
-from stream_kt.stream.follow import FollowTally, follow_outputs, now_ms
+from stream_kt.service.events import AnswerEvent, encode_mastery
+from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 
 
 def mastery(student_id: str, seq: int, ts_ms: int) -> bytes:

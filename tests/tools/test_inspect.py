@@ -14,10 +14,10 @@ from stream_kt.cli import main
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
-from stream_kt.stream import keys
-from stream_kt.stream.broker import free_port
-from stream_kt.stream.state import StudentState
-from stream_kt.training.checkpoint import save_checkpoint
+from stream_kt.service import keys
+from stream_kt.tools.brokers import free_port
+from stream_kt.service.state import StudentState
+from stream_kt.checkpoint import save_checkpoint
 
 VOCAB = Vocabulary("skill_id", ("3", "7", "10", "12"), {"3": "Fractions", "10": "Angles"})
 
@@ -106,7 +106,7 @@ def test_inspect_plot_without_a_known_checkpoint_is_one_line_error(redis_url, ke
 
 
 def test_recomputed_mastery_over_the_window_ends_where_the_whole_sequence_forward_pass_ends() -> None:
-    from stream_kt.stream.inspect_state import mastery_over_window
+    from stream_kt.tools.inspect_state import mastery_over_window
 
     torch.manual_seed(1)
     model = build_model("dkt", num_items=len(VOCAB), embed_dim=8, hidden_size=8, dropout=0.0).eval()

@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer
 
 from stream_kt.cli import main
 from stream_kt.data.sequences import StudentSequence
-from stream_kt.stream.broker import free_port
-from stream_kt.stream.replay import TokenBucket, event_order, load_replay_students
+from stream_kt.tools.brokers import free_port
+from stream_kt.tools.replay import TokenBucket, event_order, load_replay_students
 
 
 def student(student_id: str, length: int, ts_ms: tuple[int, ...] | None = None) -> StudentSequence:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.checkpoint import load_checkpoint
 from stream_kt.training.evaluate import predict_sequences
 from stream_kt.training.metrics import binary_metrics
 from stream_kt.training.prepare import load_students

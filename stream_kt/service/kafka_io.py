@@ -20,7 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from stream_kt.errors import ConfigError
 from stream_kt.settings import StreamSettings
-from stream_kt.stream.exceptions import StreamError
+from stream_kt.service.exceptions import StreamError
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from stream_kt.settings import StreamSettings, mask_url
-from stream_kt.stream import keys
-from stream_kt.stream.exceptions import StreamError
-from stream_kt.stream.state import StudentState
+from stream_kt.service import keys
+from stream_kt.service.exceptions import StreamError
+from stream_kt.service.state import StudentState
 
 log = logging.getLogger(__name__)
 

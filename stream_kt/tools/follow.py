@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from stream_kt.settings import StreamSettings
-from stream_kt.stream.events import decode_mastery
-from stream_kt.stream.exceptions import StreamError
+from stream_kt.service.events import decode_mastery
+from stream_kt.service.exceptions import StreamError
 
 # Without any handler, Python's last-resort handler prints aiokafka's connection errors
 # next to our one-line error; a configured root logger still receives them.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from stream_kt.stream.exceptions import StreamError
+from stream_kt.service.exceptions import StreamError
 
 SCHEMA_VERSION = 1
 WINDOW = 100

@@ -22,8 +22,8 @@ import redis
 
 from stream_kt.commands.tools import ServeProcess, stop_process
 from stream_kt.settings import StreamSettings
-from stream_kt.stream.broker import EmbeddedBroker, KafkaBroker, free_port
-from stream_kt.stream.exceptions import StreamError
+from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, free_port
+from stream_kt.service.exceptions import StreamError
 
 STOPPED_LINE = re.compile(r"stopped: (\d+) events in, (\d+) outputs, (\d+) dead letters, (\d+) replays skipped, (\d+) batches")
 

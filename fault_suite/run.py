@@ -34,9 +34,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
 from stream_kt.settings import StreamSettings
-from stream_kt.stream.broker import KAFKA_VERSION
-from stream_kt.stream.kafka_io import ensure_topics
-from stream_kt.training.checkpoint import load_checkpoint
+from stream_kt.tools.brokers import KAFKA_VERSION
+from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.checkpoint import load_checkpoint
 
 from . import workload
 from .services import Broker, Group, RedisServer

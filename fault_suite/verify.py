@@ -15,9 +15,9 @@ import numpy as np
 import redis
 
 from stream_kt.data.sequences import StudentSequence
-from stream_kt.stream import keys
-from stream_kt.stream.events import decode_mastery
-from stream_kt.stream.state import WINDOW, StudentState
+from stream_kt.service import keys
+from stream_kt.service.events import decode_mastery
+from stream_kt.service.state import WINDOW, StudentState
 
 from .traffic import Collector, DeadLetter, Sent
 from .workload import Reference

@@ -36,7 +36,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
-from stream_kt.stream.exceptions import BrokerError
+from stream_kt.service.exceptions import BrokerError
 
 KAFKA_VERSION = "4.1.1"  # the one version kafka-broker.pom.xml resolves; tests and CI run against it
 JAVA_MIN_VERSION = 17  # Kafka 4.x brokers need Java 17
@@ -202,7 +202,7 @@ def kafka_unavailable() -> str | None:
 
 
 SERVER_PROPERTIES = """\
-# written by stream-kt (stream_kt/stream/broker.py): one KRaft node, broker and controller
+# written by stream-kt (stream_kt/tools/brokers.py): one KRaft node, broker and controller
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from stream_kt.stream.exceptions import InvalidEvent
+from stream_kt.service.exceptions import InvalidEvent
 
 FORMAT_VERSION = 1
 MAX_EVENT_BYTES = 4096  # an answer event is ~100 bytes; anything this big is not one

@@ -18,9 +18,9 @@ import numpy as np
 import redis
 
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.stream import keys
-from stream_kt.stream.exceptions import StreamError
-from stream_kt.stream.state import WINDOW, StudentState
+from stream_kt.service import keys
+from stream_kt.service.exceptions import StreamError
+from stream_kt.service.state import WINDOW, StudentState
 
 PLOT_MAX_SKILLS = 20
 

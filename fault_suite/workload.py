@@ -23,9 +23,9 @@ from stream_kt.data.split import Split
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
-from stream_kt.stream.events import MAX_EVENT_BYTES
-from stream_kt.stream.replay import event_order
-from stream_kt.training.checkpoint import Checkpoint, save_checkpoint
+from stream_kt.service.events import MAX_EVENT_BYTES
+from stream_kt.tools.replay import event_order
+from stream_kt.checkpoint import Checkpoint, save_checkpoint
 
 ITEMS = 16  # skill ids "0".."15"
 MODEL_OPTIONS = {"num_items": ITEMS, "embed_dim": 16, "hidden_size": 32, "num_layers": 1, "dropout": 0.0}

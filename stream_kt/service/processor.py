@@ -69,14 +69,14 @@ from aiokafka.structs import ConsumerRecord
 from stream_kt.backends import StepBackend, make_backend
 from stream_kt.data.sequences import interaction_times, lag_seconds
 from stream_kt.settings import StreamSettings
-from stream_kt.stream import batcher, kafka_io
-from stream_kt.stream.events import AnswerEvent, decode_answer, encode_mastery
-from stream_kt.stream.exceptions import InvalidEvent
-from stream_kt.stream.http import Readiness
-from stream_kt.stream.metrics import Metrics
-from stream_kt.stream.redis_store import REDIS_ERRORS, StudentStore
-from stream_kt.stream.state import StudentState
-from stream_kt.training.checkpoint import Checkpoint
+from stream_kt.service import batcher, kafka_io
+from stream_kt.service.events import AnswerEvent, decode_answer, encode_mastery
+from stream_kt.service.exceptions import InvalidEvent
+from stream_kt.service.http import Readiness
+from stream_kt.service.metrics import Metrics
+from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
+from stream_kt.service.state import StudentState
+from stream_kt.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from stream_kt.stream.broker import kafka_unavailable
+from stream_kt.tools.brokers import kafka_unavailable
 
 from .run import FULL, SHORT, Outcome, Suite
 from .services import S3Server

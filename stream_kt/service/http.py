@@ -24,7 +24,7 @@ import redis
 from aiokafka.errors import KafkaError
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from stream_kt.stream.metrics import Metrics
+from stream_kt.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.errors import DataError
-from stream_kt.stream.events import encode_answer
-from stream_kt.stream.exceptions import StreamError
-from stream_kt.stream.follow import now_ms, start_client
+from stream_kt.service.events import encode_answer
+from stream_kt.service.exceptions import StreamError
+from stream_kt.tools.follow import now_ms, start_client
 from stream_kt.training.prepare import load_students
 
 BURST_MS = 20.0  # default: paced traffic goes out in bursts of this many ms of events
