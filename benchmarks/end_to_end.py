@@ -32,7 +32,8 @@ import redis
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.tools.inspect_state import delete_keys_with_prefix
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
-from stream_kt.tools.replay import ensure_topic, event_order, send_events
+from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.tools.replay import event_order, send_events
 
 VARIANT_BATCH = {"stream-kt": None, "naive": 1, "recompute": 64}  # None: the configured B
 RATE_FRACTIONS = (0.25, 0.5, 0.9)
@@ -126,7 +127,7 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
     """Throughput, latency at three offered rates, and per-event costs of one variant."""
     order = event_order(students, seed)
     worker = Worker(target, variant)
-    asyncio.run(ensure_topic(target.bootstrap, worker.in_topic, target.partitions))
+    asyncio.run(ensure_topics(target.bootstrap, [worker.in_topic], target.partitions))
     # 1. pre-produce, then start the processor and time the drain
     tally = FollowTally(since_ms=0, expected=len(order))
     sent = asyncio.run(send_events(target.bootstrap, worker.in_topic, students, order, progress=progress))

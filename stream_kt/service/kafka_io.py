@@ -1,8 +1,10 @@
-"""Thin adapter over aiokafka: topics, the consumer, the producer, dead-letter headers.
+"""Thin adapter over aiokafka, the one place any stream-kt code makes a Kafka client.
 
-Nothing here decides when to commit; ``processor.py`` owns the commit order.  Every
-client (admin, consumer, producer) gets the same security options
-(``client_options``): TLS and SASL from the ``kafka_*`` settings.
+Topics (``ensure_topics``), the processor's consumer and producer, the tools' producer
+and group-less reader, starting any of them (``start``: an unreachable broker is one
+line), dead-letter headers.  Every client gets the same security options
+(``client_options``): TLS and SASL from the ``kafka_*`` settings.  Nothing here decides
+when to commit; ``processor.py`` owns the commit order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -89,6 +91,15 @@ async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, atte
         return
 
 
+async def check_reachable(bootstrap: str, security: dict | None = None) -> None:
+    """One connection, no retries: a tool's first contact, so a broker that is not there fails in one line at once."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    try:
+        await start(admin, bootstrap)
+    finally:
+        await admin.close()
+
+
 def make_consumer(settings: StreamSettings, listener: ConsumerRebalanceListener) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap,
@@ -108,11 +119,28 @@ def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", **client_options(settings))
 
 
-async def start(client: AIOKafkaConsumer | AIOKafkaProducer, bootstrap: str) -> None:
+def make_tool_producer(bootstrap: str, security: dict | None = None, **options: object) -> AIOKafkaProducer:
+    """A producer for the tools (replay, the benchmarks' load): ``options`` are aiokafka's."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **(security or {}), **options)  # type: ignore[arg-type]
+
+
+def make_reader(bootstrap: str, topics: list[str], security: dict | None = None, **options: object) -> AIOKafkaConsumer:
+    """A consumer of every partition of ``topics`` from the beginning, with no group: it commits
+    nothing and never disturbs a processor's group.  (A subscription, not ``assign``: Kafka only
+    returns metadata for the topics a client tracks.)"""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)  # type: ignore[arg-type]
+    consumer.subscribe(topics)
+    return consumer
+
+
+async def start(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient, bootstrap: str) -> None:
+    """``client.start()``; a broker that cannot be reached or refuses us is one line."""
     try:
         await client.start()
+    except KafkaConnectionError:
+        raise StreamError(f"cannot reach Kafka at {bootstrap} (start one: `stream-kt broker`, or pass --bootstrap HOST:PORT)") from None
     except KafkaError as exc:
-        raise StreamError(f"cannot start a Kafka {type(client).__name__} on {bootstrap}: {exc}") from None
+        raise StreamError(f"cannot start a Kafka {type(client).__name__} on {bootstrap}: {type(exc).__name__}: {exc}") from None
 
 
 _partitioner = DefaultPartitioner()  # murmur2 of the key, as the Java client: a student keeps its partition

@@ -17,12 +17,10 @@ from typing import Callable
 
 import msgpack
 import numpy as np
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from stream_kt.settings import StreamSettings
 from stream_kt.service.events import decode_mastery
-from stream_kt.service.exceptions import StreamError
+from stream_kt.service import kafka_io
 
 # Without any handler, Python's last-resort handler prints aiokafka's connection errors
 # next to our one-line error; a configured root logger still receives them.
@@ -31,16 +29,6 @@ logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-async def start_client(client, bootstrap: str) -> None:
-    """``client.start()``, with an unreachable broker reported as one line."""
-    try:
-        await client.start()
-    except KafkaConnectionError:
-        raise StreamError(f"cannot reach Kafka at {bootstrap} (start a broker, or run `stream-kt demo` which starts one)") from None
-    except KafkaError as exc:
-        raise StreamError(f"Kafka at {bootstrap}: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass
@@ -140,24 +128,23 @@ async def follow_outputs(
     on_update: Callable[[FollowTally], None] | None = None,
     poll_ms: int = 200,
     fetch_wait_ms: int = StreamSettings.fetch_wait_ms,
+    security: dict | None = None,
 ) -> FollowTally:
     """Consume until ``tally.complete()`` or ``timeout_s`` after ``tally.expected`` is set.
 
     The timeout only starts once the sender is done, so a long replay is never cut short;
     the caller cancels this task if sending fails.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,  # no group: nothing committed, all partitions, from the beginning
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = kafka_io.make_reader(
+        bootstrap,
+        [out_topic] + ([dlq_topic] if dlq_topic else []),
+        security,
         metadata_max_age_ms=2000,  # notice the topics soon when the processor creates them late
         fetch_max_wait_ms=fetch_wait_ms,  # the default 500 ms would be measured as latency on the embedded broker (StreamSettings.fetch_wait_ms)
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    await start_client(consumer, bootstrap)
+    await kafka_io.start(consumer, bootstrap)
     try:
-        consumer.subscribe([out_topic] + ([dlq_topic] if dlq_topic else []))
         deadline: float | None = None
         while not tally.complete():
             if deadline is None and tally.expected is not None:

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from tqdm import tqdm
 
@@ -26,12 +24,12 @@ from stream_kt.data.sequences import StudentSequence
 from stream_kt.errors import DataError
 from stream_kt.service.events import encode_answer
 from stream_kt.service.exceptions import StreamError
-from stream_kt.tools.follow import now_ms, start_client
+from stream_kt.service import kafka_io
+from stream_kt.tools.follow import now_ms
 from stream_kt.training.prepare import load_students
 
 BURST_MS = 20.0  # default: paced traffic goes out in bursts of this many ms of events
 
-TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
 ITEM_FIELDS = {"skill_id": "skill_id", "problem_id": "item_id"}  # --item -> the event's item field
 
 
@@ -90,24 +88,6 @@ class TokenBucket:
         return max(0.0, -self.tokens / self.rate_per_s)
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> bool:
-    """Create ``topic`` unless it exists; True when this call created it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
-    await start_client(admin, bootstrap)
-    try:
-        if topic in await admin.list_topics():
-            return False
-        response = await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-        for name, code, message in (e[:3] for e in response.topic_errors):
-            if code not in (0, TOPIC_EXISTS):
-                raise StreamError(f"cannot create topic {name!r}: error {code} {message or ''}".strip())
-        return True
-    except KafkaError as exc:
-        raise StreamError(f"cannot create topic {topic!r} on {bootstrap}: {type(exc).__name__}") from None
-    finally:
-        await admin.close()
-
-
 @dataclass(frozen=True)
 class ReplayResult:
     sent: int
@@ -132,11 +112,13 @@ async def send_events(
     progress: bool = True,
     on_sent: Callable[[int], None] | None = None,
     chunk_size: int = 2000,
+    security: dict | None = None,
 ) -> ReplayResult:
     """Send ``order``'s events; futures are awaited a chunk behind, so sends pipeline.
 
     With ``rate_per_s``, events go out in bursts of ``burst_ms`` worth of traffic, each
     burst one record batch per partition: longer bursts make fewer, larger batches.
+    ``security``: ``kafka_io.client_options(settings)`` (TLS, SASL); None: PLAINTEXT.
     """
     item_field = ITEM_FIELDS[item]
     bucket = None
@@ -144,8 +126,8 @@ async def send_events(
         capacity = max(1.0, rate_per_s * burst_ms / 1000)
         bucket = TokenBucket(rate_per_s, capacity)
         chunk_size = int(capacity)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30_000)
-    await start_client(producer, bootstrap)
+    producer = kafka_io.make_tool_producer(bootstrap, security, linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30_000)
+    await kafka_io.start(producer, bootstrap)
     keys = [s.student_id.encode() for s in students]
     started = time.perf_counter()
     first_send_ms = now_ms()

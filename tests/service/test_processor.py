@@ -286,12 +286,12 @@ def test_a_batch_polled_across_a_rebalance_is_rewound_not_skipped(broker, topics
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from stream_kt.service.processor import Processor
-    from stream_kt.tools.replay import ensure_topic
+    from stream_kt.service.kafka_io import ensure_topics
 
     topic = topics("rewind")
 
     async def scenario() -> tuple[list[int], list[int]]:
-        await ensure_topic(broker.bootstrap, topic, 2)
+        await ensure_topics(broker.bootstrap, [topic], 2)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
         for i in range(10):
