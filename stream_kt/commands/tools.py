@@ -27,17 +27,16 @@ from stream_kt.settings import StreamSettings, add_settings_arguments, settings_
 from stream_kt.service.exceptions import StreamError
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.tools.inspect_state import (
-    delete_keys_with_prefix,
     StudentNotFound,
+    delete_keys_with_prefix,
     format_report,
+    load_student,
     mastery_over_window,
     plot_mastery_heatmap,
-    read_student,
-    read_vocabulary,
-    redis_client,
     state_report,
 )
-from stream_kt.tools.replay import BURST_MS, ReplayResult, ensure_topic, event_order, load_replay_students, send_events
+from stream_kt.service import kafka_io
+from stream_kt.tools.replay import BURST_MS, ReplayResult, event_order, load_replay_students, send_events
 from stream_kt.training.prepare import FORMAT_CHOICES, load_students
 
 DEFAULT_LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -65,7 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--follow", action="store_true", help="wait for every event's mastery output; report throughput and latency")
     p.add_argument("--follow-timeout-s", type=positive_float, default=300.0, help="give up this long after the last send (default 300)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    add_settings_arguments(p, ("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms"))
+    add_settings_arguments(p, ("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms", "kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile"))
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("inspect", help="show one student's state: recent answers and mastery per skill")
@@ -145,9 +144,11 @@ async def replay_and_follow(
     progress: bool = True,
 ) -> tuple[ReplayResult, FollowTally | None]:
     """Send ``order``; with ``follow``, consume the answers at the same time (a late consumer would inflate latency)."""
-    await ensure_topic(settings.bootstrap, settings.in_topic, settings.partitions)
+    security = kafka_io.client_options(settings)
+    await kafka_io.check_reachable(settings.bootstrap, security)
+    await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic], settings.partitions, security=security)
     if not follow:
-        return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress), None
+        return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, security=security), None
     tally = FollowTally(since_ms=now_ms())
     answered_bar = tqdm(total=len(order), desc="answered", unit="event", unit_scale=True, position=1, disable=not progress, mininterval=0.5)
     sent_count = [0]
@@ -159,9 +160,11 @@ async def replay_and_follow(
     def on_sent(count: int) -> None:
         sent_count[0] = count
 
-    follower = asyncio.create_task(follow_outputs(settings.bootstrap, settings.out_topic, tally, dlq_topic=settings.dlq_topic, timeout_s=timeout_s, on_update=show, fetch_wait_ms=settings.fetch_wait_ms))
+    follower = asyncio.create_task(
+        follow_outputs(settings.bootstrap, settings.out_topic, tally, dlq_topic=settings.dlq_topic, timeout_s=timeout_s, on_update=show, fetch_wait_ms=settings.fetch_wait_ms, security=security)
+    )
     try:
-        result = await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, on_sent=on_sent)
+        result = await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, on_sent=on_sent, security=security)
         tally.expected = result.sent
         await follower
     finally:
@@ -178,12 +181,7 @@ async def replay_and_follow(
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    client = redis_client(settings.redis_url)
-    try:
-        state = read_student(client, args.student, settings.key_prefix)
-        vocab, checkpoint_path = read_vocabulary(client, state.model_version, settings.key_prefix)
-    finally:
-        client.close()
+    state, vocab, checkpoint_path = asyncio.run(load_student(settings, args.student))
     checkpoint = None
     if args.checkpoint or (args.plot and checkpoint_path):
         from stream_kt.checkpoint import load_checkpoint
@@ -289,7 +287,7 @@ def _redis_for_demo(url: str | None, work_dir: Path, stack: contextlib.ExitStack
     import redis
 
     if url:
-        redis_client(url).close()  # one-line error when it does not answer
+        delete_keys_with_prefix(url, f"demo-probe-{uuid.uuid4().hex[:8]}")  # one-line error when it does not answer
         return url, False
     try:
         redis.Redis.from_url(DEFAULT_LOCAL_REDIS, socket_connect_timeout=0.5).ping()
@@ -465,18 +463,13 @@ def stop_process(process: subprocess.Popen | None, timeout_s: float = 10.0, sign
 
 
 def _student_reports(redis_url: str, prefix: str, student_ids: list[str]) -> str:
-    client = redis_client(redis_url)
-    try:
-        reports = []
-        for student_id in student_ids:
-            try:
-                state = read_student(client, student_id, prefix)
-            except StudentNotFound:
-                reports.append(f"student {student_id}: no state (none of its events was applied)")
-                continue
-            vocab, _ = read_vocabulary(client, state.model_version, prefix)
-            reports.append(format_report(state_report(state, vocab), top=3, window_shown=12))
-        return "\n".join(reports)
-    finally:
-        client.close()
-
+    settings = StreamSettings(redis_url=redis_url, key_prefix=prefix)
+    reports = []
+    for student_id in student_ids:
+        try:
+            state, vocab, _ = asyncio.run(load_student(settings, student_id))
+        except StudentNotFound:
+            reports.append(f"student {student_id}: no state (none of its events was applied)")
+            continue
+        reports.append(format_report(state_report(state, vocab), top=3, window_shown=12))
+    return "\n".join(reports)

@@ -18,5 +18,6 @@ def model_vocab_key(model_version: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}:model:{model_version}:vocab"
 
 
-def student_pattern(prefix: str = DEFAULT_PREFIX) -> str:
-    return f"{prefix}:student:*"
+def prefix_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """Every key under ``prefix`` (SCAN's MATCH pattern)."""
+    return f"{prefix}:*"

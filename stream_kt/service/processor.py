@@ -67,7 +67,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from stream_kt.backends import StepBackend, make_backend
-from stream_kt.data.sequences import interaction_times, lag_seconds
+from stream_kt.data.sequences import lag_seconds
 from stream_kt.settings import StreamSettings
 from stream_kt.service import batcher, kafka_io
 from stream_kt.service.events import AnswerEvent, decode_answer, encode_mastery
@@ -75,7 +75,7 @@ from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
-from stream_kt.service.state import StudentState
+from stream_kt.service.state import StudentState, window_steps
 from stream_kt.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -312,9 +312,7 @@ class Processor:
         sequences = []
         for state in stale:
             log.info("student %s: state of model %s rebuilt with %s from its %d-event window", state.student_id, state.model_version, self.version, len(state.window))
-            kept = [(index, correct, ts) for item, correct, ts in state.window if (index := self.vocab.index(item)) is not None]
-            times = interaction_times([ts for _, _, ts in kept], None)
-            sequences.append([(index, correct, tuple(pair)) for (index, correct, _), pair in zip(kept, times)])
+            sequences.append([(step.item_index, step.correct, step.times) for step in window_steps(state.window, self.vocab.index)])
             state.model_version = self.version
             state.model_state = {k: v.copy() for k, v in self.initial_rows.items()}
             state.mastery = None

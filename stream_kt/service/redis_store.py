@@ -1,5 +1,8 @@
 """Thin adapter: student states in Redis, one key per student (``keys.student_key``).
 
+The one place any stream-kt code makes a Redis client: the processor, ``forget``,
+``inspect``, the demo and the benchmarks all go through ``StudentStore``.
+
 One batch costs two round trips: a pipeline of GETs to read and a pipeline of SETs to
 write, both ``transaction=False``.  Not MGET/MSET and not MULTI: those are multi-key
 commands, which Redis Cluster refuses across hash slots; each student's key is
@@ -113,6 +116,26 @@ class StudentStore:
 
     async def write_model_vocab(self, model_version: str, payload: dict) -> None:
         await self.client.set(keys.model_vocab_key(model_version, self.prefix), json.dumps(payload))
+
+    async def read_model_vocab(self, model_version: str) -> dict | None:
+        """What ``write_model_vocab`` stored for ``model_version`` (None: nothing); ``StreamError`` if it is not JSON."""
+        raw = await self.client.get(keys.model_vocab_key(model_version, self.prefix))
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise StreamError(f"{keys.model_vocab_key(model_version, self.prefix)}: not a stream-kt vocabulary") from None
+
+    async def delete_prefix(self) -> int:
+        """Delete every key under this store's prefix (a demo's or a benchmark's own keys); return how many."""
+        doomed = [key async for key in self.client.scan_iter(match=keys.prefix_pattern(self.prefix), count=1000)]
+        for start in range(0, len(doomed), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for key in doomed[start : start + 1000]:
+                pipe.delete(key)  # one key per command: a cluster routes each to its slot
+            await pipe.execute()
+        return len(doomed)
 
     async def close(self) -> None:
         await self.client.aclose()

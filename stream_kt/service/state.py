@@ -18,14 +18,39 @@ Fields (``schema_version`` 1):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import msgpack
 import numpy as np
 
+from stream_kt.data.sequences import interaction_times
 from stream_kt.service.exceptions import StreamError
 
 SCHEMA_VERSION = 1
 WINDOW = 100
+
+
+@dataclass(frozen=True)
+class WindowStep:
+    """One stored interaction as the model takes it."""
+
+    position: int  # in the window
+    item_index: int
+    correct: int
+    times: tuple[float, float]  # [elapsed, lag] seconds: the window keeps no elapsed time (0); lag from the timestamps
+
+
+def window_steps(window: list[tuple[str, int, int]], item_index: Callable[[str], int | None]) -> list[WindowStep]:
+    """The model's inputs over a stored window, for the interactions this vocabulary knows.
+
+    The one rule that rebuilding a state for a new model (``processor.rebuild``) and
+    recomputing mastery for ``inspect --plot`` share: ids the vocabulary does not know
+    are dropped (the processor never applied them), lags run between the kept events.
+    """
+    kept = [(position, index, correct, ts) for position, (item, correct, ts) in enumerate(window) if (index := item_index(item)) is not None]
+    times = interaction_times([ts for *_, ts in kept], None)
+    pairs = times.tolist() if times is not None else []
+    return [WindowStep(position, index, correct, (pair[0], pair[1])) for (position, index, correct, _), pair in zip(kept, pairs)]
 
 
 @dataclass

@@ -9,18 +9,18 @@ the student's whole history.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import redis
 
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.service import keys
+from stream_kt.settings import StreamSettings
 from stream_kt.service.exceptions import StreamError
-from stream_kt.service.state import WINDOW, StudentState
+from stream_kt.service.redis_store import StudentStore
+from stream_kt.service.state import WINDOW, StudentState, window_steps
 
 PLOT_MAX_SKILLS = 20
 
@@ -29,44 +29,36 @@ class StudentNotFound(StreamError):
     """No state is stored for the student."""
 
 
-def redis_client(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+async def load_student(settings: StreamSettings, student_id: str) -> tuple[StudentState, Vocabulary | None, str | None]:
+    """The student's state, and the served model's vocabulary and checkpoint path where ``serve`` recorded them."""
+    store = await StudentStore.connect(settings.redis_url, settings.key_prefix, attempts=1, cluster=settings.redis_cluster)
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise StreamError(f"cannot reach Redis at {url} ({type(exc).__name__}: {exc})") from None
-    return client
-
-
-def delete_keys_with_prefix(redis_url: str, prefix: str) -> int:
-    """Delete every key under ``prefix:`` (a demo's or a benchmark's own keys); return how many."""
-    client = redis_client(redis_url)
-    try:
-        doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
-        for start in range(0, len(doomed), 1000):
-            client.delete(*doomed[start : start + 1000])
-        return len(doomed)
+        state = (await store.read([student_id]))[student_id]
+        if state is None:
+            raise StudentNotFound(f"no state for student {student_id!r} under key prefix {settings.key_prefix!r} (wrong --key-prefix or --redis?)")
+        payload = await store.read_model_vocab(state.model_version)
     finally:
-        client.close()
-
-
-def read_student(client: redis.Redis, student_id: str, prefix: str = keys.DEFAULT_PREFIX) -> StudentState:
-    raw = client.get(keys.student_key(student_id, prefix))
-    if raw is None:
-        raise StudentNotFound(f"no state for student {student_id!r} under key prefix {prefix!r} (wrong --key-prefix or --redis?)")
-    return StudentState.from_bytes(raw)
-
-
-def read_vocabulary(client: redis.Redis, model_version: str, prefix: str = keys.DEFAULT_PREFIX) -> tuple[Vocabulary | None, str | None]:
-    """The served model's vocabulary and checkpoint path, or (None, None) when not stored."""
-    raw = client.get(keys.model_vocab_key(model_version, prefix))
-    if raw is None:
-        return None, None
+        await store.close()
+    if payload is None:
+        return state, None, None
     try:
-        data = json.loads(raw)
-        return Vocabulary(data["item_column"], tuple(data["ids"]), data.get("names") or {}), data.get("checkpoint")
-    except (ValueError, KeyError, TypeError):
-        raise StreamError(f"{keys.model_vocab_key(model_version, prefix)}: not a stream-kt vocabulary") from None
+        vocab = Vocabulary(payload["item_column"], tuple(payload["ids"]), payload.get("names") or {})
+    except (KeyError, TypeError):
+        raise StreamError(f"the vocabulary stored for model {state.model_version}: not a stream-kt vocabulary") from None
+    return state, vocab, payload.get("checkpoint")
+
+
+def delete_keys_with_prefix(redis_url: str, prefix: str, cluster: bool = False) -> int:
+    """Delete every key under ``prefix:`` (a demo's or a benchmark's own keys); return how many."""
+
+    async def delete() -> int:
+        store = await StudentStore.connect(redis_url, prefix, attempts=1, cluster=cluster)
+        try:
+            return await store.delete_prefix()
+        finally:
+            await store.close()
+
+    return asyncio.run(delete())
 
 
 @dataclass(frozen=True)
@@ -140,20 +132,21 @@ def format_report(report: dict, top: int = 10, window_shown: int = 20) -> str:
 
 
 def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, int]]) -> tuple[np.ndarray, list[int]]:
-    """Mastery after each known interaction of ``window``, from the initial state: (T, V), and their window positions."""
+    """Mastery after each known interaction of ``window``, from the initial state: (T, V), and their window positions.
+
+    The window is fed exactly as ``serve`` rebuilds a state from it (``window_steps``).
+    """
     import torch
 
     state = model.initial_state(1)
     history, positions = [], []
     with torch.no_grad():
-        for position, (item_id, correct, _) in enumerate(window):
-            index = vocab.index(item_id)
-            if index is None:  # an item the model has never seen: the processor never applied it
-                continue
-            out = model.step(state, torch.tensor([index]), torch.tensor([int(correct)]))
+        for step in window_steps(window, vocab.index):
+            times = (torch.tensor([step.times]),) if model.uses_times else ()
+            out = model.step(state, torch.tensor([step.item_index]), torch.tensor([step.correct]), *times)
             state = out.state
             history.append(out.mastery[0].numpy())  # (V,)
-            positions.append(position)
+            positions.append(step.position)
     return (np.stack(history) if history else np.zeros((0, len(vocab)), np.float32)), positions
 
 

@@ -118,3 +118,32 @@ def test_recomputed_mastery_over_the_window_ends_where_the_whole_sequence_forwar
     _, final = model.hidden_states(items, torch.tensor([[1, 0, 1]]), torch.ones_like(items, dtype=torch.bool))
     with torch.no_grad():
         assert np.allclose(history[-1], model.mastery(final)[0].numpy(), atol=1e-5)
+
+
+def test_inspect_recomputes_a_time_aware_models_mastery_as_serve_rebuilds_it(tmp_path) -> None:
+    """``inspect --plot`` and ``serve``'s rebuild feed a stored window to the model the same way, times included."""
+    import asyncio
+
+    from stream_kt.backends import make_backend
+    from stream_kt.service.processor import Processor, RebalanceGate
+    from stream_kt.settings import StreamSettings
+    from stream_kt.tools.inspect_state import mastery_over_window
+
+    torch.manual_seed(2)
+    model = build_model("saint_plus", num_items=len(VOCAB), dim=16, heads=2, encoder_layers=1, decoder_layers=1).eval()
+    with torch.no_grad():  # make the lags matter for sure
+        model.time_projection.weight.mul_(20)
+    checkpoint = save_checkpoint(tmp_path / "saint_plus", model, VOCAB, Split(("train:0",), (), (), 0, "holdout"), {"note": "random init"})
+    gaps_ms = [0, 5_000, 600_000, 2_000, 90_000, 30_000]
+    window = [(item, correct, 1_700_000_000_000 + sum(gaps_ms[: k + 1])) for k, (item, correct) in enumerate([("3", 1), ("7", 0), ("unknown", 1), ("10", 1), ("3", 0), ("12", 1)])]
+
+    stale = StudentState("s", "an-older-model", events_applied=len(window), window=list(window))
+    settings = StreamSettings(batch_size=4)
+    processor = Processor(settings, checkpoint, make_backend("eager", checkpoint.model, 4), None, None, None, RebalanceGate(asyncio.Event()))  # type: ignore[arg-type]
+    processor.rebuild([stale])  # what serve does with a state of another model version
+
+    history, positions = mastery_over_window(checkpoint.model, checkpoint.vocab, window)
+    assert positions == [0, 1, 3, 4, 5]
+    np.testing.assert_allclose(history[-1], stale.mastery, atol=1e-5)
+    untimed = [(item, correct, 1_700_000_000_000) for item, correct, _ in window]  # the same answers without the gaps
+    assert np.abs(mastery_over_window(checkpoint.model, checkpoint.vocab, untimed)[0][-1] - stale.mastery).max() > 1e-3
