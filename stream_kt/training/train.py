@@ -107,6 +107,8 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     epochs = int(checkpoint.metrics.get("best_epoch") or 0)
     if epochs < 1 or not checkpoint.split.valid:
         raise CheckpointError(f"{checkpoint.path}: not an early-stopped checkpoint (no validation students or epoch count to refit with)")
+    if "distill" in checkpoint.train_config:
+        raise CheckpointError(f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, the teacher refit on the same students")
     config = train_config_of(checkpoint)
     model = fresh_model(config, len(checkpoint.vocab))
     started = time.perf_counter()
