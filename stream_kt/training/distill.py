@@ -260,12 +260,13 @@ def distill(
 
 
 # ---- 4. refit -------------------------------------------------------------------
-def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, cache_dir: str | Path, progress: bool = True) -> Checkpoint:
+def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, cache_dir: str | Path, progress: bool = True, seed: int | None = None) -> Checkpoint:
     """A fresh student of ``distilled``'s model trained on its training plus validation ``students``.
 
     ``teacher`` is the distilled checkpoint's teacher refit on exactly those students
     (``stream-kt refit``); the student trains against its mastery, with the alpha,
-    temperature and epoch count validation chose for ``distilled``.
+    temperature and epoch count validation chose for ``distilled``, and its seed
+    unless ``seed`` is given.
     """
     recipe = distilled.train_config.get("distill")
     epochs = int(distilled.metrics.get("best_epoch") or 0)
@@ -279,7 +280,7 @@ def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequen
         raise CheckpointError(f"{teacher.path}: was not trained on exactly the student's {len(ids)} training and validation students; give the teacher refit on them (stream-kt refit --checkpoint {recipe['teacher']['checkpoint']})")
     if teacher.vocab.ids != distilled.vocab.ids or (teacher.split.test, teacher.split.test_source) != (distilled.split.test, distilled.split.test_source):
         raise CheckpointError(f"{teacher.path}: another vocabulary or other held-out students than {distilled.path}")
-    config = train_config_of(distilled)
+    config = train_config_of(distilled, seed)
     alpha, temperature = float(recipe["alpha"]), float(recipe["temperature"])
     started = time.perf_counter()
     mastery, cache = cached_teacher_mastery(teacher, students, cache_dir, progress)

@@ -94,13 +94,14 @@ def early_stopped(model, run_epoch: Callable[[int], dict], valid_sequences: Sequ
     return {"best_epoch": best_epoch, "valid_auc": best_auc, "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])), "history": history}
 
 
-def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True) -> Checkpoint:
+def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True, seed: int | None = None) -> Checkpoint:
     """A fresh model trained on ``students`` for the epochs (boosting rounds) early stopping picked for ``checkpoint``.
 
     ``students`` are the checkpoint's training plus validation students: the validation
     students chose the settings and the epoch count, and then add their answers to
-    the training data. Same model settings, window, learning rate and seed; the
-    held-out students stay held out. The refit model's split has no validation
+    the training data. Same model settings, window, learning rate and seed (``seed``:
+    another initialisation and batch order, for the spread between runs of one
+    recipe); the held-out students stay held out. The refit model's split has no validation
     students left, so nothing can be fitted on them afterwards (ensemble weights
     come from the checkpoints it was refit from).
     """
@@ -109,7 +110,7 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
         raise CheckpointError(f"{checkpoint.path}: not an early-stopped checkpoint (no validation students or epoch count to refit with)")
     if "distill" in checkpoint.train_config:
         raise CheckpointError(f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, the teacher refit on the same students")
-    config = train_config_of(checkpoint)
+    config = train_config_of(checkpoint, seed)
     model = fresh_model(config, len(checkpoint.vocab))
     started = time.perf_counter()
     if hasattr(model, "fit"):
@@ -137,10 +138,11 @@ def fresh_model(config: TrainConfig, num_items: int):
     return build_model(config.model, num_items=num_items, **config.model_options)
 
 
-def train_config_of(checkpoint: Checkpoint) -> TrainConfig:
-    """The training settings a checkpoint recorded (fields this version does not know are dropped)."""
+def train_config_of(checkpoint: Checkpoint, seed: int | None = None) -> TrainConfig:
+    """The training settings a checkpoint recorded (fields this version does not know are dropped), with ``seed`` if given."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
+    config = TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
+    return config if seed is None else replace(config, seed=seed)
 
 
 def _train_epoch(model, optimizer: torch.optim.Optimizer, windows, config: TrainConfig, epoch: int, progress: bool) -> dict:

@@ -191,3 +191,8 @@ def test_refit_trains_the_student_again_against_the_refit_teacher(distilled):
     assert refit.train_config["distill"]["alpha"] == student.train_config["distill"]["alpha"]
     assert len(refit.metrics["history"]) == student.metrics["best_epoch"] and refit.metrics["refit_of"]["version"] == student.version
     assert "test" in refit.metrics
+    # the same recipe from another seed: the spread between runs, nothing chosen again
+    run_cli("refit", "--checkpoint", root / "student", *data, "--teacher", root / "teacher_refit", "--cache", root / "cache", "--seed", 5, "--out", root / "seed5", check=True)
+    other = load_checkpoint(root / "seed5")
+    assert other.train_config["seed"] == 5 and refit.train_config["seed"] == student.train_config["seed"] and other.version != refit.version
+    assert other.train_config["distill"] == refit.train_config["distill"] and len(other.metrics["history"]) == len(refit.metrics["history"])
