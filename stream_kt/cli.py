@@ -13,11 +13,12 @@ from stream_kt.errors import StreamKTError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream_kt.commands import admin, bench, broker, compare, offline, serve, tools
+    from stream_kt.commands import admin, bench, broker, compare, distill, offline, serve, tools
 
     parser = argparse.ArgumentParser(prog="stream-kt", description="Streaming knowledge tracing.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     offline.add_parsers(sub)
+    distill.add_parsers(sub)
     compare.add_parsers(sub)
     tools.add_parsers(sub)
     serve.add_parsers(sub)

@@ -17,6 +17,7 @@ from stream_kt.models import MODELS, model_class
 from stream_kt.models.ensemble import Ensemble
 from stream_kt.training.blend import fit_weights
 from stream_kt.checkpoint import load_checkpoint, save_ensemble, write_metrics
+from stream_kt.training.distill import refit_distilled
 from stream_kt.training.evaluate import evaluate, predict_sequences
 from stream_kt.training.metrics import auc
 from stream_kt.training.parity import parity_max_abs_diff
@@ -99,6 +100,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("refit", help="train a checkpoint's model again on its training plus validation students, for the epochs early stopping picked (an ensemble: every member, same weights)")
     p.add_argument("--checkpoint", required=True, help="an early-stopped checkpoint, or an ensemble of them")
     add_data_arguments(p, data_required=True)
+    p.add_argument("--teacher", help="a distilled checkpoint's teacher refit on the same training and validation students: the refit student learns from it (stream-kt distill)")
+    p.add_argument("--cache", default="runs/teacher_cache", help="with --teacher: directory of cached teacher mastery (default %(default)s)")
+    p.add_argument("--seed", type=int, help="initialisation and batch order (default: the checkpoint's); another seed measures the recipe's run-to-run spread")
     p.add_argument("--out", required=True, help="checkpoint directory to write (an ensemble's refit members go under OUT/members)")
     p.set_defaults(func=cmd_refit)
 
@@ -148,17 +152,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_refit(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
-    if checkpoint.model.name == Ensemble.name:
+    if args.teacher:
+        refitted = refit_distilled_checkpoint(checkpoint, load_checkpoint(args.teacher), args.data, args.format, args.out, args.cache, args.seed)
+    elif checkpoint.model.name == Ensemble.name:
         members = []
         for i, source in enumerate(checkpoint.train_config.get("ensemble_of", [])):
             member = load_checkpoint(source["checkpoint"])
             if member.version != source["version"]:
                 raise CheckpointError(f"{source['checkpoint']}: holds {member.version} now, the ensemble was built from {source['version']}")
-            members.append(refit_checkpoint(member, args.data, args.format, Path(args.out) / "members" / f"{i}-{member.model.name}"))
+            members.append(refit_checkpoint(member, args.data, args.format, Path(args.out) / "members" / f"{i}-{member.model.name}", args.seed))
         refitted = save_ensemble(args.out, members, tuple(checkpoint.model.weights.tolist()))
         refitted.metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version}
     else:
-        refitted = refit_checkpoint(checkpoint, args.data, args.format, args.out)
+        refitted = refit_checkpoint(checkpoint, args.data, args.format, args.out, args.seed)
     if args.test_data:
         held_out = [refitted.vocab.encode(s) for s in load_students(args.test_data, args.format, refitted.vocab.item_column)]
         refitted.metrics["test"] = evaluate(refitted.model, held_out, progress=True)
@@ -169,14 +175,24 @@ def cmd_refit(args: argparse.Namespace) -> int:
     return 0
 
 
-def refit_checkpoint(checkpoint, data: str, fmt: str, out):
+def refit_checkpoint(checkpoint, data: str, fmt: str, out, seed: int | None = None):
     """``training.train.refit`` of ``checkpoint`` on its training and validation students, read from ``data``."""
     ids = checkpoint.split.train + checkpoint.split.valid
     students = students_of(data, fmt, checkpoint.vocab.item_column, ids)
     if len(students) < len(ids):
         raise DataError(f"{data}: {len(ids) - len(students)} of {checkpoint.path}'s {len(ids)} training and validation students are not in it; give the file it was trained on")
     print(f"refit {checkpoint.path} ({checkpoint.version}): {len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs", file=sys.stderr)
-    return refit(checkpoint, [checkpoint.vocab.encode(s) for s in students], out)
+    return refit(checkpoint, [checkpoint.vocab.encode(s) for s in students], out, seed=seed)
+
+
+def refit_distilled_checkpoint(checkpoint, teacher, data: str, fmt: str, out, cache: str, seed: int | None = None):
+    """``training.distill.refit_distilled`` of ``checkpoint`` against ``teacher``, on the students read from ``data``."""
+    ids = checkpoint.split.train + checkpoint.split.valid
+    students = students_of(data, fmt, checkpoint.vocab.item_column, ids)
+    if len(students) < len(ids):
+        raise DataError(f"{data}: {len(ids) - len(students)} of {checkpoint.path}'s {len(ids)} training and validation students are not in it; give the file it was trained on")
+    print(f"refit {checkpoint.path} ({checkpoint.version}) against {teacher.path} ({teacher.version}): {len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs", file=sys.stderr)
+    return refit_distilled(checkpoint, teacher, [checkpoint.vocab.encode(s) for s in students], out, cache, seed=seed)
 
 
 def _shuffle_labels(data, seed: int):

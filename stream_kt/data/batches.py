@@ -29,6 +29,7 @@ class Window:
     items: np.ndarray
     correct: np.ndarray
     times: np.ndarray | None = None  # (n, 2) [elapsed, lag] seconds, where the data has them
+    start: int = 0  # position of the window's first interaction in the student's sequence
 
 
 # one student's rows for ``make_batch``: (items, correct) or (items, correct, times (n, 2) or None)
@@ -64,7 +65,7 @@ def cut_windows(sequences: Sequence[EncodedSequence], window: int) -> list[Windo
         for start in range(0, len(seq), window):
             items, correct = seq.items[start : start + window], seq.correct[start : start + window]
             if len(items) >= 2:
-                out.append(Window(seq.student_id, items, correct, None if seq.times is None else seq.times[start : start + window]))
+                out.append(Window(seq.student_id, items, correct, None if seq.times is None else seq.times[start : start + window], start))
     return out
 
 
@@ -98,8 +99,14 @@ def make_batch(rows: Sequence[Row], pad: PadSide = "post", length: int | None = 
     return Batch(*tensors, times=None if times is None else torch.from_numpy(times))
 
 
+def batch_indices(n: int, batch_size: int, shuffle: bool, seed: int = 0) -> Iterator[np.ndarray]:
+    """Indices of ``n`` windows, ``batch_size`` at a time: in order, or in a permutation seeded by ``seed``."""
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
 def iterate_batches(windows: Sequence[Window], batch_size: int, shuffle: bool, seed: int = 0, pad: PadSide = "post") -> Iterator[Batch]:
-    order = np.random.default_rng(seed).permutation(len(windows)) if shuffle else np.arange(len(windows))
-    for start in range(0, len(order), batch_size):
-        chunk = [windows[i] for i in order[start : start + batch_size]]
+    for index in batch_indices(len(windows), batch_size, shuffle, seed):
+        chunk = [windows[i] for i in index]
         yield make_batch([(w.items, w.correct, w.times) for w in chunk], pad=pad)

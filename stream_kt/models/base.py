@@ -13,6 +13,12 @@ Two paths that must agree:
 State is a dict of tensors whose first dimension is the batch (so rows can be stored
 per student and stacked again), produced by ``initial_state``.
 
+Models that can be distilled into (``stream-kt distill``) also offer
+``loss_with_mastery(batch) -> (loss, mastery_logits)``: their own training loss and,
+from the same pass (same dropout), the logit of every item after each interaction,
+(B, T, V), the offline twin of the mastery ``step`` streams.  The distiller matches it
+to a teacher's mastery; the model's loss stays the model's.
+
 Time-aware models (``uses_times``, SAINT+) also read ``batch.times`` in ``forward`` and
 take ``times`` (B, 2) [elapsed, lag] seconds of the event in ``step``; every caller
 passes them (zeros where unknown) and other models never see them.

@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from stream_kt.data.batches import Batch
 from stream_kt.models import register
-from stream_kt.models.base import KTModel, State, StepOutput
+from stream_kt.models.base import KTModel, State, StepOutput, next_answer_loss
 from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
 from stream_kt.models.recurrent import lstm_step
 
@@ -97,6 +97,11 @@ class DKT(KTModel):
     def forward(self, batch: Batch, state: State | None = None) -> torch.Tensor:
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, state)
         return item_logits(self.out, self.dropout(hidden), batch.next_items)  # (B, T): the item answered next
+
+    def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next-answer loss and every item's logit after each interaction, (B, T, V), from one pass."""
+        hidden = self.dropout(self.hidden_states(batch.items, batch.correct, batch.mask)[0])  # (B, T, H)
+        return next_answer_loss(item_logits(self.out, hidden, batch.next_items), batch), self.out(hidden)
 
     def initial_state(self, batch_size: int) -> State:
         shape = (batch_size, self.config.num_layers, self.config.hidden_size)

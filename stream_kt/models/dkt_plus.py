@@ -62,13 +62,13 @@ class DKTPlus(DKT):
 
     def consistency_terms(self, batch: Batch, dropout: bool) -> ConsistencyTerms:
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)  # (B, T, H), zero at padding
-        return self._consistency(self.dropout(hidden) if dropout else hidden, batch)
+        return self._consistency(self.out(self.dropout(hidden) if dropout else hidden), batch)
 
-    def _consistency(self, hidden: torch.Tensor, batch: Batch) -> ConsistencyTerms:
+    def _consistency(self, all_logits: torch.Tensor, batch: Batch) -> ConsistencyTerms:
+        """The terms from ``all_logits`` (B, T, V): every item's logit after every interaction."""
         # consecutive interactions are consecutive real positions, wherever the padding is
         order = left_align_order(batch.mask)
-        hidden, items, correct, mask = (gather_time(x, order) for x in (hidden, batch.items, batch.correct, batch.mask))
-        all_logits = self.out(hidden)  # (B, T, V): every item after every interaction
+        all_logits, items, correct, mask = (gather_time(x, order) for x in (all_logits, batch.items, batch.correct, batch.mask))
         current_logits = all_logits.gather(2, items.unsqueeze(-1)).squeeze(-1)  # (B, T)
         mastery = torch.sigmoid(all_logits)
         pair = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1)  # (B, T-1, 1)
@@ -82,20 +82,25 @@ class DKTPlus(DKT):
         )
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        # one LSTM pass and one dropout mask serve the next-answer loss and the regularisers
+        return self.loss_with_mastery(batch)[0]
+
+    def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        # one LSTM pass and one dropout mask serve the next-answer loss, the regularisers and the mastery
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)
         hidden = self.dropout(hidden)
+        all_logits = self.out(hidden)  # (B, T, V): every item after every interaction
         next_loss = next_answer_loss(item_logits(self.out, hidden, batch.next_items), batch)
-        terms = self._consistency(hidden, batch)
+        terms = self._consistency(all_logits, batch)
         reconstruction = nn.functional.binary_cross_entropy_with_logits(terms.current_logits, terms.current_labels)
         pairs = max(terms.n_changes, 1)
         config = self.config
-        return (
+        loss = (
             next_loss
             + config.reconstruction_weight * reconstruction
             + config.waviness_l1_weight * terms.abs_change / pairs
             + config.waviness_l2_weight * terms.squared_change / pairs
         )
+        return loss, all_logits
 
     @torch.no_grad()
     def extra_metrics(self, sequences: Sequence[EncodedSequence], batch_size: int = 32) -> dict[str, float]:

@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from stream_kt.data.batches import Batch
 from stream_kt.models import register
 from stream_kt.models.attention import FeedForward, WindowedAttention, empty_window, push_interaction
-from stream_kt.models.base import KTModel, State, StepOutput
+from stream_kt.models.base import KTModel, State, StepOutput, next_answer_loss
 from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
 from stream_kt.models.recurrent import lstm_step
 
@@ -70,18 +70,29 @@ class LastQuery(KTModel):
         hidden = self.attention_norm(queries + self.dropout(attended))
         return self.feed_forward_norm(hidden + self.dropout(self.feed_forward(hidden)))
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def _hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """LSTM output after each interaction, left-aligned and dropped out, (B, T, H); the order that left-aligned it."""
         order = left_align_order(batch.mask)  # real interactions first: index = interaction number
-        items, correct, next_items, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.next_items, batch.mask))
+        items, correct, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.mask))
         interactions = self._interactions(items * mask, correct * mask)  # (B, T, D); padding pointed at item 0, masked out
         encoded = self._encode(interactions, self.attention.band(interactions, interactions, interactions, mask))  # (B, T, D)
         lengths = mask.sum(1)
         packed = pack_padded_sequence(encoded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.lstm(packed)
         hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=items.shape[1])  # (B, T, H)
-        hidden = self.dropout(hidden)
-        logits = item_logits(self.out, hidden, next_items)  # (B, T)
+        return self.dropout(hidden), order, mask
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        hidden, order, mask = self._hidden(batch)
+        logits = item_logits(self.out, hidden, gather_time(batch.next_items, order))  # (B, T)
         return scatter_time(logits * mask, order)
+
+    def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next-answer loss and every item's logit after each interaction, (B, T, V), from one pass."""
+        hidden, order, mask = self._hidden(batch)
+        next_logits = scatter_time(item_logits(self.out, hidden, gather_time(batch.next_items, order)) * mask, order)  # (B, T)
+        mastery = scatter_time(self.out(hidden) * mask.unsqueeze(-1), order)  # (B, T, V), zero at padding
+        return next_answer_loss(next_logits, batch), mastery
 
     def initial_state(self, batch_size: int) -> State:
         lstm = (batch_size, 1, self.config.hidden_size)

@@ -7,7 +7,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ from stream_kt.models import build_model
 from stream_kt.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.plots import plot_learning_curves
+
+T = TypeVar("T")  # what gradient_epoch's loss function takes: a batch, or a batch and its targets
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ def train(
     out_dir: str | Path,
     progress: bool = True,
 ) -> Checkpoint:
-    model = _fresh_model(config, len(vocab))
+    model = fresh_model(config, len(vocab))
     if hasattr(model, "fit"):  # fitted its own way (gbdt: boosting), not by gradient descent
         started = time.perf_counter()
         model, metrics = model.fit(train_sequences, valid_sequences, seed=config.seed, progress=progress)
@@ -62,55 +64,64 @@ def train(
         raise ConfigError(f"{config.model}: a member is fitted by boosting, not gradient descent; train it alone and combine checkpoints with stream-kt ensemble")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     windows = cut_windows(train_sequences, config.window)
+    metrics = early_stopped(model, lambda epoch: _train_epoch(model, optimizer, windows, config, epoch, progress), valid_sequences, config, progress)
+    metrics["train_windows"] = len(windows)
+    return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
+
+
+def early_stopped(model, run_epoch: Callable[[int], dict], valid_sequences: Sequence[EncodedSequence], config: TrainConfig, progress: bool, desc: str | None = None) -> dict:
+    """Train epoch after epoch until validation AUC has not improved for ``config.patience`` epochs; keep the best.
+
+    ``run_epoch(epoch)`` trains ``model`` one epoch and returns its statistics
+    (``train_loss``, ``seconds``, and whatever else the history should keep). The
+    model ends in eval mode with the weights of its best validation epoch; the
+    result is the metrics a checkpoint records.
+    """
     history: list[dict] = []
     best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
-    bar = tqdm(range(1, config.epochs + 1), desc=f"train {config.model}", unit="epoch", disable=not progress)
+    bar = tqdm(range(1, config.epochs + 1), desc=desc or f"train {config.model}", unit="epoch", disable=not progress)
     for epoch in bar:
-        loss, seconds = _train_epoch(model, optimizer, windows, config, epoch, progress)
+        stats = run_epoch(epoch)
         valid = evaluate(model, valid_sequences)
-        history.append({"epoch": epoch, "train_loss": loss, "valid_auc": valid["auc"], "valid_logloss": valid["logloss"], "seconds": seconds})
-        bar.set_postfix(loss=f"{loss:.4f}", valid_auc=f"{valid['auc']:.4f}", s_per_epoch=f"{seconds:.1f}")
+        history.append({"epoch": epoch, **stats, "valid_auc": valid["auc"], "valid_logloss": valid["logloss"]})
+        bar.set_postfix(loss=f"{stats['train_loss']:.4f}", valid_auc=f"{valid['auc']:.4f}", s_per_epoch=f"{stats['seconds']:.1f}")
         if valid["auc"] > best_auc:
             best_auc, best_state, best_epoch = valid["auc"], copy.deepcopy(model.state_dict()), epoch
         elif epoch - best_epoch >= config.patience:
             break
     model.load_state_dict(best_state)
     model.eval()
-    metrics = {
-        "best_epoch": best_epoch,
-        "valid_auc": best_auc,
-        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
-        "train_windows": len(windows),
-        "history": history,
-    }
-    return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
+    return {"best_epoch": best_epoch, "valid_auc": best_auc, "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])), "history": history}
 
 
-def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True) -> Checkpoint:
+def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True, seed: int | None = None) -> Checkpoint:
     """A fresh model trained on ``students`` for the epochs (boosting rounds) early stopping picked for ``checkpoint``.
 
     ``students`` are the checkpoint's training plus validation students: the validation
     students chose the settings and the epoch count, and then add their answers to
-    the training data. Same model settings, window, learning rate and seed; the
-    held-out students stay held out. The refit model's split has no validation
+    the training data. Same model settings, window, learning rate and seed (``seed``:
+    another initialisation and batch order, for the spread between runs of one
+    recipe); the held-out students stay held out. The refit model's split has no validation
     students left, so nothing can be fitted on them afterwards (ensemble weights
     come from the checkpoints it was refit from).
     """
     epochs = int(checkpoint.metrics.get("best_epoch") or 0)
     if epochs < 1 or not checkpoint.split.valid:
         raise CheckpointError(f"{checkpoint.path}: not an early-stopped checkpoint (no validation students or epoch count to refit with)")
-    config = train_config_of(checkpoint)
-    model = _fresh_model(config, len(checkpoint.vocab))
+    if "distill" in checkpoint.train_config:
+        raise CheckpointError(f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, the teacher refit on the same students")
+    config = train_config_of(checkpoint, seed)
+    model = fresh_model(config, len(checkpoint.vocab))
     started = time.perf_counter()
     if hasattr(model, "fit"):
         model, metrics = model.fit(students, [], seed=config.seed, progress=progress, rounds=epochs)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         windows = cut_windows(students, config.window)
-        history = []
-        for epoch in tqdm(range(1, epochs + 1), desc=f"refit {config.model}", unit="epoch", disable=not progress):
-            loss, seconds = _train_epoch(model, optimizer, windows, config, epoch, progress)
-            history.append({"epoch": epoch, "train_loss": loss, "seconds": seconds})
+        history = [
+            {"epoch": epoch, **_train_epoch(model, optimizer, windows, config, epoch, progress)}
+            for epoch in tqdm(range(1, epochs + 1), desc=f"refit {config.model}", unit="epoch", disable=not progress)
+        ]
         model.eval()
         metrics = {"best_epoch": epochs, "train_windows": len(windows), "history": history}
     metrics["seconds_per_epoch"] = (time.perf_counter() - started) / epochs
@@ -119,7 +130,7 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     return _save(out_dir, model, checkpoint.vocab, split, config, metrics, len(students))
 
 
-def _fresh_model(config: TrainConfig, num_items: int):
+def fresh_model(config: TrainConfig, num_items: int):
     """The untrained model ``config`` describes, initialised from its seed (so a refit starts where training did)."""
     seed_everything(config.seed)
     if config.threads:
@@ -127,28 +138,35 @@ def _fresh_model(config: TrainConfig, num_items: int):
     return build_model(config.model, num_items=num_items, **config.model_options)
 
 
-def train_config_of(checkpoint: Checkpoint) -> TrainConfig:
-    """The training settings a checkpoint recorded (fields this version does not know are dropped)."""
+def train_config_of(checkpoint: Checkpoint, seed: int | None = None) -> TrainConfig:
+    """The training settings a checkpoint recorded (fields this version does not know are dropped), with ``seed`` if given."""
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
+    config = TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
+    return config if seed is None else replace(config, seed=seed)
 
 
-def _train_epoch(model, optimizer: torch.optim.Optimizer, windows, config: TrainConfig, epoch: int, progress: bool) -> tuple[float, float]:
-    """One pass over the shuffled training windows: (mean loss, seconds)."""
+def _train_epoch(model, optimizer: torch.optim.Optimizer, windows, config: TrainConfig, epoch: int, progress: bool) -> dict:
+    """One pass over the shuffled training windows on the model's own loss: ``train_loss`` (mean) and ``seconds``."""
+    n_batches = (len(windows) + config.batch_size - 1) // config.batch_size
+    batches = iterate_batches(windows, config.batch_size, shuffle=True, seed=config.seed + epoch)
+    return gradient_epoch(model, optimizer, batches, n_batches, model.loss, config.grad_clip, f"epoch {epoch}", progress)
+
+
+def gradient_epoch(model, optimizer: torch.optim.Optimizer, batches: Iterable[T], n_batches: int, loss_of: Callable[[T], torch.Tensor], grad_clip: float, desc: str, progress: bool) -> dict:
+    """One Adam pass: ``loss_of(batch)`` for each of ``batches``, clipped gradients. Returns ``train_loss`` (mean) and ``seconds``."""
     model.train()
     started = time.perf_counter()
     losses = []
-    n_batches = (len(windows) + config.batch_size - 1) // config.batch_size
-    batches = tqdm(iterate_batches(windows, config.batch_size, shuffle=True, seed=config.seed + epoch), total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not progress)
-    for batch in batches:
-        loss = model.loss(batch)
+    bar = tqdm(batches, total=n_batches, desc=desc, unit="batch", leave=False, disable=not progress)
+    for batch in bar:
+        loss = loss_of(batch)
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         losses.append(loss.item())
-        batches.set_postfix(loss=f"{loss.item():.4f}")
-    return float(np.mean(losses)), time.perf_counter() - started
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    return {"train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started}
 
 
 def _save(out_dir: str | Path, model, vocab: Vocabulary, split: Split, config: TrainConfig, metrics: dict, n_students: int) -> Checkpoint:
