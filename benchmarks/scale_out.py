@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stream_kt.commands.bench import bench_students, default_checkpoint
+from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.tools.brokers import EmbeddedBroker
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.tools.inspect_state import delete_keys_with_prefix

@@ -43,7 +43,7 @@ async def main(args: argparse.Namespace) -> None:
         batch_size=args.batch,
         max_wait_ms=args.max_wait_ms,
         partitions=args.partitions,
-    ).validate()
+    )
     stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -196,7 +196,7 @@ class Suite:
                 batch_size=p.batch_size,
                 max_wait_ms=5,
                 partitions=PARTITIONS,
-            ).validate()
+            )
             await self.open_topics()
             (self.work_dir / "logs").mkdir(exist_ok=True)
             self.group = Group(self.settings, self.checkpoint_dir, self.work_dir / "logs")
@@ -442,8 +442,8 @@ class Suite:
         for member in self.group.running():  # they are on topics that no longer exist
             self.outcome.faults.broker_restart_stop_codes.append(await asyncio.to_thread(self.group.stop, member, 30))
         self.epoch += 1
-        self.settings = dataclasses.replace(
-            self.settings, in_topic=f"fs.answers.e{self.epoch}", out_topic=f"fs.mastery.e{self.epoch}", dlq_topic=f"fs.answers.dlq.e{self.epoch}"
+        self.settings = self.settings.replace(
+            in_topic=f"fs.answers.e{self.epoch}", out_topic=f"fs.mastery.e{self.epoch}", dlq_topic=f"fs.answers.dlq.e{self.epoch}"
         )
         self.group.settings = self.settings
         self.group.crashes[crashes:] = []

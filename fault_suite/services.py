@@ -20,7 +20,7 @@ from typing import Iterator
 
 import redis
 
-from stream_kt.commands.tools import ServeProcess, stop_process
+from stream_kt.tools.processes import ServeProcess, stop_process
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, free_port
 from stream_kt.service.exceptions import StreamError

@@ -1,43 +1,58 @@
-"""``stream-kt`` command line: one parser, commands registered by their modules.
+"""``stream-kt``: the command line, one click group with a command module per concern.
 
-A ``StreamKTError`` (bad file, bad argument, bad checkpoint) becomes one line on stderr
-and exit status 2; anything else is a bug and keeps its traceback.
+Click, not Typer: declarative options and nested commands from one mature library
+(Typer adds type-hint parsing and rich output we have no use for).  The modules in
+``commands/`` only parse, call and print; the work lives in the packages below them.
+
+A ``StreamKTError`` (bad file, bad argument, bad checkpoint) or a usage error becomes one
+line on stderr, ``stream-kt COMMAND: error: ...``, and exit status 2; anything else is a
+bug and keeps its traceback.  ``--help`` exits 0.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+import click
 
 from stream_kt.errors import StreamKTError
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
-def build_parser() -> argparse.ArgumentParser:
+
+@click.group(context_settings=CONTEXT)
+def cli() -> None:
+    """Streaming knowledge tracing."""
+
+
+def _register() -> None:
     from stream_kt.commands import admin, bench, broker, compare, distill, offline, serve, tools
 
-    parser = argparse.ArgumentParser(prog="stream-kt", description="Streaming knowledge tracing.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    offline.add_parsers(sub)
-    distill.add_parsers(sub)
-    compare.add_parsers(sub)
-    tools.add_parsers(sub)
-    serve.add_parsers(sub)
-    admin.add_parsers(sub)
-    broker.add_parsers(sub)
-    bench.add_parsers(sub)
-    return parser
+    for module in (offline, distill, compare, tools, serve, admin, broker, bench):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    name = args[0] if args and args[0] in cli.commands else None
     try:
-        return int(args.func(args) or 0)
-    except StreamKTError as exc:
-        print(f"stream-kt {args.command}: error: {exc}", file=sys.stderr)
+        with cli.make_context("stream-kt", args) as ctx:
+            return int(cli.invoke(ctx) or 0)
+    except click.exceptions.Exit as exc:  # --help, or a command that exits on purpose
+        raise SystemExit(exc.exit_code) from None
+    except click.UsageError as exc:
+        command = exc.ctx.info_name if exc.ctx is not None and exc.ctx.parent is not None else name or "stream-kt"
+        print(f"stream-kt {command}: error: {exc.format_message()}".replace("stream-kt stream-kt", "stream-kt"), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"stream-kt {args.command}: interrupted", file=sys.stderr)
+    except StreamKTError as exc:
+        print(f"stream-kt {name or ''}: error: {exc}".replace(" :", ":"), file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, click.Abort):
+        print(f"stream-kt {name or ''}: interrupted".replace("  ", " "), file=sys.stderr)
         return 130
 
 

@@ -1,10 +1,15 @@
-"""One typed, frozen settings object for the streaming commands.
+"""One typed, frozen settings object for the streaming commands, each setting declared once.
 
-Each field has a flag, an environment variable and a key of the optional TOML file
-(``--config FILE``, keys named as the fields); the flag wins over the environment,
-the environment over the file, the file over the default.  An unknown key in the
-file is an error.  ``validate`` runs at start-up and raises ``ConfigError`` with one
-clear line.
+A field's declaration (``setting(...)``) carries its default, its environment variable,
+its flag and its help; pydantic-settings reads the environment and the TOML file
+(``--config FILE``, keys named as the fields) from it, and ``settings_options`` makes
+the click flags from it.  The flag wins over the environment, the environment over the
+file, the file over the default (``load_settings``).  An unknown key in the file is an
+error.
+
+Constructing ``StreamSettings(...)`` validates, and reads nothing but its arguments:
+a bad value raises ``ConfigError`` with one clear line; loading names where a badly
+typed value came from (the flag, the variable, the file's key).
 
 Secrets (the password in ``redis_url``, ``kafka_sasl_password``) never appear in
 ``repr`` or in a message: ``mask_url`` hides a URL's password.
@@ -12,22 +17,25 @@ Secrets (the password in ``redis_url``, ``kafka_sasl_password``) never appear in
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 from urllib.parse import urlsplit
 
 from stream_kt.errors import ConfigError
-from stream_kt.service.events import MAX_EVENT_BYTES
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_FORMATS = ("text", "json")
-SECRET_FIELDS = ("kafka_sasl_password",)
+MAX_EVENT_BYTES = 4096  # an answer event is ~100 bytes; anything this big is not one
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^/]*@")  # scheme://user:PASSWORD@
 
@@ -37,212 +45,202 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", url)
 
 
-@dataclass(frozen=True)
-class StreamSettings:
-    bootstrap: str = "127.0.0.1:9092"  # KAFKA_BOOTSTRAP_SERVERS; "embedded" starts the bundled broker
-    redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL; rediss://user:password@host for TLS and ACL AUTH
-    in_topic: str = "kt.answers"  # KT_IN_TOPIC
-    out_topic: str = "kt.mastery"  # KT_OUT_TOPIC
-    dlq_topic: str = "kt.answers.dlq"  # KT_DLQ_TOPIC
-    group_id: str = "stream-kt"  # KT_GROUP_ID
-    key_prefix: str = "kt"  # KT_KEY_PREFIX: every Redis key starts with it
-    batch_size: int = 64  # KT_BATCH: the fixed batch shape B of the model step
-    max_wait_ms: int = 5  # KT_MAX_WAIT_MS: longest wait to fill a batch
-    # KT_FETCH_WAIT_MS: how long the broker may hold a consumer's fetch that finds no new
-    # data.  Kafka answers as soon as data arrives, so there a larger value costs nothing.
-    # The embedded broker (tansu 0.6) holds every fetch this long: there it is a latency
-    # floor, and a fetch whose scan outlasts it returns a single record batch, so a
-    # consumer far behind on a partition of many small batches never catches up.  25 ms
-    # carried the full ASSISTments replay (about 55,000 events a partition); 5 ms did not.
-    fetch_wait_ms: int = 25
-    partitions: int = 6  # KT_PARTITIONS: used when the processor creates missing topics
-    metrics_port: int = 9108  # KT_METRICS_PORT: /metrics, /healthz, /readyz; 0 = no HTTP endpoint
-    log_format: str = "text"  # KT_LOG_FORMAT: text, or json (one object a line)
-    # KT_STATE_TTL_S: each state write sets this expiry, so a student inactive that long is
-    # forgotten and restarts from the model's initial state; 0 = kept until deleted
-    state_ttl_s: int = 0
-    max_event_bytes: int = MAX_EVENT_BYTES  # KT_MAX_EVENT_BYTES: a bigger event is a dead letter ("oversized")
-    redis_cluster: bool = False  # KT_REDIS_CLUSTER: REDIS_URL names a node of a Redis Cluster
-    kafka_security_protocol: str = "PLAINTEXT"  # KT_KAFKA_SECURITY_PROTOCOL: one of SECURITY_PROTOCOLS
-    kafka_sasl_mechanism: str = "PLAIN"  # KT_KAFKA_SASL_MECHANISM: one of SASL_MECHANISMS (SASL_* protocols)
-    kafka_sasl_username: str = ""  # KT_KAFKA_SASL_USERNAME
-    kafka_sasl_password: str = ""  # KT_KAFKA_SASL_PASSWORD: a secret, masked in repr
-    kafka_ssl_cafile: str = ""  # KT_KAFKA_SSL_CAFILE: PEM CA bundle (SSL, SASL_SSL); empty = the system's CAs
+def setting(default: Any, env: str, flag: str, help: str = "", secret: bool = False) -> Any:
+    """A field's one declaration: default, environment variable, flag, help (and whether it is a secret)."""
+    return Field(default, validation_alias=env, description=help, json_schema_extra={"env": env, "flag": flag, "secret": secret})
+
+
+class StreamSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    bootstrap: str = setting("127.0.0.1:9092", "KAFKA_BOOTSTRAP_SERVERS", "--bootstrap", "Kafka HOST:PORT[,HOST:PORT...]; 'embedded' starts the bundled broker (serve)")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "REDIS_URL", "--redis", "redis://, rediss:// (TLS), user:password@ for ACL AUTH")
+    in_topic: str = setting("kt.answers", "KT_IN_TOPIC", "--in-topic", "answer events")
+    out_topic: str = setting("kt.mastery", "KT_OUT_TOPIC", "--out-topic", "mastery messages")
+    dlq_topic: str = setting("kt.answers.dlq", "KT_DLQ_TOPIC", "--dlq-topic", "dead letters: invalid events, with the reason")
+    group_id: str = setting("stream-kt", "KT_GROUP_ID", "--group", "Kafka consumer group of the processors")
+    key_prefix: str = setting("kt", "KT_KEY_PREFIX", "--key-prefix", "every Redis key starts with it")
+    batch_size: int = setting(64, "KT_BATCH", "--batch", "the fixed batch shape B of the model step")
+    max_wait_ms: int = setting(5, "KT_MAX_WAIT_MS", "--max-wait-ms", "longest wait to fill a batch")
+    # How long the broker may hold a consumer's fetch that finds no new data.  Kafka answers as
+    # soon as data arrives, so there a larger value costs nothing.  The embedded broker (tansu
+    # 0.6) holds every fetch this long: there it is a latency floor, and a fetch whose scan
+    # outlasts it returns a single record batch, so a consumer far behind on a partition of
+    # many small batches never catches up.  25 ms carried the full ASSISTments replay (about
+    # 55,000 events a partition); 5 ms did not.
+    fetch_wait_ms: int = setting(25, "KT_FETCH_WAIT_MS", "--fetch-wait-ms", "longest time the broker may hold an empty fetch (the embedded broker always holds it this long)")
+    partitions: int = setting(6, "KT_PARTITIONS", "--partitions", "partitions of topics the processor creates")
+    checkpoint: str = setting("", "KT_CHECKPOINT", "--checkpoint", "the model serve serves: a checkpoint directory (stream-kt train)")
+    backend: str = setting("auto", "KT_BACKEND", "--backend", "the model step's backend: auto (the best available), eager, cpu, cuda or neuron")
+    metrics_port: int = setting(9108, "KT_METRICS_PORT", "--metrics-port", "Prometheus /metrics, /healthz, /readyz; 0 = none")
+    log_format: str = setting("text", "KT_LOG_FORMAT", "--log-format", "text or json")
+    state_ttl_s: int = setting(0, "KT_STATE_TTL_S", "--state-ttl-s", "expire a student's state this long after its last write; an expired student restarts from the initial state; 0 = keep forever")
+    max_event_bytes: int = setting(MAX_EVENT_BYTES, "KT_MAX_EVENT_BYTES", "--max-event-bytes", "a bigger event goes to the dead-letter topic")
+    redis_cluster: bool = setting(False, "KT_REDIS_CLUSTER", "--redis-cluster", "the Redis URL names a Redis Cluster node")
+    kafka_security_protocol: str = setting("PLAINTEXT", "KT_KAFKA_SECURITY_PROTOCOL", "--kafka-security-protocol", "|".join(SECURITY_PROTOCOLS))
+    kafka_sasl_mechanism: str = setting("PLAIN", "KT_KAFKA_SASL_MECHANISM", "--kafka-sasl-mechanism", "|".join(SASL_MECHANISMS) + " (SASL_* protocols)")
+    kafka_sasl_username: str = setting("", "KT_KAFKA_SASL_USERNAME", "--kafka-sasl-username")
+    kafka_sasl_password: str = setting("", "KT_KAFKA_SASL_PASSWORD", "--kafka-sasl-password", "prefer the environment: a flag shows in ps", secret=True)
+    kafka_ssl_cafile: str = setting("", "KT_KAFKA_SSL_CAFILE", "--kafka-ssl-cafile", "PEM CA bundle for SSL and SASL_SSL; empty = the system's CAs")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # construction reads only its arguments; load_settings reads the environment and the file
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
 
     def __repr__(self) -> str:
         shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in SECRET_FIELDS and value:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_FIELDS and value:
                 value = "***"
-            elif f.name == "redis_url":
+            elif name == "redis_url":
                 value = mask_url(value)
-            shown.append(f"{f.name}={value!r}")
+            shown.append(f"{name}={value!r}")
         return f"StreamSettings({', '.join(shown)})"
 
-    def validate(self) -> "StreamSettings":
+    __str__ = __repr__
+
+    def replace(self, **changes: Any) -> "StreamSettings":
+        """A copy with ``changes``, validated."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+    @model_validator(mode="after")
+    def _check(self) -> "StreamSettings":
         if not self.bootstrap or any(":" not in h for h in self.bootstrap.split(",") if self.bootstrap != "embedded"):
-            raise ConfigError(f"bootstrap {self.bootstrap!r} must be HOST:PORT[,HOST:PORT...]")
+            raise ValueError(f"bootstrap {self.bootstrap!r} must be HOST:PORT[,HOST:PORT...]")
         redis_url = urlsplit(self.redis_url)
         if redis_url.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"redis url {mask_url(self.redis_url)!r} must start with redis://, rediss:// or unix://")
+            raise ValueError(f"redis url {mask_url(self.redis_url)!r} must start with redis://, rediss:// or unix://")
         for name in ("in_topic", "out_topic", "dlq_topic", "group_id", "key_prefix"):
             if not getattr(self, name):
-                raise ConfigError(f"{name} must not be empty")
+                raise ValueError(f"{name} must not be empty")
         if len({self.in_topic, self.out_topic, self.dlq_topic}) < 3:
-            raise ConfigError("input, output and dead-letter topics must be three different topics")
+            raise ValueError("input, output and dead-letter topics must be three different topics")
         if not 1 <= self.batch_size <= 4096:
-            raise ConfigError(f"batch size {self.batch_size} must be between 1 and 4096")
+            raise ValueError(f"batch size {self.batch_size} must be between 1 and 4096")
         if not 0 <= self.max_wait_ms <= 60_000:
-            raise ConfigError(f"max wait {self.max_wait_ms} ms must be between 0 and 60000")
+            raise ValueError(f"max wait {self.max_wait_ms} ms must be between 0 and 60000")
         if not 1 <= self.fetch_wait_ms <= 60_000:
-            raise ConfigError(f"fetch wait {self.fetch_wait_ms} ms must be between 1 and 60000")
+            raise ValueError(f"fetch wait {self.fetch_wait_ms} ms must be between 1 and 60000")
         if self.partitions < 1:
-            raise ConfigError("partitions must be at least 1")
+            raise ValueError("partitions must be at least 1")
         if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"metrics port {self.metrics_port} must be between 1 and 65535, or 0 for none")
+            raise ValueError(f"metrics port {self.metrics_port} must be between 1 and 65535, or 0 for none")
         if self.log_format not in LOG_FORMATS:
-            raise ConfigError(f"log format {self.log_format!r} must be one of {', '.join(LOG_FORMATS)}")
+            raise ValueError(f"log format {self.log_format!r} must be one of {', '.join(LOG_FORMATS)}")
         if self.state_ttl_s < 0:
-            raise ConfigError(f"state TTL {self.state_ttl_s} s must be 0 (keep forever) or positive")
+            raise ValueError(f"state TTL {self.state_ttl_s} s must be 0 (keep forever) or positive")
         if not 64 <= self.max_event_bytes <= 1 << 20:
-            raise ConfigError(f"max event bytes {self.max_event_bytes} must be between 64 and {1 << 20}")
+            raise ValueError(f"max event bytes {self.max_event_bytes} must be between 64 and {1 << 20}")
         if self.redis_cluster and (redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")):
-            raise ConfigError(f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database 0 (a cluster has no other)")
-        self._validate_kafka_security()
+            raise ValueError(f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database 0 (a cluster has no other)")
+        self._check_kafka_security()
         return self
 
-    def _validate_kafka_security(self) -> None:
+    def _check_kafka_security(self) -> None:
         protocol = self.kafka_security_protocol
         if protocol not in SECURITY_PROTOCOLS:
-            raise ConfigError(f"kafka security protocol {protocol!r} must be one of {', '.join(SECURITY_PROTOCOLS)}")
+            raise ValueError(f"kafka security protocol {protocol!r} must be one of {', '.join(SECURITY_PROTOCOLS)}")
         if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
-            raise ConfigError(f"kafka SASL mechanism {self.kafka_sasl_mechanism!r} must be one of {', '.join(SASL_MECHANISMS)}")
+            raise ValueError(f"kafka SASL mechanism {self.kafka_sasl_mechanism!r} must be one of {', '.join(SASL_MECHANISMS)}")
         sasl = protocol.startswith("SASL_")
         if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
-            raise ConfigError(f"kafka security protocol {protocol} needs {ENV['kafka_sasl_username']} and {ENV['kafka_sasl_password']}")
+            raise ValueError(f"kafka security protocol {protocol} needs {ENV['kafka_sasl_username']} and {ENV['kafka_sasl_password']}")
         if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
-            raise ConfigError(f"kafka SASL credentials are set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SASL_SSL or SASL_PLAINTEXT")
+            raise ValueError(f"kafka SASL credentials are set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SASL_SSL or SASL_PLAINTEXT")
         if self.kafka_ssl_cafile and not protocol.endswith("SSL"):
-            raise ConfigError(f"kafka ssl cafile is set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SSL or SASL_SSL")
+            raise ValueError(f"kafka ssl cafile is set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SSL or SASL_SSL")
 
 
-ENV = {
-    "bootstrap": "KAFKA_BOOTSTRAP_SERVERS",
-    "redis_url": "REDIS_URL",
-    "in_topic": "KT_IN_TOPIC",
-    "out_topic": "KT_OUT_TOPIC",
-    "dlq_topic": "KT_DLQ_TOPIC",
-    "group_id": "KT_GROUP_ID",
-    "key_prefix": "KT_KEY_PREFIX",
-    "batch_size": "KT_BATCH",
-    "max_wait_ms": "KT_MAX_WAIT_MS",
-    "fetch_wait_ms": "KT_FETCH_WAIT_MS",
-    "partitions": "KT_PARTITIONS",
-    "metrics_port": "KT_METRICS_PORT",
-    "log_format": "KT_LOG_FORMAT",
-    "state_ttl_s": "KT_STATE_TTL_S",
-    "max_event_bytes": "KT_MAX_EVENT_BYTES",
-    "redis_cluster": "KT_REDIS_CLUSTER",
-    "kafka_security_protocol": "KT_KAFKA_SECURITY_PROTOCOL",
-    "kafka_sasl_mechanism": "KT_KAFKA_SASL_MECHANISM",
-    "kafka_sasl_username": "KT_KAFKA_SASL_USERNAME",
-    "kafka_sasl_password": "KT_KAFKA_SASL_PASSWORD",
-    "kafka_ssl_cafile": "KT_KAFKA_SSL_CAFILE",
-}
-FLAGS = {
-    "bootstrap": "--bootstrap",
-    "redis_url": "--redis",
-    "in_topic": "--in-topic",
-    "out_topic": "--out-topic",
-    "dlq_topic": "--dlq-topic",
-    "group_id": "--group",
-    "key_prefix": "--key-prefix",
-    "batch_size": "--batch",
-    "max_wait_ms": "--max-wait-ms",
-    "fetch_wait_ms": "--fetch-wait-ms",
-    "partitions": "--partitions",
-    "metrics_port": "--metrics-port",
-    "log_format": "--log-format",
-    "state_ttl_s": "--state-ttl-s",
-    "max_event_bytes": "--max-event-bytes",
-    "redis_cluster": "--redis-cluster",
-    "kafka_security_protocol": "--kafka-security-protocol",
-    "kafka_sasl_mechanism": "--kafka-sasl-mechanism",
-    "kafka_sasl_username": "--kafka-sasl-username",
-    "kafka_sasl_password": "--kafka-sasl-password",
-    "kafka_ssl_cafile": "--kafka-ssl-cafile",
-}
-HELP = {
-    "redis_url": "redis://, rediss:// (TLS), user:password@ for ACL AUTH",
-    "fetch_wait_ms": "longest time the broker may hold an empty fetch (the embedded broker always holds it this long)",
-    "metrics_port": "Prometheus /metrics, /healthz, /readyz; 0 = none",
-    "log_format": "text or json",
-    "state_ttl_s": "expire a student's state this long after its last write; an expired student restarts from the initial state; 0 = keep forever",
-    "max_event_bytes": "a bigger event goes to the dead-letter topic",
-    "redis_cluster": "the Redis URL names a Redis Cluster node",
-    "kafka_security_protocol": "|".join(SECURITY_PROTOCOLS),
-    "kafka_sasl_mechanism": "|".join(SASL_MECHANISMS),
-    "kafka_sasl_password": "prefer the environment: a flag shows in ps",
-    "kafka_ssl_cafile": "PEM CA bundle for SSL and SASL_SSL",
-}
-CONNECTION_FIELDS = ("bootstrap", "redis_url", "in_topic", "out_topic", "dlq_topic", "key_prefix")
+def _extra(name: str) -> dict[str, Any]:
+    extra = StreamSettings.model_fields[name].json_schema_extra
+    assert isinstance(extra, dict)
+    return extra
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] = tuple(ENV)) -> None:
-    """Add ``--config FILE`` and the flags for ``names``; unset flags fall back to the environment, the file, the default."""
-    parser.add_argument("--config", dest="settings_config", metavar="FILE.toml", help="settings file: keys named as the settings (batch_size = 64); flags and environment win over it")
-    for f in fields(StreamSettings):
-        if f.name not in names:
-            continue
-        help_text = f"{HELP[f.name]} " if f.name in HELP else ""
-        help_text += f"(env {ENV[f.name]}, default {f.default!r})" if f.default == "" else f"(env {ENV[f.name]}, default {f.default})"
-        if f.type in ("bool", bool):
-            parser.add_argument(FLAGS[f.name], dest=f"setting_{f.name}", default=None, action=argparse.BooleanOptionalAction, help=help_text)
-        else:
-            parser.add_argument(FLAGS[f.name], dest=f"setting_{f.name}", default=None, metavar=f.name.upper(), help=help_text)
+ENV: dict[str, str] = {name: _extra(name)["env"] for name in StreamSettings.model_fields}
+FLAGS: dict[str, str] = {name: _extra(name)["flag"] for name in StreamSettings.model_fields}
+SECRET_FIELDS = tuple(name for name in StreamSettings.model_fields if _extra(name)["secret"])
+KAFKA_SECURITY = ("kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile")
 
 
-def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None, **overrides: object) -> StreamSettings:
-    """Flags over environment over the ``--config`` file over defaults, then validated."""
+def _one_line(exc: ValidationError) -> str:
+    """The first error of a construction: our own message for a failed check, else the field and what it expects."""
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ValueError):
+        return str(cause)
+    name = ".".join(str(part) for part in error["loc"]) or "settings"
+    return f"{name}: {error['msg'].lower()}, got {_shown(name, error.get('input'))}"
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def load_settings(flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None, config_path: str | Path | None = None, **overrides: Any) -> StreamSettings:
+    """Flags over environment over the TOML file over defaults, then validated.
+
+    ``flags``: field name -> the flag's raw text (or bool), None where not given.
+    Each value is typed where it came from, so a bad one names its flag, variable or key.
+    """
     environ = os.environ if environ is None else environ
-    config_path = getattr(args, "settings_config", None)
+    field_of = {env: name for name, env in ENV.items()}
+    from_env = {field_of[key]: value for key, value in _Environment(environ)().items()}  # the source names fields by their variable
     from_file = read_config_file(config_path) if config_path else {}
-    values: dict[str, object] = {}
-    for f in fields(StreamSettings):
-        raw = getattr(args, f"setting_{f.name}", None)
-        where, typed = FLAGS[f.name], False
-        if raw is None and ENV[f.name] in environ:
-            raw, where = environ[ENV[f.name]], ENV[f.name]
-        if raw is None and f.name in from_file:
-            raw, where, typed = from_file[f.name], f"{config_path}: {f.name}", True
-        if raw is not None:
-            values[f.name] = _parse(f.name, str(f.type), raw, where, typed)
+    values: dict[str, Any] = {}
+    for name, field in StreamSettings.model_fields.items():
+        kind = field.annotation.__name__ if isinstance(field.annotation, type) else str(field.annotation)
+        if (flags or {}).get(name) is not None:
+            values[name] = _typed(name, kind, (flags or {})[name], FLAGS[name])
+        elif name in from_env:
+            values[name] = _typed(name, kind, from_env[name], ENV[name])
+        elif name in from_file:
+            values[name] = _typed(name, kind, from_file[name], f"{config_path}: {name}", typed=True)
     values.update(overrides)
-    return StreamSettings(**values).validate()  # type: ignore[arg-type]
+    return StreamSettings(**values)
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over ``environ`` rather than always ``os.environ``."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(StreamSettings, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return dict(self._environ)
 
 
 def read_config_file(path: str | Path) -> dict[str, object]:
     """The settings of a TOML file: a flat table of field names; unknown keys are an error."""
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path}: No such file or directory")
     try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
+        table = TomlConfigSettingsSource(StreamSettings, toml_file=Path(path))()
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not TOML ({exc})") from None
-    known = [f.name for f in fields(StreamSettings)]
+    field_of = {env: name for name, env in ENV.items()}
+    table = {field_of.get(key, key): value for key, value in table.items()}  # the source names known fields by their alias
+    known = list(StreamSettings.model_fields)
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
             raise ConfigError(f"config file {path}: unknown setting {key!r}{hint}")
-    return table
+    return dict(table)
 
 
-def _parse(name: str, type_name: str, raw: object, where: str, typed: bool = False) -> object:
+def _typed(name: str, kind: str, raw: object, where: str, typed: bool = False) -> object:
     """``raw`` as the field's type: a flag's or variable's text, or (``typed``) a TOML value of that type."""
-    if type_name == "bool":
+    if kind == "bool":
         if isinstance(raw, bool):
             return raw
         if typed:
@@ -250,7 +248,7 @@ def _parse(name: str, type_name: str, raw: object, where: str, typed: bool = Fal
         if isinstance(raw, str) and raw.strip().lower() in TRUE + FALSE:
             return raw.strip().lower() in TRUE
         raise ConfigError(f"{where}: expected 1/0, true/false, yes/no or on/off, got {raw!r}")
-    if type_name == "int":
+    if kind == "int":
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
         if isinstance(raw, str) and not typed:
@@ -266,3 +264,41 @@ def _parse(name: str, type_name: str, raw: object, where: str, typed: bool = Fal
 
 def _shown(name: str, raw: object) -> str:
     return "***" if name in SECRET_FIELDS else repr(raw)
+
+
+# ---------------------------------------------------------------------- click
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_options(*names: str) -> Callable[[F], F]:
+    """Click flags for the settings ``names`` (default: every one) and ``--config FILE.toml``.
+
+    A flag left out is None, so ``settings_from_options`` falls back to the environment,
+    the file and the default.  The command receives them as ``setting_<name>`` and
+    ``settings_config`` keyword arguments.
+    """
+    chosen = names or tuple(StreamSettings.model_fields)
+
+    def decorate(command: F) -> F:
+        for name in reversed(chosen):
+            field = StreamSettings.model_fields[name]
+            default = field.default
+            shown = repr(default) if default == "" else default
+            text = f"{field.description} " if field.description else ""
+            text += f"(env {ENV[name]}, default {shown})"
+            if field.annotation is bool:
+                flag = FLAGS[name]
+                command = click.option(f"{flag}/--no-{flag[2:]}", f"setting_{name}", default=None, help=text)(command)
+            else:
+                command = click.option(FLAGS[name], f"setting_{name}", default=None, metavar=name.upper(), help=text)(command)
+        return click.option("--config", "settings_config", metavar="FILE.toml", help="settings file: keys named as the settings (batch_size = 64); flags and environment win over it")(command)
+
+    return decorate
+
+
+def settings_from_options(options: dict[str, Any], environ: Mapping[str, str] | None = None, **overrides: Any) -> StreamSettings:
+    """The settings of a command's ``settings_options`` keyword arguments (popped from ``options``)."""
+    flags = {key.removeprefix("setting_"): options.pop(key) for key in list(options) if key.startswith("setting_")}
+    return load_settings(flags, environ, options.pop("settings_config", None), **overrides)

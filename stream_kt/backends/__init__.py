@@ -8,6 +8,6 @@ more than B are split into chunks of B.  The model always sees exactly (B, ...).
 from stream_kt.backends.base import BACKENDS, StepBackend, available_backends, make_backend, resolve_backend_name
 from stream_kt.backends import compiled  # noqa: F401  (registers the backends)
 
-BACKEND_CHOICES = ("auto", "eager", "cpu", "cuda", "neuron")
+BACKEND_CHOICES = ("auto", *BACKENDS)  # auto: the best available (resolve_backend_name)
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "StepBackend", "available_backends", "make_backend", "resolve_backend_name"]

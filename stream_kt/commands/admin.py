@@ -11,10 +11,12 @@ events the student sends after ``forget`` start a new state from the model's ini
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+from typing import Any
 
-from stream_kt.settings import StreamSettings, add_settings_arguments, mask_url, settings_from_args
+import click
+
+from stream_kt.settings import StreamSettings, mask_url, settings_from_options, settings_options
 from stream_kt.service import keys
 from stream_kt.service.redis_store import StudentStore
 
@@ -25,28 +27,22 @@ replaying the input topic (a group rewind, a new group) would rebuild the state.
 erasure must also cover those topics' retention. New events of the student start a fresh state."""
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "forget",
-        help="erase one student's state from Redis (right to erasure; see --help for Kafka retention)",
-        description="Erase one student's state from Redis.",
-        epilog=ERASURE_NOTE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("student", help="student id, as in the events")
-    add_settings_arguments(p, ("redis_url", "key_prefix", "redis_cluster"))
-    p.set_defaults(func=cmd_forget)
-
-
-def cmd_forget(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    key = keys.student_key(args.student, settings.key_prefix)
-    deleted = asyncio.run(forget(settings, args.student))
+@click.command(
+    "forget",
+    help=f"Erase one student's state from Redis (right to erasure).\n\n\b\n{ERASURE_NOTE}",
+    short_help="erase one student's state from Redis (right to erasure; see --help for Kafka retention)",
+)
+@click.argument("student")
+@settings_options("redis_url", "key_prefix", "redis_cluster")
+def forget_command(student: str, **options: Any) -> int:
+    settings = settings_from_options(options)
+    key = keys.student_key(student, settings.key_prefix)
+    deleted = asyncio.run(forget(settings, student))
     where = mask_url(settings.redis_url)
     if deleted:
-        print(f"forgot student {args.student}: deleted {key} on {where}")
+        print(f"forgot student {student}: deleted {key} on {where}")
     else:
-        print(f"no state for student {args.student} ({key} on {where}): nothing to delete")
+        print(f"no state for student {student} ({key} on {where}): nothing to delete")
     print("note: events still in the input topic's retention would rebuild the state if replayed")
     return 0
 
@@ -58,3 +54,6 @@ async def forget(settings: StreamSettings, student_id: str) -> bool:
         return await store.delete(student_id)
     finally:
         await store.close()
+
+
+COMMANDS = (forget_command,)

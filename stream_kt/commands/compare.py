@@ -1,237 +1,59 @@
-"""``stream-kt compare``: every model trained and scored on the same students.
-
-Splits are by student and shared by all models:
-
-* with ``--test-data``: the held-out file is the test set; each of ``--seeds`` seeds
-  draws its own validation students from ``--data`` and seeds the training run;
-* without: ``--folds``-fold cross-validation by student (``kfold_students``), once per
-  seed; each fold's model is scored on the students it never saw.
-
-For each model the table gives AUC, ACC and RMSE as mean ± std over the runs, the
-training wall-clock seconds, and the streamed cost per event: the time of one
-``backend.step`` over a full batch of ``--step-batch`` students divided by that batch
-(the stream's unit of work).  ``--out`` receives every run's checkpoint,
-``compare.json`` and ``compare_auc.png`` (AUC with std error bars).
-"""
+"""``stream-kt compare``: every model trained and scored on the same students (``training.compare``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
-from tqdm import tqdm
+import click
 
-from stream_kt.backends import make_backend
-from stream_kt.commands.offline import add_data_arguments, model_options, option_pair, positive_int
-from stream_kt.data.readers import ITEM_COLUMNS, item_names
-from stream_kt.data.sequences import StudentSequence
-from stream_kt.data.split import Split, kfold_students, split_students
-from stream_kt.data.vocab import Vocabulary
-from stream_kt.errors import ConfigError, DataError
-from stream_kt.models import MODELS, KTModel
-from stream_kt.training.evaluate import evaluate
-from stream_kt.training.prepare import load_students
-from stream_kt.training.train import TrainConfig, train
-
-REPORTED = ("auc", "acc", "rmse")
+from stream_kt.commands.common import OPTION_PAIR, POSITIVE_INT, data_options, item_option, json_option
+from stream_kt.models import MODELS
+from stream_kt.training.compare import CompareRun, compare, format_table, parse_setup
+from stream_kt.training.train import TrainConfig
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="train and score several models on the same students; table, JSON and bar chart")
-    add_data_arguments(p, data_required=True)
-    p.add_argument("--item", choices=ITEM_COLUMNS, default="skill_id", help="modelled vocabulary (default skill_id)")
-    p.add_argument("--models", default=",".join(sorted(MODELS)), help="comma-separated model names (default: all)")
-    p.add_argument("--folds", type=positive_int, default=5, help="k-fold by student when there is no --test-data (default 5)")
-    p.add_argument("--seeds", type=positive_int, default=1, help="repeat every split with seeds 0..N-1 (default 1)")
-    p.add_argument("--epochs", type=positive_int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
-    p.add_argument("--window", type=positive_int, default=TrainConfig.window, help="training window length (default %(default)s)")
-    p.add_argument("--patience", type=positive_int, default=TrainConfig.patience)
-    p.add_argument("--lr", type=option_pair_or_value, action="append", default=[], metavar="[MODEL=]LR", help="learning rate, for all models or one (repeatable)")
-    p.add_argument("--option", type=option_pair, action="append", default=[], metavar="MODEL.KEY=VALUE", help="a model Config field, e.g. sakt.dim=32 (repeatable)")
-    p.add_argument("--step-batch", type=positive_int, default=64, help="batch of the streamed-cost measurement (default 64)")
-    p.add_argument("--out", default="runs/compare", help="directory for checkpoints, compare.json and compare_auc.png")
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.set_defaults(func=cmd_compare)
-
-
-def option_pair_or_value(text: str) -> tuple[str | None, float]:
+class LearningRate(click.ParamType):
     """``0.01`` (every model) or ``bkt=0.05`` (one model)."""
-    name, sep, value = text.rpartition("=")
-    try:
-        return (name.strip() if sep else None), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LR or MODEL=LR, got {text!r}") from None
+
+    name = "[MODEL=]LR"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str | None, float]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, number = str(value).rpartition("=")
+        try:
+            return (name.strip() if sep else None), float(number)
+        except ValueError:
+            self.fail(f"expected LR or MODEL=LR, got {value!r}", param, ctx)
 
 
-@dataclass
-class CompareSetup:
-    models: list[str]
-    learning_rates: dict[str, float]
-    options: dict[str, dict]
-
-
-def parse_setup(args: argparse.Namespace) -> CompareSetup:
-    """Model list, per-model learning rates and options, validated: a bad one is one clear error."""
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODELS]
-    if unknown or not models:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(sorted(MODELS))}")
-    if args.window < 2:
-        raise ConfigError("--window must be at least 2 (a window of one answer has nothing to predict)")
-    default_lr = TrainConfig.learning_rate
-    per_model_lr: dict[str, float] = {}
-    for name, lr in args.lr:
-        if lr <= 0:
-            raise ConfigError(f"learning rate must be positive, got {lr}")
-        if name is None:
-            default_lr = lr
-        elif name not in models:
-            raise ConfigError(f"--lr {name}={lr}: {name!r} is not among the compared models ({', '.join(models)})")
-        else:
-            per_model_lr[name] = lr
-    pairs: dict[str, list[tuple[str, object]]] = {m: [] for m in models}
-    for key, value in args.option:
-        name, dot, field = key.partition(".")
-        if not dot or name not in pairs:
-            raise ConfigError(f"--option {key}={value}: expected MODEL.KEY=VALUE with MODEL among {', '.join(models)}")
-        pairs[name].append((field, value))
-    options = {m: model_options(m, pairs[m]) for m in models}
-    return CompareSetup(models, {m: per_model_lr.get(m, default_lr) for m in models}, options)
-
-
-def make_splits(students: list[StudentSequence], held_out: list[StudentSequence] | None, folds: int, seeds: int, test_name: str | None) -> list[Split]:
-    ids = [s.student_id for s in students]
-    if held_out is not None:
-        return [split_students(ids, seed, 0.1, 0.0, test_source=f"file:{test_name}") for seed in range(seeds)]
-    if folds < 2:
-        raise ConfigError("k-fold needs --folds of at least 2 (or give --test-data)")
-    if len(ids) < 2 * folds:
-        raise DataError(f"{len(ids)} students are too few for {folds} folds")
-    return [split for seed in range(seeds) for split in kfold_students(ids, folds, seed)]
-
-
-@torch.no_grad()
-def step_cost_us(model: KTModel, batch_size: int, steps: int = 30, warmup: int = 3) -> float:
-    """Microseconds per event of the stream's step: one full batch of ``batch_size`` students per call."""
-    backend = make_backend("eager", model, batch_size)
-    generator = torch.Generator().manual_seed(0)
-    num_items = model.config.num_items
-    state = backend.initial_state(batch_size)
-    started = 0.0
-    for call in range(warmup + steps):
-        if call == warmup:
-            started = time.perf_counter()
-        items = torch.randint(0, num_items, (batch_size,), generator=generator)
-        correct = torch.randint(0, 2, (batch_size,), generator=generator)
-        state = backend.step(state, items, correct).state
-    return (time.perf_counter() - started) / (steps * batch_size) * 1e6
-
-
-def summarise(runs: list[dict], step_costs: dict[str, float], models: list[str]) -> dict[str, dict]:
-    summary = {}
-    for name in models:
-        mine = [r for r in runs if r["model"] == name]
-        row = {"runs": len(mine), "train_seconds": float(np.mean([r["train_seconds"] for r in mine])), "step_us_per_event": step_costs[name]}
-        for key in REPORTED:
-            values = np.array([r[key] for r in mine], dtype=np.float64)
-            row[f"{key}_mean"], row[f"{key}_std"] = float(values.mean()), float(values.std())
-        summary[name] = row
-    return summary
-
-
-def format_table(summary: dict[str, dict]) -> str:
-    header = f"{'model':<12} {'AUC':>17} {'ACC':>17} {'RMSE':>17} {'train s':>9} {'us/event':>9} {'runs':>5}"
-    lines = [header, "-" * len(header)]
-    for name, row in sorted(summary.items(), key=lambda kv: -kv[1]["auc_mean"]):
-        cells = " ".join(f"{row[f'{k}_mean']:>8.4f} ± {row[f'{k}_std']:.4f}" for k in REPORTED)
-        lines.append(f"{name:<12} {cells} {row['train_seconds']:>9.1f} {row['step_us_per_event']:>9.1f} {row['runs']:>5}")
-    return "\n".join(lines)
-
-
-def plot_auc(summary: dict[str, dict], path: Path, title: str, references: dict[str, float] | None = None) -> None:
-    """Bars of each model's held-out AUC (mean ± std), best first; ``references``: labelled horizontal lines (published figures, targets)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    ranked = sorted(summary, key=lambda m: -summary[m]["auc_mean"])
-    means = [summary[m]["auc_mean"] for m in ranked]
-    stds = [summary[m]["auc_std"] for m in ranked]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(ranked)), 4))
-    ax.bar(ranked, means, yerr=stds, capsize=4, color="tab:blue")
-    low = min(m - s for m, s in zip(means, stds))
-    high = max(m + s for m, s in zip(means, stds))
-    for (label, value), style in zip((references or {}).items(), (":", "--", "-.")):
-        ax.axhline(value, color="grey" if style == ":" else "tab:red", linestyle=style, label=label)
-        high = max(high, value)
-    if references:
-        ax.legend(loc="lower left", fontsize=8)
-    ax.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.02))
-    ax.set_ylabel("held-out AUC (mean ± std)")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    setup = parse_setup(args)
-    students = load_students(args.data, args.format, args.item)
-    held_out = load_students(args.test_data, args.format, args.item) if args.test_data else None
-    splits = make_splits(students, held_out, args.folds, args.seeds, Path(args.test_data).name if args.test_data else None)
-    out = Path(args.out)
-    by_id = {s.student_id: s for s in students}
-    names = item_names(students)
-    runs: list[dict] = []
-    step_costs: dict[str, float] = {}
-    protocol = f"held-out file {Path(args.test_data).name}, {args.seeds} seed(s)" if held_out is not None else f"{args.folds}-fold by student, {args.seeds} seed(s)"
-    prepared = []
-    for split in splits:
-        train_students, valid_students = [by_id[i] for i in split.train], [by_id[i] for i in split.valid]
-        # the vocabulary comes from training and validation students only, as in `train`
-        vocab = Vocabulary.build(train_students + valid_students, args.item, names)
-        test_students = held_out if held_out is not None else [by_id[i] for i in split.test]
-        prepared.append((split, vocab, *([vocab.encode(s) for s in group] for group in (train_students, valid_students, test_students))))
-    bar = tqdm(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)
-    # model by model: an interrupted comparison still has every split of the models it finished
-    for name in setup.models:
-        for split_index, (split, vocab, train_seqs, valid_seqs, test_seqs) in enumerate(prepared):
-            bar.set_postfix(model=name, split=split.test_source)
-            config = TrainConfig(
-                model=name, epochs=args.epochs, batch_size=args.batch_size, window=args.window, patience=args.patience,
-                learning_rate=setup.learning_rates[name], seed=split.seed, model_options=setup.options[name],
-            )
-            started = time.perf_counter()
-            checkpoint = train(train_seqs, valid_seqs, vocab, split, config, out / name / f"run{split_index}")
-            train_seconds = time.perf_counter() - started
-            metrics = evaluate(checkpoint.model, test_seqs)
-            if name not in step_costs:
-                step_costs[name] = step_cost_us(checkpoint.model, args.step_batch)
-            runs.append({
-                "model": name, "split": split.test_source, "seed": split.seed, "train_seconds": train_seconds,
-                "epochs": len(checkpoint.metrics["history"]), "best_epoch": checkpoint.metrics["best_epoch"],
-                "n": metrics["n"], **{k: metrics[k] for k in REPORTED},
-            })
-            # after every run, so a long comparison cut short keeps what it measured
-            (out / "compare_runs.json").write_text(json.dumps({"data": str(args.data), "protocol": protocol, "runs": runs}, indent=2))
-            bar.update()
-    bar.close()
-    summary = summarise(runs, step_costs, setup.models)
-    plot = out / "compare_auc.png"
-    plot_auc(summary, plot, f"{Path(args.data).name}: {protocol}")
-    result = {"data": str(args.data), "protocol": protocol, "models": summary, "runs": runs, "plot": str(plot)}
-    (out / "compare.json").write_text(json.dumps(result, indent=2))
-    print(f"{Path(args.data).name}: {protocol}")
-    print(format_table(summary))
-    print(f"chart: {plot}")
-    if args.json:
+@click.command("compare", help="train and score several models on the same students; table, JSON and bar chart")
+@data_options(data_required=True)
+@item_option
+@click.option("--models", default=",".join(sorted(MODELS)), help="comma-separated model names (default: all)")
+@click.option("--folds", type=POSITIVE_INT, default=5, show_default=True, help="k-fold by student when there is no --test-data")
+@click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="repeat every split with seeds 0..N-1")
+@click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True)
+@click.option("--window", type=POSITIVE_INT, default=TrainConfig.window, show_default=True, help="training window length")
+@click.option("--patience", type=POSITIVE_INT, default=TrainConfig.patience, show_default=True)
+@click.option("--lr", "learning_rates", type=LearningRate(), multiple=True, help="learning rate, for all models or one (repeatable)")
+@click.option("--option", "pairs", type=OPTION_PAIR, multiple=True, metavar="MODEL.KEY=VALUE", help="a model Config field, e.g. sakt.dim=32 (repeatable)")
+@click.option("--step-batch", type=POSITIVE_INT, default=64, show_default=True, help="batch of the streamed-cost measurement")
+@click.option("--out", default="runs/compare", show_default=True, help="directory for checkpoints, compare.json and compare_auc.png")
+@json_option
+def compare_command(data: str, test_data: str | None, fmt: str, item: str, models: str, folds: int, seeds: int, epochs: int, batch_size: int, window: int, patience: int,
+                    learning_rates: tuple, pairs: tuple, step_batch: int, out: str, as_json: bool) -> int:  # fmt: skip
+    setup = parse_setup(models, learning_rates, pairs, window)
+    result = compare(setup, CompareRun(data, test_data, fmt, item, folds, seeds, epochs, batch_size, window, patience, step_batch, Path(out)))
+    print(f"{Path(data).name}: {result['protocol']}")
+    print(format_table(result["models"]))
+    print(f"chart: {result['plot']}")
+    if as_json:
         print(json.dumps(result))
     return 0
+
+
+COMMANDS = (compare_command,)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from stream_kt.errors import UnknownModelError
+import dataclasses
+
+from stream_kt.errors import ConfigError, UnknownModelError
 from stream_kt.models.base import KTModel, State, StepOutput
 
 MODELS: dict[str, type[KTModel]] = {}
@@ -25,6 +27,24 @@ def build_model(name: str, **config) -> KTModel:
     return cls(cls.Config(**config))
 
 
+def config_options(model: str, pairs: list[tuple[str, object]]) -> dict:
+    """``pairs`` (KEY, VALUE) checked against the model's Config fields and types: a bad one is one clear error."""
+    fields = {f.name: f for f in dataclasses.fields(model_class(model).Config) if f.name != "num_items"}
+    options = {}
+    for key, value in pairs:
+        if key not in fields:
+            raise ConfigError(f"model {model} has no option {key!r}: choose from {', '.join(sorted(fields))}")
+        expected = type(fields[key].default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is tuple and isinstance(value, list):  # JSON has lists only (an ensemble's members)
+            value = tuple(value)
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            raise ConfigError(f"option {key} of model {model} expects {expected.__name__}, got {value!r}")
+        options[key] = value
+    return options
+
+
 from stream_kt.models import bkt, dkt, dkt_plus, ensemble, gbdt, lastquery, saint, sakt  # noqa: E402,F401  (registers the built-in models)
 
-__all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "build_model"]
+__all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "build_model", "config_options"]

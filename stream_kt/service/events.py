@@ -26,9 +26,9 @@ from typing import Any, Callable
 import msgpack
 
 from stream_kt.service.exceptions import InvalidEvent
+from stream_kt.settings import MAX_EVENT_BYTES  # the default limit (KT_MAX_EVENT_BYTES)
 
 FORMAT_VERSION = 1
-MAX_EVENT_BYTES = 4096  # an answer event is ~100 bytes; anything this big is not one
 REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "unknown_item")
 
 

@@ -127,7 +127,7 @@ async def follow_outputs(
     timeout_s: float = 300.0,
     on_update: Callable[[FollowTally], None] | None = None,
     poll_ms: int = 200,
-    fetch_wait_ms: int = StreamSettings.fetch_wait_ms,
+    fetch_wait_ms: int = StreamSettings.model_fields["fetch_wait_ms"].default,
     security: dict | None = None,
 ) -> FollowTally:
     """Consume until ``tally.complete()`` or ``timeout_s`` after ``tally.expected`` is set.

@@ -10,6 +10,7 @@ named ``"<student_id>#<index>"``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import time
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from stream_kt.errors import DataError
 from stream_kt.service.events import encode_answer
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service import kafka_io
-from stream_kt.tools.follow import now_ms
+from stream_kt.settings import StreamSettings
+from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.training.prepare import load_students
 
 BURST_MS = 20.0  # default: paced traffic goes out in bursts of this many ms of events
@@ -163,3 +165,48 @@ async def send_events(
 async def _delivered(futures: list[asyncio.Future]) -> None:
     if futures:
         await asyncio.gather(*futures)
+
+
+async def replay_and_follow(
+    settings: StreamSettings,
+    students: Sequence[StudentSequence],
+    order: Sequence[tuple[int, int]],
+    *,
+    item: str,
+    rate_per_s: float | None,
+    follow: bool,
+    burst_ms: float = BURST_MS,
+    timeout_s: float,
+    progress: bool = True,
+) -> tuple[ReplayResult, FollowTally | None]:
+    """Send ``order``; with ``follow``, consume the answers at the same time (a late consumer would inflate latency)."""
+    security = kafka_io.client_options(settings)
+    await kafka_io.check_reachable(settings.bootstrap, security)
+    await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic], settings.partitions, security=security)
+    if not follow:
+        return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, security=security), None
+    tally = FollowTally(since_ms=now_ms())
+    answered_bar = tqdm(total=len(order), desc="answered", unit="event", unit_scale=True, position=1, disable=not progress, mininterval=0.5)
+    sent_count = [0]
+
+    def show(current: FollowTally) -> None:
+        answered_bar.update(current.answered - answered_bar.n)
+        answered_bar.set_postfix(lag=sent_count[0] - current.answered, refresh=False)
+
+    def on_sent(count: int) -> None:
+        sent_count[0] = count
+
+    follower = asyncio.create_task(
+        follow_outputs(settings.bootstrap, settings.out_topic, tally, dlq_topic=settings.dlq_topic, timeout_s=timeout_s, on_update=show, fetch_wait_ms=settings.fetch_wait_ms, security=security)
+    )
+    try:
+        result = await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, on_sent=on_sent, security=security)
+        tally.expected = result.sent
+        await follower
+    finally:
+        if not follower.done():
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        answered_bar.close()
+    return result, tally

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -55,8 +56,10 @@ from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError, DataError
 from stream_kt.models import KTModel, model_class
-from stream_kt.checkpoint import Checkpoint, save_checkpoint
+from stream_kt.checkpoint import Checkpoint, save_checkpoint, write_metrics
+from stream_kt.training.evaluate import evaluate
 from stream_kt.training.plots import plot_learning_curves
+from stream_kt.training.prepare import load_students, students_of
 from stream_kt.training.train import TrainConfig, early_stopped, fresh_model, gradient_epoch, train_config_of
 
 TARGET_DTYPE = np.float16  # cached teacher probabilities: three significant digits are plenty for a target
@@ -314,3 +317,19 @@ def _save(out_dir: str | Path, model: KTModel, vocab: Vocabulary, split: Split, 
     checkpoint = save_checkpoint(out_dir, model, vocab, split, {**asdict(config), "distill": recipe}, metrics)
     plot_learning_curves(metrics["history"], Path(out_dir) / "learning_curves.png", title)
     return checkpoint
+
+
+def distill_from_file(teacher: Checkpoint, data: str, fmt: str, test_data: str | None, config: TrainConfig, settings: DistillSettings, out_dir: str | Path, cache_dir: str | Path) -> Checkpoint:
+    """``distill`` on the teacher's own training and validation students, read from its training file ``data``;
+    the held-out students (``test_data``, else those the teacher's split held out of ``data``) are scored, never trained on."""
+    item = teacher.vocab.item_column
+    train, valid = (students_of(data, fmt, item, ids) for ids in (teacher.split.train, teacher.split.valid))
+    if len(train) < len(teacher.split.train) or len(valid) < len(teacher.split.valid):
+        raise DataError(f"{data}: holds {len(train) + len(valid)} of {teacher.path}'s {len(teacher.split.train) + len(teacher.split.valid)} training and validation students; give the file it was trained on")
+    print(f"distil {teacher.model.name} {teacher.version} into {config.model}: {len(train)} training, {len(valid)} validation students; alpha {', '.join(f'{a:g}' for a in settings.alphas)}", file=sys.stderr)
+    student = distill(teacher, [teacher.vocab.encode(s) for s in train], [teacher.vocab.encode(s) for s in valid], config, settings, out_dir, cache_dir)
+    held_out = load_students(test_data, fmt, item) if test_data else students_of(data, fmt, item, teacher.split.test) if teacher.split.test else []
+    if held_out:
+        student.metrics["test"] = evaluate(student.model, [student.vocab.encode(s) for s in held_out], progress=True)
+        write_metrics(student)
+    return student

@@ -17,10 +17,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.batches import make_batch
+from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import KTModel
+from stream_kt.errors import DataError
 from stream_kt.training.metrics import binary_metrics
+from stream_kt.training.prepare import load_students, students_of
 
 
 @torch.no_grad()
@@ -58,3 +62,19 @@ def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: boo
     if model_metrics is not None:
         metrics.update(model_metrics(sequences))
     return metrics
+
+
+def held_out_students(checkpoint: Checkpoint, test_data: str | None, data: str | None, fmt: str) -> tuple[list[StudentSequence], str]:
+    """The students to score and where they came from: a test file, or the checkpoint's held-out students of ``data``."""
+    item = checkpoint.vocab.item_column
+    if test_data:
+        return load_students(test_data, fmt, item), test_data
+    if not data:
+        raise DataError("evaluate needs --test-data PATH (or --data PATH to score the checkpoint's held-out students)")
+    held_out = checkpoint.split.test
+    if not held_out:
+        raise DataError(f"{checkpoint.path} held out a separate file ({checkpoint.split.test_source}): pass it with --test-data")
+    students = students_of(data, fmt, item, held_out)
+    if not students:
+        raise DataError(f"{data}: none of the checkpoint's {len(held_out)} held-out students are in this file")
+    return students, f"{data} (held-out students of the checkpoint's split)"

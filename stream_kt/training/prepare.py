@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,20 @@ def detect_format(path: str | Path) -> str:
 def load_students(path: str | Path, fmt: str = "auto", item: str = "skill_id") -> list[StudentSequence]:
     fmt = detect_format(path) if fmt == "auto" else fmt
     students, _ = read_dataset(path, fmt, item)
+    return students
+
+
+def students_of(data: str | Path, fmt: str, item: str, ids: Sequence[str]) -> list[StudentSequence]:
+    """The students of file ``data`` whose ids are in ``ids`` (one role of a checkpoint's split), in file order."""
+    wanted = set(ids)
+    return [s for s in load_students(data, fmt, item) if s.student_id in wanted]
+
+
+def all_students_of(data: str | Path, fmt: str, item: str, ids: Sequence[str], source: str | Path, what: str) -> list[StudentSequence]:
+    """``students_of``, and a ``DataError`` naming ``source`` when ``data`` lacks any of them (the wrong file)."""
+    students = students_of(data, fmt, item, ids)
+    if len(students) < len(ids):
+        raise DataError(f"{data}: {len(ids) - len(students)} of {source}'s {len(ids)} {what} students are not in it; give the file it was trained on")
     return students
 
 

@@ -11,7 +11,7 @@ import torch
 
 from benchmarks.alternatives import RecomputeWindow
 from benchmarks.end_to_end import Target, run_variant
-from stream_kt.commands.bench import bench_students, default_checkpoint
+from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.models import build_model
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -15,7 +14,7 @@ import pytest
 
 pytest.importorskip("yaml", reason="PyYAML is needed to read the deployment files (pip install pyyaml)")
 
-from stream_kt.settings import settings_from_args  # noqa: E402
+from stream_kt.settings import settings_from_options  # noqa: E402
 from tests.deploy.conftest import DEPLOY, KNOWN_ENV, METRICS, load_all  # noqa: E402
 
 LONG_RUNNING = ("kafka", "redis", "processor", "prometheus")
@@ -83,7 +82,7 @@ def test_long_running_services_have_healthchecks(compose):
 def test_processor_environment_is_known_and_valid(compose):
     env = env_of(compose["services"]["processor"])
     assert set(env) <= KNOWN_ENV, f"unknown variables: {set(env) - KNOWN_ENV}"
-    settings = settings_from_args(argparse.Namespace(), environ=env)
+    settings = settings_from_options({}, environ=env)
     assert settings.bootstrap == "kafka:9092" and settings.partitions == 6
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ import pytest
 
 pytest.importorskip("yaml", reason="PyYAML is needed to read the deployment files (pip install pyyaml)")
 
-from stream_kt.settings import ENV, settings_from_args  # noqa: E402
+from stream_kt.settings import ENV, settings_from_options  # noqa: E402
 from tests.deploy.conftest import DEPLOY, K8S, KNOWN_ENV, NAMESPACE, SECRET_ENV, load_all  # noqa: E402
 
 # Custom resources: no schema in kubernetes-validate, checked structurally below.
@@ -155,7 +154,7 @@ def test_example_secrets_hold_placeholders_only(k8s_docs):
 
 
 def test_settings_from_the_configmap_and_secret_validate(config, secret):
-    settings = settings_from_args(argparse.Namespace(), environ={**config, **secret})
+    settings = settings_from_options({}, environ={**config, **secret})
     assert settings.partitions == int(config["KT_PARTITIONS"])
 
 

@@ -93,7 +93,7 @@ def make_settings(broker, redis_url: str, key_prefix: str, topics) -> Callable[.
     )
 
     def make(**overrides: object) -> StreamSettings:
-        return StreamSettings(**{**base.__dict__, **overrides}).validate()
+        return base.replace(**overrides)
 
     return make
 

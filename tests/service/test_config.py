@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import ssl
 
+import click
 import pytest
 import redis
 
 from stream_kt.cli import main
 from stream_kt.errors import ConfigError
-from stream_kt.settings import ENV, StreamSettings, add_settings_arguments, mask_url, settings_from_args
+from stream_kt.settings import ENV, StreamSettings, mask_url, settings_from_options, settings_options
 from stream_kt.service import kafka_io, keys
 from stream_kt.tools.brokers import free_port
 from stream_kt.service.exceptions import StreamError
@@ -29,23 +29,30 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_settings_arguments(parser)
-    return parser.parse_args(argv)
+def parse(argv: list[str]) -> dict:
+    """The keyword arguments a command with every settings flag receives for ``argv``."""
+    received: dict = {}
+
+    @click.command()
+    @settings_options()
+    def probe(**options: object) -> None:
+        received.update(options)
+
+    probe.main(argv, standalone_mode=False)
+    return received
 
 
 def test_flag_beats_environment_beats_file_beats_default(tmp_path):
     config = tmp_path / "kt.toml"
     config.write_text('batch_size = 32\nmax_wait_ms = 7\nlog_format = "json"\nredis_cluster = false\n')
     env = {"KT_BATCH": "48", "KT_REDIS_CLUSTER": "1"}
-    assert settings_from_args(parse(["--config", str(config), "--batch", "16"]), env).batch_size == 16
-    from_env = settings_from_args(parse(["--config", str(config)]), env)
+    assert settings_from_options(parse(["--config", str(config), "--batch", "16"]), env).batch_size == 16
+    from_env = settings_from_options(parse(["--config", str(config)]), env)
     assert (from_env.batch_size, from_env.redis_cluster) == (48, True)
-    from_file = settings_from_args(parse(["--config", str(config)]), {})
+    from_file = settings_from_options(parse(["--config", str(config)]), {})
     assert (from_file.batch_size, from_file.max_wait_ms, from_file.log_format, from_file.redis_cluster) == (32, 7, "json", False)
-    assert settings_from_args(parse([]), {}) == StreamSettings()
-    assert settings_from_args(parse(["--no-redis-cluster"]), env).redis_cluster is False
+    assert settings_from_options(parse([]), {}) == StreamSettings()
+    assert settings_from_options(parse(["--no-redis-cluster"]), env).redis_cluster is False
 
 
 @pytest.mark.parametrize(
@@ -61,7 +68,7 @@ def test_a_bad_config_file_is_one_clear_error(tmp_path, text, message):
     config = tmp_path / "kt.toml"
     config.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("?", r"\?")):
-        settings_from_args(parse(["--config", str(config)]), {})
+        settings_from_options(parse(["--config", str(config)]), {})
 
 
 @pytest.mark.parametrize(
@@ -95,7 +102,7 @@ def test_invalid_settings_exit_2_with_one_line_and_no_secret(args, env, message,
 
 
 def test_repr_and_urls_mask_passwords():
-    settings = StreamSettings(redis_url=f"rediss://kt:{SECRET}@redis:6379/0", kafka_security_protocol="SASL_SSL", kafka_sasl_username="kt", kafka_sasl_password=SECRET).validate()
+    settings = StreamSettings(redis_url=f"rediss://kt:{SECRET}@redis:6379/0", kafka_security_protocol="SASL_SSL", kafka_sasl_username="kt", kafka_sasl_password=SECRET)
     assert SECRET not in repr(settings) and SECRET not in str(settings)
     assert "rediss://kt:***@redis:6379/0" in repr(settings) and "kafka_sasl_password='***'" in repr(settings)
     assert mask_url(f"redis://:{SECRET}@h:1/0") == "redis://:***@h:1/0"
@@ -160,7 +167,7 @@ def test_kafka_security_reaches_consumer_producer_and_admin(monkeypatch):
     ca_file = ca_bundle()
     settings = StreamSettings(
         kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="kt", kafka_sasl_password=SECRET, kafka_ssl_cafile=ca_file
-    ).validate()
+    )
     kafka_io.make_consumer(settings, listener=None)
     kafka_io.make_producer(settings)
     with pytest.raises(StreamError):
@@ -174,6 +181,6 @@ def test_kafka_security_reaches_consumer_producer_and_admin(monkeypatch):
 
 
 def test_a_missing_kafka_ca_file_is_a_config_error(tmp_path):
-    settings = StreamSettings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(tmp_path / "ca.pem")).validate()
+    settings = StreamSettings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(tmp_path / "ca.pem"))
     with pytest.raises(ConfigError, match=r"kafka ssl cafile .*ca.pem: no such file"):
         kafka_io.client_options(settings)

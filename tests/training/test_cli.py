@@ -144,12 +144,37 @@ def test_gbdt_trains_with_boosting_and_streams_what_it_scores(tmp_path, syntheti
     assert {"train_loss", "valid_logloss", "valid_auc"} <= history[0].keys() and (out / "learning_curves.png").is_file()
 
 
-@pytest.mark.parametrize("model_args", [FAST, ("--model", "gbdt")], ids=["dkt", "gbdt"])
-def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, model_args):
+def shuffled_labels(data, seed: int):
+    """``data`` with every response replaced by a random permutation of all responses (train, valid and test)."""
+    from stream_kt.data.vocab import EncodedSequence
+
+    rng = np.random.default_rng(seed)
+
+    def shuffled(seqs):
+        labels = rng.permutation(np.concatenate([s.correct for s in seqs]))
+        out, start = [], 0
+        for s in seqs:
+            out.append(EncodedSequence(s.student_id, s.items, labels[start : start + len(s)], s.n_unknown))
+            start += len(s)
+        return out
+
+    data.train, data.valid, data.test = shuffled(data.train), shuffled(data.valid), shuffled(data.test)
+    return data
+
+
+FAST_CONFIG = {"epochs": 4, "batch_size": 16, "learning_rate": 0.005, "model_options": {"hidden_size": 32}}  # FAST, as a TrainConfig
+
+
+@pytest.mark.parametrize("config", [{"model": "dkt", **FAST_CONFIG}, {"model": "gbdt"}], ids=["dkt", "gbdt"])
+def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, config):
     """With labels made noise, an honest model cannot beat chance; a leaking one would score ~1."""
-    out = tmp_path / "shuffled"
-    run_cli("train", "--data", synthetic_files[0], *model_args, "--shuffle-labels", "--out", out, check=True)
-    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    from stream_kt.training.evaluate import evaluate
+    from stream_kt.training.prepare import prepare
+    from stream_kt.training.train import TrainConfig, train
+
+    data = shuffled_labels(prepare(synthetic_files[0], "auto", "skill_id", None, 0), 0)
+    checkpoint = train(data.train, data.valid, data.vocab, data.split, TrainConfig(seed=0, **config), tmp_path / "shuffled")
+    metrics = evaluate(checkpoint.model, data.test)
     assert metrics["n"] > 5000
     assert abs(metrics["auc"] - 0.5) < 0.03
 

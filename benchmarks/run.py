@@ -1,0 +1,145 @@
+"""``stream-kt bench``'s run: the model step per backend, then end to end on each broker, and the summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.end_to_end import Target, run_variant
+from benchmarks.step_throughput import cuda_step_throughput, step_throughput
+from benchmarks.workload import bench_students, default_checkpoint
+from stream_kt.backends import available_backends, resolve_backend_name
+from stream_kt.checkpoint import load_checkpoint
+from stream_kt.errors import ConfigError
+from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, kafka_unavailable
+
+QUICK = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
+FULL = {"batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048], "events": 200_000, "naive_events": 10_000, "recompute_events": 30_000, "latency_s": 15.0}
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    redis_url: str
+    backend: str = "auto"
+    batch: int = 64
+    bootstrap: str | None = None  # a broker of the user's; None: start our own (``broker``)
+    broker: str = "auto"  # auto, both, kafka, embedded
+    checkpoint: str | None = None
+    model: str | None = None
+    threads: int = 1
+    events: int | None = None
+    skip_e2e: bool = False
+    full: bool = False
+    out: Path = Path("benchmarks/results")
+
+
+def broker_plan(bootstrap: str | None, broker: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(broker, variants) in run order: every variant on the first broker, stream-kt alone on the second."""
+    every = ("stream-kt", "recompute", "naive")
+    if bootstrap:
+        return [("external", every)]
+    kinds = {"both": ["kafka", "embedded"], "kafka": ["kafka"], "embedded": ["embedded"]}.get(broker)
+    if kinds is None:  # auto
+        reason = kafka_unavailable()
+        if reason:
+            print(f"bench: embedded broker only ({reason})", flush=True)
+        kinds = ["embedded"] if reason else ["kafka", "embedded"]
+    return [(kind, every if n == 0 else ("stream-kt",)) for n, kind in enumerate(kinds)]
+
+
+def e2e_summary(row: dict) -> dict:
+    """The headline figures of one end-to-end run: throughput, latency at half of it, costs per event."""
+    half = next(l for l in row["latency"] if l["fraction"] == 0.5)
+    return {
+        "events_per_s": row["events_per_s"],
+        "p50_ms": half["p50_ms"],
+        "p99_ms": half["p99_ms"],
+        "cpu_us_per_event": round(1000 * row["cpu_ms_per_event"], 1),
+        "broker_cpu_us_per_event": row["broker_cpu_us_per_event"],
+    }
+
+
+def cuda_notes(results: dict) -> list[str]:
+    """Lines under the table for a CUDA run: the card, and what one student-step copies each way."""
+    rows = [r for r in results["step"] if r["backend"] == "cuda"]
+    if not rows:
+        return []
+    lines = [f"gpu: {results['gpu']}; cuda-eager: the same step without CUDA graphs; cuda-f16: float16 mastery"]
+    lines.append(f"copied per student-step: {rows[0]['bytes_to_gpu_per_step']:,} B to the GPU, {rows[0]['bytes_from_gpu_per_step']:,} B back (state, events, p_correct, mastery)")
+    lines += [f"skipped: {r['backend']} B={r['batch']} ({r['reason']})" for r in results.get("step_skipped", [])]
+    return lines
+
+
+def run_bench(bench: BenchPlan) -> dict:
+    """Every measurement of the plan; the results are also written to ``out/results.json``."""
+    plan = FULL if bench.full else QUICK
+    backend = resolve_backend_name(bench.backend)
+    out_dir = Path(bench.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    torch.set_num_threads(bench.threads)  # 1 by default, as serve: one core for the model, the other for broker and Redis
+    if bench.checkpoint and bench.model:
+        raise ConfigError("give --checkpoint or --model, not both")
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = load_checkpoint(bench.checkpoint) if bench.checkpoint else default_checkpoint(Path(tmp), bench.model)
+        results: dict = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread",
+            "model": checkpoint.version,
+            "model_name": checkpoint.model.name,
+            "backend": backend,
+            "batch": bench.batch,
+        }
+        results["step"] = step_throughput(checkpoint.model, [b for b in ("eager", "cpu") if b in available_backends()], plan["batches"])
+        if "cuda" in available_backends():
+            cuda_rows, results["step_skipped"] = cuda_step_throughput(checkpoint.model)
+            results["step"] += cuda_rows
+            results["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+        results["end_to_end"] = []
+        if not bench.skip_e2e:
+            for broker_kind, variants in broker_plan(bench.bootstrap, bench.broker):
+                broker = None if broker_kind == "external" else (KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()).start()
+                try:
+                    bootstrap = broker.bootstrap if broker else bench.bootstrap
+                    target = Target(bootstrap, bench.redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pid=broker.process.pid if broker else None)
+                    for variant in variants:
+                        events = {"stream-kt": bench.events or plan["events"], "recompute": plan["recompute_events"], "naive": plan["naive_events"]}[variant]
+                        print(f"end to end on {broker_kind}: {variant} ({events} events)", flush=True)
+                        results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
+                finally:
+                    if broker:
+                        broker.close()
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def summarise(results: dict) -> dict:
+    """The one-line JSON summary: step throughput, and the end-to-end headline of each broker."""
+    backend = results["backend"]
+    summary = {"backend": backend, "step_throughput_b256": next((r["student_steps_per_s"] for r in results["step"] if r["batch"] == 256 and r["backend"] == ("cpu" if backend != "cuda" else "cuda")), None)}
+    rows = results["end_to_end"]
+    if rows:
+        main_broker = rows[0]["broker"]  # the first broker run gets every variant
+        by_variant = {r["variant"]: r for r in rows if r["broker"] == main_broker}
+        summary.update(broker=main_broker, **e2e_summary(by_variant["stream-kt"]))
+        summary.update(
+            naive_events_per_s=by_variant["naive"]["events_per_s"],
+            recompute_events_per_s=by_variant["recompute"]["events_per_s"],
+            speedup_vs_naive=round(by_variant["stream-kt"]["events_per_s"] / by_variant["naive"]["events_per_s"], 1),
+        )
+        for row in rows:
+            if row["broker"] != main_broker:
+                summary[row["broker"]] = e2e_summary(row)
+    cuda_rows = [r for r in results["step"] if r["backend"] == "cuda"]
+    if cuda_rows:
+        peak = max(cuda_rows, key=lambda r: r["student_steps_per_s"])
+        summary.update(cuda_peak_student_steps_per_s=peak["student_steps_per_s"], cuda_peak_batch=peak["batch"])
+    summary["seconds"] = results["seconds"]
+    return summary
