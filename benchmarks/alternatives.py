@@ -36,7 +36,7 @@ class RecomputeWindow(KTModel):
             "length": torch.zeros(batch_size, 1),
         }
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         length = state["length"][:, 0].long()  # (B,)
         full = length >= self.window
         # append at position `length`, or shift left by one when the window is full

@@ -53,8 +53,8 @@ class StepBackend:
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         state = self.model.initial_state(self.batch_size)
         items = torch.zeros(self.batch_size, dtype=torch.long)
-        times = (torch.zeros(self.batch_size, 2).to(self.device),) if self.model.uses_times else ()
-        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), items.clone().to(self.device), *times)
+        times = torch.zeros(self.batch_size, 2)
+        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), items.clone().to(self.device), times.to(self.device))
 
     def compile(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
         """Turn the fixed-shape module into the callable ``_step_fixed`` runs; eager runs it as is."""
@@ -72,14 +72,11 @@ class StepBackend:
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         """Apply one interaction to each of ``n`` rows, any ``n``: pad up to B, split above B.
 
-        ``times``: (n, 2) [elapsed, lag] seconds of each event, for models that use them
-        (None: unknown, zeros); other models ignore them.
+        ``times``: (n, 2) [elapsed, lag] seconds of each event (None: unknown, zeros);
+        models that do not use them ignore them.
         """
         n = items.shape[0]
-        if self.model.uses_times:
-            times = torch.zeros(n, 2) if times is None else times.float()
-        else:
-            times = None
+        times = torch.zeros(n, 2) if times is None else times.float()
         outputs = [self._padded(state, items, correct, times, start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
         if len(outputs) == 1:
             return outputs[0]
@@ -89,11 +86,11 @@ class StepBackend:
             torch.cat([o.mastery for o in outputs]),
         )
 
-    def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None, start: int, stop: int) -> StepOutput:
+    def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor, start: int, stop: int) -> StepOutput:
         rows = stop - start
         pad = self.batch_size - rows
         chunk = [state[k][start:stop] for k in self.state_names]
-        events = [items[start:stop].long(), correct[start:stop].long(), *(() if times is None else (times[start:stop],))]
+        events = [items[start:stop].long(), correct[start:stop].long(), times[start:stop]]
         if pad:
             chunk = [torch.cat([v, self._blank[k].expand(pad, *v.shape[1:])]) for k, v in zip(self.state_names, chunk)]
             events = [torch.cat([v, v.new_zeros(pad, *v.shape[1:])]) for v in events]

@@ -178,7 +178,7 @@ def check_model_step(model: KTModel, rows: int = 3, device: str = "meta") -> Non
     audit = DeviceAudit(device)
     step = audit.wrap(on_device.step)
     items = torch.zeros(rows, dtype=torch.long, device=device)
-    for times in ((None, torch.zeros(rows, 2, device=device)) if model.uses_times else (None,)):
+    for times in (None, torch.zeros(rows, 2, device=device)):
         state = {k: v.to(device) for k, v in model.initial_state(rows).items()}
         with audit, torch.no_grad():
             step(state, items, items, *(() if times is None else (times,)))

@@ -88,7 +88,7 @@ class StagedBackend(StepBackend):
                 *((_state_field(k), blank[k].dtype, blank[k].shape[1:]) for k in self.state_names),
                 ("items", torch.long, ()),
                 ("correct", torch.long, ()),
-                *((("times", torch.float32, (2,)),) if model.uses_times else ()),
+                ("times", torch.float32, (2,)),
             ],
         )
         self.outputs = Layout(
@@ -145,8 +145,7 @@ class StagedBackend(StepBackend):
             staged[_state_field(k)][:rows].copy_(state[k][start:stop])
         staged["items"][:rows].copy_(items[start:stop])
         staged["correct"][:rows].copy_(correct[start:stop])
-        if times is not None:
-            staged["times"][:rows].copy_(times[start:stop])
+        staged["times"][:rows].copy_(times[start:stop])
         if self._written > rows:  # a bigger call left students there
             self._blank_rows(rows, self._written)
         self._written = rows

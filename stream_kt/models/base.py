@@ -5,10 +5,13 @@ Two paths that must agree:
 * ``forward(batch)`` over whole (padded) sequences, used for training and offline
   evaluation: ``next_logits[b, t]`` predicts ``batch.next_correct[b, t]`` from the
   inputs at positions <= t only.
-* ``step(state, items, correct)``: the incremental update the stream calls once per
-  event, over a fixed batch of B students.  It returns the probability the student
+* ``step(state, items, correct, times)``: the incremental update the stream calls once
+  per event, over a fixed batch of B students.  It returns the probability the student
   answers the given item correctly *before* the answer is applied, the new state, and
-  the mastery vector (P(correct) for every item) after it.
+  the mastery vector (P(correct) for every item) after it.  Every model takes
+  ``times`` (B, 2), [elapsed, lag] seconds of the event (None: unknown, as zeros); the
+  time-aware ones (``uses_times``, SAINT+) read it, the others ignore it, so no caller
+  asks which is which.
 
 State is a dict of tensors whose first dimension is the batch (so rows can be stored
 per student and stacked again), produced by ``initial_state``.
@@ -19,20 +22,24 @@ from the same pass (same dropout), the logit of every item after each interactio
 (B, T, V), the offline twin of the mastery ``step`` streams.  The distiller matches it
 to a teacher's mastery; the model's loss stays the model's.
 
-Time-aware models (``uses_times``, SAINT+) also read ``batch.times`` in ``forward`` and
-take ``times`` (B, 2) [elapsed, lag] seconds of the event in ``step``; every caller
-passes them (zeros where unknown) and other models never see them.
+Time-aware models also read ``batch.times`` in ``forward``.
+
+Defaults every model has, so callers never probe: ``extra_metrics`` (none),
+``fitted_by_gradient`` (True: the trainer runs Adam on ``loss``; a model fitted its own
+way, gbdt's boosting, says False and its fitter lives in ``training.fitters``) and
+``distillable`` (whether it offers ``loss_with_mastery``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import torch
 from torch import nn
 
 from stream_kt.data.batches import Batch
+from stream_kt.data.vocab import EncodedSequence
 
 State = dict[str, torch.Tensor]
 
@@ -54,7 +61,9 @@ class KTModel(nn.Module):
 
     name: ClassVar[str]
     Config: ClassVar[type]
-    uses_times: bool = False  # step takes times=(B, 2) and forward reads batch.times
+    uses_times: bool = False  # its predictions read the events' times (step's times, forward's batch.times)
+    fitted_by_gradient: ClassVar[bool] = True  # False: fitted its own way (training.fitters)
+    distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -77,13 +86,21 @@ class KTModel(nn.Module):
     def initial_state(self, batch_size: int) -> State:
         raise NotImplementedError
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         raise NotImplementedError
+
+    def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, (B, T, V) mastery logits) from one pass: only models with ``distillable`` offer it."""
+        raise NotImplementedError(f"{self.name} offers no per-step mastery logits to distil into")
+
+    def extra_metrics(self, sequences: Sequence[EncodedSequence]) -> dict[str, float]:
+        """Scores of its own on held-out students beyond next-answer prediction (DKT+: consistency); none by default."""
+        return {}
 
     def inference_module(self, state_names: list[str]) -> nn.Module:
         """The one-step update as a module of positional tensors, for fixed-shape backends.
 
-        ``(*state in state_names order, items, correct[, times if uses_times]) -> (p_correct, *state, mastery)``.
+        ``(*state in state_names order, items, correct, times) -> (p_correct, *state, mastery)``.
         Models may return a faster equivalent (DKT folds its embedding into the LSTM's
         input gates); the backend parity tests hold every one to eager ``step``.
         """
@@ -99,10 +116,6 @@ class StepModule(nn.Module):
         self.state_names = list(state_names)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.model.uses_times:
-            *state, items, correct, times = inputs
-            out = self.model.step(dict(zip(self.state_names, state)), items, correct, times)
-        else:
-            *state, items, correct = inputs
-            out = self.model.step(dict(zip(self.state_names, state)), items, correct)
+        *state, items, correct, times = inputs
+        out = self.model.step(dict(zip(self.state_names, state)), items, correct, times)
         return (out.p_correct, *(out.state[k] for k in self.state_names), out.mastery)

@@ -39,6 +39,7 @@ class DKTConfig:
 @register
 class DKT(KTModel):
     name = "dkt"
+    distillable = True
     Config = DKTConfig
 
     def __init__(self, config: DKTConfig) -> None:
@@ -107,7 +108,7 @@ class DKT(KTModel):
         shape = (batch_size, self.config.num_layers, self.config.hidden_size)
         return {"h": torch.zeros(shape), "c": torch.zeros(shape)}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         h, c = state["h"], state["c"]  # (B, L, H)
         p_correct = torch.sigmoid(item_logits(self.out, h[:, -1], items))  # (B,): the prediction reads the last layer
         embedded = self.embed(self._interaction(items, correct))  # (B, E)
@@ -147,7 +148,7 @@ class DKTInferenceStep(nn.Module):
             self.register_buffer("out_weight_t", model.out.weight.T.contiguous())  # (H, V)
             self.register_buffer("out_bias", model.out.bias.detach().clone())  # (V,)
 
-    def forward(self, c: torch.Tensor, h: torch.Tensor, items: torch.Tensor, correct: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, c: torch.Tensor, h: torch.Tensor, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, ...]:  # times: unused
         h0, c0 = h[:, 0], c[:, 0]  # (B, H): one layer
         p_correct = torch.sigmoid((h0 * self.out_weight[items]).sum(-1) + self.out_bias[items])  # (B,)
         gates = torch.addmm(self.input_gates[items + self.num_items * correct], h0, self.recurrent)  # (B, 4H)

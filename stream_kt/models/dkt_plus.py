@@ -34,7 +34,7 @@ from stream_kt.models import register
 from stream_kt.models.base import next_answer_loss
 from stream_kt.models.dkt import DKT, DKTConfig
 from stream_kt.models.layout import gather_time, item_logits, left_align_order
-from stream_kt.training.metrics import auc
+from stream_kt.metrics import auc
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class ConsistencyTerms:
 @register
 class DKTPlus(DKT):
     name = "dkt_plus"
+    distillable = True
     Config = DKTPlusConfig
 
     def consistency_terms(self, batch: Batch, dropout: bool) -> ConsistencyTerms:

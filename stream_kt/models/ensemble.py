@@ -92,7 +92,7 @@ class Ensemble(KTModel):
             raise ConfigError(f"ensemble weights {list(config.weights)}: give one non-negative weight per member ({len(members)}), not all zero")
         # normalised, on the module's device; not in the state dict: the config holds them
         self.register_buffer("weights", torch.tensor(weights) / sum(weights), persistent=False)
-        self.uses_times = any(member.uses_times for member in members)  # passed on to the members that use them
+        self.uses_times = any(member.uses_times for member in members)
 
     @classmethod
     def of(cls, models: Sequence[KTModel], weights: Sequence[float] = ()) -> "Ensemble":
@@ -124,7 +124,7 @@ class Ensemble(KTModel):
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         outputs = [
-            member.step(member_state(state, i), items, correct, *((times,) if member.uses_times else ()))
+            member.step(member_state(state, i), items, correct, times)
             for i, member in enumerate(self.members)
         ]
         new_state = {_prefix(i) + name: tensor for i, out in enumerate(outputs) for name, tensor in out.state.items()}
@@ -149,17 +149,14 @@ class EnsembleInferenceStep(nn.Module):
             parts.append(member.inference_module(names))
         self.parts = nn.ModuleList(parts)
         self.positions = positions
-        self.timed = [member.uses_times for member in model.members]
-        self.n_inputs = len(state_names) + 2  # state, items, correct; then times when a member uses them
         self.register_buffer("weights", model.weights.clone(), persistent=False)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        *state, items, correct = inputs[: self.n_inputs]
-        times = inputs[self.n_inputs :]  # (times,) or ()
+        *state, items, correct, times = inputs
         new_state: list[torch.Tensor] = list(state)
         p_correct, mastery = [], []
-        for part, positions, timed in zip(self.parts, self.positions, self.timed):
-            p, *member_state_out, m = part(*(state[j] for j in positions), items, correct, *(times if timed else ()))
+        for part, positions in zip(self.parts, self.positions):
+            p, *member_state_out, m = part(*(state[j] for j in positions), items, correct, times)
             for j, tensor in zip(positions, member_state_out):
                 new_state[j] = tensor
             p_correct.append(p)

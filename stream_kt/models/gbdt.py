@@ -17,12 +17,10 @@ only (the state) and from answer counts of the *training* students:
   logistic regression of "right on q" over the student's last answer and right / wrong
   counts on every item, fitted on the training students (a per-item PFA with transfer).
 
-Trees: LightGBM (``pip install stream-kt[gbdt]``), early-stopped on the validation
-students' AUC.  Training rows get their context rates from the other folds of training
-students (out of fold), so a row never sees counts that include its own answer; the
-validation and held-out students get the tables of all training students, which the
-model keeps.  LightGBM is needed to fit only: the fitted trees and tables are tensors
-of this module, and prediction is torch (every backend, the stream, parity).
+Trees: fitted with LightGBM by ``training.gbdt_fit`` (``pip install stream-kt[gbdt]``),
+early-stopped on the validation students' AUC.  This module is the served model only:
+the fitted trees and tables are its tensors, and prediction is torch (every backend,
+the stream, parity); it is not trained by gradient descent (``fitted_by_gradient``).
 
 State per student (float32, fixed shape): the last ``context`` interactions as tokens, the
 last ten answers, per-item counters ``(5, V)`` and totals.  ``forward`` runs the same
@@ -32,15 +30,12 @@ construction; each prediction reads only answers before it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from stream_kt.data.batches import Batch, make_batch
-from stream_kt.data.vocab import EncodedSequence
-from stream_kt.errors import ConfigError, DataError
+from stream_kt.data.batches import Batch
+from stream_kt.errors import ConfigError
 from stream_kt.models import register
 from stream_kt.models.base import KTModel, State, StepOutput
 
@@ -77,7 +72,7 @@ class GBDTConfig:
     folds: int = 5  # out-of-fold context rates for the training rows
     smoothing: float = 10.0  # pseudo-answers pulling a context's rate towards its shorter context
     context: int = 5  # longest context: the last this many interactions
-    transfer: bool = True  # the transfer features (checkpoints from before them load as False)
+    transfer: bool = True  # the transfer features
     pair_smoothing: float = 20.0  # pseudo-answers pulling a pair's rate towards the item's
     transfer_l2: float = 1e-5  # L2 penalty of the transfer regression
     transfer_steps: int = 300  # its full-batch Adam steps
@@ -91,6 +86,7 @@ class GBDTConfig:
 @register
 class GBDT(KTModel):
     name = "gbdt"
+    fitted_by_gradient = False  # boosted by training.gbdt_fit
     Config = GBDTConfig
 
     def __init__(self, config: GBDTConfig) -> None:
@@ -119,17 +115,6 @@ class GBDT(KTModel):
             self.register_buffer("pair_shift", torch.zeros(v, 3, v))  # [j, last answer on j (0 none, 1 wrong, 2 right), q]
             self.register_buffer("transfer_weight", torch.zeros(v, 4 * v))  # [q, transfer_inputs]
             self.register_buffer("transfer_bias", torch.zeros(v))
-
-    @classmethod
-    def config_from(cls, saved: dict) -> GBDTConfig:
-        return GBDTConfig(**{"transfer": False, **saved})  # saved before the transfer features existed
-
-    def config_dict(self) -> dict:
-        config = super().config_dict()
-        if not self.config.transfer:  # as such checkpoints were hashed
-            for key in ("transfer", "pair_smoothing", "transfer_l2", "transfer_steps"):
-                config.pop(key)
-        return config
 
     # ---- state -------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> State:
@@ -342,282 +327,9 @@ class GBDT(KTModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.trees(self.feature_walk(batch)).transpose(0, 1)  # (B, T)
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         p_correct = torch.sigmoid(self.trees(self.features(state, items.view(-1, 1))))[:, 0]
         state = self._update(state, items, correct)
         every = torch.arange(self.config.num_items, device=items.device).expand(items.shape[0], -1)
         mastery = torch.sigmoid(self.trees(self.features(state, every)))
         return StepOutput(p_correct, state, mastery)
-
-    # ---- fitting -----------------------------------------------------------------
-    def fit(self, train: Sequence[EncodedSequence], valid: Sequence[EncodedSequence], seed: int = 0, progress: bool = True, rounds: int | None = None) -> tuple["GBDT", dict]:
-        """A fitted copy of this model: tables from ``train``, trees early-stopped on ``valid``.
-
-        ``rounds``: boost exactly this many trees instead, with no validation (a refit on
-        training plus validation students; ``valid`` is not used).
-        """
-        try:
-            import lightgbm
-        except ImportError:
-            raise ConfigError("gbdt needs LightGBM to fit: pip install 'stream-kt[gbdt]'") from None
-        config = self.config
-        x_train, y_train = out_of_fold_rows(config, train, config.folds, progress)
-        tabled = with_tables(config, train, progress)
-        params = {
-            "objective": "binary",
-            "metric": ["auc", "binary_logloss"],
-            "learning_rate": config.learning_rate,
-            "num_leaves": config.num_leaves,
-            "max_depth": config.max_depth,
-            "min_data_in_leaf": config.min_data_in_leaf,
-            "feature_fraction": 0.8,
-            "bagging_fraction": 0.8,
-            "bagging_freq": 1,
-            "seed": seed,
-            "num_threads": torch.get_num_threads(),
-            "verbose": -1,
-        }
-        history: list[dict] = []
-        train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context, config.transfer), free_raw_data=False)
-        if rounds is not None:
-            booster = lightgbm.train(params, train_set, rounds, valid_sets=[train_set], valid_names=["train"], callbacks=[_progress(rounds, history, progress)])
-            return with_trees(tabled, booster.dump_model()), {"best_epoch": rounds, "history": history, "train_rows": len(y_train)}
-        x_valid, y_valid = tabled.feature_rows(valid)
-        if len(np.unique(y_valid)) < 2:
-            raise DataError("gbdt: the validation students need both right and wrong answers to stop on their AUC")
-        valid_set = lightgbm.Dataset(x_valid, y_valid, reference=train_set)
-        booster = lightgbm.train(
-            params,
-            train_set,
-            config.max_rounds,
-            valid_sets=[valid_set, train_set],
-            valid_names=["valid", "train"],
-            callbacks=[lightgbm.early_stopping(config.patience, first_metric_only=True, verbose=False), _progress(config.max_rounds, history, progress)],
-        )
-        fitted = with_trees(tabled, booster.dump_model(num_iteration=booster.best_iteration))
-        metrics = {"best_epoch": booster.best_iteration, "valid_auc": float(booster.best_score["valid"]["auc"]), "history": history, "train_rows": len(y_train)}
-        return fitted, metrics
-
-    @torch.no_grad()
-    def feature_rows(self, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Features and labels of every scored answer (each student's second on), students in order."""
-        xs, ys = [], []
-        for start in range(0, len(sequences), batch_size):
-            rows = [(s.items, s.correct) for s in sequences[start : start + batch_size] if len(s) >= 2]
-            if not rows:
-                continue
-            batch = make_batch(rows)
-            x = self.feature_walk(batch).transpose(0, 1)  # (B, T, F)
-            xs.append(x[batch.next_mask].numpy())
-            ys.append(batch.next_correct[batch.next_mask].numpy())
-        if not xs:
-            return np.zeros((0, len(feature_names(self.config.context, self.config.transfer))), np.float32), np.zeros(0, np.float32)
-        return np.concatenate(xs), np.concatenate(ys)
-
-
-def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows of ``train`` whose context counts come from the other folds of students only.
-
-    Counts that included a row's own student would hold its label (and that student's
-    later answers): the trees would learn to trust them more than they deserve on new
-    students.
-    """
-    folds = max(2, min(folds, len(train)))
-    x_parts, y_parts = [], []
-    for fold in range(folds):
-        rest = [s for i, s in enumerate(train) if i % folds != fold]
-        mine = [s for i, s in enumerate(train) if i % folds == fold]
-        x, y = with_tables(config, rest, progress).feature_rows(mine)
-        x_parts.append(x)
-        y_parts.append(y)
-    return np.concatenate(x_parts), np.concatenate(y_parts)
-
-
-def states_before(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> Iterator[tuple[Batch, int, State]]:
-    """(batch, t, state) for every position t of ``sequences`` in batches: each row's state before its answer at t."""
-    for start in range(0, len(sequences), batch_size):
-        rows = [(s.items, s.correct) for s in sequences[start : start + batch_size] if len(s) >= 1]
-        if not rows:
-            continue
-        batch = make_batch(rows)
-        state = model.initial_state(batch.items.shape[0])
-        for t in range(batch.items.shape[1]):
-            yield batch, t, state
-            state = model._advance(state, batch, t)
-
-
-def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them."""
-    model = GBDT(config)
-    keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
-    rights: list[np.ndarray] = []
-    for batch, t, state in states_before(model, sequences):
-        real = batch.mask[:, t]
-        for k, key in enumerate(model.context_keys(state, batch.items[:, t : t + 1])):
-            keys[k].append(key[real, 0].numpy())
-        rights.append(batch.correct[real, t].numpy())
-    right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
-    out = []
-    for k in range(config.context + 1):
-        flat = np.concatenate(keys[k]) if keys[k] else np.zeros(0, np.int64)
-        unique, inverse = np.unique(flat, return_inverse=True)
-        out.append((unique, np.bincount(inverse, minlength=len(unique)).astype(np.float32), np.bincount(inverse, weights=right, minlength=len(unique)).astype(np.float32)))
-    return out
-
-
-def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """What the transfer features are fitted on: pair counts and regression rows of ``sequences``.
-
-    Returns (answers, right), each (V, 3, V): answers on q (last axis) by students whose
-    last answer on item j was none / wrong / right (middle axis), and how many were right;
-    then the regression rows: inputs (N, 4V), items (N,) and answers (N,) of every answer
-    after a student's first (by step, then student).
-    """
-    v = model.config.num_items
-    answers, right = torch.zeros(3, v, v), torch.zeros(3, v, v)
-    inputs, items, labels = [], [], []
-    for batch, t, state in states_before(model, sequences):
-        real = batch.mask[:, t]
-        if t == 0 or not real.any():
-            continue
-        q = torch.nn.functional.one_hot(batch.items[real, t], v).to(torch.float32)  # (b, V)
-        y = batch.correct[real, t].to(torch.float32)
-        last = torch.nn.functional.one_hot(model.last_answers(state)[real], 3).to(torch.float32)  # (b, V_j, 3)
-        answers += torch.einsum("bjr,bq->rjq", last, q)
-        right += torch.einsum("bjr,bq->rjq", last, q * y.unsqueeze(1))
-        inputs.append(model.transfer_inputs(state)[real].numpy())
-        items.append(batch.items[real, t].numpy())
-        labels.append(y.numpy())
-    stack = lambda parts, shape, dtype: np.concatenate(parts) if parts else np.zeros(shape, dtype)  # noqa: E731
-    return (
-        answers.permute(1, 0, 2).numpy(),
-        right.permute(1, 0, 2).numpy(),
-        stack(inputs, (0, 4 * v), np.float32),
-        stack(items, (0,), np.int64),
-        stack(labels, (0,), np.float32),
-    )
-
-
-def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labels: np.ndarray, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight (V, 4V), bias (V,)) of the logistic regression "right on item q" over ``inputs``, one weight row per q.
-
-    Full-batch Adam on the mean log loss plus ``transfer_l2`` times the squared weights;
-    rows are grouped by item, so each step costs one pass over the inputs.
-    """
-    from tqdm import tqdm
-
-    v = config.num_items
-    x, y, q = torch.from_numpy(inputs), torch.from_numpy(labels), torch.from_numpy(items)
-    groups = [(i, x[q == i], y[q == i]) for i in torch.unique(q).tolist()]
-    weight = torch.zeros(v, x.shape[1], requires_grad=True)
-    bias = torch.zeros(v, requires_grad=True)
-    optimizer = torch.optim.Adam([weight, bias], lr=0.05)
-    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
-    with torch.enable_grad():  # callers may hold no_grad
-        for _ in tqdm(range(config.transfer_steps if len(y) else 0), desc="transfer regression", unit="step", disable=not progress, leave=False):
-            optimizer.zero_grad()
-            loss = sum(loss_fn(xs @ weight[i] + bias[i], ys, reduction="sum") for i, xs, ys in groups) / len(y)
-            (loss + config.transfer_l2 * weight.pow(2).sum()).backward()
-            optimizer.step()
-    return weight.detach(), bias.detach()
-
-
-def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence], progress: bool = False) -> GBDT:
-    """A tree-less model whose count tables (and transfer features) come from ``sequences``."""
-    tables = context_counts(config, sequences)
-    model = GBDT(replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables)))
-    items = np.concatenate([s.items for s in sequences]) if sequences else np.zeros(0, np.int64)
-    right = np.concatenate([s.correct for s in sequences]).astype(np.float64) if sequences else np.zeros(0)
-    v = config.num_items
-    with torch.no_grad():
-        model.item_counts.copy_(torch.tensor(np.stack([np.bincount(items, minlength=v), np.bincount(items, weights=right, minlength=v)]), dtype=torch.float32))
-        model.base_rate.fill_(float(right.mean()) if len(right) else 0.5)
-        for k, (keys, answers, rights) in enumerate(tables):
-            if len(keys):
-                getattr(model, f"keys{k}").copy_(torch.from_numpy(keys.astype(np.int64)))
-                getattr(model, f"counts{k}").copy_(torch.from_numpy(np.stack([answers, rights])))
-        if config.transfer:
-            answers, rights, inputs, items, labels = transfer_statistics(model, sequences)
-            base = model._item_rate().view(1, 1, v)
-            s = config.pair_smoothing
-            rate = (torch.from_numpy(rights) + s * base) / (torch.from_numpy(answers) + s)
-            shift = torch.logit(rate) - torch.logit(base)
-            shift[:, 0] = 0.0  # an unanswered item shifts nothing
-            model.pair_shift.copy_(shift)
-            weight, bias = fit_transfer(config, inputs, items, labels, progress)
-            model.transfer_weight.copy_(weight)
-            model.transfer_bias.copy_(bias)
-    return model
-
-
-def with_trees(tabled: GBDT, dump: dict) -> GBDT:
-    """``tabled`` plus the trees of a LightGBM ``dump_model()``, as padded node tensors.
-
-    Nodes: a tree's split nodes in depth-first order, then its leaves; a leaf's children
-    are itself.  LightGBM sends ``x <= threshold`` left; the threshold becomes the
-    largest float32 not above it, so float32 features split exactly as LightGBM's would.
-    """
-    trees = []
-    for info in dump["tree_info"]:
-        nodes: list[list] = []  # [feature, threshold, left, right, value]
-
-        def add(node: dict) -> int:
-            index = len(nodes)
-            nodes.append([0, 0.0, index, index, 0.0])
-            if "leaf_value" in node or "split_index" not in node:
-                nodes[index][4] = float(node.get("leaf_value", 0.0))
-                return index
-            if node.get("decision_type", "<=") != "<=" or node.get("missing_type", "None") not in ("None", None):
-                raise ConfigError(f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing {node.get('missing_type')!r}")
-            threshold = np.float32(node["threshold"])
-            if float(threshold) > node["threshold"]:
-                threshold = np.nextafter(threshold, np.float32(-np.inf))
-            nodes[index][:2] = [int(node["split_feature"]), float(threshold)]
-            nodes[index][2] = add(node["left_child"])
-            nodes[index][3] = add(node["right_child"])
-            return index
-
-        add(info["tree_structure"])
-        trees.append(nodes)
-
-    def depth(nodes: list[list], i: int = 0) -> int:
-        return 0 if nodes[i][2] == i else 1 + max(depth(nodes, nodes[i][2]), depth(nodes, nodes[i][3]))
-
-    width = max((len(n) for n in trees), default=1)
-    config = replace(tabled.config, num_trees=len(trees), tree_nodes=width, tree_depth=max((depth(n) for n in trees), default=0))
-    fitted = GBDT(config)
-    state = {k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value")}
-    table = np.zeros((5, len(trees), width))
-    for t, nodes in enumerate(trees):
-        table[2:4, t] = np.arange(width)  # padding nodes are leaves of value 0, never reached
-        table[:, t, : len(nodes)] = np.asarray(nodes, dtype=np.float64).T
-    state.update(
-        feature=torch.tensor(table[0], dtype=torch.long),
-        threshold=torch.tensor(table[1], dtype=torch.float32),
-        left=torch.tensor(table[2], dtype=torch.long),
-        right=torch.tensor(table[3], dtype=torch.long),
-        value=torch.tensor(table[4], dtype=torch.float32),
-    )
-    fitted.load_state_dict(state)
-    return fitted.eval()
-
-
-class _progress:
-    """LightGBM callback: a tqdm bar over boosting rounds, and the validation AUC per round."""
-
-    order = 30
-
-    def __init__(self, rounds: int, history: list[dict], enabled: bool) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=rounds, desc="boosting", unit="tree", disable=not enabled, leave=False)
-        self.history = history
-
-    def __call__(self, env) -> None:
-        scores = {(data, metric): float(score) for data, metric, score, _ in env.evaluation_result_list}
-        row = {"epoch": env.iteration + 1, "train_loss": scores[("train", "binary_logloss")]}
-        if ("valid", "auc") in scores:  # early stopping (a refit has no validation students)
-            row.update(valid_logloss=scores[("valid", "binary_logloss")], valid_auc=scores[("valid", "auc")])
-            self.bar.set_postfix(valid_auc=f"{row['valid_auc']:.4f}")
-        self.history.append(row)
-        self.bar.update(1)

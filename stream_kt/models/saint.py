@@ -200,7 +200,7 @@ class SAINT(KTModel):
         logits = self.read_out(self.decoder_norm(y)).squeeze(-1)  # (B, Q)
         return NewestPosition(logits, torch.stack(encoder_sources, 1), encoded, torch.stack(decoder_sources, 1))
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         return self._step(state, items, correct, times=None)
 
     def _step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None) -> StepOutput:

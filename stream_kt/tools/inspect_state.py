@@ -142,8 +142,7 @@ def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, i
     history, positions = [], []
     with torch.no_grad():
         for step in window_steps(window, vocab.index):
-            times = (torch.tensor([step.times]),) if model.uses_times else ()
-            out = model.step(state, torch.tensor([step.item_index]), torch.tensor([step.correct]), *times)
+            out = model.step(state, torch.tensor([step.item_index]), torch.tensor([step.correct]), torch.tensor([step.times]))
             state = out.state
             history.append(out.mastery[0].numpy())  # (V,)
             positions.append(step.position)

@@ -12,7 +12,7 @@ from stream_kt.checkpoint import Checkpoint, save_ensemble
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.errors import CheckpointError, DataError
 from stream_kt.training.evaluate import predict_sequences
-from stream_kt.training.metrics import auc
+from stream_kt.metrics import auc
 from stream_kt.training.prepare import students_of
 
 

@@ -80,7 +80,7 @@ class DistillSettings:
 
 def distillable(model: KTModel | type[KTModel]) -> bool:
     """Whether ``model`` exposes per-step mastery logits (``loss_with_mastery``) to match a teacher with."""
-    return hasattr(model, "loss_with_mastery")
+    return model.distillable
 
 
 # ---- 1. teacher mastery ---------------------------------------------------------
@@ -105,8 +105,8 @@ def teacher_mastery(teacher: KTModel, sequences: Sequence[EncodedSequence], prog
             students = [sequences[i] for i in rows[:active]]
             items = torch.tensor(np.array([s.items[t] for s in students]))
             correct = torch.tensor(np.array([s.correct[t] for s in students]))
-            times = (torch.tensor(np.array([np.zeros(2, np.float32) if s.times is None else s.times[t] for s in students])),) if teacher.uses_times else ()
-            step = teacher.step({k: v[:active] for k, v in state.items()}, items, correct, *times)
+            times = torch.tensor(np.array([np.zeros(2, np.float32) if s.times is None else s.times[t] for s in students]))
+            step = teacher.step({k: v[:active] for k, v in state.items()}, items, correct, times)
             for k, v in step.state.items():
                 state[k][:active] = v
             mastery = step.mastery.numpy()  # (active, V)

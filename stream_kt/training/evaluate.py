@@ -23,7 +23,7 @@ from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import KTModel
 from stream_kt.errors import DataError
-from stream_kt.training.metrics import binary_metrics
+from stream_kt.metrics import binary_metrics
 from stream_kt.training.prepare import load_students, students_of
 
 
@@ -57,10 +57,7 @@ def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: boo
     metrics = binary_metrics(labels, probs)
     metrics["students"] = len(sequences)
     metrics["n_unknown"] = int(sum(s.n_unknown for s in sequences))
-    # a model may score itself beyond next-answer prediction (DKT+: prediction consistency)
-    model_metrics = getattr(model, "extra_metrics", None)
-    if model_metrics is not None:
-        metrics.update(model_metrics(sequences))
+    metrics.update(model.extra_metrics(sequences))  # a model's own scores beyond next-answer prediction (DKT+: consistency)
     return metrics
 
 

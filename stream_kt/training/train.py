@@ -17,9 +17,10 @@ from stream_kt.data.batches import cut_windows, iterate_batches
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError
-from stream_kt.models import build_model
+from stream_kt.models import KTModel, build_model
 from stream_kt.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.training.evaluate import evaluate
+from stream_kt.training.fitters import fitter_of
 from stream_kt.training.plots import plot_learning_curves
 
 T = TypeVar("T")  # what gradient_epoch's loss function takes: a batch, or a batch and its targets
@@ -55,12 +56,12 @@ def train(
     progress: bool = True,
 ) -> Checkpoint:
     model = fresh_model(config, len(vocab))
-    if hasattr(model, "fit"):  # fitted its own way (gbdt: boosting), not by gradient descent
+    if not model.fitted_by_gradient:  # fitted its own way (gbdt: boosting)
         started = time.perf_counter()
-        model, metrics = model.fit(train_sequences, valid_sequences, seed=config.seed, progress=progress)
+        model, metrics = fitter_of(model)(model, train_sequences, valid_sequences, seed=config.seed, progress=progress)
         metrics["seconds_per_epoch"] = (time.perf_counter() - started) / max(1, len(metrics["history"]))
         return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
-    if any(hasattr(part, "fit") for part in model.modules()):  # an ensemble member that boosts
+    if any(not part.fitted_by_gradient for part in model.modules() if isinstance(part, KTModel)):  # an ensemble member that boosts
         raise ConfigError(f"{config.model}: a member is fitted by boosting, not gradient descent; train it alone and combine checkpoints with stream-kt ensemble")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     windows = cut_windows(train_sequences, config.window)
@@ -113,8 +114,8 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     config = train_config_of(checkpoint, seed)
     model = fresh_model(config, len(checkpoint.vocab))
     started = time.perf_counter()
-    if hasattr(model, "fit"):
-        model, metrics = model.fit(students, [], seed=config.seed, progress=progress, rounds=epochs)
+    if not model.fitted_by_gradient:
+        model, metrics = fitter_of(model)(model, students, [], seed=config.seed, progress=progress, rounds=epochs)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         windows = cut_windows(students, config.window)

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from stream_kt.training.fitters import fitter_of
+
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import MODELS, KTModel, build_model
 
@@ -49,7 +51,8 @@ def learnable_students(n: int, length: int, seed: int) -> list[EncodedSequence]:
 
 @functools.cache
 def _fitted(name: str) -> KTModel:
-    model, _ = build_model(name, num_items=NUM_ITEMS, **small_options(name)).fit(learnable_students(240, 40, 0), learnable_students(60, 40, 1), progress=False)
+    model = build_model(name, num_items=NUM_ITEMS, **small_options(name))
+    model, _ = fitter_of(model)(model, learnable_students(240, 40, 0), learnable_students(60, 40, 1), progress=False)
     return model
 
 
@@ -57,7 +60,7 @@ def small_model(name: str) -> KTModel:
     """A small ``name`` in eval mode: randomly initialised, or fitted on learnable students if it fits its own way (gbdt)."""
     torch.manual_seed(0)
     model = build_model(name, num_items=NUM_ITEMS, **small_options(name))
-    if hasattr(model, "fit"):  # an unfitted gbdt predicts 0.5 everywhere and would prove nothing
+    if not model.fitted_by_gradient:  # an unfitted gbdt predicts 0.5 everywhere and would prove nothing
         model = copy.deepcopy(_fitted(name))
     return model.eval()
 

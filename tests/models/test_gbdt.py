@@ -9,7 +9,8 @@ import torch
 
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import build_model
-from stream_kt.models.gbdt import TRANSFER, GBDT, context_counts, feature_names, fit_transfer, out_of_fold_rows, transfer_statistics, with_tables, with_trees
+from stream_kt.models.gbdt import TRANSFER, GBDT, feature_names
+from stream_kt.training.gbdt_fit import context_counts, feature_rows, fit_gbdt, fit_transfer, out_of_fold_rows, transfer_statistics, with_tables, with_trees
 from tests.models.conftest import NUM_ITEMS, learnable_students, small_options
 
 
@@ -61,13 +62,13 @@ def test_training_rows_never_count_their_own_student():
     assert len(y) == 6 * 7
     assert (x[:, feature_names(config().context).index("ctx1_count")] == 0).all()
     # with every student's counts (the validation and held-out students' tables), the same contexts are seen
-    x_all, _ = with_tables(config(), students).feature_rows(students)
+    x_all, _ = feature_rows(with_tables(config(), students), students)
     assert (x_all[:, feature_names(config().context).index("ctx1_count")] > 0).all()
 
 
 def test_torch_trees_reproduce_lightgbm():
     tabled = with_tables(config(), learnable_students(100, 30, 0))
-    x, y = tabled.feature_rows(learnable_students(100, 30, 1))
+    x, y = feature_rows(tabled, learnable_students(100, 30, 1))
     booster = lightgbm.train({"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1}, lightgbm.Dataset(x, y), 40)
     model = with_trees(tabled, booster.dump_model())
     assert model.config.num_trees == 40 and model.config.tree_depth > 2
@@ -75,7 +76,7 @@ def test_torch_trees_reproduce_lightgbm():
 
 
 def test_fit_learns_and_stops_on_validation():
-    model, metrics = GBDT(config()).fit(learnable_students(240, 40, 0), learnable_students(60, 40, 1), progress=False)
+    model, metrics = fit_gbdt(GBDT(config()), learnable_students(240, 40, 0), learnable_students(60, 40, 1), progress=False)
     assert 1 <= metrics["best_epoch"] <= 30 and len(metrics["history"]) >= metrics["best_epoch"]
     assert metrics["valid_auc"] > 0.7  # the answers follow ability, difficulty and the previous answer
     assert model.config.num_trees == metrics["best_epoch"]
@@ -84,8 +85,8 @@ def test_fit_learns_and_stops_on_validation():
 def test_a_fixed_number_of_rounds_grows_the_trees_early_stopping_kept():
     """A refit boosts the early-stopped tree count with no validation: on the same students, the same trees."""
     train = learnable_students(240, 40, 0)
-    stopped, metrics = GBDT(config()).fit(train, learnable_students(60, 40, 1), progress=False)
-    fixed, fixed_metrics = GBDT(config()).fit(train, [], progress=False, rounds=metrics["best_epoch"])
+    stopped, metrics = fit_gbdt(GBDT(config()), train, learnable_students(60, 40, 1), progress=False)
+    fixed, fixed_metrics = fit_gbdt(GBDT(config()), train, [], progress=False, rounds=metrics["best_epoch"])
     assert fixed.config == stopped.config
     for name, tensor in stopped.state_dict().items():
         assert torch.equal(fixed.state_dict()[name], tensor), name
@@ -145,14 +146,5 @@ def test_transfer_features_come_out_of_fold_too():
     x, _ = out_of_fold_rows(config(), students, folds=3)
     for name in ("pair_sum", "pair_max", "pair_min", "transfer_logit"):
         assert (x[:, names.index(name)] == 0).all(), name  # no one else answered these items
-    x_all, _ = with_tables(config(), students).feature_rows(students)
+    x_all, _ = feature_rows(with_tables(config(), students), students)
     assert (x_all[:, names.index("transfer_logit")] != 0).all() and (x_all[:, names.index("pair_sum")] != 0).any()
-
-
-def test_checkpoints_from_before_the_transfer_features_load_as_they_were():
-    saved = GBDT(replace(config(), transfer=False)).config_dict()
-    assert "transfer" not in saved and "pair_smoothing" not in saved  # as those checkpoints hashed it
-    old = GBDT(GBDT.config_from(saved))
-    assert old.config.transfer is False and "pair_shift" not in old.state_dict()
-    assert len(feature_names(old.config.context, old.config.transfer)) == len(feature_names(config().context)) - len(TRANSFER)
-    assert GBDT.config_from(GBDT(config()).config_dict()).transfer is True

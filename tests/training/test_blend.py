@@ -3,7 +3,7 @@
 import numpy as np
 
 from stream_kt.training.blend import fit_weights
-from stream_kt.training.metrics import auc
+from stream_kt.metrics import auc
 
 
 def test_weight_moves_to_the_member_that_ranks_better():
