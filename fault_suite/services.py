@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import redis
 
-from stream_kt.tools.processes import ServeProcess, stop_process
+from stream_kt.service.exceptions import StreamError
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, free_port
-from stream_kt.service.exceptions import StreamError
-
-STOPPED_LINE = re.compile(r"stopped: (\d+) events in, (\d+) outputs, (\d+) dead letters, (\d+) replays skipped, (\d+) batches")
+from stream_kt.tools.processes import ServeProcess, stop_process
 
 
 def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
@@ -59,7 +56,7 @@ class RedisServer:
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=10)
 
-    def start(self, timeout_s: float = 15.0) -> "RedisServer":
+    def start(self, timeout_s: float = 15.0) -> RedisServer:
         if shutil.which("redis-server") is None:
             raise StreamError("the fault suite needs a redis-server binary")
         args = [
@@ -130,7 +127,7 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30.0) -> "S3Server":
+    def start(self, timeout_s: float = 30.0) -> S3Server:
         import boto3
 
         log = open(self.log_path, "ab")
@@ -216,7 +213,7 @@ class Broker:
     def process(self) -> subprocess.Popen | None:
         return self.server.process
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         if self.s3 is not None and self.s3.process is None:
             self.s3.start()
         if self.kind == "kafka":
@@ -326,10 +323,6 @@ class Group:
             self.restarts_due.pop(0)
             self.supervisor_restarts += 1
 
-    def stop_all(self) -> None:
-        for member in self.running():
-            self.stop(member)
-
     def kill_all(self) -> None:
         for member in self.members:
             if member.serve.process is not None and member.serve.process.poll() is None:
@@ -340,7 +333,3 @@ class Group:
 
     def log_text(self) -> str:
         return "".join(m.log_path.read_text(errors="replace") for m in self.members if m.log_path.exists())
-
-    def stopped_lines(self) -> list[tuple[int, ...]]:
-        """(events_in, outputs, dlq, skipped, batches) of each member that stopped cleanly."""
-        return [tuple(int(n) for n in match.groups()) for match in STOPPED_LINE.finditer(self.log_text())]

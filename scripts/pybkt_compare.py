@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 from pyBKT.models import Model
 
-from stream_kt.data.sequences import StudentSequence
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.metrics import binary_metrics
 from stream_kt.training.evaluate import evaluate
-from stream_kt.training.metrics import binary_metrics
 from stream_kt.training.prepare import load_students
 
 

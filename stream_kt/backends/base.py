@@ -11,11 +11,10 @@ ever recompiled per call.
 from __future__ import annotations
 
 import importlib.util
-import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import nn
 
 from stream_kt.errors import ConfigError
 from stream_kt.models import KTModel, State, StepOutput
@@ -46,7 +45,7 @@ class StepBackend:
         self._blank = self.initial_state(1)  # one padding row's state, on the host
         self.module = self._build()
 
-    def _build(self) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def _build(self) -> Callable[..., Any]:
         """The fixed-shape callable ``_step_fixed`` runs (the device step)."""
         return self.compile(self.model.inference_module(self.state_names).eval(), self.example_inputs())
 
@@ -56,7 +55,7 @@ class StepBackend:
         times = torch.zeros(self.batch_size, 2)
         return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), items.clone().to(self.device), times.to(self.device))
 
-    def compile(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def compile(self, module: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
         """Turn the fixed-shape module into the callable ``_step_fixed`` runs; eager runs it as is."""
         return module
 
@@ -107,8 +106,6 @@ class StepBackend:
 BackendFactory = Callable[..., StepBackend]  # (model, batch_size, mastery_dtype) -> backend
 BACKENDS: dict[str, BackendFactory] = {}
 _REQUIRES: dict[str, Callable[[], str | None]] = {}  # backend -> check returning why it is unavailable
-_cache: dict[tuple[str, str, int, torch.dtype], StepBackend] = {}
-_cache_lock = threading.Lock()
 
 
 def register_backend(name: str, factory: BackendFactory, unavailable: Callable[[], str | None] = lambda: None) -> None:
@@ -142,17 +139,6 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def make_backend(name: str, model: KTModel, batch_size: int, model_version: str | None = None, mastery_dtype: torch.dtype = torch.float32) -> StepBackend:
-    """The backend ``name`` (or the best available for ``auto``) for fixed batch ``batch_size``.
-
-    Compiled backends are cached per (model version, backend, B, mastery dtype): asking
-    again reuses the compiled artefact instead of compiling a new one.
-    """
-    name = resolve_backend_name(name)
-    if model_version is None:
-        return BACKENDS[name](model, batch_size, mastery_dtype)
-    key = (model_version, name, batch_size, mastery_dtype)
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = BACKENDS[name](model, batch_size, mastery_dtype)
-        return _cache[key]
+def make_backend(name: str, model: KTModel, batch_size: int, mastery_dtype: torch.dtype = torch.float32) -> StepBackend:
+    """The backend ``name`` (or the best available for ``auto``) for fixed batch ``batch_size``: compiled once, here."""
+    return BACKENDS[resolve_backend_name(name)](model, batch_size, mastery_dtype)

@@ -7,21 +7,15 @@ batch through pinned memory (``StagedBackend``) and captures its device step as 
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import nn
 
 from stream_kt.backends.base import StepBackend, module_missing, register_backend
 from stream_kt.backends.staged import StagedBackend
 from stream_kt.models import KTModel
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STREAM_KT_CACHE", Path.home() / ".cache" / "stream-kt"))
 
 
 class CpuTracedBackend(StepBackend):
@@ -30,7 +24,7 @@ class CpuTracedBackend(StepBackend):
 
     name = "cpu"
 
-    def compile(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def compile(self, module: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about constant shapes: the shape IS constant
             traced = torch.jit.trace(module, example_inputs, check_trace=False)
@@ -51,7 +45,7 @@ class CudaGraphBackend(StagedBackend):
         self.graphs = graphs
         super().__init__(model, batch_size, torch.device("cuda", torch.cuda.current_device()), mastery_dtype, pin_memory=True)
 
-    def compile(self, step: Callable[..., object], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., object]:
+    def compile(self, step: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
         if not self.graphs:
             return step
         # Warm up and capture on one side stream of this backend's (torch's stream pool),
@@ -74,7 +68,7 @@ class CudaGraphBackend(StagedBackend):
         torch.cuda.current_stream(self.device).synchronize()
 
 
-def neuron_trace(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
+def neuron_trace(module: Any, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
     import torch_neuronx  # lazy: only present on Inferentia/Trainium hosts
 
     return torch_neuronx.trace(module, example_inputs)
@@ -85,9 +79,9 @@ class NeuronBackend(StepBackend):
     traced shape, which is why the stream micro-batches into a fixed (B, ...) input."""
 
     name = "neuron"
-    tracer: Callable[[nn.Module, tuple[torch.Tensor, ...]], Callable[..., tuple[torch.Tensor, ...]]] = staticmethod(neuron_trace)
+    tracer: Callable[[Any, tuple[torch.Tensor, ...]], Callable[..., Any]] = staticmethod(neuron_trace)
 
-    def compile(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def compile(self, module: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
         return type(self).tracer(module, example_inputs)
 
 

@@ -121,9 +121,5 @@ def test_missing_runtime_is_one_clear_error(model):
         make_backend("tpu", model, BATCH)
 
 
-def test_compiled_backends_are_cached_per_version_backend_and_batch(model):
-    first = make_backend("cpu", model, BATCH, model_version="v1")
-    assert make_backend("cpu", model, BATCH, model_version="v1") is first
-    assert make_backend("cpu", model, BATCH * 2, model_version="v1") is not first
-    assert make_backend("cpu", model, BATCH, model_version="v2") is not first
+def test_auto_picks_the_best_available_backend(model):
     assert make_backend("auto", model, BATCH).name in ("neuron", "cuda", "cpu")
