@@ -30,9 +30,9 @@ from pathlib import Path
 import redis
 
 from stream_kt.data.sequences import StudentSequence
-from stream_kt.tools.inspect_state import delete_keys_with_prefix
-from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
+from stream_kt.tools.inspect_state import delete_keys_with_prefix
 from stream_kt.tools.replay import event_order, send_events
 
 VARIANT_BATCH = {"stream-kt": None, "naive": 1, "recompute": 64}  # None: the configured B

@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,8 +21,8 @@ from stream_kt.checkpoint import load_checkpoint
 from stream_kt.errors import ConfigError
 from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, kafka_unavailable
 
-QUICK = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
-FULL = {"batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048], "events": 200_000, "naive_events": 10_000, "recompute_events": 30_000, "latency_s": 15.0}
+QUICK: dict[str, Any] = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
+FULL: dict[str, Any] = {"batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048], "events": 200_000, "naive_events": 10_000, "recompute_events": 30_000, "latency_s": 15.0}
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,9 @@ def run_bench(bench: BenchPlan) -> dict:
                 broker = None if broker_kind == "external" else (KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()).start()
                 try:
                     bootstrap = broker.bootstrap if broker else bench.bootstrap
-                    target = Target(bootstrap, bench.redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pid=broker.process.pid if broker else None)
+                    assert bootstrap is not None and checkpoint.path is not None
+                    broker_pid = broker.process.pid if broker is not None and broker.process is not None else None
+                    target = Target(bootstrap, bench.redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pid=broker_pid)
                     for variant in variants:
                         events = {"stream-kt": bench.events or plan["events"], "recompute": plan["recompute_events"], "naive": plan["naive_events"]}[variant]
                         print(f"end to end on {broker_kind}: {variant} ({events} events)", flush=True)

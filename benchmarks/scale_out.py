@@ -33,12 +33,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.workload import bench_students, default_checkpoint
+from stream_kt.checkpoint import load_checkpoint
+from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.tools.brokers import EmbeddedBroker
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.tools.inspect_state import delete_keys_with_prefix
-from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.tools.replay import event_order, send_events
-from stream_kt.checkpoint import load_checkpoint
 
 SUMMARY = re.compile(r"stopped: (\d+) events in")
 

@@ -17,7 +17,7 @@ from stream_kt.models import KTModel
 
 CUDA_BATCHES = [64, 256, 1024, 4096, 16384, 65536]
 # (row name, CudaGraphBackend options): with and without the graph, and float16 mastery on request
-CUDA_VARIANTS = (("cuda", {}), ("cuda-eager", {"graphs": False}), ("cuda-f16", {"mastery_dtype": torch.float16}))
+CUDA_VARIANTS: tuple[tuple[str, dict[str, object]], ...] = (("cuda", {}), ("cuda-eager", {"graphs": False}), ("cuda-f16", {"mastery_dtype": torch.float16}))
 
 
 def measure_step(backend, model: KTModel, rows: int, min_seconds: float = 0.3, repeats: int = 3) -> float:

@@ -17,9 +17,9 @@ import signal
 import torch
 
 from benchmarks.alternatives import RecomputeWindow
-from stream_kt.settings import StreamSettings
-from stream_kt.service.processor import run_processor
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.service.processor import run_processor
+from stream_kt.settings import StreamSettings
 
 
 def cpu_s() -> float:

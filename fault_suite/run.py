@@ -21,22 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import random
 import re
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
+from stream_kt.checkpoint import load_checkpoint
+from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import KAFKA_VERSION
-from stream_kt.service.kafka_io import ensure_topics
-from stream_kt.checkpoint import load_checkpoint
 
 from . import workload
 from .services import Broker, Group, RedisServer
@@ -155,7 +154,7 @@ class Suite:
             await self.set_up()
             try:
                 await asyncio.wait_for(self.phases(), max(1.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.outcome.timed_out = "the time limit ran out"
             except Exception as exc:  # a member that never started, a client error: report it, still check what we have
                 self.note_error(exc)

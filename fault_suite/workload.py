@@ -10,14 +10,15 @@ must be applied in offset order like any other.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import msgpack
 import numpy as np
 import torch
 
+from stream_kt.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.split import Split
 from stream_kt.data.synthetic import SyntheticConfig, generate
@@ -25,7 +26,6 @@ from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 from stream_kt.service.events import MAX_EVENT_BYTES
 from stream_kt.tools.replay import event_order
-from stream_kt.checkpoint import Checkpoint, save_checkpoint
 
 ITEMS = 16  # skill ids "0".."15"
 MODEL_OPTIONS = {"num_items": ITEMS, "embed_dim": 16, "hidden_size": 32, "num_layers": 1, "dropout": 0.0}

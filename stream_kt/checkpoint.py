@@ -17,6 +17,7 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,8 +37,8 @@ class Checkpoint:
     vocab: Vocabulary
     split: Split
     version: str
-    train_config: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
 
@@ -51,7 +52,7 @@ def model_version(model: KTModel, vocab: Vocabulary) -> str:
     return f"{model.name}-{digest.hexdigest()[:12]}"
 
 
-def save_checkpoint(out_dir: str | Path, model: KTModel, vocab: Vocabulary, split: Split, train_config: dict, metrics: dict | None = None) -> Checkpoint:
+def save_checkpoint(out_dir: str | Path, model: KTModel, vocab: Vocabulary, split: Split, train_config: dict[str, Any], metrics: dict[str, Any] | None = None) -> Checkpoint:
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(model, vocab, split, version, config.get("train", {}), metrics, path)
 
 
-def save_ensemble(out_dir: str | Path, members: list[Checkpoint], weights: tuple[float, ...] = (), fitted: dict | None = None) -> Checkpoint:
+def save_ensemble(out_dir: str | Path, members: list[Checkpoint], weights: tuple[float, ...] = (), fitted: dict[str, Any] | None = None) -> Checkpoint:
     """One checkpoint serving the (``weights``-weighted) mean of ``members``' predictions (``models.ensemble``).
 
     ``fitted``: how the weights were fitted (validation students and AUCs), recorded in

@@ -24,11 +24,11 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
-from urllib.parse import urlsplit
 
 from stream_kt.errors import ConfigError
 
@@ -84,7 +84,14 @@ class StreamSettings(BaseSettings):
     kafka_ssl_cafile: str = setting("", "KT_KAFKA_SSL_CAFILE", "--kafka-ssl-cafile", "PEM CA bundle for SSL and SASL_SSL; empty = the system's CAs")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, **_: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)  # construction reads only its arguments; load_settings reads the environment and the file
 
     def __init__(self, **values: Any) -> None:
@@ -106,12 +113,12 @@ class StreamSettings(BaseSettings):
 
     __str__ = __repr__
 
-    def replace(self, **changes: Any) -> "StreamSettings":
+    def replace(self, **changes: Any) -> StreamSettings:
         """A copy with ``changes``, validated."""
         return type(self)(**{**self.model_dump(), **changes})
 
     @model_validator(mode="after")
-    def _check(self) -> "StreamSettings":
+    def _check(self) -> StreamSettings:
         if not self.bootstrap or any(":" not in h for h in self.bootstrap.split(",") if self.bootstrap != "embedded"):
             raise ValueError(f"bootstrap {self.bootstrap!r} must be HOST:PORT[,HOST:PORT...]")
         redis_url = urlsplit(self.redis_url)

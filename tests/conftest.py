@@ -15,8 +15,8 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import redis
@@ -27,11 +27,11 @@ import torch
 # and a seconds-long training run takes minutes.  Results do not depend on it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from stream_kt.checkpoint import save_checkpoint
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import KTModel, build_model
 from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, kafka_unavailable
-from stream_kt.checkpoint import save_checkpoint
 
 TINY_ITEMS = 12  # synthetic item ids "0".."11"
 TINY_MODEL = {"num_items": TINY_ITEMS, "embed_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}

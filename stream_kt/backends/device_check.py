@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import copy
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ class DeviceAudit(TorchDispatchMode):
         self.host_to_device = 0  # copies seen outside the device step
         self.device_to_host = 0
 
-    def wrap(self, step: Callable[..., tuple[torch.Tensor, ...]]) -> Callable[..., tuple[torch.Tensor, ...]]:
+    def wrap(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """``step`` (the backend's device step), marked as inside the step while it runs."""
 
         def audited(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -78,7 +79,7 @@ class StagedBackend(StepBackend):
         self.pin_memory = pin_memory
         super().__init__(model, batch_size, mastery_dtype)
 
-    def _build(self) -> Callable[[], object]:
+    def _build(self) -> Callable[..., Any]:
         """Layouts, host staging, device buffers and the device step (compiled: on CUDA, captured)."""
         model, rows = self.model, self.batch_size
         blank = self._blank

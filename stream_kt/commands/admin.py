@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from stream_kt.settings import StreamSettings, mask_url, settings_from_options, settings_options
 from stream_kt.service import keys
 from stream_kt.service.redis_store import StudentStore
+from stream_kt.settings import StreamSettings, mask_url, settings_from_options, settings_options
 
 ERASURE_NOTE = """\
 Only the state in Redis is erased. The student's answer events stay in the input topic

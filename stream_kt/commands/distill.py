@@ -19,7 +19,10 @@ DEFAULT_CACHE = "runs/teacher_cache"
 @click.option("--teacher", required=True, help="an early-stopped checkpoint (any model; an ensemble): the student trains on its training students and is chosen on its validation students")
 @click.option("--model", type=click.Choice(sorted(name for name, cls in MODELS.items() if distillable(cls))), default="dkt_plus", show_default=True, help="the student")
 @data_options(data_required=True)
-@click.option("--alpha", "alphas", type=NumberList(0.0, 1.0, "every alpha must be in [0, 1]"), default=",".join(map(str, DistillSettings.alphas)), show_default=True, help="the teacher's share of the loss; several comma-separated candidates train one student each and validation AUC picks")
+@click.option(
+    "--alpha", "alphas", type=NumberList(0.0, 1.0, "every alpha must be in [0, 1]"), default=",".join(map(str, DistillSettings.alphas)), show_default=True,
+    help="the teacher's share of the loss; several comma-separated candidates train one student each and validation AUC picks",
+)  # fmt: skip
 @click.option("--temperature", type=POSITIVE_FLOAT, default=DistillSettings.temperature, show_default=True, help="divides both sides' logits in the soft term")
 @click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs, show_default=True)
 @click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True)
@@ -31,7 +34,8 @@ DEFAULT_CACHE = "runs/teacher_cache"
 @click.option("--seed", type=int, help="initialisation and batch order (default: the teacher's split seed)")
 @click.option("--cache", default=DEFAULT_CACHE, show_default=True, help="directory of cached teacher mastery, one file per teacher and students")
 @click.option("--out", required=True, help="checkpoint directory to write")
-def distill(teacher: str, model: str, data: str, test_data: str | None, fmt: str, alphas: tuple[float, ...], temperature: float, epochs: int, batch_size: int, window: int, patience: int, lr: float, hidden_size: int | None, pairs: tuple, seed: int | None, cache: str, out: str) -> int:
+def distill(teacher: str, model: str, data: str, test_data: str | None, fmt: str, alphas: tuple[float, ...], temperature: float, epochs: int, batch_size: int, window: int,
+            patience: int, lr: float, hidden_size: int | None, pairs: tuple, seed: int | None, cache: str, out: str) -> int:  # fmt: skip
     source = load_checkpoint(teacher)
     options = config_options(model, ([("hidden_size", hidden_size)] if hidden_size else []) + list(pairs))
     config = TrainConfig(model=model, window=window, batch_size=batch_size, epochs=epochs, learning_rate=lr, patience=patience, seed=source.split.seed if seed is None else seed, model_options=options)

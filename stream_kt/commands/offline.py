@@ -101,7 +101,7 @@ def ensemble(checkpoints: tuple[str, ...], out: str, weights: tuple[float, ...] 
     members = [load_checkpoint(path) for path in checkpoints]
     checkpoint = build_ensemble(members, out, weights or (), fit_weights, fmt)
     weighted = bool(weights or fit_weights)
-    shares = ", ".join(f"{m['model']} {m['version']}" + (f" x {w:.2f}" if weighted else "") for m, w in zip(checkpoint.metrics["members"], checkpoint.model.weights.tolist()))
+    shares = ", ".join(f"{m['model']} {m['version']}" + (f" x {m['weight']:.2f}" if weighted else "") for m in checkpoint.metrics["members"])
     fitted = checkpoint.metrics.get("weights_fitted_on_validation")
     print(f"checkpoint {checkpoint.version} written to {out}: the {'weighted ' if weighted else ''}mean of {shares}" + (f"; validation AUC {fitted['valid_auc']:.4f} (equal weights {fitted['valid_auc_equal']:.4f})" if fitted else ""))
     return 0

@@ -75,8 +75,9 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
     settings = settings_from_options(options)
     state, vocab, recorded_checkpoint = asyncio.run(load_student(settings, student))
     model = None
-    if checkpoint or (plot and recorded_checkpoint):
-        model = load_checkpoint(checkpoint or recorded_checkpoint)
+    source = checkpoint or (recorded_checkpoint if plot else None)
+    if source:
+        model = load_checkpoint(source)
         vocab = vocab or model.vocab
     report = state_report(state, vocab)
     if plot:

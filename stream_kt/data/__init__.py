@@ -3,7 +3,7 @@
 Nothing here imports torch, Kafka or Redis except ``batches`` (torch tensors).
 """
 
-from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.readers import read_dataset
+from stream_kt.data.sequences import StudentSequence
 
 __all__ = ["StudentSequence", "read_dataset"]

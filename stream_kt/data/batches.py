@@ -10,8 +10,9 @@ reads only the inputs up to t when it predicts ``next_correct[t]``; the tests in
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,8 +49,9 @@ class Batch:
     # None when no row has times.  Only time-aware models (``KTModel.uses_times``) read it.
     times: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(None if (v := getattr(self, f)) is None else v.to(device) for f in self.__dataclass_fields__))
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {f: None if (v := getattr(self, f)) is None else v.to(device) for f in self.__dataclass_fields__}
+        return Batch(**moved)  # type: ignore[arg-type]  # only times may be None, and stays None
 
 
 def cut_windows(sequences: Sequence[EncodedSequence], window: int) -> list[Window]:
@@ -95,8 +97,8 @@ def make_batch(rows: Sequence[Row], pad: PadSide = "post", length: int | None = 
         next_items[row, scored] = seq_items[1:]
         next_correct[row, scored] = seq_correct[1:]
         next_mask[row, scored] = True
-    tensors = (torch.from_numpy(a) for a in (items, correct, mask, next_items, next_correct, next_mask))
-    return Batch(*tensors, times=None if times is None else torch.from_numpy(times))
+    t = torch.from_numpy
+    return Batch(t(items), t(correct), t(mask), t(next_items), t(next_correct), t(next_mask), times=None if times is None else t(times))
 
 
 def batch_indices(n: int, batch_size: int, shuffle: bool, seed: int = 0) -> Iterator[np.ndarray]:

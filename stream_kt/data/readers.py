@@ -166,13 +166,13 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
     students = []
     for user, rows in per_student.items():
         rows.sort(key=lambda r: r[0])  # trap 3: answer order is order_id order
-        elapsed = tuple(r[3] if r[3] is not None else 0 for r in rows)
+        elapsed_ms = tuple(r[3] if r[3] is not None else 0 for r in rows)
         students.append(
             StudentSequence(
                 student_id=user,
                 items=tuple(r[1] for r in rows),
                 correct=tuple(r[2] for r in rows),
-                elapsed_ms=elapsed if any(r[3] is not None for r in rows) else None,
+                elapsed_ms=elapsed_ms if any(r[3] is not None for r in rows) else None,
                 item_names=names if item == "skill_id" else {},
             )
         )

@@ -20,7 +20,7 @@ class Split:
         return {"seed": self.seed, "test_source": self.test_source, "train": list(self.train), "valid": list(self.valid), "test": list(self.test)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Split":
+    def from_json(cls, data: dict) -> Split:
         return cls(tuple(data["train"]), tuple(data["valid"]), tuple(data["test"]), int(data["seed"]), data["test_source"])
 
 

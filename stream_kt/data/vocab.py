@@ -10,9 +10,9 @@ dead-letter topic with reason ``unknown_item``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Vocabulary:
         object.__setattr__(self, "_index", {raw: i for i, raw in enumerate(self.ids)})
 
     @classmethod
-    def build(cls, students: Iterable[StudentSequence], item_column: str, names: dict[str, str] | None = None) -> "Vocabulary":
+    def build(cls, students: Iterable[StudentSequence], item_column: str, names: dict[str, str] | None = None) -> Vocabulary:
         seen = {item for s in students for item in s.items}
         ids = tuple(sorted(seen, key=_id_sort_key))
         return cls(item_column, ids, {k: v for k, v in (names or {}).items() if k in seen})
@@ -78,7 +78,7 @@ class Vocabulary:
         path.write_text(json.dumps({"item_column": self.item_column, "ids": list(self.ids), "names": self.names}))
 
     @classmethod
-    def load(cls, path: Path) -> "Vocabulary":
+    def load(cls, path: Path) -> Vocabulary:
         try:
             data = json.loads(path.read_text())
             return cls(data["item_column"], tuple(data["ids"]), data.get("names", {}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from stream_kt.errors import ConfigError, UnknownModelError
 from stream_kt.models.base import KTModel, State, StepOutput
@@ -22,12 +23,12 @@ def model_class(name: str) -> type[KTModel]:
         raise UnknownModelError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}") from None
 
 
-def build_model(name: str, **config) -> KTModel:
+def build_model(name: str, **config: Any) -> KTModel:
     cls = model_class(name)
     return cls(cls.Config(**config))
 
 
-def config_options(model: str, pairs: list[tuple[str, object]]) -> dict:
+def config_options(model: str, pairs: list[tuple[str, object]]) -> dict[str, object]:
     """``pairs`` (KEY, VALUE) checked against the model's Config fields and types: a bad one is one clear error."""
     fields = {f.name: f for f in dataclasses.fields(model_class(model).Config) if f.name != "num_items"}
     options = {}

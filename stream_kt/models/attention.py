@@ -74,7 +74,7 @@ class WindowedAttention(nn.Module):
         n_chunks = math.ceil(length / chunk)
         tail = n_chunks * chunk - length
         span = chunk + past
-        q = nn.functional.pad(q, (0, 0, 0, tail)).unflatten(2, (n_chunks, chunk))  # (B, H, n, C, dh)
+        q = nn.functional.pad(q, (0, 0, 0, tail)).reshape(*q.shape[:2], n_chunks, chunk, q.shape[-1])  # (B, H, n, C, dh)
         k = nn.functional.pad(k, (0, 0, past, tail)).unfold(2, span, chunk)  # (B, H, n, dh, S)
         v = nn.functional.pad(v, (0, 0, past, tail)).unfold(2, span, chunk).transpose(-1, -2)  # (B, H, n, S, dh)
         key_valid = nn.functional.pad(valid, (past, tail), value=False).unfold(1, span, chunk)  # (B, n, S)

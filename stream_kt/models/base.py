@@ -32,8 +32,9 @@ way, gbdt's boosting, says False and its fitter lives in ``training.fitters``) a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -65,16 +66,16 @@ class KTModel(nn.Module):
     fitted_by_gradient: ClassVar[bool] = True  # False: fitted its own way (training.fitters)
     distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: Any) -> None:
         super().__init__()
-        self.config = config
+        self.config = config  # the model's Config dataclass
 
     @classmethod
-    def config_from(cls, saved: dict):
-        """The Config of a saved ``config_dict`` (a model whose fields grew fills in what older ones meant)."""
+    def config_from(cls, saved: dict[str, Any]) -> Any:
+        """The Config of a saved ``config_dict``."""
         return cls.Config(**saved)
 
-    def config_dict(self) -> dict:
+    def config_dict(self) -> dict[str, Any]:
         return asdict(self.config)
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B, T) logits for next_correct

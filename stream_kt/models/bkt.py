@@ -48,10 +48,10 @@ class BKT(KTModel):
     def __init__(self, config: BKTConfig) -> None:
         super().__init__(config)
         skills = config.num_items
-        self.prior_logit = nn.Parameter(torch.full((skills,), _logit(INITIAL["prior"])))
-        self.learn_logit = nn.Parameter(torch.full((skills,), _logit(INITIAL["learn"])))
-        self.guess_logit = nn.Parameter(torch.full((skills,), _logit(INITIAL["guess"] / config.max_guess)))
-        self.slip_logit = nn.Parameter(torch.full((skills,), _logit(INITIAL["slip"] / config.max_slip)))
+        self.prior_logit = nn.Parameter(torch.full((skills,), float(_logit(INITIAL["prior"]))))
+        self.learn_logit = nn.Parameter(torch.full((skills,), float(_logit(INITIAL["learn"]))))
+        self.guess_logit = nn.Parameter(torch.full((skills,), float(_logit(INITIAL["guess"] / config.max_guess))))
+        self.slip_logit = nn.Parameter(torch.full((skills,), float(_logit(INITIAL["slip"] / config.max_slip))))
 
     def parameters_by_skill(self) -> dict[str, torch.Tensor]:
         """prior, learn, guess, slip as probabilities, each (V,)."""
@@ -105,6 +105,6 @@ class BKT(KTModel):
         return StepOutput(p_correct, {"p_known": p_known}, mastery)
 
 
-def _logit(p: torch.Tensor | float) -> torch.Tensor:
+def _logit(p: torch.Tensor | float) -> torch.Tensor:  # a 0-d tensor for a float
     p = torch.as_tensor(p, dtype=torch.float32).clamp(PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
     return torch.log(p) - torch.log1p(-p)

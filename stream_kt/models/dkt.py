@@ -15,6 +15,7 @@ Xavier-uniform with zero bias.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -135,15 +136,22 @@ class DKTInferenceStep(nn.Module):
     Inputs and outputs as ``KTModel.inference_module`` (state names c, h).
     """
 
+    input_gates: torch.Tensor  # buffers
+    recurrent: torch.Tensor
+    out_weight: torch.Tensor
+    out_weight_t: torch.Tensor
+    out_bias: torch.Tensor
+
     def __init__(self, model: DKT, state_names: list[str]) -> None:
         super().__init__()
         assert list(state_names) == ["c", "h"], state_names
         self.num_items = model.config.num_items
         lstm = model.lstm
         with torch.no_grad():
-            gates = model.embed.weight @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + lstm.bias_hh_l0  # (2V+1, 4H)
+            weight_ih, weight_hh, bias_ih, bias_hh = (cast(torch.Tensor, getattr(lstm, name)) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+            gates = model.embed.weight @ weight_ih.T + bias_ih + bias_hh  # (2V+1, 4H)
             self.register_buffer("input_gates", gates.contiguous())
-            self.register_buffer("recurrent", lstm.weight_hh_l0.T.contiguous())  # (H, 4H)
+            self.register_buffer("recurrent", weight_hh.T.contiguous())  # (H, 4H)
             self.register_buffer("out_weight", model.out.weight.detach().clone())  # (V, H)
             self.register_buffer("out_weight_t", model.out.weight.T.contiguous())  # (H, V)
             self.register_buffer("out_bias", model.out.bias.detach().clone())  # (V,)

@@ -21,8 +21,8 @@ for the answer at t), ``waviness_l1`` (w1, mean absolute change) and ``waviness_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,11 +30,11 @@ from torch import nn
 
 from stream_kt.data.batches import Batch, make_batch
 from stream_kt.data.vocab import EncodedSequence
+from stream_kt.metrics import auc
 from stream_kt.models import register
 from stream_kt.models.base import next_answer_loss
 from stream_kt.models.dkt import DKT, DKTConfig
 from stream_kt.models.layout import gather_time, item_logits, left_align_order
-from stream_kt.metrics import auc
 
 
 @dataclass(frozen=True)

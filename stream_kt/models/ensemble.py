@@ -23,8 +23,9 @@ non-negative weight per member, or empty for equal weights (``stream-kt ensemble
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -38,8 +39,8 @@ from stream_kt.models.base import KTModel, State, StepOutput
 @dataclass(frozen=True)
 class EnsembleConfig:
     num_items: int  # vocabulary size V, shared by every member
-    members: tuple = ({"model": "dkt"}, {"model": "lastquery"})
-    weights: tuple = ()  # one per member, normalised to sum 1; empty: equal
+    members: tuple[dict[str, Any], ...] = ({"model": "dkt"}, {"model": "lastquery"})
+    weights: tuple[float, ...] = ()  # one per member, normalised to sum 1; empty: equal
 
 
 def mean_probability_logit(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,7 @@ class Ensemble(KTModel):
         self.uses_times = any(member.uses_times for member in members)
 
     @classmethod
-    def of(cls, models: Sequence[KTModel], weights: Sequence[float] = ()) -> "Ensemble":
+    def of(cls, models: Sequence[KTModel], weights: Sequence[float] = ()) -> Ensemble:
         """An ensemble of already trained models (their parameters copied), in eval mode."""
         sizes = {m.config.num_items for m in models}
         if len(sizes) > 1:
@@ -106,26 +107,32 @@ class Ensemble(KTModel):
             member.load_state_dict(trained.state_dict())
         return ensemble.eval()
 
-    def config_dict(self) -> dict:
+    def config_dict(self) -> dict[str, Any]:
         config = super().config_dict()
         if not config["weights"]:  # equal weights: left out, so ensembles saved before weights existed keep their version
             del config["weights"]
         return config
 
+    weights: torch.Tensor  # a buffer
+
+    @property
+    def member_models(self) -> list[KTModel]:
+        return cast("list[KTModel]", list(self.members))
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        return mean_probability_logit(torch.stack([member(batch) for member in self.members]), self.weights)
+        return mean_probability_logit(torch.stack([member(batch) for member in self.member_models]), self.weights)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         # each member learns on its own objective; the average is only formed to predict
-        return torch.stack([member.loss(batch) for member in self.members]).sum()
+        return torch.stack([member.loss(batch) for member in self.member_models]).sum()
 
     def initial_state(self, batch_size: int) -> State:
-        return {_prefix(i) + name: tensor for i, member in enumerate(self.members) for name, tensor in member.initial_state(batch_size).items()}
+        return {_prefix(i) + name: tensor for i, member in enumerate(self.member_models) for name, tensor in member.initial_state(batch_size).items()}
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
         outputs = [
             member.step(member_state(state, i), items, correct, times)
-            for i, member in enumerate(self.members)
+            for i, member in enumerate(self.member_models)
         ]
         new_state = {_prefix(i) + name: tensor for i, out in enumerate(outputs) for name, tensor in out.state.items()}
         return StepOutput(weighted_mean([out.p_correct for out in outputs], self.weights), new_state, weighted_mean([out.mastery for out in outputs], self.weights))
@@ -143,12 +150,13 @@ class EnsembleInferenceStep(nn.Module):
     def __init__(self, model: Ensemble, state_names: list[str]) -> None:
         super().__init__()
         parts, positions = [], []
-        for i, member in enumerate(model.members):
+        for i, member in enumerate(model.member_models):
             names = sorted(member.initial_state(1))
             positions.append([state_names.index(_prefix(i) + name) for name in names])
             parts.append(member.inference_module(names))
         self.parts = nn.ModuleList(parts)
         self.positions = positions
+        self.weights: torch.Tensor
         self.register_buffer("weights", model.weights.clone(), persistent=False)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -80,13 +80,24 @@ class GBDTConfig:
     num_trees: int = 0
     tree_nodes: int = 1
     tree_depth: int = 0
-    table_rows: tuple = ()  # keys in the ctx1 .. ctx<context> and own-history tables (default: 1 each)
+    table_rows: tuple[int, ...] = ()  # keys in the ctx1 .. ctx<context> and own-history tables (default: 1 each)
 
 
 @register
 class GBDT(KTModel):
     name = "gbdt"
     fitted_by_gradient = False  # boosted by training.gbdt_fit
+    # buffers (register_buffer in __init__)
+    item_counts: torch.Tensor
+    base_rate: torch.Tensor
+    feature: torch.Tensor
+    threshold: torch.Tensor
+    left: torch.Tensor
+    right: torch.Tensor
+    value: torch.Tensor
+    pair_shift: torch.Tensor
+    transfer_weight: torch.Tensor
+    transfer_bias: torch.Tensor
     Config = GBDTConfig
 
     def __init__(self, config: GBDTConfig) -> None:
@@ -270,7 +281,9 @@ class GBDT(KTModel):
             return torch.where(seen > 0, window.clamp(min=0).sum(1, keepdim=True) / seen.clamp(min=1), -1.0)
 
         some = answers > 0
-        row = lambda x: x.expand_as(item_rate)  # noqa: E731  (B, 1) -> (B, Q)
+        def row(x: torch.Tensor) -> torch.Tensor:  # (B, 1) -> (B, Q)
+            return x.expand_as(item_rate)
+
         columns = [
             queries.to(torch.float32),
             row(prev_item[:, -1:]),

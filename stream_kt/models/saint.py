@@ -37,6 +37,7 @@ none) are zeros and contribute nothing: SAINT+ then computes what SAINT computes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -136,6 +137,14 @@ class SAINT(KTModel):
         self.decoder_norm = nn.LayerNorm(config.dim)
         self.read_out = nn.Linear(config.dim, 1)
 
+    @property
+    def encoder_layers(self) -> list[EncoderLayer]:
+        return cast("list[EncoderLayer]", list(self.encoder))
+
+    @property
+    def decoder_layers(self) -> list[DecoderLayer]:
+        return cast("list[DecoderLayer]", list(self.decoder))
+
     def decoder_inputs(self, previous_responses: torch.Tensor, previous_times: torch.Tensor | None) -> torch.Tensor:
         """(B, N) previous responses (START where none) -> (B, N, D).  SAINT has no time inputs."""
         return self.response_embed(previous_responses)
@@ -155,12 +164,12 @@ class SAINT(KTModel):
             aligned = gather_time(times, order) * mask.unsqueeze(-1)
             previous_times = torch.cat([torch.zeros_like(aligned[:, :1]), aligned[:, :-1]], 1)  # (B, T, 2)
         x = self.exercise_embed(items)  # (B, T, D)
-        for layer in self.encoder:
+        for layer in self.encoder_layers:
             x = layer.band(x, mask)
         encoded = self.encoder_norm(x)
         y = self.decoder_inputs(previous_responses, previous_times)  # (B, T, D)
-        for layer in self.decoder:
-            y = layer.band(y, encoded, mask)
+        for decoder_layer in self.decoder_layers:
+            y = decoder_layer.band(y, encoded, mask)
         answer_logits = self.read_out(self.decoder_norm(y)).squeeze(-1)  # (B, T): logit at k predicts the answer at k
         # batch logit t predicts the answer at t+1: shift left by one (the last has no next)
         next_logits = torch.cat([answer_logits[:, 1:], torch.zeros_like(answer_logits[:, :1])], 1)
@@ -189,13 +198,13 @@ class SAINT(KTModel):
         """Run the newest position for Q candidate exercises (B, Q, D) over the cached slots."""
         valid = state["valid"] > 0.5  # (B, W-1)
         x, encoder_sources = exercises, []
-        for index, layer in enumerate(self.encoder):
+        for index, layer in enumerate(self.encoder_layers):
             x, source = layer.newest(x, state["encoder_sources"][:, index], valid)
             encoder_sources.append(source)
         encoded = self.encoder_norm(x)  # (B, Q, D)
         y, decoder_sources = decoder_input.expand_as(x), []
-        for index, layer in enumerate(self.decoder):
-            y, source = layer.newest(y, state["decoder_sources"][:, index], encoded, state["encoder_out"], valid)
+        for index, decoder_layer in enumerate(self.decoder_layers):
+            y, source = decoder_layer.newest(y, state["decoder_sources"][:, index], encoded, state["encoder_out"], valid)
             decoder_sources.append(source)
         logits = self.read_out(self.decoder_norm(y)).squeeze(-1)  # (B, Q)
         return NewestPosition(logits, torch.stack(encoder_sources, 1), encoded, torch.stack(decoder_sources, 1))

@@ -20,8 +20,9 @@ Dead-letter message (DLQ topic): the original key and bytes unchanged; headers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 
@@ -51,7 +52,8 @@ def encode_answer(
         event["event_id"] = event_id
     if elapsed_ms is not None:
         event["elapsed_ms"] = int(elapsed_ms)
-    return msgpack.packb(event)
+    packed: bytes = msgpack.packb(event)
+    return packed
 
 
 def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], max_bytes: int = MAX_EVENT_BYTES) -> AnswerEvent:
@@ -100,7 +102,7 @@ def _is_id(value: object) -> bool:
 
 
 def encode_mastery(event: AnswerEvent, seq: int, model_version: str, p_correct: float, mastery: list[float]) -> bytes:
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": FORMAT_VERSION,
             "student_id": event.student_id,
@@ -114,7 +116,9 @@ def encode_mastery(event: AnswerEvent, seq: int, model_version: str, p_correct: 
         },
         use_single_float=True,  # float32 is the model's precision; halves the message
     )
+    return packed
 
 
-def decode_mastery(raw: bytes) -> dict:
-    return msgpack.unpackb(raw, raw=False)
+def decode_mastery(raw: bytes) -> dict[str, Any]:
+    message: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+    return message

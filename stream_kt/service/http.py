@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import redis
 from aiokafka.errors import KafkaError
@@ -37,8 +38,8 @@ class Readiness:
     def __init__(self, timeout_s: float = 1.0) -> None:
         self.timeout_s = timeout_s
         self.model_version: str | None = None
-        self.redis_client = None  # redis.asyncio client (single or cluster)
-        self.kafka_client = None  # the producer's aiokafka client
+        self.redis_client: Any = None  # redis.asyncio client (single or cluster)
+        self.kafka_client: Any = None  # the producer's aiokafka client (untyped)
 
     async def problem(self) -> str | None:
         """Why the processor is not ready, or None."""
@@ -52,7 +53,7 @@ class Readiness:
     async def _redis_problem(self) -> str | None:
         try:
             await asyncio.wait_for(self.redis_client.ping(), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return f"redis: no answer within {self.timeout_s:g} s"
         except (redis.RedisError, OSError) as exc:
             return f"redis unreachable: {type(exc).__name__}: {exc}"
@@ -61,7 +62,7 @@ class Readiness:
     async def _kafka_problem(self) -> str | None:
         try:
             await asyncio.wait_for(self.kafka_client.fetch_all_metadata(), self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return f"kafka: no metadata within {self.timeout_s:g} s"
         except (KafkaError, OSError) as exc:
             return f"kafka unreachable: {type(exc).__name__}: {exc}"
@@ -113,7 +114,7 @@ class ObservabilityServer:
             head = f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
             await writer.drain()
-        except (asyncio.TimeoutError, ValueError, ConnectionError):
+        except (TimeoutError, ValueError, ConnectionError):
             pass  # a client that sends garbage or goes away gets nothing
         finally:
             writer.close()

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -21,8 +22,8 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream_kt.errors import ConfigError
-from stream_kt.settings import StreamSettings
 from stream_kt.service.exceptions import StreamError
+from stream_kt.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,10 @@ def message_key(student_id: str) -> bytes:
     return student_id.encode()
 
 
-def client_options(settings: StreamSettings) -> dict:
+def client_options(settings: StreamSettings) -> dict[str, Any]:
     """Security keyword arguments for any aiokafka client; a missing or bad CA file is a ``ConfigError``."""
     protocol = settings.kafka_security_protocol
-    options: dict = {"security_protocol": protocol}
+    options: dict[str, Any] = {"security_protocol": protocol}
     if protocol in ("SSL", "SASL_SSL"):
         cafile = settings.kafka_ssl_cafile or None
         if cafile and not Path(cafile).is_file():
@@ -61,7 +62,7 @@ def client_options(settings: StreamSettings) -> dict:
     return options
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25, *, security: dict | None = None) -> None:
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25, *, security: dict[str, Any] | None = None) -> None:
     """Create missing topics with ``partitions`` partitions; an existing topic is left as it is.
 
     This is the first contact with the broker, so it retries a bounded number of times
@@ -91,7 +92,7 @@ async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, atte
         return
 
 
-async def check_reachable(bootstrap: str, security: dict | None = None) -> None:
+async def check_reachable(bootstrap: str, security: dict[str, Any] | None = None) -> None:
     """One connection, no retries: a tool's first contact, so a broker that is not there fails in one line at once."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     try:
@@ -119,16 +120,16 @@ def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", **client_options(settings))
 
 
-def make_tool_producer(bootstrap: str, security: dict | None = None, **options: object) -> AIOKafkaProducer:
+def make_tool_producer(bootstrap: str, security: dict[str, Any] | None = None, **options: object) -> AIOKafkaProducer:
     """A producer for the tools (replay, the benchmarks' load): ``options`` are aiokafka's."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, **(security or {}), **options)  # type: ignore[arg-type]
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, **(security or {}), **options)
 
 
-def make_reader(bootstrap: str, topics: list[str], security: dict | None = None, **options: object) -> AIOKafkaConsumer:
+def make_reader(bootstrap: str, topics: list[str], security: dict[str, Any] | None = None, **options: object) -> AIOKafkaConsumer:
     """A consumer of every partition of ``topics`` from the beginning, with no group: it commits
     nothing and never disturbs a processor's group.  (A subscription, not ``assign``: Kafka only
     returns metadata for the topics a client tracks.)"""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)  # type: ignore[arg-type]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)
     consumer.subscribe(topics)
     return consumer
 
@@ -146,7 +147,7 @@ async def start(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClien
 _partitioner = DefaultPartitioner()  # murmur2 of the key, as the Java client: a student keeps its partition
 
 
-async def send_keyed(producer: AIOKafkaProducer, topic: str, messages: list[tuple[bytes, bytes]]) -> list[asyncio.Future]:
+async def send_keyed(producer: AIOKafkaProducer, topic: str, messages: list[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
     """Send ``(key, value)`` messages as one record batch per partition; return the delivery futures.
 
     Same partitioning and per-partition order as ``producer.send`` one by one, at a

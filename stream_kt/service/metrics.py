@@ -20,7 +20,7 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -68,7 +68,7 @@ class BatchHistogram:
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         cumulative = np.cumsum(self.counts).tolist()
-        buckets = [(floatToGoString(b), c) for b, c in zip(self.upper_bounds.tolist(), cumulative)] + [("+Inf", cumulative[-1])]
+        buckets = [(floatToGoString(b), c) for b, c in zip(self.upper_bounds.tolist(), cumulative)] + [("+Inf", cumulative[-1])]  # type: ignore[no-untyped-call]
         return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.sum)
 
 

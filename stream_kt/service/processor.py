@@ -59,6 +59,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,8 +68,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from stream_kt.backends import StepBackend, make_backend
+from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.sequences import lag_seconds
-from stream_kt.settings import StreamSettings
 from stream_kt.service import batcher, kafka_io
 from stream_kt.service.events import AnswerEvent, decode_answer, encode_mastery
 from stream_kt.service.exceptions import InvalidEvent
@@ -76,7 +77,7 @@ from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
 from stream_kt.service.state import StudentState, window_steps
-from stream_kt.checkpoint import Checkpoint
+from stream_kt.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class BackoffPolicy:
         self.first_s, self.max_s = first_s, max_s
 
     def delay_s(self, attempt: int) -> float:
-        return min(self.first_s * 2 ** (attempt - 1), self.max_s)
+        return min(self.first_s * 2.0 ** (attempt - 1), self.max_s)
 
 
 def describe(records: Records) -> str:
@@ -192,7 +193,8 @@ class Processor:
         if not fetch.done():
             fetch.cancel()  # records are taken from the fetcher only when it returns: nothing is lost
             return {}
-        return fetch.result()
+        records: Records = fetch.result()
+        return records
 
     async def process(self, records: Records, stop: asyncio.Event) -> None:
         """Steps 2-8 for one polled batch."""
@@ -274,6 +276,7 @@ class Processor:
             p_correct = self.step(rows, [p.event.item_index for p in round_], [p.event.correct for p in round_], times)
             for p, state, p_item in zip(round_, rows, p_correct.tolist()):
                 state.record(p.event.item_id, p.event.correct, p.event.ts_ms, p.source, p.offset)
+                assert state.mastery is not None  # set by step
                 message = encode_mastery(p.event, state.events_applied, self.version, p_item, state.mastery.tolist())
                 applied.outputs.append((kafka_io.message_key(p.event.student_id), message))
                 applied.event_ts_ms.append(p.event.ts_ms)
@@ -340,13 +343,13 @@ class Processor:
                 if highwater is None:  # nothing fetched from it yet
                     continue
                 position = await asyncio.wait_for(self.consumer.position(tp), 0.1)
-            except (AssertionError, AttributeError, IllegalStateError, asyncio.TimeoutError):
+            except (TimeoutError, AssertionError, AttributeError, IllegalStateError):
                 continue  # revoked or being reset meanwhile: the next update sees it
             lag[(tp.topic, tp.partition)] = max(0, highwater - position)
         self.metrics.consumer_lag = lag
 
 
-class RebalanceGate(ConsumerRebalanceListener):
+class RebalanceGate(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Holds a revoke until the in-flight batch is committed; counts revokes; sets ``ready`` on assignment."""
 
     def __init__(self, ready: asyncio.Event) -> None:
@@ -370,7 +373,7 @@ def event_times(event: AnswerEvent, state: StudentState) -> tuple[float, float]:
     return ((event.elapsed_ms or 0) / 1000.0, lag_seconds(previous_ts, event.ts_ms))
 
 
-def vocab_payload(checkpoint: Checkpoint) -> dict:
+def vocab_payload(checkpoint: Checkpoint) -> dict[str, Any]:
     """What ``keys.model_vocab_key`` holds: lets ``inspect`` name a served model's skills."""
     vocab = checkpoint.vocab
     path = str(Path(checkpoint.path).resolve()) if checkpoint.path else None

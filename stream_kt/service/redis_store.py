@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -31,10 +32,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from stream_kt.settings import StreamSettings, mask_url
 from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.state import StudentState
+from stream_kt.settings import StreamSettings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,11 @@ REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 def redis_client(url: str, *, cluster: bool = False, socket_timeout_s: float = 5.0) -> aioredis.Redis | RedisCluster:
     """An asyncio client for ``url``: TLS with rediss://, ACL AUTH from user:password@."""
-    timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
     if cluster:
         # the cluster client keeps its own few retries: they follow MOVED/ASK and failovers
-        return RedisCluster.from_url(url, **timeouts)
+        return RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
     # no client-side retries: the processor's batch retry logs every failure
-    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **timeouts)
+    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
 
 
 class StudentStore:
@@ -69,7 +69,7 @@ class StudentStore:
         *,
         cluster: bool = False,
         state_ttl_s: int = 0,
-    ) -> "StudentStore":
+    ) -> StudentStore:
         """Connect and PING, retrying a bounded number of times; raise ``StreamError`` after that."""
         shown = mask_url(url)
         delay_s = first_delay_s
@@ -90,7 +90,7 @@ class StudentStore:
         raise AssertionError("unreachable")
 
     @classmethod
-    async def from_settings(cls, settings: StreamSettings, attempts: int = 5) -> "StudentStore":
+    async def from_settings(cls, settings: StreamSettings, attempts: int = 5) -> StudentStore:
         return await cls.connect(settings.redis_url, settings.key_prefix, attempts, cluster=settings.redis_cluster, state_ttl_s=settings.state_ttl_s)
 
     async def read(self, student_ids: Iterable[str]) -> dict[str, StudentState | None]:
@@ -114,18 +114,19 @@ class StudentStore:
         """Erase a student's state; True when there was one."""
         return bool(await self.client.delete(keys.student_key(student_id, self.prefix)))
 
-    async def write_model_vocab(self, model_version: str, payload: dict) -> None:
+    async def write_model_vocab(self, model_version: str, payload: dict[str, Any]) -> None:
         await self.client.set(keys.model_vocab_key(model_version, self.prefix), json.dumps(payload))
 
-    async def read_model_vocab(self, model_version: str) -> dict | None:
+    async def read_model_vocab(self, model_version: str) -> dict[str, Any] | None:
         """What ``write_model_vocab`` stored for ``model_version`` (None: nothing); ``StreamError`` if it is not JSON."""
         raw = await self.client.get(keys.model_vocab_key(model_version, self.prefix))
         if raw is None:
             return None
         try:
-            return json.loads(raw)
+            payload: dict[str, Any] = json.loads(raw)
         except ValueError:
             raise StreamError(f"{keys.model_vocab_key(model_version, self.prefix)}: not a stream-kt vocabulary") from None
+        return payload
 
     async def delete_prefix(self) -> int:
         """Delete every key under this store's prefix (a demo's or a benchmark's own keys); return how many."""

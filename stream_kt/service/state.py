@@ -17,8 +17,8 @@ Fields (``schema_version`` 1):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import msgpack
 import numpy as np
@@ -77,7 +77,7 @@ class StudentState:
         self.offsets[source] = offset
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             {
                 "schema_version": SCHEMA_VERSION,
                 "student_id": self.student_id,
@@ -92,9 +92,10 @@ class StudentState:
                 "updated_ms": self.updated_ms,
             }
         )
+        return packed
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "StudentState":
+    def from_bytes(cls, raw: bytes) -> StudentState:
         try:
             data = msgpack.unpackb(raw, raw=False)
             version = data.get("schema_version")

@@ -50,7 +50,7 @@ class Broker(Protocol):
     @property
     def bootstrap(self) -> str: ...
 
-    def start(self, timeout_s: float = ...) -> "Broker": ...
+    def start(self, timeout_s: float = ...) -> Broker: ...
 
     def stop(self) -> None: ...
 
@@ -75,7 +75,7 @@ async def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
         await admin.start()
         cluster = await admin.describe_cluster()
         return bool(cluster.get("brokers"))
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         await admin.close()
@@ -279,7 +279,7 @@ class KafkaBroker:
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", f"{jars}/*", main, *args,
         ]  # fmt: skip
 
-    def start(self, timeout_s: float = 90.0) -> "KafkaBroker":
+    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
         """Format the log directory (first start only), start the JVM, return once it serves."""
         jars = kafka_jars(say=self.say)
         properties = self._configure()
@@ -312,7 +312,7 @@ class KafkaBroker:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "KafkaBroker":
+    def __enter__(self) -> KafkaBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -350,7 +350,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
@@ -377,7 +377,7 @@ class EmbeddedBroker:
     def close(self) -> None:
         self.stop()
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream_kt.data.sequences import StudentSequence
+from stream_kt.data.split import Split
 from stream_kt.errors import DataError
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.redis_store import StudentStore
@@ -200,9 +201,9 @@ def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[
     return checkpoint_dir.resolve(), replay_students, options.item
 
 
-def train_small_dkt(train_students: list[StudentSequence], replay_students: list[StudentSequence], split, options: DemoOptions, out_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+def train_small_dkt(train_students: list[StudentSequence], replay_students: list[StudentSequence], split: Split | None, options: DemoOptions, out_dir: Path) -> Path:
     from stream_kt.data.readers import item_names
-    from stream_kt.data.split import Split, split_students
+    from stream_kt.data.split import split_students
     from stream_kt.data.vocab import Vocabulary
     from stream_kt.training.train import TrainConfig, train
 

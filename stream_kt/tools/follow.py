@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import msgpack
 import numpy as np
 
-from stream_kt.settings import StreamSettings
-from stream_kt.service.events import decode_mastery
 from stream_kt.service import kafka_io
+from stream_kt.service.events import decode_mastery
+from stream_kt.settings import StreamSettings
 
 # Without any handler, Python's last-resort handler prints aiokafka's connection errors
 # next to our one-line error; a configured root logger still receives them.

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.settings import StreamSettings
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.redis_store import StudentStore
 from stream_kt.service.state import WINDOW, StudentState, window_steps
+from stream_kt.settings import StreamSettings
 
 PLOT_MAX_SKILLS = 20
 

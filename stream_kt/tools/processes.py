@@ -39,7 +39,7 @@ class ServeProcess:
         self._ready = threading.Event()
         self._last_lines: list[str] = []
 
-    def __enter__(self) -> "ServeProcess":
+    def __enter__(self) -> ServeProcess:
         self.process = subprocess.Popen(
             self.command,
             stdout=subprocess.PIPE,
@@ -55,7 +55,7 @@ class ServeProcess:
         deadline = time.monotonic() + self.ready_timeout_s
         while not self._ready.wait(0.1):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                status = "did not print 'serving' within %.0f s" % self.ready_timeout_s if self.process.poll() is None else f"exited with status {self.process.returncode}"
+                status = f"did not print 'serving' within {self.ready_timeout_s:.0f} s" if self.process.poll() is None else f"exited with status {self.process.returncode}"
                 last = self._last_lines[-1].strip() if self._last_lines else "no output"
                 self.__exit__()
                 raise StreamError(f"serve {status}: {last} (log {self.log_path})")

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import heapq
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from aiokafka.errors import KafkaError
@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.errors import DataError
+from stream_kt.service import kafka_io
 from stream_kt.service.events import encode_answer
 from stream_kt.service.exceptions import StreamError
-from stream_kt.service import kafka_io
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.training.prepare import load_students

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -11,8 +11,8 @@ from tqdm import tqdm
 from stream_kt.checkpoint import Checkpoint, save_ensemble
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.errors import CheckpointError, DataError
-from stream_kt.training.evaluate import predict_sequences
 from stream_kt.metrics import auc
+from stream_kt.training.evaluate import predict_sequences
 from stream_kt.training.prepare import students_of
 
 

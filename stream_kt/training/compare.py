@@ -31,7 +31,7 @@ from stream_kt.backends import make_backend
 from stream_kt.data.readers import item_names
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.split import Split, kfold_students, split_students
-from stream_kt.data.vocab import Vocabulary
+from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import ConfigError, DataError
 from stream_kt.models import MODELS, KTModel, config_options
 from stream_kt.training.evaluate import evaluate
@@ -181,13 +181,13 @@ def compare(setup: CompareSetup, run: CompareRun) -> dict:
     runs: list[dict] = []
     step_costs: dict[str, float] = {}
     protocol = f"held-out file {Path(run.test_data).name}, {run.seeds} seed(s)" if run.test_data else f"{run.folds}-fold by student, {run.seeds} seed(s)"
-    prepared = []
+    prepared: list[tuple[Split, Vocabulary, list[EncodedSequence], list[EncodedSequence], list[EncodedSequence]]] = []
     for split in splits:
         train_students, valid_students = [by_id[i] for i in split.train], [by_id[i] for i in split.valid]
         # the vocabulary comes from training and validation students only, as in `train`
         vocab = Vocabulary.build(train_students + valid_students, run.item, names)
         test_students = held_out if held_out is not None else [by_id[i] for i in split.test]
-        prepared.append((split, vocab, *([vocab.encode(s) for s in group] for group in (train_students, valid_students, test_students))))
+        prepared.append((split, vocab, [vocab.encode(s) for s in train_students], [vocab.encode(s) for s in valid_students], [vocab.encode(s) for s in test_students]))
     bar = tqdm(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)
     # model by model: an interrupted comparison still has every split of the models it finished
     for name in setup.models:

@@ -42,21 +42,21 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from stream_kt.checkpoint import Checkpoint, save_checkpoint, write_metrics
 from stream_kt.data.batches import Window, batch_indices, cut_windows, make_batch
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError, DataError
 from stream_kt.models import KTModel, model_class
-from stream_kt.checkpoint import Checkpoint, save_checkpoint, write_metrics
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.plots import plot_learning_curves
 from stream_kt.training.prepare import load_students, students_of
@@ -185,7 +185,7 @@ def _distill_epoch(model: KTModel, optimizer: torch.optim.Optimizer, windows: li
     def loss_of(index: np.ndarray) -> torch.Tensor:
         batch = make_batch([(windows[i].items, windows[i].correct, windows[i].times) for i in index])
         teacher = padded_targets([targets[i] for i in index], batch.items.shape[1])  # (B, T, V)
-        own, mastery_logits = model.loss_with_mastery(batch)  # type: ignore[attr-defined]
+        own, mastery_logits = model.loss_with_mastery(batch)
         soft = soft_loss(mastery_logits, teacher, batch.mask, temperature)
         own_losses.append(own.item())
         soft_losses.append(soft.item())

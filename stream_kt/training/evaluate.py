@@ -11,7 +11,7 @@ dropped before scoring and counted in ``n_unknown``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,9 +21,9 @@ from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.batches import make_batch
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import EncodedSequence
-from stream_kt.models import KTModel
 from stream_kt.errors import DataError
 from stream_kt.metrics import binary_metrics
+from stream_kt.models import KTModel
 from stream_kt.training.prepare import load_students, students_of
 
 
@@ -40,10 +40,10 @@ def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batc
         if not index:
             continue
         batch = make_batch([(sequences[i].items, sequences[i].correct, sequences[i].times) for i in index])
-        probs = torch.sigmoid(model(batch))
+        p_next = torch.sigmoid(model(batch))
         for row, i in enumerate(index):
             scored = batch.next_mask[row]
-            by_student[i] = (batch.next_correct[row][scored].numpy(), probs[row][scored].numpy())
+            by_student[i] = (batch.next_correct[row][scored].numpy(), p_next[row][scored].numpy())
     model.train(was_training)
     if not by_student:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)

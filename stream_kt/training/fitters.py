@@ -8,15 +8,14 @@ stopped on the validation students); ``rounds`` fixes the rounds instead (a refi
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Callable
+from typing import Any
 
-from stream_kt.data.vocab import EncodedSequence
 from stream_kt.errors import ConfigError
 from stream_kt.models import KTModel
 
-
-class Fitter(Protocol):
-    def __call__(self, model: KTModel, train: Sequence[EncodedSequence], valid: Sequence[EncodedSequence], seed: int = 0, progress: bool = True, rounds: int | None = None) -> tuple[KTModel, dict]: ...
+# fitter(model, train, valid, seed=..., progress=..., rounds=...) -> (fitted model, metrics), for one model class
+Fitter = Callable[..., tuple[KTModel, dict[str, Any]]]
 
 
 FITTERS: dict[type[KTModel], Fitter] = {}

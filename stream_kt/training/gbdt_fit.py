@@ -10,8 +10,8 @@ needed here only, never to serve.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

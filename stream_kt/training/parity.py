@@ -8,7 +8,7 @@ streamed P(correct) with the offline forward's prediction for the same answer.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -20,14 +20,14 @@ from stream_kt.training.train import refit
 
 def refit_checkpoint(checkpoint: Checkpoint, data: str, fmt: str, out: str | Path, seed: int | None = None) -> Checkpoint:
     """``training.train.refit`` of ``checkpoint`` on its training and validation students, read from ``data``."""
-    students = all_students_of(data, fmt, checkpoint.vocab.item_column, checkpoint.split.train + checkpoint.split.valid, checkpoint.path, "training and validation")
+    students = all_students_of(data, fmt, checkpoint.vocab.item_column, checkpoint.split.train + checkpoint.split.valid, str(checkpoint.path), "training and validation")
     print(f"refit {checkpoint.path} ({checkpoint.version}): {len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs", file=sys.stderr)
     return refit(checkpoint, [checkpoint.vocab.encode(s) for s in students], out, seed=seed)
 
 
 def refit_distilled_checkpoint(checkpoint: Checkpoint, teacher: Checkpoint, data: str, fmt: str, out: str | Path, cache: str, seed: int | None = None) -> Checkpoint:
     """``training.distill.refit_distilled`` of ``checkpoint`` against ``teacher``, on the students read from ``data``."""
-    students = all_students_of(data, fmt, checkpoint.vocab.item_column, checkpoint.split.train + checkpoint.split.valid, checkpoint.path, "training and validation")
+    students = all_students_of(data, fmt, checkpoint.vocab.item_column, checkpoint.split.train + checkpoint.split.valid, str(checkpoint.path), "training and validation")
     print(f"refit {checkpoint.path} ({checkpoint.version}) against {teacher.path} ({teacher.version}): {len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs", file=sys.stderr)
     return refit_distilled(checkpoint, teacher, [checkpoint.vocab.encode(s) for s in students], out, cache, seed=seed)
 

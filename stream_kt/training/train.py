@@ -5,20 +5,21 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from stream_kt.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.data.batches import cut_windows, iterate_batches
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError
 from stream_kt.models import KTModel, build_model
-from stream_kt.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.fitters import fitter_of
 from stream_kt.training.plots import plot_learning_curves

@@ -1,8 +1,7 @@
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 from stream_kt.data.readers import item_names, read_dataset, write_3line, write_assistments
 from stream_kt.data.synthetic import SyntheticConfig, generate

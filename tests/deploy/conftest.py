@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from stream_kt.settings import ENV
 from stream_kt.service.metrics import NAMES as METRIC_NAMES
+from stream_kt.settings import ENV
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

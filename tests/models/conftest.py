@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from stream_kt.training.fitters import fitter_of
-
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import MODELS, KTModel, build_model
+from stream_kt.training.fitters import fitter_of
 
 NUM_ITEMS = 12
 

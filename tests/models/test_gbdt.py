@@ -1,6 +1,5 @@
 """gbdt: its torch trees are LightGBM's trees, its context counts and transfer features are the training students' own."""
 
-from dataclasses import replace
 
 import lightgbm
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import build_model
-from stream_kt.models.gbdt import TRANSFER, GBDT, feature_names
+from stream_kt.models.gbdt import GBDT, feature_names
 from stream_kt.training.gbdt_fit import context_counts, feature_rows, fit_gbdt, fit_transfer, out_of_fold_rows, transfer_statistics, with_tables, with_trees
 from tests.models.conftest import NUM_ITEMS, learnable_students, small_options
 

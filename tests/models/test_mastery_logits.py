@@ -7,7 +7,6 @@ import torch
 from stream_kt.data.batches import make_batch
 from stream_kt.models import MODELS
 from stream_kt.training.distill import distillable
-
 from tests.models.conftest import NUM_ITEMS, small_model
 
 DISTILLABLE = sorted(name for name, cls in MODELS.items() if distillable(cls))

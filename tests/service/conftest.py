@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable
 
 import numpy as np
 import pytest
@@ -27,15 +27,15 @@ import redis
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.synthetic import SyntheticConfig, generate
-from stream_kt.settings import StreamSettings
 from stream_kt.service import keys
-from stream_kt.tools.brokers import free_port
 from stream_kt.service.events import decode_mastery, encode_answer
 from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.service.processor import ProcessorStats, run_processor
 from stream_kt.service.state import WINDOW, StudentState
-from stream_kt.checkpoint import Checkpoint
+from stream_kt.settings import StreamSettings
+from stream_kt.tools.brokers import free_port
 
 PARTITIONS = 3
 
@@ -130,7 +130,7 @@ class TopicReader:
         self.records: list = []
         self.consumer: AIOKafkaConsumer | None = None
 
-    async def __aenter__(self) -> "TopicReader":
+    async def __aenter__(self) -> TopicReader:
         # no group: a subscription then takes every partition of the topic, from the beginning
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=2000)
         await self.consumer.start()

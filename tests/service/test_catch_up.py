@@ -17,8 +17,8 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 
-from stream_kt.settings import StreamSettings
 from stream_kt.service.kafka_io import ensure_topics, make_consumer
+from stream_kt.settings import StreamSettings
 
 BATCHES = 10_000
 

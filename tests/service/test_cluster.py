@@ -6,21 +6,21 @@ import asyncio
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from stream_kt.checkpoint import load_checkpoint
 from stream_kt.service import keys
-from stream_kt.tools.brokers import free_port
 from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.service.state import StudentState
-from stream_kt.checkpoint import load_checkpoint
+from stream_kt.tools.brokers import free_port
 
-from .conftest import TopicReader, answer_messages, by_student, expected_output_keys, dedupe_outputs, produce, read_states, running_processor, synthetic_answers
+from .conftest import TopicReader, answer_messages, by_student, dedupe_outputs, expected_output_keys, produce, read_states, running_processor, synthetic_answers
 
 
 class LocalCluster:

@@ -12,12 +12,12 @@ import redis
 
 from stream_kt.cli import main
 from stream_kt.errors import ConfigError
-from stream_kt.settings import ENV, StreamSettings, mask_url, settings_from_options, settings_options
 from stream_kt.service import kafka_io, keys
-from stream_kt.tools.brokers import free_port
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.redis_store import StudentStore
 from stream_kt.service.state import StudentState
+from stream_kt.settings import ENV, StreamSettings, mask_url, settings_from_options, settings_options
+from stream_kt.tools.brokers import free_port
 
 SECRET = "hunter2-secret"
 
@@ -113,7 +113,7 @@ def test_an_unreachable_redis_with_a_password_is_reported_masked(caplog):
     url = f"rediss://kt:{SECRET}@127.0.0.1:{free_port()}/0"
     with caplog.at_level(logging.WARNING), pytest.raises(StreamError) as raised:
         asyncio.run(StudentStore.connect(url, "kt", attempts=2, first_delay_s=0.01))
-    assert str(raised.value).startswith(f"cannot reach Redis at rediss://kt:***@127.0.0.1:")
+    assert str(raised.value).startswith("cannot reach Redis at rediss://kt:***@127.0.0.1:")
     assert caplog.records and SECRET not in caplog.text and SECRET not in str(raised.value)
 
 

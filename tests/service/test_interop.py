@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from stream_kt.checkpoint import load_checkpoint
 from stream_kt.service.events import decode_mastery
 from stream_kt.service.kafka_io import ensure_topics
-from stream_kt.checkpoint import load_checkpoint
 
 from .conftest import assert_final_states, by_student, reference_run, running_processor, synthetic_answers
 

@@ -10,18 +10,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_kt.service.logging_setup import JsonFormatter
+from stream_kt.checkpoint import load_checkpoint
 from stream_kt.service import http
-from stream_kt.tools.brokers import free_port
 from stream_kt.service.events import encode_answer
+from stream_kt.service.logging_setup import JsonFormatter
 from stream_kt.service.metrics import NAMES, BatchHistogram, Metrics
 from stream_kt.service.processor import run_processor
-from stream_kt.checkpoint import load_checkpoint
+from stream_kt.tools.brokers import free_port
 
 from .conftest import TopicReader, answer_messages, by_student, produce, synthetic_answers, until
 

@@ -13,13 +13,13 @@ import pytest
 import redis
 import torch
 
+from stream_kt.checkpoint import load_checkpoint
 from stream_kt.data.batches import make_batch
 from stream_kt.data.sequences import interaction_times
 from stream_kt.models import build_model
 from stream_kt.service import keys
 from stream_kt.service.events import MAX_EVENT_BYTES
 from stream_kt.service.state import WINDOW, StudentState
-from stream_kt.checkpoint import load_checkpoint
 from tests.conftest import TINY_ITEMS, save_model_checkpoint
 
 from .conftest import (
@@ -166,7 +166,7 @@ def test_streamed_predictions_equal_the_offline_model(make_settings, checkpoint)
         mastery = torch.sigmoid(model.out(hidden))  # (S, T, V): after event t
         first_p = torch.sigmoid(model.out.bias)  # before any event the state is zero
     for row, student in enumerate(ids):
-        for t, answer in enumerate(students[student]):
+        for t in range(len(students[student])):
             message = outputs[(student, t + 1)]
             offline_p = first_p[rows[row][0][0]] if t == 0 else torch.sigmoid(logits[row, t - 1])
             assert message["model_version"] == checkpoint.version
@@ -285,8 +285,8 @@ def test_a_batch_polled_across_a_rebalance_is_rewound_not_skipped(broker, topics
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from stream_kt.service.processor import Processor
     from stream_kt.service.kafka_io import ensure_topics
+    from stream_kt.service.processor import Processor
 
     topic = topics("rewind")
 

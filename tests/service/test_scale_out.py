@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from stream_kt.tools.brokers import free_port
-from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.tools.brokers import free_port
 
 from .conftest import (
     TopicReader,

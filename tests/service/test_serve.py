@@ -7,13 +7,13 @@ import contextlib
 import random
 import re
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
+from stream_kt.checkpoint import load_checkpoint
 from stream_kt.cli import main
 from stream_kt.tools.brokers import free_port
-from stream_kt.checkpoint import load_checkpoint
 
 from .conftest import (
     TopicReader,

@@ -10,14 +10,14 @@ import pytest
 import redis
 import torch
 
+from stream_kt.checkpoint import save_checkpoint
 from stream_kt.cli import main
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 from stream_kt.service import keys
-from stream_kt.tools.brokers import free_port
 from stream_kt.service.state import StudentState
-from stream_kt.checkpoint import save_checkpoint
+from stream_kt.tools.brokers import free_port
 
 VOCAB = Vocabulary("skill_id", ("3", "7", "10", "12"), {"3": "Fractions", "10": "Angles"})
 

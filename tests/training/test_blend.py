@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from stream_kt.training.blend import fit_weights
 from stream_kt.metrics import auc
+from stream_kt.training.blend import fit_weights
 
 
 def test_weight_moves_to_the_member_that_ranks_better():

@@ -1,15 +1,14 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
+from stream_kt.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from stream_kt.data.split import Split, split_students
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.errors import CheckpointError
 from stream_kt.models import build_model
-from stream_kt.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from tests.conftest import save_tiny_checkpoint
 
 

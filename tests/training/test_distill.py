@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from stream_kt.checkpoint import load_checkpoint, save_checkpoint
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.models import build_model
 from stream_kt.training import distill as distill_module
-from stream_kt.checkpoint import load_checkpoint, save_checkpoint
 from stream_kt.training.distill import DistillSettings, cached_teacher_mastery, distill, soft_loss, teacher_mastery
 from stream_kt.training.train import TrainConfig
-
 from tests.training.test_cli import run_cli
 
 ITEMS = 12

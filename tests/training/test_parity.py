@@ -7,13 +7,13 @@ import sys
 import pytest
 import torch
 
+from stream_kt.checkpoint import save_checkpoint
 from stream_kt.data.readers import write_3line
 from stream_kt.data.split import Split
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 from stream_kt.models.base import StepOutput
-from stream_kt.checkpoint import save_checkpoint
 from stream_kt.training.parity import parity_max_abs_diff
 
 SMALL = {
