@@ -90,11 +90,12 @@ def test_cuda_sweep_reports_each_variant_against_b_and_the_bytes_each_step_copie
     rows, skipped = step_throughput.cuda_step_throughput(model, [4, 16], min_seconds=0.01, progress=False)
     assert [(r["backend"], r["batch"]) for r in rows] == [(v, b) for v in ("cuda", "cuda-eager", "cuda-f16") for b in (4, 16)]
     assert skipped == [] and all(r["student_steps_per_s"] > 0 for r in rows)
-    # to the GPU: c, h (2 x 24 float32) + items, correct (int64); back: p_correct + c, h + mastery (12 float32, or float16)
+    # to the GPU: c, h (2 x 24 float32) + items, correct (int64) + times (2 float32: every step takes them);
+    # back: p_correct + c, h + mastery (12 float32, or float16)
     assert {r["backend"]: (r["bytes_to_gpu_per_step"], r["bytes_from_gpu_per_step"]) for r in rows} == {
-        "cuda": (2 * 24 * 4 + 16, 4 + 2 * 24 * 4 + 12 * 4),
-        "cuda-eager": (2 * 24 * 4 + 16, 4 + 2 * 24 * 4 + 12 * 4),
-        "cuda-f16": (2 * 24 * 4 + 16, 4 + 2 * 24 * 4 + 12 * 2),
+        "cuda": (2 * 24 * 4 + 16 + 8, 4 + 2 * 24 * 4 + 12 * 4),
+        "cuda-eager": (2 * 24 * 4 + 16 + 8, 4 + 2 * 24 * 4 + 12 * 4),
+        "cuda-f16": (2 * 24 * 4 + 16 + 8, 4 + 2 * 24 * 4 + 12 * 2),
     }
 
 
