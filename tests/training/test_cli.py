@@ -173,7 +173,11 @@ def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, config):
     from stream_kt.training.train import TrainConfig, train
 
     data = shuffled_labels(prepare(synthetic_files[0], "auto", "skill_id", None, 0), 0)
-    checkpoint = train(data.train, data.valid, data.vocab, data.split, TrainConfig(seed=0, **config), tmp_path / "shuffled")
+    threads = torch.get_num_threads()
+    try:  # one thread, as the CLI's subprocesses run (OMP_NUM_THREADS=1)
+        checkpoint = train(data.train, data.valid, data.vocab, data.split, TrainConfig(seed=0, threads=1, **config), tmp_path / "shuffled")
+    finally:
+        torch.set_num_threads(threads)
     metrics = evaluate(checkpoint.model, data.test)
     assert metrics["n"] > 5000
     assert abs(metrics["auc"] - 0.5) < 0.03

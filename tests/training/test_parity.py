@@ -50,8 +50,8 @@ def test_a_step_that_disagrees_is_caught(students, monkeypatch):
     model = small_model("bkt", vocab)  # serves through the generic wrapper of model.step
     honest = model.step
 
-    def off_by_a_little(state, items, correct):
-        out = honest(state, items, correct)
+    def off_by_a_little(state, items, correct, times=None):
+        out = honest(state, items, correct, times)
         return StepOutput(out.p_correct * 0.99, out.state, out.mastery)
 
     monkeypatch.setattr(model, "step", off_by_a_little)
