@@ -99,6 +99,7 @@ def report(outcome: Outcome, profile_name: str) -> dict:
         "dlq_records": t.dead_letter_records if t else 0,
         "duplicates_dropped": t.duplicates if t else 0,
         "dlq_repeats": t.dead_letter_repeats if t else 0,
+        "dlq_truncated": t.truncated_dead_letters if t else 0,
         "state_mismatches": v.state_mismatches if v else None,
         "lost": v.lost if v else None,
         "output_mismatches": v.output_mismatches if v else None,

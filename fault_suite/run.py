@@ -43,6 +43,7 @@ from .traffic import Collector, Sender
 from .verify import Tally, Verdict, check, read_states
 
 PARTITIONS = 4
+INPUT_TOPIC_CONFIG = {"max.message.bytes": str(8 << 20)}  # the giant poison events (5 MB) get in; their dead letters must fit 1 MB
 STALL_S = 45.0  # no answer for this long: something is lost (a restart or an outage takes under 20 s)
 
 
@@ -203,7 +204,8 @@ class Suite:
     async def open_topics(self) -> None:
         """Create the topics and start the sender and collector on them."""
         assert self.settings is not None
-        await ensure_topics(self.settings.bootstrap, [self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic], PARTITIONS)
+        await ensure_topics(self.settings.bootstrap, [self.settings.in_topic], PARTITIONS, configs=INPUT_TOPIC_CONFIG)
+        await ensure_topics(self.settings.bootstrap, [self.settings.out_topic, self.settings.dlq_topic], PARTITIONS)  # Kafka's defaults: 1 MB records
         self.sender = self.sender or Sender(self.settings.bootstrap, self.settings.in_topic)
         self.sender.topic = self.settings.in_topic
         await self.sender.start()

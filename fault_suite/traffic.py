@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from stream_kt.service import kafka_io
+
 from .workload import Message
 
 # aiokafka logs every refused connection while a broker is down: the suite reports outages itself
@@ -41,7 +43,8 @@ class Sender:
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2, max_request_size=1024 * 1024, request_timeout_ms=30_000)
+        # 8 MiB: the giant poison events (5 MB) must go in; the input topic takes them (run.INPUT_TOPIC_CONFIG)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2, max_request_size=8 << 20, request_timeout_ms=30_000)
         await self.producer.start()
 
     async def stop(self) -> None:
@@ -87,16 +90,14 @@ class Collector:
     _consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self._consumer = kafka_io.make_reader(
+            self.bootstrap,
+            [self.out_topic, self.dlq_topic],
             fetch_max_wait_ms=50,  # outputs seen soon after they are produced: faults are timed by them
             max_partition_fetch_bytes=4 * 1024 * 1024,  # dead letters may be huge
             fetch_max_bytes=16 * 1024 * 1024,
         )
         await self._consumer.start()
-        self._consumer.subscribe([self.out_topic, self.dlq_topic])  # no group: every partition, from the beginning
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

@@ -8,6 +8,7 @@ plan and the reference.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from stream_kt.service.events import decode_mastery
 from stream_kt.service.state import WINDOW, StudentState
 
 from .traffic import Collector, DeadLetter, Sent
-from .workload import Reference
+from .workload import Message, Reference
 
 TOLERANCE = 1e-5
 
@@ -36,6 +37,7 @@ class Tally:
     duplicates: int = 0
     conflicting_duplicates: list[str] = field(default_factory=list)  # a repeat whose values differ
     dead_letter_repeats: int = 0
+    truncated_dead_letters: int = 0  # distinct sources whose dead letter is a truncated prefix (too big to forward)
     undecodable_outputs: int = 0
 
     def update(self, collector: Collector) -> None:
@@ -63,6 +65,7 @@ class Tally:
                 self.dead_letter_repeats += 1  # the DLQ is at-least-once: a crash before commit sends it again
             else:
                 self.dead_letters[source] = letter
+                self.truncated_dead_letters += letter.headers.get("truncated") == "true"
         collector.indexed = (len(collector.outputs), len(collector.dead_letters))
 
     def answered(self, sent: list[Sent]) -> int:
@@ -104,6 +107,18 @@ def read_states(redis_url: str, prefix: str, student_ids: list[str]) -> dict[str
     finally:
         client.close()
     return {s: None if value is None else StudentState.from_bytes(value) for s, value in zip(student_ids, raw)}
+
+
+def letter_altered(letter: DeadLetter, message: Message) -> str | None:
+    """What is wrong with the dead letter of poison ``message``: it must carry the original key and bytes, or,
+    when the original was too big to forward whole, a prefix of them with the original size and SHA-256."""
+    original = message.value or b""
+    if not letter.headers.get("detail") or letter.key != message.key:
+        return "dead letter altered (key or detail)"
+    if letter.headers.get("truncated") == "true":
+        intact = letter.headers.get("original_size") == str(len(original)) and letter.headers.get("sha256") == hashlib.sha256(original).hexdigest()
+        return None if intact and original.startswith(letter.value or b"") else "truncated dead letter does not identify the original"
+    return None if (letter.value or b"") == original else "dead letter altered (bytes)"
 
 
 def check(
@@ -191,9 +206,10 @@ def check(
         if reason != m.reason:
             verdict.poison_wrong_reason += 1
             verdict.note(f"poison {m.kind} at {s.source}: reason {reason!r}, expected {m.reason!r}")
-        if letter.key != m.key or (letter.value or b"") != (m.value or b"") or not letter.headers.get("detail"):
+        altered = letter_altered(letter, m)
+        if altered:
             verdict.poison_altered += 1
-            verdict.note(f"poison {m.kind} at {s.source}: dead letter altered (key, bytes or detail)")
+            verdict.note(f"poison {m.kind} at {s.source}: {altered}")
     for source in tally.dead_letters:
         message = by_source.get(source)
         if message is None or message.valid:

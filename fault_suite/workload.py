@@ -87,6 +87,17 @@ def _huge(rng: random.Random, student: str) -> bytes:
     return msgpack.packb(event)
 
 
+GIANT_BYTES = 5_000_000  # bigger than any dead-letter topic takes: its dead letter is a truncated prefix
+
+
+def _giant(rng: random.Random, student: str) -> bytes:
+    event = _event(rng, student)
+    event["pad"] = b""
+    base = len(msgpack.packb(event))
+    event["pad"] = rng.randbytes(GIANT_BYTES - base - 4)  # bin 32: 5-byte header instead of the empty bin's 2
+    return msgpack.packb(event)
+
+
 # kind -> (expected DLQ reason, builder): each kind's reason holds by construction
 POISON: dict[str, tuple[str, Builder]] = {
     "random_bytes": ("not_msgpack", lambda rng, s: b"\xc1" + rng.randbytes(rng.randint(0, 200))),  # 0xc1 is never valid msgpack
@@ -104,6 +115,7 @@ POISON: dict[str, tuple[str, Builder]] = {
     "bad_correct": ("bad_correct", lambda rng, s: _with(rng, s, correct=rng.choice([2, -1, "1", 0.0, 1.0, None]))),
     "unknown_skill": ("unknown_item", lambda rng, s: _with(rng, s, skill_id=rng.choice([f"no-such-skill-{rng.randrange(1000)}", ITEMS + rng.randrange(1000), ""]))),
     "huge": ("oversized", _huge),
+    "giant": ("oversized", _giant),
 }
 
 

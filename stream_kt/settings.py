@@ -73,6 +73,7 @@ class StreamSettings(BaseSettings):
     checkpoint: str = setting("", "KT_CHECKPOINT", "--checkpoint", "the model serve serves: a checkpoint directory (stream-kt train)")
     backend: str = setting("auto", "KT_BACKEND", "--backend", "the model step's backend: auto (the best available), eager, cpu, cuda or neuron")
     metrics_port: int = setting(9108, "KT_METRICS_PORT", "--metrics-port", "Prometheus /metrics, /healthz, /readyz; 0 = none")
+    unready_after_retry_s: int = setting(30, "KT_UNREADY_AFTER_RETRY_S", "--unready-after-retry-s", "/readyz fails while a batch has been retrying longer than this")
     log_format: str = setting("text", "KT_LOG_FORMAT", "--log-format", "text or json")
     state_ttl_s: int = setting(0, "KT_STATE_TTL_S", "--state-ttl-s", "expire a student's state this long after its last write; an expired student restarts from the initial state; 0 = keep forever")
     max_event_bytes: int = setting(MAX_EVENT_BYTES, "KT_MAX_EVENT_BYTES", "--max-event-bytes", "a bigger event goes to the dead-letter topic")
@@ -137,6 +138,8 @@ class StreamSettings(BaseSettings):
             raise ValueError(f"fetch wait {self.fetch_wait_ms} ms must be between 1 and 60000")
         if self.partitions < 1:
             raise ValueError("partitions must be at least 1")
+        if self.unready_after_retry_s < 0:
+            raise ValueError(f"unready after retry {self.unready_after_retry_s} s must be 0 or positive")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics port {self.metrics_port} must be between 1 and 65535, or 0 for none")
         if self.log_format not in LOG_FORMATS:

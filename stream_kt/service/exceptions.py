@@ -14,5 +14,9 @@ class InvalidEvent(StreamKTError):
         self.detail = detail
 
 
+class FatalStreamError(StreamError):
+    """An error retrying cannot fix: the processor stops with its batch uncommitted."""
+
+
 class BrokerError(StreamError):
     """The embedded broker could not be started."""

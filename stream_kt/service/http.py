@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis
 from aiokafka.errors import KafkaError
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from stream_kt.service.exceptions import StreamError
 from stream_kt.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Readiness:
         self.model_version: str | None = None
         self.redis_client: Any = None  # redis.asyncio client (single or cluster)
         self.kafka_client: Any = None  # the producer's aiokafka client (untyped)
+        self.processor_problem: Callable[[], str | None] | None = None  # a batch stuck retrying
 
     async def problem(self) -> str | None:
         """Why the processor is not ready, or None."""
@@ -47,7 +49,7 @@ class Readiness:
             return "starting: model not loaded"
         if self.redis_client is None or self.kafka_client is None:
             return "not connected to Redis and Kafka (starting or stopping)"
-        problems = await asyncio.gather(self._redis_problem(), self._kafka_problem())
+        problems = [self.processor_problem() if self.processor_problem else None, *await asyncio.gather(self._redis_problem(), self._kafka_problem())]
         return "; ".join(p for p in problems if p) or None
 
     async def _redis_problem(self) -> str | None:
@@ -75,15 +77,13 @@ class ObservabilityServer:
         self.host, self.port = host, port
         self.server: asyncio.Server | None = None
 
-    async def start(self) -> bool:
-        """Listen; False (logged) when the port cannot be bound."""
+    async def start(self) -> None:
+        """Listen; ``StreamError`` (one line) when the port cannot be bound: serve without its probes would look dead or never ready."""
         try:
             self.server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as exc:
-            log.error("metrics port %d: cannot listen (%s); running without /metrics, /healthz and /readyz", self.port, exc.strerror or exc)
-            return False
+            raise StreamError(f"metrics port {self.port}: cannot listen ({exc.strerror or exc}); free it, or set --metrics-port / KT_METRICS_PORT (0: no endpoint)") from None
         log.info("metrics, /healthz and /readyz on port %d", self.port)
-        return True
 
     async def stop(self) -> None:
         if self.server is not None:

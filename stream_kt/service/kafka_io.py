@@ -10,6 +10,7 @@ when to commit; ``processor.py`` owns the commit order.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import ssl
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -37,6 +39,50 @@ def source(topic: str, partition: int) -> str:
 
 def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
     return [("reason", reason.encode()), ("detail", detail.encode()), ("source", f"{source(topic, partition)}/{offset}".encode())]
+
+
+PRODUCER_MAX_REQUEST_BYTES = 1_048_576  # aiokafka's max_request_size, which make_producer keeps
+KAFKA_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's default message.max.bytes (a topic's max.message.bytes)
+RECORD_OVERHEAD_BYTES = 512  # record batch and record framing, varints, header names: what a limit keeps free
+
+
+def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], limit_bytes: int) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """A dead letter that fits in ``limit_bytes`` (the smallest of the producer's and the topic's limits).
+
+    The original key and bytes when they fit; otherwise the value becomes a prefix of
+    the original, and headers say so: ``truncated: true``, ``original_size`` (bytes) and
+    ``sha256`` (hex, of the whole original value), so the event stays identifiable.
+    """
+    header_bytes = sum(len(name) + len(data) for name, data in headers)
+    room = limit_bytes - RECORD_OVERHEAD_BYTES - header_bytes - len(key or b"")
+    if value is None or len(value) <= room:
+        return key, value, headers
+    marks = [("truncated", b"true"), ("original_size", str(len(value)).encode()), ("sha256", hashlib.sha256(value).hexdigest().encode())]
+    room -= sum(len(name) + len(data) for name, data in marks)
+    return key, value[: max(0, room)], headers + marks
+
+
+def permanent(exc: BaseException) -> bool:
+    """A Kafka error that retrying cannot fix (a record too large, no authorization, an invalid topic)?"""
+    return isinstance(exc, KafkaError) and not getattr(exc, "retriable", False) and not isinstance(exc, (KafkaConnectionError, KafkaTimeoutError))
+
+
+async def topic_message_limit(bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> int:
+    """The largest record ``topic`` accepts: its ``max.message.bytes``, or Kafka's default where the broker will not say."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    try:
+        await admin.start()
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})])
+        for response in responses:
+            for resource in response.resources:
+                for entry in resource[4]:  # (name, value, read_only, ...) of each config entry
+                    if entry[0] == "max.message.bytes" and entry[1] is not None:
+                        return int(entry[1])
+    except (KafkaError, ValueError, IndexError, TypeError) as exc:  # the embedded broker has no DescribeConfigs
+        log.info("topic %s: max.message.bytes unknown (%s); assuming Kafka's default %d", topic, type(exc).__name__, KAFKA_MAX_MESSAGE_BYTES)
+    finally:
+        await admin.close()
+    return KAFKA_MAX_MESSAGE_BYTES
 
 
 def message_key(student_id: str) -> bytes:
@@ -62,7 +108,9 @@ def client_options(settings: StreamSettings) -> dict[str, Any]:
     return options
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25, *, security: dict[str, Any] | None = None) -> None:
+async def ensure_topics(
+    bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25, *, security: dict[str, Any] | None = None, configs: dict[str, str] | None = None
+) -> None:
     """Create missing topics with ``partitions`` partitions; an existing topic is left as it is.
 
     This is the first contact with the broker, so it retries a bounded number of times
@@ -74,7 +122,7 @@ async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, atte
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
         try:
             await admin.start()
-            response = await admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+            response = await admin.create_topics([NewTopic(t, partitions, 1, topic_configs=configs or {}) for t in topics])
         except KafkaError as exc:
             log.warning("broker %s: attempt %d/%d failed: %s", bootstrap, attempt, attempts, exc)
             if attempt == attempts:
@@ -117,7 +165,7 @@ def make_consumer(settings: StreamSettings, listener: ConsumerRebalanceListener)
 
 
 def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", **client_options(settings))
+    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_request_size=PRODUCER_MAX_REQUEST_BYTES, **client_options(settings))
 
 
 def make_tool_producer(bootstrap: str, security: dict[str, Any] | None = None, **options: object) -> AIOKafkaProducer:
@@ -128,7 +176,9 @@ def make_tool_producer(bootstrap: str, security: dict[str, Any] | None = None, *
 def make_reader(bootstrap: str, topics: list[str], security: dict[str, Any] | None = None, **options: object) -> AIOKafkaConsumer:
     """A consumer of every partition of ``topics`` from the beginning, with no group: it commits
     nothing and never disturbs a processor's group.  (A subscription, not ``assign``: Kafka only
-    returns metadata for the topics a client tracks.)"""
+    returns metadata for the topics a client tracks.  Its metadata is refreshed every 2 s, so a
+    topic created just before, whose partitions the first refresh may miss, is read soon.)"""
+    options = {"metadata_max_age_ms": 2000, **options}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)
     consumer.subscribe(topics)
     return consumer

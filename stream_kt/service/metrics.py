@@ -11,7 +11,8 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_batch_fill_ratio                histogram: students in a model step / B
     stream_kt_step_latency_seconds            histogram: one model step
     stream_kt_end_to_end_latency_seconds      histogram: output delivered - event ``ts``
-    stream_kt_consumer_lag{topic,partition}   gauge: highwater - position, assigned partitions only
+    stream_kt_consumer_lag{topic,partition}   gauge: the broker's high-water mark - the committed offset, assigned partitions
+    stream_kt_batch_retry_seconds             gauge: how long the current batch has been retrying (0: none is)
     stream_kt_redis_errors_total              failed Redis round trips (each is retried)
     stream_kt_kafka_errors_total              failed deliveries and refused commits
     stream_kt_model_info{version}             gauge 1: the served checkpoint
@@ -20,7 +21,7 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -37,6 +38,7 @@ NAMES = (
     "stream_kt_step_latency_seconds",
     "stream_kt_end_to_end_latency_seconds",
     "stream_kt_consumer_lag",
+    "stream_kt_batch_retry_seconds",
     "stream_kt_redis_errors_total",
     "stream_kt_kafka_errors_total",
     "stream_kt_model_info",
@@ -87,6 +89,7 @@ class Metrics(Collector):
         self.step_latency = BatchHistogram(STEP_BUCKETS_S)
         self.end_to_end_latency = BatchHistogram(END_TO_END_BUCKETS_S)
         self.consumer_lag: dict[tuple[str, int], int] = {}
+        self.batch_retry_seconds: Callable[[], float] = lambda: 0.0  # the processor's clock, read at scrape time
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         if process_metrics:
@@ -122,10 +125,11 @@ class Metrics(Collector):
         yield self.batch_fill.family("stream_kt_batch_fill_ratio", "Students in a model step / the batch shape B.")
         yield self.step_latency.family("stream_kt_step_latency_seconds", "Duration of one model step.")
         yield self.end_to_end_latency.family("stream_kt_end_to_end_latency_seconds", "Output delivered minus the event's ts.")
-        lag = GaugeMetricFamily("stream_kt_consumer_lag", "Highwater minus position, per assigned input partition.", labels=["topic", "partition"])
+        lag = GaugeMetricFamily("stream_kt_consumer_lag", "The broker's high-water mark minus the committed offset, per assigned input partition.", labels=["topic", "partition"])
         for (topic, partition), value in sorted(self.consumer_lag.items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        yield GaugeMetricFamily("stream_kt_batch_retry_seconds", "How long the current batch has been retrying (0: none is).", value=self.batch_retry_seconds())
         info = GaugeMetricFamily("stream_kt_model_info", "The served model version (value 1).", labels=["version"])
         if self.model_version is not None:
             info.add_metric([self.model_version], 1)

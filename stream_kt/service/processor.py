@@ -21,13 +21,24 @@ This module owns the commit order.  Per batch:
     so from here on a replay of these events is skipped in 4: losing step 8 is harmless.
  8. Commit offset + 1 per partition.  Only now may the broker forget the batch.
 
-Redis and Kafka errors: a failure in 3-7 (or a failed delivery in 2's dead letters or
-6's outputs) is logged with the batch's topic/partition/offset ranges, backed off
-(bounded exponential) and the dead letters and 3-7 are redone from a fresh read.
+Redis and Kafka errors: a retriable failure in 3-7 (or a failed delivery in 2's dead
+letters or 6's outputs) is logged with the batch's topic/partition/offset ranges, backed
+off (bounded exponential) and the dead letters and 3-7 are redone from a fresh read.
 Step 8 never runs for a batch whose step 7 failed; redoing 6 (or the dead letters)
 only repeats messages, as a crash would.  The retrying batch keeps the rebalance gate, so
 its partitions are not handed over mid-retry.  Stopping during the outage abandons the
-batch uncommitted: the next owner replays it.
+batch uncommitted: the next owner replays it.  While a batch has retried longer than
+``unready_after_retry_s``, ``/readyz`` fails (``stream_kt_batch_retry_seconds`` says how
+long), and the consumer lag (the broker's high-water mark minus the committed offset)
+grows with every new event.
+
+Errors retrying cannot fix (``kafka_io.permanent``): a dead letter is always made to fit
+(``kafka_io.dead_letter``: a prefix of the original, with its size and SHA-256, within
+the smaller of the producer's and the DLQ topic's limits); should the broker still refuse
+it as too large, the limit is lowered and the batch redone.  Any other permanent error,
+and any permanent error of a mastery output, stops the processor (``FatalStreamError``)
+with the batch uncommitted: skipping the output would lose it, retrying would spin
+forever.
 
 Rebalance: steps 2-8 run under the gate's lock, which ``on_partitions_revoked`` also
 takes, so a partition is handed over only after its in-flight batch is committed and
@@ -64,7 +75,7 @@ from typing import Any
 import numpy as np
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from stream_kt.backends import StepBackend, make_backend
@@ -72,7 +83,7 @@ from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.sequences import lag_seconds
 from stream_kt.service import batcher, kafka_io
 from stream_kt.service.events import AnswerEvent, decode_answer, encode_mastery
-from stream_kt.service.exceptions import InvalidEvent
+from stream_kt.service.exceptions import FatalStreamError, InvalidEvent
 from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
@@ -82,6 +93,7 @@ from stream_kt.settings import StreamSettings
 log = logging.getLogger(__name__)
 
 Records = dict[TopicPartition, list[ConsumerRecord]]
+MIN_DLQ_LIMIT_BYTES = 4096  # the smallest dead letter: headers and a prefix of the event
 
 
 @dataclass
@@ -159,22 +171,39 @@ class Processor:
         self.step_fills: list[float] = []  # per model step since the last batch's metrics: rows / B
         self.step_seconds: list[float] = []
         self.lag_interval_s = 1.0
-        self.next_lag_update = 0.0
+        self.dlq_limit_bytes = kafka_io.PRODUCER_MAX_REQUEST_BYTES  # run_processor lowers it to the DLQ topic's limit
+        self.retrying_since: float | None = None  # monotonic start of the current batch's retries
+        self.committed: dict[TopicPartition, int] = {}  # offsets this processor committed
+        self.metrics.batch_retry_seconds = self.retry_seconds
         self.initial_rows = {k: v[0].numpy().copy() for k, v in backend.initial_state(1).items()}  # one student's (L, H) rows
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            revocations = self.gate.revocations
-            records = await self.poll(stop)  # 1
-            if time.monotonic() >= self.next_lag_update:
-                await self.update_lag()
-            if not records:
-                continue
-            async with self.gate.lock:
-                if self.gate.revocations != revocations:  # see Rebalance above
-                    self.rewind(records)
+        lag = asyncio.create_task(self.lag_loop(stop))
+        try:
+            while not stop.is_set():
+                revocations = self.gate.revocations
+                records = await self.poll(stop)  # 1
+                if not records:
                     continue
-                await self.process(records, stop)
+                async with self.gate.lock:
+                    if self.gate.revocations != revocations:  # see Rebalance above
+                        self.rewind(records)
+                        continue
+                    await self.process(records, stop)
+        finally:
+            lag.cancel()
+            await asyncio.gather(lag, return_exceptions=True)
+
+    def retry_seconds(self) -> float:
+        """How long the current batch has been retrying (0: it is not)."""
+        return 0.0 if self.retrying_since is None else time.monotonic() - self.retrying_since
+
+    def problem(self) -> str | None:
+        """What ``/readyz`` reports about the processor itself: a batch stuck retrying too long."""
+        retry_s = self.retry_seconds()
+        if retry_s > self.settings.unready_after_retry_s:
+            return f"a batch has been retrying for {retry_s:.0f} s (more than {self.settings.unready_after_retry_s} s)"
+        return None
 
     def rewind(self, records: Records) -> None:
         """Drop a batch that overlapped a rebalance; re-read what we still own from its first offset."""
@@ -201,20 +230,28 @@ class Processor:
         valid, invalid = self.validate(records)  # 2
         attempt = 0
         while True:
+            stage = "dead letters"
             try:
-                dead_letters = [(reason, await self.producer.send(self.settings.dlq_topic, value, key=key, headers=headers)) for reason, key, value, headers in invalid]
+                dead_letters = await self.send_dead_letters(invalid)  # 2
+                stage = "states"
                 applied = await self.apply(valid)  # 3, 4, 5
+                stage = "mastery outputs"
                 await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, applied.outputs))  # 6
                 delivered_ms = time.time_ns() // 1_000_000
+                stage = "states"
                 await self.store.write(applied.states)  # 7
+                stage = "dead letters"
                 await asyncio.gather(*(delivery for _, delivery in dead_letters))  # 2's deliveries, before 8
                 break
             except (*REDIS_ERRORS, KafkaError) as exc:
                 attempt += 1
                 if isinstance(exc, KafkaError):
                     self.metrics.kafka_errors += 1
+                    self.on_permanent_error(exc, stage, records)
                 else:
                     self.metrics.redis_errors += 1
+                if self.retrying_since is None:
+                    self.retrying_since = time.monotonic()
                 delay_s = self.backoff.delay_s(attempt)
                 log.error("batch %s: attempt %d failed (%s: %s); nothing committed, retrying in %.1f s", describe(records), attempt, type(exc).__name__, exc, delay_s)
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -222,6 +259,7 @@ class Processor:
                 if stop.is_set():
                     log.warning("batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records))
                     return
+        self.retrying_since = None
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
         self.stats.events_in += events_in
@@ -251,6 +289,27 @@ class Processor:
                     continue
                 valid.append(Pending(event, tp.topic, tp.partition, record.offset))
         return valid, dead_letters
+
+    async def send_dead_letters(self, invalid: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> list[tuple[str, asyncio.Future[Any]]]:
+        """2: send each dead letter, made to fit ``dlq_limit_bytes`` (a truncated one is logged with its source)."""
+        sent = []
+        for reason, key, value, headers in invalid:
+            key, value, headers = kafka_io.dead_letter(key, value, headers, self.dlq_limit_bytes)
+            if headers and headers[-1][0] == "sha256":
+                source = dict(headers).get("source", b"?").decode()
+                log.warning("%s: dead letter (%s) truncated to %d bytes to fit the dead-letter topic; the original size and SHA-256 are in its headers", source, reason, len(value or b""))
+            sent.append((reason, await self.producer.send(self.settings.dlq_topic, value, key=key, headers=headers)))
+        return sent
+
+    def on_permanent_error(self, exc: KafkaError, stage: str, records: Records) -> None:
+        """A Kafka error retrying cannot fix: shrink the dead letters if it was their size, else stop (see the docstring)."""
+        if not kafka_io.permanent(exc):
+            return
+        if stage == "dead letters" and isinstance(exc, MessageSizeTooLargeError) and self.dlq_limit_bytes > MIN_DLQ_LIMIT_BYTES:
+            self.dlq_limit_bytes = max(MIN_DLQ_LIMIT_BYTES, self.dlq_limit_bytes // 4)
+            log.error("batch %s: a dead letter was too large for the broker (%s); dead letters now keep at most %d bytes", describe(records), exc, self.dlq_limit_bytes)
+            return
+        raise FatalStreamError(f"cannot write {stage} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, so serve stops with batch {describe(records)} uncommitted")
 
     async def apply(self, valid: list[Pending]) -> Applied:
         """3-5: read the states, skip replays, rebuild stale states, step the rounds."""
@@ -328,24 +387,40 @@ class Processor:
         offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items() if rs}
         try:
             await self.consumer.commit(offsets)
+            self.committed.update(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             self.metrics.kafka_errors += 1
             # the partitions moved on: the next owner replays from its committed offset and 4 skips what 7 wrote
             log.warning("batch %s: commit refused (%s); state offsets make the replay harmless", describe(records), exc)
 
+    async def lag_loop(self, stop: asyncio.Event) -> None:
+        """Refresh ``consumer_lag`` about once a second, also while a batch retries."""
+        while not stop.is_set():
+            with contextlib.suppress(Exception):  # a broker away for a while: the next round tries again
+                await self.update_lag()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.lag_interval_s)
+
     async def update_lag(self) -> None:
-        """``consumer_lag`` of the assigned partitions: highwater (from the last fetch) - position; no request."""
-        self.next_lag_update = time.monotonic() + self.lag_interval_s
+        """``consumer_lag`` of the assigned partitions: the broker's high-water mark minus the committed offset.
+
+        Committed, not the consumer's position: a batch that is polled but stuck retrying is
+        not done, so its events (and every event behind it) count as lag.
+        """
+        owned = list(self.consumer.assignment())
+        if not owned:
+            self.metrics.consumer_lag = {}
+            return
+        ends = await asyncio.wait_for(self.consumer.end_offsets(owned), 5.0)
         lag = {}
-        for tp in self.consumer.assignment():
-            try:
-                highwater = self.consumer.highwater(tp)
-                if highwater is None:  # nothing fetched from it yet
-                    continue
-                position = await asyncio.wait_for(self.consumer.position(tp), 0.1)
-            except (TimeoutError, AssertionError, AttributeError, IllegalStateError):
-                continue  # revoked or being reset meanwhile: the next update sees it
-            lag[(tp.topic, tp.partition)] = max(0, highwater - position)
+        for tp in owned:
+            done = self.committed.get(tp)
+            if done is None:
+                done = await asyncio.wait_for(self.consumer.committed(tp), 5.0)
+                if done is None:  # nothing committed yet: from the first offset the group will read
+                    done = (await asyncio.wait_for(self.consumer.beginning_offsets([tp]), 5.0))[tp]
+                self.committed[tp] = done
+            lag[(tp.topic, tp.partition)] = max(0, ends[tp] - done)
         self.metrics.consumer_lag = lag
 
 
@@ -417,6 +492,10 @@ async def run_processor(
         readiness.redis_client, readiness.kafka_client = store.client, producer.client
         closing.callback(setattr, readiness, "kafka_client", None)  # closed clients: not ready any more
         processor = Processor(settings, checkpoint, step_backend, consumer, producer, store, gate, metrics=metrics)
+        dlq_limit = await kafka_io.topic_message_limit(settings.bootstrap, settings.dlq_topic, security)
+        processor.dlq_limit_bytes = min(kafka_io.PRODUCER_MAX_REQUEST_BYTES, dlq_limit)
+        readiness.processor_problem = processor.problem
+        closing.callback(setattr, readiness, "processor_problem", None)
         log.info("processing %s -> %s with model %s (group %s, batch %d)", settings.in_topic, settings.out_topic, checkpoint.version, settings.group_id, settings.batch_size)
         await processor.run(stop)
     return processor.stats
