@@ -20,11 +20,18 @@ from stream_kt.models import KTModel
 
 class CpuTracedBackend(StepBackend):
     """TorchScript trace + freeze of the fixed-shape step (measured faster than eager and
-    than torch.compile's warm-up cost for a step this small; see README, Performance)."""
+    than torch.compile's warm-up cost for a step this small; see docs/performance.md).
+
+    A module that can pack its weights for oneDNN (``pack_for_cpu``, DKT's) runs eagerly
+    with them instead: packed weights cannot be traced, and the packed eager step
+    measured faster than the traced one."""
 
     name = "cpu"
 
     def compile(self, module: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
+        pack = getattr(module, "pack_for_cpu", None)
+        if pack is not None and pack(self.batch_size):
+            return module
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about constant shapes: the shape IS constant
             traced = torch.jit.trace(module, example_inputs, check_trace=False)

@@ -134,6 +134,13 @@ class DKTInferenceStep(nn.Module):
     that product is precomputed once per interaction index: the step is a row gather,
     one (B, H) x (H, 4H) matmul for the recurrence and one (B, H) x (H, V) for mastery.
     Inputs and outputs as ``KTModel.inference_module`` (state names c, h).
+
+    Pointwise work is one sigmoid over all four gates: the cell gate's weights are
+    doubled, so ``tanh(g) = 2 sigmoid(2g) - 1`` reads off the same sigmoid (and the new
+    cell's tanh is taken the same way); on the CPU, torch's ``tanh`` costs several times
+    its ``sigmoid``.  ``pack_for_cpu`` then lets oneDNN run both matmuls on weights
+    reordered once for it, the mastery sigmoid fused into the second; measured in
+    docs/performance.md.
     """
 
     input_gates: torch.Tensor  # buffers
@@ -146,22 +153,46 @@ class DKTInferenceStep(nn.Module):
         super().__init__()
         assert list(state_names) == ["c", "h"], state_names
         self.num_items = model.config.num_items
+        hidden = model.config.hidden_size
         lstm = model.lstm
         with torch.no_grad():
             weight_ih, weight_hh, bias_ih, bias_hh = (cast(torch.Tensor, getattr(lstm, name)) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
-            gates = model.embed.weight @ weight_ih.T + bias_ih + bias_hh  # (2V+1, 4H)
+            gates = model.embed.weight @ weight_ih.T + bias_ih + bias_hh  # (2V+1, 4H), gate order i, f, g, o
+            recurrent = weight_hh.T.clone()  # (H, 4H)
+            for folded in (gates, recurrent):
+                folded[:, 2 * hidden : 3 * hidden] *= 2  # the cell gate, for tanh(g) = 2 sigmoid(2g) - 1
             self.register_buffer("input_gates", gates.contiguous())
-            self.register_buffer("recurrent", weight_hh.T.contiguous())  # (H, 4H)
+            self.register_buffer("recurrent", recurrent.contiguous())
             self.register_buffer("out_weight", model.out.weight.detach().clone())  # (V, H)
             self.register_buffer("out_weight_t", model.out.weight.T.contiguous())  # (H, V)
             self.register_buffer("out_bias", model.out.bias.detach().clone())  # (V,)
+        self.packed: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def pack_for_cpu(self, batch_size: int) -> bool:
+        """Reorder the two matmuls' weights for oneDNN (torch's CPU kernels) once; False where
+        this torch has no oneDNN.  The packed weights are opaque tensors TorchScript cannot
+        hold: a packed step runs eagerly, on CPU tensors only."""
+        onednn = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # type: ignore[no-untyped-call]
+        if not onednn or self.recurrent.device.type != "cpu":
+            return False
+        with torch.no_grad():
+            reorder = torch.ops.mkldnn._reorder_linear_weight
+            self.packed = (reorder(self.recurrent.T.contiguous(), batch_size), reorder(self.out_weight, batch_size))
+        return True
 
     def forward(self, c: torch.Tensor, h: torch.Tensor, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, ...]:  # times: unused
         h0, c0 = h[:, 0], c[:, 0]  # (B, H): one layer
-        p_correct = torch.sigmoid((h0 * self.out_weight[items]).sum(-1) + self.out_bias[items])  # (B,)
-        gates = torch.addmm(self.input_gates[items + self.num_items * correct], h0, self.recurrent)  # (B, 4H)
-        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, 1)
-        c1 = torch.sigmoid(forget_gate) * c0 + torch.sigmoid(in_gate) * torch.tanh(cell_gate)  # (B, H)
-        h1 = torch.sigmoid(out_gate) * torch.tanh(c1)
-        mastery = torch.sigmoid(torch.addmm(self.out_bias, h1, self.out_weight_t))  # (B, V)
+        p_correct = torch.sigmoid((h0 * self.out_weight.index_select(0, items)).sum(-1) + self.out_bias.index_select(0, items))  # (B,)
+        inputs = self.input_gates.index_select(0, items + self.num_items * correct)  # (B, 4H)
+        if self.packed is None:
+            gates = torch.addmm(inputs, h0, self.recurrent)
+        else:
+            gates = torch.ops.mkldnn._linear_pointwise(h0, self.packed[0], None, "none", [], "").add_(inputs)
+        in_gate, forget_gate, cell_gate, out_gate = torch.sigmoid(gates).chunk(4, 1)
+        c1 = torch.addcmul(forget_gate * c0, in_gate, cell_gate * 2 - 1)  # (B, H)
+        h1 = out_gate * (torch.sigmoid(c1 * 2) * 2 - 1)
+        if self.packed is None:
+            mastery = torch.sigmoid(torch.addmm(self.out_bias, h1, self.out_weight_t))  # (B, V)
+        else:
+            mastery = torch.ops.mkldnn._linear_pointwise(h1, self.packed[1], self.out_bias, "sigmoid", [], "")
         return p_correct, c1.unsqueeze(1), h1.unsqueeze(1), mastery

@@ -77,6 +77,27 @@ def test_eager_backend_matches_the_models_own_step(model):
         state = got.state
 
 
+def test_dkt_on_the_cpu_backend_packs_its_weights_and_matches_the_models_own_step_over_a_window():
+    """DKT's CPU step (oneDNN-packed weights, one sigmoid for all gates) against model.step: 120 steps, 1e-5."""
+    model = small_model("dkt")
+    backend = make_backend("cpu", model, BATCH)
+    assert backend.module.packed is not None  # the packed path is the one under test
+    rng = np.random.default_rng(5)
+    rows = BATCH + 3
+    state = expected_state = model.initial_state(rows)
+    for _ in range(120):
+        items = torch.from_numpy(rng.integers(0, NUM_ITEMS, rows))
+        correct = torch.from_numpy(rng.integers(0, 2, rows))
+        with torch.no_grad():
+            expected = model.step(expected_state, items, correct)
+        got = backend.step(state, items, correct)
+        np.testing.assert_allclose(got.p_correct.numpy(), expected.p_correct.numpy(), atol=1e-5)
+        np.testing.assert_allclose(got.mastery.numpy(), expected.mastery.numpy(), atol=1e-5)
+        for key in expected.state:
+            np.testing.assert_allclose(got.state[key].numpy(), expected.state[key].numpy(), atol=1e-5)
+        state, expected_state = got.state, expected.state
+
+
 class ShapeCheckingTracer:
     """Stands in for torch_neuronx.trace: same code path, minus the Neuron compiler.
 
