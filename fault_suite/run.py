@@ -196,6 +196,7 @@ class Suite:
                 batch_size=p.batch_size,
                 max_wait_ms=5,
                 partitions=PARTITIONS,
+                metrics_port=0,  # several members on one machine
             )
             await self.open_topics()
             (self.work_dir / "logs").mkdir(exist_ok=True)
@@ -473,7 +474,7 @@ class Suite:
         with self.timed("verify"):
             sent = self.sender.sent if self.sender else []
             students = sorted({m.student_id for m in self.messages if m.valid})
-            states = await asyncio.to_thread(read_states, self.redis.url, self.settings.key_prefix, students)
+            states = await asyncio.to_thread(read_states, self.redis.url, self.settings.key_prefix, students, self.checkpoint)
             by_id = {s.student_id: s for s in self.sequences}
             self.outcome.verdict = check(self.tally, sent, by_id, self.references, states, self.checkpoint.version)
         self.outcome.tally = self.tally

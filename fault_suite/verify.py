@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
+from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.service import keys
 from stream_kt.service.events import decode_mastery
-from stream_kt.service.state import WINDOW, StudentState
+from stream_kt.service.state import WINDOW, StudentState, decode_state
 
 from .traffic import Collector, DeadLetter, Sent
 from .workload import Message, Reference
@@ -100,13 +101,15 @@ class Verdict:
             self.problems.append(text)
 
 
-def read_states(redis_url: str, prefix: str, student_ids: list[str]) -> dict[str, StudentState | None]:
+def read_states(redis_url: str, prefix: str, student_ids: list[str], checkpoint: Checkpoint) -> dict[str, StudentState | None]:
+    """The stored states, read with ``checkpoint``'s vocabulary and state shapes (the model the suite serves)."""
     client = redis.Redis.from_url(redis_url, socket_timeout=30)
     try:
         raw = client.mget([keys.student_key(s, prefix) for s in student_ids])
     finally:
         client.close()
-    return {s: None if value is None else StudentState.from_bytes(value) for s, value in zip(student_ids, raw)}
+    shapes = {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
+    return {s: None if value is None else decode_state(value, s, checkpoint.vocab.ids, shapes) for s, value in zip(student_ids, raw)}
 
 
 def letter_altered(letter: DeadLetter, message: Message) -> str | None:

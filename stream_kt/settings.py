@@ -77,6 +77,8 @@ class StreamSettings(BaseSettings):
     log_format: str = setting("text", "KT_LOG_FORMAT", "--log-format", "text or json")
     state_ttl_s: int = setting(0, "KT_STATE_TTL_S", "--state-ttl-s", "expire a student's state this long after its last write; an expired student restarts from the initial state; 0 = keep forever")
     max_event_bytes: int = setting(MAX_EVENT_BYTES, "KT_MAX_EVENT_BYTES", "--max-event-bytes", "a bigger event goes to the dead-letter topic")
+    mastery_format: str = setting("v2", "KT_MASTERY_FORMAT", "--mastery-format", "mastery messages: v2 (packed floats) or v1 (a list of floats)")
+    mastery_dtype: str = setting("float32", "KT_MASTERY_DTYPE", "--mastery-dtype", "float32, or float16 (v2 only: half the bytes)")
     redis_cluster: bool = setting(False, "KT_REDIS_CLUSTER", "--redis-cluster", "the Redis URL names a Redis Cluster node")
     kafka_security_protocol: str = setting("PLAINTEXT", "KT_KAFKA_SECURITY_PROTOCOL", "--kafka-security-protocol", "|".join(SECURITY_PROTOCOLS))
     kafka_sasl_mechanism: str = setting("PLAIN", "KT_KAFKA_SASL_MECHANISM", "--kafka-sasl-mechanism", "|".join(SASL_MECHANISMS) + " (SASL_* protocols)")
@@ -148,6 +150,10 @@ class StreamSettings(BaseSettings):
             raise ValueError(f"state TTL {self.state_ttl_s} s must be 0 (keep forever) or positive")
         if not 64 <= self.max_event_bytes <= 1 << 20:
             raise ValueError(f"max event bytes {self.max_event_bytes} must be between 64 and {1 << 20}")
+        if self.mastery_format not in ("v2", "v1"):
+            raise ValueError(f"mastery format {self.mastery_format!r} must be v2 or v1")
+        if self.mastery_dtype not in ("float32", "float16") or (self.mastery_format == "v1" and self.mastery_dtype != "float32"):
+            raise ValueError(f"mastery dtype {self.mastery_dtype!r} must be float32, or float16 with mastery format v2")
         if self.redis_cluster and (redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")):
             raise ValueError(f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database 0 (a cluster has no other)")
         self._check_kafka_security()

@@ -16,7 +16,7 @@ from stream_kt.data.readers import ITEM_COLUMNS
 from stream_kt.errors import ConfigError
 from stream_kt.settings import ENV, KAFKA_SECURITY, settings_from_options, settings_options
 from stream_kt.tools.demo import DEFAULT_LOCAL_REDIS, DemoOptions, run_demo
-from stream_kt.tools.inspect_state import format_report, load_student, mastery_over_window, plot_mastery_heatmap, state_report
+from stream_kt.tools.inspect_state import format_report, load_student, mastery_over_window, name_window, plot_mastery_heatmap, state_report
 from stream_kt.tools.replay import BURST_MS, event_order, load_replay_students, replay_and_follow
 from stream_kt.training.prepare import FORMAT_CHOICES
 
@@ -78,6 +78,8 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
     source = checkpoint or (recorded_checkpoint if plot else None)
     if source:
         model = load_checkpoint(source)
+        if vocab is None and model.version == state.model_version:
+            name_window(state, model.vocab)
         vocab = vocab or model.vocab
     report = state_report(state, vocab)
     if plot:

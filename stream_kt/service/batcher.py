@@ -1,32 +1,83 @@
-"""Micro-batch planning: which events of one poll can share one model step.  Pure.
+"""Micro-batching: which events of one poll share one model step, and the batch's arrays.  Pure.
 
 A model step applies one interaction to each row, so one student may appear at most
-once per step.  ``rounds`` splits a poll's events into rounds: round k holds every
-student's k-th event of the poll, so each student's events are applied in the order
-they were produced (a student's events share a partition, which Kafka keeps in order)
-while different students share a step.
+once per step.  A poll's events are split into rounds: round k holds every student's
+k-th event of the poll (``round_index``), so each student's events are applied in the
+order they were produced (a student's events share a partition, which Kafka keeps in
+order) while different students share a step.  The functions after it update a
+batch's schema-2 state rows (``state.StateLayout``) in place, a whole round at a time:
+no Python per event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
-T = TypeVar("T")
+import numpy as np
 
 
-def rounds(events: Sequence[T], student: Callable[[T], Hashable]) -> list[list[T]]:
-    """Split ``events`` (in consumption order) into rounds with at most one event per student.
+def codes_of(students: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(each event's student code, the distinct students in first-appearance order): codes index the students."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(s, len(index)) for s in students), np.int64, len(students))
+    return codes, list(index)
 
-    Round k lists students in the order their k-th events appear in ``events``.
-    """
-    out: list[list[T]] = []
-    seen: dict[Hashable, int] = {}  # student -> how many of their events are placed
-    for event in events:
-        key = student(event)
-        k = seen.get(key, 0)
-        seen[key] = k + 1
-        if k == len(out):
-            out.append([])
-        out[k].append(event)
-    return out
+
+def round_index(codes: np.ndarray) -> np.ndarray:
+    """Each event's round: how many events of its student come before it in the poll."""
+    n = len(codes)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    lengths = np.diff(np.r_[starts, n])
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, lengths)
+    return rank
+
+
+def applied_before(src_hash: np.ndarray, src_offset: np.ndarray, sources: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Which events a student's stored state has applied already (a replay): its offset is at or below the
+    state's last applied offset for the event's source.  ``src_hash``/``src_offset`` are the events'
+    students' source slots, (n, slots); ``sources`` the events' source hashes, (n,)."""
+    stored = np.where(src_hash == sources[:, None], src_offset, -1).max(1) if len(offsets) else np.zeros(0, np.int64)
+    return offsets <= stored
+
+
+def record_sources(rows: np.ndarray, at: np.ndarray, sources: np.ndarray, offsets: np.ndarray) -> None:
+    """Remember that rows ``at`` (distinct) applied these (source, offset)s: update the source's slot, or
+    make a new source the newest slot (the oldest of a full set drops out)."""
+    slot_hash, slot_offset = rows["src_hash"], rows["src_offset"]
+    match = slot_hash[at] == sources[:, None]  # (n, slots)
+    known = match.any(1)
+    if known.any():
+        slot_offset[at[known], match[known].argmax(1)] = offsets[known]
+    fresh = at[~known]
+    if len(fresh):
+        slot_hash[fresh, 1:] = slot_hash[fresh, :-1]
+        slot_offset[fresh, 1:] = slot_offset[fresh, :-1]
+        slot_hash[fresh, 0] = sources[~known]
+        slot_offset[fresh, 0] = offsets[~known]
+
+
+def push_window(rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, ts: np.ndarray) -> None:
+    """Append one interaction to each of rows ``at`` (distinct): the window is a ring of its capacity."""
+    capacity = rows["win_item"].shape[1]
+    head = rows["window_head"][at].astype(np.int64)
+    rows["win_item"][at, head] = items
+    rows["win_correct"][at, head] = correct
+    rows["win_ts"][at, head] = ts
+    rows["window_head"][at] = (head + 1) % capacity
+    rows["window_len"][at] = np.minimum(rows["window_len"][at].astype(np.int64) + 1, capacity)
+
+
+def event_times(rows: np.ndarray, at: np.ndarray, ts: np.ndarray, elapsed_ms: np.ndarray) -> np.ndarray:
+    """(n, 2) float32 [elapsed, lag] seconds of events on rows ``at``: elapsed from the event (-1: unknown, 0),
+    lag since the row's newest window interaction (none: 0; never negative), the rule offline data follows."""
+    capacity = rows["win_item"].shape[1]
+    length = rows["window_len"][at].astype(np.int64)
+    previous = rows["win_ts"][at, (rows["window_head"][at].astype(np.int64) - 1) % capacity]
+    lag = np.where(length > 0, np.maximum(ts - previous, 0) / 1000.0, 0.0)
+    elapsed = np.where(elapsed_ms >= 0, elapsed_ms / 1000.0, 0.0)
+    return np.stack([elapsed, lag], 1).astype(np.float32)

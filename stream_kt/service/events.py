@@ -1,4 +1,4 @@
-"""Wire formats (msgpack), version 1.  Pure: no Kafka, no Redis.
+"""Wire formats (msgpack).  Pure: no Kafka, no Redis.
 
 Answer event (input topic, key = student id as UTF-8):
     {"v": 1, "student_id": str|int, "skill_id": str|int  (or "item_id"),
@@ -6,13 +6,17 @@ Answer event (input topic, key = student id as UTF-8):
      "elapsed_ms": int >= 0 (optional: time spent answering; time-aware models use it)}
     "v" is optional on input (absent means 1).
 
-Mastery message (output topic, key = student id as UTF-8):
-    {"v": 1, "student_id": str, "seq": int, "event_id": ...|None, "ts": int,
-     "model_version": str, "item_id": str, "p_correct": float, "mastery": [float, ...]}
+Mastery message (output topic, key = student id as UTF-8), version 2 (the default):
+    {"v": 2, "student_id": str, "seq": int, "event_id": ...|None, "ts": int,
+     "model_version": str, "item_id": str, "p_correct": float,
+     "mastery": bin (V little-endian float32, or float16), "dtype": "f4" | "f2"}
+    Version 1 (``KT_MASTERY_FORMAT=v1``, for consumers that need it): the same map with
+    "v": 1, "mastery" a list of V floats (float32 precision) and no "dtype".
     ``seq`` is the student's event count after applying this event: (student_id, seq)
     identifies an output, so a consumer drops duplicates (outputs may repeat after a
     crash).  ``mastery[i]`` is P(correct) on the vocabulary's i-th item, in the order
-    of the checkpoint's ``vocab.json`` ("ids" and "names").
+    of the checkpoint's ``vocab.json`` ("ids" and "names").  ``decode_mastery`` reads
+    both versions.
 
 Dead-letter message (DLQ topic): the original key and bytes unchanged; headers
 ``reason`` (a code from ``REASONS``), ``detail``, ``source`` ("topic/partition/offset").
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.settings import MAX_EVENT_BYTES  # the default limit (KT_MAX_EVENT_BYTES)
@@ -54,6 +59,44 @@ def encode_answer(
         event["elapsed_ms"] = int(elapsed_ms)
     packed: bytes = msgpack.packb(event)
     return packed
+
+
+# (student_id, item_id, item index, correct, ts_ms, event_id, elapsed_ms): a valid event's fields
+Fields = tuple[str, str, int, int, int, "str | int | None", "int | None"]
+
+
+def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = MAX_EVENT_BYTES) -> Fields:
+    """``decode_answer``'s fields as a tuple, with no object per event: the processor's hot path.
+
+    The common valid event is accepted by a few type checks; anything else goes through
+    ``decode_answer``, which accepts or refuses it with its reason: both paths accept
+    exactly the same events with the same fields (``tests/service/test_events.py``).
+    """
+    if raw is not None and len(raw) <= max_bytes:
+        try:
+            event = _unpack(raw, raw=False, strict_map_key=False)
+        except Exception:  # garbage: decode_answer says why
+            event = None
+        if type(event) is dict and event.get("v", FORMAT_VERSION) == FORMAT_VERSION and "skill_id" in event:
+            student, item, correct, ts = event.get("student_id"), event["skill_id"], event.get("correct"), event.get("ts")
+            event_id, elapsed = event.get("event_id"), event.get("elapsed_ms")
+            if (
+                ((type(student) is str and student) or type(student) is int)
+                and type(item) in (str, int)
+                and (correct is True or correct is False or (type(correct) is int and correct in (0, 1)))
+                and type(ts) is int
+                and (event_id is None or type(event_id) in (str, int))
+                and (elapsed is None or (type(elapsed) is int and elapsed >= 0))
+            ):
+                item_id = str(item).strip()
+                index = index_of.get(item_id)
+                if index is not None:
+                    return str(student), item_id, index, int(correct), ts, event_id, elapsed
+    event_ = decode_answer(raw, index_of.get, max_bytes)  # raises InvalidEvent with the reason
+    return event_.student_id, event_.item_id, event_.item_index, event_.correct, event_.ts_ms, event_.event_id, event_.elapsed_ms
+
+
+_unpack = msgpack.unpackb
 
 
 def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], max_bytes: int = MAX_EVENT_BYTES) -> AnswerEvent:
@@ -101,24 +144,46 @@ def _is_id(value: object) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def encode_mastery(event: AnswerEvent, seq: int, model_version: str, p_correct: float, mastery: list[float]) -> bytes:
-    packed: bytes = msgpack.packb(
-        {
-            "v": FORMAT_VERSION,
-            "student_id": event.student_id,
-            "seq": seq,
-            "event_id": event.event_id,
-            "ts": event.ts_ms,
-            "model_version": model_version,
-            "item_id": event.item_id,
-            "p_correct": float(p_correct),
-            "mastery": mastery,
-        },
-        use_single_float=True,  # float32 is the model's precision; halves the message
-    )
-    return packed
+MASTERY_FORMATS = ("v2", "v1")
+MASTERY_DTYPES = {"float32": "<f4", "float16": "<f2"}
+
+
+class MasteryEncoder:
+    """Mastery messages of a batch: ``encode`` one per applied event, ``format`` "v2" (packed floats) or "v1" (a list)."""
+
+    def __init__(self, model_version: str, format: str = "v2", dtype: str = "float32") -> None:
+        if format not in MASTERY_FORMATS:
+            raise ValueError(f"mastery format {format!r}: choose v2 or v1")
+        if dtype not in MASTERY_DTYPES or (format == "v1" and dtype != "float32"):
+            raise ValueError(f"mastery dtype {dtype!r}: float32, or float16 with format v2")
+        self.model_version, self.format, self.dtype = model_version, format, MASTERY_DTYPES[dtype]
+        self.packer = msgpack.Packer(use_single_float=True, autoreset=True)
+
+    def encode(self, students: list[str], seqs: list[int], event_ids: list[Any], ts: list[int], item_ids: list[str], p_correct: list[float], mastery: np.ndarray) -> list[bytes]:
+        """One message per event: parallel lists, and ``mastery`` (n, V) float32."""
+        pack, version = self.packer.pack, self.model_version
+        if self.format == "v1":
+            rows: list[Any] = mastery.tolist()
+            v = 1
+        else:
+            width = mastery.shape[1] * np.dtype(self.dtype).itemsize
+            raw = np.ascontiguousarray(mastery, self.dtype).tobytes()
+            rows = [raw[i : i + width] for i in range(0, len(raw), width)]
+            v = 2
+        short = self.dtype[1:]  # "f4" / "f2"
+        out = []
+        for student, seq, event_id, t, item_id, p, row in zip(students, seqs, event_ids, ts, item_ids, p_correct, rows):
+            message = {"v": v, "student_id": student, "seq": seq, "event_id": event_id, "ts": t, "model_version": version, "item_id": item_id, "p_correct": p, "mastery": row}
+            if v == 2:
+                message["dtype"] = short
+            out.append(pack(message))
+        return out
 
 
 def decode_mastery(raw: bytes) -> dict[str, Any]:
+    """A mastery message of either version, with ``mastery`` as a list of floats."""
     message: dict[str, Any] = msgpack.unpackb(raw, raw=False)
+    if message.get("v") == 2:
+        dtype = {"f4": "<f4", "f2": "<f2"}[message.get("dtype", "f4")]
+        message["mastery"] = np.frombuffer(message["mastery"], dtype).astype(np.float64).tolist()
     return message

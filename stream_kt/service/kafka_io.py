@@ -197,23 +197,27 @@ async def start(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClien
 _partitioner = DefaultPartitioner()  # murmur2 of the key, as the Java client: a student keeps its partition
 
 
-async def send_keyed(producer: AIOKafkaProducer, topic: str, messages: list[tuple[bytes, bytes]]) -> list[asyncio.Future[Any]]:
-    """Send ``(key, value)`` messages as one record batch per partition; return the delivery futures.
+def partition_of(key: bytes, partitions: list[int]) -> int:
+    """The partition the Java client (and aiokafka) gives ``key``: murmur2, so a student keeps one partition."""
+    return int(_partitioner(key, partitions, partitions))
 
-    Same partitioning and per-partition order as ``producer.send`` one by one, at a
-    fraction of its per-message cost (one future per batch, not per message).
+
+async def send_keyed(producer: AIOKafkaProducer, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int]) -> list[asyncio.Future[Any]]:
+    """Send messages, ``partitions`` given (``partition_of``), as record batches per partition; the delivery futures.
+
+    Each partition's messages keep their order, as ``producer.send`` one by one would, at
+    a fraction of its cost: one future per record batch, not per message.
     """
-    partitions = sorted(await producer.partitions_for(topic))
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-    for key, value in messages:
-        by_partition.setdefault(_partitioner(key, partitions, partitions), []).append((key, value))
+    by_partition: dict[int, list[int]] = {}
+    for i, partition in enumerate(partitions):
+        by_partition.setdefault(partition, []).append(i)
     deliveries = []
-    for partition, partition_messages in by_partition.items():
+    for partition, indexes in by_partition.items():
         batch = producer.create_batch()
-        for key, value in partition_messages:
-            if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start the next
+        for i in indexes:
+            if batch.append(key=keys[i], value=values[i], timestamp=None) is None:  # full: send it, start the next
                 deliveries.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
+                batch.append(key=keys[i], value=values[i], timestamp=None)
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
     return deliveries

@@ -18,6 +18,11 @@ def model_vocab_key(model_version: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}:model:{model_version}:vocab"
 
 
+def quarantine_key(student_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Where an unreadable state of a student is kept (its last one), for a person to look at."""
+    return f"{prefix}:quarantine:{student_id}"
+
+
 def prefix_pattern(prefix: str = DEFAULT_PREFIX) -> str:
     """Every key under ``prefix`` (SCAN's MATCH pattern)."""
     return f"{prefix}:*"

@@ -15,6 +15,7 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_batch_retry_seconds             gauge: how long the current batch has been retrying (0: none is)
     stream_kt_redis_errors_total              failed Redis round trips (each is retried)
     stream_kt_kafka_errors_total              failed deliveries and refused commits
+    stream_kt_corrupt_states_total            stored states that could not be read (quarantined; the student restarted)
     stream_kt_model_info{version}             gauge 1: the served checkpoint
 """
 
@@ -41,6 +42,7 @@ NAMES = (
     "stream_kt_batch_retry_seconds",
     "stream_kt_redis_errors_total",
     "stream_kt_kafka_errors_total",
+    "stream_kt_corrupt_states_total",
     "stream_kt_model_info",
 )
 FILL_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -85,6 +87,7 @@ class Metrics(Collector):
         self.dlq: Counter[str] = Counter()
         self.redis_errors = 0
         self.kafka_errors = 0
+        self.corrupt_states = 0
         self.batch_fill = BatchHistogram(FILL_BUCKETS)
         self.step_latency = BatchHistogram(STEP_BUCKETS_S)
         self.end_to_end_latency = BatchHistogram(END_TO_END_BUCKETS_S)
@@ -122,6 +125,7 @@ class Metrics(Collector):
         yield CounterMetricFamily("stream_kt_replays_skipped_total", "Events a stored state had already applied (replays).", value=self.replays_skipped)
         yield CounterMetricFamily("stream_kt_redis_errors_total", "Failed Redis round trips (the batch is retried).", value=self.redis_errors)
         yield CounterMetricFamily("stream_kt_kafka_errors_total", "Failed Kafka deliveries and refused commits.", value=self.kafka_errors)
+        yield CounterMetricFamily("stream_kt_corrupt_states_total", "Stored states that could not be read: quarantined, the student restarted.", value=self.corrupt_states)
         yield self.batch_fill.family("stream_kt_batch_fill_ratio", "Students in a model step / the batch shape B.")
         yield self.step_latency.family("stream_kt_step_latency_seconds", "Duration of one model step.")
         yield self.end_to_end_latency.family("stream_kt_end_to_end_latency_seconds", "Output delivered minus the event's ts.")

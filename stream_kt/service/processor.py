@@ -3,22 +3,28 @@
 This module owns the commit order.  Per batch:
 
  1. Poll up to B records (no lock held: see Rebalance).
- 2. Decode and validate each record; an invalid one goes to the DLQ with its original
-    key and bytes.  Its delivery is awaited before step 8, so no event is committed
-    before its dead letter exists; a crash before 8 sends it again (the DLQ is
-    at-least-once, its ``source`` header identifies a repeat).
- 3. Read the states of the batch's students: one pipeline of GETs.
- 4. Skip events the state already applied (offset <= ``state.offsets[topic/partition]``):
-    the replay after a crash between 7 and 8.  New students start from the model's
-    initial state; a state of another model version is rebuilt by running this model
-    over its stored window (ids unknown to this vocabulary dropped), keeping its counts.
- 5. Step the rounds (``batcher.rounds``): each student's events in order, many
-    students per fixed-shape step.
+ 2. Decode and validate the records into columns (``events.answer_fields``: one tuple
+    per record, no object); an invalid one goes to the DLQ with its original key and
+    bytes.  Its delivery is awaited before step 8, so no event is committed before its
+    dead letter exists; a crash before 8 sends it again (the DLQ is at-least-once, its
+    ``source`` header identifies a repeat).
+ 3. Read the states of the batch's students in one round trip (MGET; on a cluster one
+    pipeline per primary) and decode them as one array of schema-2 rows
+    (``state.StateLayout``).  New students start from the model's initial state; a
+    schema-1 state is converted; a state of another model version is rebuilt by running
+    this model over its stored window (ids unknown to this vocabulary dropped), keeping
+    its counts; a state that cannot be read is quarantined (see Corrupt states).
+ 4. Skip events the state already applied (offset <= the state's last offset for the
+    event's topic/partition): the replay after a crash between 7 and 8.
+ 5. Step the rounds (``batcher.round_index``): each student's events in order, the
+    students of a round in one fixed-shape step (the smallest of the backends' shapes
+    that holds them), the rows updated in place.
  6. Produce every mastery message and await delivery, so outputs exist before any
     state says they were applied.  A crash between 6 and 7 repeats them on replay with
     the same (student_id, seq) and the same values; consumers drop the repeats.
- 7. Write the changed states: one pipeline of SETs.  Each state carries its offsets,
-    so from here on a replay of these events is skipped in 4: losing step 8 is harmless.
+ 7. Write the changed states in one round trip, fenced (``StudentStore.write_blobs``):
+    a state already as new in Redis is left alone.  Each state carries its offsets, so
+    from here on a replay of these events is skipped in 4: losing step 8 is harmless.
  8. Commit offset + 1 per partition.  Only now may the broker forget the batch.
 
 Redis and Kafka errors: a retriable failure in 3-7 (or a failed delivery in 2's dead
@@ -49,17 +55,24 @@ for the lock, or ``getmany`` itself spanned revoke, join and assign and returned
 records of the NEW assignment) is dropped unprocessed, and every partition of it we
 still own is rewound to the batch's first offset: the consumer's position had already
 moved past those records, and without the rewind the next commit would skip them.
-Partitions we lost are re-read by their new owner from the committed offset.  State offsets (4) are the second line: should a replay slip through anyway (a
-member that lost its membership), it is skipped.  Not covered: a member that lost its
-membership but still writes (a zombie) could overwrite a newer state; fencing it would
-take Kafka transactions.
+Partitions we lost are re-read by their new owner from the committed offset.  State
+offsets (4) are the second line: should a replay slip through anyway (a member that lost
+its membership), it is skipped.  And a member that lost its membership but still writes
+(a zombie) cannot overwrite a newer state: 7's write is fenced inside Redis.
+
+Corrupt states: a stored blob that is neither schema (or a schema-2 blob cut short) is
+moved to ``keys.quarantine_key`` (copied, then the student's key deleted if it still
+holds that blob: nothing is lost, and its bytes cannot fence the next write out),
+logged, counted (``stream_kt_corrupt_states_total``), and the student starts again from
+the model's initial state, ``seq`` from 1: its history cannot be read.  Serve does not
+stop or crash-loop on it.
 
 Shutdown: ``stop`` is checked between batches; the in-flight batch runs through 8,
 then consumer, producer and Redis are closed.
 
 Metrics (``metrics.py``): counted once per batch, after 8, so a retried batch counts
 once; the model steps' fill and duration are kept per step and handed over with the
-batch; consumer lag is refreshed from the consumer's own positions about once a second.
+batch; consumer lag is refreshed from the broker about once a second.
 """
 
 from __future__ import annotations
@@ -80,20 +93,21 @@ from aiokafka.structs import ConsumerRecord
 
 from stream_kt.backends import StepBackend, make_backend
 from stream_kt.checkpoint import Checkpoint
-from stream_kt.data.sequences import lag_seconds
-from stream_kt.service import batcher, kafka_io
-from stream_kt.service.events import AnswerEvent, decode_answer, encode_mastery
-from stream_kt.service.exceptions import FatalStreamError, InvalidEvent
+from stream_kt.models import StepOutput
+from stream_kt.service import batcher, kafka_io, keys
+from stream_kt.service.events import MasteryEncoder, answer_fields
+from stream_kt.service.exceptions import FatalStreamError, InvalidEvent, StreamError
 from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
-from stream_kt.service.state import StudentState, window_steps
+from stream_kt.service.state import SOURCES, StateLayout, StudentState, decode_state, extra_ids, read_header, source_hash, window_steps
 from stream_kt.settings import StreamSettings
 
 log = logging.getLogger(__name__)
 
 Records = dict[TopicPartition, list[ConsumerRecord]]
 MIN_DLQ_LIMIT_BYTES = 4096  # the smallest dead letter: headers and a prefix of the event
+PARTITION_CACHE = 1_000_000  # students whose output partition is remembered
 
 
 @dataclass
@@ -106,26 +120,31 @@ class ProcessorStats:
 
 
 @dataclass
-class Pending:
-    """A valid event and where it came from."""
+class Columns:
+    """Step 2: a poll's valid events, in consumption order, as columns."""
 
-    event: AnswerEvent
-    topic: str
-    partition: int
-    offset: int
-
-    @property
-    def source(self) -> str:
-        return kafka_io.source(self.topic, self.partition)
+    students: list[str] = field(default_factory=list)
+    item_ids: list[str] = field(default_factory=list)
+    items: list[int] = field(default_factory=list)  # vocabulary index
+    correct: list[int] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    event_ids: list[Any] = field(default_factory=list)
+    elapsed_ms: list[int] = field(default_factory=list)  # -1: unknown
+    tps: list[int] = field(default_factory=list)  # index into the poll's topic-partitions
+    offsets: list[int] = field(default_factory=list)
 
 
 @dataclass
 class Applied:
     """Steps 3-5 of one batch: what 6 produces and 7 writes."""
 
-    outputs: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, mastery message)
+    keys: list[bytes] = field(default_factory=list)  # mastery messages: key, value, partition
+    values: list[bytes] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
     event_ts_ms: list[int] = field(default_factory=list)  # each output's event ts, for the end-to-end latency
-    states: list[StudentState] = field(default_factory=list)
+    students: list[str] = field(default_factory=list)  # the states to write: student, blob, events applied
+    blobs: list[bytes] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
     skipped: int = 0
 
 
@@ -149,7 +168,7 @@ class Processor:
         self,
         settings: StreamSettings,
         checkpoint: Checkpoint,
-        backend: StepBackend,
+        backends: dict[int, StepBackend],
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         store: StudentStore,
@@ -157,10 +176,12 @@ class Processor:
         backoff: BackoffPolicy | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        """``backends``: the fixed-shape step for each bucket size (``bucket_sizes``), the largest B."""
         self.settings = settings
         self.version = checkpoint.version
         self.vocab = checkpoint.vocab
-        self.backend = backend
+        self.index_of = {item: i for i, item in enumerate(checkpoint.vocab.ids)}
+        self.backends = dict(sorted(backends.items()))
         self.consumer = consumer
         self.producer = producer
         self.store = store
@@ -168,14 +189,22 @@ class Processor:
         self.backoff = backoff or BackoffPolicy()
         self.stats = ProcessorStats()
         self.metrics = metrics or Metrics(process_metrics=False)
-        self.step_fills: list[float] = []  # per model step since the last batch's metrics: rows / B
+        self.step_fills: list[float] = []  # per model step since the last batch's metrics: rows / its shape
         self.step_seconds: list[float] = []
         self.lag_interval_s = 1.0
         self.dlq_limit_bytes = kafka_io.PRODUCER_MAX_REQUEST_BYTES  # run_processor lowers it to the DLQ topic's limit
         self.retrying_since: float | None = None  # monotonic start of the current batch's retries
+        self.closing = False  # set when run() ends: the lag loop stops
         self.committed: dict[TopicPartition, int] = {}  # offsets this processor committed
         self.metrics.batch_retry_seconds = self.retry_seconds
+        backend = next(iter(self.backends.values()))
         self.initial_rows = {k: v[0].numpy().copy() for k, v in backend.initial_state(1).items()}  # one student's (L, H) rows
+        self.layout = StateLayout(self.version, {k: v.shape for k, v in self.initial_rows.items()}, len(self.vocab))
+        self.encoder = MasteryEncoder(self.version, settings.mastery_format, settings.mastery_dtype)
+        self.source_hashes: dict[tuple[str, int], int] = {}
+        self.partition_of: dict[str, int] = {}  # student -> output partition (murmur2 of the key, as the Java client)
+        self.vocab_ids_of: dict[str, list[str] | None] = {}  # other model versions' vocabularies, for rebuilds
+        self.out_partitions: list[int] = [0]  # the mastery topic's partitions (run_processor asks the broker)
 
     async def run(self, stop: asyncio.Event) -> None:
         lag = asyncio.create_task(self.lag_loop(stop))
@@ -191,6 +220,7 @@ class Processor:
                         continue
                     await self.process(records, stop)
         finally:
+            self.closing = True  # ends the lag loop even where a client call swallows the cancellation
             lag.cancel()
             await asyncio.gather(lag, return_exceptions=True)
 
@@ -227,19 +257,22 @@ class Processor:
 
     async def process(self, records: Records, stop: asyncio.Event) -> None:
         """Steps 2-8 for one polled batch."""
-        valid, invalid = self.validate(records)  # 2
+        tps = list(records)
+        valid, invalid = self.decode(records)  # 2
         attempt = 0
         while True:
             stage = "dead letters"
             try:
                 dead_letters = await self.send_dead_letters(invalid)  # 2
                 stage = "states"
-                applied = await self.apply(valid)  # 3, 4, 5
+                applied = await self.apply(valid, tps)  # 3, 4, 5
                 stage = "mastery outputs"
-                await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, applied.outputs))  # 6
+                await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, applied.keys, applied.values, applied.partitions))  # 6
                 delivered_ms = time.time_ns() // 1_000_000
                 stage = "states"
-                await self.store.write(applied.states)  # 7
+                refused = await self.store.write_blobs(applied.students, applied.blobs, applied.events)  # 7
+                if refused:
+                    log.warning("batch %s: %d students' states in Redis were as new or newer (another processor wrote them): left as they are", describe(records), len(refused))
                 stage = "dead letters"
                 await asyncio.gather(*(delivery for _, delivery in dead_letters))  # 2's deliveries, before 8
                 break
@@ -254,8 +287,7 @@ class Processor:
                     self.retrying_since = time.monotonic()
                 delay_s = self.backoff.delay_s(attempt)
                 log.error("batch %s: attempt %d failed (%s: %s); nothing committed, retrying in %.1f s", describe(records), attempt, type(exc).__name__, exc, delay_s)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay_s)
+                await wait_unless_stopped(stop, delay_s)
                 if stop.is_set():
                     log.warning("batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records))
                     return
@@ -263,23 +295,24 @@ class Processor:
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
         self.stats.events_in += events_in
-        self.stats.outputs += len(applied.outputs)
+        self.stats.outputs += len(applied.values)
         self.stats.dlq += len(dead_letters)
         self.stats.skipped_replays += applied.skipped
         self.stats.batches += 1
-        self.metrics.record_batch(events_in, len(applied.outputs), applied.skipped, (reason for reason, _ in dead_letters))
+        self.metrics.record_batch(events_in, len(applied.values), applied.skipped, (reason for reason, _ in dead_letters))
         self.metrics.record_steps(self.step_fills, self.step_seconds)
         self.metrics.record_latencies_ms(delivered_ms, applied.event_ts_ms)
         self.step_fills, self.step_seconds = [], []
-        log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(applied.outputs), applied.skipped, len(dead_letters))
+        log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(applied.values), applied.skipped, len(dead_letters))
 
-    def validate(self, records: Records) -> tuple[list[Pending], list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]]:
-        """2: valid events in consumption order, and the dead letters to send: (reason, key, original bytes, headers)."""
-        valid, dead_letters = [], []
-        for tp, batch in records.items():
+    def decode(self, records: Records) -> tuple[Columns, list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]]:
+        """2: the valid events as columns, and the dead letters to send: (reason, key, original bytes, headers)."""
+        valid, dead_letters = Columns(), []
+        fields, max_bytes, index_of = answer_fields, self.settings.max_event_bytes, self.index_of
+        for tp_index, (tp, batch) in enumerate(records.items()):
             for record in batch:
                 try:
-                    event = decode_answer(record.value, self.vocab.index, self.settings.max_event_bytes)
+                    student, item_id, item, correct, ts, event_id, elapsed = fields(record.value, index_of, max_bytes)
                 except InvalidEvent as exc:
                     # the detail may quote the event's fields: the DLQ header carries it, the log only at DEBUG
                     log.warning("%s/%d/%d: dead letter (%s)", tp.topic, tp.partition, record.offset, exc.reason)
@@ -287,7 +320,15 @@ class Processor:
                     headers = kafka_io.dead_letter_headers(exc.reason, exc.detail, tp.topic, tp.partition, record.offset)
                     dead_letters.append((exc.reason, record.key, record.value, headers))
                     continue
-                valid.append(Pending(event, tp.topic, tp.partition, record.offset))
+                valid.students.append(student)
+                valid.item_ids.append(item_id)
+                valid.items.append(item)
+                valid.correct.append(correct)
+                valid.ts.append(ts)
+                valid.event_ids.append(event_id)
+                valid.elapsed_ms.append(-1 if elapsed is None else elapsed)
+                valid.tps.append(tp_index)
+                valid.offsets.append(record.offset)
         return valid, dead_letters
 
     async def send_dead_letters(self, invalid: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> list[tuple[str, asyncio.Future[Any]]]:
@@ -311,76 +352,186 @@ class Processor:
             return
         raise FatalStreamError(f"cannot write {stage} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, so serve stops with batch {describe(records)} uncommitted")
 
-    async def apply(self, valid: list[Pending]) -> Applied:
+    async def apply(self, valid: Columns, tps: list[TopicPartition]) -> Applied:
         """3-5: read the states, skip replays, rebuild stale states, step the rounds."""
-        students = list(dict.fromkeys(p.event.student_id for p in valid))
-        stored = await self.store.read(students)  # 3
         applied = Applied()
-        pending = []
-        for p in valid:  # 4
-            state = stored[p.event.student_id]
-            if state is not None and state.already_applied(p.source, p.offset):
-                log.info("%s/%d: skipped, student %s applied it before (replay)", p.source, p.offset, p.event.student_id)
-                applied.skipped += 1
-            else:
-                pending.append(p)
-        states = {}
-        for student in dict.fromkeys(p.event.student_id for p in pending):
-            state = stored[student]
-            states[student] = state if state is not None else StudentState(student, self.version, model_state={k: v.copy() for k, v in self.initial_rows.items()})
-        self.rebuild([s for s in states.values() if s.model_version != self.version])
-        for round_ in batcher.rounds(pending, lambda p: p.event.student_id):  # 5
-            rows = [states[p.event.student_id] for p in round_]
-            times = [event_times(p.event, state) for p, state in zip(round_, rows)]
-            p_correct = self.step(rows, [p.event.item_index for p in round_], [p.event.correct for p in round_], times)
-            for p, state, p_item in zip(round_, rows, p_correct.tolist()):
-                state.record(p.event.item_id, p.event.correct, p.event.ts_ms, p.source, p.offset)
-                assert state.mastery is not None  # set by step
-                message = encode_mastery(p.event, state.events_applied, self.version, p_item, state.mastery.tolist())
-                applied.outputs.append((kafka_io.message_key(p.event.student_id), message))
-                applied.event_ts_ms.append(p.event.ts_ms)
-        applied.states = list(states.values())
-        updated_ms = time.time_ns() // 1_000_000
-        for state in applied.states:
-            state.updated_ms = updated_ms
+        if not valid.students:
+            return applied
+        codes, students = batcher.codes_of(valid.students)
+        rows, extras = await self.load_rows(students, await self.store.read_blobs(students))  # 3
+        items, correct, ts = np.asarray(valid.items, np.int64), np.asarray(valid.correct, np.int64), np.asarray(valid.ts, np.int64)
+        elapsed_ms, offsets = np.asarray(valid.elapsed_ms, np.int64), np.asarray(valid.offsets, np.int64)
+        sources = np.asarray([self.source_hash(tp) for tp in tps], np.uint64)[np.asarray(valid.tps, np.int64)]
+        replays = batcher.applied_before(rows["src_hash"][codes], rows["src_offset"][codes], sources, offsets)  # 4
+        for i in np.flatnonzero(replays).tolist():
+            tp = tps[valid.tps[i]]
+            log.info("%s/%d/%d: skipped, student %s applied it before (replay)", tp.topic, tp.partition, valid.offsets[i], valid.students[i])
+        applied.skipped = int(replays.sum())
+        live = np.flatnonzero(~replays)
+        p_correct = np.zeros(len(codes), np.float32)
+        mastery = np.zeros((len(codes), len(self.vocab)), np.float32)
+        seq = np.zeros(len(codes), np.int64)
+        rounds = batcher.round_index(codes[live])
+        for r in range(int(rounds.max()) + 1 if len(live) else 0):  # 5
+            at = live[rounds == r]
+            row = codes[at]
+            out = self.step(rows, row, items[at], correct[at], batcher.event_times(rows, row, ts[at], elapsed_ms[at]))
+            p_correct[at], mastery[at] = out.p_correct.numpy(), out.mastery.numpy()
+            batcher.push_window(rows, row, items[at], correct[at], ts[at])
+            batcher.record_sources(rows, row, sources[at], offsets[at])
+            rows["events"][row] += 1
+            seq[at] = rows["events"][row]
+        changed = np.unique(codes[live])
+        rows["updated_ms"][changed] = time.time_ns() // 1_000_000
+        applied.students = [students[i] for i in changed.tolist()]
+        kept = {position: ids for position, row in enumerate(changed.tolist()) if (ids := extras.get(row)) and self.still_held(rows, row)}
+        applied.blobs = StateLayout.to_blobs(rows[changed], kept)
+        applied.events = rows["events"][changed].tolist()
+        order = live.tolist()
+        who = [valid.students[i] for i in order]
+        applied.values = self.encoder.encode(
+            who, seq[live].tolist(), [valid.event_ids[i] for i in order], [valid.ts[i] for i in order],
+            [valid.item_ids[i] for i in order], p_correct[live].tolist(), mastery[live],
+        )  # fmt: skip
+        applied.keys = [kafka_io.message_key(s) for s in who]
+        applied.partitions = [self.partition(s) for s in who]
+        applied.event_ts_ms = [valid.ts[i] for i in order]
         return applied
 
-    def step(self, rows: list[StudentState], items: list[int], correct: list[int], times: list[tuple[float, float]]) -> torch.Tensor:
-        """Apply one interaction to each of ``rows`` (distinct students) in place; return p_correct (n,).
-
-        ``times``: [elapsed, lag] seconds per event (time-aware models read them; the others ignore them).
-        """
-        batch_state = {k: torch.from_numpy(np.stack([r.model_state[k] for r in rows])) for k in self.initial_rows}  # each (n, L, H)
+    def step(self, rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, times: np.ndarray) -> StepOutput:
+        """One interaction for each of rows ``at`` (distinct students), in the smallest bucket that holds them;
+        the rows' model state and mastery are updated in place."""
+        backend = next((b for size, b in self.backends.items() if size >= len(at)), next(reversed(self.backends.values())))
+        state = {k: torch.from_numpy(rows[f"state.{k}"][at]) for k in self.initial_rows}  # each (n, L, H), a copy
         started = time.perf_counter()
-        out = self.backend.step(batch_state, torch.tensor(items, dtype=torch.long), torch.tensor(correct, dtype=torch.long), torch.tensor(times, dtype=torch.float32))
+        out = backend.step(state, torch.from_numpy(items), torch.from_numpy(correct), torch.from_numpy(times))
         self.step_seconds.append(time.perf_counter() - started)
-        self.step_fills.append(len(rows) / self.settings.batch_size)
-        mastery = out.mastery.numpy()  # (n, V)
-        for i, row in enumerate(rows):
-            row.model_state = {k: v[i].numpy() for k, v in out.state.items()}
-            row.mastery = mastery[i]
-        return out.p_correct
+        self.step_fills.append(min(1.0, len(at) / backend.batch_size))
+        for k, v in out.state.items():
+            rows[f"state.{k}"][at] = v.numpy()
+        rows["mastery"][at] = out.mastery.numpy()
+        return out
 
-    def rebuild(self, stale: list[StudentState]) -> None:
-        """Re-run this model over each state's window from the initial state (4): a new checkpoint version.
+    async def load_rows(self, students: list[str], blobs: list[bytes | None]) -> tuple[np.ndarray, dict[int, list[str]]]:
+        """3: one schema-2 row per student, and the window ids rows hold that this vocabulary lacks (row -> ids).
 
-        ``events_applied``, ``window`` and ``offsets`` are kept; window ids this
-        vocabulary does not know are not fed to the model.  The window keeps no
-        ``elapsed_ms``: a time-aware model is rebuilt with lags from the window's
-        timestamps and zero elapsed times.
+        Decoded in bulk where a blob is this model version's row; converted, rebuilt or
+        quarantined one by one where it is not (a new model, schema 1, unreadable).
         """
-        if not stale:
-            return
-        sequences = []
-        for state in stale:
-            log.info("student %s: state of model %s rebuilt with %s from its %d-event window", state.student_id, state.model_version, self.version, len(state.window))
-            sequences.append([(step.item_index, step.correct, step.times) for step in window_steps(state.window, self.vocab.index)])
-            state.model_version = self.version
-            state.model_state = {k: v.copy() for k, v in self.initial_rows.items()}
-            state.mastery = None
-        for t in range(max(len(s) for s in sequences)):  # position t of every window is one round
-            live = [(state, seq[t]) for state, seq in zip(stale, sequences) if len(seq) > t]
-            self.step([state for state, _ in live], [event[0] for _, event in live], [event[1] for _, event in live], [event[2] for _, event in live])
+        rows = self.layout.new(len(students), self.initial_rows)
+        extras: dict[int, list[str]] = {}
+        mine = [i for i, blob in enumerate(blobs) if blob is not None and self.layout.is_mine(blob)]
+        if mine:
+            rows[mine] = self.layout.parse([blobs[i] for i in mine])  # type: ignore[misc]
+        others = [i for i, blob in enumerate(blobs) if blob is not None and not self.layout.is_mine(blob)]
+        stale: list[tuple[int, list[tuple[str, int, int]]]] = []  # (row, window as (item id, correct, ts)) to rebuild
+        for i in others:
+            blob = blobs[i]
+            assert blob is not None
+            header = read_header(blob)
+            if header is not None and header["model_version"].rstrip(b"\0") == self.layout.version_bytes and len(blob) > self.layout.size:
+                rows[i] = np.frombuffer(blob[: self.layout.size], self.layout.dtype)[0]  # this model's row, with a tail
+                extras[i] = extra_ids(blob, header)
+                continue
+            try:
+                state = await self.readable(blob, students[i])
+            except StreamError as exc:
+                await self.quarantine(students[i], blob, str(exc))
+                continue
+            rows[i]["events"], rows[i]["updated_ms"] = state.events_applied, state.updated_ms
+            for slot, (source, offset) in enumerate(list(state.offsets.items())[-SOURCES:][::-1]):
+                rows[i]["src_hash"][slot] = int(source[1:], 16) if source.startswith("#") else source_hash(source)
+                rows[i]["src_offset"][slot] = offset
+            if state.model_version == self.version and all(state.model_state.get(k) is not None for k in self.initial_rows):
+                for k in self.initial_rows:  # a schema-1 state of this model: carried over as it is
+                    rows[i][f"state.{k}"] = state.model_state[k]
+                if state.mastery is not None:
+                    rows[i]["mastery"] = state.mastery
+                self.set_window(rows, i, state.window, extras)
+            else:
+                stale.append((i, state.window))
+        if stale:
+            self.rebuild(rows, stale, extras)
+        return rows, extras
+
+    async def readable(self, blob: bytes, student: str) -> StudentState:
+        """A state of another model version or schema as a ``StudentState`` whose window names its items."""
+        header = read_header(blob)
+        if header is None:
+            return decode_state(blob, student)  # schema 1 (or a StreamError: unreadable)
+        version = header["model_version"].rstrip(b"\0").decode()
+        if version not in self.vocab_ids_of:
+            payload = await self.store.read_model_vocab(version)
+            self.vocab_ids_of[version] = list(payload["ids"]) if payload else None
+        ids = self.vocab_ids_of[version]
+        state = decode_state(blob, student, ids)
+        if ids is None:
+            log.warning("student %s: state of model %s, whose vocabulary is not in Redis: rebuilt from the initial state, its window dropped", student, version)
+            state.window = []
+        return state
+
+    async def quarantine(self, student: str, blob: bytes, why: str) -> None:
+        """Keep an unreadable state under ``keys.quarantine_key``; the student starts again from the initial state."""
+        await self.store.quarantine(student, blob)
+        self.metrics.corrupt_states += 1
+        log.error("student %s: stored state unreadable (%s): copied to %s, the student starts again from the initial state", student, why, keys.quarantine_key(student, self.store.prefix))
+
+    def set_window(self, rows: np.ndarray, row: int, window: list[tuple[str, int, int]], extras: dict[int, list[str]]) -> None:
+        """Row ``row``'s window from (item id, correct, ts), oldest first: ids this vocabulary lacks keep their
+        place as index V + k, the k-th of the row's ``extras`` (nothing of the window is lost)."""
+        capacity, v = rows["win_item"].shape[1], len(self.vocab)
+        kept = window[-capacity:]
+        rows["window_len"][row], rows["window_head"][row] = len(kept), len(kept) % capacity
+        foreign: list[str] = []
+        indexes = []
+        for item, _, _ in kept:
+            index = self.index_of.get(item)
+            if index is None:
+                if item not in foreign:
+                    foreign.append(item)
+                index = v + foreign.index(item)
+            indexes.append(index)
+        if foreign:
+            extras[row] = foreign
+        if kept:
+            rows["win_item"][row, : len(kept)] = indexes
+            rows["win_correct"][row, : len(kept)] = [c for _, c, _ in kept]
+            rows["win_ts"][row, : len(kept)] = [t for _, _, t in kept]
+
+    def still_held(self, rows: np.ndarray, row: int) -> bool:
+        """Does row ``row``'s window still hold an id this vocabulary lacks (so its tail must be written)?"""
+        return bool((rows["win_item"][row, : int(rows["window_len"][row])] >= len(self.vocab)).any())
+
+    def rebuild(self, rows: np.ndarray, stale: list[tuple[int, list[tuple[str, int, int]]]], extras: dict[int, list[str]]) -> None:
+        """Re-run this model over each stale state's window from the initial state (3): another model version.
+
+        ``events`` and the offsets are kept; window ids this vocabulary does not know are
+        not fed to the model (``window_steps``, the rule ``inspect --plot`` follows too).
+        """
+        plans = []
+        for row, window in stale:
+            log.info("student row %d: state rebuilt with %s from its %d-event window", row, self.version, len(window))
+            plans.append((row, window_steps(window, self.vocab.index)))
+            self.set_window(rows, row, window, extras)
+        for t in range(max((len(steps) for _, steps in plans), default=0)):  # position t of every window is one round
+            live = [(row, steps[t]) for row, steps in plans if len(steps) > t]
+            at = np.asarray([row for row, _ in live], np.int64)
+            self.step(rows, at, np.asarray([s.item_index for _, s in live], np.int64), np.asarray([s.correct for _, s in live], np.int64), np.asarray([s.times for _, s in live], np.float32))
+
+    def source_hash(self, tp: TopicPartition) -> int:
+        key = (tp.topic, tp.partition)
+        if key not in self.source_hashes:
+            self.source_hashes[key] = source_hash(kafka_io.source(tp.topic, tp.partition))
+        return self.source_hashes[key]
+
+    def partition(self, student: str) -> int:
+        """The mastery topic's partition of ``student``'s messages (cached: murmur2 in Python is slow)."""
+        found = self.partition_of.get(student)
+        if found is None:
+            if len(self.partition_of) > PARTITION_CACHE:
+                self.partition_of.clear()
+            found = self.partition_of[student] = kafka_io.partition_of(kafka_io.message_key(student), self.out_partitions)
+        return found
 
     async def commit(self, records: Records) -> None:
         """8: offset + 1 of each partition's last record."""
@@ -395,11 +546,10 @@ class Processor:
 
     async def lag_loop(self, stop: asyncio.Event) -> None:
         """Refresh ``consumer_lag`` about once a second, also while a batch retries."""
-        while not stop.is_set():
+        while not stop.is_set() and not self.closing:
             with contextlib.suppress(Exception):  # a broker away for a while: the next round tries again
                 await self.update_lag()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.lag_interval_s)
+            await wait_unless_stopped(stop, self.lag_interval_s)
 
     async def update_lag(self) -> None:
         """``consumer_lag`` of the assigned partitions: the broker's high-water mark minus the committed offset.
@@ -442,10 +592,18 @@ class RebalanceGate(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self.ready.set()
 
 
-def event_times(event: AnswerEvent, state: StudentState) -> tuple[float, float]:
-    """[elapsed, lag] seconds of ``event``: lag since the student's last applied event, the rule offline data follows."""
-    previous_ts = state.window[-1][2] if state.window else None
-    return ((event.elapsed_ms or 0) / 1000.0, lag_seconds(previous_ts, event.ts_ms))
+def bucket_sizes(batch_size: int) -> list[int]:
+    """The fixed shapes a processor compiles: 64, 256, 1024, ... (x4) below ``batch_size``, and ``batch_size``.
+
+    A round steps in the smallest that holds it: light load pays for small steps, heavy
+    load gets full ones, and nothing is compiled per call.
+    """
+    sizes = {batch_size}
+    size = 64
+    while size < batch_size:
+        sizes.add(size)
+        size *= 4
+    return sorted(sizes)
 
 
 def vocab_payload(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -455,17 +613,30 @@ def vocab_payload(checkpoint: Checkpoint) -> dict[str, Any]:
     return {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": path, "model": checkpoint.model.name}
 
 
+async def wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds`` or until ``stop`` is set.  Not ``wait_for(stop.wait(), seconds)``: on
+    Python 3.11 a cancellation arriving as its timeout fires comes out as ``TimeoutError``, so
+    a loop that suppresses the timeout would swallow the cancellation and never end."""
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+
+
 async def run_processor(
     settings: StreamSettings,
     checkpoint: Checkpoint,
     *,
-    backend: str = "eager",
+    backend: str | None = None,
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
 ) -> ProcessorStats:
     """Consume ``settings.in_topic`` until ``stop`` is set; ``ready`` is set once partitions are assigned.
+
+    ``backend``: the step backend's name (default: ``settings.backend``).
 
     ``metrics`` and ``readiness`` are filled in for the HTTP endpoint (``http.py``), which
     the caller serves.
@@ -475,7 +646,7 @@ async def run_processor(
     metrics = metrics or Metrics(process_metrics=False)
     readiness = readiness or Readiness()
     security = kafka_io.client_options(settings)  # a bad CA file fails here, before any connection
-    step_backend = make_backend(backend, checkpoint.model, settings.batch_size)
+    backends = {size: make_backend(backend or settings.backend, checkpoint.model, size) for size in bucket_sizes(settings.batch_size)}
     metrics.model_version = readiness.model_version = checkpoint.version
     gate = RebalanceGate(ready)
     async with contextlib.AsyncExitStack() as closing:
@@ -491,7 +662,8 @@ async def run_processor(
         closing.push_async_callback(consumer.stop)
         readiness.redis_client, readiness.kafka_client = store.client, producer.client
         closing.callback(setattr, readiness, "kafka_client", None)  # closed clients: not ready any more
-        processor = Processor(settings, checkpoint, step_backend, consumer, producer, store, gate, metrics=metrics)
+        processor = Processor(settings, checkpoint, backends, consumer, producer, store, gate, metrics=metrics)
+        processor.out_partitions = sorted(await producer.partitions_for(settings.out_topic))
         dlq_limit = await kafka_io.topic_message_limit(settings.bootstrap, settings.dlq_topic, security)
         processor.dlq_limit_bytes = min(kafka_io.PRODUCER_MAX_REQUEST_BYTES, dlq_limit)
         readiness.processor_problem = processor.problem

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
@@ -31,13 +31,39 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 
 from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
-from stream_kt.service.state import StudentState
+from stream_kt.service.state import EVENTS_BYTE, StudentState, decode_state, read_header
 from stream_kt.settings import StreamSettings, mask_url
 
 log = logging.getLogger(__name__)
+
+# KEYS: student keys; ARGV: ttl_s, then (blob, events applied) per key.  Sets each key unless its stored
+# state (schema 2: the u64 at byte 40) has applied as many events or more; returns the 1-based indexes refused.
+# A schema-1 state (msgpack) or a missing key never refuses: the write upgrades or creates it.
+FENCED_SET = f"""
+local ttl = tonumber(ARGV[1])
+local refused = {{}}
+for i, key in ipairs(KEYS) do
+  local blob, events = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  local head = redis.call('GETRANGE', key, 0, {EVENTS_BYTE + 7})
+  if string.sub(head, 1, 4) == 'KTS2' and #head == {EVENTS_BYTE + 8} and struct.unpack('<I8', head, {EVENTS_BYTE + 1}) >= events then
+    refused[#refused + 1] = i
+  elseif ttl > 0 then
+    redis.call('SET', key, blob, 'EX', ttl)
+  else
+    redis.call('SET', key, blob)
+  end
+end
+return refused
+"""
+
+DELETE_IF_SAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 # what a Redis failure raises: RedisClusterException (a slot not covered, ...) is not a RedisError
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
@@ -57,6 +83,10 @@ class StudentStore:
         self.client = client
         self.prefix = prefix
         self.state_ttl_s = state_ttl_s
+        self.cluster = isinstance(client, RedisCluster)
+        self.fenced_set = client.register_script(FENCED_SET)  # one Redis: EVALSHA, loaded on NOSCRIPT
+        self.fenced_sha: str | None = None  # a cluster: loaded on every primary before the first write
+        self.delete_if_same = client.register_script(DELETE_IF_SAME)
 
     @classmethod
     async def connect(
@@ -93,22 +123,90 @@ class StudentStore:
     async def from_settings(cls, settings: StreamSettings, attempts: int = 5) -> StudentStore:
         return await cls.connect(settings.redis_url, settings.key_prefix, attempts, cluster=settings.redis_cluster, state_ttl_s=settings.state_ttl_s)
 
-    async def read(self, student_ids: Iterable[str]) -> dict[str, StudentState | None]:
-        """States of ``student_ids`` (None for a student never seen), in one round trip (per primary)."""
-        ids = list(student_ids)
-        pipe = self.client.pipeline(transaction=False)
-        for student_id in ids:
-            pipe.get(keys.student_key(student_id, self.prefix))
-        raw = await pipe.execute()
-        return {s: None if value is None else StudentState.from_bytes(value) for s, value in zip(ids, raw)}
+    async def read_blobs(self, student_ids: Sequence[str]) -> list[bytes | None]:
+        """The stored blobs of ``student_ids`` (None: never seen), in one round trip: MGET on one Redis;
+        on a cluster, a pipeline of GETs (MGET may not span slots), one round trip per primary."""
+        names = [keys.student_key(student_id, self.prefix) for student_id in student_ids]
+        if not names:
+            return []
+        if self.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.get(name)
+            blobs: list[bytes | None] = await pipe.execute()
+            return blobs
+        return list(await self.client.mget(names))  # type: ignore[arg-type]  # bytes: the client does not decode
 
-    async def write(self, states: Iterable[StudentState]) -> None:
-        """Write each state whole under its own key (with the TTL, if any), in one round trip (per primary)."""
-        expiry_s = self.state_ttl_s or None
-        pipe = self.client.pipeline(transaction=False)
-        for state in states:
-            pipe.set(keys.student_key(state.student_id, self.prefix), state.to_bytes(), ex=expiry_s)
-        await pipe.execute()
+    async def write_blobs(self, student_ids: Sequence[str], blobs: Sequence[bytes], events: Sequence[int]) -> list[int]:
+        """Write each state whole under its own key, unless the stored state is as new or newer; the refused indexes.
+
+        Fencing: a write carries the student's events applied, and the script (``FENCED_SET``)
+        compares it, inside Redis, with the stored state's before it sets the key: a member
+        that lost its partitions (a zombie) and writes late cannot overwrite what the new
+        owner wrote.  Each key is checked and set on its own, so the same script is
+        Redis-Cluster-safe called once per key (a cluster) or once for all keys (one Redis,
+        one round trip).  With ``state_ttl_s`` every SET carries ``EX``.
+        """
+        if not student_ids:
+            return []
+        names = [keys.student_key(student_id, self.prefix) for student_id in student_ids]
+        ttl = str(self.state_ttl_s)
+        if self.cluster:
+            if self.fenced_sha is None:
+                self.fenced_sha = await self.client.script_load(FENCED_SET)  # on every primary
+            pipe = self.client.pipeline(transaction=False)
+            for name, blob, count in zip(names, blobs, events):
+                # execute_command: redis-py's cluster pipeline refuses its evalsha() (the script may be missing on a
+                # node); it is loaded on every primary above, and routed by its one key like any keyed command
+                pipe.execute_command("EVALSHA", self.fenced_sha, 1, name, ttl, blob, count)
+            try:
+                results = await pipe.execute()
+            except NoScriptError:  # a node restarted empty: load it again on the batch's retry
+                self.fenced_sha = None
+                raise
+            refused = [i for i, result in enumerate(results) if result]
+        else:
+            args: list[bytes | str | int] = [ttl]
+            for blob, count in zip(blobs, events):
+                args += [blob, count]
+            refused = [int(i) - 1 for i in await self.fenced_set(keys=names, args=args)]
+        return refused
+
+    async def read(self, student_ids: Iterable[str], sources: Iterable[str] = ()) -> dict[str, StudentState | None]:
+        """States of ``student_ids`` as ``StudentState`` (None: never seen), schema 1 or 2, for tools and tests.
+
+        A schema-2 window is named through its writer's vocabulary where ``serve`` recorded
+        it ("#<index>" where not); offsets of ``sources`` ("topic/partition") are named.
+        """
+        ids, names = list(student_ids), list(sources)
+        states: dict[str, StudentState | None] = {}
+        vocabularies: dict[bytes, list[str] | None] = {}
+        for student, blob in zip(ids, await self.read_blobs(ids)):
+            if blob is None:
+                states[student] = None
+                continue
+            header = read_header(blob)
+            version = b"" if header is None else bytes(header["model_version"]).rstrip(b"\0")
+            if version and version not in vocabularies:
+                payload = await self.read_model_vocab(version.decode())
+                vocabularies[version] = list(payload["ids"]) if payload and "ids" in payload else None
+            states[student] = decode_state(blob, student, vocabularies.get(version), None, names)
+        return states
+
+    async def write(self, states: Iterable[StudentState]) -> list[int]:
+        """Write ``StudentState`` objects as schema-1 blobs (as older stream-kt wrote them), fenced like any write."""
+        listed = list(states)
+        return await self.write_blobs([s.student_id for s in listed], [s.to_bytes() for s in listed], [s.events_applied for s in listed])
+
+    async def quarantine(self, student_id: str, blob: bytes) -> None:
+        """Move an unreadable state blob to ``keys.quarantine_key`` (replacing an older one of the student).
+
+        Copied first, then the student's key deleted only if it still holds that blob (one
+        key, one script: cluster-safe): nothing is lost, and an unreadable blob whose first
+        bytes look like a newer state cannot fence the student's next write out.
+        """
+        await self.client.set(keys.quarantine_key(student_id, self.prefix), blob)
+        await self.delete_if_same(keys=[keys.student_key(student_id, self.prefix)], args=[blob])
 
     async def delete(self, student_id: str) -> bool:
         """Erase a student's state; True when there was one."""

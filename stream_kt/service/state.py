@@ -1,4 +1,26 @@
-"""A student's streaming state: one msgpack blob under one Redis key.  Pure.
+"""A student's streaming state: one blob under one Redis key.  Pure.
+
+Schema 2 (written now): a fixed binary row per model version (``StateLayout``), read and
+written for a whole batch at once with numpy.  Layout, little-endian, packed:
+
+    HEADER        magic "KTS2", schema 2, header size, model version (32 bytes), events
+                  applied (u64, at byte 40), updated_ms, the window's capacity, length and
+                  head, the number of source slots, V, the window's and the mastery's byte
+                  offsets, then 4 source slots: hash of "topic/partition" (u64, 0: empty)
+                  and the last applied offset (i64), newest first
+    state.<name>  float32, the model's per-student state tensors, in name order (DKT: c, h)
+    mastery       float32 (V,): P(correct) per vocabulary item after the last event
+    win_item      uint32 (W,): the window as a ring, item index in the writer's vocabulary
+    win_correct   uint8 (W,)
+    win_ts        int64 (W,): ms since epoch
+    (tail)        ``extra_bytes`` of UTF-8 item ids joined by 0x1f: window entries whose
+                  item the writer's vocabulary lacks have index V + k, the tail's k-th id
+                  (only states carried across a model upgrade have one)
+
+The window holds vocabulary indices: a state of another model version is read through
+that version's vocabulary, which ``serve`` records in Redis (``keys.model_vocab_key``).
+
+Schema 1 (read, and rewritten as schema 2 on the student's next event): a msgpack map.
 
 Fields (``schema_version`` 1):
     student_id      str
@@ -17,8 +39,10 @@ Fields (``schema_version`` 1):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -114,3 +138,175 @@ class StudentState:
             offsets=dict(data["offsets"]),
             updated_ms=data["updated_ms"],
         )
+
+
+# ====================================================================== schema 2: fixed binary rows
+
+MAGIC = b"KTS2"
+SCHEMA_V2 = 2
+SOURCES = 4  # source slots: (hash of "topic/partition", last applied offset), newest first
+
+# The header every schema-2 state starts with, whatever model wrote it: enough to read the
+# counts, the offsets and the window of a state of another model version.
+HEADER = np.dtype(
+    [
+        ("magic", "S4"),
+        ("schema", "<u2"),
+        ("header_bytes", "<u2"),
+        ("model_version", "S32"),
+        ("events", "<u8"),  # events applied: the student's seq after the last one (byte 40: the fencing script reads it)
+        ("updated_ms", "<i8"),
+        ("window_capacity", "<u2"),
+        ("window_len", "<u2"),
+        ("window_head", "<u2"),  # the ring slot the next interaction goes to
+        ("sources", "<u2"),
+        ("num_items", "<u4"),
+        ("window_offset", "<u4"),  # byte offsets of the window and the mastery in the row
+        ("mastery_offset", "<u4"),
+        ("extra_bytes", "<u4"),  # the tail after the row: ids the writer's vocabulary lacks (see EXTRA_SEPARATOR)
+        ("src_hash", "<u8", (SOURCES,)),
+        ("src_offset", "<i8", (SOURCES,)),
+    ]
+)
+HEADER_FIELDS: dict[str, tuple[np.dtype[Any], int]] = {name: (spec[0], spec[1]) for name, spec in (HEADER.fields or {}).items()}
+EXTRA_SEPARATOR = b"\x1f"
+EVENTS_BYTE = HEADER_FIELDS["events"][1]  # 40: where the fencing script reads a stored state's events
+
+
+def source_hash(source: str) -> int:
+    """The 64-bit name a source ("topic/partition") has in a state's offset slots (never 0: 0 is an empty slot)."""
+    return int.from_bytes(hashlib.blake2b(source.encode(), digest_size=8).digest(), "little") or 1
+
+
+class StateLayout:
+    """The fixed binary row of one model version's students (schema 2), read and written as numpy views.
+
+    A row is the ``HEADER``, then the model's state tensors (float32, ``state.<name>``),
+    the mastery (float32, V), and the window as a ring of three fixed-width columns: item
+    index in this model's vocabulary (uint32), correct (uint8) and timestamp (int64 ms).
+    Many students' rows are one contiguous array of this dtype: a batch is decoded with
+    one ``np.frombuffer`` over the joined blobs and encoded with one ``tobytes``.
+    """
+
+    def __init__(self, model_version: str, state_shapes: dict[str, tuple[int, ...]], num_items: int, window: int = WINDOW) -> None:
+        if len(model_version.encode()) > 32:
+            raise StreamError(f"model version {model_version!r} is longer than a state's 32-byte field")
+        self.model_version = model_version
+        self.version_bytes = model_version.encode()
+        self.state_names = sorted(state_shapes)
+        self.num_items, self.window = num_items, window
+        self.state_shapes = {name: tuple(state_shapes[name]) for name in self.state_names}
+        fields: list[tuple[str, np.dtype[Any]]] = [(name, spec[0]) for name, spec in HEADER_FIELDS.items()]
+        fields += [(f"state.{name}", np.dtype(("<f4", self.state_shapes[name]))) for name in self.state_names]
+        fields += [("mastery", np.dtype(("<f4", (num_items,)))), ("win_item", np.dtype(("<u4", (window,)))), ("win_correct", np.dtype(("u1", (window,)))), ("win_ts", np.dtype(("<i8", (window,))))]
+        self.dtype = np.dtype(fields)  # packed: no alignment padding
+        self.size = self.dtype.itemsize
+        offsets = {name: spec[1] for name, spec in (self.dtype.fields or {}).items()}
+        self.window_offset, self.mastery_offset = offsets["win_item"], offsets["mastery"]
+
+    def new(self, count: int, initial_rows: dict[str, np.ndarray]) -> np.ndarray:
+        """``count`` students with nothing applied: the model's initial state, an empty window."""
+        rows = np.zeros(count, self.dtype)
+        rows["magic"], rows["schema"], rows["header_bytes"], rows["model_version"] = MAGIC, SCHEMA_V2, HEADER.itemsize, self.version_bytes
+        rows["window_capacity"], rows["sources"], rows["num_items"] = self.window, SOURCES, self.num_items
+        rows["window_offset"], rows["mastery_offset"] = self.window_offset, self.mastery_offset
+        for name in self.state_names:
+            rows[f"state.{name}"] = initial_rows[name]
+        return rows
+
+    def parse(self, blobs: list[bytes]) -> np.ndarray:
+        """Rows of blobs that are all this layout's (check with ``is_mine``): one copy of the joined bytes."""
+        if not blobs:
+            return np.zeros(0, self.dtype)
+        return np.frombuffer(b"".join(blobs), self.dtype).copy()  # a writable array of its own
+
+    def is_mine(self, blob: bytes) -> bool:
+        """A schema-2 row written for this model version, with no tail (the bulk path's kind)?"""
+        return len(blob) == self.size and blob[:4] == MAGIC and blob[8:40].rstrip(b"\0") == self.version_bytes
+
+    @staticmethod
+    def to_blobs(rows: np.ndarray, extras: dict[int, list[str]] | None = None) -> list[bytes]:
+        """One bytes object per row (slices of one ``tobytes``); rows with ``extras`` (row -> ids) get their tail."""
+        if extras:
+            for row, ids in extras.items():
+                rows[row]["extra_bytes"] = len(EXTRA_SEPARATOR.join(i.encode() for i in ids))
+        raw = rows.tobytes()
+        size = rows.dtype.itemsize
+        blobs = [raw[i : i + size] for i in range(0, len(raw), size)]
+        for row, ids in (extras or {}).items():
+            blobs[row] += EXTRA_SEPARATOR.join(i.encode() for i in ids)
+        return blobs
+
+
+def read_header(blob: bytes) -> np.void | None:
+    """The ``HEADER`` of a schema-2 state of any model version; None when ``blob`` is not one (or is cut short)."""
+    if blob[:4] != MAGIC or len(blob) < HEADER.itemsize:
+        return None
+    header: np.void = np.frombuffer(blob[: HEADER.itemsize], HEADER)[0]
+    if header["schema"] != SCHEMA_V2 or header["header_bytes"] != HEADER.itemsize:
+        return None
+    capacity, end = int(header["window_capacity"]), len(blob) - int(header["extra_bytes"])
+    if int(header["window_offset"]) + capacity * 13 != end or int(header["mastery_offset"]) + 4 * int(header["num_items"]) > end:
+        return None
+    return header
+
+
+def extra_ids(blob: bytes, header: np.void) -> list[str]:
+    """The tail of a schema-2 state: the ids its window holds that the writer's vocabulary lacks."""
+    count = int(header["extra_bytes"])
+    return [part.decode() for part in blob[len(blob) - count :].split(EXTRA_SEPARATOR)] if count else []
+
+
+def window_of(blob: bytes, header: np.void) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item index, correct, ts_ms) of a schema-2 state's window, oldest first, in its writer's vocabulary."""
+    capacity, length, head = int(header["window_capacity"]), int(header["window_len"]), int(header["window_head"])
+    start = int(header["window_offset"])
+    items = np.frombuffer(blob, "<u4", capacity, start)
+    correct = np.frombuffer(blob, "u1", capacity, start + 4 * capacity)
+    ts = np.frombuffer(blob, "<i8", capacity, start + 5 * capacity)
+    order = (np.arange(head - length, head) % capacity) if capacity else np.zeros(0, np.int64)
+    return items[order].astype(np.int64), correct[order].astype(np.int64), ts[order].copy()
+
+
+def decode_state(blob: bytes, student_id: str, item_ids: Sequence[str] | None = None, state_shapes: dict[str, tuple[int, ...]] | None = None, sources: Iterable[str] = ()) -> StudentState:
+    """Any stored state (schema 1 or 2) as a ``StudentState``, for reading and showing (``inspect``, tests).
+
+    For schema 2: ``item_ids`` (its writer's vocabulary, in model order) names the window's
+    items ("#<index>" without it); ``state_shapes`` (its writer's model) splits the model
+    state into named tensors (one flat array without it); ``sources`` names the offset
+    slots of those "topic/partition" sources (others show as "#<hash>").  ``StreamError``
+    if the blob is neither schema.
+    """
+    if blob[:4] != MAGIC:
+        return StudentState.from_bytes(blob)
+    header = read_header(blob)
+    if header is None:
+        raise StreamError("stored student state has the schema-2 mark but not its header")
+    items, correct, ts = window_of(blob, header)
+    num_items, extras = int(header["num_items"]), extra_ids(blob, header)
+
+    def name(index: int) -> str:
+        if index >= num_items and index - num_items < len(extras):
+            return extras[index - num_items]
+        return item_ids[index] if item_ids is not None and 0 <= index < len(item_ids) else f"#{index}"
+
+    mastery = np.frombuffer(blob, "<f4", num_items, int(header["mastery_offset"])).copy() if int(header["events"]) else None
+    flat = np.frombuffer(blob, "<f4", (int(header["mastery_offset"]) - HEADER.itemsize) // 4, HEADER.itemsize)
+    model_state: dict[str, np.ndarray] = {"flat": flat.copy()}
+    if state_shapes is not None:
+        model_state, start = {}, 0
+        for key in sorted(state_shapes):
+            count = int(np.prod(state_shapes[key]))
+            model_state[key] = flat[start : start + count].reshape(state_shapes[key]).copy()
+            start += count
+    named = {source_hash(source): source for source in sources}
+    return StudentState(
+        student_id=student_id,
+        model_version=header["model_version"].rstrip(b"\0").decode(),
+        events_applied=int(header["events"]),
+        window=[(name(int(i)), int(c), int(t)) for i, c, t in zip(items, correct, ts)],
+        model_state=model_state,
+        mastery=mastery,
+        offsets={named.get(int(h), f"#{int(h):016x}"): int(o) for h, o in zip(header["src_hash"], header["src_offset"]) if int(h)},
+        updated_ms=int(header["updated_ms"]),
+    )

@@ -19,7 +19,6 @@ import msgpack
 import numpy as np
 
 from stream_kt.service import kafka_io
-from stream_kt.service.events import decode_mastery
 from stream_kt.settings import StreamSettings
 
 # Without any handler, Python's last-resort handler prints aiokafka's connection errors
@@ -44,6 +43,8 @@ class FollowTally:
     latencies_ms: list[int] = field(default_factory=list)
     first_output_ms: int | None = None
     last_output_ms: int | None = None
+    first_produced_ms: int | None = None  # the outputs' Kafka timestamps (see add_output)
+    last_produced_ms: int | None = None
     _seen_outputs: set[tuple[str, int]] = field(default_factory=set, repr=False)
     _seen_dead_letters: set[str] = field(default_factory=set, repr=False)
 
@@ -54,9 +55,11 @@ class FollowTally:
     def complete(self) -> bool:
         return self.expected is not None and self.answered >= self.expected
 
-    def add_output(self, raw: bytes | None, received_ms: int) -> None:
+    def add_output(self, raw: bytes | None, received_ms: int, produced_ms: int | None = None) -> None:
+        """Count one mastery message (either version: only its ids and ``ts`` are read); ``produced_ms``: its
+        Kafka timestamp, when serve produced it, which times the processor whether or not this reader keeps up."""
         try:
-            message = decode_mastery(raw) if raw else None
+            message = msgpack.unpackb(raw, raw=False) if raw else None
         except Exception:  # not a mastery message: some other producer's, not ours to count
             message = None
         if not isinstance(message, dict):
@@ -73,6 +76,9 @@ class FollowTally:
         self.outputs += 1
         self.latencies_ms.append(received_ms - ts)
         self._stamp(received_ms)
+        if produced_ms is not None:
+            self.first_produced_ms = produced_ms if self.first_produced_ms is None else min(self.first_produced_ms, produced_ms)
+            self.last_produced_ms = produced_ms if self.last_produced_ms is None else max(self.last_produced_ms, produced_ms)
 
     def add_dead_letter(self, raw_event: bytes | None, headers: dict[str, str], received_ms: int) -> None:
         try:
@@ -156,7 +162,7 @@ async def follow_outputs(
             for partition, records in batches.items():
                 for record in records:
                     if partition.topic == out_topic:
-                        tally.add_output(record.value, received_ms)
+                        tally.add_output(record.value, received_ms, record.timestamp)
                     else:
                         headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
                         tally.add_dead_letter(record.value, headers, received_ms)

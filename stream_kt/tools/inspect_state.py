@@ -33,7 +33,8 @@ async def load_student(settings: StreamSettings, student_id: str) -> tuple[Stude
     """The student's state, and the served model's vocabulary and checkpoint path where ``serve`` recorded them."""
     store = await StudentStore.connect(settings.redis_url, settings.key_prefix, attempts=1, cluster=settings.redis_cluster)
     try:
-        state = (await store.read([student_id]))[student_id]
+        sources = [f"{settings.in_topic}/{p}" for p in range(max(settings.partitions, 256))]  # names its offsets
+        state = (await store.read([student_id], sources))[student_id]
         if state is None:
             raise StudentNotFound(f"no state for student {student_id!r} under key prefix {settings.key_prefix!r} (wrong --key-prefix or --redis?)")
         payload = await store.read_model_vocab(state.model_version)
@@ -46,6 +47,12 @@ async def load_student(settings: StreamSettings, student_id: str) -> tuple[Stude
     except (KeyError, TypeError):
         raise StreamError(f"the vocabulary stored for model {state.model_version}: not a stream-kt vocabulary") from None
     return state, vocab, payload.get("checkpoint")
+
+
+def name_window(state: StudentState, vocab: Vocabulary) -> None:
+    """Name a schema-2 window read without its vocabulary ("#<index>") with ``vocab``, a checkpoint of the state's model."""
+    ids = vocab.ids
+    state.window = [(ids[int(item[1:])] if item[:1] == "#" and item[1:].isdigit() and int(item[1:]) < len(ids) else item, correct, ts) for item, correct, ts in state.window]
 
 
 def delete_keys_with_prefix(redis_url: str, prefix: str, cluster: bool = False) -> int:

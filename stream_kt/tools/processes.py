@@ -31,6 +31,7 @@ class ServeProcess:
             "--group", settings.group_id,
             "--key-prefix", settings.key_prefix,
             "--partitions", str(settings.partitions),
+            "--metrics-port", str(settings.metrics_port),  # 0 where several run on one machine
         ]  # fmt: skip
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s

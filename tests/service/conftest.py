@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import shutil
@@ -32,8 +33,9 @@ from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.service import keys
 from stream_kt.service.events import decode_mastery, encode_answer
 from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.service.metrics import Metrics
 from stream_kt.service.processor import ProcessorStats, run_processor
-from stream_kt.service.state import WINDOW, StudentState
+from stream_kt.service.state import WINDOW, StudentState, decode_state, read_header
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import free_port
 
@@ -167,10 +169,10 @@ def dedupe_outputs(records: Iterable) -> dict[tuple[str, int], dict]:
 
 
 @contextlib.asynccontextmanager
-async def running_processor(settings: StreamSettings, checkpoint: Checkpoint, timeout_s: float = 60.0) -> AsyncIterator[list[ProcessorStats]]:
+async def running_processor(settings: StreamSettings, checkpoint: Checkpoint, timeout_s: float = 60.0, metrics: Metrics | None = None) -> AsyncIterator[list[ProcessorStats]]:
     """Run ``run_processor`` in this loop until the block ends; the yielded list gets its stats."""
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_processor(settings, checkpoint, stop=stop, ready=ready))
+    task = asyncio.create_task(run_processor(settings, checkpoint, stop=stop, ready=ready, metrics=metrics))
     stats: list[ProcessorStats] = []
     ready_or_done = await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     if task in ready_or_done[0]:
@@ -183,10 +185,23 @@ async def running_processor(settings: StreamSettings, checkpoint: Checkpoint, ti
         stats.append(await asyncio.wait_for(task, timeout_s))
 
 
-def read_states(redis_url: str, prefix: str, student_ids: Iterable[str]) -> dict[str, StudentState | None]:
+def read_states(redis_url: str, prefix: str, student_ids: Iterable[str], checkpoint: Checkpoint | None = None, sources: Iterable[str] = ()) -> dict[str, StudentState | None]:
+    """Stored states (schema 1 or 2) as ``StudentState``s: window items named by the writer's vocabulary (from
+    Redis, where serve records it), model state split by ``checkpoint``'s state shapes, ``sources`` named."""
     client = redis.Redis.from_url(redis_url)
+    shapes = None if checkpoint is None else {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
     try:
-        return {s: None if (raw := client.get(keys.student_key(s, prefix))) is None else StudentState.from_bytes(raw) for s in student_ids}
+        states: dict[str, StudentState | None] = {}
+        for s in student_ids:
+            raw = client.get(keys.student_key(s, prefix))
+            if raw is None:
+                states[s] = None
+                continue
+            header = read_header(raw)
+            vocab = client.get(keys.model_vocab_key(header["model_version"].rstrip(b"\0").decode(), prefix)) if header is not None else None
+            ids = json.loads(vocab)["ids"] if vocab else (list(checkpoint.vocab.ids) if checkpoint else None)
+            states[s] = decode_state(raw, s, ids, shapes, sources)
+        return states
     finally:
         client.close()
 
@@ -230,7 +245,7 @@ def reference_run(checkpoint: Checkpoint, answers: list[Answer]) -> Expected:
 def assert_final_states(redis_url: str, prefix: str, checkpoint: Checkpoint, answers: list[Answer], tol: float = 1e-5) -> None:
     """Every student's stored state equals the reference run over all their answers."""
     students = by_student(answers)
-    states = read_states(redis_url, prefix, students)
+    states = read_states(redis_url, prefix, students, checkpoint)
     for student, seq in students.items():
         state = states[student]
         assert state is not None, f"no state for {student}"
@@ -268,6 +283,7 @@ class ServeProcess:
             "--in-topic", settings.in_topic, "--out-topic", settings.out_topic, "--dlq-topic", settings.dlq_topic,
             "--group", settings.group_id, "--key-prefix", settings.key_prefix,
             "--batch", str(settings.batch_size), "--max-wait-ms", str(settings.max_wait_ms), "--partitions", str(settings.partitions),
+            "--metrics-port", "0",  # several on one machine (a test that wants the endpoint passes its own port in extra)
             *extra,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two cores shared with the tests and the broker

@@ -17,7 +17,7 @@ from redis.cluster import RedisCluster
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.service import keys
 from stream_kt.service.kafka_io import ensure_topics
-from stream_kt.service.state import StudentState
+from stream_kt.service.state import decode_state
 from stream_kt.tools.brokers import free_port
 
 from .conftest import TopicReader, answer_messages, by_student, dedupe_outputs, expected_output_keys, produce, read_states, running_processor, synthetic_answers
@@ -111,11 +111,12 @@ def test_states_on_a_redis_cluster_equal_those_on_one_redis(make_settings, tiny_
 
     asyncio.run(run_both())
     students = list(by_student(answers))
-    on_single = read_states(redis_url, single.key_prefix, students)
+    on_single = read_states(redis_url, single.key_prefix, students, checkpoint)
+    shapes = {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
     client = RedisCluster.from_url(redis_cluster.url)
     try:
         student_keys = [keys.student_key(s, clustered.key_prefix) for s in students]
-        on_cluster = {s: StudentState.from_bytes(client.get(k)) for s, k in zip(students, student_keys)}
+        on_cluster = {s: decode_state(client.get(k), s, checkpoint.vocab.ids, shapes) for s, k in zip(students, student_keys)}
         primaries = {client.get_node_from_key(k).port for k in student_keys}
     finally:
         client.close()

@@ -70,7 +70,7 @@ def test_events_apply_in_production_order_and_a_stop_commits_what_was_applied(ma
     assert (first.events_in, first.outputs, first.skipped_replays) == (len(first_half), len(first_half), 0)
     assert (second.events_in, second.outputs, second.skipped_replays) == (len(second_half), len(second_half), 0)
     assert final_committed == final_end and sum(final_end.values()) == len(answers)
-    states = read_states(redis_url, settings.key_prefix, by_student(answers))
+    states = read_states(redis_url, settings.key_prefix, by_student(answers), sources=[f"{settings.in_topic}/{p}" for p in range(settings.partitions)])
     last_applied: dict[int, int] = {}
     for state in states.values():
         for source, offset in state.offsets.items():
@@ -255,7 +255,8 @@ def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settin
             return dedupe_outputs(out.records)
 
     outputs = asyncio.run(scenario())
-    states = read_states(redis_url, settings.key_prefix, new_events)
+    sources = ["retired-topic/0", *(f"{settings.in_topic}/{p}" for p in range(settings.partitions))]
+    states = read_states(redis_url, settings.key_prefix, new_events, upgraded, sources)
     for student, (event, window) in new_events.items():
         replayed = [a for a in window if upgraded.vocab.index(a.item_id) is not None] + [event]
         assert len(replayed) == WINDOW  # the legacy id was dropped, the new event added

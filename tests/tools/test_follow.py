@@ -6,16 +6,18 @@ import asyncio
 import time
 
 import msgpack
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream_kt.service.events import AnswerEvent, encode_mastery
+from stream_kt.service.events import MasteryEncoder
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 
 
-def mastery(student_id: str, seq: int, ts_ms: int) -> bytes:
-    event = AnswerEvent(student_id, "3", 3, 1, ts_ms, f"{student_id}#{seq - 1}")
-    return encode_mastery(event, seq, "dkt-test", 0.7, [0.5, 0.6, 0.7, 0.8])
+def mastery(student_id: str, seq: int, ts_ms: int, format: str = "v2") -> bytes:
+    """One mastery message as serve writes it, in either format (the follower reads both)."""
+    encoder = MasteryEncoder("dkt-test", format)
+    return encoder.encode([student_id], [seq], [f"{student_id}#{seq - 1}"], [ts_ms], ["3"], [0.7], np.array([[0.5, 0.6, 0.7, 0.8]], np.float32))[0]
 
 
 async def produce(bootstrap: str, messages: list[tuple[str, bytes, list[tuple[str, bytes]] | None]]) -> None:
@@ -40,9 +42,9 @@ def test_follow_counts_each_answer_once_ignores_earlier_runs_and_times_out_on_wh
             broker.bootstrap,
             [
                 (out_topic, mastery("a", 1, sent_ms), None),
-                (out_topic, mastery("a", 2, sent_ms), None),
+                (out_topic, mastery("a", 2, sent_ms, "v1"), None),
                 (out_topic, mastery("a", 2, sent_ms), None),  # repeated after a crash: dropped
-                (out_topic, mastery("b", 1, sent_ms), None),
+                (out_topic, mastery("b", 1, sent_ms, "v1"), None),
                 (out_topic, mastery("old", 1, since_ms - 60_000), None),  # an earlier run's output
                 (dlq_topic, bad_event, dead_letter_headers),
                 (dlq_topic, bad_event, dead_letter_headers),  # same source offset: dropped

@@ -139,11 +139,12 @@ def test_inspect_recomputes_a_time_aware_models_mastery_as_serve_rebuilds_it(tmp
 
     stale = StudentState("s", "an-older-model", events_applied=len(window), window=list(window))
     settings = StreamSettings(batch_size=4)
-    processor = Processor(settings, checkpoint, make_backend("eager", checkpoint.model, 4), None, None, None, RebalanceGate(asyncio.Event()))  # type: ignore[arg-type]
-    processor.rebuild([stale])  # what serve does with a state of another model version
+    processor = Processor(settings, checkpoint, {4: make_backend("eager", checkpoint.model, 4)}, None, None, None, RebalanceGate(asyncio.Event()))  # type: ignore[arg-type]
+    rows, _ = asyncio.run(processor.load_rows(["s"], [stale.to_bytes()]))  # what serve does with a state of another model version
+    rebuilt = rows["mastery"][0]
 
     history, positions = mastery_over_window(checkpoint.model, checkpoint.vocab, window)
     assert positions == [0, 1, 3, 4, 5]
-    np.testing.assert_allclose(history[-1], stale.mastery, atol=1e-5)
+    np.testing.assert_allclose(history[-1], rebuilt, atol=1e-5)
     untimed = [(item, correct, 1_700_000_000_000) for item, correct, _ in window]  # the same answers without the gaps
-    assert np.abs(mastery_over_window(checkpoint.model, checkpoint.vocab, untimed)[0][-1] - stale.mastery).max() > 1e-3
+    assert np.abs(mastery_over_window(checkpoint.model, checkpoint.vocab, untimed)[0][-1] - rebuilt).max() > 1e-3
