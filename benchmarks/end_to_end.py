@@ -1,14 +1,18 @@
 """Benchmarks 2 and 3: end to end through the real broker and Redis, per variant.
 
-For each variant (stream-kt, naive, recompute) one processor process (``benchmarks.worker``)
-runs against fresh topics and a fresh key prefix:
+For each variant (stream-kt; the hand-written loop, ``benchmarks.handwritten``; naive;
+recompute) one processor process (``benchmarks.worker``) runs against fresh topics and a
+fresh key prefix:
 
 1. Sustained throughput: ``events`` answer events are produced first, then the
-   processor starts and drains them; events/s = answered / (last output - first output),
-   read by a follower consuming the output topic.
-2. Latency: at offered rates of 25%, 50% and 90% of that maximum, events are sent
+   processor starts and drains them; events/s = answered / the span of the outputs'
+   Kafka timestamps (when the processor produced them), counted by a follower
+   consuming the output topic.
+2. Latency: at offered rates of 10%, 50% and 90% of that maximum, events are sent
    paced (``ts`` = wall clock at send) and p50/p95/p99 of (output received - ts) taken.
-3. Costs per event: the processor's CPU seconds after start-up / events, the broker
+3. Costs per event: the processor's CPU seconds after start-up / events (the
+   ``engine_us_per_event`` of the summary), the load generator's and the follower's
+   (this process, while it pre-produces and while it follows the drain), the broker
    process's CPU seconds over the drain / events (where the broker is ours), and Redis
    round trips per event from Redis' own ``total_reads_processed`` counter (socket
    reads it served: one per pipeline or command round trip) over the same span.
@@ -19,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,8 +41,8 @@ from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.tools.inspect_state import delete_keys_with_prefix
 from stream_kt.tools.replay import event_order, send_events
 
-VARIANT_BATCH = {"stream-kt": None, "naive": 1, "recompute": 64}  # None: the configured B
-RATE_FRACTIONS = (0.25, 0.5, 0.9)
+VARIANT_BATCH = {"stream-kt": None, "handwritten": None, "naive": 1, "recompute": 64}  # None: the configured B
+RATE_FRACTIONS = (0.1, 0.5, 0.9)
 
 
 @dataclass
@@ -73,6 +79,7 @@ class Worker:
         self.variant = variant
         self.batch = VARIANT_BATCH[variant] or target.batch_size
         self.process: subprocess.Popen | None = None
+        self.errors = tempfile.TemporaryFile("w+")  # the worker's stderr: its last line says why it died
 
     def start(self, timeout_s: float = 60.0) -> None:
         command = [
@@ -82,7 +89,7 @@ class Worker:
             "--key-prefix", self.key_prefix, "--backend", self.target.backend if self.variant == "stream-kt" else "eager",
             "--batch", str(self.batch), "--partitions", str(self.target.partitions),
         ]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         deadline = time.monotonic() + timeout_s
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
@@ -90,8 +97,26 @@ class Worker:
             if line.strip() == "ready":
                 return
             if not line and self.process.poll() is not None:
-                raise RuntimeError(f"benchmark worker {self.variant} exited with {self.process.returncode}")
+                self.died()
         raise RuntimeError(f"benchmark worker {self.variant} not ready within {timeout_s:.0f} s")
+
+    def died(self) -> None:
+        """Raise, naming the worker's exit status and the last line it wrote to stderr."""
+        assert self.process is not None
+        self.errors.seek(0)
+        lines = [line.strip() for line in self.errors if line.strip()]
+        raise RuntimeError(f"benchmark worker {self.variant} exited with {self.process.returncode}: {lines[-1] if lines else 'no message'}")
+
+    async def watch(self, awaitable):
+        """Await ``awaitable`` (reading the worker's outputs), failing at once if the worker exits meanwhile."""
+        assert self.process is not None
+        task = asyncio.ensure_future(awaitable)
+        while not task.done():
+            await asyncio.wait([task], timeout=0.5)
+            if not task.done() and self.process.poll() is not None:
+                task.cancel()
+                self.died()
+        return task.result()
 
     def stop(self) -> dict:
         assert self.process is not None and self.process.stdout is not None
@@ -99,6 +124,12 @@ class Worker:
         out, _ = self.process.communicate(timeout=60)
         lines = [line for line in out.splitlines() if line.startswith("{")]
         return json.loads(lines[-1]) if lines else {}
+
+
+def own_cpu_s() -> float:
+    """User + system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def redis_reads(redis_url: str) -> int:
@@ -127,19 +158,24 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
     """Throughput, latency at three offered rates, and per-event costs of one variant."""
     order = event_order(students, seed)
     worker = Worker(target, variant)
-    asyncio.run(ensure_topics(target.bootstrap, [worker.in_topic], target.partitions))
+    asyncio.run(ensure_topics(target.bootstrap, [worker.in_topic, worker.out_topic, worker.dlq_topic], target.partitions))  # the hand-written loop creates none
     # 1. pre-produce, then start the processor and time the drain
     tally = FollowTally(since_ms=0, expected=len(order))
+    cpu_before_send = own_cpu_s()
     sent = asyncio.run(send_events(target.bootstrap, worker.in_topic, students, order, progress=progress))
+    sender_cpu_s = own_cpu_s() - cpu_before_send
     reads_before = redis_reads(target.redis_url)
     worker.start()
     try:
-        broker_cpu_before = process_cpu_s(target.broker_pid)
-        asyncio.run(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600))
-        broker_cpu_after = process_cpu_s(target.broker_pid)
+        broker_cpu_before, follower_cpu_before = process_cpu_s(target.broker_pid), own_cpu_s()
+        asyncio.run(worker.watch(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600)))
+        broker_cpu_after, follower_cpu_s = process_cpu_s(target.broker_pid), own_cpu_s() - follower_cpu_before
         reads = redis_reads(target.redis_url) - reads_before
-        span_s = max((tally.last_output_ms or 0) - (tally.first_output_ms or 0), 1) / 1000
+        # the span of the outputs' Kafka timestamps: when the processor produced them, however fast the follower reads
+        first, last = (tally.first_produced_ms, tally.last_produced_ms) if tally.first_produced_ms is not None else (tally.first_output_ms, tally.last_output_ms)
+        span_s = max((last or 0) - (first or 0), 1) / 1000
         max_rate = tally.answered / span_s
+        answered = max(tally.answered, 1)
         result = {
             "variant": variant,
             "broker": target.broker,
@@ -147,7 +183,10 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
             "events": sent.sent,
             "answered": tally.answered,
             "events_per_s": round(max_rate, 1),
-            "redis_round_trips_per_event": round(reads / max(tally.answered, 1), 3),
+            "redis_round_trips_per_event": round(reads / answered, 3),
+            # the load generator (pre-producing every event) and the follower (reading every output), in this process
+            "load_generator_cpu_us_per_event": round(1e6 * sender_cpu_s / max(sent.sent, 1), 1),
+            "follower_cpu_us_per_event": round(1e6 * follower_cpu_s / answered, 1),
             # the drain: the broker serves the processor's fetches, produces and commits, and the follower's fetches
             "broker_cpu_us_per_event": None if broker_cpu_before is None or broker_cpu_after is None else round(1e6 * (broker_cpu_after - broker_cpu_before) / max(tally.answered, 1), 1),
         }
@@ -161,7 +200,7 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
             # the same students again: their states continue, as a live stream's would
             index = {s.student_id: n for n, s in enumerate(paced)}
             remapped = [(index[students[i].student_id], p) for i, p in paced_order]
-            summary = asyncio.run(_send_and_follow(worker, paced, remapped, rate, progress))
+            summary = asyncio.run(worker.watch(_send_and_follow(worker, paced, remapped, rate, progress)))
             latency.append({"fraction": fraction, **summary})
         result["latency"] = latency
     finally:

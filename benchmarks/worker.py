@@ -17,7 +17,9 @@ import signal
 import torch
 
 from benchmarks.alternatives import RecomputeWindow
-from stream_kt.checkpoint import load_checkpoint
+from benchmarks.handwritten import HandwrittenLoop
+from stream_kt.checkpoint import Checkpoint, load_checkpoint
+from stream_kt.service.metrics import Metrics
 from stream_kt.service.processor import run_processor
 from stream_kt.settings import StreamSettings
 
@@ -27,9 +29,26 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+async def handwritten(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
+    """``--variant handwritten``: the loop of ``benchmarks.handwritten`` instead of ``run_processor``."""
+    loop = HandwrittenLoop(checkpoint, args.bootstrap, args.redis, args.in_topic, args.out_topic, args.group, args.key_prefix, args.batch)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await loop.start()
+    started = cpu_s()
+    print("ready", flush=True)
+    try:
+        await loop.run(stop)
+    finally:
+        await loop.stop()
+    print(json.dumps({"events_in": loop.events_in, "outputs": loop.outputs, "cpu_s": cpu_s() - started}), flush=True)
+
+
 async def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)  # as serve does
     checkpoint = load_checkpoint(args.checkpoint)
+    if args.variant == "handwritten":
+        return await handwritten(args, checkpoint)
     if args.variant == "recompute":
         checkpoint = dataclasses.replace(checkpoint, model=RecomputeWindow(checkpoint.model).eval(), version=checkpoint.version + "-recompute")
     settings = StreamSettings(
@@ -54,18 +73,27 @@ async def main(args: argparse.Namespace) -> None:
         cpu_at_ready.append(cpu_s())
         print("ready", flush=True)
 
-    announcing = asyncio.create_task(announce())
-    stats = await run_processor(settings, checkpoint, backend=args.backend, stop=stop, ready=ready)
-    announcing.cancel()
+    metrics = Metrics(process_metrics=False)
+
+    async def stop_after(events: int) -> None:  # --stop-after: once this many events are committed
+        while metrics.events_in < events:
+            await asyncio.sleep(0.05)
+        stop.set()
+
+    tasks = [asyncio.create_task(announce())] + ([asyncio.create_task(stop_after(args.stop_after))] if args.stop_after else [])
+    stats = await run_processor(settings, checkpoint, backend=args.backend, stop=stop, ready=ready, metrics=metrics)
+    for task in tasks:
+        task.cancel()
     print(json.dumps({**dataclasses.asdict(stats), "cpu_s": cpu_s() - (cpu_at_ready[0] if cpu_at_ready else 0.0)}), flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variant", choices=("stream-kt", "naive", "recompute"), required=True)
+    parser.add_argument("--variant", choices=("stream-kt", "handwritten", "naive", "recompute"), required=True)
     for flag in ("checkpoint", "bootstrap", "redis", "in-topic", "out-topic", "dlq-topic", "group", "key-prefix", "backend"):
         parser.add_argument(f"--{flag}", required=True)
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--max-wait-ms", type=int, default=5)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--stop-after", type=int, help="stop once this many events are committed (default: on SIGTERM)")
     asyncio.run(main(parser.parse_args()))

@@ -14,17 +14,17 @@ from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 
 
-def default_checkpoint(directory: Path, model_name: str | None = None) -> Checkpoint:
+def default_checkpoint(directory: Path, model_name: str | None = None, hidden_size: int = 128) -> Checkpoint:
     """DKT, hidden 128, 124 items (the ASSISTments 2009 skill count), or ``model_name`` at its
     default configuration over the same items: speed does not depend on the weights."""
     torch.manual_seed(0)
     vocab = Vocabulary("skill_id", tuple(str(i) for i in range(124)))
     if model_name is None:
-        model = build_model("dkt", num_items=124, embed_dim=128, hidden_size=128).eval()
+        model = build_model("dkt", num_items=124, embed_dim=hidden_size, hidden_size=hidden_size).eval()
     else:
         model = build_model(model_name, num_items=124).eval()
     split = split_students(["x", "y"], seed=0, valid_fraction=0.5)
-    name = "bench-dkt" if model_name is None else f"bench-{model_name}"
+    name = f"bench-dkt-h{hidden_size}" if model_name is None else f"bench-{model_name}"
     return save_checkpoint(directory / name, model, vocab, split, {"note": "random weights for benchmarking"})
 
 

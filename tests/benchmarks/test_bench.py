@@ -30,7 +30,7 @@ def test_recompute_window_equals_the_carried_state_inside_the_window():
             carried, window = a.state, b.state
 
 
-@pytest.mark.parametrize("variant", ["stream-kt", "naive", "recompute"])
+@pytest.mark.parametrize("variant", ["stream-kt", "handwritten", "naive", "recompute"])
 def test_each_variant_answers_every_event(broker, redis_url, tmp_path, variant):
     checkpoint = default_checkpoint(tmp_path)
     students = bench_students(checkpoint.vocab, 400)
@@ -39,9 +39,10 @@ def test_each_variant_answers_every_event(broker, redis_url, tmp_path, variant):
     events = sum(len(s) for s in students)
     assert result["events"] == events and result["answered"] == events
     assert result["processor"]["outputs"] >= events + sum(l["sent"] for l in result["latency"])
-    assert [l["fraction"] for l in result["latency"]] == [0.25, 0.5, 0.9]
+    assert [l["fraction"] for l in result["latency"]] == [0.1, 0.5, 0.9]
     assert all(l["missing"] == 0 and l["p99_ms"] is not None for l in result["latency"])
-    assert result["batch"] == {"stream-kt": 16, "naive": 1, "recompute": 64}[variant]
+    assert result["batch"] == {"stream-kt": 16, "handwritten": 16, "naive": 1, "recompute": 64}[variant]
+    assert result["load_generator_cpu_us_per_event"] > 0 and result["follower_cpu_us_per_event"] > 0
 
 
 def test_bench_step_only_prints_a_json_summary(tmp_path):
