@@ -30,10 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-from tqdm import tqdm
-
 from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.progress import progress_bar
 from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.tools.brokers import EmbeddedBroker
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
@@ -64,7 +63,7 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
     for n in range(processes):
         log = open(log_dir / f"{run}-{n}.log", "wb")
         members.append((subprocess.Popen(serve_command(args, bootstrap, run, checkpoint), stdout=subprocess.PIPE, stderr=log, text=True, env=env), log))
-    bar = tqdm(total=sent.sent, desc=f"{processes} process{'es' if processes > 1 else ''}", unit="event", unit_scale=True, disable=args.quiet, mininterval=0.5)
+    bar = progress_bar(total=sent.sent, desc=f"{processes} process{'es' if processes > 1 else ''}", unit="event", unit_scale=True, disable=args.quiet, mininterval=0.5)
 
     def progress(t: FollowTally) -> None:
         bar.update(t.answered - bar.n)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm import tqdm
 
 from stream_kt.backends import make_backend
 from stream_kt.models import KTModel
+from stream_kt.progress import progress_bar
 
 CUDA_BATCHES = [64, 256, 1024, 4096, 16384, 65536]
 # (row name, CudaGraphBackend options): with and without the graph, and float16 mastery on request
@@ -41,7 +41,7 @@ def measure_step(backend, model: KTModel, rows: int, min_seconds: float = 0.3, r
 def step_throughput(model: KTModel, backends: list[str], batch_sizes: list[int], min_seconds: float = 0.3, progress: bool = True) -> list[dict]:
     rows = []
     cases = [(b, s) for b in backends for s in batch_sizes]
-    for name, batch in tqdm(cases, desc="step throughput", unit="case", disable=not progress):
+    for name, batch in progress_bar(cases, desc="step throughput", unit="case", disable=not progress):
         backend = make_backend(name, model, batch)
         rate = measure_step(backend, model, batch, min_seconds)
         rows.append({"backend": backend.name, "batch": batch, "student_steps_per_s": rate, "us_per_step": 1e6 * batch / rate})
@@ -57,7 +57,7 @@ def cuda_step_throughput(model: KTModel, batch_sizes: list[int] = CUDA_BATCHES, 
     from stream_kt.backends.compiled import CudaGraphBackend  # CUDA only
 
     rows, skipped = [], []
-    for name, options in tqdm(CUDA_VARIANTS, desc="cuda step throughput", unit="variant", disable=not progress):
+    for name, options in progress_bar(CUDA_VARIANTS, desc="cuda step throughput", unit="variant", disable=not progress):
         for batch in batch_sizes:
             try:
                 backend = CudaGraphBackend(model, batch, **options)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 from aiokafka.errors import KafkaError
-from tqdm import tqdm
 
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.errors import DataError
+from stream_kt.progress import progress_bar
 from stream_kt.service import kafka_io
 from stream_kt.service.events import encode_answer
 from stream_kt.service.exceptions import StreamError
@@ -134,7 +134,7 @@ async def send_events(
     started = time.perf_counter()
     first_send_ms = now_ms()
     in_flight: list[asyncio.Future] = []
-    bar = tqdm(total=len(order), desc="replay", unit="event", unit_scale=True, disable=not progress, mininterval=0.5)
+    bar = progress_bar(total=len(order), desc="replay", unit="event", unit_scale=True, disable=not progress, mininterval=0.5)
     try:
         for start in range(0, len(order), chunk_size):
             chunk = order[start : start + chunk_size]
@@ -186,7 +186,7 @@ async def replay_and_follow(
     if not follow:
         return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, security=security), None
     tally = FollowTally(since_ms=now_ms())
-    answered_bar = tqdm(total=len(order), desc="answered", unit="event", unit_scale=True, position=1, disable=not progress, mininterval=0.5)
+    answered_bar = progress_bar(total=len(order), desc="answered", unit="event", unit_scale=True, position=1, disable=not progress, mininterval=0.5)
     sent_count = [0]
 
     def show(current: FollowTally) -> None:

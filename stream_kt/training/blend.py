@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from stream_kt.checkpoint import Checkpoint, save_ensemble
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.errors import CheckpointError, DataError
 from stream_kt.metrics import auc
+from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import predict_sequences
 from stream_kt.training.prepare import students_of
 
@@ -27,7 +27,7 @@ def fit_weights(probs: Sequence[np.ndarray], labels: np.ndarray, rounds: int = 3
     k = stacked.shape[0]
     weights = np.full(k, 1.0 / k)
     best = auc(labels, weights @ stacked)
-    for _ in tqdm(range(rounds), desc="fitting weights", unit="round", disable=not progress):
+    for _ in progress_bar(range(rounds), desc="fitting weights", unit="round", disable=not progress):
         for i in range(k):
             others = np.delete(weights, i)
             others = others / others.sum() if others.sum() > 0 else np.full(k - 1, 1.0 / (k - 1))

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from stream_kt.backends import make_backend
 from stream_kt.data.readers import item_names
@@ -34,6 +33,7 @@ from stream_kt.data.split import Split, kfold_students, split_students
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import ConfigError, DataError
 from stream_kt.models import MODELS, KTModel, config_options
+from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.prepare import load_students
 from stream_kt.training.train import TrainConfig, train
@@ -188,7 +188,7 @@ def compare(setup: CompareSetup, run: CompareRun) -> dict:
         vocab = Vocabulary.build(train_students + valid_students, run.item, names)
         test_students = held_out if held_out is not None else [by_id[i] for i in split.test]
         prepared.append((split, vocab, [vocab.encode(s) for s in train_students], [vocab.encode(s) for s in valid_students], [vocab.encode(s) for s in test_students]))
-    bar = tqdm(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)
+    bar = progress_bar(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)
     # model by model: an interrupted comparison still has every split of the models it finished
     for name in setup.models:
         for split_index, (split, vocab, train_seqs, valid_seqs, test_seqs) in enumerate(prepared):

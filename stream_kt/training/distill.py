@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from stream_kt.checkpoint import Checkpoint, save_checkpoint, write_metrics
 from stream_kt.data.batches import Window, batch_indices, cut_windows, make_batch
@@ -57,6 +56,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError, DataError
 from stream_kt.models import KTModel, model_class
+from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.plots import plot_learning_curves
 from stream_kt.training.prepare import load_students, students_of
@@ -95,7 +95,7 @@ def teacher_mastery(teacher: KTModel, sequences: Sequence[EncodedSequence], prog
     num_items = teacher.config.num_items
     out = [np.zeros((len(s), num_items), TARGET_DTYPE) for s in sequences]
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    bar = tqdm(total=sum(len(s) for s in sequences), desc="teacher mastery", unit="event", disable=not progress)
+    bar = progress_bar(total=sum(len(s) for s in sequences), desc="teacher mastery", unit="event", disable=not progress)
     for start in range(0, len(order), TEACHER_CHUNK):
         rows = order[start : start + TEACHER_CHUNK]
         lengths = np.array([len(sequences[i]) for i in rows])
@@ -294,7 +294,7 @@ def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequen
     started = time.perf_counter()
     history = [
         {"epoch": epoch, **_distill_epoch(model, optimizer, windows, targets, config, alpha, temperature, epoch, progress)}
-        for epoch in tqdm(range(1, epochs + 1), desc=f"refit distilled {config.model}", unit="epoch", disable=not progress)
+        for epoch in progress_bar(range(1, epochs + 1), desc=f"refit distilled {config.model}", unit="epoch", disable=not progress)
     ]
     model.eval()
     refit_recipe = {"teacher": teacher_record(teacher), "alpha": alpha, "temperature": temperature, "chosen_with_teacher": recipe["teacher"]}

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.batches import make_batch
@@ -24,6 +23,7 @@ from stream_kt.data.vocab import EncodedSequence
 from stream_kt.errors import DataError
 from stream_kt.metrics import binary_metrics
 from stream_kt.models import KTModel
+from stream_kt.progress import progress_bar
 from stream_kt.training.prepare import load_students, students_of
 
 
@@ -35,7 +35,7 @@ def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batc
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # similar lengths share a batch
     by_student: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     chunks = range(0, len(order), batch_size)
-    for start in tqdm(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
+    for start in progress_bar(chunks, desc="scoring", unit="batch", disable=not progress, leave=False):
         index = [i for i in order[start : start + batch_size] if len(sequences[i]) >= 2]
         if not index:
             continue

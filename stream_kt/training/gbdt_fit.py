@@ -178,7 +178,7 @@ def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labe
     Full-batch Adam on the mean log loss plus ``transfer_l2`` times the squared weights;
     rows are grouped by item, so each step costs one pass over the inputs.
     """
-    from tqdm import tqdm
+    from stream_kt.progress import progress_bar
 
     v = config.num_items
     x, y, q = torch.from_numpy(inputs), torch.from_numpy(labels), torch.from_numpy(items)
@@ -188,7 +188,7 @@ def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labe
     optimizer = torch.optim.Adam([weight, bias], lr=0.05)
     loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
     with torch.enable_grad():  # callers may hold no_grad
-        for _ in tqdm(range(config.transfer_steps if len(y) else 0), desc="transfer regression", unit="step", disable=not progress, leave=False):
+        for _ in progress_bar(range(config.transfer_steps if len(y) else 0), desc="transfer regression", unit="step", disable=not progress, leave=False):
             optimizer.zero_grad()
             loss = sum(loss_fn(xs @ weight[i] + bias[i], ys, reduction="sum") for i, xs, ys in groups) / len(y)
             (loss + config.transfer_l2 * weight.pow(2).sum()).backward()
@@ -277,14 +277,14 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
 
 
 class _progress:
-    """LightGBM callback: a tqdm bar over boosting rounds, and the validation AUC per round."""
+    """LightGBM callback: a progress bar over boosting rounds, and the validation AUC per round."""
 
     order = 30
 
     def __init__(self, rounds: int, history: list[dict], enabled: bool) -> None:
-        from tqdm import tqdm
+        from stream_kt.progress import progress_bar
 
-        self.bar = tqdm(total=rounds, desc="boosting", unit="tree", disable=not enabled, leave=False)
+        self.bar = progress_bar(total=rounds, desc="boosting", unit="tree", disable=not enabled, leave=False)
         self.history = history
 
     def __call__(self, env) -> None:

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from stream_kt.backends import make_backend
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import KTModel
+from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import predict_sequences
 
 
@@ -35,7 +35,7 @@ def streamed_predictions(model: KTModel, sequences: Sequence[EncodedSequence], b
     state = {k: v.numpy().astype(np.float32) for k, v in backend.initial_state(len(order)).items()}
     predicted = [np.zeros(max(n - 1, 0), np.float32) for n in lengths]
     steps = int(lengths.max()) if len(lengths) else 0
-    for t in tqdm(range(steps), desc="streaming", unit="step", disable=not progress, leave=False):
+    for t in progress_bar(range(steps), desc="streaming", unit="step", disable=not progress, leave=False):
         active = int((lengths > t).sum())
         items = torch.tensor([sequences[i].items[t] for i in order[:active]])
         correct = torch.tensor([sequences[i].correct[t] for i in order[:active]])

@@ -12,7 +12,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from stream_kt.checkpoint import Checkpoint, save_checkpoint
 from stream_kt.data.batches import cut_windows, iterate_batches
@@ -20,6 +19,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError
 from stream_kt.models import KTModel, build_model
+from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.fitters import fitter_of
 from stream_kt.training.plots import plot_learning_curves
@@ -81,7 +81,7 @@ def early_stopped(model, run_epoch: Callable[[int], dict], valid_sequences: Sequ
     """
     history: list[dict] = []
     best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
-    bar = tqdm(range(1, config.epochs + 1), desc=desc or f"train {config.model}", unit="epoch", disable=not progress)
+    bar = progress_bar(range(1, config.epochs + 1), desc=desc or f"train {config.model}", unit="epoch", disable=not progress)
     for epoch in bar:
         stats = run_epoch(epoch)
         valid = evaluate(model, valid_sequences)
@@ -122,7 +122,7 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
         windows = cut_windows(students, config.window)
         history = [
             {"epoch": epoch, **_train_epoch(model, optimizer, windows, config, epoch, progress)}
-            for epoch in tqdm(range(1, epochs + 1), desc=f"refit {config.model}", unit="epoch", disable=not progress)
+            for epoch in progress_bar(range(1, epochs + 1), desc=f"refit {config.model}", unit="epoch", disable=not progress)
         ]
         model.eval()
         metrics = {"best_epoch": epochs, "train_windows": len(windows), "history": history}
@@ -159,7 +159,7 @@ def gradient_epoch(model, optimizer: torch.optim.Optimizer, batches: Iterable[T]
     model.train()
     started = time.perf_counter()
     losses = []
-    bar = tqdm(batches, total=n_batches, desc=desc, unit="batch", leave=False, disable=not progress)
+    bar = progress_bar(batches, total=n_batches, desc=desc, unit="batch", leave=False, disable=not progress)
     for batch in bar:
         loss = loss_of(batch)
         optimizer.zero_grad()
