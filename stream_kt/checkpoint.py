@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,29 @@ def model_version(model: KTModel, vocab: Vocabulary) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return f"{model.name}-{digest.hexdigest()[:12]}"
+
+
+def check_out_dir(path: str | Path) -> Path:
+    """``path``, where a checkpoint may be written: a new or empty directory, or a checkpoint to replace.
+
+    Commands check their ``--out`` with it before they train, so a bad one fails at once,
+    not after an hour of training.  A directory holding other files is refused: a
+    checkpoint's config.json and metrics.json would overwrite files of the same name.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: exists and is not a directory (a checkpoint is a directory): give a new path")
+    if out.is_dir():
+        if not (out / "config.json").is_file() and any(out.iterdir()):
+            raise CheckpointError(f"{out}: a directory with other files and no checkpoint in it: give a new or empty directory, or a checkpoint to replace")
+        target = out
+    else:
+        target = next(parent for parent in out.absolute().parents if parent.exists())
+        if not target.is_dir():
+            raise CheckpointError(f"{out}: {target} is not a directory")
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{out}: cannot write in {target} (permission denied)")
+    return out
 
 
 def save_checkpoint(out_dir: str | Path, model: KTModel, vocab: Vocabulary, split: Split, train_config: dict[str, Any], metrics: dict[str, Any] | None = None) -> Checkpoint:

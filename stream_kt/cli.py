@@ -6,11 +6,15 @@ Click, not Typer: declarative options and nested commands from one mature librar
 
 A ``StreamKTError`` (bad file, bad argument, bad checkpoint) or a usage error becomes one
 line on stderr, ``stream-kt COMMAND: error: ...``, and exit status 2; anything else is a
-bug and keeps its traceback.  ``--help`` exits 0.
+bug and keeps its traceback.  ``--help`` exits 0.  A reader that closes stdout early
+(``| head``) ends the command quietly with status 141, as a shell reports for a
+writer the closed pipe killed.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import click
@@ -37,7 +41,17 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:
+        try:
+            return _run(sys.argv[1:] if argv is None else [str(a) for a in argv])
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+    except BrokenPipeError:  # stdout closed early (stream-kt inspect --json | head -1): stop quietly, as a killed pipe writer does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush into the closed pipe at exit
+        return 128 + signal.SIGPIPE
+
+
+def _run(args: list[str]) -> int:
     name = args[0] if args and args[0] in cli.commands else None
     try:
         with cli.make_context("stream-kt", args) as ctx:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,11 +68,34 @@ def checkpoint_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[...
     return make
 
 
+def run_with_stdout_closed(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``stream-kt ARGS`` writing into a pipe whose reader has already gone, as ``stream-kt ... | head -1`` ends."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "stream_kt.cli", *map(str, args)], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    finally:
+        os.close(write_end)
+
+
 BROKERS = ("kafka", "tansu")
+
+
+# Tests that take a broker are slow by construction: the first starts Apache Kafka (a JVM), and each runs a
+# whole pipeline.  The other slow tests say so themselves (@pytest.mark.slow): the fault suite, the demo,
+# CLI runs that train, the SAINT models' step checks.  `pytest -m "not slow"` leaves them all out.
+SLOW_FIXTURES = {"broker", "kafka_broker", "tansu_broker"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "brokers(*names): run the test on each of these brokers (default: kafka only)")
+    config.addinivalue_line("markers", "slow: a broker, a training run, a whole pipeline or a model costing seconds a step; left out by -m 'not slow'")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

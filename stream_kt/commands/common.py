@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
 
 from stream_kt.data.readers import ITEM_COLUMNS
+from stream_kt.models import MODELS
 from stream_kt.training.prepare import FORMAT_CHOICES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,6 +83,31 @@ class NumberList(click.ParamType):
         return numbers
 
 
+class ModelChoice(click.Choice):
+    """One of ``names`` (registered models); a registered model that is not trained directly is refused with how it is made."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        super().__init__(sorted(names))
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value in MODELS and value not in self.choices and not MODELS[value].trainable_directly:
+            self.fail(f"model {value} is not trained directly: {MODELS[value].made_by}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def learning_rate_help(names: Iterable[str]) -> str:
+    """What ``--lr`` defaults to for the models ``names``: each one's ``default_learning_rate``, the usual one first."""
+    by_gradient = [name for name in sorted(names) if MODELS[name].fitted_by_gradient]
+    rates = Counter(MODELS[name].default_learning_rate for name in by_gradient)
+    usual = rates.most_common(1)[0][0]
+    others = "".join(f", {name} {MODELS[name].default_learning_rate:g}" for name in by_gradient if MODELS[name].default_learning_rate != usual)
+    text = f"Adam's learning rate [default: the model's own: {usual:g}{others}]"
+    fitted_otherwise = [name for name in sorted(names) if not MODELS[name].fitted_by_gradient]
+    if fitted_otherwise:
+        text += f"; {', '.join(fitted_otherwise)} is fitted its own way and ignores it (see its --option fields)"
+    return text
+
+
 POSITIVE_INT = PositiveInt()
 POSITIVE_FLOAT = PositiveFloat()
 OPTION_PAIR = OptionPair()
@@ -95,6 +122,16 @@ def data_options(data_required: bool) -> Callable[[F], F]:
         return click.option("--data", required=data_required, help="training data file (3-line or ASSISTments CSV, plain or .gz)")(command)
 
     return decorate
+
+
+def training_options(command: F) -> F:
+    """``--epochs``, ``--batch-size``, ``--window`` and ``--patience``: the recipe train, distill and compare share."""
+    from stream_kt.training.train import TrainConfig
+
+    command = click.option("--patience", type=POSITIVE_INT, default=TrainConfig.patience, show_default=True, help="stop after this many epochs without a better validation AUC")(command)
+    command = click.option("--window", type=POSITIVE_INT, default=TrainConfig.window, show_default=True, help="training window: longer sequences are cut into windows of this many answers")(command)
+    command = click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True, help="training windows per Adam step")(command)
+    return click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs, show_default=True, help="most training epochs (early stopping on validation AUC may end sooner)")(command)
 
 
 def item_option(command: F) -> F:

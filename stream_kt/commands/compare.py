@@ -8,10 +8,9 @@ from typing import Any
 
 import click
 
-from stream_kt.commands.common import OPTION_PAIR, POSITIVE_INT, data_options, item_option, json_option
-from stream_kt.models import MODELS
+from stream_kt.commands.common import OPTION_PAIR, POSITIVE_INT, data_options, item_option, json_option, learning_rate_help, training_options
+from stream_kt.models import trainable_models
 from stream_kt.training.compare import CompareRun, compare, format_table, parse_setup
-from stream_kt.training.train import TrainConfig
 
 
 class LearningRate(click.ParamType):
@@ -32,14 +31,11 @@ class LearningRate(click.ParamType):
 @click.command("compare", help="train and score several models on the same students; table, JSON and bar chart")
 @data_options(data_required=True)
 @item_option
-@click.option("--models", default=",".join(sorted(MODELS)), help="comma-separated model names (default: all)")
+@click.option("--models", default=",".join(trainable_models()), help="comma-separated model names (default: every model trained directly)")
 @click.option("--folds", type=POSITIVE_INT, default=5, show_default=True, help="k-fold by student when there is no --test-data")
 @click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="repeat every split with seeds 0..N-1")
-@click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs, show_default=True)
-@click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True)
-@click.option("--window", type=POSITIVE_INT, default=TrainConfig.window, show_default=True, help="training window length")
-@click.option("--patience", type=POSITIVE_INT, default=TrainConfig.patience, show_default=True)
-@click.option("--lr", "learning_rates", type=LearningRate(), multiple=True, help="learning rate, for all models or one (repeatable)")
+@training_options
+@click.option("--lr", "learning_rates", type=LearningRate(), multiple=True, help=f"learning rate, for all models or one (repeatable); {learning_rate_help(trainable_models())}")
 @click.option("--option", "pairs", type=OPTION_PAIR, multiple=True, metavar="MODEL.KEY=VALUE", help="a model Config field, e.g. sakt.dim=32 (repeatable)")
 @click.option("--step-batch", type=POSITIVE_INT, default=64, show_default=True, help="batch of the streamed-cost measurement")
 @click.option("--out", default="runs/compare", show_default=True, help="directory for checkpoints, compare.json and compare_auc.png")

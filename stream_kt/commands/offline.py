@@ -7,12 +7,12 @@ import sys
 
 import click
 
-from stream_kt.checkpoint import load_checkpoint, write_metrics
-from stream_kt.commands.common import OPTION_PAIR, POSITIVE_INT, NumberList, data_options, item_option, json_option
+from stream_kt.checkpoint import check_out_dir, load_checkpoint, write_metrics
+from stream_kt.commands.common import OPTION_PAIR, POSITIVE_FLOAT, POSITIVE_INT, ModelChoice, NumberList, data_options, item_option, json_option, learning_rate_help, training_options
 from stream_kt.data.readers import write_3line, write_assistments
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import DataError
-from stream_kt.models import MODELS, config_options
+from stream_kt.models import config_options, trainable_models
 from stream_kt.training.blend import build_ensemble
 from stream_kt.training.evaluate import evaluate, held_out_students
 from stream_kt.training.parity import parity_max_abs_diff
@@ -25,10 +25,10 @@ REPORTED = ("auc", "acc", "rmse", "n")
 
 @click.command(help="write a synthetic data set (simulated students) in the 3-line format")
 @click.option("--out", required=True, help="output file")
-@click.option("--students", type=POSITIVE_INT, default=SyntheticConfig.students, show_default=True)
-@click.option("--items", type=POSITIVE_INT, default=SyntheticConfig.items, show_default=True)
-@click.option("--concepts", type=POSITIVE_INT, default=SyntheticConfig.concepts, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--students", type=POSITIVE_INT, default=SyntheticConfig.students, show_default=True, help="simulated students (20 to 160 answers each)")
+@click.option("--items", type=POSITIVE_INT, default=SyntheticConfig.items, show_default=True, help="items in the bank: the vocabulary a model learns")
+@click.option("--concepts", type=POSITIVE_INT, default=SyntheticConfig.concepts, show_default=True, help="latent concepts the items test; a student has an ability per concept")
+@click.option("--seed", type=int, default=SyntheticConfig.seed, show_default=True, help="the random draw: the same seed writes the same students")
 @click.option("--format", "fmt", type=click.Choice(("3line", "assistments")), default="3line", show_default=True, help="3-line (items and answers only) or ASSISTments CSV (with response times)")
 def synth(out: str, students: int, items: int, concepts: int, seed: int, fmt: str) -> int:
     generated = generate(SyntheticConfig(students=students, items=items, concepts=concepts, seed=seed))
@@ -43,20 +43,18 @@ def synth(out: str, students: int, items: int, concepts: int, seed: int, fmt: st
 @click.command("train", help="train a model and write a checkpoint directory")
 @data_options(data_required=True)
 @item_option
-@click.option("--model", type=click.Choice(sorted(MODELS)), default="dkt", show_default=True)
-@click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs, show_default=True)
-@click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True)
-@click.option("--window", type=POSITIVE_INT, default=TrainConfig.window, show_default=True)
-@click.option("--patience", type=POSITIVE_INT, default=TrainConfig.patience, show_default=True)
-@click.option("--lr", type=float, default=TrainConfig.learning_rate, show_default=True)
+@click.option("--model", type=ModelChoice(trainable_models()), default="dkt", show_default=True, help="the model (stream-kt ensemble combines trained checkpoints)")
+@training_options
+@click.option("--lr", type=POSITIVE_FLOAT, help=learning_rate_help(trainable_models()))
 @click.option("--hidden-size", type=POSITIVE_INT, help="model hidden size (model default if omitted)")
 @click.option("--option", "pairs", type=OPTION_PAIR, multiple=True, help="a model Config field, e.g. dropout=0.3 (repeatable)")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", required=True, help="checkpoint directory to write")
-def train_command(data: str, test_data: str | None, fmt: str, item: str, model: str, epochs: int, batch_size: int, window: int, patience: int, lr: float, hidden_size: int | None, pairs: tuple, seed: int, out: str) -> int:
-    prepared = prepare(data, fmt, item, test_data, seed)
+@click.option("--seed", type=int, default=0, show_default=True, help="validation students, initialisation and batch order")
+@click.option("--out", required=True, help="checkpoint directory to write: new, empty, or a checkpoint to replace")
+def train_command(data: str, test_data: str | None, fmt: str, item: str, model: str, epochs: int, batch_size: int, window: int, patience: int, lr: float | None, hidden_size: int | None, pairs: tuple, seed: int, out: str) -> int:
+    check_out_dir(out)
     options = config_options(model, ([("hidden_size", hidden_size)] if hidden_size else []) + list(pairs))
-    config = TrainConfig(model=model, window=window, batch_size=batch_size, epochs=epochs, learning_rate=lr, patience=patience, seed=seed, model_options=options)
+    prepared = prepare(data, fmt, item, test_data, seed)
+    config = TrainConfig(model=model, window=window, batch_size=batch_size, epochs=epochs, learning_rate=lr or 0.0, patience=patience, seed=seed, model_options=options)  # 0: the model's own
     print(f"{len(prepared.train)} training, {len(prepared.valid)} validation, {len(prepared.test)} held-out students; {len(prepared.vocab)} {item}s", file=sys.stderr)
     checkpoint = train(prepared.train, prepared.valid, prepared.vocab, prepared.split, config, out)
     if prepared.test:
@@ -68,7 +66,6 @@ def train_command(data: str, test_data: str | None, fmt: str, item: str, model: 
     return 0
 
 
-
 @click.command(help="train a checkpoint's model again on its training plus validation students, for the epochs early stopping picked (an ensemble: every member, same weights)")
 @click.option("--checkpoint", required=True, help="an early-stopped checkpoint, or an ensemble of them")
 @data_options(data_required=True)
@@ -77,6 +74,7 @@ def train_command(data: str, test_data: str | None, fmt: str, item: str, model: 
 @click.option("--seed", type=int, help="initialisation and batch order (default: the checkpoint's); another seed measures the recipe's run-to-run spread")
 @click.option("--out", required=True, help="checkpoint directory to write (an ensemble's refit members go under OUT/members)")
 def refit(checkpoint: str, data: str, test_data: str | None, fmt: str, teacher: str | None, cache: str, seed: int | None, out: str) -> int:
+    check_out_dir(out)
     source = load_checkpoint(checkpoint)
     refitted = refit_any(source, data, fmt, out, seed, load_checkpoint(teacher) if teacher else None, cache)
     if test_data:
@@ -98,6 +96,7 @@ def refit(checkpoint: str, data: str, test_data: str | None, fmt: str, teacher: 
 def ensemble(checkpoints: tuple[str, ...], out: str, weights: tuple[float, ...] | None, fit_weights: str | None, fmt: str) -> int:
     if weights and fit_weights:
         raise click.UsageError("--weights and --fit-weights exclude each other")
+    check_out_dir(out)
     members = [load_checkpoint(path) for path in checkpoints]
     checkpoint = build_ensemble(members, out, weights or (), fit_weights, fmt)
     weighted = bool(weights or fit_weights)

@@ -13,6 +13,7 @@ from typing import Any
 import click
 import torch
 
+from stream_kt.backends import resolve_backend_name
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.errors import ConfigError
 from stream_kt.service.app import serve
@@ -29,6 +30,7 @@ def serve_command(**options: Any) -> int:
     settings = settings_from_options(options)
     if not settings.checkpoint:
         raise ConfigError("serve needs the model: --checkpoint DIR (or KT_CHECKPOINT)")
+    resolve_backend_name(settings.backend)  # an unknown or unavailable backend: one line now, before any connection
     checkpoint = load_checkpoint(settings.checkpoint)
     configure_logging(settings.log_format)
     log.info("settings: %r", settings)  # repr masks the passwords

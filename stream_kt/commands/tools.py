@@ -106,9 +106,9 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
 @click.option("--rate", type=POSITIVE_FLOAT, help="events per second (default: as fast as possible)")
 @click.option("--train-students", type=POSITIVE_INT, default=DemoOptions.train_students, show_default=True, help="synthetic training students")
 @click.option("--epochs", type=POSITIVE_INT, default=DemoOptions.epochs, show_default=True, help="most training epochs")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="the simulated students, the training run and the interleaving of replayed students")
 @click.option("--out", help="directory for the checkpoint and logs (default: a new temporary directory, kept)")
-@click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=DemoOptions.follow_timeout_s, show_default=True)
+@click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=DemoOptions.follow_timeout_s, show_default=True, help="give up waiting for answers this long after the last send")
 @click.option("--delete-state", is_flag=True, help="delete the demo's Redis keys before exiting")
 @json_option
 def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students: int, rate: float | None, train_students: int, epochs: int, seed: int, out: str | None,

@@ -23,6 +23,11 @@ def model_class(name: str) -> type[KTModel]:
         raise UnknownModelError(f"unknown model {name!r}: choose one of {', '.join(sorted(MODELS))}") from None
 
 
+def trainable_models() -> list[str]:
+    """The models fitted from data on their own (``KTModel.trainable_directly``), sorted: what train, compare and distill offer."""
+    return sorted(name for name, cls in MODELS.items() if cls.trainable_directly)
+
+
 def build_model(name: str, **config: Any) -> KTModel:
     cls = model_class(name)
     return cls(cls.Config(**config))
@@ -48,4 +53,4 @@ def config_options(model: str, pairs: list[tuple[str, object]]) -> dict[str, obj
 
 from stream_kt.models import bkt, dkt, dkt_plus, ensemble, gbdt, lastquery, saint, sakt  # noqa: E402,F401  (registers the built-in models)
 
-__all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "build_model", "config_options"]
+__all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "trainable_models", "build_model", "config_options"]

@@ -26,8 +26,12 @@ Time-aware models also read ``batch.times`` in ``forward``.
 
 Defaults every model has, so callers never probe: ``extra_metrics`` (none),
 ``fitted_by_gradient`` (True: the trainer runs Adam on ``loss``; a model fitted its own
-way, gbdt's boosting, says False and its fitter lives in ``training.fitters``) and
-``distillable`` (whether it offers ``loss_with_mastery``).
+way, gbdt's boosting, says False and its fitter lives in ``training.fitters``),
+``default_learning_rate`` (Adam's step size when the caller gives none: 1e-3, BKT's
+few per-skill logits want 0.05), ``trainable_directly`` (True: ``train``, ``compare``
+and ``distill`` may fit it from data; the ensemble says False and names in
+``made_by`` how it is made instead) and ``distillable`` (whether it offers
+``loss_with_mastery``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class KTModel(nn.Module):
     Config: ClassVar[type]
     uses_times: bool = False  # its predictions read the events' times (step's times, forward's batch.times)
     fitted_by_gradient: ClassVar[bool] = True  # False: fitted its own way (training.fitters)
+    default_learning_rate: ClassVar[float] = 1e-3  # Adam's step size unless the caller gives one
+    trainable_directly: ClassVar[bool] = True  # False: not fitted from data on its own; made_by says how it is made
+    made_by: ClassVar[str] = ""  # where trainable_directly is False: how to make one, for the refusal
     distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
 
     def __init__(self, config: Any) -> None:

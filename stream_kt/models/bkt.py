@@ -44,6 +44,7 @@ class BKTConfig:
 class BKT(KTModel):
     name = "bkt"
     Config = BKTConfig
+    default_learning_rate = 0.05  # four logits per skill, each seen only on its skill's answers: 1e-3 barely moves them (0.684 test AUC after 3 epochs on ASSISTments 2009)
 
     def __init__(self, config: BKTConfig) -> None:
         super().__init__(config)

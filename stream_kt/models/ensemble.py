@@ -10,10 +10,11 @@ as its members: each member predicts step t+1 from steps <= t.
 * Streamed, the state is the union of the members' states, each name prefixed with
   the member's index (``0.h``, ``1.items``, ...), so one Redis row carries all of them
   and an event costs the sum of the members' one-step costs.
-* Trained from scratch (``stream-kt train --model ensemble``) every member minimises
-  its own loss on the same batches (DKT+ keeps its regularisers); built from trained
-  checkpoints (``stream-kt ensemble``) the members keep their weights.  The second
-  is how diverse members (other seeds, windows, sizes) are combined.
+* It is not trained as one (``trainable_directly`` is False): its members are trained
+  alone, each the way its model is (a gbdt boosts), and their checkpoints combined
+  (``stream-kt ensemble``), keeping their weights.  That is also how diverse members
+  (other seeds, windows, sizes) are combined.  ``loss`` still sums the members' own
+  losses (DKT+ keeps its regularisers), never the loss of the mean.
 
 Config: ``members`` is a tuple of ``{"model": name, **that model's Config fields}``
 without ``num_items`` (the ensemble's vocabulary is every member's); ``weights`` one
@@ -69,6 +70,8 @@ def member_state(state: State, index: int) -> State:
 class Ensemble(KTModel):
     name = "ensemble"
     Config = EnsembleConfig
+    trainable_directly = False
+    made_by = "train its members, then combine their checkpoints with stream-kt ensemble"
 
     def __init__(self, config: EnsembleConfig) -> None:
         super().__init__(config)

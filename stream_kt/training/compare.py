@@ -32,11 +32,11 @@ from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.split import Split, kfold_students, split_students
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import ConfigError, DataError
-from stream_kt.models import MODELS, KTModel, config_options
+from stream_kt.models import MODELS, KTModel, config_options, trainable_models
 from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.prepare import load_students
-from stream_kt.training.train import TrainConfig, train
+from stream_kt.training.train import TrainConfig, require_trainable, train
 
 REPORTED = ("auc", "acc", "rmse")
 
@@ -49,14 +49,16 @@ class CompareSetup:
 
 
 def parse_setup(models: str, learning_rates: Sequence[tuple[str | None, float]], options: Sequence[tuple[str, object]], window: int) -> CompareSetup:
-    """Model list, per-model learning rates (``(None, lr)``: every model) and ``MODEL.KEY`` options, validated: a bad one is one clear error."""
+    """Model list, per-model learning rates (``(None, lr)``: every model; else each model's own) and ``MODEL.KEY`` options, validated: a bad one is one clear error."""
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown or not names:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"unknown model(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(trainable_models())}")
+    for model in names:
+        require_trainable(model)
     if window < 2:
         raise ConfigError("--window must be at least 2 (a window of one answer has nothing to predict)")
-    default_lr = TrainConfig.learning_rate
+    default_lr: float | None = None
     per_model_lr: dict[str, float] = {}
     for name, lr in learning_rates:
         if lr <= 0:
@@ -73,7 +75,8 @@ def parse_setup(models: str, learning_rates: Sequence[tuple[str | None, float]],
         if not dot or name not in pairs:
             raise ConfigError(f"--option {key}={value}: expected MODEL.KEY=VALUE with MODEL among {', '.join(names)}")
         pairs[name].append((field, value))
-    return CompareSetup(names, {m: per_model_lr.get(m, default_lr) for m in names}, {m: config_options(m, pairs[m]) for m in names})
+    rates = {m: per_model_lr.get(m, default_lr or MODELS[m].default_learning_rate) for m in names}
+    return CompareSetup(names, rates, {m: config_options(m, pairs[m]) for m in names})
 
 
 def make_splits(students: list[StudentSequence], held_out: list[StudentSequence] | None, folds: int, seeds: int, test_name: str | None) -> list[Split]:

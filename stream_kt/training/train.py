@@ -18,7 +18,7 @@ from stream_kt.data.batches import cut_windows, iterate_batches
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError
-from stream_kt.models import KTModel, build_model
+from stream_kt.models import build_model, model_class
 from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.fitters import fitter_of
@@ -33,12 +33,17 @@ class TrainConfig:
     window: int = 100  # training windows: long sequences are cut into consecutive windows
     batch_size: int = 64
     epochs: int = 30
-    learning_rate: float = 1e-3
+    learning_rate: float = 0.0  # Adam's step size; 0: the model's own (KTModel.default_learning_rate), filled in on construction
     patience: int = 5  # epochs without a better validation AUC before stopping
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 0  # torch CPU threads (0: torch's default)
     model_options: dict = field(default_factory=dict)  # overrides of the model's Config defaults
+
+    def __post_init__(self) -> None:
+        # resolved here, so the checkpoint records the rate that was used, and a refit reuses it
+        if not self.learning_rate:
+            object.__setattr__(self, "learning_rate", model_class(self.model).default_learning_rate)
 
 
 def seed_everything(seed: int) -> None:
@@ -56,19 +61,25 @@ def train(
     out_dir: str | Path,
     progress: bool = True,
 ) -> Checkpoint:
+    require_trainable(config.model)
     model = fresh_model(config, len(vocab))
     if not model.fitted_by_gradient:  # fitted its own way (gbdt: boosting)
         started = time.perf_counter()
         model, metrics = fitter_of(model)(model, train_sequences, valid_sequences, seed=config.seed, progress=progress)
         metrics["seconds_per_epoch"] = (time.perf_counter() - started) / max(1, len(metrics["history"]))
         return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
-    if any(not part.fitted_by_gradient for part in model.modules() if isinstance(part, KTModel)):  # an ensemble member that boosts
-        raise ConfigError(f"{config.model}: a member is fitted by boosting, not gradient descent; train it alone and combine checkpoints with stream-kt ensemble")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     windows = cut_windows(train_sequences, config.window)
     metrics = early_stopped(model, lambda epoch: _train_epoch(model, optimizer, windows, config, epoch, progress), valid_sequences, config, progress)
     metrics["train_windows"] = len(windows)
     return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
+
+
+def require_trainable(name: str) -> None:
+    """``ConfigError`` unless model ``name`` is fitted from data on its own (``KTModel.trainable_directly``)."""
+    cls = model_class(name)
+    if not cls.trainable_directly:
+        raise ConfigError(f"model {name} is not trained directly: {cls.made_by}")
 
 
 def early_stopped(model, run_epoch: Callable[[int], dict], valid_sequences: Sequence[EncodedSequence], config: TrainConfig, progress: bool, desc: str | None = None) -> dict:

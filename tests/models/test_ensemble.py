@@ -1,4 +1,4 @@
-"""The ensemble predicts the mean of its members, offline and streamed, and trains each member alone."""
+"""The ensemble predicts the mean of its members, offline and streamed; it is made from trained members, never trained as one."""
 
 import pytest
 import torch
@@ -108,3 +108,18 @@ def test_a_bad_member_list_is_one_clear_error(members, message):
 def test_members_of_different_vocabularies_are_refused():
     with pytest.raises(ConfigError, match="different vocabulary sizes"):
         Ensemble.of([build_model("bkt", num_items=NUM_ITEMS), build_model("bkt", num_items=NUM_ITEMS + 2)])
+
+
+def test_the_ensemble_is_not_trained_directly_and_train_says_how_it_is_made(tmp_path):
+    from stream_kt.data.split import Split
+    from stream_kt.data.vocab import Vocabulary
+    from stream_kt.models import MODELS, trainable_models
+    from stream_kt.training.train import TrainConfig, train
+
+    assert not Ensemble.trainable_directly and "stream-kt ensemble" in Ensemble.made_by
+    assert all(cls.trainable_directly or cls.made_by for cls in MODELS.values())  # a model not trained directly says how it is made
+    assert "ensemble" not in trainable_models() and {"dkt", "bkt", "gbdt"} <= set(trainable_models())
+    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(NUM_ITEMS)))
+    with pytest.raises(ConfigError, match="model ensemble is not trained directly: train its members"):
+        train([], [], vocab, Split(("a",), (), (), 0, "holdout"), TrainConfig(model="ensemble", epochs=1), tmp_path / "never")
+    assert not (tmp_path / "never").exists()

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from stream_kt.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
+from stream_kt.checkpoint import check_out_dir, load_checkpoint, save_checkpoint, save_ensemble
 from stream_kt.data.split import Split, split_students
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
@@ -85,3 +85,21 @@ def test_ensembles_of_mismatched_checkpoints_are_refused(tmp_path):
     nested = load_checkpoint(save_ensemble(tmp_path / "e4", [a, load_checkpoint(save_tiny_checkpoint(tmp_path / "d", 4))]).path)
     with pytest.raises(CheckpointError, match="an ensemble already"):
         save_ensemble(tmp_path / "e5", [a, nested])
+
+
+def test_a_checkpoint_goes_to_a_new_or_empty_directory_or_replaces_a_checkpoint(saved, tmp_path):
+    _, checkpoint_dir = saved
+    (tmp_path / "empty").mkdir()
+    for fine in (tmp_path / "new" / "deeper", tmp_path / "empty", checkpoint_dir):
+        assert check_out_dir(fine) == fine
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    refused = {
+        tmp_path / "file": "exists and is not a directory",
+        tmp_path / "file" / "ck": "is not a directory",
+        tmp_path / "other": "a directory with other files and no checkpoint in it",
+    }
+    for path, message in refused.items():
+        with pytest.raises(CheckpointError, match=message):
+            check_out_dir(path)

@@ -43,6 +43,7 @@ def train_and_evaluate(tmp_path, train, test, *extra):
     return out, json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_learns_and_reports_json(tmp_path, synthetic_files):
     out, metrics = train_and_evaluate(tmp_path, *synthetic_files)
     assert {"auc", "acc", "rmse", "n", "model"} <= metrics.keys()
@@ -58,6 +59,7 @@ def test_train_then_evaluate_learns_and_reports_json(tmp_path, synthetic_files):
     assert not set(split["train"]) & set(split["valid"])
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_trained_checkpoints_scores_and_streams_their_mean(tmp_path, synthetic_files):
     train, test = synthetic_files
     members = [train_and_evaluate(tmp_path / f"seed{seed}", train, test, "--seed", seed)[0] for seed in (0, 1)]
@@ -83,6 +85,7 @@ def weighted_dkt_and_gbdt(tmp_path, train, test):
     return dkt, gbdt
 
 
+@pytest.mark.slow
 def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, synthetic_files):
     train, test = synthetic_files
     dkt, gbdt = weighted_dkt_and_gbdt(tmp_path, train, test)
@@ -105,6 +108,7 @@ def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, syn
     assert refused.returncode == 2 and "validated on other students" in refused.stderr and "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_refit_trains_an_ensemble_again_on_training_and_validation_students_with_its_weights(tmp_path, synthetic_files):
     train, test = synthetic_files
     dkt, gbdt = weighted_dkt_and_gbdt(tmp_path, train, test)
@@ -133,6 +137,7 @@ def test_refit_trains_an_ensemble_again_on_training_and_validation_students_with
     assert refused.returncode == 2 and "give the file it was trained on" in refused.stderr and "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_gbdt_trains_with_boosting_and_streams_what_it_scores(tmp_path, synthetic_files):
     train, test = synthetic_files
     out = tmp_path / "gbdt"
@@ -165,6 +170,7 @@ def shuffled_labels(data, seed: int):
 FAST_CONFIG = {"epochs": 4, "batch_size": 16, "learning_rate": 0.005, "model_options": {"hidden_size": 32}}  # FAST, as a TrainConfig
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [{"model": "dkt", **FAST_CONFIG}, {"model": "gbdt"}], ids=["dkt", "gbdt"])
 def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, config):
     """With labels made noise, an honest model cannot beat chance; a leaking one would score ~1."""
@@ -192,9 +198,9 @@ def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, config):
         (["evaluate", "--checkpoint", FIXTURES], "not a stream-kt checkpoint"),
         (["ensemble", "--out", "OUT", "/nonexistent/a", "/nonexistent/b"], "no such checkpoint directory"),
         (["ensemble", "--out", "OUT", "--weights", "1,-1", "/nonexistent/a", "/nonexistent/b"], "non-negative"),
-        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", "members=[]", "--out", "OUT"], "at least one member"),
+        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", "members=[]", "--out", "OUT"], "model ensemble is not trained directly"),
         (["train", "--data", FIXTURES / "small.3line", "--epochs", "0", "--out", "OUT"], "expected a positive integer"),
-        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", 'members=[{"model": "gbdt"}, {"model": "dkt"}]', "--out", "OUT"], "fitted by boosting"),
+        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", 'members=[{"model": "gbdt"}, {"model": "dkt"}]', "--out", "OUT"], "model ensemble is not trained directly"),
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, message):
@@ -210,3 +216,50 @@ def test_empty_file_is_a_clear_error(tmp_path):
     empty.write_text("")
     result = run_cli("train", "--data", empty, "--out", tmp_path / "o")
     assert result.returncode == 2 and "no students" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_refuses_an_out_path_that_is_a_file_before_reading_any_data(tmp_path, monkeypatch, capsys):
+    from stream_kt.cli import main
+    from stream_kt.commands import offline
+
+    def never(*args, **kwargs):
+        raise AssertionError("--out must be checked before the data is read or anything trained")
+
+    monkeypatch.setattr(offline, "prepare", never)
+    monkeypatch.setattr(offline, "train", never)
+    taken = tmp_path / "model.pt"
+    taken.write_bytes(b"someone's file")
+    assert main(["train", "--data", FIXTURES / "small.3line", "--out", taken]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"stream-kt train: error: {taken}: exists and is not a directory (a checkpoint is a directory): give a new path"]
+    assert taken.read_bytes() == b"someone's file"
+    # a directory of other files is refused as well: config.json and metrics.json would overwrite files of those names
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    assert main(["train", "--data", FIXTURES / "small.3line", "--out", tmp_path / "notes"]) == 2
+    assert "a directory with other files and no checkpoint in it" in capsys.readouterr().err
+
+
+def test_models_not_trained_directly_are_not_offered(capsys):
+    import click
+
+    from stream_kt.cli import cli, main
+    from stream_kt.models import MODELS, trainable_models
+
+    assert "ensemble" in MODELS and "ensemble" not in trainable_models()
+    offered = next(p for p in cli.commands["train"].params if p.name == "model").type
+    assert isinstance(offered, click.Choice) and list(offered.choices) == trainable_models()
+    compare_models = next(p for p in cli.commands["compare"].params if p.name == "models")
+    assert compare_models.default.split(",") == trainable_models()
+    assert main(["compare", "--data", FIXTURES / "small.3line", "--models", "dkt,ensemble"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["stream-kt compare: error: model ensemble is not trained directly: train its members, then combine their checkpoints with stream-kt ensemble"]
+
+
+@pytest.mark.slow
+def test_train_without_lr_uses_the_models_own_learning_rate(tmp_path):
+    out = tmp_path / "bkt"
+    run_cli("train", "--data", FIXTURES / "small.3line", "--model", "bkt", "--epochs", 1, "--out", out, check=True)
+    assert load_checkpoint(out).train_config["learning_rate"] == 0.05
+    run_cli("train", "--data", FIXTURES / "small.3line", "--model", "bkt", "--epochs", 1, "--lr", 0.01, "--out", out, check=True)  # replaces the checkpoint
+    assert load_checkpoint(out).train_config["learning_rate"] == 0.01
+    shown = " ".join(run_cli("train", "--help", check=True).stdout.split())
+    assert "[default: the model's own: 0.001, bkt 0.05]" in shown
