@@ -14,20 +14,31 @@ from stream_kt.checkpoint import load_checkpoint
 from stream_kt.commands.common import POSITIVE_FLOAT, POSITIVE_INT, json_option
 from stream_kt.data.readers import ITEM_COLUMNS
 from stream_kt.errors import ConfigError
-from stream_kt.settings import ENV, KAFKA_SECURITY, settings_from_options, settings_options
+from stream_kt.settings import ENV, KAFKA_SECURITY, mask_url, settings_from_options, settings_options
 from stream_kt.tools.demo import DEFAULT_LOCAL_REDIS, DemoOptions, run_demo
-from stream_kt.tools.inspect_state import format_report, load_student, mastery_over_window, name_window, plot_mastery_heatmap, state_report
+from stream_kt.tools.inspect_state import count_keys_with_prefix, format_report, load_student, mastery_over_window, name_window, plot_mastery_heatmap, state_report
 from stream_kt.tools.replay import BURST_MS, event_order, load_replay_students, replay_and_follow
 from stream_kt.training.prepare import FORMAT_CHOICES
 
 
-def follow_line(summary: dict) -> str:
-    latency = "no outputs" if summary["p50_ms"] is None else f"latency p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms"
-    rate = f"{summary['events_per_s']:,.0f} events/s end to end" if summary["events_per_s"] else "no end-to-end rate"
-    return (
+def follow_line(summary: dict, send_events_per_s: float | None = None) -> str:
+    """What following the outputs found; where replay sent faster than serve answered, why the latency is mostly queueing."""
+    latency = (
+        "no outputs" if summary["p50_ms"] is None
+        else f"event-to-mastery latency (event sent to its mastery received) p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms"
+    )  # fmt: skip
+    answered_per_s = summary["events_per_s"]
+    rate = f"{answered_per_s:,.0f} events/s end to end" if answered_per_s else "no end-to-end rate"
+    line = (
         f"answered {summary['sent'] - summary['missing']} of {summary['sent']} events: {summary['outputs']} mastery outputs, "
         f"{summary['dead_lettered']} dead-lettered, {summary['duplicates']} duplicates dropped, {summary['missing']} missing; {rate}; {latency}"
     )
+    if send_events_per_s and answered_per_s and summary["p50_ms"] is not None and send_events_per_s > answered_per_s:
+        line += (
+            f"\n  replay sent {send_events_per_s:,.0f} events/s, faster than serve answered them ({answered_per_s:,.0f}/s), so that latency is mostly"
+            f" time queued behind earlier events, not the time to process one; --rate below {answered_per_s:,.0f} measures latency at a load serve keeps up with"
+        )
+    return line
 
 
 @click.command(help="send a data set's answers to the input topic as concurrent students")
@@ -55,7 +66,7 @@ def replay(paths: tuple[str, ...], fmt: str, item: str, limit: int | None, rate:
     if tally is not None:
         summary = tally.summary(result.first_send_ms)
         report.update(summary)
-        print(follow_line(summary))
+        print(follow_line(summary, result.events_per_s))
         complete = summary["missing"] == 0
         if not complete:
             print(f"stream-kt replay: {summary['missing']} events unanswered {follow_timeout_s:.0f} s after the last send (is serve running on {settings.in_topic}?)", file=sys.stderr)
@@ -109,7 +120,7 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
 @click.option("--seed", type=int, default=0, show_default=True, help="the simulated students, the training run and the interleaving of replayed students")
 @click.option("--out", help="directory for the checkpoint and logs (default: a new temporary directory, kept)")
 @click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=DemoOptions.follow_timeout_s, show_default=True, help="give up waiting for answers this long after the last send")
-@click.option("--delete-state", is_flag=True, help="delete the demo's Redis keys before exiting")
+@click.option("--delete-state", is_flag=True, help="delete the demo's Redis keys before exiting (default: keep them for stream-kt inspect; the demo says how to remove them)")
 @json_option
 def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students: int, rate: float | None, train_students: int, epochs: int, seed: int, out: str | None,
          follow_timeout_s: float, delete_state: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
@@ -136,13 +147,27 @@ def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students
     elif result.own_redis:
         say("this demo's Redis stops on exit; run Redis at 127.0.0.1:6379 (or pass --redis) to inspect students afterwards")
     else:
-        redis_flag = "" if redis_url == DEFAULT_LOCAL_REDIS else f" --redis {redis_url}"
+        say(left_in_redis(redis_url, prefix, count_keys_with_prefix(redis_url, prefix)))
+        redis_flag = "" if redis_url == DEFAULT_LOCAL_REDIS else f" --redis {mask_url(redis_url)}"
         say(f"try:  stream-kt inspect {result.busiest[0]}{redis_flag} --key-prefix {prefix} --plot mastery.png")
     say(f"checkpoint and logs: {result.work_dir}")
     if as_json:
         print(json.dumps({**result.summary, "students": result.replay.students, "send_events_per_s": round(result.replay.events_per_s, 1), "key_prefix": prefix,
                           "redis": redis_url, "checkpoint": str(result.checkpoint), "all_answered": result.complete}))  # fmt: skip
     return 0 if result.complete else 1
+
+
+def left_in_redis(redis_url: str, prefix: str, count: int) -> str:
+    """What the demo leaves in a Redis it did not start, and how to remove it.
+
+    The demo keeps its keys by default, so its closing ``stream-kt inspect`` hint works;
+    they sit under a prefix of their own (one per run) and never expire.
+    """
+    where = mask_url(redis_url)
+    return (
+        f"left in Redis at {where}: {count} keys under {prefix}:* (each replayed student's state and the served model's vocabulary), kept for stream-kt inspect; "
+        f"nothing expires them. Remove them:  redis-cli -u {where} --scan --pattern '{prefix}:*' | xargs redis-cli -u {where} del   (or run the demo with --delete-state)"
+    )
 
 
 COMMANDS = (replay, inspect, demo)

@@ -8,6 +8,9 @@
 6. the busiest students' mastery.
 
 Everything the demo started (broker, Redis, serve) is stopped on exit, Ctrl-C or SIGTERM.
+Its Redis keys, under a prefix of its own (``demo-<run id>``), stay in a Redis it did not
+start, so ``stream-kt inspect`` can show its students afterwards; the command says how
+many and how to remove them, or ``delete_state`` removes them on exit.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class DemoResult:
         return self.summary["missing"] == 0
 
 
-def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict], str]) -> DemoResult:
+def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict, float], str]) -> DemoResult:
     work_dir = Path(options.out) if options.out else Path(tempfile.mkdtemp(prefix="stream-kt-demo-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
@@ -112,7 +115,7 @@ def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict], str])
         assert isinstance(tally, FollowTally)
         summary = tally.summary(result.first_send_ms)
         say(f"sent {result.sent} events in {result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)")
-        say(follow_line(summary))
+        say(follow_line(summary, result.events_per_s))
         # 6. show some students
         say("[6/6] mastery of the busiest students:")
         busiest = [s.student_id for s in sorted(students, key=lambda s: -len(s))[:3]]

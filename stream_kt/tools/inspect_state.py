@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_kt.data.vocab import Vocabulary
+from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.redis_store import StudentStore
 from stream_kt.service.state import WINDOW, StudentState, window_steps
@@ -66,6 +67,19 @@ def delete_keys_with_prefix(redis_url: str, prefix: str, cluster: bool = False) 
             await store.close()
 
     return asyncio.run(delete())
+
+
+def count_keys_with_prefix(redis_url: str, prefix: str) -> int:
+    """How many keys there are under ``prefix:`` (what a demo leaves behind)."""
+
+    async def count() -> int:
+        store = await StudentStore.connect(redis_url, prefix, attempts=1)
+        try:
+            return len([key async for key in store.client.scan_iter(match=keys.prefix_pattern(prefix), count=1000)])
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
+import pytest
 import redis
 
+from stream_kt.commands.tools import follow_line, left_in_redis
+from stream_kt.tools.inspect_state import count_keys_with_prefix
 
+
+@pytest.mark.slow
 def test_demo_answers_every_event_and_exits_0(redis_url, tmp_path) -> None:
     command = [
         sys.executable, "-m", "stream_kt.cli", "demo",
@@ -24,6 +30,8 @@ def test_demo_answers_every_event_and_exits_0(redis_url, tmp_path) -> None:
     assert report["p50_ms"] is not None and report["events_per_s"] > 0
     assert f"all {report['sent']} events answered." in result.stderr
     assert "mastery, P(correct) on each skill next, strongest first:" in result.stderr
+    assert "event-to-mastery latency (event sent to its mastery received) p50" in result.stderr
+    assert "\r" not in result.stderr  # not a terminal: progress comes as plain lines, not a redrawn bar
     assert (tmp_path / "demo" / "checkpoint" / "weights.pt").is_file()
     # --delete-state: nothing of the demo is left in the shared Redis
     client = redis.Redis.from_url(redis_url)
@@ -31,6 +39,7 @@ def test_demo_answers_every_event_and_exits_0(redis_url, tmp_path) -> None:
     client.close()
 
 
+@pytest.mark.slow
 def test_demo_with_redis_unreachable_at_its_default_starts_its_own_and_stops_it(tmp_path) -> None:
     """REDIS_URL names a port nothing listens on: the demo starts a redis-server of its own, uses it, stops it on exit."""
     import os
@@ -54,3 +63,33 @@ def test_demo_with_redis_unreachable_at_its_default_starts_its_own_and_stops_it(
         redis.Redis(port=own_port, socket_connect_timeout=1).ping()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"redis-server 127.0.0.1:{own_port}" not in ps and f"--port {own_port}" not in ps
+
+
+SUMMARY = {"sent": 1000, "missing": 0, "outputs": 990, "dead_lettered": 10, "duplicates": 0, "events_per_s": 400.0, "p50_ms": 900.0, "p95_ms": 1800.0, "p99_ms": 2100.0}
+
+
+def test_the_latency_line_says_what_it_measures_and_when_it_is_mostly_queueing() -> None:
+    outpaced = follow_line(SUMMARY, send_events_per_s=5000.0)
+    assert "event-to-mastery latency (event sent to its mastery received) p50 900 ms, p95 1800 ms, p99 2100 ms" in outpaced
+    assert "replay sent 5,000 events/s, faster than serve answered them (400/s), so that latency is mostly time queued behind earlier events" in outpaced
+    assert "--rate below 400" in outpaced
+    kept_up = follow_line(SUMMARY, send_events_per_s=350.0)
+    assert len(kept_up.splitlines()) == 1 and "queued" not in kept_up
+
+
+def test_what_the_demo_leaves_in_redis_is_counted_and_the_command_it_prints_removes_it(redis_url, key_prefix) -> None:
+    if shutil.which("redis-cli") is None:
+        pytest.skip("no redis-cli binary")
+    client = redis.Redis.from_url(redis_url)
+    for key in ("student:a", "student:b", "model:dkt-0123:vocab"):
+        client.set(f"{key_prefix}:{key}", b"x")
+    client.set(f"{key_prefix}-other:student:a", b"x")  # another run's prefix: not the demo's to remove
+    try:
+        line = left_in_redis(redis_url, key_prefix, count_keys_with_prefix(redis_url, key_prefix))
+        assert f"3 keys under {key_prefix}:* (each replayed student's state and the served model's vocabulary)" in line and "--delete-state" in line
+        command = line.split("Remove them:")[1].split("   (or")[0].strip()
+        subprocess.run(command, shell=True, check=True, capture_output=True)
+        assert count_keys_with_prefix(redis_url, key_prefix) == 0 and client.exists(f"{key_prefix}-other:student:a")
+    finally:
+        client.delete(f"{key_prefix}-other:student:a")
+        client.close()
