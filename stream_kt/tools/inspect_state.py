@@ -10,9 +10,11 @@ the student's whole history.
 from __future__ import annotations
 
 import asyncio
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,7 +25,11 @@ from stream_kt.service.redis_store import StudentStore
 from stream_kt.service.state import WINDOW, StudentState, window_steps
 from stream_kt.settings import StreamSettings
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 PLOT_MAX_SKILLS = 20
+PLOT_MAX_X_LABELS = 50  # a full window's 100 labels do not fit a screen-wide figure
 
 
 class StudentNotFound(StreamError):
@@ -171,7 +177,22 @@ def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, i
 
 
 def plot_mastery_heatmap(path: str | Path, state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str) -> Path:
-    """Skills x interactions heatmap of P(correct), as in the DKT paper's figure."""
+    """Skills x interactions heatmap of P(correct), as in the DKT paper's figure, written to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = mastery_heatmap(state, vocab, history, positions, checkpoint_version)
+    path = Path(path)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as exc:
+        raise StreamError(f"{path}: cannot write ({exc.strerror})") from None
+    finally:
+        plt.close(fig)
+    return path
+
+
+def mastery_heatmap(state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str) -> Figure:
+    """The heatmap's figure: readable from one interaction (nothing clipped) to a full window (at most ``PLOT_MAX_X_LABELS`` labelled)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,28 +209,25 @@ def plot_mastery_heatmap(path: str | Path, state: StudentState, vocab: Vocabular
         top = set(sorted(skills, key=lambda s: -practised[s])[:PLOT_MAX_SKILLS])
         skills = [s for s in skills if s in top]
     rows = np.stack([history[:, vocab.index(s)] for s in skills])  # (skills, T)
-    fig_width = min(40.0, 3.0 + 0.3 * len(steps))
-    fig, ax = plt.subplots(figsize=(fig_width, 1.2 + 0.35 * len(skills)))
-    image = ax.imshow(rows, aspect="auto", cmap="RdYlGn", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_yticks(range(len(skills)), [_label(vocab, s) for s in skills], fontsize=8)
-    ax.set_xticks(range(len(steps)), [f"{item} {'✓' if correct else '✗'}" for item, correct, _ in steps], rotation=90, fontsize=7)
-    ax.set_xlabel("interaction (item answered, ✓ correct / ✗ wrong), oldest first")
-    fig.colorbar(image, ax=ax, label="P(correct)", fraction=0.03, pad=0.01)
+    # wide enough for the title at one interaction, no wider than a screen at a full window
+    fig_width = min(16.0, max(8.0, 3.5 + 0.13 * len(steps)))
     shown = f"top {len(skills)} of {len(practised)} practised skills" if len(skills) < len(practised) else "skills practised"
     title = f"student {state.student_id}: mastery over the last {len(steps)} of {state.events_applied} interactions ({shown})"
     note = f"the state keeps only the last {WINDOW} interactions; mastery recomputed from the model's initial state over them"
     if checkpoint_version != state.model_version:
         note += f"; checkpoint {checkpoint_version} differs from the state's model {state.model_version}"
-    ax.set_title(f"{title}\n{note}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as exc:
-        raise StreamError(f"{path}: cannot write ({exc.strerror})") from None
-    finally:
-        plt.close(fig)
-    return path
+    heading = "\n".join(textwrap.wrap(title, int(fig_width * 12)) + textwrap.wrap(note, int(fig_width * 12)))  # at 9 pt, about 14 characters an inch
+    fig, ax = plt.subplots(figsize=(fig_width, 2.4 + 0.16 * heading.count("\n") + 0.3 * len(skills)), layout="constrained")
+    image = ax.imshow(rows, aspect="auto", cmap="RdYlGn", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_yticks(range(len(skills)), [_label(vocab, s) for s in skills], fontsize=8)
+    ax.set_ylabel(f"{vocab.item_column} (first practised on top)", fontsize=8)
+    every = -(-len(steps) // PLOT_MAX_X_LABELS)  # a full window: one in two labelled, counted back from the newest
+    labelled = list(range(len(steps) - 1, -1, -every))[::-1]
+    ax.set_xticks(labelled, [f"{steps[t][0]} {'✓' if steps[t][1] else '✗'}" for t in labelled], rotation=90 if len(labelled) > 8 else 0, fontsize=7)
+    ax.set_xlabel("interaction (item answered, ✓ correct / ✗ wrong), oldest first" + (f"; one in {every} labelled" if every > 1 else ""), fontsize=8)
+    fig.colorbar(image, ax=ax, label="P(correct)", fraction=0.03 if len(steps) > 20 else 0.05, pad=0.01)
+    fig.suptitle(heading, fontsize=9)  # centred on the figure, not the axes: the skill names push the axes right
+    return fig
 
 
 def _label(vocab: Vocabulary, item_id: str) -> str:

@@ -18,6 +18,7 @@ from stream_kt.models import build_model
 from stream_kt.service import keys
 from stream_kt.service.state import StudentState
 from stream_kt.tools.brokers import free_port
+from tests.conftest import run_with_stdout_closed
 
 VOCAB = Vocabulary("skill_id", ("3", "7", "10", "12"), {"3": "Fractions", "10": "Angles"})
 
@@ -96,6 +97,42 @@ def test_inspect_plot_writes_a_png_heatmap_with_the_model_recorded_in_redis(redi
     assert json.loads(one_line(capsys.readouterr().out))["plot"] == str(plot)
     data = plot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_inspect_json_into_a_pipe_closed_early_exits_quietly(redis_url, key_prefix) -> None:
+    """``stream-kt inspect STUDENT --json | head -1``: no BrokenPipeError traceback."""
+    store(redis_url, key_prefix, make_state())
+    result = run_with_stdout_closed("inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--json")
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("events", [1, 2, 4, 100])
+def test_the_heatmap_keeps_every_label_inside_the_figure_and_names_its_axes(events) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from stream_kt.tools.inspect_state import PLOT_MAX_X_LABELS, mastery_heatmap, mastery_over_window
+
+    torch.manual_seed(0)
+    model = build_model("dkt", num_items=len(VOCAB), embed_dim=8, hidden_size=8, dropout=0.0).eval()
+    state = StudentState("train:5", "dkt-0123456789ab")
+    for offset in range(events):
+        state.record(VOCAB.ids[offset * 7 % len(VOCAB)], int(offset % 3 != 0), 1_700_000_000_000 + offset * 1000, "answers/0", offset)
+    history, positions = mastery_over_window(model, VOCAB, state.window)
+    figure = mastery_heatmap(state, VOCAB, history, positions, "dkt-0123456789ab")
+    try:
+        figure.canvas.draw()
+        renderer, frame = figure.canvas.get_renderer(), figure.bbox
+        texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text()]
+        clipped = [t.get_text() for t in texts if not frame.padded(1).contains(*t.get_window_extent(renderer).p0) or not frame.padded(1).contains(*t.get_window_extent(renderer).p1)]
+        assert clipped == []
+        axes = figure.axes[0]
+        assert axes.get_ylabel() and axes.get_xlabel() and figure.get_suptitle().startswith(f"student train:5: mastery over the last {events} of {events}")
+        labels = [label.get_text() for label in axes.get_xticklabels()]
+        assert len(labels) <= PLOT_MAX_X_LABELS and labels[-1] == f"{state.window[-1][0]} {'✓' if state.window[-1][1] else '✗'}"  # the newest always labelled
+        assert figure.get_size_inches()[0] <= 16
+    finally:
+        plt.close(figure)
 
 
 def test_inspect_plot_without_a_known_checkpoint_is_one_line_error(redis_url, key_prefix, tmp_path, capsys) -> None:
