@@ -58,6 +58,17 @@ def test_bench_step_only_prints_a_json_summary(tmp_path):
     assert {r["backend"] for r in results["step"]} >= {"eager", "cpu"}
 
 
+def test_a_run_without_end_to_end_leaves_the_end_to_end_plot_as_it_was(tmp_path):
+    from benchmarks.report import plot
+
+    shipped = Path(__file__).parents[2] / "benchmarks" / "results" / "end_to_end.png"
+    (tmp_path / "end_to_end.png").write_bytes(shipped.read_bytes())
+    step = [{"backend": backend, "batch": batch, "student_steps_per_s": 1000.0 * batch} for backend in ("eager", "cpu") for batch in (1, 64, 256)]
+    paths = plot({"step": step, "machine": "test", "end_to_end": []}, tmp_path)  # what bench --skip-e2e plots
+    assert paths == [tmp_path / "step_throughput.png"]
+    assert (tmp_path / "end_to_end.png").read_bytes() == shipped.read_bytes()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_bench_on_cuda_without_a_gpu_fails_in_one_clear_line(tmp_path):
     out = subprocess.run(
