@@ -7,14 +7,13 @@ import torch
 from stream_kt.backends import available_backends, make_backend
 from stream_kt.backends.compiled import NeuronBackend
 from stream_kt.errors import ConfigError
-from stream_kt.models import MODELS
-from tests.models.conftest import NUM_ITEMS, small_model
+from tests.models.conftest import NUM_ITEMS, every_model, small_model
 
 BATCH = 8
 ROW_COUNTS = [1, 5, BATCH, BATCH + 3, 3 * BATCH]  # below, at and above B
 
 
-@pytest.fixture(params=sorted(MODELS))
+@pytest.fixture(params=every_model())
 def model(request):
     return small_model(request.param)
 

@@ -10,8 +10,7 @@ import torch
 from stream_kt.backends.base import StepBackend
 from stream_kt.backends.device_check import DeviceAudit, DeviceLeak, check_backend, check_model_step
 from stream_kt.backends.staged import StagedBackend
-from stream_kt.models import MODELS
-from tests.models.conftest import small_model
+from tests.models.conftest import every_model, small_model
 
 BATCH = 8
 ROW_COUNTS = [1, 5, BATCH, BATCH + 3, 3 * BATCH]  # below, at and above B
@@ -22,7 +21,7 @@ def cuda_code_path_on(device: str, model, batch_size: int) -> StepBackend:
     return StagedBackend(model, batch_size, device)
 
 
-@pytest.fixture(params=sorted(MODELS))
+@pytest.fixture(params=every_model())
 def model(request):
     return small_model(request.param)
 

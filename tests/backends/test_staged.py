@@ -7,12 +7,11 @@ import torch
 from stream_kt.backends import make_backend
 from stream_kt.backends.staged import ALIGN_BYTES, Layout, StagedBackend
 from stream_kt.errors import ConfigError
-from stream_kt.models import MODELS
 from tests.backends.test_backends import BATCH, ROW_COUNTS, run_steps
-from tests.models.conftest import NUM_ITEMS, small_model
+from tests.models.conftest import NUM_ITEMS, every_model, small_model
 
 
-@pytest.fixture(params=sorted(MODELS))
+@pytest.fixture(params=every_model())
 def model(request):
     return small_model(request.param)
 

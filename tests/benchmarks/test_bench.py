@@ -45,6 +45,7 @@ def test_each_variant_answers_every_event(broker, redis_url, tmp_path, variant):
     assert result["load_generator_cpu_us_per_event"] > 0 and result["follower_cpu_us_per_event"] > 0
 
 
+@pytest.mark.slow
 def test_bench_step_only_prints_a_json_summary(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "stream_kt.cli", "bench", "--skip-e2e", "--backend", "cpu", "--out", str(tmp_path)],

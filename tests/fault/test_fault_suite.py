@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import require_kafka
 
+pytestmark = pytest.mark.slow  # the fault suite's short run: minutes
+
 SUITE = Path(__file__).parents[2] / "scripts" / "fault-suite"
 
 

@@ -64,7 +64,17 @@ def small_model(name: str) -> KTModel:
     return model.eval()
 
 
-@pytest.fixture(params=sorted(MODELS))
+# SAINT and SAINT+ re-run an encoder and a decoder over the whole window at every step: their step
+# and backend checks take tens of seconds where the other models take one
+SLOW_MODELS = ("saint", "saint_plus")
+
+
+def every_model() -> list:
+    """Every registered model's name as a fixture parameter, the slow ones marked slow."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in sorted(MODELS)]
+
+
+@pytest.fixture(params=every_model())
 def model(request):
     """Every registered model, small, in eval mode."""
     return small_model(request.param)

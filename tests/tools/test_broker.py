@@ -37,6 +37,7 @@ async def round_trip(bootstrap: str) -> list[bytes]:
     return got
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["--kafka", "--embedded"])
 def test_broker_prints_its_bootstrap_serves_and_stops_on_sigterm(kind: str, tmp_path: Path) -> None:
     if kind == "--kafka":
@@ -59,6 +60,7 @@ def test_broker_prints_its_bootstrap_serves_and_stops_on_sigterm(kind: str, tmp_
         assert str(tmp_path / "kafka") not in ps
 
 
+@pytest.mark.slow
 def test_a_killed_kafka_restarts_on_its_log_directory_with_everything(tmp_path: Path) -> None:
     require_kafka()
     with KafkaBroker(data_dir=tmp_path / "kafka") as broker:

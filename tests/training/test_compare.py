@@ -23,6 +23,7 @@ def files(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_kfold_scores_every_model_on_the_same_students(files, tmp_path):
     result = run_cli("compare", "--data", files / "all.txt", "--models", "bkt,dkt", "--folds", 2, *FAST, "--out", tmp_path, "--json")
     assert result.returncode == 0, result.stderr
@@ -39,6 +40,7 @@ def test_kfold_scores_every_model_on_the_same_students(files, tmp_path):
     assert "AUC" in result.stdout and (tmp_path / "compare_auc.png").is_file() and (tmp_path / "compare.json").is_file()
 
 
+@pytest.mark.slow
 def test_held_out_file_repeated_over_seeds(files, tmp_path):
     result = run_cli("compare", "--data", files / "train.txt", "--test-data", files / "test.txt", "--models", "bkt", "--seeds", 2, *FAST[:4], "--lr", "0.05", "--out", tmp_path, "--json")
     assert result.returncode == 0, result.stderr

@@ -142,6 +142,7 @@ def distilled(tmp_path_factory):
     return root, data, student_args
 
 
+@pytest.mark.slow
 def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher_and_streams_what_it_scores(distilled):
     root, _, _ = distilled
     teacher, student = load_checkpoint(root / "teacher"), load_checkpoint(root / "student")
@@ -155,6 +156,7 @@ def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher_and_stre
     assert scored["auc"] == pytest.approx(student.metrics["test"]["auc"])
 
 
+@pytest.mark.slow
 def test_only_the_teachers_training_students_train_the_student_and_the_test_file_chooses_nothing(distilled):
     root, data, student_args = distilled
     teacher, student = load_checkpoint(root / "teacher"), load_checkpoint(root / "student")
@@ -171,6 +173,7 @@ def test_only_the_teachers_training_students_train_the_student_and_the_test_file
     assert load_checkpoint(root / "again").version == student.version
 
 
+@pytest.mark.slow
 def test_refit_trains_the_student_again_against_the_refit_teacher(distilled):
     root, data, _ = distilled
     teacher, student = load_checkpoint(root / "teacher"), load_checkpoint(root / "student")

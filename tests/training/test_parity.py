@@ -15,6 +15,7 @@ from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 from stream_kt.models.base import StepOutput
 from stream_kt.training.parity import parity_max_abs_diff
+from tests.models.conftest import SLOW_MODELS
 
 SMALL = {
     "dkt": {"embed_dim": 8, "hidden_size": 8},
@@ -36,7 +37,7 @@ def small_model(name, vocab):
     return build_model(name, num_items=len(vocab), **SMALL[name]).eval()
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in sorted(SMALL)])
 def test_streamed_equals_offline(name, students):
     vocab = Vocabulary.build(students, "skill_id")
     model = small_model(name, vocab)
