@@ -54,6 +54,7 @@ def test_features_read_the_tables_and_the_history():
     assert x["ctx3_count"] == 1  # (3 right, 5 right, 3 right) -> 5 once
 
 
+@pytest.mark.slow
 def test_training_rows_never_count_their_own_student():
     """Each student answers a pair of items no one else does: out of fold, that context is unseen."""
     students = [student(f"s{i}", [i, i + 6] * 4, [1, 0] * 4) for i in range(6)]
@@ -81,6 +82,7 @@ def test_fit_learns_and_stops_on_validation():
     assert model.config.num_trees == metrics["best_epoch"]
 
 
+@pytest.mark.slow
 def test_a_fixed_number_of_rounds_grows_the_trees_early_stopping_kept():
     """A refit boosts the early-stopped tree count with no validation: on the same students, the same trees."""
     train = learnable_students(240, 40, 0)

@@ -64,6 +64,7 @@ def uninformative_answers():
     return train, valid
 
 
+@pytest.mark.slow
 def test_the_student_learns_the_teachers_mastery_of_every_item(tmp_path, uninformative_answers):
     """Fails if the soft term is dropped: the training answers alone say every item is a coin flip."""
     train, valid = uninformative_answers
@@ -76,6 +77,7 @@ def test_the_student_learns_the_teachers_mastery_of_every_item(tmp_path, uninfor
     assert history[-1]["soft_loss"] < 0.2 * history[0]["soft_loss"]
 
 
+@pytest.mark.slow
 def test_validation_students_choose_alpha_and_the_answers_alone_learn_coin_flips(tmp_path, uninformative_answers):
     train, valid = uninformative_answers
     teacher = constant_teacher(tmp_path / "teacher", train, valid)
