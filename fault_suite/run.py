@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from tqdm import tqdm
 
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.progress import progress_bar
 from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import KAFKA_VERSION
@@ -237,7 +237,7 @@ class Suite:
         """Run ``script`` (which sends ``chunk``, injecting its faults), then wait until all of ``chunk`` is answered."""
         assert self.sender is not None
         self.phase_first = len(self.sender.sent)
-        self.bar = tqdm(total=len(chunk), desc=f"{name:<10}", unit="msg", disable=not self.progress, leave=True, mininterval=0.3)
+        self.bar = progress_bar(total=len(chunk), desc=f"{name:<10}", unit="msg", disable=not self.progress, leave=True, mininterval=0.3)
         try:
             await script(chunk)
             await self.answered(len(chunk), f"{name}: every message answered")
