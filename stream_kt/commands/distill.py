@@ -25,6 +25,10 @@ STUDENTS = [name for name in trainable_models() if distillable(MODELS[name])]
     help="the teacher's share of the loss; several comma-separated candidates train one student each and validation AUC picks",
 )  # fmt: skip
 @click.option("--temperature", type=POSITIVE_FLOAT, default=DistillSettings.temperature, show_default=True, help="divides both sides' logits in the soft term")
+@click.option(
+    "--folds", type=POSITIVE_INT, default=DistillSettings.folds, show_default=True,
+    help="1: the teacher's own predictions; K >= 2: cross-fitted, the teacher's recipe trained again K times, each without one fold of the training students, and each fold's targets from the teacher that never saw it (a teacher is overfit on its own training students)",
+)  # fmt: skip
 @training_options
 @click.option("--lr", type=POSITIVE_FLOAT, help=learning_rate_help(STUDENTS))
 @click.option("--hidden-size", type=POSITIVE_INT, help="model hidden size (model default if omitted)")
@@ -32,13 +36,13 @@ STUDENTS = [name for name in trainable_models() if distillable(MODELS[name])]
 @click.option("--seed", type=int, help="initialisation and batch order (default: the teacher's split seed)")
 @click.option("--cache", default=DEFAULT_CACHE, show_default=True, help="directory of cached teacher mastery, one file per teacher and students")
 @click.option("--out", required=True, help="checkpoint directory to write")
-def distill(teacher: str, model: str, data: str, test_data: str | None, fmt: str, alphas: tuple[float, ...], temperature: float, epochs: int, batch_size: int, window: int,
+def distill(teacher: str, model: str, data: str, test_data: str | None, fmt: str, alphas: tuple[float, ...], temperature: float, folds: int, epochs: int, batch_size: int, window: int,
             patience: int, lr: float | None, hidden_size: int | None, pairs: tuple, seed: int | None, cache: str, out: str) -> int:  # fmt: skip
     check_out_dir(out)
     source = load_checkpoint(teacher)
     options = config_options(model, ([("hidden_size", hidden_size)] if hidden_size else []) + list(pairs))
     config = TrainConfig(model=model, window=window, batch_size=batch_size, epochs=epochs, learning_rate=lr or 0.0, patience=patience, seed=source.split.seed if seed is None else seed, model_options=options)
-    student = distill_from_file(source, data, fmt, test_data, config, DistillSettings(alphas=alphas, temperature=temperature), out, cache)
+    student = distill_from_file(source, data, fmt, test_data, config, DistillSettings(alphas=alphas, temperature=temperature, folds=folds), out, cache)
     summary = {k: student.metrics[k] for k in ("best_epoch", "valid_auc", "seconds_per_epoch")}
     summary["alpha"] = student.metrics["distill"]["alpha"]
     summary.update({f"test_{k}": v for k, v in student.metrics.get("test", {}).items() if k in ("auc", "acc", "rmse", "n")})

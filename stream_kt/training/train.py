@@ -107,14 +107,15 @@ def early_stopped(model, run_epoch: Callable[[int], dict], valid_sequences: Sequ
     return {"best_epoch": best_epoch, "valid_auc": best_auc, "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])), "history": history}
 
 
-def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True, seed: int | None = None) -> Checkpoint:
+def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True, seed: int | None = None, split: Split | None = None) -> Checkpoint:
     """A fresh model trained on ``students`` for the epochs (boosting rounds) early stopping picked for ``checkpoint``.
 
     ``students`` are the checkpoint's training plus validation students: the validation
     students chose the settings and the epoch count, and then add their answers to
     the training data. Same model settings, window, learning rate and seed (``seed``:
     another initialisation and batch order, for the spread between runs of one
-    recipe); the held-out students stay held out. The refit model's split has no validation
+    recipe); the held-out students stay held out. ``split``: the split to record when
+    ``students`` are not the training plus validation students (a cross-fitted teacher's fold). The refit model's split has no validation
     students left, so nothing can be fitted on them afterwards (ensemble weights
     come from the checkpoints it was refit from).
     """
@@ -139,7 +140,7 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
         metrics = {"best_epoch": epochs, "train_windows": len(windows), "history": history}
     metrics["seconds_per_epoch"] = (time.perf_counter() - started) / epochs
     metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version, "valid_auc": checkpoint.metrics.get("valid_auc")}
-    split = replace(checkpoint.split, train=checkpoint.split.train + checkpoint.split.valid, valid=())
+    split = split or replace(checkpoint.split, train=checkpoint.split.train + checkpoint.split.valid, valid=())
     return _save(out_dir, model, checkpoint.vocab, split, config, metrics, len(students))
 
 

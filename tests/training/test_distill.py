@@ -200,3 +200,23 @@ def test_refit_trains_the_student_again_against_the_refit_teacher(distilled):
     other = load_checkpoint(root / "seed5")
     assert other.train_config["seed"] == 5 and refit.train_config["seed"] == student.train_config["seed"] and other.version != refit.version
     assert other.train_config["distill"] == refit.train_config["distill"] and len(other.metrics["history"]) == len(refit.metrics["history"])
+
+
+def test_cross_fitted_targets_come_from_teachers_that_never_saw_the_student(distilled):
+    root, data, _ = distilled
+    teacher = load_checkpoint(root / "teacher")
+    cache = root / "cv_cache"
+    run_cli("distill", "--teacher", root / "teacher", *data, "--model", "dkt", "--hidden-size", 16, "--epochs", 2, "--folds", 2, "--cache", cache, "--out", root / "cv_student", check=True)
+    student = load_checkpoint(root / "cv_student")
+    assert student.train_config["distill"]["folds"] == 2
+    [targets] = cache.glob("*.npz")
+    with np.load(targets) as cached:
+        assert sorted(cached["student_ids"]) == sorted(teacher.split.train)
+    fold_teachers = [load_checkpoint(d) for d in sorted(cache.glob("*-fold*"))]
+    assert len(fold_teachers) == 2
+    trained_on = [set(t.split.train) for t in fold_teachers]
+    # the two folds partition the training students; each teacher trained on one and predicts the other
+    assert not trained_on[0] & trained_on[1] and trained_on[0] | trained_on[1] == set(teacher.split.train)
+    for fold_teacher in fold_teachers:
+        assert not set(fold_teacher.split.train) & set(teacher.split.valid)  # validation students stay unseen
+        assert len(fold_teacher.metrics["history"]) == teacher.metrics["best_epoch"]  # the epochs validation chose
