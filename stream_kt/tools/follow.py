@@ -9,6 +9,7 @@ replayer stamps ``ts`` with the wall clock when it sends the event).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -124,6 +125,20 @@ class FollowTally:
         }
 
 
+async def _skip_to(consumer, at_ms: int, wait_s: float = 10.0) -> None:
+    """Seek every assigned partition to its first record at or after ``at_ms`` (its end if none)."""
+    deadline = time.monotonic() + wait_s
+    while not consumer.assignment() and time.monotonic() < deadline:  # the first metadata refresh assigns them
+        await asyncio.sleep(0.05)
+    owned = list(consumer.assignment())
+    if not owned:
+        return  # topics not created yet: nothing earlier to skip
+    found = await consumer.offsets_for_times({tp: at_ms for tp in owned})
+    ends = await consumer.end_offsets(owned)
+    for tp in owned:
+        consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
+
+
 async def follow_outputs(
     bootstrap: str,
     out_topic: str,
@@ -135,11 +150,17 @@ async def follow_outputs(
     poll_ms: int = 200,
     fetch_wait_ms: int = StreamSettings.model_fields["fetch_wait_ms"].default,
     security: dict | None = None,
+    skip_to_ms: int | None = None,
+    positioned: asyncio.Event | None = None,
 ) -> FollowTally:
     """Consume until ``tally.complete()`` or ``timeout_s`` after ``tally.expected`` is set.
 
     The timeout only starts once the sender is done, so a long replay is never cut short;
-    the caller cancels this task if sending fails.
+    the caller cancels this task if sending fails.  ``skip_to_ms``: each partition starts
+    at its first record with a Kafka timestamp at or after it (its end where there is
+    none), not at the beginning, so earlier runs' outputs are not read at all;
+    ``positioned`` is set once that is done (send nothing before: its outputs could be
+    skipped).
     """
     consumer = kafka_io.make_reader(
         bootstrap,
@@ -151,6 +172,10 @@ async def follow_outputs(
     )
     await kafka_io.start(consumer, bootstrap)
     try:
+        if skip_to_ms is not None:
+            await _skip_to(consumer, skip_to_ms)
+        if positioned is not None:
+            positioned.set()
         deadline: float | None = None
         while not tally.complete():
             if deadline is None and tally.expected is not None:
