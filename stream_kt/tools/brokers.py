@@ -237,6 +237,15 @@ logger.state.level = WARN
 """
 
 
+def new_cluster_id() -> str:
+    """A random Kafka cluster id (a UUID, URL-safe base64), never starting with "-": the storage tool would
+    read such an id as an option and fail (one id in 64); Kafka's own ``Uuid.randomUuid`` draws again too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """One Apache Kafka node (KRaft: broker + controller) on loopback; restartable on the same data.
 
@@ -284,8 +293,7 @@ class KafkaBroker:
         jars = kafka_jars(say=self.say)
         properties = self._configure()
         if not (self.data_dir / "kafka-logs" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            formatted = subprocess.run(self._java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)), capture_output=True, text=True)
+            formatted = subprocess.run(self._java(jars, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties)), capture_output=True, text=True)
             if formatted.returncode != 0:
                 raise BrokerError(f"formatting Kafka's log directory failed: {(formatted.stderr or formatted.stdout).strip().splitlines()[-1:]}")
         with open(self.data_dir / "stdout.log", "ab") as out:

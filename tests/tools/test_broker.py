@@ -8,11 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from stream_kt.tools import brokers
 from stream_kt.tools.brokers import KafkaBroker
 from tests.conftest import require_kafka
 
@@ -97,3 +99,9 @@ def test_missing_java_or_jars_are_one_line_errors(tmp_path: Path) -> None:
 def test_bad_broker_arguments_are_one_line(args: list[str], message: str) -> None:
     done = broker_error(args, dict(os.environ))
     assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_cluster_id_never_starts_with_a_dash(monkeypatch):
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x00" + bytes(15))])  # the first encodes as "-AAA..."
+    monkeypatch.setattr(brokers.uuid, "uuid4", lambda: next(drawn))
+    assert brokers.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
