@@ -143,7 +143,7 @@ def redis_reads(redis_url: str) -> int:
 async def _send_and_follow(worker: Worker, students: list[StudentSequence], order, rate: float | None, progress: bool) -> dict:
     tally, positioned = FollowTally(since_ms=now_ms()), asyncio.Event()
     # from the outputs of this run on: reading the earlier runs' (stale, skipped) first would be measured as latency
-    following = asyncio.create_task(follow_outputs(worker.target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=120, skip_to_ms=tally.since_ms, positioned=positioned))
+    following = asyncio.create_task(follow_outputs(worker.target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=120, from_end=True, positioned=positioned))
     await asyncio.wait([following, asyncio.create_task(positioned.wait())], return_when=asyncio.FIRST_COMPLETED)
     if following.done():
         following.result()  # it failed before it was positioned: raise that

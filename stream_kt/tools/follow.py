@@ -125,18 +125,16 @@ class FollowTally:
         }
 
 
-async def _skip_to(consumer, at_ms: int, wait_s: float = 10.0) -> None:
-    """Seek every assigned partition to its first record at or after ``at_ms`` (its end if none)."""
+async def _skip_to_end(consumer, wait_s: float = 10.0) -> None:
+    """Seek every assigned partition to its end (``offsets_for_times`` would do, but the embedded broker ignores the time)."""
     deadline = time.monotonic() + wait_s
     while not consumer.assignment() and time.monotonic() < deadline:  # the first metadata refresh assigns them
         await asyncio.sleep(0.05)
     owned = list(consumer.assignment())
-    if not owned:
-        return  # topics not created yet: nothing earlier to skip
-    found = await consumer.offsets_for_times({tp: at_ms for tp in owned})
-    ends = await consumer.end_offsets(owned)
-    for tp in owned:
-        consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
+    if owned:  # else the topics do not exist yet: nothing earlier to skip
+        ends = await consumer.end_offsets(owned)
+        for tp in owned:
+            consumer.seek(tp, ends[tp])
 
 
 async def follow_outputs(
@@ -150,16 +148,15 @@ async def follow_outputs(
     poll_ms: int = 200,
     fetch_wait_ms: int = StreamSettings.model_fields["fetch_wait_ms"].default,
     security: dict | None = None,
-    skip_to_ms: int | None = None,
+    from_end: bool = False,
     positioned: asyncio.Event | None = None,
 ) -> FollowTally:
     """Consume until ``tally.complete()`` or ``timeout_s`` after ``tally.expected`` is set.
 
     The timeout only starts once the sender is done, so a long replay is never cut short;
-    the caller cancels this task if sending fails.  ``skip_to_ms``: each partition starts
-    at its first record with a Kafka timestamp at or after it (its end where there is
-    none), not at the beginning, so earlier runs' outputs are not read at all;
-    ``positioned`` is set once that is done (send nothing before: its outputs could be
+    the caller cancels this task if sending fails.  ``from_end``: each partition starts at
+    its end, not its beginning, so earlier runs' outputs are not read at all; ``positioned``
+    is set once the follower is in place (send nothing before: its outputs could be
     skipped).
     """
     consumer = kafka_io.make_reader(
@@ -172,8 +169,8 @@ async def follow_outputs(
     )
     await kafka_io.start(consumer, bootstrap)
     try:
-        if skip_to_ms is not None:
-            await _skip_to(consumer, skip_to_ms)
+        if from_end:
+            await _skip_to_end(consumer)
         if positioned is not None:
             positioned.set()
         deadline: float | None = None

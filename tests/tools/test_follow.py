@@ -75,3 +75,21 @@ def test_follow_stops_as_soon_as_every_event_is_answered(broker, topics) -> None
 
     asyncio.run(run())
     assert tally.complete() and tally.outputs == 1
+
+
+@pytest.mark.brokers("kafka", "tansu")
+def test_follow_from_the_end_never_reads_what_was_produced_before_it(broker, topics) -> None:
+    out_topic = topics("mastery")
+    asyncio.run(produce(broker.bootstrap, [(out_topic, mastery(f"old{n}", 1, now_ms()), None) for n in range(5)]))  # an earlier run's outputs
+    time.sleep(0.01)
+    tally = FollowTally(since_ms=now_ms(), expected=2)
+
+    async def run() -> None:
+        positioned = asyncio.Event()
+        follower = asyncio.create_task(follow_outputs(broker.bootstrap, out_topic, tally, timeout_s=60, from_end=True, positioned=positioned))
+        await asyncio.wait_for(positioned.wait(), 15)
+        await produce(broker.bootstrap, [(out_topic, mastery("a", 1, now_ms()), None), (out_topic, mastery("b", 1, now_ms()), None)])
+        await asyncio.wait_for(follower, 15)
+
+    asyncio.run(run())
+    assert (tally.outputs, tally.stale, tally.duplicates) == (2, 0, 0)  # the 5 earlier outputs were skipped, not read and dropped
