@@ -10,8 +10,10 @@ fresh key prefix:
    consuming the output topic.
 2. Latency: at offered rates of 10%, 50% and 90% of that maximum, events are sent
    paced (``ts`` = wall clock at send) and p50/p95/p99 of (output received - ts) taken.
-3. Costs per event: the processor's CPU seconds after start-up / events (the
-   ``engine_us_per_event`` of the summary), the load generator's and the follower's
+3. Costs per event: the processor's CPU seconds over the drain / events (full batches:
+   ``drain_cpu_us_per_event``, the ``engine_us_per_event`` of the summary) and over the
+   whole run after start-up, paced runs and their idle polls included
+   (``cpu_ms_per_event``), the load generator's and the follower's
    (this process, while it pre-produces and while it follows the drain), the broker
    process's CPU seconds over the drain / events (where the broker is ours), and Redis
    round trips per event from Redis' own ``total_reads_processed`` counter (socket
@@ -171,9 +173,10 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
     reads_before = redis_reads(target.redis_url)
     worker.start()
     try:
-        broker_cpu_before, follower_cpu_before = process_cpu_s(target.broker_pid), own_cpu_s()
+        assert worker.process is not None
+        broker_cpu_before, follower_cpu_before, worker_cpu_before = process_cpu_s(target.broker_pid), own_cpu_s(), process_cpu_s(worker.process.pid)
         asyncio.run(worker.watch(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600)))
-        broker_cpu_after, follower_cpu_s = process_cpu_s(target.broker_pid), own_cpu_s() - follower_cpu_before
+        broker_cpu_after, follower_cpu_s, worker_cpu_after = process_cpu_s(target.broker_pid), own_cpu_s() - follower_cpu_before, process_cpu_s(worker.process.pid)
         reads = redis_reads(target.redis_url) - reads_before
         # the span of the outputs' Kafka timestamps: when the processor produced them, however fast the follower reads
         first, last = (tally.first_produced_ms, tally.last_produced_ms) if tally.first_produced_ms is not None else (tally.first_output_ms, tally.last_output_ms)
@@ -188,6 +191,8 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
             "answered": tally.answered,
             "events_per_s": round(max_rate, 1),
             "redis_round_trips_per_event": round(reads / answered, 3),
+            # the processor over the drain: backlogged, so every poll is a full batch
+            "drain_cpu_us_per_event": None if worker_cpu_before is None or worker_cpu_after is None else round(1e6 * (worker_cpu_after - worker_cpu_before) / answered, 1),
             # the load generator (pre-producing every event) and the follower (reading every output), in this process
             "load_generator_cpu_us_per_event": round(1e6 * sender_cpu_s / max(sent.sent, 1), 1),
             "follower_cpu_us_per_event": round(1e6 * follower_cpu_s / answered, 1),

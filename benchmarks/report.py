@@ -17,13 +17,14 @@ def table(results: dict) -> str:
     lines += [
         "",
         "end to end (real broker + Redis)",
-        f"{'broker':>8} {'variant':>11} {'B':>4} {'events/s':>10} {'cpu ms/ev':>10} {'broker us/ev':>12} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 10% | 50% | 90% of max",
+        f"{'broker':>8} {'variant':>11} {'B':>4} {'events/s':>10} {'drain us/ev':>11} {'run us/ev':>9} {'broker us/ev':>12} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 10% | 50% | 90% of max",
     ]
     for row in results["end_to_end"]:
         latency = " | ".join(f"{l['p50_ms']}/{l['p95_ms']}/{l['p99_ms']}" for l in row["latency"])
         broker_us = "-" if row.get("broker_cpu_us_per_event") is None else f"{row['broker_cpu_us_per_event']:,.1f}"
+        drain_us = "-" if row.get("drain_cpu_us_per_event") is None else f"{row['drain_cpu_us_per_event']:,.1f}"
         lines.append(
-            f"{row.get('broker', '?'):>8} {row['variant']:>11} {row['batch']:>4} {row['events_per_s']:>10,.0f} {row['cpu_ms_per_event']:>10.3f} {broker_us:>12} {row['redis_round_trips_per_event']:>11.3f}  {latency}"
+            f"{row.get('broker', '?'):>8} {row['variant']:>11} {row['batch']:>4} {row['events_per_s']:>10,.0f} {drain_us:>11} {1000 * row['cpu_ms_per_event']:>9,.1f} {broker_us:>12} {row['redis_round_trips_per_event']:>11.3f}  {latency}"
         )
     return "\n".join(lines)
 
@@ -72,3 +73,28 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
     return paths
+
+
+def plot_profiles(profiles: list[tuple[str, dict]], path: Path) -> Path:
+    """Stacked bars of ``benchmarks.profile_engine`` results: CPU µs per event, split by where it went."""
+    buckets = list(dict.fromkeys(row["bucket"] for _, profile in profiles for row in profile["buckets"]))
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(profiles)))
+    colours = plt.get_cmap("tab20")
+    labels = [label for label, _ in profiles]
+    for n, (_, profile) in enumerate(profiles):
+        left = 0.0
+        us = {row["bucket"]: row["us_per_event"] for row in profile["buckets"]}
+        for k, name in enumerate(buckets):
+            width = us.get(name, 0.0)
+            ax.barh(n, width, left=left, color=colours(k % 20), label=name if n == 0 else None)
+            left += width
+        ax.text(left + 1, n, f"{profile['us_per_event']:.1f} µs", va="center")
+    ax.set_xlim(0, 1.15 * max(profile["us_per_event"] for _, profile in profiles))
+    ax.set_yticks(range(len(profiles)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("serve's CPU µs per event (py-spy shares of the worker's CPU time)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

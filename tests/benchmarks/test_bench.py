@@ -43,6 +43,7 @@ def test_each_variant_answers_every_event(broker, redis_url, tmp_path, variant):
     assert all(l["missing"] == 0 and l["p99_ms"] is not None for l in result["latency"])
     assert result["batch"] == {"stream-kt": 16, "handwritten": 16, "naive": 1, "recompute": 64}[variant]
     assert result["load_generator_cpu_us_per_event"] > 0 and result["follower_cpu_us_per_event"] > 0
+    assert 0 < result["drain_cpu_us_per_event"] < 1e5
 
 
 @pytest.mark.slow
