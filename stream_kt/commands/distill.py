@@ -27,7 +27,8 @@ STUDENTS = [name for name in trainable_models() if distillable(MODELS[name])]
 @click.option("--temperature", type=POSITIVE_FLOAT, default=DistillSettings.temperature, show_default=True, help="divides both sides' logits in the soft term")
 @click.option(
     "--folds", type=POSITIVE_INT, default=DistillSettings.folds, show_default=True,
-    help="1: the teacher's own predictions; K >= 2: cross-fitted, the teacher's recipe trained again K times, each without one fold of the training students, and each fold's targets from the teacher that never saw it (a teacher is overfit on its own training students)",
+    help="1: the teacher's own predictions; K >= 2: cross-fitted, the teacher's recipe trained again K times, each without one fold of the training students, "
+    "and each fold's targets from the teacher that never saw it (a teacher is overfit on its own training students)",
 )  # fmt: skip
 @training_options
 @click.option("--lr", type=POSITIVE_FLOAT, help=learning_rate_help(STUDENTS))

@@ -211,7 +211,7 @@ def cross_fitted_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequenc
 
 def retrained(teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = False) -> Checkpoint:
     """``teacher``'s recipe trained again on ``students`` only: each member (an ensemble) for the epochs (trees) validation picked, the same weights."""
-    if teacher.model.name != Ensemble.name:
+    if not isinstance(teacher.model, Ensemble):
         return _retrained_model(teacher, students, Path(out_dir), progress)
     members = []
     for i, source in enumerate(teacher.train_config.get("ensemble_of", [])):
