@@ -1,6 +1,6 @@
 """Where ``serve``'s CPU goes, per event: py-spy samples of one processor draining a backlog.
 
-    python -m benchmarks.profile_engine [--events 60000] [--batch 1024] [--hidden 128] [--bootstrap H:P]
+    python -m benchmarks.profile_engine [--events 60000] [--batch 1024] [--hidden 128] [--bootstrap H:P] [--compare BEFORE.json]
 
 Starts Apache Kafka (or uses ``--bootstrap``), fills a fresh input topic with synthetic
 answers, then runs one ``benchmarks.worker`` processor under ``py-spy record`` until it
@@ -8,7 +8,8 @@ has answered every event.  Each sample's stack is put in one bucket (the first r
 that matches a frame, innermost first: model step, Kafka consumer, Kafka producer,
 Redis, state, event decoding, output encoding, ...) and the table gives each bucket's
 share and its microseconds per event (the worker's CPU seconds / events, split by the
-shares).  Needs ``py-spy`` (``pip install py-spy``).
+shares).  ``--compare`` also draws this profile under an earlier one's as a PNG beside
+``--out``.  Needs ``py-spy`` (``pip install py-spy``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
+from benchmarks.report import plot_profiles
 from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.tools.brokers import KafkaBroker
@@ -89,6 +91,7 @@ def main() -> int:
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--out", default="benchmarks/results/profile.json")
+    parser.add_argument("--compare", help="an earlier profile.json: both are drawn as stacked bars in a PNG next to --out")
     parser.add_argument("--raw", help="also keep py-spy's raw stacks here (one collapsed stack a line)")
     args = parser.parse_args()
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
@@ -132,6 +135,11 @@ def main() -> int:
     print(f"{'all (the worker CPU / events)':<36} {'':>6} {result['us_per_event']:>9.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
+    if args.compare:
+        before = json.loads(Path(args.compare).read_text())
+        label = "B={}, H={}, {} events"
+        png = plot_profiles([("before: " + label.format(before["batch"], before["hidden"], before["events"]), before), ("now: " + label.format(args.batch, args.hidden, result["events"]), result)], Path(args.out).with_suffix(".png"))
+        print(f"plot: {png}")
     print(json.dumps(result))
     return 0
 
