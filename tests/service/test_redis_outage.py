@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import redis
 
@@ -55,6 +56,10 @@ def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(m
                 committed_while_failing.append(await committed_offsets(settings))
                 admin.config_set("min-replicas-to-write", 0)
                 await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(parts[0] + parts[1]))
+                # outputs (step 6) come before the state write and the commit (7, 8): wait for the commit too
+                deadline = time.monotonic() + 30
+                while sum((await committed_offsets(settings)).values()) < 2 * third and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
                 failed_writes = len(failures())
 
                 # the server is gone: step 3 fails
