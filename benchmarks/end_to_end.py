@@ -124,6 +124,7 @@ class Worker:
         assert self.process is not None and self.process.stdout is not None
         self.process.send_signal(signal.SIGTERM)
         out, _ = self.process.communicate(timeout=60)
+        self.errors.close()
         lines = [line for line in out.splitlines() if line.startswith("{")]
         return json.loads(lines[-1]) if lines else {}
 
