@@ -81,17 +81,20 @@ class Worker:
         self.variant = variant
         self.batch = VARIANT_BATCH[variant] or target.batch_size
         self.process: subprocess.Popen | None = None
-        self.errors = tempfile.TemporaryFile("w+")  # the worker's stderr: its last line says why it died
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        command = [
+    def command(self) -> list[str]:
+        """The ``benchmarks.worker`` command line of this variant, its topics and key prefix."""
+        return [
             sys.executable, "-m", "benchmarks.worker", "--variant", self.variant, "--checkpoint", str(self.target.checkpoint),
             "--bootstrap", self.target.bootstrap, "--redis", self.target.redis_url, "--in-topic", self.in_topic,
             "--out-topic", self.out_topic, "--dlq-topic", self.dlq_topic, "--group", f"{self.key_prefix}-group",
             "--key-prefix", self.key_prefix, "--backend", self.target.backend if self.variant == "stream-kt" else "eager",
             "--batch", str(self.batch), "--partitions", str(self.target.partitions),
-        ]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.errors = tempfile.TemporaryFile("w+")  # the worker's stderr: its last line says why it died
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self.errors, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         deadline = time.monotonic() + timeout_s
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
@@ -129,7 +132,7 @@ class Worker:
         return json.loads(lines[-1]) if lines else {}
 
 
-def own_cpu_s() -> float:
+def cpu_s() -> float:
     """User + system CPU seconds of this process so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -168,16 +171,16 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
     asyncio.run(ensure_topics(target.bootstrap, [worker.in_topic, worker.out_topic, worker.dlq_topic], target.partitions))  # the hand-written loop creates none
     # 1. pre-produce, then start the processor and time the drain
     tally = FollowTally(since_ms=0, expected=len(order))
-    cpu_before_send = own_cpu_s()
+    cpu_before_send = cpu_s()
     sent = asyncio.run(send_events(target.bootstrap, worker.in_topic, students, order, progress=progress))
-    sender_cpu_s = own_cpu_s() - cpu_before_send
+    sender_cpu_s = cpu_s() - cpu_before_send
     reads_before = redis_reads(target.redis_url)
     worker.start()
     try:
         assert worker.process is not None
-        broker_cpu_before, follower_cpu_before, worker_cpu_before = process_cpu_s(target.broker_pid), own_cpu_s(), process_cpu_s(worker.process.pid)
+        broker_cpu_before, follower_cpu_before, worker_cpu_before = process_cpu_s(target.broker_pid), cpu_s(), process_cpu_s(worker.process.pid)
         asyncio.run(worker.watch(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600)))
-        broker_cpu_after, follower_cpu_s, worker_cpu_after = process_cpu_s(target.broker_pid), own_cpu_s() - follower_cpu_before, process_cpu_s(worker.process.pid)
+        broker_cpu_after, follower_cpu_s, worker_cpu_after = process_cpu_s(target.broker_pid), cpu_s() - follower_cpu_before, process_cpu_s(worker.process.pid)
         reads = redis_reads(target.redis_url) - reads_before
         # the span of the outputs' Kafka timestamps: when the processor produced them, however fast the follower reads
         first, last = (tally.first_produced_ms, tally.last_produced_ms) if tally.first_produced_ms is not None else (tally.first_output_ms, tally.last_output_ms)

@@ -25,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
+from benchmarks.end_to_end import Target, Worker
 from benchmarks.report import plot_profiles
 from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.service.kafka_io import ensure_topics
@@ -100,20 +100,15 @@ def main() -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     broker = None if args.bootstrap else KafkaBroker().start()
     bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
-    run = uuid.uuid4().hex[:8]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = default_checkpoint(Path(tmp), hidden_size=args.hidden)
-            in_topic = f"profile-{run}.answers"
-            sent = asyncio.run(fill(bootstrap, in_topic, checkpoint.vocab, args.events))
+            assert checkpoint.path is not None
+            worker = Worker(Target(bootstrap, args.redis, Path(checkpoint.path), args.backend, args.batch), "stream-kt")
+            sent = asyncio.run(fill(bootstrap, worker.in_topic, checkpoint.vocab, args.events))
             raw = Path(tmp) / "profile.txt"
-            command = [
-                py_spy, "record", "--format", "raw", "--rate", str(args.rate), "--output", str(raw), "--nonblocking", "--",
-                sys.executable, "-m", "benchmarks.worker", "--variant", "stream-kt", "--checkpoint", str(checkpoint.path),
-                "--bootstrap", bootstrap, "--redis", args.redis, "--in-topic", in_topic, "--out-topic", f"profile-{run}.mastery",
-                "--dlq-topic", f"profile-{run}.dlq", "--group", f"profile-{run}", "--key-prefix", f"profile-{run}",
-                "--backend", args.backend, "--batch", str(args.batch), "--stop-after", str(sent),
-            ]  # fmt: skip
+            py_spy_record = [py_spy, "record", "--format", "raw", "--rate", str(args.rate), "--output", str(raw), "--nonblocking", "--"]
+            command = py_spy_record + worker.command() + ["--stop-after", str(sent)]
             started = time.monotonic()
             done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

@@ -11,22 +11,17 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import resource
 import signal
 
 import torch
 
 from benchmarks.alternatives import RecomputeWindow
+from benchmarks.end_to_end import cpu_s
 from benchmarks.handwritten import HandwrittenLoop
 from stream_kt.checkpoint import Checkpoint, load_checkpoint
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.processor import run_processor
 from stream_kt.settings import StreamSettings
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def handwritten(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
