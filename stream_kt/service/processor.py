@@ -420,10 +420,13 @@ class Processor:
         """
         rows = self.layout.new(len(students), self.initial_rows)
         extras: dict[int, list[str]] = {}
-        mine = [i for i, blob in enumerate(blobs) if blob is not None and self.layout.is_mine(blob)]
+        mine: list[int] = []
+        others: list[int] = []
+        for i, blob in enumerate(blobs):
+            if blob is not None:
+                (mine if self.layout.is_mine(blob) else others).append(i)
         if mine:
             rows[mine] = self.layout.parse([blobs[i] for i in mine])  # type: ignore[misc]
-        others = [i for i, blob in enumerate(blobs) if blob is not None and not self.layout.is_mine(blob)]
         stale: list[tuple[int, list[tuple[str, int, int]]]] = []  # (row, window as (item id, correct, ts)) to rebuild
         for i in others:
             blob = blobs[i]
