@@ -32,23 +32,23 @@ class StudentSequence:
         return len(self.items)
 
 
-def lag_seconds(previous_ts_ms: int | None, ts_ms: int) -> float:
-    """Seconds since the previous interaction: 0 for a first one, never negative."""
-    return 0.0 if previous_ts_ms is None else max(ts_ms - previous_ts_ms, 0) / 1000.0
+def times_s(elapsed_ms: np.ndarray, ts_ms: np.ndarray, previous_ts_ms: np.ndarray, has_previous: np.ndarray) -> np.ndarray:
+    """(n, 2) float32 [elapsed, lag] seconds of n interactions: elapsed as given (negative: unknown, 0), lag
+    since the student's previous interaction (none: 0; a clock going back: 0).  The one rule for offline
+    data (``interaction_times``) and the stream (``service.batcher.event_times``)."""
+    lag = np.where(has_previous, np.maximum(ts_ms - previous_ts_ms, 0) / 1000.0, 0.0)
+    elapsed = np.maximum(elapsed_ms, 0) / 1000.0
+    return np.stack([elapsed, lag], 1).astype(np.float32)
 
 
 def interaction_times(ts_ms: Sequence[int] | None, elapsed_ms: Sequence[int] | None) -> np.ndarray | None:
-    """(n, 2) float32 [elapsed, lag] seconds per interaction (a missing one is 0); None when neither is known.
-
-    The same rule the stream applies to each event (``elapsed_ms`` field, ``ts`` against
-    the previous applied event's), so time-aware models score offline what they serve.
+    """(n, 2) float32 [elapsed, lag] seconds per interaction of one student (a missing one is 0); None when
+    neither is known.  The same rule the stream applies to each event (``times_s``), so time-aware models
+    score offline what they serve.
     """
     if ts_ms is None and elapsed_ms is None:
         return None
     n = len(ts_ms if ts_ms is not None else elapsed_ms)  # type: ignore[arg-type]
-    times = np.zeros((n, 2), np.float32)
-    if elapsed_ms is not None:
-        times[:, 0] = np.maximum(np.asarray(elapsed_ms, np.float64), 0) / 1000.0
-    if ts_ms is not None:
-        times[:, 1] = [lag_seconds(ts_ms[k - 1] if k else None, ts_ms[k]) for k in range(n)]
-    return times
+    ts = np.asarray(ts_ms, np.float64) if ts_ms is not None else np.zeros(n)
+    elapsed = np.asarray(elapsed_ms, np.float64) if elapsed_ms is not None else np.zeros(n)
+    return times_s(elapsed, ts, np.r_[ts[:1], ts[:-1]], np.arange(n) > 0)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from stream_kt.data.sequences import times_s
+
 
 def codes_of(students: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """(each event's student code, the distinct students in first-appearance order): codes index the students."""
@@ -73,11 +75,8 @@ def push_window(rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np
 
 
 def event_times(rows: np.ndarray, at: np.ndarray, ts: np.ndarray, elapsed_ms: np.ndarray) -> np.ndarray:
-    """(n, 2) float32 [elapsed, lag] seconds of events on rows ``at``: elapsed from the event (-1: unknown, 0),
-    lag since the row's newest window interaction (none: 0; never negative), the rule offline data follows."""
+    """(n, 2) float32 [elapsed, lag] seconds of events on rows ``at`` (``data.sequences.times_s``, the rule
+    offline data follows): elapsed from the event (-1: unknown), lag since the row's newest window interaction."""
     capacity = rows["win_item"].shape[1]
-    length = rows["window_len"][at].astype(np.int64)
     previous = rows["win_ts"][at, (rows["window_head"][at].astype(np.int64) - 1) % capacity]
-    lag = np.where(length > 0, np.maximum(ts - previous, 0) / 1000.0, 0.0)
-    elapsed = np.where(elapsed_ms >= 0, elapsed_ms / 1000.0, 0.0)
-    return np.stack([elapsed, lag], 1).astype(np.float32)
+    return times_s(elapsed_ms, ts, previous, rows["window_len"][at] > 0)
