@@ -185,7 +185,8 @@ def cross_fitted_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequenc
     """Teacher mastery of each student from the teacher's recipe retrained without that student's fold.
 
     Each fold's teacher (``retrained``) is a checkpoint under ``cache_dir`` (reused if
-    present); the targets are cached like ``cached_teacher_mastery``'s.
+    present) and caches the targets it gives its fold in its own directory; all of them
+    together are cached like ``cached_teacher_mastery``'s.
     """
     key = f"{teacher.version}-{_students_key(sequences)}-cv{folds}"
     path = Path(cache_dir) / f"{key}.npz"
@@ -204,7 +205,8 @@ def cross_fitted_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequenc
             fold_teacher = retrained(teacher, inside, fold_dir, progress)
         if set(fold_teacher.split.train) & {s.student_id for s in outside}:
             raise CheckpointError(f"{fold_dir}: trained on students of the fold it must predict; delete it")
-        mastery.update(zip((s.student_id for s in outside), teacher_mastery(fold_teacher.model, outside, progress)))
+        fold_targets, _ = cached_teacher_mastery(fold_teacher, outside, fold_dir, progress)  # a run cut short resumes at its fold
+        mastery.update(fold_targets)
     _write_cache(path, teacher.version, sequences, mastery)
     return mastery, path
 

@@ -220,3 +220,6 @@ def test_cross_fitted_targets_come_from_teachers_that_never_saw_the_student(dist
     for fold_teacher in fold_teachers:
         assert not set(fold_teacher.split.train) & set(teacher.split.valid)  # validation students stay unseen
         assert len(fold_teacher.metrics["history"]) == teacher.metrics["best_epoch"]  # the epochs validation chose
+        [fold_targets] = fold_teacher.path.glob("*.npz")  # each fold's targets are kept, so a run cut short resumes there
+        with np.load(fold_targets) as cached:
+            assert set(cached["student_ids"]) == set(teacher.split.train) - set(fold_teacher.split.train)
