@@ -124,14 +124,17 @@ def data_options(data_required: bool) -> Callable[[F], F]:
     return decorate
 
 
-def training_options(command: F) -> F:
-    """``--epochs``, ``--batch-size``, ``--window`` and ``--patience``: the recipe train, distill and compare share."""
+def training_options(epochs: int | None = None) -> Callable[[F], F]:
+    """``--epochs``, ``--batch-size``, ``--window`` and ``--patience``: the recipe train, distill and compare share (``epochs``: another default cap)."""
     from stream_kt.training.train import TrainConfig
 
-    command = click.option("--patience", type=POSITIVE_INT, default=TrainConfig.patience, show_default=True, help="stop after this many epochs without a better validation AUC")(command)
-    command = click.option("--window", type=POSITIVE_INT, default=TrainConfig.window, show_default=True, help="training window: longer sequences are cut into windows of this many answers")(command)
-    command = click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True, help="training windows per Adam step")(command)
-    return click.option("--epochs", type=POSITIVE_INT, default=TrainConfig.epochs, show_default=True, help="most training epochs (early stopping on validation AUC may end sooner)")(command)
+    def decorate(command: F) -> F:
+        command = click.option("--patience", type=POSITIVE_INT, default=TrainConfig.patience, show_default=True, help="stop after this many epochs without a better validation AUC")(command)
+        command = click.option("--window", type=POSITIVE_INT, default=TrainConfig.window, show_default=True, help="training window: longer sequences are cut into windows of this many answers")(command)
+        command = click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True, help="training windows per Adam step")(command)
+        return click.option("--epochs", type=POSITIVE_INT, default=epochs or TrainConfig.epochs, show_default=True, help="most training epochs (early stopping on validation AUC may end sooner)")(command)
+
+    return decorate
 
 
 def item_option(command: F) -> F:

@@ -34,7 +34,7 @@ class LearningRate(click.ParamType):
 @click.option("--models", default=",".join(trainable_models()), help="comma-separated model names (default: every model trained directly)")
 @click.option("--folds", type=POSITIVE_INT, default=5, show_default=True, help="k-fold by student when there is no --test-data")
 @click.option("--seeds", type=POSITIVE_INT, default=1, show_default=True, help="repeat every split with seeds 0..N-1")
-@training_options
+@training_options()
 @click.option("--lr", "learning_rates", type=LearningRate(), multiple=True, help=f"LR for every model or MODEL=LR for one (repeatable); {learning_rate_help(trainable_models())}")
 @click.option("--option", "pairs", type=OPTION_PAIR, multiple=True, metavar="MODEL.KEY=VALUE", help="a model Config field, e.g. sakt.dim=32 (repeatable)")
 @click.option("--step-batch", type=POSITIVE_INT, default=64, show_default=True, help="batch of the streamed-cost measurement")

@@ -9,7 +9,7 @@ import click
 from stream_kt.checkpoint import check_out_dir, load_checkpoint
 from stream_kt.commands.common import OPTION_PAIR, POSITIVE_FLOAT, POSITIVE_INT, ModelChoice, NumberList, data_options, learning_rate_help, training_options
 from stream_kt.models import MODELS, config_options, trainable_models
-from stream_kt.training.distill import DistillSettings, distill_from_file, distillable
+from stream_kt.training.distill import DISTILL_EPOCHS, DistillSettings, distill_from_file, distillable
 from stream_kt.training.train import TrainConfig
 
 DEFAULT_CACHE = "runs/teacher_cache"
@@ -30,7 +30,7 @@ STUDENTS = [name for name in trainable_models() if distillable(MODELS[name])]
     help="1: the teacher's own predictions; K >= 2: cross-fitted, the teacher's recipe trained again K times, each without one fold of the training students, "
     "and each fold's targets from the teacher that never saw it (a teacher is overfit on its own training students)",
 )  # fmt: skip
-@training_options
+@training_options(epochs=DISTILL_EPOCHS)
 @click.option("--lr", type=POSITIVE_FLOAT, help=learning_rate_help(STUDENTS))
 @click.option("--hidden-size", type=POSITIVE_INT, help="model hidden size (model default if omitted)")
 @click.option("--option", "pairs", type=OPTION_PAIR, multiple=True, help="a model Config field, e.g. dropout=0.3 (repeatable)")

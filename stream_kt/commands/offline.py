@@ -44,7 +44,7 @@ def synth(out: str, students: int, items: int, concepts: int, seed: int, fmt: st
 @data_options(data_required=True)
 @item_option
 @click.option("--model", type=ModelChoice(trainable_models()), default="dkt", show_default=True, help="the model (stream-kt ensemble combines trained checkpoints)")
-@training_options
+@training_options()
 @click.option("--lr", type=POSITIVE_FLOAT, help=learning_rate_help(trainable_models()))
 @click.option("--hidden-size", type=POSITIVE_INT, help="model hidden size (model default if omitted)")
 @click.option("--option", "pairs", type=OPTION_PAIR, multiple=True, help="a model Config field, e.g. dropout=0.3 (repeatable)")
