@@ -1,6 +1,8 @@
 """Distillation: the student learns the teacher's mastery, only from training students, and is an ordinary checkpoint."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +225,25 @@ def test_cross_fitted_targets_come_from_teachers_that_never_saw_the_student(dist
         [fold_targets] = fold_teacher.path.glob("*.npz")  # each fold's targets are kept, so a run cut short resumes there
         with np.load(fold_targets) as cached:
             assert set(cached["student_ids"]) == set(teacher.split.train) - set(fold_teacher.split.train)
+
+
+@pytest.mark.slow
+def test_the_distillation_table_reports_each_checkpoints_held_out_metrics_parity_and_teacher(distilled, tmp_path):
+    root, _, _ = distilled
+    runs = tmp_path / "runs"
+    (runs / "logs").mkdir(parents=True)
+    (runs / "dktp_s0").symlink_to(root / "teacher")  # the table's rows are found by run names
+    (runs / "dist_lq_s0").symlink_to(root / "student")
+    (runs / "logs" / "parity_dist_lq_s0.log").write_text("progress lines\n" + json.dumps({"auc": 0.5, "parity_max_abs_diff": 3.5e-7}) + "\n")
+    out = tmp_path / "table.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.distill_results", "--runs", str(runs), "--seeds", "0,1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["models"]
+    assert set(rows) == {"DKT+", "distilled Last-Query, 30 epochs"}  # only the runs that exist
+    teacher, student = load_checkpoint(root / "teacher"), load_checkpoint(root / "student")
+    twin, distilled_row = rows["DKT+"], rows["distilled Last-Query, 30 epochs"]
+    assert twin["seeds"] == [0] and twin["auc_mean"] == teacher.metrics["test"]["auc"] and twin["auc_std"] == 0.0
+    assert twin["parity_max_abs_diff"] is None  # none was run for it
+    assert distilled_row["rmse_mean"] == student.metrics["test"]["rmse"] and distilled_row["parity_max_abs_diff"] == 3.5e-7
+    assert distilled_row["runs"][0]["teacher"] == teacher.version and distilled_row["runs"][0]["step_us_per_event"] > 0
+    assert "| distilled Last-Query, 30 epochs | 0 |" in done.stdout and (tmp_path / "table_auc.png").stat().st_size > 0
