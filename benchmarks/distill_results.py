@@ -38,9 +38,12 @@ ROWS = {
     "Last-Query w400": ("lq_w400_s{seed}", "Last-Query\nw400"),
     "Last-Query": ("lq_s{seed}", "Last-Query"),
     "DKT+": ("dktp_s{seed}", "DKT+"),
-    "distilled Last-Query": ("dist_lq_s{seed}", "distilled\nLast-Query"),
-    "distilled DKT+": ("dist_dktp_s{seed}", "distilled\nDKT+"),
-    "distilled DKT+, cross-fitted targets (K=2)": ("cv_dktp_s{seed}", "distilled DKT+\ncross-fitted"),
+    "distilled Last-Query, 30 epochs": ("dist_lq_s{seed}", "distilled\nLast-Query 30"),
+    "distilled Last-Query, up to 60 epochs": ("dist_lq_e60_s{seed}", "distilled\nLast-Query 60"),
+    "distilled DKT+, 30 epochs": ("dist_dktp_s{seed}", "distilled\nDKT+ 30"),
+    "distilled DKT+, up to 60 epochs": ("dist_dktp_e60_s{seed}", "distilled\nDKT+ 60"),
+    "distilled DKT+, up to 150 epochs": ("dist_dktp_e150_s{seed}", "distilled\nDKT+ 150"),
+    "distilled DKT+, cross-fitted targets (K=2), 30 epochs": ("cv_dktp_s{seed}", "distilled DKT+ 30\ncross-fitted"),
 }
 REPORTED = ("auc", "acc", "rmse")
 
