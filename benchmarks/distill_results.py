@@ -80,7 +80,7 @@ def collect(runs: Path, seeds: list[int], step_batch: int) -> dict:
             found.append(
                 {
                     "seed": seed,
-                    "checkpoint": str(runs / run),
+                    "checkpoint": str(Path(runs.name) / run),  # as the documented commands name it
                     "version": checkpoint.version,
                     **{k: test[k] for k in (*REPORTED, "n")},
                     "valid_auc": checkpoint.metrics.get("valid_auc"),
