@@ -48,7 +48,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -174,11 +174,16 @@ def cached_teacher_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSeque
     The file is named by the teacher's version and a hash of the students' answers.
     """
     path = Path(cache_dir) / f"{teacher.version}-{_students_key(sequences)}.npz"
+    return _cached(path, teacher.version, sequences, lambda: dict(zip((s.student_id for s in sequences), teacher_mastery(teacher.model, sequences, progress)))), path
+
+
+def _cached(path: Path, teacher_version: str, sequences: Sequence[EncodedSequence], compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The targets cached at ``path`` for exactly these students, else ``compute()``'s, written there."""
     mastery = _read_cache(path, sequences)
     if mastery is None:
-        mastery = dict(zip((s.student_id for s in sequences), teacher_mastery(teacher.model, sequences, progress)))
-        _write_cache(path, teacher.version, sequences, mastery)
-    return mastery, path
+        mastery = compute()
+        _write_cache(path, teacher_version, sequences, mastery)
+    return mastery
 
 
 def folds_of(sequences: Sequence[EncodedSequence], folds: int, seed: int) -> dict[str, int]:
@@ -197,15 +202,17 @@ def cross_fitted_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequenc
     """
     key = f"{teacher.version}-{_students_key(sequences)}-cv{folds}"
     path = Path(cache_dir) / f"{key}.npz"
-    mastery = _read_cache(path, sequences)
-    if mastery is not None:
-        return mastery, path
+    return _cached(path, teacher.version, sequences, lambda: _fold_targets(teacher, sequences, folds, Path(cache_dir), key, progress)), path
+
+
+def _fold_targets(teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: Path, key: str, progress: bool) -> dict[str, np.ndarray]:
+    """Each student's targets from the fold teacher that never saw them; fold k's teacher and its targets in ``cache_dir/{key}-fold{k}``."""
     fold = folds_of(sequences, folds, teacher.split.seed)
-    mastery = {}
+    mastery: dict[str, np.ndarray] = {}
     for k in range(folds):
         inside = [s for s in sequences if fold[s.student_id] != k]
         outside = [s for s in sequences if fold[s.student_id] == k]
-        fold_dir = Path(cache_dir) / f"{key}-fold{k}"
+        fold_dir = cache_dir / f"{key}-fold{k}"
         try:
             fold_teacher = load_checkpoint(fold_dir)
         except CheckpointError:  # not there yet (or cut short): train it
@@ -214,8 +221,7 @@ def cross_fitted_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequenc
             raise CheckpointError(f"{fold_dir}: trained on students of the fold it must predict; delete it")
         fold_targets, _ = cached_teacher_mastery(fold_teacher, outside, fold_dir, progress)  # a run cut short resumes at its fold
         mastery.update(fold_targets)
-    _write_cache(path, teacher.version, sequences, mastery)
-    return mastery, path
+    return mastery
 
 
 def retrained(teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = False) -> Checkpoint:
