@@ -351,6 +351,15 @@ async def until(condition: Callable[[], bool], timeout_s: float = 30.0, what: st
         await asyncio.sleep(0.05)
 
 
+async def until_committed(settings: StreamSettings, total: int, timeout_s: float = 30.0) -> None:
+    """Wait until the group's committed offsets add up to ``total``: outputs go out before the commit, so reading them is not enough."""
+    deadline = time.monotonic() + timeout_s
+    while (committed := sum((await committed_offsets(settings)).values())) < total:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"committed offsets add up to {committed}, not {total}, after {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
 class OwnRedis:
     """A redis-server of this test's own on a free port, persisted to an append-only file so a restart keeps the data."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import redis
 
@@ -21,6 +20,7 @@ from .conftest import (
     running_processor,
     synthetic_answers,
     until,
+    until_committed,
 )
 
 
@@ -48,6 +48,7 @@ def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(m
         async with TopicReader(settings.bootstrap, settings.out_topic) as out:
             async with running_processor(settings, checkpoint) as stats:
                 await out.read_until(lambda rs: len(rs) >= third)
+                await until_committed(settings, third)  # the last batch's state write and commit follow its outputs
 
                 # reads work, writes are refused: steps 3-6 run (outputs go out), step 7 fails
                 admin.config_set("min-replicas-to-write", 1)
@@ -57,9 +58,7 @@ def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(m
                 admin.config_set("min-replicas-to-write", 0)
                 await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(parts[0] + parts[1]))
                 # outputs (step 6) come before the state write and the commit (7, 8): wait for the commit too
-                deadline = time.monotonic() + 30
-                while sum((await committed_offsets(settings)).values()) < 2 * third and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                await until_committed(settings, 2 * third)
                 failed_writes = len(failures())
 
                 # the server is gone: step 3 fails
