@@ -44,7 +44,9 @@ ROWS = {
     "distilled DKT+, up to 60 epochs": ("dist_dktp_e60_s{seed}", "distilled\nDKT+ 60"),
     "distilled DKT+, up to 150 epochs": ("dist_dktp_e150_s{seed}", "distilled\nDKT+ 150"),
     "distilled DKT+, alpha 0.1, up to 150 epochs": ("dist_dktp_a01_s{seed}", "distilled DKT+\nalpha 0.1"),
-    "distilled DKT+, hidden 400, up to 80 epochs": ("dist_dktp_h400_e80_s{seed}", "distilled DKT+\nhidden 400"),
+    "distilled DKT+, alpha 0.03, up to 150 epochs": ("dist_dktp_a003_s{seed}", "distilled DKT+\nalpha 0.03"),
+    "distilled DKT+, alpha 0.1, hidden 400, up to 150 epochs": ("dist_dktp_a01_h400_s{seed}", "distilled DKT+\nalpha 0.1, h400"),
+    "distilled DKT+, alpha 0.1, training window 400, up to 150 epochs": ("dist_dktp_a01_w400_s{seed}", "distilled DKT+\nalpha 0.1, w400"),
     "distilled DKT+, cross-fitted targets (K=2), 30 epochs": ("cv_dktp_s{seed}", "distilled DKT+ 30\ncross-fitted"),
 }
 REPORTED = ("auc", "acc", "rmse")
