@@ -109,7 +109,8 @@ def collect(runs: Path, seeds: list[int], step_batch: int) -> dict:
 def markdown(rows: dict) -> str:
     lines = ["| model | seeds | test AUC | ACC | RMSE | streamed µs/event | parity (max) |", "|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
-        cells = " | ".join(f"{row[f'{k}_mean']:.4f} ± {row[f'{k}_std']:.4f}" for k in REPORTED)
+        one_seed = len(row["seeds"]) == 1  # no spread to report
+        cells = " | ".join(f"{row[f'{k}_mean']:.4f}" + ("" if one_seed else f" ± {row[f'{k}_std']:.4f}") for k in REPORTED)
         parity = "" if row["parity_max_abs_diff"] is None else f"{row['parity_max_abs_diff']:.1e}"
         lines.append(f"| {label} | {', '.join(map(str, row['seeds']))} | {cells} | {row['step_us_per_event_mean']:,.1f} | {parity} |")
     return "\n".join(lines) + "\n"
