@@ -24,7 +24,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
-from stream_kt.service.events import MAX_EVENT_BYTES
+from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, TS_MAX_MS
 from stream_kt.tools.replay import event_order
 
 ITEMS = 16  # skill ids "0".."15"
@@ -98,6 +98,11 @@ def _giant(rng: random.Random, student: str) -> bytes:
     return msgpack.packb(event)
 
 
+OUT_OF_RANGE = (  # well-typed values outside the documented ranges (events.py)
+    {"ts": 2**64 - 1}, {"ts": -1}, {"ts": TS_MAX_MS + 1}, {"ts": -(2**63)},
+    {"elapsed_ms": 2**64 - 1}, {"elapsed_ms": ELAPSED_MAX_MS + 1}, {"event_id": "e" * (MAX_ID_CHARS + 1)},
+)  # fmt: skip
+
 # kind -> (expected DLQ reason, builder): each kind's reason holds by construction
 POISON: dict[str, tuple[str, Builder]] = {
     "random_bytes": ("not_msgpack", lambda rng, s: b"\xc1" + rng.randbytes(rng.randint(0, 200))),  # 0xc1 is never valid msgpack
@@ -112,6 +117,7 @@ POISON: dict[str, tuple[str, Builder]] = {
     "bad_skill": ("bad_type", lambda rng, s: _with(rng, s, skill_id=rng.choice([1.0, None, ["1"], {"id": 1}, False]))),
     "bad_ts": ("bad_type", lambda rng, s: _with(rng, s, ts=rng.choice(["2024-01-01", 1.7e12, None, True]))),
     "bad_event_id": ("bad_type", lambda rng, s: _with(rng, s, event_id=rng.choice([1.5, [1], {"a": 1}]))),
+    "out_of_range": ("out_of_range", lambda rng, s: _with(rng, s, **rng.choice(OUT_OF_RANGE))),
     "bad_correct": ("bad_correct", lambda rng, s: _with(rng, s, correct=rng.choice([2, -1, "1", 0.0, 1.0, None]))),
     "unknown_skill": ("unknown_item", lambda rng, s: _with(rng, s, skill_id=rng.choice([f"no-such-skill-{rng.randrange(1000)}", ITEMS + rng.randrange(1000), ""]))),
     "huge": ("oversized", _huge),

@@ -4,7 +4,10 @@ Answer event (input topic, key = student id as UTF-8):
     {"v": 1, "student_id": str|int, "skill_id": str|int  (or "item_id"),
      "correct": 0|1|bool, "ts": int ms since epoch, "event_id": str|int (optional),
      "elapsed_ms": int >= 0 (optional: time spent answering; time-aware models use it)}
-    "v" is optional on input (absent means 1).
+    "v" is optional on input (absent means 1).  Ranges (``out_of_range`` otherwise):
+    ``ts`` in [0, TS_MAX_MS] (1970 to the end of year 9999; a future time is accepted),
+    ``elapsed_ms`` in [0, ELAPSED_MAX_MS], string ids of 1..MAX_ID_CHARS characters
+    (an integer id may be any integer msgpack carries).
 
 Mastery message (output topic, key = student id as UTF-8), version 2 (the default):
     {"v": 2, "student_id": str, "seq": int, "event_id": ...|None, "ts": int,
@@ -35,7 +38,12 @@ from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.settings import MAX_EVENT_BYTES  # the default limit (KT_MAX_EVENT_BYTES)
 
 FORMAT_VERSION = 1
-REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "unknown_item")
+REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "unknown_item")
+PROCESSING_ERROR = "processing_error"  # not the event's form: an event the processor failed on twice (processor.py)
+
+TS_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last ms a calendar date (and datetime) can name
+ELAPSED_MAX_MS = 2**31 - 1  # about 24.8 days spent on one answer
+MAX_ID_CHARS = 256  # student_id and event_id strings
 
 
 @dataclass(frozen=True)
@@ -77,16 +85,17 @@ def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = 
             event = _unpack(raw, raw=False, strict_map_key=False)
         except Exception:  # garbage: decode_answer says why
             event = None
-        if type(event) is dict and event.get("v", FORMAT_VERSION) == FORMAT_VERSION and "skill_id" in event:
+        if type(event) is dict and "skill_id" in event and ("v" not in event or (type(event["v"]) is int and event["v"] == FORMAT_VERSION)):
             student, item, correct, ts = event.get("student_id"), event["skill_id"], event.get("correct"), event.get("ts")
             event_id, elapsed = event.get("event_id"), event.get("elapsed_ms")
             if (
-                ((type(student) is str and student) or type(student) is int)
+                ((type(student) is str and 0 < len(student) <= MAX_ID_CHARS) or type(student) is int)
                 and type(item) in (str, int)
                 and (correct is True or correct is False or (type(correct) is int and correct in (0, 1)))
                 and type(ts) is int
-                and (event_id is None or type(event_id) in (str, int))
-                and (elapsed is None or (type(elapsed) is int and elapsed >= 0))
+                and 0 <= ts <= TS_MAX_MS
+                and (event_id is None or type(event_id) is int or (type(event_id) is str and len(event_id) <= MAX_ID_CHARS))
+                and (elapsed is None or (type(elapsed) is int and 0 <= elapsed <= ELAPSED_MAX_MS))
             ):
                 item_id = str(item).strip()
                 index = index_of.get(item_id)
@@ -112,8 +121,8 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], ma
     if not isinstance(event, dict):
         raise InvalidEvent("not_a_map", f"got {type(event).__name__}")
     version = event.get("v", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise InvalidEvent("bad_version", f"v={version!r}, this processor reads v={FORMAT_VERSION}")
+    if not _is_int(version) or version != FORMAT_VERSION:
+        raise InvalidEvent("bad_version", f"v={_short(version)}, this processor reads v={FORMAT_VERSION}")
     item_key = "skill_id" if "skill_id" in event else "item_id"
     for name in ("student_id", item_key, "correct", "ts"):
         if name not in event:
@@ -123,25 +132,43 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], ma
         raise InvalidEvent("bad_type", "student_id must be a non-empty string or an integer")
     if not _is_id(item):
         raise InvalidEvent("bad_type", f"{item_key} must be a string or an integer")
-    if isinstance(ts, bool) or not isinstance(ts, int):
+    if not _is_int(ts):
         raise InvalidEvent("bad_type", "ts must be an integer (ms since epoch)")
     if correct not in (0, 1) or isinstance(correct, float):  # True/False pass: bool is 0/1
-        raise InvalidEvent("bad_correct", f"correct must be 0 or 1, got {correct!r}")
+        raise InvalidEvent("bad_correct", f"correct must be 0 or 1, got {_short(correct)}")
     event_id = event.get("event_id")
     if event_id is not None and not _is_id(event_id):
         raise InvalidEvent("bad_type", "event_id must be a string or an integer")
     elapsed = event.get("elapsed_ms")
-    if elapsed is not None and (isinstance(elapsed, bool) or not isinstance(elapsed, int) or elapsed < 0):
+    if elapsed is not None and (not _is_int(elapsed) or elapsed < 0):
         raise InvalidEvent("bad_type", "elapsed_ms must be a non-negative integer (ms spent answering)")
+    if isinstance(student, str) and len(student) > MAX_ID_CHARS:
+        raise InvalidEvent("out_of_range", f"student_id has {len(student)} characters, more than {MAX_ID_CHARS}")
+    if isinstance(event_id, str) and len(event_id) > MAX_ID_CHARS:
+        raise InvalidEvent("out_of_range", f"event_id has {len(event_id)} characters, more than {MAX_ID_CHARS}")
+    if not 0 <= ts <= TS_MAX_MS:
+        raise InvalidEvent("out_of_range", f"ts {ts} is outside [0, {TS_MAX_MS}] (ms since epoch, 1970 to the end of 9999)")
+    if elapsed is not None and elapsed > ELAPSED_MAX_MS:
+        raise InvalidEvent("out_of_range", f"elapsed_ms {elapsed} is more than {ELAPSED_MAX_MS}")
     item_id = str(item).strip()  # the vocabulary's spelling: " 3" and "3" are one skill
     index = item_index(item_id)
     if index is None:
-        raise InvalidEvent("unknown_item", f"{item_key} {item!r} is not in the model's vocabulary")
+        raise InvalidEvent("unknown_item", f"{item_key} {_short(item)} is not in the model's vocabulary")
     return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id, elapsed)
 
 
 def _is_id(value: object) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    return isinstance(value, str) or _is_int(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a detail quotes the event, never all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 MASTERY_FORMATS = ("v2", "v1")

@@ -37,8 +37,14 @@ def source(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
 
+MAX_DETAIL_CHARS = 300  # a dead letter's detail header: what was wrong, never a copy of the event
+
+
 def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    return [("reason", reason.encode()), ("detail", detail.encode()), ("source", f"{source(topic, partition)}/{offset}".encode())]
+    """``source`` ("topic/partition/offset") identifies the event: a dead letter sent again after a crash or a retry repeats it."""
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
+    return [("reason", reason.encode()), ("detail", detail.encode(errors="replace")), ("source", f"{source(topic, partition)}/{offset}".encode())]
 
 
 PRODUCER_MAX_REQUEST_BYTES = 1_048_576  # aiokafka's max_request_size, which make_producer keeps

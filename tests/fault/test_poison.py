@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fault_suite.workload import ITEMS, POISON, encode_valid, poison
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.service.events import MAX_EVENT_BYTES, REASONS, AnswerEvent, decode_answer, encode_answer
+from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, REASONS, TS_MAX_MS, AnswerEvent, decode_answer, encode_answer
 from stream_kt.service.exceptions import InvalidEvent
 
 VOCAB = Vocabulary("skill_id", tuple(str(i) for i in range(ITEMS)))
@@ -74,14 +74,42 @@ def test_maps_with_any_field_values_decode_or_raise_invalid_event(event):
     item_as_int=st.booleans(),
     item_field=st.sampled_from(["skill_id", "item_id"]),
     correct=st.sampled_from([0, 1, True, False]),
-    ts=INT64,
-    event_id=st.none() | st.text(max_size=40) | INT64,
-    elapsed_ms=st.none() | st.integers(min_value=0, max_value=2**63 - 1),
+    ts=st.integers(min_value=0, max_value=TS_MAX_MS),
+    event_id=st.none() | st.text(max_size=40) | INT64 | st.integers(min_value=2**63, max_value=2**64 - 1),
+    elapsed_ms=st.none() | st.integers(min_value=0, max_value=ELAPSED_MAX_MS),
 )
 def test_valid_events_round_trip(student, item, item_as_int, item_field, correct, ts, event_id, elapsed_ms):
     raw = encode_answer(student, item if item_as_int else str(item), correct, ts, event_id, item_field, elapsed_ms)
     event = decode_answer(raw, VOCAB.index)
     assert event == AnswerEvent(str(student), str(item), item, int(correct), ts, event_id, elapsed_ms)
+
+
+OUT_OF_RANGE = {
+    "ts": st.integers(min_value=-(2**63), max_value=-1) | st.integers(min_value=TS_MAX_MS + 1, max_value=2**64 - 1),
+    "elapsed_ms": st.integers(min_value=ELAPSED_MAX_MS + 1, max_value=2**64 - 1),
+    "student_id": st.text(min_size=MAX_ID_CHARS + 1, max_size=MAX_ID_CHARS + 50),
+    "event_id": st.text(min_size=MAX_ID_CHARS + 1, max_size=MAX_ID_CHARS + 50),
+}
+
+
+@PROPERTIES
+@given(st.sampled_from(sorted(OUT_OF_RANGE)).flatmap(lambda name: st.tuples(st.just(name), OUT_OF_RANGE[name])))
+def test_a_value_out_of_its_documented_range_is_out_of_range(field_value):
+    name, value = field_value
+    event = {"v": 1, "student_id": "s", "skill_id": "1", "correct": 1, "ts": 5, "event_id": "e", "elapsed_ms": 10, name: value}
+    assert outcome(msgpack.packb(event)) == "out_of_range"
+
+
+@pytest.mark.parametrize(("name", "value"), [("ts", 2**64 - 1), ("elapsed_ms", 2**64 - 1), ("ts", -1), ("ts", TS_MAX_MS + 1)])
+def test_the_huge_integers_that_crashed_serve_are_out_of_range(name, value):
+    event = {"student_id": "s", "skill_id": "1", "correct": 1, "ts": 5, name: value}
+    assert outcome(msgpack.packb(event)) == "out_of_range"
+
+
+@pytest.mark.parametrize(("name", "value"), [("ts", 0), ("ts", TS_MAX_MS), ("elapsed_ms", 0), ("elapsed_ms", ELAPSED_MAX_MS), ("student_id", "s" * MAX_ID_CHARS), ("event_id", 2**64 - 1)])
+def test_the_ends_of_each_range_are_accepted(name, value):
+    event = {"student_id": "s", "skill_id": "1", "correct": 1, "ts": 5, name: value}
+    assert isinstance(outcome(msgpack.packb(event)), AnswerEvent)
 
 
 @pytest.mark.parametrize("elapsed", [-1, 1.5, "12", True, [3]])
