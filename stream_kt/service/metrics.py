@@ -16,6 +16,7 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_redis_errors_total              failed Redis round trips (each is retried)
     stream_kt_kafka_errors_total              failed deliveries and refused commits
     stream_kt_corrupt_states_total            stored states that could not be read (quarantined; the student restarted)
+    stream_kt_processing_errors_total         events the processor failed on (dead letters, reason processing_error)
     stream_kt_model_info{version}             gauge 1: the served checkpoint
 """
 
@@ -43,6 +44,7 @@ NAMES = (
     "stream_kt_redis_errors_total",
     "stream_kt_kafka_errors_total",
     "stream_kt_corrupt_states_total",
+    "stream_kt_processing_errors_total",
     "stream_kt_model_info",
 )
 FILL_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -88,6 +90,7 @@ class Metrics(Collector):
         self.redis_errors = 0
         self.kafka_errors = 0
         self.corrupt_states = 0
+        self.processing_errors = 0
         self.batch_fill = BatchHistogram(FILL_BUCKETS)
         self.step_latency = BatchHistogram(STEP_BUCKETS_S)
         self.end_to_end_latency = BatchHistogram(END_TO_END_BUCKETS_S)
@@ -126,6 +129,7 @@ class Metrics(Collector):
         yield CounterMetricFamily("stream_kt_redis_errors_total", "Failed Redis round trips (the batch is retried).", value=self.redis_errors)
         yield CounterMetricFamily("stream_kt_kafka_errors_total", "Failed Kafka deliveries and refused commits.", value=self.kafka_errors)
         yield CounterMetricFamily("stream_kt_corrupt_states_total", "Stored states that could not be read: quarantined, the student restarted.", value=self.corrupt_states)
+        yield CounterMetricFamily("stream_kt_processing_errors_total", "Events the processor failed on: dead letters with reason processing_error.", value=self.processing_errors)
         yield self.batch_fill.family("stream_kt_batch_fill_ratio", "Students in a model step / the batch shape B.")
         yield self.step_latency.family("stream_kt_step_latency_seconds", "Duration of one model step.")
         yield self.end_to_end_latency.family("stream_kt_end_to_end_latency_seconds", "Output delivered minus the event's ts.")

@@ -46,6 +46,18 @@ and any permanent error of a mastery output, stops the processor (``FatalStreamE
 with the batch uncommitted: skipping the output would lose it, retrying would spin
 forever.
 
+Events the processor fails on: an exception that is not a Redis or Kafka error (a
+value the decoder let through that a later step cannot handle: a bug, not an outage)
+is logged with its traceback and the batch is redone once from a fresh read.  Failing a
+second time, the batch is searched for the first event whose prefix of the batch fails
+in 3-5 (a binary search: about log2(B) dry runs of 3-5, which write nothing); that
+event goes to the dead-letter topic (reason ``processing_error``, the exception's one
+line as ``detail``), is counted (``stream_kt_processing_errors_total``) and the batch
+proceeds without it.  When no event makes it fail, the error is not an event's:
+serve stops with the batch uncommitted, as before.  So no single event can crash-loop
+serve.  An event the decoder itself fails on (not ``InvalidEvent``) is a
+``processing_error`` dead letter straight away.
+
 Rebalance: steps 2-8 run under the gate's lock, which ``on_partitions_revoked`` also
 takes, so a partition is handed over only after its in-flight batch is committed and
 the next owner starts at the committed offset.  Poll (1) runs outside the lock: during
@@ -81,7 +93,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +107,7 @@ from stream_kt.backends import StepBackend, make_backend
 from stream_kt.checkpoint import Checkpoint
 from stream_kt.models import StepOutput
 from stream_kt.service import batcher, kafka_io, keys
-from stream_kt.service.events import MasteryEncoder, answer_fields
+from stream_kt.service.events import PROCESSING_ERROR, MasteryEncoder, answer_fields
 from stream_kt.service.exceptions import FatalStreamError, InvalidEvent, StreamError
 from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
@@ -132,6 +144,13 @@ class Columns:
     elapsed_ms: list[int] = field(default_factory=list)  # -1: unknown
     tps: list[int] = field(default_factory=list)  # index into the poll's topic-partitions
     offsets: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.students)
+
+    def take(self, keep: list[int]) -> Columns:
+        """The events at positions ``keep``, in that order."""
+        return Columns(*([column[i] for i in keep] for column in (getattr(self, f.name) for f in fields(self))))
 
 
 @dataclass
@@ -259,7 +278,7 @@ class Processor:
         """Steps 2-8 for one polled batch."""
         tps = list(records)
         valid, invalid = self.decode(records)  # 2
-        attempt = 0
+        attempt = failures = 0
         while True:
             stage = "dead letters"
             try:
@@ -291,6 +310,20 @@ class Processor:
                 if stop.is_set():
                     log.warning("batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records))
                     return
+            except FatalStreamError:
+                raise
+            except Exception as exc:  # not an outage: an event this processor cannot handle, or a bug
+                failures += 1
+                log.error("batch %s: failed in %s (%s: %s); nothing committed", describe(records), stage, type(exc).__name__, exc, exc_info=exc)
+                if failures < 2:
+                    continue  # once more from a fresh read: it may not be an event's fault
+                culprit = await self.first_failing(valid, tps)
+                if culprit is None:
+                    raise  # no event makes it fail: stop with the batch uncommitted
+                valid, letter = self.set_aside(valid, culprit, records, tps, exc)
+                invalid.append(letter)
+                self.metrics.processing_errors += 1
+                failures = 1  # the rest may hold another such event: search again on its next failure
         self.retrying_since = None
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
@@ -320,6 +353,12 @@ class Processor:
                     headers = kafka_io.dead_letter_headers(exc.reason, exc.detail, tp.topic, tp.partition, record.offset)
                     dead_letters.append((exc.reason, record.key, record.value, headers))
                     continue
+                except Exception as exc:  # a bug in the decoder: this event must not stop the stream
+                    log.error("%s/%d/%d: dead letter (%s): the decoder failed", tp.topic, tp.partition, record.offset, PROCESSING_ERROR, exc_info=exc)
+                    headers = kafka_io.dead_letter_headers(PROCESSING_ERROR, one_line(exc), tp.topic, tp.partition, record.offset)
+                    dead_letters.append((PROCESSING_ERROR, record.key, record.value, headers))
+                    self.metrics.processing_errors += 1
+                    continue
                 valid.students.append(student)
                 valid.item_ids.append(item_id)
                 valid.items.append(item)
@@ -330,6 +369,35 @@ class Processor:
                 valid.tps.append(tp_index)
                 valid.offsets.append(record.offset)
         return valid, dead_letters
+
+    async def first_failing(self, valid: Columns, tps: list[TopicPartition]) -> int | None:
+        """The first event whose prefix of ``valid`` fails in steps 3-5 (dry runs: nothing is written), or None."""
+
+        async def fails(n: int) -> bool:
+            try:
+                await self.apply(valid.take(list(range(n))), tps)
+            except (*REDIS_ERRORS, KafkaError, FatalStreamError):
+                raise  # an outage during the search: the batch is retried as any other
+            except Exception:
+                return True
+            return False
+
+        if not len(valid) or not await fails(len(valid)):
+            return None
+        good, bad = 0, len(valid)  # the prefix of ``good`` events applies, that of ``bad`` fails
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (good, middle) if await fails(middle) else (middle, bad)
+        return bad - 1
+
+    def set_aside(self, valid: Columns, culprit: int, records: Records, tps: list[TopicPartition], exc: Exception) -> tuple[Columns, tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+        """``valid`` without event ``culprit``, and that event's ``processing_error`` dead letter."""
+        tp, offset = tps[valid.tps[culprit]], valid.offsets[culprit]
+        record = next(r for r in records[tp] if r.offset == offset)
+        log.error("%s/%d/%d: dead letter (%s): the batch failed on this event twice (%s)", tp.topic, tp.partition, offset, PROCESSING_ERROR, one_line(exc))
+        headers = kafka_io.dead_letter_headers(PROCESSING_ERROR, one_line(exc), tp.topic, tp.partition, offset)
+        rest = valid.take([i for i in range(len(valid)) if i != culprit])
+        return rest, (PROCESSING_ERROR, record.key, record.value, headers)
 
     async def send_dead_letters(self, invalid: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> list[tuple[str, asyncio.Future[Any]]]:
         """2: send each dead letter, made to fit ``dlq_limit_bytes`` (a truncated one is logged with its source)."""
@@ -593,6 +661,12 @@ class RebalanceGate(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none")
         self.ready.set()
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def bucket_sizes(batch_size: int) -> list[int]:
