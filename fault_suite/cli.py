@@ -76,6 +76,7 @@ def failures(outcome: Outcome) -> list[str]:
         "dead letters with the wrong reason": v.poison_wrong_reason,
         "dead letters not carrying the original key and bytes": v.poison_altered,
         "dead letters of valid or unknown events": v.dlq_unexpected,
+        "fuzzed events neither answered nor dead-lettered as the decoder says": v.fuzz_missing,
         "processors that crashed during a Redis outage": f.redis_outage_crashes,
         "final SIGTERMs with a non-zero exit": sum(code != 0 for code in outcome.exit_codes),
     }
@@ -107,6 +108,11 @@ def report(outcome: Outcome, profile_name: str) -> dict:
         "poison_missing": v.poison_missing if v else None,
         "poison_wrong_reason": v.poison_wrong_reason if v else None,
         "poison_by_reason": dict(sorted(v.poison_by_reason.items())) if v else {},
+        "fuzz_events": v.fuzz_events if v else None,
+        "fuzz_answered": v.fuzz_answered if v else None,
+        "fuzz_dead_lettered": v.fuzz_dead_lettered if v else None,
+        "fuzz_missing": v.fuzz_missing if v else None,
+        "fuzz_by_reason": dict(sorted(v.fuzz_by_reason.items())) if v else {},
         "faults": dataclasses.asdict(f),
         "processor_starts": outcome.member_starts,
         "processor_crashes": len(outcome.processor_crashes),
@@ -127,7 +133,8 @@ def summary_lines(outcome: Outcome, result: dict) -> list[str]:
     f = outcome.faults
     lines = [
         f"fault suite ({result['profile']}, seed {outcome.seed}): {'PASS' if result['ok'] else 'FAIL'} in {outcome.elapsed_s:.0f} s",
-        f"  sent {result['events_in']} messages: {result['valid_events']} valid ({f.out_of_order_events} with a ts earlier than the one before), {result['poison_events']} poison",
+        f"  sent {result['events_in']} messages: {result['valid_events']} valid ({f.out_of_order_events} with a ts earlier than the one before), {result['poison_events']} poison, "
+        f"{result['fuzz_events']} fuzzed ({result['fuzz_answered']} answered, {result['fuzz_dead_lettered']} dead-lettered {result['fuzz_by_reason']}, {result['fuzz_missing']} missing)",
         f"  faults: {f.processor_kills} SIGKILLs; {f.joins} joins, {f.leaves_sigterm} SIGTERM leaves, {f.leaves_sigkill} SIGKILL leaves; "
         f"{f.redis_outages} Redis outages ({f.redis_down_s:.0f} s down, {f.redis_outage_crashes} processor crashes); "
         f"{f.broker_restarts} broker restarts, {f.broker_kills} by SIGKILL ({f.broker_down_s:.0f} s down: {f.broker_restart_survivors} processors rode it out, {f.broker_restart_crashes} exited and were restarted)",

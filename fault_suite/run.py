@@ -11,8 +11,9 @@
                  (see ``restart_memory_broker``)
   5. tail        the rest at once; then every member is stopped with SIGTERM
 
-Poison (every kind of ``workload.POISON``) and out-of-order timestamps are mixed into
-the stream from start to end.  Fault moments are seeded random fractions of what is
+Poison (every kind of ``workload.POISON``), fuzzed messages (``fuzz.py``: answered or
+dead-lettered, as the decoder says) and out-of-order timestamps are mixed into the
+stream from start to end.  Fault moments are seeded random fractions of what is
 answered, so each lands mid-stream.  A supervisor restarts any member that exits on
 its own (counted as a crash).
 """
@@ -59,6 +60,7 @@ class Profile:
     broker_down_s: float
     trickle_s: dict[str, float]  # phases that trickle: how long each spreads its sending over
     poison_rate: float = 0.03
+    fuzz_rate: float = 0.03
     out_of_order_rate: float = 0.05
     time_limit_s: float = 600.0
     batch_size: int = 32
@@ -102,6 +104,7 @@ class Faults:
     broker_restarts_with_backlog: int = 0  # restarts while events of the burst were still unanswered
     broker_restart_stop_codes: list = field(default_factory=list)  # memory: exit codes of the SIGTERMs that move members to the new topics
     poison_events: int = 0
+    fuzz_events: int = 0
     out_of_order_events: int = 0
 
 
@@ -179,9 +182,10 @@ class Suite:
             self.checkpoint_dir = workload.make_checkpoint(self.work_dir / "checkpoint", self.seed)
             self.checkpoint = load_checkpoint(self.checkpoint_dir)
             self.sequences = workload.students(p.students, p.events_per_student, self.seed, p.out_of_order_rate)
-            self.messages = workload.plan(self.sequences, self.seed, p.poison_rate)
+            self.messages = workload.plan(self.sequences, self.seed, p.poison_rate, p.fuzz_rate)
             self.references = workload.reference(self.checkpoint, self.sequences)  # on this thread: torch in a worker thread aborts at exit
-            self.outcome.faults.poison_events = sum(not m.valid for m in self.messages)
+            self.outcome.faults.poison_events = sum(not m.valid and m.kind != "fuzz" for m in self.messages)
+            self.outcome.faults.fuzz_events = sum(m.kind == "fuzz" for m in self.messages)
             self.outcome.faults.out_of_order_events = workload.out_of_order_count(self.sequences)
             await asyncio.to_thread(self.redis.start)
             await asyncio.to_thread(self.broker.start)

@@ -76,6 +76,8 @@ class Tally:
             m = s.message
             if m.valid:
                 count += (m.student_id, m.position + 1) in self.outputs
+            elif m.kind == "fuzz" and m.student_id is not None:  # a fuzzed event the decoder accepts: its own student
+                count += (m.student_id, 1) in self.outputs
             else:
                 count += s.source in self.dead_letters
         return count
@@ -93,7 +95,12 @@ class Verdict:
     poison_wrong_reason: int = 0
     poison_altered: int = 0  # a dead letter whose key or bytes differ from the original
     dlq_unexpected: int = 0  # a dead letter of a valid event, or of no event we sent
+    fuzz_events: int = 0
+    fuzz_answered: int = 0  # fuzzed messages the decoder accepts: their one output arrived
+    fuzz_dead_lettered: int = 0  # the others: a dead letter with the decoder's reason, key and bytes
+    fuzz_missing: int = 0  # neither
     poison_by_reason: Counter = field(default_factory=Counter)
+    fuzz_by_reason: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)  # the first few, for the summary
 
     def note(self, text: str) -> None:
@@ -134,7 +141,6 @@ def check(
 ) -> Verdict:
     verdict = Verdict()
     events: dict[str, list] = {}  # student -> its sent valid messages, in plan order
-    by_source = {s.source: s.message for s in sent}
     for s in sent:
         if s.message.valid:
             events.setdefault(s.message.student_id, []).append(s.message)
@@ -161,6 +167,7 @@ def check(
                 verdict.output_mismatches += 1
                 verdict.note(f"output {student} seq {seq}: event {output['event_id']} (expected {expected_event_id}), p_correct {output['p_correct']:.6f} (reference {ref.p_correct[message.position]:.6f})")
     sent_counts = {student: len(messages) for student, messages in events.items()}
+    sent_counts.update({s.message.student_id: 1 for s in sent if s.message.kind == "fuzz" and s.message.student_id is not None})
     for student, seq in tally.outputs:
         if not 1 <= seq <= sent_counts.get(student, 0):
             verdict.unexpected_outputs += 1
@@ -193,19 +200,43 @@ def check(
             verdict.note(f"state {student}: {', '.join(problems)}")
     verdict.lost = sum(len(positions) for positions in lost.values())
 
-    # 3. every poison message: one dead letter (maybe repeated) with its reason, key and bytes
+    check_dead_letters(verdict, tally, sent)
+    return verdict
+
+
+
+def check_dead_letters(verdict: Verdict, tally: Tally, sent: list[Sent]) -> None:
+    """3: poison and fuzzed messages against their dead letters (or, for fuzz the decoder accepts, its output)."""
+    by_source = {s.source: s.message for s in sent}
+    # every poison message: one dead letter (maybe repeated) with its reason, key and bytes;
+    #    a fuzzed one: the same, or, where the decoder accepts it, one output of its own student
     for s in sent:
         m = s.message
         if m.valid:
             continue
-        verdict.poison_events += 1
+        if m.kind == "fuzz":
+            verdict.fuzz_events += 1
+            if m.student_id is not None:
+                output = tally.outputs.get((m.student_id, 1))
+                if output is None or output["event_id"] != m.event_id:
+                    verdict.fuzz_missing += 1
+                    verdict.note(f"fuzz at {s.source}: no output for {m.student_id!r}")
+                else:
+                    verdict.fuzz_answered += 1
+                continue
+        else:
+            verdict.poison_events += 1
         letter = tally.dead_letters.get(s.source)
         if letter is None:
-            verdict.poison_missing += 1
+            if m.kind == "fuzz":
+                verdict.fuzz_missing += 1
+            else:
+                verdict.poison_missing += 1
             verdict.note(f"poison {m.kind} at {s.source}: no dead letter")
             continue
+        verdict.fuzz_dead_lettered += m.kind == "fuzz"
         reason = letter.headers.get("reason")
-        verdict.poison_by_reason[reason] += 1
+        (verdict.fuzz_by_reason if m.kind == "fuzz" else verdict.poison_by_reason)[reason] += 1
         if reason != m.reason:
             verdict.poison_wrong_reason += 1
             verdict.note(f"poison {m.kind} at {s.source}: reason {reason!r}, expected {m.reason!r}")
@@ -215,8 +246,6 @@ def check(
             verdict.note(f"poison {m.kind} at {s.source}: {altered}")
     for source in tally.dead_letters:
         message = by_source.get(source)
-        if message is None or message.valid:
+        if message is None or message.valid or (message.kind == "fuzz" and message.reason is None):
             verdict.dlq_unexpected += 1
             verdict.note(f"dead letter of {source}: {'a valid event' if message else 'no message we sent'}")
-    return verdict
-

@@ -24,10 +24,14 @@ from stream_kt.data.split import Split
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
-from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, TS_MAX_MS
+from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, TS_MAX_MS, decode_answer
+from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.tools.replay import event_order
 
+from .fuzz import fuzz_message
+
 ITEMS = 16  # skill ids "0".."15"
+VOCAB = Vocabulary("skill_id", tuple(str(i) for i in range(ITEMS)))
 MODEL_OPTIONS = {"num_items": ITEMS, "embed_dim": 16, "hidden_size": 32, "num_layers": 1, "dropout": 0.0}
 
 
@@ -35,8 +39,7 @@ def make_checkpoint(out_dir: Path, seed: int) -> Path:
     """A randomly initialised small DKT: the suite checks the plumbing, not the model's accuracy."""
     torch.manual_seed(seed)
     model = build_model("dkt", **MODEL_OPTIONS)
-    vocab = Vocabulary("skill_id", tuple(str(i) for i in range(ITEMS)))
-    save_checkpoint(out_dir, model, vocab, Split((), (), (), seed, "fault suite"), {"seed": seed, "note": "random init, fault suite"})
+    save_checkpoint(out_dir, model, VOCAB, Split((), (), (), seed, "fault suite"), {"seed": seed, "note": "random init, fault suite"})
     return out_dir
 
 
@@ -138,10 +141,11 @@ def poison(kind: str, rng: random.Random, student: str) -> tuple[bytes | None, s
 class Message:
     key: bytes | None
     value: bytes | None
-    kind: str  # "valid", or a POISON kind
-    student_id: str | None = None  # valid: whose answer
+    kind: str  # "valid", a POISON kind, or "fuzz"
+    student_id: str | None = None  # valid, and fuzz that decodes: whose answer
     position: int | None = None  # valid: index in the student's sequence (its output has seq position + 1)
-    reason: str | None = None  # poison: the expected dead-letter reason
+    reason: str | None = None  # poison, and fuzz that does not decode: the expected dead-letter reason
+    event_id: object = None  # fuzz that decodes: the event id its output echoes
 
     @property
     def valid(self) -> bool:
@@ -165,14 +169,29 @@ def encode_valid(rng: random.Random, student: StudentSequence, position: int) ->
     return msgpack.packb(event)
 
 
-def plan(sequences: list[StudentSequence], seed: int, poison_rate: float) -> list[Message]:
-    """Every student's events in order, students interleaved, poison mixed in; each kind at least once."""
+def fuzzed(rng: random.Random, n: int, seed: int) -> Message:
+    """The n-th fuzzed message (``fuzz.fuzz_message``), with what the decoder makes of it: an answer of a
+    student of its own (one output, seq 1) or a dead letter with its reason."""
+    value = fuzz_message(rng, n, VOCAB.ids)
+    key = f"fuzz{seed}-{n}".encode()
+    try:
+        event = decode_answer(value, VOCAB.index)
+    except InvalidEvent as exc:
+        return Message(key, value, "fuzz", reason=exc.reason)
+    return Message(key, value, "fuzz", student_id=event.student_id, event_id=event.event_id)
+
+
+def plan(sequences: list[StudentSequence], seed: int, poison_rate: float, fuzz_rate: float = 0.0) -> list[Message]:
+    """Every student's events in order, students interleaved, poison and fuzz mixed in; each poison kind at least once."""
     rng = random.Random(seed)
+    fuzz_rng = random.Random(f"fuzz-{seed}")
     kinds: list[str] = []
     messages = []
     for index, position in event_order(sequences, seed):
         student = sequences[index]
         key = student.student_id.encode()
+        if rng.random() < fuzz_rate:
+            messages.append(fuzzed(fuzz_rng, len(messages), seed))
         if rng.random() < poison_rate:
             if not kinds:
                 kinds = rng.sample(list(POISON), len(POISON))  # every kind in turn, in a shuffled order

@@ -42,19 +42,28 @@ def test_nothing_is_lost_or_applied_twice(short_run):
     assert r["state_mismatches"] == 0 and r["lost"] == 0
     assert r["output_mismatches"] == 0 and r["unexpected_outputs"] == 0
     assert r["outputs"] >= r["valid_events"] > 0  # repeats after a crash are allowed, gaps are not
-    assert r["unique_outputs"] == r["valid_events"]
+    assert r["unique_outputs"] == r["valid_events"] + r["fuzz_answered"]
     assert r["outputs"] - r["duplicates_dropped"] == r["unique_outputs"]
-    assert r["events_in"] == r["valid_events"] + r["poison_events"]
+    assert r["events_in"] == r["valid_events"] + r["poison_events"] + r["fuzz_events"]
 
 
 @pytest.mark.timeout(300)
 def test_every_poison_event_is_dead_lettered_with_its_reason(short_run):
     r = short_run
-    assert r["dlq"] == r["poison_events"] > 0
+    assert r["dlq"] == r["poison_events"] + r["fuzz_dead_lettered"] and r["poison_events"] > 0
     assert r["poison_missing"] == 0 and r["poison_wrong_reason"] == 0
     assert sum(r["poison_by_reason"].values()) == r["poison_events"]
-    assert set(r["poison_by_reason"]) == {"not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "unknown_item", "oversized"}
+    assert set(r["poison_by_reason"]) == {"not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "unknown_item", "oversized"}
     assert r["dlq_truncated"] >= 1  # the 5 MB poison event: its dead letter is a prefix with its size and SHA-256 (checked)
+
+
+@pytest.mark.timeout(300)
+def test_every_fuzzed_event_is_answered_or_dead_lettered_as_the_decoder_says(short_run):
+    r = short_run
+    assert r["fuzz_events"] > 0 and r["fuzz_missing"] == 0
+    assert r["fuzz_answered"] > 0 and r["fuzz_dead_lettered"] > 0
+    assert r["fuzz_answered"] + r["fuzz_dead_lettered"] == r["fuzz_events"]
+    assert sum(r["fuzz_by_reason"].values()) == r["fuzz_dead_lettered"]
 
 
 @pytest.mark.timeout(300)
