@@ -44,7 +44,7 @@ BUCKETS = (
     ("Kafka client (network, protocol)", ("aiokafka/",)),
     ("event decoding and validation", ("service/events.py", "decode_answer", "msgpack")),
     ("batching and rounds", ("service/batcher.py",)),
-    ("processor logic", ("service/processor.py",)),
+    ("processor logic", ("service/processor.py", "service/batch.py", "service/migration.py")),
     ("asyncio event loop", ("asyncio/", "selectors.py")),
 )
 

@@ -1,11 +1,13 @@
 """The streaming processor: answer events -> student state in Redis -> model step -> mastery topic.
 
-This module owns the commit order.  Per batch:
+This module owns the commit order and does the batch's I/O; what happens to a batch in
+between is pure code: ``batch.decode_batch`` (2), ``migration.Migration`` (3's
+conversions) and ``batch.step_batch`` (4, 5 and the payloads of 6 and 7).  Per batch:
 
  1. Poll up to B records (no lock held: see Rebalance).
- 2. Decode and validate the records into columns (``events.answer_fields``: one tuple
-    per record, no object); an invalid one goes to the DLQ with its original key and
-    bytes.  Its delivery is awaited before step 8, so no event is committed before its
+ 2. Decode and validate the records into columns (``batch.Events``, through
+    ``events.answer_fields``: one tuple per record, no object); an invalid one goes to
+    the DLQ with its original key and bytes.  Its delivery is awaited before step 8, so no event is committed before its
     dead letter exists; a crash before 8 sends it again (the DLQ is at-least-once, its
     ``source`` header identifies a repeat).
  3. Read the states of the batch's students in one round trip (MGET; on a cluster one
@@ -13,7 +15,8 @@ This module owns the commit order.  Per batch:
     (``state.StateLayout``).  New students start from the model's initial state; a
     schema-1 state is converted; a state of another model version is rebuilt by running
     this model over its stored window (ids unknown to this vocabulary dropped), keeping
-    its counts; a state that cannot be read is quarantined (see Corrupt states).
+    its counts (``migration.py``: the vocabularies it needs are read from Redis first);
+    a state that cannot be read is quarantined (see Corrupt states).
  4. Skip events the state already applied (offset <= the state's last offset for the
     event's topic/partition): the replay after a crash between 7 and 8.
  5. Step the rounds (``batcher.round_index``): each student's events in order, the
@@ -91,28 +94,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
 from stream_kt.backends import StepBackend, make_backend
 from stream_kt.checkpoint import Checkpoint
-from stream_kt.models import StepOutput
 from stream_kt.service import batcher, kafka_io, keys
-from stream_kt.service.events import PROCESSING_ERROR, MasteryEncoder, answer_fields
-from stream_kt.service.exceptions import FatalStreamError, InvalidEvent, StreamError
+from stream_kt.service.batch import BatchResult, DeadLetter, Events, Record, Stepper, decode_batch, one_line, step_batch
+from stream_kt.service.events import PROCESSING_ERROR, MasteryEncoder
+from stream_kt.service.exceptions import FatalStreamError
 from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
+from stream_kt.service.migration import Migration
 from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
-from stream_kt.service.state import SOURCES, StateLayout, StudentState, decode_state, extra_ids, read_header, source_hash, window_steps
+from stream_kt.service.state import StateLayout, source_hash
 from stream_kt.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -131,40 +135,12 @@ class ProcessorStats:
     batches: int = 0  # batches committed
 
 
-@dataclass
-class Columns:
-    """Step 2: a poll's valid events, in consumption order, as columns."""
+class Stage(enum.Enum):
+    """Which step of a batch failed: what a Kafka error there means (``on_permanent_error``)."""
 
-    students: list[str] = field(default_factory=list)
-    item_ids: list[str] = field(default_factory=list)
-    items: list[int] = field(default_factory=list)  # vocabulary index
-    correct: list[int] = field(default_factory=list)
-    ts: list[int] = field(default_factory=list)
-    event_ids: list[Any] = field(default_factory=list)
-    elapsed_ms: list[int] = field(default_factory=list)  # -1: unknown
-    tps: list[int] = field(default_factory=list)  # index into the poll's topic-partitions
-    offsets: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.students)
-
-    def take(self, keep: list[int]) -> Columns:
-        """The events at positions ``keep``, in that order."""
-        return Columns(*([column[i] for i in keep] for column in (getattr(self, f.name) for f in fields(self))))
-
-
-@dataclass
-class Applied:
-    """Steps 3-5 of one batch: what 6 produces and 7 writes."""
-
-    keys: list[bytes] = field(default_factory=list)  # mastery messages: key, value, partition
-    values: list[bytes] = field(default_factory=list)
-    partitions: list[int] = field(default_factory=list)
-    event_ts_ms: list[int] = field(default_factory=list)  # each output's event ts, for the end-to-end latency
-    students: list[str] = field(default_factory=list)  # the states to write: student, blob, events applied
-    blobs: list[bytes] = field(default_factory=list)
-    events: list[int] = field(default_factory=list)
-    skipped: int = 0
+    DEAD_LETTERS = "dead letters"
+    STATES = "states"
+    OUTPUTS = "mastery outputs"
 
 
 class BackoffPolicy:
@@ -200,7 +176,6 @@ class Processor:
         self.version = checkpoint.version
         self.vocab = checkpoint.vocab
         self.index_of = {item: i for i, item in enumerate(checkpoint.vocab.ids)}
-        self.backends = dict(sorted(backends.items()))
         self.consumer = consumer
         self.producer = producer
         self.store = store
@@ -208,21 +183,20 @@ class Processor:
         self.backoff = backoff or BackoffPolicy()
         self.stats = ProcessorStats()
         self.metrics = metrics or Metrics(process_metrics=False)
-        self.step_fills: list[float] = []  # per model step since the last batch's metrics: rows / its shape
-        self.step_seconds: list[float] = []
         self.lag_interval_s = 1.0
         self.dlq_limit_bytes = kafka_io.PRODUCER_MAX_REQUEST_BYTES  # run_processor lowers it to the DLQ topic's limit
         self.retrying_since: float | None = None  # monotonic start of the current batch's retries
         self.closing = False  # set when run() ends: the lag loop stops
         self.committed: dict[TopicPartition, int] = {}  # offsets this processor committed
         self.metrics.batch_retry_seconds = self.retry_seconds
-        backend = next(iter(self.backends.values()))
-        self.initial_rows = {k: v[0].numpy().copy() for k, v in backend.initial_state(1).items()}  # one student's (L, H) rows
-        self.layout = StateLayout(self.version, {k: v.shape for k, v in self.initial_rows.items()}, len(self.vocab))
+        backend = next(iter(backends.values()))
+        initial_rows = {k: v[0].numpy().copy() for k, v in backend.initial_state(1).items()}  # one student's (L, H) rows
+        self.stepper = Stepper(backends, initial_rows)
+        self.migration = Migration(StateLayout(self.version, {k: v.shape for k, v in initial_rows.items()}, len(self.vocab)), initial_rows, self.vocab)
         self.encoder = MasteryEncoder(self.version, settings.mastery_format, settings.mastery_dtype)
         self.source_hashes: dict[tuple[str, int], int] = {}
         self.partition_of: dict[str, int] = {}  # student -> output partition (murmur2 of the key, as the Java client)
-        self.vocab_ids_of: dict[str, list[str] | None] = {}  # other model versions' vocabularies, for rebuilds
+        self.vocab_ids_of: dict[str, list[str] | None] = {}  # other model versions' vocabularies (from Redis), for rebuilds
         self.out_partitions: list[int] = [0]  # the mastery topic's partitions (run_processor asks the broker)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -277,23 +251,25 @@ class Processor:
     async def process(self, records: Records, stop: asyncio.Event) -> None:
         """Steps 2-8 for one polled batch."""
         tps = list(records)
-        valid, invalid = self.decode(records)  # 2
+        events, letters = self.decode(records)  # 2
         attempt = failures = 0
         while True:
-            stage = "dead letters"
+            stage = Stage.DEAD_LETTERS
             try:
-                dead_letters = await self.send_dead_letters(invalid)  # 2
-                stage = "states"
-                applied = await self.apply(valid, tps)  # 3, 4, 5
-                stage = "mastery outputs"
-                await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, applied.keys, applied.values, applied.partitions))  # 6
+                deliveries = await self.send_dead_letters(letters)  # 2
+                stage = Stage.STATES
+                result = await self.apply(events, tps)  # 3, 4, 5
+                stage = Stage.OUTPUTS
+                outputs = result.outputs
+                await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, outputs.keys, outputs.values, outputs.partitions))  # 6
                 delivered_ms = time.time_ns() // 1_000_000
-                stage = "states"
-                refused = await self.store.write_blobs(applied.students, applied.blobs, applied.events)  # 7
+                stage = Stage.STATES
+                writes = result.writes
+                refused = await self.store.write_blobs(writes.students, writes.blobs, writes.events)  # 7
                 if refused:
                     log.warning("batch %s: %d students' states in Redis were as new or newer (another processor wrote them): left as they are", describe(records), len(refused))
-                stage = "dead letters"
-                await asyncio.gather(*(delivery for _, delivery in dead_letters))  # 2's deliveries, before 8
+                stage = Stage.DEAD_LETTERS
+                await asyncio.gather(*deliveries)  # 2's deliveries, before 8
                 break
             except (*REDIS_ERRORS, KafkaError) as exc:
                 attempt += 1
@@ -314,280 +290,129 @@ class Processor:
                 raise
             except Exception as exc:  # not an outage: an event this processor cannot handle, or a bug
                 failures += 1
-                log.error("batch %s: failed in %s (%s: %s); nothing committed", describe(records), stage, type(exc).__name__, exc, exc_info=exc)
+                log.error("batch %s: failed in %s (%s: %s); nothing committed", describe(records), stage.value, type(exc).__name__, exc, exc_info=exc)
                 if failures < 2:
                     continue  # once more from a fresh read: it may not be an event's fault
-                culprit = await self.first_failing(valid, tps)
+                culprit = await self.first_failing(events, tps)
                 if culprit is None:
                     raise  # no event makes it fail: stop with the batch uncommitted
-                valid, letter = self.set_aside(valid, culprit, records, tps, exc)
-                invalid.append(letter)
+                events, letter = self.set_aside(events, culprit, records, tps, exc)
+                letters.append(letter)
                 self.metrics.processing_errors += 1
                 failures = 1  # the rest may hold another such event: search again on its next failure
         self.retrying_since = None
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
         self.stats.events_in += events_in
-        self.stats.outputs += len(applied.values)
-        self.stats.dlq += len(dead_letters)
-        self.stats.skipped_replays += applied.skipped
+        self.stats.outputs += len(result.outputs.values)
+        self.stats.dlq += len(letters)
+        self.stats.skipped_replays += len(result.replays)
         self.stats.batches += 1
-        self.metrics.record_batch(events_in, len(applied.values), applied.skipped, (reason for reason, _ in dead_letters))
-        self.metrics.record_steps(self.step_fills, self.step_seconds)
-        self.metrics.record_latencies_ms(delivered_ms, applied.event_ts_ms)
-        self.step_fills, self.step_seconds = [], []
-        log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(applied.values), applied.skipped, len(dead_letters))
+        self.metrics.record_batch(events_in, len(result.outputs.values), len(result.replays), (letter.reason for letter in letters))
+        self.metrics.record_steps(*self.stepper.take_stats())
+        self.metrics.record_latencies_ms(delivered_ms, result.outputs.event_ts_ms)
+        log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(result.outputs.values), len(result.replays), len(letters))
 
-    def decode(self, records: Records) -> tuple[Columns, list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]]:
-        """2: the valid events as columns, and the dead letters to send: (reason, key, original bytes, headers)."""
-        valid, dead_letters = Columns(), []
-        fields, max_bytes, index_of = answer_fields, self.settings.max_event_bytes, self.index_of
-        for tp_index, (tp, batch) in enumerate(records.items()):
-            for record in batch:
-                try:
-                    student, item_id, item, correct, ts, event_id, elapsed = fields(record.value, index_of, max_bytes)
-                except InvalidEvent as exc:
-                    # the detail may quote the event's fields: the DLQ header carries it, the log only at DEBUG
-                    log.warning("%s/%d/%d: dead letter (%s)", tp.topic, tp.partition, record.offset, exc.reason)
-                    log.debug("%s/%d/%d: %s", tp.topic, tp.partition, record.offset, exc.detail)
-                    headers = kafka_io.dead_letter_headers(exc.reason, exc.detail, tp.topic, tp.partition, record.offset)
-                    dead_letters.append((exc.reason, record.key, record.value, headers))
-                    continue
-                except Exception as exc:  # a bug in the decoder: this event must not stop the stream
-                    log.error("%s/%d/%d: dead letter (%s): the decoder failed", tp.topic, tp.partition, record.offset, PROCESSING_ERROR, exc_info=exc)
-                    headers = kafka_io.dead_letter_headers(PROCESSING_ERROR, one_line(exc), tp.topic, tp.partition, record.offset)
-                    dead_letters.append((PROCESSING_ERROR, record.key, record.value, headers))
-                    self.metrics.processing_errors += 1
-                    continue
-                valid.students.append(student)
-                valid.item_ids.append(item_id)
-                valid.items.append(item)
-                valid.correct.append(correct)
-                valid.ts.append(ts)
-                valid.event_ids.append(event_id)
-                valid.elapsed_ms.append(-1 if elapsed is None else elapsed)
-                valid.tps.append(tp_index)
-                valid.offsets.append(record.offset)
-        return valid, dead_letters
+    def decode(self, records: Records) -> tuple[Events, list[DeadLetter]]:
+        """2: the valid events as columns, and the dead letters to send (``batch.decode_batch``)."""
+        tps = list(records)
 
-    async def first_failing(self, valid: Columns, tps: list[TopicPartition]) -> int | None:
-        """The first event whose prefix of ``valid`` fails in steps 3-5 (dry runs: nothing is written), or None."""
+        def headers(reason: str, detail: str, source: int, offset: int) -> list[tuple[str, bytes]]:
+            tp = tps[source]
+            # the detail may quote the event's fields: the DLQ header carries it, the log only at DEBUG
+            log.warning("%s/%d/%d: dead letter (%s)", tp.topic, tp.partition, offset, reason)
+            log.debug("%s/%d/%d: %s", tp.topic, tp.partition, offset, detail)
+            return kafka_io.dead_letter_headers(reason, detail, tp.topic, tp.partition, offset)
+
+        flat = (Record(source, r.offset, r.key, r.value) for source, rs in enumerate(records.values()) for r in rs)
+        events, letters = decode_batch(flat, self.index_of, self.settings.max_event_bytes, headers)
+        self.metrics.processing_errors += sum(letter.reason == PROCESSING_ERROR for letter in letters)
+        return events, letters
+
+    async def first_failing(self, events: Events, tps: list[TopicPartition]) -> int | None:
+        """The first event whose prefix of ``events`` fails in steps 3-5 (dry runs: nothing is written), or None."""
 
         async def fails(n: int) -> bool:
             try:
-                await self.apply(valid.take(list(range(n))), tps)
+                await self.apply(events.take(list(range(n))), tps)
             except (*REDIS_ERRORS, KafkaError, FatalStreamError):
                 raise  # an outage during the search: the batch is retried as any other
             except Exception:
                 return True
             return False
 
-        if not len(valid) or not await fails(len(valid)):
+        if not len(events) or not await fails(len(events)):
             return None
-        good, bad = 0, len(valid)  # the prefix of ``good`` events applies, that of ``bad`` fails
+        good, bad = 0, len(events)  # the prefix of ``good`` events applies, that of ``bad`` fails
         while bad - good > 1:
             middle = (good + bad) // 2
             good, bad = (good, middle) if await fails(middle) else (middle, bad)
         return bad - 1
 
-    def set_aside(self, valid: Columns, culprit: int, records: Records, tps: list[TopicPartition], exc: Exception) -> tuple[Columns, tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
-        """``valid`` without event ``culprit``, and that event's ``processing_error`` dead letter."""
-        tp, offset = tps[valid.tps[culprit]], valid.offsets[culprit]
+    def set_aside(self, events: Events, culprit: int, records: Records, tps: list[TopicPartition], exc: Exception) -> tuple[Events, DeadLetter]:
+        """``events`` without event ``culprit``, and that event's ``processing_error`` dead letter."""
+        tp, offset = tps[events.sources[culprit]], events.offsets[culprit]
         record = next(r for r in records[tp] if r.offset == offset)
         log.error("%s/%d/%d: dead letter (%s): the batch failed on this event twice (%s)", tp.topic, tp.partition, offset, PROCESSING_ERROR, one_line(exc))
         headers = kafka_io.dead_letter_headers(PROCESSING_ERROR, one_line(exc), tp.topic, tp.partition, offset)
-        rest = valid.take([i for i in range(len(valid)) if i != culprit])
-        return rest, (PROCESSING_ERROR, record.key, record.value, headers)
+        rest = events.take([i for i in range(len(events)) if i != culprit])
+        return rest, DeadLetter(PROCESSING_ERROR, record.key, record.value, headers)
 
-    async def send_dead_letters(self, invalid: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]) -> list[tuple[str, asyncio.Future[Any]]]:
+    async def send_dead_letters(self, letters: list[DeadLetter]) -> list[asyncio.Future[Any]]:
         """2: send each dead letter, made to fit ``dlq_limit_bytes`` (a truncated one is logged with its source)."""
-        sent = []
-        for reason, key, value, headers in invalid:
+        deliveries = []
+        for reason, key, value, headers in letters:
             key, value, headers = kafka_io.dead_letter(key, value, headers, self.dlq_limit_bytes)
             if headers and headers[-1][0] == "sha256":
                 source = dict(headers).get("source", b"?").decode()
                 log.warning("%s: dead letter (%s) truncated to %d bytes to fit the dead-letter topic; the original size and SHA-256 are in its headers", source, reason, len(value or b""))
-            sent.append((reason, await self.producer.send(self.settings.dlq_topic, value, key=key, headers=headers)))
-        return sent
+            deliveries.append(await self.producer.send(self.settings.dlq_topic, value, key=key, headers=headers))
+        return deliveries
 
-    def on_permanent_error(self, exc: KafkaError, stage: str, records: Records) -> None:
+    def on_permanent_error(self, exc: KafkaError, stage: Stage, records: Records) -> None:
         """A Kafka error retrying cannot fix: shrink the dead letters if it was their size, else stop (see the docstring)."""
         if not kafka_io.permanent(exc):
             return
-        if stage == "dead letters" and isinstance(exc, MessageSizeTooLargeError) and self.dlq_limit_bytes > MIN_DLQ_LIMIT_BYTES:
+        if stage is Stage.DEAD_LETTERS and isinstance(exc, MessageSizeTooLargeError) and self.dlq_limit_bytes > MIN_DLQ_LIMIT_BYTES:
             self.dlq_limit_bytes = max(MIN_DLQ_LIMIT_BYTES, self.dlq_limit_bytes // 4)
             log.error("batch %s: a dead letter was too large for the broker (%s); dead letters now keep at most %d bytes", describe(records), exc, self.dlq_limit_bytes)
             return
-        raise FatalStreamError(f"cannot write {stage} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, so serve stops with batch {describe(records)} uncommitted")
+        raise FatalStreamError(f"cannot write {stage.value} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, so serve stops with batch {describe(records)} uncommitted")
 
-    async def apply(self, valid: Columns, tps: list[TopicPartition]) -> Applied:
-        """3-5: read the states, skip replays, rebuild stale states, step the rounds."""
-        applied = Applied()
-        if not valid.students:
-            return applied
-        codes, students = batcher.codes_of(valid.students)
+    async def apply(self, events: Events, tps: list[TopicPartition]) -> BatchResult:
+        """3: read the states; 4, 5 and the payloads of 6 and 7: ``batch.step_batch``."""
+        if not len(events):
+            return BatchResult.empty()
+        codes, students = batcher.codes_of(events.students)
         rows, extras = await self.load_rows(students, await self.store.read_blobs(students))  # 3
-        items, correct, ts = np.asarray(valid.items, np.int64), np.asarray(valid.correct, np.int64), np.asarray(valid.ts, np.int64)
-        elapsed_ms, offsets = np.asarray(valid.elapsed_ms, np.int64), np.asarray(valid.offsets, np.int64)
-        sources = np.asarray([self.source_hash(tp) for tp in tps], np.uint64)[np.asarray(valid.tps, np.int64)]
-        replays = batcher.applied_before(rows["src_hash"][codes], rows["src_offset"][codes], sources, offsets)  # 4
-        for i in np.flatnonzero(replays).tolist():
-            tp = tps[valid.tps[i]]
-            log.info("%s/%d/%d: skipped, student %s applied it before (replay)", tp.topic, tp.partition, valid.offsets[i], valid.students[i])
-        applied.skipped = int(replays.sum())
-        live = np.flatnonzero(~replays)
-        p_correct = np.zeros(len(codes), np.float32)
-        mastery = np.zeros((len(codes), len(self.vocab)), np.float32)
-        seq = np.zeros(len(codes), np.int64)
-        rounds = batcher.round_index(codes[live])
-        for r in range(int(rounds.max()) + 1 if len(live) else 0):  # 5
-            at = live[rounds == r]
-            row = codes[at]
-            out = self.step(rows, row, items[at], correct[at], batcher.event_times(rows, row, ts[at], elapsed_ms[at]))
-            p_correct[at], mastery[at] = out.p_correct.numpy(), out.mastery.numpy()
-            batcher.push_window(rows, row, items[at], correct[at], ts[at])
-            batcher.record_sources(rows, row, sources[at], offsets[at])
-            rows["events"][row] += 1
-            seq[at] = rows["events"][row]
-        changed = np.unique(codes[live])
-        rows["updated_ms"][changed] = time.time_ns() // 1_000_000
-        applied.students = [students[i] for i in changed.tolist()]
-        kept = {position: ids for position, row in enumerate(changed.tolist()) if (ids := extras.get(row)) and self.still_held(rows, row)}
-        applied.blobs = StateLayout.to_blobs(rows[changed], kept)
-        applied.events = rows["events"][changed].tolist()
-        order = live.tolist()
-        who = [valid.students[i] for i in order]
-        applied.values = self.encoder.encode(
-            who, seq[live].tolist(), [valid.event_ids[i] for i in order], [valid.ts[i] for i in order],
-            [valid.item_ids[i] for i in order], p_correct[live].tolist(), mastery[live],
-        )  # fmt: skip
-        applied.keys = [kafka_io.message_key(s) for s in who]
-        applied.partitions = [self.partition(s) for s in who]
-        applied.event_ts_ms = [valid.ts[i] for i in order]
-        return applied
-
-    def step(self, rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, times: np.ndarray) -> StepOutput:
-        """One interaction for each of rows ``at`` (distinct students), in the smallest bucket that holds them;
-        the rows' model state and mastery are updated in place."""
-        backend = next((b for size, b in self.backends.items() if size >= len(at)), next(reversed(self.backends.values())))
-        state = {k: torch.from_numpy(rows[f"state.{k}"][at]) for k in self.initial_rows}  # each (n, L, H), a copy
-        started = time.perf_counter()
-        out = backend.step(state, torch.from_numpy(items), torch.from_numpy(correct), torch.from_numpy(times))
-        self.step_seconds.append(time.perf_counter() - started)
-        self.step_fills.append(min(1.0, len(at) / backend.batch_size))
-        for k, v in out.state.items():
-            rows[f"state.{k}"][at] = v.numpy()
-        rows["mastery"][at] = out.mastery.numpy()
-        return out
+        hashes = np.asarray([self.source_hash(tp) for tp in tps], np.uint64)
+        result = step_batch(events, codes, students, rows, extras, hashes, self.stepper, self.encoder, self.partition, time.time_ns() // 1_000_000)  # 4, 5
+        for i in result.replays:
+            tp = tps[events.sources[i]]
+            log.info("%s/%d/%d: skipped, student %s applied it before (replay)", tp.topic, tp.partition, events.offsets[i], events.students[i])
+        return result
 
     async def load_rows(self, students: list[str], blobs: list[bytes | None]) -> tuple[np.ndarray, dict[int, list[str]]]:
-        """3: one schema-2 row per student, and the window ids rows hold that this vocabulary lacks (row -> ids).
+        """3: one schema-2 row per student (``migration.py``), and the window ids rows hold that this vocabulary lacks.
 
-        Decoded in bulk where a blob is this model version's row; converted, rebuilt or
-        quarantined one by one where it is not (a new model, schema 1, unreadable).
+        Reads the vocabularies of other model versions it needs from Redis first, and
+        quarantines the states it cannot read afterwards.
         """
-        rows = self.layout.new(len(students), self.initial_rows)
-        extras: dict[int, list[str]] = {}
-        mine: list[int] = []
-        others: list[int] = []
-        for i, blob in enumerate(blobs):
-            if blob is not None:
-                (mine if self.layout.is_mine(blob) else others).append(i)
-        if mine:
-            rows[mine] = self.layout.parse([blobs[i] for i in mine])  # type: ignore[misc]
-        stale: list[tuple[int, list[tuple[str, int, int]]]] = []  # (row, window as (item id, correct, ts)) to rebuild
-        for i in others:
-            blob = blobs[i]
-            assert blob is not None
-            header = read_header(blob)
-            if header is not None and header["model_version"].rstrip(b"\0") == self.layout.version_bytes and len(blob) > self.layout.size:
-                rows[i] = np.frombuffer(blob[: self.layout.size], self.layout.dtype)[0]  # this model's row, with a tail
-                extras[i] = extra_ids(blob, header)
-                continue
-            try:
-                state = await self.readable(blob, students[i])
-            except StreamError as exc:
-                await self.quarantine(students[i], blob, str(exc))
-                continue
-            rows[i]["events"], rows[i]["updated_ms"] = state.events_applied, state.updated_ms
-            for slot, (source, offset) in enumerate(list(state.offsets.items())[-SOURCES:][::-1]):
-                rows[i]["src_hash"][slot] = int(source[1:], 16) if source.startswith("#") else source_hash(source)
-                rows[i]["src_offset"][slot] = offset
-            if state.model_version == self.version and all(state.model_state.get(k) is not None for k in self.initial_rows):
-                for k in self.initial_rows:  # a schema-1 state of this model: carried over as it is
-                    rows[i][f"state.{k}"] = state.model_state[k]
-                if state.mastery is not None:
-                    rows[i]["mastery"] = state.mastery
-                self.set_window(rows, i, state.window, extras)
-            else:
-                stale.append((i, state.window))
-        if stale:
-            self.rebuild(rows, stale, extras)
-        return rows, extras
-
-    async def readable(self, blob: bytes, student: str) -> StudentState:
-        """A state of another model version or schema as a ``StudentState`` whose window names its items."""
-        header = read_header(blob)
-        if header is None:
-            return decode_state(blob, student)  # schema 1 (or a StreamError: unreadable)
-        version = header["model_version"].rstrip(b"\0").decode()
-        if version not in self.vocab_ids_of:
+        for version in self.migration.versions_to_read(blobs) - self.vocab_ids_of.keys():
             payload = await self.store.read_model_vocab(version)
             self.vocab_ids_of[version] = list(payload["ids"]) if payload else None
-        ids = self.vocab_ids_of[version]
-        state = decode_state(blob, student, ids)
-        if ids is None:
-            log.warning("student %s: state of model %s, whose vocabulary is not in Redis: rebuilt from the initial state, its window dropped", student, version)
-            state.window = []
-        return state
+        loaded = self.migration.rows(students, blobs, self.vocab_ids_of, self.stepper)
+        for row, why in loaded.unreadable:
+            blob = blobs[row]
+            assert blob is not None
+            await self.quarantine(students[row], blob, why)
+        return loaded.rows, loaded.extras
 
     async def quarantine(self, student: str, blob: bytes, why: str) -> None:
         """Keep an unreadable state under ``keys.quarantine_key``; the student starts again from the initial state."""
         await self.store.quarantine(student, blob)
         self.metrics.corrupt_states += 1
         log.error("student %s: stored state unreadable (%s): copied to %s, the student starts again from the initial state", student, why, keys.quarantine_key(student, self.store.prefix))
-
-    def set_window(self, rows: np.ndarray, row: int, window: list[tuple[str, int, int]], extras: dict[int, list[str]]) -> None:
-        """Row ``row``'s window from (item id, correct, ts), oldest first: ids this vocabulary lacks keep their
-        place as index V + k, the k-th of the row's ``extras`` (nothing of the window is lost)."""
-        capacity, v = rows["win_item"].shape[1], len(self.vocab)
-        kept = window[-capacity:]
-        rows["window_len"][row], rows["window_head"][row] = len(kept), len(kept) % capacity
-        foreign: list[str] = []
-        indexes = []
-        for item, _, _ in kept:
-            index = self.index_of.get(item)
-            if index is None:
-                if item not in foreign:
-                    foreign.append(item)
-                index = v + foreign.index(item)
-            indexes.append(index)
-        if foreign:
-            extras[row] = foreign
-        if kept:
-            rows["win_item"][row, : len(kept)] = indexes
-            rows["win_correct"][row, : len(kept)] = [c for _, c, _ in kept]
-            rows["win_ts"][row, : len(kept)] = [t for _, _, t in kept]
-
-    def still_held(self, rows: np.ndarray, row: int) -> bool:
-        """Does row ``row``'s window still hold an id this vocabulary lacks (so its tail must be written)?"""
-        return bool((rows["win_item"][row, : int(rows["window_len"][row])] >= len(self.vocab)).any())
-
-    def rebuild(self, rows: np.ndarray, stale: list[tuple[int, list[tuple[str, int, int]]]], extras: dict[int, list[str]]) -> None:
-        """Re-run this model over each stale state's window from the initial state (3): another model version.
-
-        ``events`` and the offsets are kept; window ids this vocabulary does not know are
-        not fed to the model (``window_steps``, the rule ``inspect --plot`` follows too).
-        """
-        plans = []
-        for row, window in stale:
-            log.info("student row %d: state rebuilt with %s from its %d-event window", row, self.version, len(window))
-            plans.append((row, window_steps(window, self.vocab.index)))
-            self.set_window(rows, row, window, extras)
-        for t in range(max((len(steps) for _, steps in plans), default=0)):  # position t of every window is one round
-            live = [(row, steps[t]) for row, steps in plans if len(steps) > t]
-            at = np.asarray([row for row, _ in live], np.int64)
-            self.step(rows, at, np.asarray([s.item_index for _, s in live], np.int64), np.asarray([s.correct for _, s in live], np.int64), np.asarray([s.times for _, s in live], np.float32))
 
     def source_hash(self, tp: TopicPartition) -> int:
         key = (tp.topic, tp.partition)
@@ -661,12 +486,6 @@ class RebalanceGate(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none")
         self.ready.set()
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def bucket_sizes(batch_size: int) -> list[int]:

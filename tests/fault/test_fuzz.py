@@ -70,7 +70,7 @@ async def run_batch(settings: StreamSettings, checkpoint: Checkpoint, messages: 
         records = records_of(messages, partitions=3)
         valid, dead_letters = processor.decode(records)  # 2
         applied = await processor.apply(valid, list(records))  # 3, 4, 5
-        await store.write_blobs(applied.students, applied.blobs, applied.events)  # 7
+        await store.write_blobs(*applied.writes)  # 7
     finally:
         await store.close()
 
@@ -88,8 +88,8 @@ async def run_batch(settings: StreamSettings, checkpoint: Checkpoint, messages: 
     assert answered.isdisjoint(lettered) and answered | set(lettered) == set(by_offset)  # each message once
     for offset, reason in lettered.items():
         assert verdicts[offset] == reason, f"offset {offset}: dead letter {reason}, the decoder says {verdicts[offset]}"
-    outputs = [decode_mastery(raw) for raw in applied.values]
-    assert len(outputs) == len(answered) and applied.skipped == 0
+    outputs = [decode_mastery(raw) for raw in applied.outputs.values]
+    assert len(outputs) == len(answered) and not applied.replays
     expected = sorted((verdicts[o] for o in answered), key=repr)
     assert sorted(((m["student_id"], m["item_id"], m["event_id"]) for m in outputs), key=repr) == expected
     for message in outputs:
