@@ -86,6 +86,7 @@ class Metrics(Collector):
         self.events_in = 0
         self.events_out = 0
         self.replays_skipped = 0
+        self.batches = 0  # committed (not exported: events_in and events_out say more)
         self.dlq: Counter[str] = Counter()
         self.redis_errors = 0
         self.kafka_errors = 0
@@ -103,6 +104,7 @@ class Metrics(Collector):
 
     def record_batch(self, events_in: int, events_out: int, replays_skipped: int, dead_letters: Iterable[str]) -> None:
         """A committed batch: its record count, outputs, skipped replays and dead-letter reasons."""
+        self.batches += 1
         self.events_in += events_in
         self.events_out += events_out
         self.replays_skipped += replays_skipped

@@ -126,13 +126,19 @@ MIN_DLQ_LIMIT_BYTES = 4096  # the smallest dead letter: headers and a prefix of 
 PARTITION_CACHE = 1_000_000  # students whose output partition is remembered
 
 
-@dataclass
+@dataclass(frozen=True)
 class ProcessorStats:
-    events_in: int = 0  # records consumed (valid and invalid)
-    outputs: int = 0  # mastery messages of committed batches (a retried batch counts once)
-    dlq: int = 0  # dead letters delivered
-    skipped_replays: int = 0  # events the stored state had already applied
-    batches: int = 0  # batches committed
+    """What a processor did, read from its ``Metrics`` (counted once per committed batch) when it stops."""
+
+    events_in: int  # records consumed (valid and invalid)
+    outputs: int  # mastery messages of committed batches (a retried batch counts once)
+    dlq: int  # dead letters delivered
+    skipped_replays: int  # events the stored state had already applied
+    batches: int  # batches committed
+
+    @classmethod
+    def of(cls, metrics: Metrics) -> ProcessorStats:
+        return cls(metrics.events_in, metrics.events_out, sum(metrics.dlq.values()), metrics.replays_skipped, metrics.batches)
 
 
 class Stage(enum.Enum):
@@ -181,7 +187,6 @@ class Processor:
         self.store = store
         self.gate = gate
         self.backoff = backoff or BackoffPolicy()
-        self.stats = ProcessorStats()
         self.metrics = metrics or Metrics(process_metrics=False)
         self.lag_interval_s = 1.0
         self.dlq_limit_bytes = kafka_io.PRODUCER_MAX_REQUEST_BYTES  # run_processor lowers it to the DLQ topic's limit
@@ -303,11 +308,6 @@ class Processor:
         self.retrying_since = None
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
-        self.stats.events_in += events_in
-        self.stats.outputs += len(result.outputs.values)
-        self.stats.dlq += len(letters)
-        self.stats.skipped_replays += len(result.replays)
-        self.stats.batches += 1
         self.metrics.record_batch(events_in, len(result.outputs.values), len(result.replays), (letter.reason for letter in letters))
         self.metrics.record_steps(*self.stepper.take_stats())
         self.metrics.record_latencies_ms(delivered_ms, result.outputs.event_ts_ms)
@@ -566,4 +566,4 @@ async def run_processor(
         closing.callback(setattr, readiness, "processor_problem", None)
         log.info("processing %s -> %s with model %s (group %s, batch %d)", settings.in_topic, settings.out_topic, checkpoint.version, settings.group_id, settings.batch_size)
         await processor.run(stop)
-    return processor.stats
+    return ProcessorStats.of(metrics)
