@@ -193,11 +193,6 @@ class StudentStore:
             states[student] = decode_state(blob, student, vocabularies.get(version), None, names)
         return states
 
-    async def write(self, states: Iterable[StudentState]) -> list[int]:
-        """Write ``StudentState`` objects as schema-1 blobs (as older stream-kt wrote them), fenced like any write."""
-        listed = list(states)
-        return await self.write_blobs([s.student_id for s in listed], [s.to_bytes() for s in listed], [s.events_applied for s in listed])
-
     async def quarantine(self, student_id: str, blob: bytes) -> None:
         """Move an unreadable state blob to ``keys.quarantine_key`` (replacing an older one of the student).
 

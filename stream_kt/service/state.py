@@ -50,7 +50,7 @@ import numpy as np
 from stream_kt.data.sequences import interaction_times
 from stream_kt.service.exceptions import StreamError
 
-SCHEMA_VERSION = 1
+SCHEMA_V1 = 1
 WINDOW = 100
 
 
@@ -88,11 +88,6 @@ class StudentState:
     offsets: dict[str, int] = field(default_factory=dict)
     updated_ms: int = 0
 
-    def already_applied(self, source: str, offset: int) -> bool:
-        """True when the event at ``offset`` of ``source`` ("topic/partition") was applied before."""
-        last = self.offsets.get(source)
-        return last is not None and offset <= last
-
     def record(self, item_id: str, correct: int, ts_ms: int, source: str, offset: int) -> None:
         """Append an applied interaction to the window and remember its offset."""
         self.events_applied += 1
@@ -103,7 +98,7 @@ class StudentState:
     def to_bytes(self) -> bytes:
         packed: bytes = msgpack.packb(
             {
-                "schema_version": SCHEMA_VERSION,
+                "schema_version": SCHEMA_V1,
                 "student_id": self.student_id,
                 "model_version": self.model_version,
                 "events_applied": self.events_applied,
@@ -125,8 +120,8 @@ class StudentState:
             version = data.get("schema_version")
         except Exception as exc:
             raise StreamError(f"stored student state is not msgpack ({type(exc).__name__})") from None
-        if version != SCHEMA_VERSION:
-            raise StreamError(f"student state schema_version {version!r}, this stream-kt reads {SCHEMA_VERSION}")
+        if version != SCHEMA_V1:
+            raise StreamError(f"student state schema_version {version!r}, this stream-kt reads {SCHEMA_V1}")
         shapes = data["state_shapes"]
         return cls(
             student_id=data["student_id"],

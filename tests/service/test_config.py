@@ -122,7 +122,7 @@ def test_state_ttl_sets_an_expiry_on_every_write(ttl_s, redis_url, key_prefix):
     async def write() -> None:
         store = await StudentStore.connect(redis_url, key_prefix, state_ttl_s=ttl_s)
         try:
-            await store.write([StudentState("s1", "v1"), StudentState("s2", "v1")])
+            await store.write_blobs(["s1", "s2"], [StudentState("s1", "v1").to_bytes(), StudentState("s2", "v1").to_bytes()], [0, 0])
         finally:
             await store.close()
 

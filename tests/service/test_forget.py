@@ -17,7 +17,7 @@ def test_forget_deletes_one_students_state_and_is_fine_when_there_is_none(redis_
     async def write() -> None:
         store = await StudentStore.connect(redis_url, key_prefix)
         try:
-            await store.write([StudentState("alice", "v1", events_applied=3), StudentState("bob", "v1", events_applied=5)])
+            await store.write_blobs(["alice", "bob"], [StudentState("alice", "v1", events_applied=3).to_bytes(), StudentState("bob", "v1", events_applied=5).to_bytes()], [3, 5])
         finally:
             await store.close()
 
