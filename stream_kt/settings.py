@@ -85,6 +85,7 @@ class StreamSettings(BaseSettings):
     kafka_sasl_username: str = setting("", "KT_KAFKA_SASL_USERNAME", "--kafka-sasl-username")
     kafka_sasl_password: str = setting("", "KT_KAFKA_SASL_PASSWORD", "--kafka-sasl-password", "prefer the environment: a flag shows in ps", secret=True)
     kafka_ssl_cafile: str = setting("", "KT_KAFKA_SSL_CAFILE", "--kafka-ssl-cafile", "PEM CA bundle for SSL and SASL_SSL; empty = the system's CAs")
+    quality_window: int = setting(100_000, "KT_QUALITY_WINDOW", "--quality-window", "online quality's sliding window: the last this many scored answers of each processor")
 
     @classmethod
     def settings_customise_sources(
@@ -146,6 +147,8 @@ class StreamSettings(BaseSettings):
             raise ValueError(f"metrics port {self.metrics_port} must be between 1 and 65535, or 0 for none")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log format {self.log_format!r} must be one of {', '.join(LOG_FORMATS)}")
+        if not 1 <= self.quality_window <= 10_000_000:
+            raise ValueError(f"quality window {self.quality_window} must be between 1 and 10000000 answers")
         if self.state_ttl_s < 0:
             raise ValueError(f"state TTL {self.state_ttl_s} s must be 0 (keep forever) or positive")
         if not 64 <= self.max_event_bytes <= 1 << 20:

@@ -1,4 +1,5 @@
-"""``stream-kt forget STUDENT``: erase one student's state from Redis (right to erasure).
+"""``stream-kt forget STUDENT``: erase one student's state from Redis (right to erasure);
+``stream-kt quality``: the served models' online quality, read from Redis.
 
 A student's whole state is one key (``keys.student_key``), so erasing it is one DEL.
 That is not the whole erasure: the student's answer events stay in the input topic
@@ -12,11 +13,15 @@ events the student sends after ``forget`` start a new state from the model's ini
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import time
 from typing import Any
 
 import click
 
 from stream_kt.service import keys
+from stream_kt.service.quality import finite
 from stream_kt.service.redis_store import StudentStore
 from stream_kt.settings import StreamSettings, mask_url, settings_from_options, settings_options
 
@@ -56,4 +61,54 @@ async def forget(settings: StreamSettings, student_id: str) -> bool:
         await store.close()
 
 
-COMMANDS = (forget_command,)
+@click.command(
+    "quality",
+    short_help="online model quality from the stream: AUC, log-loss, RMSE, accuracy per model version",
+    help="Online model quality: every served answer's p_correct (made before the answer) scored against the answer, "
+    "added up by every processor in Redis. A student's first answer is not scored (as in `evaluate`). "
+    "AUC comes from 10,000 score bins; its bound against the exact AUC is shown.",
+)
+@click.option("--watch", is_flag=True, help="refresh every --interval-s seconds until Ctrl-C")
+@click.option("--interval-s", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="with --watch")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object (a line per refresh with --watch)")
+@settings_options("redis_url", "key_prefix", "redis_cluster")
+def quality_command(watch: bool, interval_s: float, as_json: bool, **options: Any) -> int:
+    settings = settings_from_options(options)
+    while True:
+        summaries = {version: scores.summary() for version, scores in asyncio.run(read_quality(settings)).items()}
+        if as_json:
+            print(json.dumps({"versions": finite(summaries)}, sort_keys=True), flush=True)
+        else:
+            print(quality_table(summaries, mask_url(settings.redis_url)), flush=True)
+        if not watch:
+            return 0
+        time.sleep(interval_s)
+
+
+async def read_quality(settings: StreamSettings) -> dict[str, Any]:
+    store = await StudentStore.from_settings(settings, attempts=2)
+    try:
+        return await store.read_quality()
+    finally:
+        await store.close()
+
+
+def quality_table(summaries: dict[str, dict[str, Any]], where: str) -> str:
+    """The versions' figures, then their calibration (mean prediction / observed rate per decile)."""
+    if not summaries:
+        return f"no online quality on {where} yet (serve scores answers as it applies them)"
+
+    def f(value: float | None, digits: int = 4) -> str:
+        return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+    lines = [f"online quality on {where}", f"{'model version':<24} {'scored':>10} {'AUC':>7} {'(±)':>7} {'log-loss':>8} {'RMSE':>7} {'accuracy':>8}"]
+    for version, s in summaries.items():
+        lines.append(f"{version:<24} {s['count']:>10,} {f(s['auc']):>7} {f(s['auc_error_bound']):>7} {f(s['logloss']):>8} {f(s['rmse']):>7} {f(s['accuracy']):>8}")
+    lines.append("calibration: mean p_correct / observed correct rate (answers) per decile of p_correct")
+    for version, s in summaries.items():
+        cells = [f"{c['bin']} {f(c['mean_p'], 2)}/{f(c['observed'], 2)} ({c['count']})" for c in s["calibration"] if c["count"]]
+        lines.append(f"  {version}: " + ", ".join(cells))
+    return "\n".join(lines)
+
+
+COMMANDS = (forget_command, quality_command)

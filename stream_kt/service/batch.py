@@ -89,14 +89,24 @@ class StateWrites(NamedTuple):
     events: list[int]
 
 
+class Answers(NamedTuple):
+    """Each output's prediction beside the answer it was made before (online quality, ``quality.py``)."""
+
+    p_correct: np.ndarray  # (n,) float32
+    correct: np.ndarray  # (n,) int64
+    seq: np.ndarray  # (n,) the student's event count after the answer: 1 is a first answer
+
+
 class BatchResult(NamedTuple):
     outputs: Outputs
     writes: StateWrites
     replays: list[int]  # events skipped in 4: a state had applied them before
+    answers: Answers  # aligned with ``outputs``
 
     @classmethod
     def empty(cls) -> BatchResult:
-        return cls(Outputs([], [], [], []), StateWrites([], [], []), [])
+        nothing = np.zeros(0, np.int64)
+        return cls(Outputs([], [], [], []), StateWrites([], [], []), [], Answers(np.zeros(0, np.float32), nothing, nothing))
 
 
 DeadLetterHeaders = Callable[[str, str, int, int], Headers]  # (reason, detail, source, offset) -> headers
@@ -214,7 +224,7 @@ def step_batch(
         [events.item_ids[i] for i in order], p_correct[live].tolist(), mastery[live],
     )  # fmt: skip
     outputs = Outputs([student.encode() for student in who], values, [partition_of(s) for s in who], [events.ts[i] for i in order])
-    return BatchResult(outputs, writes, np.flatnonzero(replays).tolist())
+    return BatchResult(outputs, writes, np.flatnonzero(replays).tolist(), Answers(p_correct[live], correct[live], seq[live]))
 
 
 def one_line(exc: BaseException) -> str:

@@ -7,6 +7,9 @@
               (asked at each request, bounded by ``Readiness.timeout_s``); else 503 with
               the reason as the body.
     /metrics  the Prometheus text format of ``metrics.Metrics``.
+    /quality  JSON: per model version, this process's online quality (since start, and
+              over the recent window) and the fleet's (every processor's counts, read
+              from Redis at each request); see ``quality.py``.
 
 It runs on the processor's event loop, so a loop blocked for long fails /healthz too:
 that is what the liveness probe is for.  A port already in use is logged as an error
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -27,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.metrics import Metrics
+from stream_kt.service.quality import finite
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,23 @@ class ObservabilityServer:
             return (503, "text/plain", f"not ready: {problem}\n".encode()) if problem else (200, "text/plain", b"ready\n")
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
-        return 404, "text/plain", b"not found: /metrics, /healthz, /readyz\n"
+        if path == "/quality":
+            return await self.quality()
+        return 404, "text/plain", b"not found: /metrics, /healthz, /readyz, /quality\n"
+
+    async def quality(self) -> tuple[int, str, bytes]:
+        versions: dict[str, dict[str, Any]] = {version: {"process": windows} for version, windows in self.metrics.quality_summary().items()}
+        fleet_error = None
+        if self.metrics.fleet_quality is not None:
+            try:
+                fleet = await asyncio.wait_for(self.metrics.fleet_quality(), self.readiness.timeout_s * 5)
+            except (TimeoutError, redis.RedisError, OSError) as exc:
+                fleet_error = f"{type(exc).__name__}: {exc}"
+            else:
+                for version, scores in fleet.items():
+                    versions.setdefault(version, {})["fleet"] = scores.summary()
+        body = {"versions": versions, "fleet_error": fleet_error}
+        return 200, "application/json", (json.dumps(finite(body), sort_keys=True) + "\n").encode()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

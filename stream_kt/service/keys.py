@@ -18,6 +18,15 @@ def model_vocab_key(model_version: str, prefix: str = DEFAULT_PREFIX) -> str:
     return f"{prefix}:model:{model_version}:vocab"
 
 
+def quality_key(model_version: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The online quality counts of a model version, added to by every processor (``quality.Scores``)."""
+    return f"{prefix}:quality:{model_version}"
+
+
+def quality_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    return f"{prefix}:quality:*"
+
+
 def quarantine_key(student_id: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Where an unreadable state of a student is kept (its last one), for a person to look at."""
     return f"{prefix}:quarantine:{student_id}"

@@ -18,18 +18,28 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_corrupt_states_total            stored states that could not be read (quarantined; the student restarted)
     stream_kt_processing_errors_total         events the processor failed on (dead letters, reason processing_error)
     stream_kt_model_info{version}             gauge 1: the served checkpoint
+    stream_kt_online_scored_total{version}    answers scored online (``quality.py``: a student's first answer is not)
+    stream_kt_online_auc{version,window}      this process's online AUC: window "run" (since start) or "recent"
+                                              (the last ``quality_window`` scored answers); likewise
+    stream_kt_online_logloss, stream_kt_online_rmse, stream_kt_online_accuracy
+The fleet's online quality (every processor's counts, in Redis) is ``/quality`` and ``stream-kt quality``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from stream_kt.service.quality import RecentScores, Scores
+
+QUALITY_WINDOW = 100_000  # the default of ``settings.quality_window``
 
 NAMES = (
     "stream_kt_events_in_total",
@@ -46,6 +56,11 @@ NAMES = (
     "stream_kt_corrupt_states_total",
     "stream_kt_processing_errors_total",
     "stream_kt_model_info",
+    "stream_kt_online_scored_total",
+    "stream_kt_online_auc",
+    "stream_kt_online_logloss",
+    "stream_kt_online_rmse",
+    "stream_kt_online_accuracy",
 )
 FILL_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 STEP_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
@@ -97,6 +112,10 @@ class Metrics(Collector):
         self.end_to_end_latency = BatchHistogram(END_TO_END_BUCKETS_S)
         self.consumer_lag: dict[tuple[str, int], int] = {}
         self.batch_retry_seconds: Callable[[], float] = lambda: 0.0  # the processor's clock, read at scrape time
+        self.quality: dict[str, Scores] = {}  # model version -> this process's online scores since start
+        self.recent: dict[str, RecentScores] = {}  # model version -> its last ``quality_window`` scored answers
+        self.quality_window = QUALITY_WINDOW
+        self.fleet_quality: Callable[[], Awaitable[dict[str, Scores]]] | None = None  # every processor's, from Redis
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         if process_metrics:
@@ -110,6 +129,17 @@ class Metrics(Collector):
         self.replays_skipped += replays_skipped
         self.dlq.update(dead_letters)
 
+    def record_quality(self, version: str, p_correct: np.ndarray, answers: np.ndarray) -> None:
+        """A committed batch's scored answers of model ``version``."""
+        if not len(p_correct):
+            return
+        self.quality.setdefault(version, Scores()).add(p_correct, answers)
+        self.recent.setdefault(version, RecentScores(self.quality_window)).add(p_correct, answers)
+
+    def quality_summary(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """version -> {"run": ..., "recent": ...}: this process's online quality."""
+        return {version: {"run": scores.summary(), "recent": self.recent[version].summary()} for version, scores in sorted(self.quality.items())}
+
     def record_steps(self, fills: list[float], seconds: list[float]) -> None:
         """Model steps: each one's rows / B and duration."""
         self.batch_fill.observe_many(fills)
@@ -119,6 +149,20 @@ class Metrics(Collector):
         """End-to-end latency of the outputs delivered at ``delivered_ms``."""
         if event_ts_ms:
             self.end_to_end_latency.observe_many((delivered_ms - np.asarray(event_ts_ms, dtype=np.float64)) / 1000.0)
+
+    def quality_families(self) -> Iterator[Metric]:
+        scored = CounterMetricFamily("stream_kt_online_scored_total", "Answers scored online (a student's first answer is not).", labels=["version"])
+        gauges = {
+            name: GaugeMetricFamily(f"stream_kt_online_{name}", f"Online {label} of p_correct against the answer, per model version and window.", labels=["version", "window"])
+            for name, label in (("auc", "AUC"), ("logloss", "log-loss"), ("rmse", "RMSE"), ("accuracy", "accuracy"))
+        }
+        for version, windows in self.quality_summary().items():
+            scored.add_metric([version], windows["run"]["count"])
+            for window, summary in windows.items():
+                for name, family in gauges.items():
+                    family.add_metric([version, window], summary[name])
+        yield scored
+        yield from gauges.values()
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("stream_kt_events_in_total", "Records consumed from the input topic (valid and invalid).", value=self.events_in)
@@ -140,6 +184,7 @@ class Metrics(Collector):
             lag.add_metric([topic, str(partition)], value)
         yield lag
         yield GaugeMetricFamily("stream_kt_batch_retry_seconds", "How long the current batch has been retrying (0: none is).", value=self.batch_retry_seconds())
+        yield from self.quality_families()
         info = GaugeMetricFamily("stream_kt_model_info", "The served model version (value 1).", labels=["version"])
         if self.model_version is not None:
             info.add_metric([self.model_version], 1)

@@ -28,6 +28,10 @@ conversions) and ``batch.step_batch`` (4, 5 and the payloads of 6 and 7).  Per b
  7. Write the changed states in one round trip, fenced (``StudentStore.write_blobs``):
     a state already as new in Redis is left alone.  Each state carries its offsets, so
     from here on a replay of these events is skipped in 4: losing step 8 is harmless.
+    Then add the batch's scored answers to the model version's online quality counts
+    (``quality.py``; one more round trip).  A replay skips them as it skips the events,
+    so an answer is counted at most once (a crash or Redis error between the two writes
+    loses its count, never doubles it).
  8. Commit offset + 1 per partition.  Only now may the broker forget the batch.
 
 Redis and Kafka errors: a retriable failure in 3-7 (or a failed delivery in 2's dead
@@ -115,6 +119,7 @@ from stream_kt.service.exceptions import FatalStreamError
 from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.migration import Migration
+from stream_kt.service.quality import Scores
 from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
 from stream_kt.service.state import StateLayout, source_hash
 from stream_kt.settings import StreamSettings
@@ -273,6 +278,9 @@ class Processor:
                 refused = await self.store.write_blobs(writes.students, writes.blobs, writes.events)  # 7
                 if refused:
                     log.warning("batch %s: %d students' states in Redis were as new or newer (another processor wrote them): left as they are", describe(records), len(refused))
+                scored = scored_answers(result, refused)
+                if len(scored[0]):
+                    await self.store.add_quality(self.version, Scores.of(*scored))  # 7: the fleet's online quality
                 stage = Stage.DEAD_LETTERS
                 await asyncio.gather(*deliveries)  # 2's deliveries, before 8
                 break
@@ -311,6 +319,7 @@ class Processor:
         self.metrics.record_batch(events_in, len(result.outputs.values), len(result.replays), (letter.reason for letter in letters))
         self.metrics.record_steps(*self.stepper.take_stats())
         self.metrics.record_latencies_ms(delivered_ms, result.outputs.event_ts_ms)
+        self.metrics.record_quality(self.version, *scored)
         log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(result.outputs.values), len(result.replays), len(letters))
 
     def decode(self, records: Records) -> tuple[Events, list[DeadLetter]]:
@@ -488,6 +497,18 @@ class RebalanceGate(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
         self.ready.set()
 
 
+def scored_answers(result: BatchResult, refused: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The (p_correct, answer) pairs a batch adds to the online quality: its applied answers but each student's
+    first (predicted from no history: ``evaluate`` does not score it either), and none whose state write
+    was refused (the processor that wrote the newer state scored them)."""
+    answers = result.answers
+    keep = answers.seq > 1
+    if refused:
+        gone = {result.writes.students[i].encode() for i in refused}
+        keep &= np.asarray([key not in gone for key in result.outputs.keys], bool)
+    return answers.p_correct[keep], answers.correct[keep]
+
+
 def bucket_sizes(batch_size: int) -> list[int]:
     """The fixed shapes a processor compiles: 64, 256, 1024, ... (x4) below ``batch_size``, and ``batch_size``.
 
@@ -544,6 +565,7 @@ async def run_processor(
     security = kafka_io.client_options(settings)  # a bad CA file fails here, before any connection
     backends = {size: make_backend(backend or settings.backend, checkpoint.model, size) for size in bucket_sizes(settings.batch_size)}
     metrics.model_version = readiness.model_version = checkpoint.version
+    metrics.quality_window = settings.quality_window
     gate = RebalanceGate(ready)
     async with contextlib.AsyncExitStack() as closing:
         store = await StudentStore.from_settings(settings)
@@ -563,6 +585,8 @@ async def run_processor(
         dlq_limit = await kafka_io.topic_message_limit(settings.bootstrap, settings.dlq_topic, security)
         processor.dlq_limit_bytes = min(kafka_io.PRODUCER_MAX_REQUEST_BYTES, dlq_limit)
         readiness.processor_problem = processor.problem
+        metrics.fleet_quality = store.read_quality
+        closing.callback(setattr, metrics, "fleet_quality", None)
         closing.callback(setattr, readiness, "processor_problem", None)
         log.info("processing %s -> %s with model %s (group %s, batch %d)", settings.in_topic, settings.out_topic, checkpoint.version, settings.group_id, settings.batch_size)
         await processor.run(stop)

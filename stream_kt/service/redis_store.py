@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError
 
 from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
+from stream_kt.service.quality import Scores
 from stream_kt.service.state import EVENTS_BYTE, StudentState, decode_state, read_header
 from stream_kt.settings import StreamSettings, mask_url
 
@@ -58,6 +59,19 @@ for i, key in ipairs(KEYS) do
   end
 end
 return refused
+"""
+
+# KEYS: one quality hash; ARGV: how many integer fields, then (field, increment) pairs, integers first.
+QUALITY_ADD = """
+local ints = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  if (i - 2) / 2 < ints then
+    redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
 """
 
 DELETE_IF_SAME = """
@@ -87,6 +101,7 @@ class StudentStore:
         self.fenced_set = client.register_script(FENCED_SET)  # one Redis: EVALSHA, loaded on NOSCRIPT
         self.fenced_sha: str | None = None  # a cluster: loaded on every primary before the first write
         self.delete_if_same = client.register_script(DELETE_IF_SAME)
+        self.quality_add = client.register_script(QUALITY_ADD)
 
     @classmethod
     async def connect(
@@ -220,6 +235,25 @@ class StudentStore:
         except ValueError:
             raise StreamError(f"{keys.model_vocab_key(model_version, self.prefix)}: not a stream-kt vocabulary") from None
         return payload
+
+    async def add_quality(self, model_version: str, scores: Scores) -> None:
+        """Add a batch's online quality counts to the model version's hash: one key, one script (cluster-safe)."""
+        fields = scores.to_fields()
+        ints: list[tuple[str, str | int]] = [(name, value) for name, value in fields.items() if isinstance(value, int)]
+        floats: list[tuple[str, str | int]] = [(name, repr(float(value))) for name, value in fields.items() if not isinstance(value, int)]
+        args: list[str | int] = [len(ints)]
+        for name, value in ints + floats:
+            args += [name, value]
+        await self.quality_add(keys=[keys.quality_key(model_version, self.prefix)], args=args)
+
+    async def read_quality(self) -> dict[str, Scores]:
+        """Every model version's online quality counts under this prefix (what all processors added)."""
+        found = {}
+        start = len(keys.quality_key("", self.prefix))
+        async for key in self.client.scan_iter(match=keys.quality_pattern(self.prefix), count=1000):
+            name = key.decode() if isinstance(key, bytes) else key
+            found[name[start:]] = Scores.from_fields(await self.client.hgetall(key))
+        return dict(sorted(found.items()))
 
     async def delete_prefix(self) -> int:
         """Delete every key under this store's prefix (a demo's or a benchmark's own keys); return how many."""
