@@ -206,7 +206,7 @@ def audit(path: str | Path, fmt: str, item: str = "skill_id", rule: RepeatRule |
     them, and for an ASSISTments CSV also its raw rows."""
     students, _ = read_dataset(path, fmt, item)
     signature = repeat_signature(students, rule)
-    rows = _csv_rows(read_text(path, fmt)) if fmt == "assistments" else []
+    rows = _Rows(read_text(path, fmt) if fmt == "assistments" else "")
     findings = []
     if fmt == "assistments":
         findings.append(_order_id_repeats(rows, examples))
@@ -247,15 +247,30 @@ def _signature_finding(sig: RepeatSignature, examples: int) -> Finding:
     return Finding("repeat_signature", LEAK, summary, shown, numbers)
 
 
-def _csv_rows(text: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(text)))
+class _Rows:
+    """A CSV's raw rows (fields as written, rows of any length) and its columns by name."""
+
+    def __init__(self, text: str) -> None:
+        lines = csv.reader(io.StringIO(text))
+        self.column = {name: k for k, name in enumerate(next(lines, []))}
+        self.rows: list[tuple[str, ...]] = []
+        self.line: list[int] = []  # each row's line number in the file
+        for fields in lines:
+            if fields:
+                self.rows.append(tuple(fields))
+                self.line.append(lines.line_num)
+
+    def get(self, row: tuple[str, ...], name: str) -> str:
+        k = self.column[name]
+        return row[k].strip() if k < len(row) else ""
 
 
-def _order_id_repeats(rows: list[dict[str, str]], examples: int) -> Finding:
+def _order_id_repeats(csv_rows: _Rows, examples: int) -> Finding:
+    rows, get = csv_rows.rows, csv_rows.get
     by_order: dict[str, list[int]] = defaultdict(list)
     for k, row in enumerate(rows):
-        by_order[row["order_id"].strip()].append(k)
-    shared = {o: ks for o, ks in by_order.items() if len({_clean_id(rows[k]["skill_id"]) for k in ks}) > 1}
+        by_order[get(row, "order_id")].append(k)
+    shared = {o: ks for o, ks in by_order.items() if len({_clean_id(get(rows[k], "skill_id")) for k in ks}) > 1}
     extra = sum(len(ks) - 1 for ks in shared.values())
     numbers = {"order_ids": len(shared), "extra_rows": extra}
     if not shared:
@@ -263,8 +278,8 @@ def _order_id_repeats(rows: list[dict[str, str]], examples: int) -> Finding:
     shown = []
     for order, ks in list(shared.items())[:examples]:
         first = rows[ks[0]]
-        skills = sorted({_clean_id(rows[k]["skill_id"]) for k in ks} - {""}, key=_id_sort_key)
-        shown.append(f"order_id {order} (user {first['user_id'].strip()}, problem {_clean_id(first['problem_id'])}): {len(ks)} rows, skills {', '.join(skills)} (lines {', '.join(str(k + 2) for k in ks)})")
+        skills = sorted({_clean_id(get(rows[k], "skill_id")) for k in ks} - {""}, key=_id_sort_key)
+        shown.append(f"order_id {order} (user {get(first, 'user_id')}, problem {_clean_id(get(first, 'problem_id'))}): {len(ks)} rows, skills {', '.join(skills)} (lines {', '.join(str(csv_rows.line[k]) for k in ks)})")
     summary = (
         f"{len(shared):,} answers on multi-skill problems span {len(shared) + extra:,} rows ({extra:,} extra rows); stream-kt's reader keeps one answer per "
         "order_id (its skills joined, '10_23'), so they do not leak here, but a reader taking one row per answer would see each such answer before its copies"
@@ -272,19 +287,18 @@ def _order_id_repeats(rows: list[dict[str, str]], examples: int) -> Finding:
     return Finding("multi_skill_rows", NOTE, summary, shown, numbers)
 
 
-def _duplicate_rows(rows: list[dict[str, str]], examples: int) -> Finding:
-    seen: dict[tuple, int] = {}
+def _duplicate_rows(csv_rows: _Rows, examples: int) -> Finding:
+    seen: dict[tuple[str, ...], int] = {}
     copies = []
-    for k, row in enumerate(rows):
-        key = tuple(row.values())
-        if key in seen:
-            copies.append((seen[key], k))
+    for k, row in enumerate(csv_rows.rows):
+        if row in seen:
+            copies.append((seen[row], k))
         else:
-            seen[key] = k
+            seen[row] = k
     numbers = {"rows": len(copies)}
     if not copies:
         return Finding("duplicate_rows", OK, "no row repeats another exactly", [], numbers)
-    shown = [f"line {k + 2} repeats line {first + 2}" for first, k in copies[:examples]]
+    shown = [f"line {csv_rows.line[k]} repeats line {csv_rows.line[first]}" for first, k in copies[:examples]]
     return Finding("duplicate_rows", WARN, f"{len(copies):,} rows repeat an earlier row exactly (stream-kt's reader merges them by order_id)", shown, numbers)
 
 
@@ -329,13 +343,13 @@ def _same_item_twice(students: list[StudentSequence], rule: RepeatRule) -> Findi
     return Finding("same_item_twice", NOTE, summary + f" (copies would agree {rule.copy_agreement:.0%}+)", [], numbers)
 
 
-def _csv_order(rows: list[dict[str, str]], examples: int) -> Finding:
+def _csv_order(csv_rows: _Rows, examples: int) -> Finding:
     last: dict[str, int] = {}
     backwards: dict[str, int] = {}
-    for row in rows:
-        user = row["user_id"].strip()
+    for row in csv_rows.rows:
+        user = csv_rows.get(row, "user_id")
         try:
-            order = int(row["order_id"])
+            order = int(csv_rows.get(row, "order_id"))
         except ValueError:
             continue
         if user in last and order < last[user]:
@@ -356,9 +370,10 @@ def _sorted_items(students: list[StudentSequence], examples: int) -> Finding:
     share = len(ascending) / len(eligible) if eligible else 0.0
     numbers = {"students": len(ascending), "of": len(eligible), "fraction": round(share, 4)}
     what = f"{len(ascending):,} of {len(eligible):,} students with 3+ distinct items ({share:.1%}) have item ids that never decrease"
+    shown = [f"{s.student_id}: {len(s)} answers on items {', '.join(dict.fromkeys(s.items))} in that order" for s in ascending[:examples]]
     if eligible and share >= 0.5:
-        return Finding("time_order", WARN, what + ": the file looks sorted by item, not by time", [s.student_id for s in ascending[:examples]], numbers)
-    return Finding("time_order", NOTE, what + " (no timestamps to check; no sign of a file sorted by item)", [s.student_id for s in ascending[:examples]], numbers)
+        return Finding("time_order", WARN, what + ": the file looks sorted by item, not by time", shown, numbers)
+    return Finding("time_order", NOTE, what + " (no timestamps to check; no sign of a file sorted by item)", shown, numbers)
 
 
 def _short_students(students: list[StudentSequence], min_length: int, examples: int) -> Finding:

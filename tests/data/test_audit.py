@@ -108,10 +108,11 @@ def test_csv_answers_spread_over_rows_by_order_id_are_counted_but_merged_by_the_
 def test_csv_exact_duplicate_rows(tmp_path):
     lines = (FIXTURES / "skill_builder_small.csv").read_bytes().splitlines(keepends=True)
     path = tmp_path / "dup.csv"
-    path.write_bytes(b"".join(lines + [lines[1], lines[1], lines[2]]))
+    longer = lines[3].rstrip(b"\n") + b",a field past the header\n"  # read, and no copy of line 4
+    path.write_bytes(b"".join(lines + [b"\n", lines[1], lines[1], lines[2], longer]))
     checks = audit(path, "assistments").to_json()["checks"]
     assert checks["duplicate_rows"]["rows"] == 3
-    assert checks["duplicate_rows"]["examples"][:2] == ["line 10 repeats line 2", "line 11 repeats line 2"]
+    assert checks["duplicate_rows"]["examples"] == ["line 11 repeats line 2", "line 12 repeats line 2", "line 13 repeats line 3"]  # line 10 is blank
 
 
 def test_duplicate_short_and_constant_students_are_counted(tmp_path):
