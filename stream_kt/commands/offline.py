@@ -9,12 +9,13 @@ import click
 
 from stream_kt.checkpoint import check_out_dir, load_checkpoint, write_metrics
 from stream_kt.commands.common import OPTION_PAIR, POSITIVE_FLOAT, POSITIVE_INT, ModelChoice, NumberList, data_options, item_option, json_option, learning_rate_help, training_options
+from stream_kt.data.audit import repeat_signature
 from stream_kt.data.readers import write_3line, write_assistments
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import DataError
 from stream_kt.models import config_options, trainable_models
 from stream_kt.training.blend import build_ensemble
-from stream_kt.training.evaluate import evaluate, held_out_students
+from stream_kt.training.evaluate import evaluate, flagged_positions, held_out_students
 from stream_kt.training.parity import parity_max_abs_diff
 from stream_kt.training.prepare import load_students, prepare
 from stream_kt.training.refit import refit_any
@@ -111,11 +112,19 @@ def ensemble(checkpoints: tuple[str, ...], out: str, weights: tuple[float, ...] 
 @data_options(data_required=False)
 @json_option
 @click.option("--parity", is_flag=True, help="also stream the students event by event and report parity_max_abs_diff")
-def evaluate_command(checkpoint: str, data: str | None, test_data: str | None, fmt: str, as_json: bool, parity: bool) -> int:
+@click.option("--exclude-flagged", is_flag=True, help="also score without the answers stream-kt audit flags as multi-skill repeats in these students (auc_unflagged), and on them alone (auc_flagged)")
+@click.option("--flagged-from", metavar="PATH", help="with --exclude-flagged: find the repeating item pairs in this file (e.g. the training file: more answers, the same pairs)")
+def evaluate_command(checkpoint: str, data: str | None, test_data: str | None, fmt: str, as_json: bool, parity: bool, exclude_flagged: bool, flagged_from: str | None) -> int:
+    if flagged_from and not exclude_flagged:
+        raise click.UsageError("--flagged-from needs --exclude-flagged")
     loaded = load_checkpoint(checkpoint)
     students, source = held_out_students(loaded, test_data, data, fmt)
     encoded = [loaded.vocab.encode(s) for s in students]
-    metrics = evaluate(loaded.model, encoded, progress=not as_json)
+    signature = repeat_signature(load_students(flagged_from, fmt, loaded.vocab.item_column) if flagged_from else students) if exclude_flagged else None
+    flagged = flagged_positions(loaded.vocab, students, signature) if signature else None
+    metrics = evaluate(loaded.model, encoded, progress=not as_json, flagged=flagged)
+    if signature:
+        metrics["pairs_flagged"] = len(signature.pairs)
     if parity:
         metrics["parity_max_abs_diff"] = parity_max_abs_diff(loaded.model, encoded, progress=not as_json)
     result = {"model": loaded.model.name, "model_version": loaded.version, "data": source, **metrics}

@@ -49,10 +49,25 @@ class ReadReport:
 def read_dataset(path: str | Path, fmt: str = "3line", item: str = "skill_id") -> tuple[list[StudentSequence], ReadReport]:
     """Read ``path`` in format ``fmt``; raise ``DataError`` with one clear line on any problem."""
     path = Path(path)
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if item not in ITEM_COLUMNS:
         raise DataError(f"unknown item column {item!r}: choose one of {', '.join(ITEM_COLUMNS)}")
+    text = read_text(path, fmt)
+    if fmt == "3line":
+        students, report = _parse_3line(text, path)
+    else:
+        students, report = _parse_assistments(text, path, item)
+    if not students:
+        raise DataError(f"{path}: no students with at least one answer")
+    report.students = len(students)
+    report.interactions = sum(len(s) for s in students)
+    return students, report
+
+
+def read_text(path: str | Path, fmt: str) -> str:
+    """The text of a data file in format ``fmt`` (gunzipped, decoded); ``DataError`` with one clear line on any problem."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if not path.is_file():
@@ -66,16 +81,7 @@ def read_dataset(path: str | Path, fmt: str = "3line", item: str = "skill_id") -
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise DataError(f"{path}: corrupt gzip ({exc})") from None
-    text = raw.decode("iso-8859-1") if fmt == "assistments" else _decode_ascii(raw, path)
-    if fmt == "3line":
-        students, report = _parse_3line(text, path)
-    else:
-        students, report = _parse_assistments(text, path, item)
-    if not students:
-        raise DataError(f"{path}: no students with at least one answer")
-    report.students = len(students)
-    report.interactions = sum(len(s) for s in students)
-    return students, report
+    return raw.decode("iso-8859-1") if fmt == "assistments" else _decode_ascii(raw, path)
 
 
 def _decode_ascii(raw: bytes, path: Path) -> str:

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from stream_kt.checkpoint import Checkpoint
+from stream_kt.data.audit import RepeatSignature
 from stream_kt.data.batches import make_batch
 from stream_kt.data.sequences import StudentSequence
-from stream_kt.data.vocab import EncodedSequence
+from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import DataError
 from stream_kt.metrics import binary_metrics
 from stream_kt.models import KTModel
@@ -52,13 +53,37 @@ def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batc
     return labels, probs
 
 
-def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: bool = False) -> dict:
+def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: bool = False, flagged: Sequence[np.ndarray] | None = None) -> dict:
+    """Metrics over every scored answer; with ``flagged`` (a bool per position of each sequence, ``flagged_positions``)
+    also without the flagged answers (``auc_unflagged``) and on them alone (``auc_flagged``)."""
     labels, probs = predict_sequences(model, sequences, progress=progress)
     metrics = binary_metrics(labels, probs)
     metrics["students"] = len(sequences)
     metrics["n_unknown"] = int(sum(s.n_unknown for s in sequences))
+    if flagged is not None:
+        metrics.update(split_by_flags(sequences, flagged, labels, probs))
     metrics.update(model.extra_metrics(sequences))  # a model's own scores beyond next-answer prediction (DKT+: consistency)
     return metrics
+
+
+def split_by_flags(sequences: Sequence[EncodedSequence], flagged: Sequence[np.ndarray], labels: np.ndarray, probs: np.ndarray) -> dict:
+    """AUC without and on the flagged answers, ``labels`` and ``probs`` as ``predict_sequences`` orders them."""
+    parts = [np.asarray(f, bool)[1:] for s, f in zip(sequences, flagged) if len(s) >= 2]  # every answer but each student's first is scored
+    mask = np.concatenate(parts) if parts else np.zeros(0, bool)
+    if len(mask) != len(labels):
+        raise ValueError(f"{len(mask)} flags for {len(labels)} scored answers")
+    clean, leaky = binary_metrics(labels[~mask], probs[~mask]), binary_metrics(labels[mask], probs[mask])
+    return {"auc_unflagged": clean["auc"], "n_unflagged": clean["n"], "auc_flagged": leaky["auc"], "n_flagged": leaky["n"]}
+
+
+def flagged_positions(vocab: Vocabulary, students: Sequence[StudentSequence], signature: RepeatSignature) -> list[np.ndarray]:
+    """Per student, the positions ``signature`` flags (``stream-kt audit``'s multi-skill repeats), aligned with
+    ``vocab.encode(student)``: positions on items the vocabulary lacks are dropped as encoding drops them."""
+    out = []
+    for student in students:
+        known = np.fromiter((vocab.index(item) is not None for item in student.items), bool, count=len(student))
+        out.append(signature.flags(student)[known])
+    return out
 
 
 def held_out_students(checkpoint: Checkpoint, test_data: str | None, data: str | None, fmt: str) -> tuple[list[StudentSequence], str]:
