@@ -71,6 +71,8 @@ class StreamSettings(BaseSettings):
     fetch_wait_ms: int = setting(25, "KT_FETCH_WAIT_MS", "--fetch-wait-ms", "longest time the broker may hold an empty fetch (the embedded broker always holds it this long)")
     partitions: int = setting(6, "KT_PARTITIONS", "--partitions", "partitions of topics the processor creates")
     checkpoint: str = setting("", "KT_CHECKPOINT", "--checkpoint", "the model serve serves: a checkpoint directory (stream-kt train)")
+    shadow: str = setting("", "KT_SHADOW", "--shadow", "a challenger checkpoint stepped beside the served one on the same events, with states of its own, scored online; publishes nothing unless --shadow-topic")
+    shadow_topic: str = setting("", "KT_SHADOW_TOPIC", "--shadow-topic", "where the shadow's mastery messages go; empty = nowhere")
     backend: str = setting("auto", "KT_BACKEND", "--backend", "the model step's backend: auto (the best available), eager, cpu, cuda or neuron")
     metrics_port: int = setting(9108, "KT_METRICS_PORT", "--metrics-port", "Prometheus /metrics, /healthz, /readyz; 0 = none")
     unready_after_retry_s: int = setting(30, "KT_UNREADY_AFTER_RETRY_S", "--unready-after-retry-s", "/readyz fails while a batch has been retrying longer than this")
@@ -133,6 +135,8 @@ class StreamSettings(BaseSettings):
                 raise ValueError(f"{name} must not be empty")
         if len({self.in_topic, self.out_topic, self.dlq_topic}) < 3:
             raise ValueError("input, output and dead-letter topics must be three different topics")
+        if self.shadow_topic and self.shadow_topic in (self.in_topic, self.out_topic, self.dlq_topic):
+            raise ValueError(f"shadow topic {self.shadow_topic!r} must differ from the input, output and dead-letter topics")
         if not 1 <= self.batch_size <= 4096:
             raise ValueError(f"batch size {self.batch_size} must be between 1 and 4096")
         if not 0 <= self.max_wait_ms <= 60_000:

@@ -32,6 +32,7 @@ def serve_command(**options: Any) -> int:
         raise ConfigError("serve needs the model: --checkpoint DIR (or KT_CHECKPOINT)")
     resolve_backend_name(settings.backend)  # an unknown or unavailable backend: one line now, before any connection
     checkpoint = load_checkpoint(settings.checkpoint)
+    shadow = load_checkpoint(settings.shadow) if settings.shadow else None
     configure_logging(settings.log_format)
     log.info("settings: %r", settings)  # repr masks the passwords
     torch.set_num_threads(1)  # a step is a few small matmuls: more threads only contend with the event loop (4x slower on 2 cores)
@@ -43,11 +44,12 @@ def serve_command(**options: Any) -> int:
         def announce() -> None:
             print(
                 f"serving {checkpoint.version} from {settings.in_topic} to {settings.out_topic} "
-                f"(bootstrap {settings.bootstrap}, group {settings.group_id}, key prefix {settings.key_prefix}, batch {settings.batch_size}, backend {settings.backend})",
+                f"(bootstrap {settings.bootstrap}, group {settings.group_id}, key prefix {settings.key_prefix}, batch {settings.batch_size}, backend {settings.backend})"
+                + (f", shadow {shadow.version}" if shadow else ""),
                 flush=True,
             )
 
-        stats = asyncio.run(serve(settings, checkpoint, announce))
+        stats = asyncio.run(serve(settings, checkpoint, announce, shadow))
     finally:
         if broker is not None:
             broker.stop()

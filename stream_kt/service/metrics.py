@@ -17,6 +17,8 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_kafka_errors_total              failed deliveries and refused commits
     stream_kt_corrupt_states_total            stored states that could not be read (quarantined; the student restarted)
     stream_kt_processing_errors_total         events the processor failed on (dead letters, reason processing_error)
+    stream_kt_state_rebuilds_total            states of another model version rebuilt over their windows
+    stream_kt_warm_promotions_total           states of another model version replaced by this version's shadow state
     stream_kt_model_info{version}             gauge 1: the served checkpoint
     stream_kt_online_scored_total{version}    answers scored online (``quality.py``: a student's first answer is not)
     stream_kt_online_auc{version,window}      this process's online AUC: window "run" (since start) or "recent"
@@ -55,6 +57,8 @@ NAMES = (
     "stream_kt_kafka_errors_total",
     "stream_kt_corrupt_states_total",
     "stream_kt_processing_errors_total",
+    "stream_kt_state_rebuilds_total",
+    "stream_kt_warm_promotions_total",
     "stream_kt_model_info",
     "stream_kt_online_scored_total",
     "stream_kt_online_auc",
@@ -107,6 +111,8 @@ class Metrics(Collector):
         self.kafka_errors = 0
         self.corrupt_states = 0
         self.processing_errors = 0
+        self.state_rebuilds = 0
+        self.warm_promotions = 0
         self.batch_fill = BatchHistogram(FILL_BUCKETS)
         self.step_latency = BatchHistogram(STEP_BUCKETS_S)
         self.end_to_end_latency = BatchHistogram(END_TO_END_BUCKETS_S)
@@ -176,6 +182,8 @@ class Metrics(Collector):
         yield CounterMetricFamily("stream_kt_kafka_errors_total", "Failed Kafka deliveries and refused commits.", value=self.kafka_errors)
         yield CounterMetricFamily("stream_kt_corrupt_states_total", "Stored states that could not be read: quarantined, the student restarted.", value=self.corrupt_states)
         yield CounterMetricFamily("stream_kt_processing_errors_total", "Events the processor failed on: dead letters with reason processing_error.", value=self.processing_errors)
+        yield CounterMetricFamily("stream_kt_state_rebuilds_total", "States of another model version rebuilt over their windows.", value=self.state_rebuilds)
+        yield CounterMetricFamily("stream_kt_warm_promotions_total", "States of another model version replaced by this version's shadow state (no rebuild).", value=self.warm_promotions)
         yield self.batch_fill.family("stream_kt_batch_fill_ratio", "Students in a model step / the batch shape B.")
         yield self.step_latency.family("stream_kt_step_latency_seconds", "Duration of one model step.")
         yield self.end_to_end_latency.family("stream_kt_end_to_end_latency_seconds", "Output delivered minus the event's ts.")

@@ -36,6 +36,7 @@ class LoadedRows(NamedTuple):
     rows: np.ndarray  # one schema-2 row per student
     extras: dict[int, list[str]]  # row -> window ids this vocabulary lacks
     unreadable: list[tuple[int, str]]  # (row, why): to quarantine; the row is the initial state
+    rebuilt: int  # states of another model version, rebuilt over their windows
 
 
 class Migration:
@@ -106,7 +107,7 @@ class Migration:
                 stale.append((i, state.window))
         if stale:
             self.rebuild(rows, stale, extras, step)
-        return LoadedRows(rows, extras, unreadable)
+        return LoadedRows(rows, extras, unreadable, len(stale))
 
     def readable(self, blob: bytes, student: str, vocab_ids_of: Mapping[str, list[str] | None]) -> StudentState:
         """A state of another model version or schema as a ``StudentState`` whose window names its items."""

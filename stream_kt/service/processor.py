@@ -112,6 +112,7 @@ from aiokafka.structs import ConsumerRecord
 
 from stream_kt.backends import StepBackend, make_backend
 from stream_kt.checkpoint import Checkpoint
+from stream_kt.errors import ConfigError
 from stream_kt.service import batcher, kafka_io, keys
 from stream_kt.service.batch import BatchResult, DeadLetter, Events, Record, Stepper, decode_batch, one_line, step_batch
 from stream_kt.service.events import PROCESSING_ERROR, MasteryEncoder
@@ -121,7 +122,7 @@ from stream_kt.service.metrics import Metrics
 from stream_kt.service.migration import Migration
 from stream_kt.service.quality import Scores
 from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
-from stream_kt.service.state import StateLayout, source_hash
+from stream_kt.service.state import StateLayout, read_header, source_hash
 from stream_kt.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,27 @@ def describe(records: Records) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in records.items() if rs)
 
 
+class Model:
+    """A model the processor steps: the served one, or the shadow challenger (``serve --shadow``)."""
+
+    def __init__(self, checkpoint: Checkpoint, backends: dict[int, StepBackend], settings: StreamSettings) -> None:
+        """``backends``: the fixed-shape step for each bucket size (``bucket_sizes``), the largest B."""
+        self.version = checkpoint.version
+        self.vocab = checkpoint.vocab
+        self.index_of = {item: i for i, item in enumerate(checkpoint.vocab.ids)}
+        initial_rows = {k: v[0].numpy().copy() for k, v in next(iter(backends.values())).initial_state(1).items()}  # one student's (L, H) rows
+        self.stepper = Stepper(backends, initial_rows)
+        self.migration = Migration(StateLayout(self.version, {k: v.shape for k, v in initial_rows.items()}, len(self.vocab)), initial_rows, self.vocab)
+        self.encoder = MasteryEncoder(self.version, settings.mastery_format, settings.mastery_dtype)
+
+    def known(self, events: Events) -> Events:
+        """``events`` whose item this model's vocabulary has, with its item indexes (a shadow's vocabulary may differ)."""
+        keep = [i for i, item in enumerate(events.item_ids) if item in self.index_of]
+        known = events.take(keep)
+        known.items = [self.index_of[item] for item in known.item_ids]
+        return known
+
+
 class Processor:
     def __init__(
         self,
@@ -181,12 +203,14 @@ class Processor:
         gate: RebalanceGate,
         backoff: BackoffPolicy | None = None,
         metrics: Metrics | None = None,
+        shadow: tuple[Checkpoint, dict[int, StepBackend]] | None = None,
     ) -> None:
-        """``backends``: the fixed-shape step for each bucket size (``bucket_sizes``), the largest B."""
+        """``backends``: the fixed-shape step for each bucket size (``bucket_sizes``), the largest B;
+        ``shadow``: the challenger's checkpoint and backends."""
         self.settings = settings
-        self.version = checkpoint.version
-        self.vocab = checkpoint.vocab
-        self.index_of = {item: i for i, item in enumerate(checkpoint.vocab.ids)}
+        self.model = Model(checkpoint, backends, settings)
+        self.shadow = Model(*shadow, settings) if shadow else None
+        self.version, self.vocab, self.index_of = self.model.version, self.model.vocab, self.model.index_of
         self.consumer = consumer
         self.producer = producer
         self.store = store
@@ -199,15 +223,11 @@ class Processor:
         self.closing = False  # set when run() ends: the lag loop stops
         self.committed: dict[TopicPartition, int] = {}  # offsets this processor committed
         self.metrics.batch_retry_seconds = self.retry_seconds
-        backend = next(iter(backends.values()))
-        initial_rows = {k: v[0].numpy().copy() for k, v in backend.initial_state(1).items()}  # one student's (L, H) rows
-        self.stepper = Stepper(backends, initial_rows)
-        self.migration = Migration(StateLayout(self.version, {k: v.shape for k, v in initial_rows.items()}, len(self.vocab)), initial_rows, self.vocab)
-        self.encoder = MasteryEncoder(self.version, settings.mastery_format, settings.mastery_dtype)
         self.source_hashes: dict[tuple[str, int], int] = {}
         self.partition_of: dict[str, int] = {}  # student -> output partition (murmur2 of the key, as the Java client)
         self.vocab_ids_of: dict[str, list[str] | None] = {}  # other model versions' vocabularies (from Redis), for rebuilds
         self.out_partitions: list[int] = [0]  # the mastery topic's partitions (run_processor asks the broker)
+        self.shadow_partitions: list[int] = [0]  # the shadow topic's, where outputs of the shadow go out
 
     async def run(self, stop: asyncio.Event) -> None:
         lag = asyncio.create_task(self.lag_loop(stop))
@@ -269,18 +289,18 @@ class Processor:
                 deliveries = await self.send_dead_letters(letters)  # 2
                 stage = Stage.STATES
                 result = await self.apply(events, tps)  # 3, 4, 5
+                shadowed = await self.apply_shadow(events, tps) if self.shadow else None  # 3, 4, 5 for the challenger
                 stage = Stage.OUTPUTS
                 outputs = result.outputs
-                await asyncio.gather(*await kafka_io.send_keyed(self.producer, self.settings.out_topic, outputs.keys, outputs.values, outputs.partitions))  # 6
+                sending = await kafka_io.send_keyed(self.producer, self.settings.out_topic, outputs.keys, outputs.values, outputs.partitions)  # 6
+                if shadowed is not None and self.settings.shadow_topic:
+                    o = shadowed.outputs
+                    sending += await kafka_io.send_keyed(self.producer, self.settings.shadow_topic, o.keys, o.values, o.partitions)
+                await asyncio.gather(*sending)
                 delivered_ms = time.time_ns() // 1_000_000
                 stage = Stage.STATES
-                writes = result.writes
-                refused = await self.store.write_blobs(writes.students, writes.blobs, writes.events)  # 7
-                if refused:
-                    log.warning("batch %s: %d students' states in Redis were as new or newer (another processor wrote them): left as they are", describe(records), len(refused))
-                scored = scored_answers(result, refused)
-                if len(scored[0]):
-                    await self.store.add_quality(self.version, Scores.of(*scored))  # 7: the fleet's online quality
+                scored = await self.write(result, self.model, records)  # 7
+                shadow_scored = await self.write(shadowed, self.shadow, records) if shadowed is not None and self.shadow else None
                 stage = Stage.DEAD_LETTERS
                 await asyncio.gather(*deliveries)  # 2's deliveries, before 8
                 break
@@ -317,9 +337,12 @@ class Processor:
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
         self.metrics.record_batch(events_in, len(result.outputs.values), len(result.replays), (letter.reason for letter in letters))
-        self.metrics.record_steps(*self.stepper.take_stats())
+        self.metrics.record_steps(*self.model.stepper.take_stats())
         self.metrics.record_latencies_ms(delivered_ms, result.outputs.event_ts_ms)
         self.metrics.record_quality(self.version, *scored)
+        if self.shadow is not None and shadow_scored is not None:
+            self.shadow.stepper.take_stats()
+            self.metrics.record_quality(self.shadow.version, *shadow_scored)
         log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(result.outputs.values), len(result.replays), len(letters))
 
     def decode(self, records: Records) -> tuple[Events, list[DeadLetter]]:
@@ -393,28 +416,86 @@ class Processor:
         if not len(events):
             return BatchResult.empty()
         codes, students = batcher.codes_of(events.students)
-        rows, extras = await self.load_rows(students, await self.store.read_blobs(students))  # 3
+        blobs = await self.store.read_blobs(students)  # 3
+        await self.promote(students, blobs)
+        rows, extras = await self.load_rows(students, blobs)
         hashes = np.asarray([self.source_hash(tp) for tp in tps], np.uint64)
-        result = step_batch(events, codes, students, rows, extras, hashes, self.stepper, self.encoder, self.partition, time.time_ns() // 1_000_000)  # 4, 5
+        model = self.model
+        result = step_batch(events, codes, students, rows, extras, hashes, model.stepper, model.encoder, self.partition, time.time_ns() // 1_000_000)  # 4, 5
         for i in result.replays:
             tp = tps[events.sources[i]]
             log.info("%s/%d/%d: skipped, student %s applied it before (replay)", tp.topic, tp.partition, events.offsets[i], events.students[i])
         return result
 
-    async def load_rows(self, students: list[str], blobs: list[bytes | None]) -> tuple[np.ndarray, dict[int, list[str]]]:
+    async def apply_shadow(self, events: Events, tps: list[TopicPartition]) -> BatchResult:
+        """3-5 for the shadow model, from its own states: a student it has not seen starts from the served state
+        (rebuilt by the shadow over its window, as a new model version would be)."""
+        assert self.shadow is not None
+        shadow = self.shadow
+        known = shadow.known(events)
+        if not len(known):
+            return BatchResult.empty()
+        codes, students = batcher.codes_of(known.students)
+        blobs = await self.store.read_blobs(students, shadow=shadow.version)
+        unseen = [i for i, blob in enumerate(blobs) if blob is None]
+        if unseen:
+            for i, blob in zip(unseen, await self.store.read_blobs([students[i] for i in unseen])):
+                blobs[i] = blob
+        rows, extras = await self.load_rows(students, blobs, shadow)
+        hashes = np.asarray([self.source_hash(tp) for tp in tps], np.uint64)
+        partition_of = self.shadow_partition if self.settings.shadow_topic else (lambda student: 0)
+        return step_batch(known, codes, students, rows, extras, hashes, shadow.stepper, shadow.encoder, partition_of, time.time_ns() // 1_000_000)
+
+    async def write(self, result: BatchResult, model: Model, records: Records) -> tuple[np.ndarray, np.ndarray]:
+        """7: a model's changed states (the shadow's under its own keys), then its scored answers; those answers."""
+        shadow = model is not self.model
+        writes = result.writes
+        refused = await self.store.write_blobs(writes.students, writes.blobs, writes.events, shadow=model.version if shadow else None)
+        if refused:
+            log.warning("batch %s: %d students' %sstates in Redis were as new or newer (another processor wrote them): left as they are", describe(records), len(refused), "shadow " if shadow else "")
+        scored = scored_answers(result, refused)
+        if len(scored[0]):
+            await self.store.add_quality(model.version, Scores.of(*scored))  # the fleet's online quality
+        return scored
+
+    async def promote(self, students: list[str], blobs: list[bytes | None]) -> None:
+        """Promotion with warm states: where a student's served state is another model version's, a shadow state of
+        this version that has applied exactly as many events replaces it (it is what serving this version from the
+        shadow's start would have made), so it is not rebuilt.  ``blobs`` are replaced in place."""
+        others = [i for i, blob in enumerate(blobs) if blob is not None and not self.model.migration.layout.is_mine(blob)]
+        if not others:
+            return
+        warm = await self.store.read_blobs([students[i] for i in others], shadow=self.version)
+        for i, candidate in zip(others, warm):
+            served = blobs[i]
+            if candidate is None or served is None or not self.model.migration.layout.is_mine(candidate):
+                continue
+            header, own = read_header(served), read_header(candidate)
+            if header is not None and own is not None and int(header["events"]) == int(own["events"]):
+                blobs[i] = candidate
+                self.metrics.warm_promotions += 1
+                log.info("student %s: the shadow state of %s takes over (%d events, no rebuild)", students[i], self.version, int(own["events"]))
+
+    async def load_rows(self, students: list[str], blobs: list[bytes | None], model: Model | None = None) -> tuple[np.ndarray, dict[int, list[str]]]:
         """3: one schema-2 row per student (``migration.py``), and the window ids rows hold that this vocabulary lacks.
 
         Reads the vocabularies of other model versions it needs from Redis first, and
-        quarantines the states it cannot read afterwards.
+        quarantines the served states it cannot read afterwards (an unreadable shadow
+        state just starts over).
         """
-        for version in self.migration.versions_to_read(blobs) - self.vocab_ids_of.keys():
+        model = model or self.model
+        for version in model.migration.versions_to_read(blobs) - self.vocab_ids_of.keys():
             payload = await self.store.read_model_vocab(version)
             self.vocab_ids_of[version] = list(payload["ids"]) if payload else None
-        loaded = self.migration.rows(students, blobs, self.vocab_ids_of, self.stepper)
+        loaded = model.migration.rows(students, blobs, self.vocab_ids_of, model.stepper)
+        self.metrics.state_rebuilds += loaded.rebuilt if model is self.model else 0
         for row, why in loaded.unreadable:
             blob = blobs[row]
             assert blob is not None
-            await self.quarantine(students[row], blob, why)
+            if model is self.model:
+                await self.quarantine(students[row], blob, why)
+            else:
+                log.warning("student %s: shadow state unreadable (%s): the shadow starts it over", students[row], why)
         return loaded.rows, loaded.extras
 
     async def quarantine(self, student: str, blob: bytes, why: str) -> None:
@@ -428,6 +509,9 @@ class Processor:
         if key not in self.source_hashes:
             self.source_hashes[key] = source_hash(kafka_io.source(tp.topic, tp.partition))
         return self.source_hashes[key]
+
+    def shadow_partition(self, student: str) -> int:
+        return kafka_io.partition_of(kafka_io.message_key(student), self.shadow_partitions)
 
     def partition(self, student: str) -> int:
         """The mastery topic's partition of ``student``'s messages (cached: murmur2 in Python is slow)."""
@@ -550,8 +634,11 @@ async def run_processor(
     ready: asyncio.Event | None = None,
     metrics: Metrics | None = None,
     readiness: Readiness | None = None,
+    shadow: Checkpoint | None = None,
 ) -> ProcessorStats:
     """Consume ``settings.in_topic`` until ``stop`` is set; ``ready`` is set once partitions are assigned.
+
+    ``shadow``: a challenger stepped beside ``checkpoint`` (``settings.shadow`` names it for ``serve``).
 
     ``backend``: the step backend's name (default: ``settings.backend``).
 
@@ -564,14 +651,20 @@ async def run_processor(
     readiness = readiness or Readiness()
     security = kafka_io.client_options(settings)  # a bad CA file fails here, before any connection
     backends = {size: make_backend(backend or settings.backend, checkpoint.model, size) for size in bucket_sizes(settings.batch_size)}
+    if shadow is not None and shadow.version == checkpoint.version:
+        raise ConfigError(f"the shadow is the served model itself ({shadow.version}): shadow a different checkpoint")
+    shadowing = (shadow, {size: make_backend(backend or settings.backend, shadow.model, size) for size in bucket_sizes(settings.batch_size)}) if shadow else None
     metrics.model_version = readiness.model_version = checkpoint.version
     metrics.quality_window = settings.quality_window
     gate = RebalanceGate(ready)
     async with contextlib.AsyncExitStack() as closing:
         store = await StudentStore.from_settings(settings)
         closing.push_async_callback(store.close)
-        await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions, security=security)
+        topics = [settings.in_topic, settings.out_topic, settings.dlq_topic] + ([settings.shadow_topic] if shadow and settings.shadow_topic else [])
+        await kafka_io.ensure_topics(settings.bootstrap, topics, settings.partitions, security=security)
         await store.write_model_vocab(checkpoint.version, vocab_payload(checkpoint))
+        if shadow is not None:
+            await store.write_model_vocab(shadow.version, vocab_payload(shadow))
         producer = kafka_io.make_producer(settings)
         await kafka_io.start(producer, settings.bootstrap)
         closing.push_async_callback(producer.stop)
@@ -580,8 +673,10 @@ async def run_processor(
         closing.push_async_callback(consumer.stop)
         readiness.redis_client, readiness.kafka_client = store.client, producer.client
         closing.callback(setattr, readiness, "kafka_client", None)  # closed clients: not ready any more
-        processor = Processor(settings, checkpoint, backends, consumer, producer, store, gate, metrics=metrics)
+        processor = Processor(settings, checkpoint, backends, consumer, producer, store, gate, metrics=metrics, shadow=shadowing)
         processor.out_partitions = sorted(await producer.partitions_for(settings.out_topic))
+        if shadow is not None and settings.shadow_topic:
+            processor.shadow_partitions = sorted(await producer.partitions_for(settings.shadow_topic))
         dlq_limit = await kafka_io.topic_message_limit(settings.bootstrap, settings.dlq_topic, security)
         processor.dlq_limit_bytes = min(kafka_io.PRODUCER_MAX_REQUEST_BYTES, dlq_limit)
         readiness.processor_problem = processor.problem
@@ -589,5 +684,7 @@ async def run_processor(
         closing.callback(setattr, metrics, "fleet_quality", None)
         closing.callback(setattr, readiness, "processor_problem", None)
         log.info("processing %s -> %s with model %s (group %s, batch %d)", settings.in_topic, settings.out_topic, checkpoint.version, settings.group_id, settings.batch_size)
+        if shadow is not None:
+            log.info("shadow model %s: stepped on the same events, scored online, outputs to %s", shadow.version, settings.shadow_topic or "nowhere")
         await processor.run(stop)
     return ProcessorStats.of(metrics)

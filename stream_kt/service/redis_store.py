@@ -138,10 +138,16 @@ class StudentStore:
     async def from_settings(cls, settings: StreamSettings, attempts: int = 5) -> StudentStore:
         return await cls.connect(settings.redis_url, settings.key_prefix, attempts, cluster=settings.redis_cluster, state_ttl_s=settings.state_ttl_s)
 
-    async def read_blobs(self, student_ids: Sequence[str]) -> list[bytes | None]:
+    def names(self, student_ids: Sequence[str], shadow: str | None) -> list[str]:
+        """The state keys of ``student_ids``: served states, or (``shadow``: a model version) that version's shadow states."""
+        if shadow is None:
+            return [keys.student_key(student_id, self.prefix) for student_id in student_ids]
+        return [keys.shadow_key(student_id, shadow, self.prefix) for student_id in student_ids]
+
+    async def read_blobs(self, student_ids: Sequence[str], shadow: str | None = None) -> list[bytes | None]:
         """The stored blobs of ``student_ids`` (None: never seen), in one round trip: MGET on one Redis;
         on a cluster, a pipeline of GETs (MGET may not span slots), one round trip per primary."""
-        names = [keys.student_key(student_id, self.prefix) for student_id in student_ids]
+        names = self.names(student_ids, shadow)
         if not names:
             return []
         if self.cluster:
@@ -152,7 +158,7 @@ class StudentStore:
             return blobs
         return list(await self.client.mget(names))  # type: ignore[arg-type]  # bytes: the client does not decode
 
-    async def write_blobs(self, student_ids: Sequence[str], blobs: Sequence[bytes], events: Sequence[int]) -> list[int]:
+    async def write_blobs(self, student_ids: Sequence[str], blobs: Sequence[bytes], events: Sequence[int], shadow: str | None = None) -> list[int]:
         """Write each state whole under its own key, unless the stored state is as new or newer; the refused indexes.
 
         Fencing: a write carries the student's events applied, and the script (``FENCED_SET``)
@@ -164,7 +170,7 @@ class StudentStore:
         """
         if not student_ids:
             return []
-        names = [keys.student_key(student_id, self.prefix) for student_id in student_ids]
+        names = self.names(student_ids, shadow)
         ttl = str(self.state_ttl_s)
         if self.cluster:
             if self.fenced_sha is None:
@@ -219,8 +225,15 @@ class StudentStore:
         await self.delete_if_same(keys=[keys.student_key(student_id, self.prefix)], args=[blob])
 
     async def delete(self, student_id: str) -> bool:
-        """Erase a student's state; True when there was one."""
-        return bool(await self.client.delete(keys.student_key(student_id, self.prefix)))
+        """Erase a student's state, and its shadow states of every model version served here; True when there was one."""
+        doomed = [keys.student_key(student_id, self.prefix)]
+        async for key in self.client.scan_iter(match=keys.model_vocab_pattern(self.prefix), count=1000):
+            version = keys.version_of_vocab_key(key.decode() if isinstance(key, bytes) else key, self.prefix)
+            doomed.append(keys.shadow_key(student_id, version, self.prefix))
+        deleted = 0
+        for key in doomed:  # one key per command: a cluster routes each to its slot
+            deleted += await self.client.delete(key)
+        return bool(deleted)
 
     async def write_model_vocab(self, model_version: str, payload: dict[str, Any]) -> None:
         await self.client.set(keys.model_vocab_key(model_version, self.prefix), json.dumps(payload))

@@ -169,10 +169,12 @@ def dedupe_outputs(records: Iterable) -> dict[tuple[str, int], dict]:
 
 
 @contextlib.asynccontextmanager
-async def running_processor(settings: StreamSettings, checkpoint: Checkpoint, timeout_s: float = 60.0, metrics: Metrics | None = None) -> AsyncIterator[list[ProcessorStats]]:
+async def running_processor(
+    settings: StreamSettings, checkpoint: Checkpoint, timeout_s: float = 60.0, metrics: Metrics | None = None, shadow: Checkpoint | None = None
+) -> AsyncIterator[list[ProcessorStats]]:
     """Run ``run_processor`` in this loop until the block ends; the yielded list gets its stats."""
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_processor(settings, checkpoint, stop=stop, ready=ready, metrics=metrics))
+    task = asyncio.create_task(run_processor(settings, checkpoint, stop=stop, ready=ready, metrics=metrics, shadow=shadow))
     stats: list[ProcessorStats] = []
     ready_or_done = await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     if task in ready_or_done[0]:
