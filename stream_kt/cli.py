@@ -17,6 +17,7 @@ writer the closed pipe killed.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import signal
@@ -108,5 +109,17 @@ def _run(args: list[str]) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``stream-kt`` program: ``main``, then exit with its status.
+
+    ``gc.freeze()`` first: the interpreter's last collection would otherwise walk every
+    object torch made, about a second on a busy 2-core machine, after the command is done
+    (a SIGTERM to ``serve`` is answered that much sooner).
+    """
+    status = main()
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -52,7 +52,7 @@ def follow_line(summary: dict, send_events_per_s: float | None = None) -> str:
 @click.option("--follow", is_flag=True, help="wait for every event's mastery output; report throughput and latency")
 @click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=300.0, show_default=True, help="give up this long after the last send")
 @json_option
-@settings_options("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms", *KAFKA_SECURITY)
+@settings_options("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms", "kafka_connect_timeout_s", *KAFKA_SECURITY)
 def replay(paths: tuple[str, ...], fmt: str, item: str, limit: int | None, rate: float | None, burst_ms: float, seed: int, follow: bool, follow_timeout_s: float, as_json: bool, **options: Any) -> int:
     settings = settings_from_options(options)
     if settings.bootstrap == "embedded":
