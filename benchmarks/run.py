@@ -39,7 +39,7 @@ class BenchPlan:
     events: int | None = None
     skip_e2e: bool = False
     full: bool = False
-    out: Path = Path("benchmarks/results")
+    out: Path = Path("bench-results")  # benchmarks/results holds the committed record: stream-kt bench --update-record
 
 
 def broker_plan(bootstrap: str | None, broker: str) -> list[tuple[str, tuple[str, ...]]]:
