@@ -17,7 +17,7 @@ DEFAULT_OUT = "bench-results"
 
 
 @click.command("bench", help="benchmark the model step and the whole pipeline against the alternatives")
-@settings_options("redis_url")
+@settings_options("redis_url", "kafka_connect_timeout_s")
 @click.option("--bootstrap", help="Kafka HOST:PORT of a broker of yours (default: start our own, see --broker)")
 @click.option("--broker", type=click.Choice(("auto", "both", "kafka", "embedded")), default="auto", show_default=True,
               help="brokers to start for the end-to-end runs: both (Apache Kafka, then the embedded tansu), kafka, embedded; auto: both where Java can run Kafka, else embedded")  # fmt: skip
@@ -42,7 +42,7 @@ def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str
         raise click.UsageError("--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out")
     out_dir = Path(benchmarks.__file__).resolve().parent / "results" if update_record else Path(out or DEFAULT_OUT)
     settings = settings_from_options(options)
-    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir)
+    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s)
     results = run_bench(plan)
     print(table(results))
     for line in cuda_notes(results):

@@ -164,3 +164,16 @@ def test_cuda_sweep_skips_the_batches_that_do_not_fit(monkeypatch):
     rows, skipped = step_throughput.cuda_step_throughput(model, [4, 16, 64], min_seconds=0.01, progress=False)
     assert [(r["backend"], r["batch"]) for r in rows] == [("cuda", 4), ("cuda-eager", 4), ("cuda-f16", 4)]
     assert [(s["backend"], s["batch"], s["reason"]) for s in skipped] == [(v, b, "out of GPU memory") for v in ("cuda", "cuda-eager", "cuda-f16") for b in (16, 64)]
+
+
+def test_bench_with_a_bootstrap_that_is_not_kafka_stops_before_measuring(redis_url, tmp_path, capsys):
+    from urllib.parse import urlsplit
+
+    from stream_kt.cli import main
+
+    address = f"{urlsplit(redis_url).hostname}:{urlsplit(redis_url).port or 6379}"  # Redis answers there, not Kafka
+    assert main(["bench", "--bootstrap", address, "--kafka-connect-timeout-s", "1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"stream-kt bench: error: cannot reach the Kafka broker at {address}: no Kafka answer within 1 s (is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written
