@@ -42,7 +42,7 @@ class BenchPlan:
     skip_e2e: bool = False
     full: bool = False
     out: Path = Path("bench-results")  # benchmarks/results holds the committed record: stream-kt bench --update-record
-    connect_timeout_s: int = 30  # a --bootstrap that does not answer as Kafka: one line after this long
+    connect_timeout_s: int = 20  # a --bootstrap that does not answer as Kafka: one line after this long
 
 
 def broker_plan(bootstrap: str | None, broker: str) -> list[tuple[str, tuple[str, ...]]]:

@@ -87,7 +87,7 @@ class StreamSettings(BaseSettings):
     kafka_ssl_cafile: str = setting("", "KT_KAFKA_SSL_CAFILE", "--kafka-ssl-cafile", "PEM CA bundle for SSL and SASL_SSL; empty = the system's CAs")
     quality_window: int = setting(100_000, "KT_QUALITY_WINDOW", "--quality-window", "online quality's sliding window: the last this many scored answers of each processor")
     kafka_connect_timeout_s: int = setting(
-        30, "KT_KAFKA_CONNECT_TIMEOUT_S", "--kafka-connect-timeout-s", "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, a port that is not Kafka's"
+        20, "KT_KAFKA_CONNECT_TIMEOUT_S", "--kafka-connect-timeout-s", "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, a port that is not Kafka's"
     )
 
     @classmethod

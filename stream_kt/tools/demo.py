@@ -61,7 +61,7 @@ class DemoOptions:
     follow_timeout_s: float = 120.0
     delete_state: bool = False  # delete the demo's Redis keys before exiting
     metrics_port: int = 9108  # serve's /metrics, /healthz, /readyz (0: any free port)
-    kafka_connect_timeout_s: int = 30  # serve and replay give up start-up after this long without an answer from Kafka
+    kafka_connect_timeout_s: int = 20  # serve and replay give up start-up after this long without an answer from Kafka
 
 
 @dataclass
