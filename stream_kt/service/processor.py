@@ -622,7 +622,7 @@ async def run_processor(
                     dlq_limit = await kafka_io.topic_message_limit(settings.bootstrap, settings.dlq_topic, security)
         except StoppedStartingUp:
             log.info("stopped during start-up")
-            return ProcessorStats()
+            return ProcessorStats.of(metrics)  # nothing counted yet
         processor.dlq_limit_bytes = min(kafka_io.PRODUCER_MAX_REQUEST_BYTES, dlq_limit)
         readiness.processor_problem = processor.problem
         metrics.fleet_quality = store.read_quality
