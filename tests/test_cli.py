@@ -81,11 +81,17 @@ def test_serve_help_imports_no_matplotlib():
 
 
 def test_the_command_list_names_each_command_of_each_module():
+    """``COMMANDS`` lists every command of every module in stream_kt/commands (a new one left out would never run)."""
     import importlib
+    import pkgutil
 
-    for module in set(module for module, _ in COMMANDS.values()):
-        loaded = importlib.import_module(f"stream_kt.commands.{module}")
-        assert sorted(c.name for c in loaded.COMMANDS) == sorted(name for name, (where, _) in COMMANDS.items() if where == module)
+    import stream_kt.commands
+
+    found = {}
+    for info in pkgutil.iter_modules(stream_kt.commands.__path__):
+        for cmd in getattr(importlib.import_module(f"stream_kt.commands.{info.name}"), "COMMANDS", ()):
+            found[cmd.name] = info.name
+    assert found == {name: module for name, (module, _) in COMMANDS.items()}
     help_text = subprocess.run([sys.executable, "-m", "stream_kt.cli", "--help"], capture_output=True, text=True, timeout=60).stdout
     assert [line.split()[0] for line in help_text.split("Commands:")[1].splitlines() if line.startswith("  ") and not line.startswith("    ")] == sorted(COMMANDS)
 
