@@ -88,6 +88,9 @@ class StreamSettings(BaseSettings):
     kafka_sasl_password: str = setting("", "KT_KAFKA_SASL_PASSWORD", "--kafka-sasl-password", "prefer the environment: a flag shows in ps", secret=True)
     kafka_ssl_cafile: str = setting("", "KT_KAFKA_SSL_CAFILE", "--kafka-ssl-cafile", "PEM CA bundle for SSL and SASL_SSL; empty = the system's CAs")
     quality_window: int = setting(100_000, "KT_QUALITY_WINDOW", "--quality-window", "online quality's sliding window: the last this many scored answers of each processor")
+    kafka_connect_timeout_s: int = setting(
+        20, "KT_KAFKA_CONNECT_TIMEOUT_S", "--kafka-connect-timeout-s", "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, a port that is not Kafka's"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -145,6 +148,8 @@ class StreamSettings(BaseSettings):
             raise ValueError(f"fetch wait {self.fetch_wait_ms} ms must be between 1 and 60000")
         if self.partitions < 1:
             raise ValueError("partitions must be at least 1")
+        if not 1 <= self.kafka_connect_timeout_s <= 3600:
+            raise ValueError(f"kafka connect timeout {self.kafka_connect_timeout_s} s must be between 1 and 3600")
         if self.unready_after_retry_s < 0:
             raise ValueError(f"unready after retry {self.unready_after_retry_s} s must be 0 or positive")
         if not 0 <= self.metrics_port <= 65535:

@@ -10,7 +10,7 @@ import click
 import pytest
 
 from stream_kt.backends import BACKEND_CHOICES
-from stream_kt.cli import cli
+from stream_kt.cli import COMMANDS, command
 from stream_kt.commands.common import NumberList, PositiveFloat, PositiveInt
 from stream_kt.commands.compare import LearningRate
 from tests.conftest import run_with_stdout_closed, save_tiny_checkpoint
@@ -28,15 +28,15 @@ NUMBER_TYPES = (click.types.IntParamType, click.types.FloatParamType, PositiveIn
 
 def numeric_options():
     """Every flag of every command that takes a number (the settings' flags say their default and variable by construction)."""
-    for name, command in sorted(cli.commands.items()):
-        for option in command.params:
+    for name in sorted(COMMANDS):
+        for option in command(name).params:
             if isinstance(option, click.Option) and isinstance(option.type, NUMBER_TYPES):
-                yield pytest.param(command, option, id=f"{name} {option.opts[0]}")
+                yield pytest.param(command(name), option, id=f"{name} {option.opts[0]}")
 
 
-@pytest.mark.parametrize("command, option", list(numeric_options()))
-def test_every_numeric_flag_says_what_it_means_and_its_default(command, option):
-    context = click.Context(command, info_name=command.name)
+@pytest.mark.parametrize("cmd, option", list(numeric_options()))
+def test_every_numeric_flag_says_what_it_means_and_its_default(cmd, option):
+    context = click.Context(cmd, info_name=cmd.name)
     _, help_text = option.get_help_record(context)
     assert help_text.strip() and not help_text.startswith("[")  # words, not just the default
     default = option.get_default(context, call=False)
@@ -54,7 +54,49 @@ def test_serve_help_lists_every_backend_and_its_default_auto():
 
 def test_serve_with_an_unknown_backend_is_one_line_before_it_connects(tmp_path: Path):
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny")
-    command = [sys.executable, "-m", "stream_kt.cli", "serve", "--checkpoint", str(checkpoint), "--backend", "tpu", "--bootstrap", "127.0.0.1:1", "--metrics-port", "0"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    args = [sys.executable, "-m", "stream_kt.cli", "serve", "--checkpoint", str(checkpoint), "--backend", "tpu", "--bootstrap", "127.0.0.1:1", "--metrics-port", "0"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"stream-kt serve: error: unknown backend 'tpu': choose one of auto, {', '.join(sorted(BACKEND_CHOICES[1:]))}"]
+
+
+def imported_modules(*args: str) -> set[str]:
+    """The top-level packages ``python -m stream_kt.cli ARGS`` imports (``-X importtime`` lists each on stderr)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "stream_kt.cli", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split("|")[-1] for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert len(rows) > 50, result.stderr[-2000:]  # the listing is there: an empty set would pass for the wrong reason
+    return {row.strip().split(".")[0] for row in rows}
+
+
+def test_help_lists_every_command_without_importing_torch_or_matplotlib():
+    modules = imported_modules("--help")
+    assert {"click", "stream_kt"} <= modules
+    assert not modules & {"torch", "matplotlib", "numpy", "pandas", "aiokafka", "redis"}
+
+
+def test_serve_help_imports_no_matplotlib():
+    modules = imported_modules("serve", "--help")
+    assert "torch" in modules and "matplotlib" not in modules
+
+
+def test_the_command_list_names_each_command_of_each_module():
+    """``COMMANDS`` lists every command of every module in stream_kt/commands (a new one left out would never run)."""
+    import importlib
+    import pkgutil
+
+    import stream_kt.commands
+
+    found = {}
+    for info in pkgutil.iter_modules(stream_kt.commands.__path__):
+        for cmd in getattr(importlib.import_module(f"stream_kt.commands.{info.name}"), "COMMANDS", ()):
+            found[cmd.name] = info.name
+    assert found == {name: module for name, (module, _) in COMMANDS.items()}
+    help_text = subprocess.run([sys.executable, "-m", "stream_kt.cli", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert [line.split()[0] for line in help_text.split("Commands:")[1].splitlines() if line.startswith("  ") and not line.startswith("    ")] == sorted(COMMANDS)
+
+
+def test_an_unknown_command_is_one_line_and_exit_2():
+    result = subprocess.run([sys.executable, "-m", "stream_kt.cli", "sevre"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["stream-kt: error: No such command 'sevre'."]

@@ -13,9 +13,11 @@ from stream_kt.commands.common import POSITIVE_INT, json_option
 from stream_kt.models import MODELS
 from stream_kt.settings import settings_from_options, settings_options
 
+DEFAULT_OUT = "bench-results"
+
 
 @click.command("bench", help="benchmark the model step and the whole pipeline against the alternatives")
-@settings_options("redis_url")
+@settings_options("redis_url", "kafka_connect_timeout_s")
 @click.option("--bootstrap", help="Kafka HOST:PORT of a broker of yours (default: start our own, see --broker)")
 @click.option("--broker", type=click.Choice(("auto", "both", "kafka", "embedded")), default="auto", show_default=True,
               help="brokers to start for the end-to-end runs: both (Apache Kafka, then the embedded tansu), kafka, embedded; auto: both where Java can run Kafka, else embedded")  # fmt: skip
@@ -27,20 +29,26 @@ from stream_kt.settings import settings_from_options, settings_options
 @click.option("--events", type=POSITIVE_INT, help="events for the stream-kt throughput run")
 @click.option("--skip-e2e", is_flag=True, help="only the model step benchmark")
 @click.option("--full", is_flag=True, help="more batch sizes and events (longer)")
-@click.option("--out", default="benchmarks/results", show_default=True, help="directory for results.json and the PNG plots")
+@click.option("--out", help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; git ignores it in a checkout)")
+@click.option("--update-record", is_flag=True, help="maintainers: write the committed record, benchmarks/results/, instead (a whole run: not with --skip-e2e or --out)")
 @json_option
-def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, full: bool, out: str,
-          as_json: bool, **options: Any) -> int:  # fmt: skip
+def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, full: bool, out: str | None,
+          update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
+    import benchmarks
     from benchmarks.report import plot, table
     from benchmarks.run import BenchPlan, cuda_notes, run_bench, summarise
 
+    if update_record and (skip_e2e or out):
+        raise click.UsageError("--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out")
+    out_dir = Path(benchmarks.__file__).resolve().parent / "results" if update_record else Path(out or DEFAULT_OUT)
     settings = settings_from_options(options)
-    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, Path(out))
+    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s)
     results = run_bench(plan)
     print(table(results))
     for line in cuda_notes(results):
         print(line)
-    for path in plot(results, Path(out)):
+    print(f"results: {out_dir / 'results.json'}")
+    for path in plot(results, out_dir):
         print(f"plot: {path}")
     print(json.dumps(summarise(results)))  # the last line, with or without --json
     return 0

@@ -24,15 +24,21 @@ from stream_kt.training.train import TrainConfig, train
 REPORTED = ("auc", "acc", "rmse", "n")
 
 
-@click.command(help="write a synthetic data set (simulated students) in the 3-line format")
+@click.command(
+    help="Write a synthetic data set (simulated students) in the 3-line format.\n\n"
+    "--seed draws the students; the item bank (each item's concept and difficulty) comes from --bank-seed, fixed by default, "
+    "so sets written with different seeds are of the same items: a model trained on one can be scored on another.",
+    short_help="write a synthetic data set (simulated students)",
+)
 @click.option("--out", required=True, help="output file")
 @click.option("--students", type=POSITIVE_INT, default=SyntheticConfig.students, show_default=True, help="simulated students (20 to 160 answers each)")
 @click.option("--items", type=POSITIVE_INT, default=SyntheticConfig.items, show_default=True, help="items in the bank: the vocabulary a model learns")
 @click.option("--concepts", type=POSITIVE_INT, default=SyntheticConfig.concepts, show_default=True, help="latent concepts the items test; a student has an ability per concept")
-@click.option("--seed", type=int, default=SyntheticConfig.seed, show_default=True, help="the random draw: the same seed writes the same students")
+@click.option("--seed", type=int, default=SyntheticConfig.seed, show_default=True, help="the students' random draw: the same seed writes the same students")
+@click.option("--bank-seed", type=int, default=SyntheticConfig.bank_seed, show_default=True, help="the item bank's random draw (difficulties): keep it to score one set's model on another's students")
 @click.option("--format", "fmt", type=click.Choice(("3line", "assistments")), default="3line", show_default=True, help="3-line (items and answers only) or ASSISTments CSV (with response times)")
-def synth(out: str, students: int, items: int, concepts: int, seed: int, fmt: str) -> int:
-    generated = generate(SyntheticConfig(students=students, items=items, concepts=concepts, seed=seed))
+def synth(out: str, students: int, items: int, concepts: int, seed: int, bank_seed: int, fmt: str) -> int:
+    generated = generate(SyntheticConfig(students=students, items=items, concepts=concepts, seed=seed, bank_seed=bank_seed))
     try:
         (write_assistments if fmt == "assistments" else write_3line)(generated, out)
     except OSError as exc:

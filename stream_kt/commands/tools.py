@@ -52,7 +52,7 @@ def follow_line(summary: dict, send_events_per_s: float | None = None) -> str:
 @click.option("--follow", is_flag=True, help="wait for every event's mastery output; report throughput and latency")
 @click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=300.0, show_default=True, help="give up this long after the last send")
 @json_option
-@settings_options("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms", *KAFKA_SECURITY)
+@settings_options("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms", "kafka_connect_timeout_s", *KAFKA_SECURITY)
 def replay(paths: tuple[str, ...], fmt: str, item: str, limit: int | None, rate: float | None, burst_ms: float, seed: int, follow: bool, follow_timeout_s: float, as_json: bool, **options: Any) -> int:
     settings = settings_from_options(options)
     if settings.bootstrap == "embedded":
@@ -112,7 +112,8 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
 @click.option("--data", help="train on (and replay held-out students of) this file instead of synthetic students")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True)
 @click.option("--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True)
-@settings_options("bootstrap", "redis_url")
+@settings_options("bootstrap", "redis_url", "kafka_connect_timeout_s")
+@click.option("--metrics-port", "setting_metrics_port", metavar="PORT", help="serve's /metrics, /healthz and /readyz; 0 = any free port (env KT_METRICS_PORT, default 9108)")
 @click.option("--students", type=POSITIVE_INT, default=DemoOptions.students, show_default=True, help="students to replay")
 @click.option("--rate", type=POSITIVE_FLOAT, help="events per second (default: as fast as possible)")
 @click.option("--train-students", type=POSITIVE_INT, default=DemoOptions.train_students, show_default=True, help="synthetic training students")
@@ -133,6 +134,7 @@ def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students
         checkpoint=checkpoint, data=data, fmt=fmt, item=item, bootstrap=settings.bootstrap if bootstrap_given else None,
         redis=settings.redis_url if redis_given else None, default_redis=settings.redis_url, students=students, rate=rate,
         train_students=train_students, epochs=epochs, seed=seed, out=out, follow_timeout_s=follow_timeout_s, delete_state=delete_state,
+        metrics_port=settings.metrics_port, kafka_connect_timeout_s=settings.kafka_connect_timeout_s,
     )  # fmt: skip
 
     def say(text: str) -> None:
@@ -153,7 +155,7 @@ def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students
     say(f"checkpoint and logs: {result.work_dir}")
     if as_json:
         print(json.dumps({**result.summary, "students": result.replay.students, "send_events_per_s": round(result.replay.events_per_s, 1), "key_prefix": prefix,
-                          "redis": redis_url, "checkpoint": str(result.checkpoint), "all_answered": result.complete}))  # fmt: skip
+                          "redis": redis_url, "metrics_port": result.settings.metrics_port, "checkpoint": str(result.checkpoint), "all_answered": result.complete}))  # fmt: skip
     return 0 if result.complete else 1
 
 

@@ -6,6 +6,12 @@ and practising a concept raises the ability (more after a correct answer): stude
 learn over time, so a good knowledge tracer beats per-item averages.  Students work in
 runs on one concept before switching, as in a tutor's skill-builder sets.
 
+The item bank (each item's concept and difficulty) comes from ``bank_seed``, the
+students from ``seed``: data sets of different seeds are of the same items, so a model
+trained on one scores another.  (The students' random stream still draws a bank of its
+own first and discards it, so ``seed=S, bank_seed=S`` writes exactly what ``seed=S``
+wrote when the seed drew both, and seed 0 is unchanged.)
+
 Each answer also has a response time (``elapsed_ms``): log-normal around 20 s, shorter
 the more likely the student was to know the answer (``time_signal`` sets how much), so
 the time spent tells a little more about the student's knowledge than the 0/1 answer
@@ -32,16 +38,22 @@ class SyntheticConfig:
     learn_rate: float = 0.12  # ability gained per practice (half of it after a wrong answer)
     guess: float = 0.1
     stay_on_concept: float = 0.8  # probability the next item tests the same concept
-    seed: int = 0
+    seed: int = 0  # the students: abilities, lengths, paths, answers, timestamps
+    bank_seed: int = 0  # the items' difficulties: the same bank whatever the seed
     start_ts_ms: int = 1_700_000_000_000
     time_signal: float = 1.5  # log-seconds of response time per unit of P(correct); 0: times say nothing
+
+
+def item_bank(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(concept, difficulty) of each item: item ``i`` tests concept ``i % concepts``; difficulties are drawn from ``bank_seed``."""
+    return np.arange(config.items) % config.concepts, np.random.default_rng(config.bank_seed).normal(0.0, 1.0, config.items)
 
 
 def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequence]:
     rng = np.random.default_rng(config.seed)
     time_rng = np.random.default_rng([config.seed, 1])  # response times: a stream of their own
-    item_concept = np.arange(config.items) % config.concepts
-    difficulty = rng.normal(0.0, 1.0, config.items)
+    item_concept, difficulty = item_bank(config)
+    rng.normal(0.0, 1.0, config.items)  # discarded: the students' draws stay those of before the bank had a seed of its own
     items_of = [np.flatnonzero(item_concept == c) for c in range(config.concepts)]
     students = []
     for k in range(config.students):

@@ -2,7 +2,8 @@
 
 Topics (``ensure_topics``), the processor's consumer and producer, the tools' producer
 and group-less reader, starting any of them (``start``: an unreachable broker is one
-line), dead-letter headers.  Every client gets the same security options
+line), the bound on a start-up's first contacts (``connecting``: an address that is not
+a Kafka broker's is one line too, after ``kafka_connect_timeout_s``), dead-letter headers.  Every client gets the same security options
 (``client_options``): TLS and SASL from the ``kafka_*`` settings.  Nothing here decides
 when to commit; ``processor.py`` owns the commit order.
 """
@@ -10,9 +11,11 @@ when to commit; ``processor.py`` owns the commit order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from stream_kt.errors import ConfigError
 from stream_kt.service.exceptions import StreamError
-from stream_kt.settings import StreamSettings
+from stream_kt.settings import ENV, StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +201,30 @@ async def start(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClien
         raise StreamError(f"cannot reach Kafka at {bootstrap} (start one: `stream-kt broker`, or pass --bootstrap HOST:PORT)") from None
     except KafkaError as exc:
         raise StreamError(f"cannot start a Kafka {type(client).__name__} on {bootstrap}: {type(exc).__name__}: {exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def connecting(bootstrap: str, timeout_s: float) -> AsyncIterator[None]:
+    """Bound a start-up's contacts with Kafka (topics, clients starting) to ``timeout_s`` in all.
+
+    A refused connection fails sooner (``ensure_topics``, ``start``); this catches the rest:
+    an address where something accepts the connection but never answers as Kafka does (another
+    service's port, a firewall that drops packets), which aiokafka would wait out for 40 s per
+    request and ``ensure_topics`` five times over.  Past ``timeout_s``, ``StreamError`` (one line).
+    The body's clients must be closed by whoever made them (``finally``, an exit stack): the
+    timeout cancels whatever it was waiting for.
+    """
+    log.info("connecting to Kafka at %s (giving up after %g s, %s)", bootstrap, timeout_s, ENV["kafka_connect_timeout_s"])
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            yield
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise StreamError(
+            f"cannot reach the Kafka broker at {bootstrap}: no Kafka answer within {timeout_s:g} s (is that a Kafka broker's address? {ENV['kafka_connect_timeout_s']} sets the wait)"
+        ) from None
 
 
 _partitioner = DefaultPartitioner()  # murmur2 of the key, as the Java client: a student keeps its partition

@@ -101,6 +101,7 @@ import contextlib
 import enum
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -625,6 +626,39 @@ async def wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
         waiter.cancel()
 
 
+class StoppedStartingUp(Exception):
+    """``stop`` was set before start-up was done."""
+
+
+@contextlib.asynccontextmanager
+async def until_stopped(stop: asyncio.Event) -> AsyncIterator[None]:
+    """Run the body, cut short (``StoppedStartingUp``) as soon as ``stop`` is set.
+
+    A timeout with no deadline that ``stop`` moves to now: ``asyncio.timeout`` cancels the
+    task and takes the cancellation back correctly, also inside other timeouts.
+    """
+    loop = asyncio.get_running_loop()
+    scope = asyncio.timeout(None)
+    inside = True
+
+    def expire(waiter: asyncio.Future[Any]) -> None:
+        if inside and not waiter.cancelled():
+            scope.reschedule(loop.time())
+
+    waiter = asyncio.ensure_future(stop.wait())
+    waiter.add_done_callback(expire)
+    try:
+        async with scope:
+            yield
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        raise StoppedStartingUp from None
+    finally:
+        inside = False
+        waiter.cancel()
+
+
 async def run_processor(
     settings: StreamSettings,
     checkpoint: Checkpoint,
@@ -658,26 +692,32 @@ async def run_processor(
     metrics.quality_window = settings.quality_window
     gate = RebalanceGate(ready)
     async with contextlib.AsyncExitStack() as closing:
-        store = await StudentStore.from_settings(settings)
-        closing.push_async_callback(store.close)
-        topics = [settings.in_topic, settings.out_topic, settings.dlq_topic] + ([settings.shadow_topic] if shadow and settings.shadow_topic else [])
-        await kafka_io.ensure_topics(settings.bootstrap, topics, settings.partitions, security=security)
-        await store.write_model_vocab(checkpoint.version, vocab_payload(checkpoint))
-        if shadow is not None:
-            await store.write_model_vocab(shadow.version, vocab_payload(shadow))
-        producer = kafka_io.make_producer(settings)
-        await kafka_io.start(producer, settings.bootstrap)
-        closing.push_async_callback(producer.stop)
-        consumer = kafka_io.make_consumer(settings, gate)
-        await kafka_io.start(consumer, settings.bootstrap)
-        closing.push_async_callback(consumer.stop)
-        readiness.redis_client, readiness.kafka_client = store.client, producer.client
-        closing.callback(setattr, readiness, "kafka_client", None)  # closed clients: not ready any more
-        processor = Processor(settings, checkpoint, backends, consumer, producer, store, gate, metrics=metrics, shadow=shadowing)
-        processor.out_partitions = sorted(await producer.partitions_for(settings.out_topic))
-        if shadow is not None and settings.shadow_topic:
-            processor.shadow_partitions = sorted(await producer.partitions_for(settings.shadow_topic))
-        dlq_limit = await kafka_io.topic_message_limit(settings.bootstrap, settings.dlq_topic, security)
+        try:
+            async with until_stopped(stop):  # a signal during start-up ends it at once: nothing was consumed yet
+                store = await StudentStore.from_settings(settings)
+                closing.push_async_callback(store.close)
+                async with kafka_io.connecting(settings.bootstrap, settings.kafka_connect_timeout_s):
+                    topics = [settings.in_topic, settings.out_topic, settings.dlq_topic] + ([settings.shadow_topic] if shadow and settings.shadow_topic else [])
+                    await kafka_io.ensure_topics(settings.bootstrap, topics, settings.partitions, security=security)
+                    await store.write_model_vocab(checkpoint.version, vocab_payload(checkpoint))
+                    if shadow is not None:
+                        await store.write_model_vocab(shadow.version, vocab_payload(shadow))
+                    producer = kafka_io.make_producer(settings)
+                    closing.push_async_callback(producer.stop)  # before start: a start cut short is closed too
+                    await kafka_io.start(producer, settings.bootstrap)
+                    consumer = kafka_io.make_consumer(settings, gate)
+                    closing.push_async_callback(consumer.stop)
+                    await kafka_io.start(consumer, settings.bootstrap)
+                    readiness.redis_client, readiness.kafka_client = store.client, producer.client
+                    closing.callback(setattr, readiness, "kafka_client", None)  # closed clients: not ready any more
+                    processor = Processor(settings, checkpoint, backends, consumer, producer, store, gate, metrics=metrics, shadow=shadowing)
+                    processor.out_partitions = sorted(await producer.partitions_for(settings.out_topic))
+                    if shadow is not None and settings.shadow_topic:
+                        processor.shadow_partitions = sorted(await producer.partitions_for(settings.shadow_topic))
+                    dlq_limit = await kafka_io.topic_message_limit(settings.bootstrap, settings.dlq_topic, security)
+        except StoppedStartingUp:
+            log.info("stopped during start-up")
+            return ProcessorStats.of(metrics)  # nothing counted yet
         processor.dlq_limit_bytes = min(kafka_io.PRODUCER_MAX_REQUEST_BYTES, dlq_limit)
         readiness.processor_problem = processor.problem
         metrics.fleet_quality = store.read_quality

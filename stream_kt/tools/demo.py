@@ -1,9 +1,10 @@
 """The demo: the whole pipeline on one machine, in six steps, each announced through ``say``.
 
 1. a broker (the embedded one unless ``bootstrap`` is given);
-2. Redis: the given URL, else 127.0.0.1:6379 if it answers, else a redis-server of its own;
+2. Redis: the given URL, else ``default_redis`` (REDIS_URL, the settings file's, else
+   127.0.0.1:6379) if it answers, else a redis-server of its own;
 3. a model (the given checkpoint, else a small DKT trained on simulated or given students);
-4. ``stream-kt serve`` as a child process;
+4. ``stream-kt serve`` as a child process, its endpoint on ``metrics_port`` (0: a free one);
 5. held-out students replayed while their answers are followed;
 6. the busiest students' mastery.
 
@@ -59,6 +60,8 @@ class DemoOptions:
     out: str | None = None  # directory for the checkpoint and logs (default: a new temporary directory, kept)
     follow_timeout_s: float = 120.0
     delete_state: bool = False  # delete the demo's Redis keys before exiting
+    metrics_port: int = 9108  # serve's /metrics, /healthz, /readyz (0: any free port)
+    kafka_connect_timeout_s: int = 20  # serve and replay give up start-up after this long without an answer from Kafka
 
 
 @dataclass
@@ -102,12 +105,14 @@ def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict, float]
             dlq_topic=f"demo-{run_id}.answers.dlq",
             group_id=f"demo-{run_id}",
             key_prefix=f"demo-{run_id}",
+            metrics_port=options.metrics_port or free_port(),
+            kafka_connect_timeout_s=options.kafka_connect_timeout_s,
         )
         if options.delete_state:  # registered before serve: runs after serve has stopped writing
             stack.callback(delete_keys_with_prefix, redis_url, settings.key_prefix)
         # 4. serve
         serve = stack.enter_context(ServeProcess(checkpoint_dir, settings, work_dir / "serve.log"))
-        say(f"[4/6] serve: {serve.ready_line}  (log {serve.log_path})")
+        say(f"[4/6] serve: {serve.ready_line}  (metrics http://127.0.0.1:{settings.metrics_port}/metrics, log {serve.log_path})")
         # 5. replay and follow
         order = event_order(students, options.seed)
         say(f"[5/6] replay: {len(order)} answers of {len(students)} students into {settings.in_topic}")

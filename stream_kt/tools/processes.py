@@ -32,6 +32,7 @@ class ServeProcess:
             "--key-prefix", settings.key_prefix,
             "--partitions", str(settings.partitions),
             "--metrics-port", str(settings.metrics_port),  # 0 where several run on one machine
+            "--kafka-connect-timeout-s", str(settings.kafka_connect_timeout_s),
         ]  # fmt: skip
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s

@@ -181,8 +181,9 @@ async def replay_and_follow(
 ) -> tuple[ReplayResult, FollowTally | None]:
     """Send ``order``; with ``follow``, consume the answers at the same time (a late consumer would inflate latency)."""
     security = kafka_io.client_options(settings)
-    await kafka_io.check_reachable(settings.bootstrap, security)
-    await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic], settings.partitions, security=security)
+    async with kafka_io.connecting(settings.bootstrap, settings.kafka_connect_timeout_s):  # an address that is not Kafka's: one line, soon
+        await kafka_io.check_reachable(settings.bootstrap, security)
+        await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic], settings.partitions, security=security)
     if not follow:
         return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, security=security), None
     tally = FollowTally(since_ms=now_ms())

@@ -1,6 +1,7 @@
 """The benchmark's variants are real pipelines: each answers every event (speed is not asserted here)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,47 @@ def test_bench_step_only_prints_a_json_summary(tmp_path):
     assert (tmp_path / "step_throughput.png").stat().st_size > 1000
     results = json.loads((tmp_path / "results.json").read_text())
     assert {r["backend"] for r in results["step"]} >= {"eager", "cpu"}
+
+
+@pytest.mark.slow
+def test_bench_in_a_fresh_clone_writes_its_results_outside_the_tracked_files(tmp_path):
+    """``bench --skip-e2e --json`` as a user runs it from a checkout: results in ./bench-results, git status clean."""
+    root = Path(__file__).parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(root), str(clone)], check=True, timeout=120)
+    command = [sys.executable, "-m", "stream_kt.cli", "bench", "--skip-e2e", "--json", "--backend", "cpu"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=clone, env={**os.environ, "PYTHONPATH": str(clone)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "end to end" not in out.stdout  # no section without rows
+    assert json.loads(out.stdout.strip().splitlines()[-1])["step_throughput_b256"] > 0
+    results = json.loads((clone / "bench-results" / "results.json").read_text())
+    assert results["end_to_end"] == [] and {r["backend"] for r in results["step"]} >= {"eager", "cpu"}
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored=no"], capture_output=True, text=True, cwd=clone, check=True)
+    assert status.stdout == ""
+
+
+def test_the_table_of_a_step_only_run_has_no_end_to_end_section():
+    from benchmarks.report import table
+
+    step = [{"backend": "cpu", "batch": batch, "student_steps_per_s": 1000.0 * batch, "us_per_step": 1000.0 / batch} for batch in (1, 64)]
+    assert table({"step": step, "end_to_end": []}).splitlines() == [
+        "model step throughput (student-steps/s)",
+        "   backend  batch      steps/s   us/step",
+        "       cpu      1        1,000    1000.0",
+        "       cpu     64       64,000      15.6",
+    ]
+
+
+@pytest.mark.parametrize("extra", [["--skip-e2e"], ["--out", "elsewhere"]])
+def test_updating_the_committed_record_takes_a_whole_run_into_it(extra, capsys):
+    from stream_kt.cli import main
+
+    assert main(["bench", "--update-record", *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "stream-kt bench: error: --update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out"
+    ]
 
 
 def test_a_run_without_end_to_end_leaves_the_end_to_end_plot_as_it_was(tmp_path):
@@ -122,3 +164,16 @@ def test_cuda_sweep_skips_the_batches_that_do_not_fit(monkeypatch):
     rows, skipped = step_throughput.cuda_step_throughput(model, [4, 16, 64], min_seconds=0.01, progress=False)
     assert [(r["backend"], r["batch"]) for r in rows] == [("cuda", 4), ("cuda-eager", 4), ("cuda-f16", 4)]
     assert [(s["backend"], s["batch"], s["reason"]) for s in skipped] == [(v, b, "out of GPU memory") for v in ("cuda", "cuda-eager", "cuda-f16") for b in (16, 64)]
+
+
+def test_bench_with_a_bootstrap_that_is_not_kafka_stops_before_measuring(redis_url, tmp_path, capsys):
+    from urllib.parse import urlsplit
+
+    from stream_kt.cli import main
+
+    address = f"{urlsplit(redis_url).hostname}:{urlsplit(redis_url).port or 6379}"  # Redis answers there, not Kafka
+    assert main(["bench", "--bootstrap", address, "--kafka-connect-timeout-s", "1", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"stream-kt bench: error: cannot reach the Kafka broker at {address}: no Kafka answer within 1 s (is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written

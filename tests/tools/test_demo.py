@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -63,6 +67,44 @@ def test_demo_with_redis_unreachable_at_its_default_starts_its_own_and_stops_it(
         redis.Redis(port=own_port, socket_connect_timeout=1).ping()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert f"redis-server 127.0.0.1:{own_port}" not in ps and f"--port {own_port}" not in ps
+
+
+@contextlib.contextmanager
+def port_taken(port: int = 0) -> Iterator[int]:
+    """A port something else listens on: ``port`` (already taken is as good), or a free one taken here."""
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):  # taken already: by another program, which is the case under test too
+            held.bind(("127.0.0.1", port))
+            held.listen()
+        yield port or held.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["flag", "environment", "config"])
+def test_demo_serves_metrics_on_the_port_the_settings_name(where, tiny_checkpoint, redis_url, tmp_path) -> None:
+    """A taken port named by --metrics-port, KT_METRICS_PORT or the --config file stops the demo at serve: it was used."""
+    with port_taken() as port:
+        config = tmp_path / "demo.toml"
+        config.write_text(f"metrics_port = {port}\n")
+        extra = {"flag": ["--metrics-port", str(port)], "environment": [], "config": ["--config", str(config)]}[where]
+        env = {**os.environ, **({"KT_METRICS_PORT": str(port)} if where == "environment" else {})}
+        command = [sys.executable, "-m", "stream_kt.cli", "demo", "--checkpoint", str(tiny_checkpoint), "--students", "2", "--redis", redis_url, "--out", str(tmp_path / "demo"), "--delete-state", *extra]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stream-kt demo: error: serve exited with status 2: stream-kt serve: error: metrics port {port}: cannot listen"), last
+
+
+@pytest.mark.slow
+def test_demo_with_metrics_port_0_runs_beside_another_on_9108(tiny_checkpoint, redis_url, tmp_path) -> None:
+    with port_taken(9108):
+        command = [sys.executable, "-m", "stream_kt.cli", "demo", "--checkpoint", str(tiny_checkpoint), "--students", "2", "--redis", redis_url, "--out", str(tmp_path / "demo"), "--delete-state", "--json", "--metrics-port", "0"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["all_answered"] is True and report["metrics_port"] not in (0, 9108)
+    assert f"metrics http://127.0.0.1:{report['metrics_port']}/metrics" in result.stderr
 
 
 SUMMARY = {"sent": 1000, "missing": 0, "outputs": 990, "dead_lettered": 10, "duplicates": 0, "events_per_s": 400.0, "p50_ms": 900.0, "p95_ms": 1800.0, "p99_ms": 2100.0}

@@ -242,13 +242,13 @@ def test_train_refuses_an_out_path_that_is_a_file_before_reading_any_data(tmp_pa
 def test_models_not_trained_directly_are_not_offered(capsys):
     import click
 
-    from stream_kt.cli import cli, main
+    from stream_kt.cli import command, main
     from stream_kt.models import MODELS, trainable_models
 
     assert "ensemble" in MODELS and "ensemble" not in trainable_models()
-    offered = next(p for p in cli.commands["train"].params if p.name == "model").type
+    offered = next(p for p in command("train").params if p.name == "model").type
     assert isinstance(offered, click.Choice) and list(offered.choices) == trainable_models()
-    compare_models = next(p for p in cli.commands["compare"].params if p.name == "models")
+    compare_models = next(p for p in command("compare").params if p.name == "models")
     assert compare_models.default.split(",") == trainable_models()
     assert main(["compare", "--data", FIXTURES / "small.3line", "--models", "dkt,ensemble"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == ["stream-kt compare: error: model ensemble is not trained directly: train its members, then combine their checkpoints with stream-kt ensemble"]
