@@ -24,6 +24,7 @@ from stream_kt.service import keys
 from stream_kt.service.quality import finite
 from stream_kt.service.redis_store import StudentStore
 from stream_kt.settings import StreamSettings, mask_url, settings_from_options, settings_options
+from stream_kt.tools.inspect_state import online_quality
 
 ERASURE_NOTE = """\
 Only the state in Redis is erased. The student's answer events stay in the input topic
@@ -75,7 +76,7 @@ async def forget(settings: StreamSettings, student_id: str) -> bool:
 def quality_command(watch: bool, interval_s: float, as_json: bool, **options: Any) -> int:
     settings = settings_from_options(options)
     while True:
-        summaries = {version: scores.summary() for version, scores in asyncio.run(read_quality(settings)).items()}
+        summaries = {version: scores.summary() for version, scores in asyncio.run(online_quality(settings)).items()}
         if as_json:
             print(json.dumps({"versions": finite(summaries)}, sort_keys=True), flush=True)
         else:
@@ -83,14 +84,6 @@ def quality_command(watch: bool, interval_s: float, as_json: bool, **options: An
         if not watch:
             return 0
         time.sleep(interval_s)
-
-
-async def read_quality(settings: StreamSettings) -> dict[str, Any]:
-    store = await StudentStore.from_settings(settings, attempts=2)
-    try:
-        return await store.read_quality()
-    finally:
-        await store.close()
 
 
 def quality_table(summaries: dict[str, dict[str, Any]], where: str) -> str:

@@ -155,7 +155,8 @@ def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students
     say(f"checkpoint and logs: {result.work_dir}")
     if as_json:
         print(json.dumps({**result.summary, "students": result.replay.students, "send_events_per_s": round(result.replay.events_per_s, 1), "key_prefix": prefix,
-                          "redis": redis_url, "metrics_port": result.settings.metrics_port, "checkpoint": str(result.checkpoint), "all_answered": result.complete}))  # fmt: skip
+                          "redis": redis_url, "metrics_port": result.settings.metrics_port, "checkpoint": str(result.checkpoint), "all_answered": result.complete,
+                          "online_auc": result.quality.get("auc"), "online_scored": result.quality.get("count", 0)}))  # fmt: skip
     return 0 if result.complete else 1
 
 

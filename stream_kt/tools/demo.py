@@ -34,7 +34,7 @@ from stream_kt.service.redis_store import StudentStore
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import EmbeddedBroker, free_port
 from stream_kt.tools.follow import FollowTally
-from stream_kt.tools.inspect_state import StudentNotFound, delete_keys_with_prefix, format_report, load_student, state_report
+from stream_kt.tools.inspect_state import StudentNotFound, delete_keys_with_prefix, format_report, load_student, online_quality, state_report
 from stream_kt.tools.processes import ServeProcess, sigterm_as_interrupt, stop_process
 from stream_kt.tools.replay import ReplayResult, event_order, replay_and_follow
 from stream_kt.training.prepare import load_students
@@ -73,6 +73,7 @@ class DemoResult:
     own_redis: bool
     busiest: list[str]  # student ids, busiest first
     work_dir: Path
+    quality: dict  # the served model's online quality (``service.quality.Scores.summary``); empty if none yet
 
     @property
     def complete(self) -> bool:
@@ -125,7 +126,19 @@ def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict, float]
         say("[6/6] mastery of the busiest students:")
         busiest = [s.student_id for s in sorted(students, key=lambda s: -len(s))[:3]]
         say(student_reports(settings, busiest))
-        return DemoResult(result, summary, settings, checkpoint_dir, own_redis, busiest, work_dir)
+        quality = served_quality(settings)
+        if quality:
+            say(
+                f"online quality of what was served ({quality['count']:,} answers, each student's first not scored): "
+                f"AUC {quality['auc']:.4f}, log-loss {quality['logloss']:.4f}, accuracy {quality['accuracy']:.4f}"
+            )
+        return DemoResult(result, summary, settings, checkpoint_dir, own_redis, busiest, work_dir, quality)
+
+
+def served_quality(settings: StreamSettings) -> dict:
+    """The online quality serve added up in Redis (one model version in a demo), or {}."""
+    found = asyncio.run(online_quality(settings))
+    return next(iter(found.values())).summary() if found else {}
 
 
 def redis_reachable(url: str) -> None:

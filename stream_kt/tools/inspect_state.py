@@ -21,6 +21,7 @@ import numpy as np
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
+from stream_kt.service.quality import Scores
 from stream_kt.service.redis_store import StudentStore
 from stream_kt.service.state import WINDOW, StudentState, window_steps
 from stream_kt.settings import StreamSettings
@@ -234,3 +235,12 @@ def _label(vocab: Vocabulary, item_id: str) -> str:
     index = vocab.index(item_id)
     name = vocab.name(index) if index is not None else item_id
     return item_id if name == item_id else f"{item_id} {name[:30]}"
+
+
+async def online_quality(settings: StreamSettings) -> dict[str, Scores]:
+    """Every served model version's online quality counts (``service.quality``), as all processors added them in Redis."""
+    store = await StudentStore.from_settings(settings, attempts=2)
+    try:
+        return await store.read_quality()
+    finally:
+        await store.close()

@@ -35,6 +35,8 @@ def test_demo_answers_every_event_and_exits_0(redis_url, tmp_path) -> None:
     assert f"all {report['sent']} events answered." in result.stderr
     assert "mastery, P(correct) on each skill next, strongest first:" in result.stderr
     assert "event-to-mastery latency (event sent to its mastery received) p50" in result.stderr
+    assert report["online_scored"] == report["sent"] - report["students"] and 0.0 < report["online_auc"] < 1.0  # every answer but each student's first
+    assert f"online quality of what was served ({report['online_scored']:,} answers" in result.stderr
     assert "\r" not in result.stderr  # not a terminal: progress comes as plain lines, not a redrawn bar
     assert (tmp_path / "demo" / "checkpoint" / "weights.pt").is_file()
     # --delete-state: nothing of the demo is left in the shared Redis
