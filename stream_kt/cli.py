@@ -30,9 +30,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from stream_kt.commands import admin, audit, bench, broker, compare, distill, offline, serve, tools
+    from stream_kt.commands import admin, audit, bench, broker, compare, distill, export, offline, serve, tools
 
-    for module in (offline, audit, distill, compare, tools, serve, admin, broker, bench):
+    for module in (offline, audit, distill, compare, tools, export, serve, admin, broker, bench):
         for command in module.COMMANDS:
             cli.add_command(command)
 
