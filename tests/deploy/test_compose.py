@@ -146,3 +146,61 @@ def test_promtool_checks_config_and_rules(tmp_path: Path):
     (tmp_path / "prometheus.yml").write_text(config)
     checked = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    (rules,) = load_all(DEPLOY / "prometheus" / "alerts.yml")
+    return {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+
+
+def test_online_auc_alerts_wait_for_enough_scored_answers():
+    rules = alert_rules()
+    for name in ("StreamKtOnlineAucLow", "StreamKtOnlineAucDropped"):
+        expr = rules[name]["expr"]
+        assert 'stream_kt_online_auc{window="recent"}' in expr and "stream_kt_online_scored_total >=" in expr, name
+        assert int(rules[name]["for"].removesuffix("m")) >= 15, name
+
+
+def test_promtool_online_auc_alerts_fire_on_a_low_or_falling_auc(tmp_path: Path):
+    """Three processors for 60 minutes: p1's recent AUC is low, p2's too but on few answers, p3's has fallen below its run-long AUC."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    import yaml
+
+    rules = alert_rules()
+
+    def series(instance: str, recent: float, run: float, scored: int) -> list[dict[str, str]]:
+        labels = f'instance="{instance}", job="stream-kt", version="dkt-1"'
+        return [
+            {"series": f'stream_kt_online_auc{{{labels}, window="recent"}}', "values": f"{recent}x60"},
+            {"series": f'stream_kt_online_auc{{{labels}, window="run"}}', "values": f"{run}x60"},
+            {"series": f"stream_kt_online_scored_total{{{labels}}}", "values": f"{scored}x60"},
+        ]
+
+    def fired(name: str, instance: str, value: float, window: str | None = "recent") -> dict[str, Any]:
+        """The alert as promtool renders it; comparing recent with run ``ignoring(window)`` drops the window label."""
+        labels = {"severity": "warning", "instance": instance, "job": "stream-kt", "version": "dkt-1"} | ({"window": window} if window else {})
+        summary = rules[name]["annotations"]["summary"].replace("{{ $labels.version }}", "dkt-1").replace("{{ $labels.instance }}", instance).replace("{{ $value }}", str(value))
+        return {"exp_labels": labels, "exp_annotations": {"summary": summary, "description": rules[name]["annotations"]["description"]}}
+
+    test = {
+        "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series("p1", 0.6, 0.6, 10_000) + series("p2", 0.5, 0.5, 100) + series("p3", 0.8, 0.9, 10_000),
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "StreamKtOnlineAucLow", "exp_alerts": []},  # pending for 15m first
+                    {"eval_time": "20m", "alertname": "StreamKtOnlineAucLow", "exp_alerts": [fired("StreamKtOnlineAucLow", "p1", 0.6)]},
+                    {"eval_time": "20m", "alertname": "StreamKtOnlineAucDropped", "exp_alerts": []},
+                    {"eval_time": "40m", "alertname": "StreamKtOnlineAucDropped", "exp_alerts": [fired("StreamKtOnlineAucDropped", "p3", 0.8, window=None)]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "online-auc-test.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
