@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from stream_kt.data.readers import write_csv
@@ -33,6 +33,8 @@ from stream_kt.service import kafka_io
 from stream_kt.service.events import AnswerEvent, decode_answer
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.settings import MAX_EVENT_BYTES, StreamSettings
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_time_ms(text: str, flag: str) -> int:
@@ -49,7 +51,7 @@ def parse_time_ms(text: str, flag: str) -> int:
         raise ConfigError(f"{flag} {text!r}: expected an ISO-8601 date or time (2026-01-31, 2026-01-31T08:00:00Z) or ms since epoch") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return (moment - EPOCH) // timedelta(milliseconds=1)  # exact: no float rounding of the ms
 
 
 @dataclass

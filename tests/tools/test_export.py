@@ -46,6 +46,8 @@ def test_time_flags_read_iso_dates_times_and_ms() -> None:
     assert parse_time_ms("2026-01-01T01:00:00+01:00", "--since") == JAN
     assert parse_time_ms("2026-01-01T00:00:01", "--since") == JAN + 1000  # no offset: UTC
     assert parse_time_ms(str(JAN + 5), "--since") == JAN + 5
+    assert parse_time_ms("2026-01-01T00:00:00.123Z", "--since") == JAN + 123  # exact ms, no float rounding
+    assert parse_time_ms("1969-12-31T23:59:59.999Z", "--since") == -1
 
 
 def test_the_tally_dedups_per_student_skips_invalid_events_and_filters_on_ts() -> None:
