@@ -17,7 +17,7 @@ pytest.importorskip("yaml", reason="PyYAML is needed to read the deployment file
 from stream_kt.settings import settings_from_options  # noqa: E402
 from tests.deploy.conftest import DEPLOY, KNOWN_ENV, METRICS, load_all  # noqa: E402
 
-LONG_RUNNING = ("kafka", "redis", "processor", "prometheus")
+LONG_RUNNING = ("kafka", "redis", "processor", "prometheus", "grafana")
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -96,6 +96,24 @@ def test_prometheus_scrapes_every_processor_replica(compose):
     (discovery,) = job["dns_sd_configs"]
     assert discovery["names"] == ["processor"]
     assert str(discovery["port"]) == env_of(compose["services"]["processor"])["KT_METRICS_PORT"]
+
+
+def test_grafana_provisions_the_compose_prometheus_and_the_dashboard(compose):
+    grafana, prometheus = compose["services"]["grafana"], compose["services"]["prometheus"]
+    mounts = {target: DEPLOY / source for source, target, *_ in (v.split(":") for v in grafana["volumes"] if v.startswith("./"))}
+    for path in mounts.values():
+        assert path.exists(), path
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (datasources,) = load_all(provisioning / "datasources" / "prometheus.yml")
+    (source,) = datasources["datasources"]
+    prometheus_port = prometheus["ports"][0].rsplit(":", 1)[1]
+    assert source["type"] == "prometheus" and source["isDefault"] and source["url"] == f"http://prometheus:{prometheus_port}"
+    (dashboards,) = load_all(provisioning / "dashboards" / "stream-kt.yml")
+    (provider,) = dashboards["providers"]
+    shown = {target: path for target, path in mounts.items() if target.startswith(provider["options"]["path"] + "/")}
+    assert list(shown.values()) == [DEPLOY / "grafana" / "stream-kt.json"]
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert all(port.startswith("127.0.0.1:") for port in grafana["ports"]), "anonymous viewing: local only"
 
 
 def test_alerts_use_only_exported_metrics():
