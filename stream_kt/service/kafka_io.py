@@ -254,8 +254,8 @@ async def read_to_end(
     """
     options = {"metadata_max_age_ms": 2000, **options}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)
-    await start(consumer, bootstrap)
     try:
+        await start(consumer, bootstrap)
         try:
             if topic not in await consumer.topics():
                 raise StreamError(f"no topic {topic!r} on {bootstrap}")

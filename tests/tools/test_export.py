@@ -13,6 +13,7 @@ from stream_kt.cli import main
 from stream_kt.data.readers import read_dataset
 from stream_kt.service import kafka_io
 from stream_kt.service.events import encode_answer
+from stream_kt.tools.brokers import free_port
 from stream_kt.tools.export import ExportTally, parse_time_ms
 from stream_kt.training.prepare import detect_format, load_students
 
@@ -136,6 +137,12 @@ def test_export_of_a_missing_topic_is_one_line(broker, topics, tmp_path: Path, c
     assert main(["export", "--topic", missing, "--out", str(tmp_path / "x.csv"), "--bootstrap", broker.bootstrap]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"stream-kt export: error: no topic {missing!r} on {broker.bootstrap}"]
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_export_from_an_unreachable_broker_is_one_line(tmp_path: Path, capfd) -> None:
+    assert main(["export", "--out", str(tmp_path / "x.csv"), "--bootstrap", f"127.0.0.1:{free_port()}"]) == 2
+    err = [line for line in capfd.readouterr().err.strip().splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("stream-kt export: error: cannot reach Kafka at 127.0.0.1:"), err
 
 
 @pytest.mark.parametrize(
