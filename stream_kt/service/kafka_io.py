@@ -1,7 +1,7 @@
 """Thin adapter over aiokafka, the one place any stream-kt code makes a Kafka client.
 
 Topics (``ensure_topics``), the processor's consumer and producer, the tools' producer
-and group-less readers (``make_reader``; ``read_to_end``: a whole topic as it is now), starting any of them (``start``: an unreachable broker is one
+and group-less reader, starting any of them (``start``: an unreachable broker is one
 line), dead-letter headers.  Every client gets the same security options
 (``client_options``): TLS and SASL from the ``kafka_*`` settings.  Nothing here decides
 when to commit; ``processor.py`` owns the commit order.
