@@ -6,8 +6,10 @@ busy the topic is.  Each record is decoded by the processor's own decoder
 (``events.decode_answer``) with no vocabulary: any item id is accepted and kept raw,
 and an event the processor would dead-letter for its form is skipped and counted by
 reason.  An answer whose (student_id, event_id) came before is the same answer sent
-again and is dropped, as the processor drops it; events without ``event_id`` are all
-kept.  Then ``--since``/``--until`` keep answers with ``since <= ts < until``.
+again (a producer's retry, a replay) and is dropped: the processor applies records by
+offset and does not compare event ids, so a model retrained on the export does not
+learn an answer twice.  Events without ``event_id`` are all kept.  Then
+``--since``/``--until`` keep answers with ``since <= ts < until``.
 
 A student's answers stay in the order the processor applied them: Kafka offset order
 within a partition.  (A student found on several partitions, after the topic gained
