@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("tools", "show one student's state: recent answers and mastery per skill"),
     "demo": ("tools", "the whole pipeline on one machine: broker, Redis, model, serve, replay"),
     "serve": ("serve", "consume answer events, keep student state in Redis, produce mastery"),
+    "export": ("export", "write the answers the brokers still retain to a file train reads (deduplicated by event id)"),
     "forget": ("admin", "erase one student's state from Redis (right to erasure; see --help for Kafka retention)"),
     "quality": ("admin", "online model quality from the stream: AUC, log-loss, RMSE, accuracy per model version"),
     "broker": ("broker", "run a local Kafka broker in the foreground (prints bootstrap=HOST:PORT when it serves)"),

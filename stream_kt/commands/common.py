@@ -119,7 +119,7 @@ def data_options(data_required: bool) -> Callable[[F], F]:
     def decorate(command: F) -> F:
         command = click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="file format (auto: detect from the header)")(command)
         command = click.option("--test-data", help="held-out students (never used for training or early stopping)")(command)
-        return click.option("--data", required=data_required, help="training data file (3-line or ASSISTments CSV, plain or .gz)")(command)
+        return click.option("--data", required=data_required, help="training data file (3-line, ASSISTments CSV or stream-kt export csv; plain or .gz)")(command)
 
     return decorate
 

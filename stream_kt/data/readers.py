@@ -1,4 +1,4 @@
-"""Readers for the two on-disk formats stream-kt accepts.
+"""Readers for the three on-disk formats stream-kt accepts.
 
 * ``3line``: the DKT / DKVMN release format.  Per student three lines: the number of
   answers, the comma-separated item ids, the comma-separated 0/1 responses.  There are
@@ -15,6 +15,11 @@
      in the report); with ``item=problem_id`` they are kept.
   3. Rows are not in answer order in the file: interactions are sorted by the integer
      ``order_id`` within each student.
+* ``csv``: what ``stream-kt export`` writes, one answer per row, UTF-8, header
+  ``student_id,item_id,correct,ts_ms,elapsed_ms``: the raw item id, 0/1, ms since
+  epoch and ms spent answering (``ts_ms`` and ``elapsed_ms`` may be empty, or absent
+  as columns).  A student's answers are in file order; the item id is whichever id
+  the events carried, so ``--item`` does not apply.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from pathlib import Path
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.errors import DataError
 
-FORMATS = ("3line", "assistments")
+FORMATS = ("3line", "assistments", "csv")
 ITEM_COLUMNS = ("skill_id", "problem_id")
 ASSISTMENTS_REQUIRED = ("order_id", "user_id", "problem_id", "skill_id", "correct")
+CSV_COLUMNS = ("student_id", "item_id", "correct", "ts_ms", "elapsed_ms")
+CSV_REQUIRED = CSV_COLUMNS[:3]
 
 
 @dataclass
@@ -54,6 +61,8 @@ def read_dataset(path: str | Path, fmt: str = "3line", item: str = "skill_id") -
     text = read_text(path, fmt)
     if fmt == "3line":
         students, report = _parse_3line(text, path)
+    elif fmt == "csv":
+        students, report = _parse_csv(text, path)
     else:
         students, report = _parse_assistments(text, path, item)
     if not students:
@@ -186,6 +195,46 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
     return students, report
 
 
+def _parse_csv(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (the csv format has {','.join(CSV_COLUMNS)})")
+    rows: dict[str, list[tuple[str, int, int | None, int | None]]] = {}  # student -> (item, correct, ts, elapsed), first appearance first
+    for line_no, row in enumerate(reader, start=2):
+        student, item = (row["student_id"] or "").strip(), (row["item_id"] or "").strip()
+        if not student or not item:
+            raise DataError(f"{path}:{line_no}: student_id and item_id must not be empty")
+        if (row["correct"] or "").strip() not in ("0", "1"):
+            raise DataError(f"{path}:{line_no}: correct must be 0 or 1, got {row['correct']!r}")
+        ts, elapsed = (_optional_int(row.get(name), name, path, line_no) for name in ("ts_ms", "elapsed_ms"))
+        rows.setdefault(student, []).append((item, int(row["correct"]), ts, elapsed))
+    students = []
+    for student, answers in rows.items():
+        ts_ms = tuple(a[2] for a in answers if a[2] is not None)
+        elapsed_ms = tuple(a[3] if a[3] is not None else 0 for a in answers)
+        students.append(
+            StudentSequence(
+                student_id=student,
+                items=tuple(a[0] for a in answers),
+                correct=tuple(a[1] for a in answers),
+                ts_ms=ts_ms if len(ts_ms) == len(answers) else None,  # a time for every answer, or none
+                elapsed_ms=elapsed_ms if any(a[3] is not None for a in answers) else None,
+            )
+        )
+    return students, ReadReport()
+
+
+def _optional_int(value: str | None, name: str, path: Path, line_no: int) -> int | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise DataError(f"{path}:{line_no}: {name} must be a non-negative integer (ms), got {value[:40]!r}")
+    return int(value)
+
+
 def _clean_id(value: str) -> str:
     """'12', '12.0', ' 12 ' -> '12'; '' and 'NA' -> ''."""
     value = (value or "").strip()
@@ -230,3 +279,15 @@ def write_assistments(students: list[StudentSequence], path: str | Path) -> None
             for k, (item, answer) in enumerate(zip(s.items, s.correct)):
                 order_id += 1
                 writer.writerow([order_id, s.student_id, item, item, answer, "" if s.elapsed_ms is None else s.elapsed_ms[k]])
+
+
+def write_csv(students: list[StudentSequence], path: str | Path) -> None:
+    """Write ``students`` in the ``csv`` format, each student's answers in order (an unknown time: an empty cell)."""
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for s in students:
+            for k, (item, answer) in enumerate(zip(s.items, s.correct)):
+                ts = "" if s.ts_ms is None else s.ts_ms[k]
+                elapsed = "" if s.elapsed_ms is None else s.elapsed_ms[k]
+                writer.writerow([s.student_id, item, answer, ts, elapsed])

@@ -15,7 +15,8 @@ import contextlib
 import hashlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import ConsumerRecord
 
 from stream_kt.errors import ConfigError
 from stream_kt.service.exceptions import StreamError
@@ -254,3 +256,70 @@ async def send_keyed(producer: AIOKafkaProducer, topic: str, keys: list[bytes], 
                 batch.append(key=keys[i], value=values[i], timestamp=None)
         deliveries.append(await producer.send_batch(batch, topic, partition=partition))
     return deliveries
+
+
+async def read_to_end(
+    bootstrap: str,
+    topic: str,
+    on_records: Callable[[int, list[ConsumerRecord[Any, Any]]], None],
+    security: dict[str, Any] | None = None,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    stall_timeout_s: float = 60.0,
+    **options: object,
+) -> dict[int, int]:
+    """Read every partition of ``topic`` from its first retained offset to its end offset as
+    it is when the read starts, then stop: records produced meanwhile are not read.
+
+    No group: nothing is committed and no processor's group is disturbed.  Each
+    partition's records reach ``on_records(partition, records)`` in offset order;
+    ``on_start(total)`` is told how many offsets lie between the starts and the ends
+    first (a compacted or transactional topic holds fewer records).  Returns the
+    records read per partition.  A topic that does not exist, or a read that makes no
+    progress for ``stall_timeout_s``, is a ``StreamError``.
+    """
+    options = {"metadata_max_age_ms": 2000, **options}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)
+    try:
+        await start(consumer, bootstrap)
+        try:
+            if topic not in await consumer.topics():
+                raise StreamError(f"no topic {topic!r} on {bootstrap}")
+            consumer.subscribe([topic])  # with no group: every partition, once the metadata names them (see make_reader)
+            deadline = time.monotonic() + stall_timeout_s
+            while not consumer.assignment():
+                if time.monotonic() > deadline:
+                    raise StreamError(f"no partitions of {topic!r} on {bootstrap} after {stall_timeout_s:.0f} s")
+                await asyncio.sleep(0.05)
+            partitions = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+            firsts = await consumer.beginning_offsets(partitions)
+            ends = await consumer.end_offsets(partitions)
+        except KafkaError as exc:
+            raise StreamError(f"cannot read the offsets of {topic!r} on {bootstrap}: {type(exc).__name__}: {exc}") from None
+        for tp in partitions:
+            consumer.seek(tp, firsts[tp])
+        if on_start is not None:
+            on_start(sum(ends[tp] - firsts[tp] for tp in partitions))
+        read = {tp.partition: 0 for tp in partitions}
+        pending = [tp for tp in partitions if firsts[tp] < ends[tp]]
+        consumer.pause(*[tp for tp in partitions if tp not in pending])
+        progressed = time.monotonic()
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
+            for tp, records in batches.items():
+                records = [r for r in records if r.offset < ends[tp]]
+                if records:
+                    on_records(tp.partition, records)
+                    read[tp.partition] += len(records)
+                    progressed = time.monotonic()
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.remove(tp)
+                    consumer.pause(tp)
+            if pending and time.monotonic() - progressed > stall_timeout_s:
+                positions = [await consumer.position(tp) for tp in pending]
+                behind = ", ".join(f"{tp.partition} at {position} of {ends[tp]}" for tp, position in zip(pending, positions))
+                raise StreamError(f"reading {topic!r} on {bootstrap} made no progress for {stall_timeout_s:.0f} s (partitions {behind})")
+    finally:
+        await consumer.stop()
+    return read

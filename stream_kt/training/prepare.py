@@ -7,17 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_kt.data.readers import item_names, read_dataset
+from stream_kt.data.readers import CSV_REQUIRED, item_names, read_dataset
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.split import Split, split_students
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import DataError
 
-FORMAT_CHOICES = ("auto", "3line", "assistments")
+FORMAT_CHOICES = ("auto", "3line", "assistments", "csv")
 
 
 def detect_format(path: str | Path) -> str:
-    """'assistments' when the first line is a CSV header naming order_id, else '3line'."""
+    """'assistments' when the first line is a CSV header naming order_id, 'csv' when it names
+    student_id, item_id and correct (``stream-kt export``), else '3line'."""
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
@@ -27,7 +28,10 @@ def detect_format(path: str | Path) -> str:
     except OSError:
         return "3line"  # read_dataset reports the real problem
     first = head.split(b"\n", 1)[0].decode("iso-8859-1")
-    return "assistments" if "order_id" in first else "3line"
+    if "order_id" in first:
+        return "assistments"
+    columns = {c.strip() for c in first.strip().split(",")}
+    return "csv" if set(CSV_REQUIRED) <= columns else "3line"
 
 
 def load_students(path: str | Path, fmt: str = "auto", item: str = "skill_id") -> list[StudentSequence]:

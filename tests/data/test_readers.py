@@ -3,7 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_kt.data.readers import item_names, read_dataset, write_3line, write_assistments
+from stream_kt.data.readers import item_names, read_dataset, write_3line, write_assistments, write_csv
+from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.errors import DataError
 
@@ -52,6 +53,11 @@ def test_assistments_problem_id_keeps_rows_without_skill_and_latin1_names():
         ("2\n1,2\n1,5\n", "3line", "responses must be 0 or 1"),
         ("2\n1,2\n", "3line", "not a multiple of 3"),
         ("order_id,user_id,problem_id,skill_id,correct\n1,7,3,4,yes\n", "assistments", "must be numbers"),
+        ("student_id,item_id,ts_ms\na,1,5\n", "csv", "missing column(s) correct"),
+        ("student_id,item_id,correct\na,1,2\n", "csv", "bad.csv:2: correct must be 0 or 1"),
+        ("student_id,item_id,correct,ts_ms\na,1,1,soon\n", "csv", "ts_ms must be a non-negative integer"),
+        ("student_id,item_id,correct\n,1,1\n", "csv", "student_id and item_id must not be empty"),
+        ("student_id,item_id,correct\n", "csv", "no students"),
     ],
 )
 def test_bad_files_raise_one_clear_data_error(tmp_path, content, fmt, message):
@@ -73,6 +79,24 @@ def test_write_3line_round_trips(tmp_path):
     write_3line(students, tmp_path / "copy.3line")
     again, _ = read_dataset(tmp_path / "copy.3line", "3line")
     assert [(s.items, s.correct) for s in again] == [(s.items, s.correct) for s in students]
+
+
+def test_csv_keeps_file_order_per_student_and_times_where_every_answer_has_one(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("student_id,item_id,correct,ts_ms,elapsed_ms\nb,9,1,300,\na,x_1,0,200,1500\nb,7,0,100,\na,x_1,1,,40\n")
+    students, report = read_dataset(path, "csv", item="problem_id")  # --item does not apply: item_id is the events' id
+    assert [(s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in students] == [
+        ("b", ("9", "7"), (1, 0), (300, 100), None),  # file order, not ts order
+        ("a", ("x_1", "x_1"), (0, 1), None, (1500, 40)),  # a missing ts: no times for the student
+    ]
+    assert (report.students, report.interactions) == (2, 4)
+
+
+def test_write_csv_round_trips_items_answers_and_times(tmp_path):
+    students = [StudentSequence("s 1", ("a", "b"), (1, 0), ts_ms=(5, 6), elapsed_ms=(0, 7)), StudentSequence("2", ("c",), (1,))]
+    write_csv(students, tmp_path / "out.csv")
+    again, _ = read_dataset(tmp_path / "out.csv", "csv")
+    assert [(s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in again] == [(s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in students]
 
 
 def test_synthetic_students_round_trip_through_the_assistments_csv_with_their_response_times(tmp_path):

@@ -17,7 +17,7 @@ pytest.importorskip("yaml", reason="PyYAML is needed to read the deployment file
 from stream_kt.settings import settings_from_options  # noqa: E402
 from tests.deploy.conftest import DEPLOY, KNOWN_ENV, METRICS, load_all  # noqa: E402
 
-LONG_RUNNING = ("kafka", "redis", "processor", "prometheus")
+LONG_RUNNING = ("kafka", "redis", "processor", "prometheus", "grafana")
 
 
 def env_of(service: dict[str, Any]) -> dict[str, str]:
@@ -98,6 +98,24 @@ def test_prometheus_scrapes_every_processor_replica(compose):
     assert str(discovery["port"]) == env_of(compose["services"]["processor"])["KT_METRICS_PORT"]
 
 
+def test_grafana_provisions_the_compose_prometheus_and_the_dashboard(compose):
+    grafana, prometheus = compose["services"]["grafana"], compose["services"]["prometheus"]
+    mounts = {target: DEPLOY / source for source, target, *_ in (v.split(":") for v in grafana["volumes"] if v.startswith("./"))}
+    for path in mounts.values():
+        assert path.exists(), path
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (datasources,) = load_all(provisioning / "datasources" / "prometheus.yml")
+    (source,) = datasources["datasources"]
+    prometheus_port = prometheus["ports"][0].rsplit(":", 1)[1]
+    assert source["type"] == "prometheus" and source["isDefault"] and source["url"] == f"http://prometheus:{prometheus_port}"
+    (dashboards,) = load_all(provisioning / "dashboards" / "stream-kt.yml")
+    (provider,) = dashboards["providers"]
+    shown = {target: path for target, path in mounts.items() if target.startswith(provider["options"]["path"] + "/")}
+    assert list(shown.values()) == [DEPLOY / "grafana" / "stream-kt.json"]
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert all(port.startswith("127.0.0.1:") for port in grafana["ports"]), "anonymous viewing: local only"
+
+
 def test_alerts_use_only_exported_metrics():
     (rules,) = load_all(DEPLOY / "prometheus" / "alerts.yml")
     exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
@@ -146,3 +164,61 @@ def test_promtool_checks_config_and_rules(tmp_path: Path):
     (tmp_path / "prometheus.yml").write_text(config)
     checked = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    (rules,) = load_all(DEPLOY / "prometheus" / "alerts.yml")
+    return {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+
+
+def test_online_auc_alerts_wait_for_enough_scored_answers():
+    rules = alert_rules()
+    for name in ("StreamKtOnlineAucLow", "StreamKtOnlineAucDropped"):
+        expr = rules[name]["expr"]
+        assert 'stream_kt_online_auc{window="recent"}' in expr and "stream_kt_online_scored_total >=" in expr, name
+        assert int(rules[name]["for"].removesuffix("m")) >= 15, name
+
+
+def test_promtool_online_auc_alerts_fire_on_a_low_or_falling_auc(tmp_path: Path):
+    """Three processors for 60 minutes: p1's recent AUC is low, p2's too but on few answers, p3's has fallen below its run-long AUC."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    import yaml
+
+    rules = alert_rules()
+
+    def series(instance: str, recent: float, run: float, scored: int) -> list[dict[str, str]]:
+        labels = f'instance="{instance}", job="stream-kt", version="dkt-1"'
+        return [
+            {"series": f'stream_kt_online_auc{{{labels}, window="recent"}}', "values": f"{recent}x60"},
+            {"series": f'stream_kt_online_auc{{{labels}, window="run"}}', "values": f"{run}x60"},
+            {"series": f"stream_kt_online_scored_total{{{labels}}}", "values": f"{scored}x60"},
+        ]
+
+    def fired(name: str, instance: str, value: float, window: str | None = "recent") -> dict[str, Any]:
+        """The alert as promtool renders it; comparing recent with run ``ignoring(window)`` drops the window label."""
+        labels = {"severity": "warning", "instance": instance, "job": "stream-kt", "version": "dkt-1"} | ({"window": window} if window else {})
+        summary = rules[name]["annotations"]["summary"].replace("{{ $labels.version }}", "dkt-1").replace("{{ $labels.instance }}", instance).replace("{{ $value }}", str(value))
+        return {"exp_labels": labels, "exp_annotations": {"summary": summary, "description": rules[name]["annotations"]["description"]}}
+
+    test = {
+        "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series("p1", 0.6, 0.6, 10_000) + series("p2", 0.5, 0.5, 100) + series("p3", 0.8, 0.9, 10_000),
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "StreamKtOnlineAucLow", "exp_alerts": []},  # pending for 15m first
+                    {"eval_time": "20m", "alertname": "StreamKtOnlineAucLow", "exp_alerts": [fired("StreamKtOnlineAucLow", "p1", 0.6)]},
+                    {"eval_time": "20m", "alertname": "StreamKtOnlineAucDropped", "exp_alerts": []},
+                    {"eval_time": "40m", "alertname": "StreamKtOnlineAucDropped", "exp_alerts": [fired("StreamKtOnlineAucDropped", "p3", 0.8, window=None)]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "online-auc-test.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
