@@ -37,9 +37,10 @@ from stream_kt.progress import progress_bar
 from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import KAFKA_VERSION
+from stream_kt.tools.processes import RedisServer
 
 from . import workload
-from .services import Broker, Group, RedisServer
+from .services import Broker, Group
 from .traffic import Collector, Sender
 from .verify import Tally, Verdict, check, read_states
 
@@ -383,7 +384,7 @@ class Suite:
         await self.at_fraction(chunk, fraction, f"redis outage ({how})")
         crashes = len(self.group.crashes)
         members = self.group.running()
-        await asyncio.to_thread(self.redis.restart_after, down_s, how)
+        await asyncio.to_thread(self.redis.restart, how, down_s)
         self.outcome.faults.redis_outages += 1
         self.outcome.faults.redis_down_s += down_s
         died = [m for m in members if not m.alive and not m.expected_exit]
