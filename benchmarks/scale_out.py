@@ -79,7 +79,7 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
                 match = None
             member.stop()
             shares.append(int(match.group(1)) if match else None)
-        delete_keys_with_prefix(args.redis, run)
+        await asyncio.to_thread(delete_keys_with_prefix, args.redis, run)  # it runs its own event loop
     if tally.answered < sent.sent:
         raise SystemExit(f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after {args.timeout_s:.0f} s (logs in {log_dir})")
     span_s = (tally.last_output_ms - tally.first_output_ms) / 1000
