@@ -12,22 +12,22 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from stream_kt.service import kafka_io
 from stream_kt.tools import brokers
 from stream_kt.tools.brokers import KafkaBroker
 from tests.conftest import require_kafka
 
 
 async def round_trip(bootstrap: str) -> list[bytes]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = kafka_io.make_tool_producer(bootstrap, acks="all")
     await producer.start()
     try:
         for i in range(3):
             await producer.send_and_wait("broker-smoke", f"m{i}".encode(), key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer("broker-smoke", bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = kafka_io.make_reader(bootstrap, ["broker-smoke"])
     await consumer.start()
     got: list[bytes] = []
     try:

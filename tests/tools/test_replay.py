@@ -10,10 +10,10 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from stream_kt.cli import main
 from stream_kt.data.sequences import StudentSequence
+from stream_kt.service import kafka_io
 from stream_kt.tools.brokers import free_port
 from stream_kt.tools.replay import TokenBucket, event_order, load_replay_students
 
@@ -81,7 +81,7 @@ def write_3line(path: Path, students: list[tuple[list[str], list[int]]]) -> Path
 
 def consume_all(bootstrap: str, topic: str, count: int, timeout_s: float = 20.0) -> list:
     async def run() -> list:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = kafka_io.make_reader(bootstrap, [topic])
         await consumer.start()
         records: list = []
         try:
