@@ -207,7 +207,7 @@ class Group:
     def kill(self, member: Member) -> None:
         """SIGKILL: no shutdown, the in-flight batch is cut wherever it is."""
         member.expected_exit = True
-        assert member.serve.alive
+        assert member.serve.process is not None
         member.exit_code = member.serve.kill()
         self.kills += 1
 
