@@ -17,17 +17,7 @@ from stream_kt.service.processor import run_processor
 from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.tools.brokers import free_port
 
-from .conftest import (
-    TopicReader,
-    answer_messages,
-    committed_offsets,
-    dedupe_outputs,
-    expected_output_keys,
-    produce,
-    running_processor,
-    synthetic_answers,
-    until,
-)
+from .conftest import TopicReader, answer_messages, committed_offsets, dedupe_outputs, expected_output_keys, produce, running_processor, synthetic_answers, until
 from .test_observability import samples, scrape
 
 MIB = 1 << 20
