@@ -35,12 +35,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
-
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.service.redis_store import redis_client_sync
+from stream_kt.settings import StreamSettings
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.tools.inspect_state import delete_keys_with_prefix
+from stream_kt.tools.processes import settings_environ
 from stream_kt.tools.replay import event_order, send_events
 
 VARIANT_BATCH = {"stream-kt": None, "handwritten": None, "naive": 1, "recompute": 64}  # None: the configured B
@@ -75,26 +76,29 @@ class Worker:
 
     def __init__(self, target: Target, variant: str) -> None:
         run = uuid.uuid4().hex[:8]
-        self.in_topic, self.out_topic, self.dlq_topic = f"bench-{run}.answers", f"bench-{run}.mastery", f"bench-{run}.dlq"
-        self.key_prefix = f"bench-{run}"
         self.target = target
         self.variant = variant
         self.batch = VARIANT_BATCH[variant] or target.batch_size
+        self.settings = StreamSettings(
+            bootstrap=target.bootstrap, redis_url=target.redis_url, checkpoint=str(target.checkpoint),
+            in_topic=f"bench-{run}.answers", out_topic=f"bench-{run}.mastery", dlq_topic=f"bench-{run}.dlq",
+            group_id=f"bench-{run}-group", key_prefix=f"bench-{run}",
+            backend=target.backend if variant == "stream-kt" else "eager", batch_size=self.batch, partitions=target.partitions,
+        )  # fmt: skip
+        self.in_topic, self.out_topic, self.dlq_topic, self.key_prefix = self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic, self.settings.key_prefix
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        """The ``benchmarks.worker`` command line of this variant, its topics and key prefix."""
-        return [
-            sys.executable, "-m", "benchmarks.worker", "--variant", self.variant, "--checkpoint", str(self.target.checkpoint),
-            "--bootstrap", self.target.bootstrap, "--redis", self.target.redis_url, "--in-topic", self.in_topic,
-            "--out-topic", self.out_topic, "--dlq-topic", self.dlq_topic, "--group", f"{self.key_prefix}-group",
-            "--key-prefix", self.key_prefix, "--backend", self.target.backend if self.variant == "stream-kt" else "eager",
-            "--batch", str(self.batch), "--partitions", str(self.target.partitions),
-        ]  # fmt: skip
+        """The ``benchmarks.worker`` command line of this variant; its settings go in ``environ``."""
+        return [sys.executable, "-m", "benchmarks.worker", "--variant", self.variant]
+
+    def environ(self) -> dict[str, str]:
+        """The worker's environment: ours, one torch thread, and every setting (its topics, key prefix, model, batch)."""
+        return {**os.environ, "OMP_NUM_THREADS": "1", **settings_environ(self.settings)}
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.errors = tempfile.TemporaryFile("w+")  # the worker's stderr: its last line says why it died
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self.errors, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self.errors, text=True, env=self.environ())
         deadline = time.monotonic() + timeout_s
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
@@ -139,7 +143,7 @@ def cpu_s() -> float:
 
 
 def redis_reads(redis_url: str) -> int:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     try:
         return int(client.info("stats")["total_reads_processed"])
     finally:

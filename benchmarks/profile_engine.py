@@ -110,7 +110,7 @@ def main() -> int:
             py_spy_record = [py_spy, "record", "--format", "raw", "--rate", str(args.rate), "--output", str(raw), "--nonblocking", "--"]
             command = py_spy_record + worker.command() + ["--stop-after", str(sent)]
             started = time.monotonic()
-            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            done = subprocess.run(command, capture_output=True, text=True, env=worker.environ())
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             if done.returncode != 0 or not lines:
                 print(f"profile_engine: the worker failed ({done.returncode}): {done.stderr[-2000:]}", file=sys.stderr)

@@ -3,7 +3,7 @@
 For each process count k, on fresh topics (``--partitions``, default 6), group and key prefix:
 
 1. ``--events`` answer events of synthetic students are produced first (``replay.send_events``).
-2. k ``python -m stream_kt.cli serve`` processes are launched together.
+2. k ``stream-kt serve`` processes are launched together (``tools.processes.ServeProcess``).
 3. A follower (``follow.follow_outputs``) reads the output topic until every event is answered.
 
 ``events_per_s`` = events / (last output - first output), as in ``end_to_end.py``;
@@ -23,8 +23,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -33,23 +31,26 @@ from pathlib import Path
 from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.progress import progress_bar
+from stream_kt.service.exceptions import StreamError
 from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import EmbeddedBroker
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.tools.inspect_state import delete_keys_with_prefix
+from stream_kt.tools.processes import ServeProcess
 from stream_kt.tools.replay import event_order, send_events
 
 SUMMARY = re.compile(r"stopped: (\d+) events in")
 
 
-def serve_command(args: argparse.Namespace, bootstrap: str, run: str, checkpoint: Path) -> list[str]:
-    return [
-        sys.executable, "-m", "stream_kt.cli", "serve", "--checkpoint", str(checkpoint), "--backend", args.backend,
-        "--bootstrap", bootstrap, "--redis", args.redis,
-        "--in-topic", f"{run}.answers", "--out-topic", f"{run}.mastery", "--dlq-topic", f"{run}.dlq",
-        "--group", f"{run}-group", "--key-prefix", run, "--batch", str(args.batch), "--partitions", str(args.partitions),
-        "--metrics-port", "0",  # several on one machine: no shared port
-    ]  # fmt: skip
+def serve_settings(args: argparse.Namespace, bootstrap: str, run: str, checkpoint: Path) -> StreamSettings:
+    """What each ``serve`` of a run gets: the run's topics, group and key prefix, the arguments' model, backend, batch."""
+    return StreamSettings(
+        bootstrap=bootstrap, redis_url=args.redis, checkpoint=str(checkpoint), backend=args.backend,
+        in_topic=f"{run}.answers", out_topic=f"{run}.mastery", dlq_topic=f"{run}.dlq",
+        group_id=f"{run}-group", key_prefix=run, batch_size=args.batch, partitions=args.partitions,
+        metrics_port=0,  # several on one machine: no shared port
+    )  # fmt: skip
 
 
 async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, students, order, processes: int, log_dir: Path) -> dict:
@@ -58,11 +59,8 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
     sent = await send_events(bootstrap, f"{run}.answers", students, order, progress=not args.quiet)
     tally = FollowTally(since_ms=sent.first_send_ms, expected=sent.sent)
     launched_ms = now_ms()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    members = []
-    for n in range(processes):
-        log = open(log_dir / f"{run}-{n}.log", "wb")
-        members.append((subprocess.Popen(serve_command(args, bootstrap, run, checkpoint), stdout=subprocess.PIPE, stderr=log, text=True, env=env), log))
+    settings = serve_settings(args, bootstrap, run, checkpoint)
+    members = [ServeProcess(settings, log_dir / f"{run}-{n}.log").start() for n in range(processes)]
     bar = progress_bar(total=sent.sent, desc=f"{processes} process{'es' if processes > 1 else ''}", unit="event", unit_scale=True, disable=args.quiet, mininterval=0.5)
 
     def progress(t: FollowTally) -> None:
@@ -73,13 +71,15 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
     finally:
         bar.close()
         shares = []
-        for process, log in members:
-            process.send_signal(signal.SIGTERM)
-            out, _ = process.communicate(timeout=60)
-            log.close()
-            match = SUMMARY.search(out)
+        for member in members:
+            member.signal(signal.SIGTERM)
+            try:
+                match = SUMMARY.search(member.wait_line("stopped: ", timeout_s=60))
+            except StreamError:  # it died or hung: no share to report
+                match = None
+            member.stop()
             shares.append(int(match.group(1)) if match else None)
-        delete_keys_with_prefix(args.redis, run)
+        await asyncio.to_thread(delete_keys_with_prefix, args.redis, run)  # it runs its own event loop
     if tally.answered < sent.sent:
         raise SystemExit(f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after {args.timeout_s:.0f} s (logs in {log_dir})")
     span_s = (tally.last_output_ms - tally.first_output_ms) / 1000

@@ -1,6 +1,7 @@
-"""One benchmark processor process: ``python -m benchmarks.worker --variant NAME ...``.
+"""One benchmark processor process: ``python -m benchmarks.worker --variant NAME [--stop-after N]``.
 
-Runs the real ``run_processor`` with the variant's model and batch size, prints
+Its settings come from the environment, every one, as ``end_to_end.Worker`` puts them there
+(``tools.processes.settings_environ``).  Runs the real ``run_processor`` with the variant's model and batch size, prints
 ``ready`` once partitions are assigned, and on SIGTERM prints one JSON line with its
 stats and the CPU seconds it spent after ``ready`` (start-up excluded).
 """
@@ -21,12 +22,13 @@ from benchmarks.handwritten import HandwrittenLoop
 from stream_kt.checkpoint import Checkpoint, load_checkpoint
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.processor import run_processor
-from stream_kt.settings import StreamSettings
+from stream_kt.settings import StreamSettings, load_settings
 
 
-async def handwritten(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
+async def handwritten(settings: StreamSettings, checkpoint: Checkpoint) -> None:
     """``--variant handwritten``: the loop of ``benchmarks.handwritten`` instead of ``run_processor``."""
-    loop = HandwrittenLoop(checkpoint, args.bootstrap, args.redis, args.in_topic, args.out_topic, args.group, args.key_prefix, args.batch)
+    s = settings
+    loop = HandwrittenLoop(checkpoint, s.bootstrap, s.redis_url, s.in_topic, s.out_topic, s.group_id, s.key_prefix, s.batch_size)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await loop.start()
@@ -41,23 +43,12 @@ async def handwritten(args: argparse.Namespace, checkpoint: Checkpoint) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)  # as serve does
-    checkpoint = load_checkpoint(args.checkpoint)
+    settings = load_settings()
+    checkpoint = load_checkpoint(settings.checkpoint)
     if args.variant == "handwritten":
-        return await handwritten(args, checkpoint)
+        return await handwritten(settings, checkpoint)
     if args.variant == "recompute":
         checkpoint = dataclasses.replace(checkpoint, model=RecomputeWindow(checkpoint.model).eval(), version=checkpoint.version + "-recompute")
-    settings = StreamSettings(
-        bootstrap=args.bootstrap,
-        redis_url=args.redis,
-        in_topic=args.in_topic,
-        out_topic=args.out_topic,
-        dlq_topic=args.dlq_topic,
-        group_id=args.group,
-        key_prefix=args.key_prefix,
-        batch_size=args.batch,
-        max_wait_ms=args.max_wait_ms,
-        partitions=args.partitions,
-    )
     stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -76,7 +67,7 @@ async def main(args: argparse.Namespace) -> None:
         stop.set()
 
     tasks = [asyncio.create_task(announce())] + ([asyncio.create_task(stop_after(args.stop_after))] if args.stop_after else [])
-    stats = await run_processor(settings, checkpoint, backend=args.backend, stop=stop, ready=ready, metrics=metrics)
+    stats = await run_processor(settings, checkpoint, backend=settings.backend, stop=stop, ready=ready, metrics=metrics)
     for task in tasks:
         task.cancel()
     print(json.dumps({**dataclasses.asdict(stats), "cpu_s": cpu_s() - (cpu_at_ready[0] if cpu_at_ready else 0.0)}), flush=True)
@@ -85,10 +76,5 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", choices=("stream-kt", "handwritten", "naive", "recompute"), required=True)
-    for flag in ("checkpoint", "bootstrap", "redis", "in-topic", "out-topic", "dlq-topic", "group", "key-prefix", "backend"):
-        parser.add_argument(f"--{flag}", required=True)
-    parser.add_argument("--batch", type=int, required=True)
-    parser.add_argument("--max-wait-ms", type=int, default=5)
-    parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--stop-after", type=int, help="stop once this many events are committed (default: on SIGTERM)")
     asyncio.run(main(parser.parse_args()))

@@ -24,8 +24,10 @@ tansu keeps everything in a local S3 server (moto, which must be installed) and 
 restarted mid-stream like Kafka.
 
     workload.py  the checkpoint, students, poison kinds, the send plan, the reference run
-    services.py  redis-server, the broker (and tansu's S3 server), the serve group (supervisor)
-    traffic.py   the sender (input topic) and the collector (output and DLQ topics)
+    services.py  the broker (and tansu's S3 server), the serve group (supervisor); redis-server
+                 and serve are the launch layer's (stream_kt/tools/processes.py)
+    traffic.py   the sender (input topic) and the collector (output and DLQ topics), on
+                 stream_kt/tools/traffic.py
     verify.py    the tally of what came out and the final checks
     run.py       the phases and their faults
     cli.py       arguments, the hard deadline, the summary and the JSON line

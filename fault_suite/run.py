@@ -30,16 +30,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.progress import progress_bar
-from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.service.kafka_io import committed_offsets, ensure_topics
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import KAFKA_VERSION
+from stream_kt.tools.processes import RedisServer
 
 from . import workload
-from .services import Broker, Group, RedisServer
+from .services import Broker, Group
 from .traffic import Collector, Sender
 from .verify import Tally, Verdict, check, read_states
 
@@ -383,7 +382,7 @@ class Suite:
         await self.at_fraction(chunk, fraction, f"redis outage ({how})")
         crashes = len(self.group.crashes)
         members = self.group.running()
-        await asyncio.to_thread(self.redis.restart_after, down_s, how)
+        await asyncio.to_thread(self.redis.restart, how, down_s)
         self.outcome.faults.redis_outages += 1
         self.outcome.faults.redis_down_s += down_s
         died = [m for m in members if not m.alive and not m.expected_exit]
@@ -503,12 +502,7 @@ class Suite:
             topic, partition, offset = s.source.rsplit("/", 2)
             if topic == self.settings.in_topic:
                 end[int(partition)] = max(end.get(int(partition), 0), int(offset) + 1)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=self.settings.group_id, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            committed = {p: await consumer.committed(TopicPartition(self.settings.in_topic, p)) for p in end}
-        finally:
-            await consumer.stop()
+        committed = await committed_offsets(self.settings.bootstrap, self.settings.group_id, self.settings.in_topic, list(end))
         return committed == end
 
     async def tear_down(self) -> None:

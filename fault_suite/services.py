@@ -1,5 +1,8 @@
 """The suite's own servers and processors, all on 127.0.0.1: redis-server, the broker (Apache Kafka, or tansu and an S3 server), serve.
 
+redis-server and serve are the launch layer's (``stream_kt.tools.processes``); its
+redis-server is persistent, so a restart on the same port and directory loses nothing.
+
 Nothing here touches the shared Redis on 6379 or any broker it did not start; every
 process is started in its own session and stopped by its own pid.
 """
@@ -8,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,91 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis
-
 from stream_kt.service.exceptions import StreamError
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, free_port
-from stream_kt.tools.processes import ServeProcess, stop_process
-
-
-def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise StreamError(f"{what} not within {timeout_s:.0f} s")
-        time.sleep(poll_s)
-
-
-class RedisServer:
-    """Our own redis-server on a free port, append-only with fsync on every write.
-
-    With ``appendfsync always`` every acknowledged write is on disk before the reply,
-    so even a SIGKILL loses nothing: a restart on the same port and directory reloads
-    every state.  (Without persistence a restart would lose all state, which is not a
-    fault the processor could be asked to survive.)
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-        self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=10)
-
-    def start(self, timeout_s: float = 15.0) -> RedisServer:
-        if shutil.which("redis-server") is None:
-            raise StreamError("the fault suite needs a redis-server binary")
-        args = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", str(self.directory / "redis.log"),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        client = self.client()
-
-        def answers() -> bool:
-            if self.process.poll() is not None:
-                raise StreamError(f"redis-server on port {self.port} exited with {self.process.returncode} (log {self.directory / 'redis.log'})")
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            wait_until(answers, timeout_s, f"redis-server on port {self.port} answering")
-        finally:
-            client.close()
-        return self
-
-    def stop(self, how: str = "sigterm") -> None:
-        """``sigterm`` (clean shutdown), ``shutdown-nosave`` (the SHUTDOWN NOSAVE command) or ``sigkill``."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        if how == "shutdown-nosave":
-            client = self.client()
-            with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it goes
-                client.shutdown(nosave=True)
-            client.close()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                stop_process(self.process, signum=signal.SIGKILL)
-        else:
-            stop_process(self.process, signum=signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
-        self.process = None
-
-    def restart_after(self, down_s: float, how: str) -> None:
-        self.stop(how)
-        time.sleep(down_s)
-        self.start()
-        self.restarts += 1
+from stream_kt.tools.processes import ServeProcess, stop_process, wait_until
 
 
 class S3Server:
@@ -247,7 +167,7 @@ class Member:
 
     @property
     def alive(self) -> bool:
-        return self.serve.process is not None and self.serve.process.poll() is None
+        return self.serve.alive
 
 
 @dataclass
@@ -271,8 +191,7 @@ class Group:
         name = name or f"serve-{self.started}"
         log_path = self.log_dir / f"{name}-{self.started}.log"
         self.started += 1
-        serve = ServeProcess(self.checkpoint_dir, self.settings, log_path, ready_timeout_s=120.0)
-        serve.command += ["--batch", str(self.settings.batch_size), "--max-wait-ms", str(self.settings.max_wait_ms)]
+        serve = ServeProcess(self.settings.replace(checkpoint=str(self.checkpoint_dir)), log_path, ready_timeout_s=120.0)
         member = Member(name, serve, log_path, time.monotonic())
         self.members.append(member)  # before it starts: the hard deadline kills what is listed here
         try:
@@ -289,16 +208,13 @@ class Group:
         """SIGKILL: no shutdown, the in-flight batch is cut wherever it is."""
         member.expected_exit = True
         assert member.serve.process is not None
-        member.serve.process.send_signal(signal.SIGKILL)
-        member.exit_code = member.serve.process.wait()
-        member.serve.process = None
+        member.exit_code = member.serve.kill()
         self.kills += 1
 
     def stop(self, member: Member, timeout_s: float = 60.0) -> int | None:
         """SIGTERM: the in-flight batch finishes and commits, then the member leaves the group."""
         member.expected_exit = True
-        member.exit_code = stop_process(member.serve.process, timeout_s)
-        member.serve.process = None
+        member.exit_code = member.serve.stop(timeout_s)
         self.graceful_stops += 1
         return member.exit_code
 
@@ -308,9 +224,8 @@ class Group:
             process = member.serve.process
             if process is None or process.poll() is None or member.expected_exit:
                 continue
-            member.exit_code = process.returncode
             member.expected_exit = True
-            member.serve.process = None
+            member.exit_code = member.serve.stop()  # it has exited: its status
             self.crashes.append(f"{member.name}: exit {member.exit_code} (log {member.log_path})")
             self.restarts_due.append(member.name)
         while self.restarts_due:
@@ -325,11 +240,9 @@ class Group:
 
     def kill_all(self) -> None:
         for member in self.members:
-            if member.serve.process is not None and member.serve.process.poll() is None:
+            if member.serve.alive:
                 member.expected_exit = True
-                member.serve.process.kill()
-                member.serve.process.wait()
-            member.serve.process = None
+            member.serve.kill()
 
     def log_text(self) -> str:
         return "".join(m.log_path.read_text(errors="replace") for m in self.members if m.log_path.exists())

@@ -13,12 +13,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-import redis
 
 from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.service import keys
 from stream_kt.service.events import decode_mastery
+from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.service.state import WINDOW, StudentState, decode_state
 
 from .traffic import Collector, DeadLetter, Sent
@@ -110,7 +110,7 @@ class Verdict:
 
 def read_states(redis_url: str, prefix: str, student_ids: list[str], checkpoint: Checkpoint) -> dict[str, StudentState | None]:
     """The stored states, read with ``checkpoint``'s vocabulary and state shapes (the model the suite serves)."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    client = redis_client_sync(redis_url, socket_timeout_s=30)
     try:
         raw = client.mget([keys.student_key(s, prefix) for s in student_ids])
     finally:

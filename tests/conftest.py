@@ -33,6 +33,7 @@ from stream_kt.checkpoint import save_checkpoint
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import KTModel, build_model
+from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, kafka_unavailable
 
 TINY_ITEMS = 12  # synthetic item ids "0".."11"
@@ -139,7 +140,7 @@ def broker(request: pytest.FixtureRequest) -> KafkaBroker | EmbeddedBroker:
 def redis_url() -> str:
     url = os.environ.get("STREAM_KT_TEST_REDIS", "redis://127.0.0.1:6379/0")
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        redis_client_sync(url, connect_timeout_s=1).ping()
     except redis.RedisError as exc:
         pytest.skip(f"no Redis at {url}: {exc}")
     return url
@@ -150,7 +151,7 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     """A prefix no other test uses; its keys are deleted afterwards (never FLUSHDB: Redis is shared)."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     keys = list(client.scan_iter(f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
@@ -323,3 +323,34 @@ async def read_to_end(
     finally:
         await consumer.stop()
     return read
+
+
+# ---------------------------------------------------------------------- for the tools and the tests: a group's progress, a broker's readiness
+
+
+async def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: list[int], security: dict[str, Any] | None = None) -> dict[int, int]:
+    """``group_id``'s committed offset on each of ``partitions`` of ``topic`` (those without one left out).
+
+    The consumer asks the group's coordinator and never subscribes: it joins nothing and
+    disturbs no member.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **(security or {}))
+    await consumer.start()
+    try:
+        committed = {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        await consumer.stop()
+    return {p: offset for p, offset in committed.items() if offset is not None}
+
+
+async def lists_a_live_broker(bootstrap: str, timeout_s: float) -> bool:
+    """Does a metadata request to ``bootstrap`` list a live broker?  False while it does not answer (a broker starting)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return bool(cluster.get("brokers"))
+    except (TimeoutError, KafkaError, OSError):
+        return False
+    finally:
+        await admin.close()

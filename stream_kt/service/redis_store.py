@@ -1,7 +1,8 @@
 """Thin adapter: student states in Redis, one key per student (``keys.student_key``).
 
 The one place any stream-kt code makes a Redis client: the processor, ``forget``,
-``inspect``, the demo and the benchmarks all go through ``StudentStore``.
+``inspect``, the demo and the benchmarks all go through ``StudentStore``; the launchers,
+the fault suite and the tests that need a blocking client get it from ``redis_client_sync``.
 
 One batch costs two round trips: a pipeline of GETs to read and a pipeline of SETs to
 write, both ``transaction=False``.  Not MGET/MSET and not MULTI: those are multi-key
@@ -90,6 +91,14 @@ def redis_client(url: str, *, cluster: bool = False, socket_timeout_s: float = 5
         return RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
     # no client-side retries: the processor's batch retry logs every failure
     return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
+
+
+def redis_client_sync(url: str, *, cluster: bool = False, socket_timeout_s: float | None = None, connect_timeout_s: float | None = None) -> redis.Redis | redis.RedisCluster:
+    """A blocking client for ``url``, for tools and tests outside an event loop (a launcher's PING, a
+    suite's final read).  None: no timeout; ``connect_timeout_s`` None: as ``socket_timeout_s``."""
+    if cluster:
+        return redis.RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)
 
 
 class StudentStore:

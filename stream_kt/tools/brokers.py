@@ -31,7 +31,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -66,49 +65,36 @@ def free_port() -> int:
 # ---------------------------------------------------------------------- readiness
 
 
-async def _answers_metadata(bootstrap: str, timeout_s: float) -> bool:
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        await admin.start()
-        cluster = await admin.describe_cluster()
-        return bool(cluster.get("brokers"))
-    except (TimeoutError, KafkaError, OSError):
-        return False
-    finally:
-        await admin.close()
-
-
 def answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """Does a Kafka metadata request to ``bootstrap`` list a live broker?  (Runs on its own event loop.)"""
+    from stream_kt.service.kafka_io import lists_a_live_broker  # the Kafka client, only once a broker is waited for
+
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # refused connections while the broker starts are expected here
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable from inside a running loop too
-            return pool.submit(asyncio.run, _answers_metadata(bootstrap, timeout_s)).result()
+            return pool.submit(asyncio.run, lists_a_live_broker(bootstrap, timeout_s)).result()
     finally:
         quiet.setLevel(level)
 
 
 def wait_serving(bootstrap: str, process: subprocess.Popen, timeout_s: float, what: str, log_path: Path | None = None) -> None:
     """Return once ``bootstrap`` answers metadata; ``BrokerError`` if ``process`` exits or ``timeout_s`` passes."""
+    from stream_kt.tools.processes import wait_until  # the launch layer stands on this module
+
     host, port = bootstrap.rsplit(":", 1)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def serving() -> bool:
         if process.poll() is not None:
             raise BrokerError(f"{what} exited with status {process.returncode} while starting{_log_hint(log_path)}")
         try:
             socket.create_connection((host, int(port)), timeout=0.2).close()
         except OSError:
-            time.sleep(0.05)
-            continue
-        if answers_metadata(bootstrap):
-            return
-        time.sleep(0.1)
-    raise BrokerError(f"{what} did not answer on {bootstrap} within {timeout_s:.0f} s{_log_hint(log_path)}")
+            return False  # not listening yet
+        return answers_metadata(bootstrap)
+
+    wait_until(serving, timeout_s, f"{what} answering on {bootstrap}{_log_hint(log_path)}", poll_s=0.1, error=BrokerError)
 
 
 def _log_hint(log_path: Path | None) -> str:

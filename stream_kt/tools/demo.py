@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import EmbeddedBroker, free_port
 from stream_kt.tools.follow import FollowTally
 from stream_kt.tools.inspect_state import StudentNotFound, delete_keys_with_prefix, format_report, load_student, online_quality, state_report
-from stream_kt.tools.processes import ServeProcess, sigterm_as_interrupt, stop_process
+from stream_kt.tools.processes import RedisServer, ServeProcess, sigterm_as_interrupt
 from stream_kt.tools.replay import ReplayResult, event_order, replay_and_follow
 from stream_kt.training.prepare import load_students
 
@@ -112,7 +110,7 @@ def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict, float]
         if options.delete_state:  # registered before serve: runs after serve has stopped writing
             stack.callback(delete_keys_with_prefix, redis_url, settings.key_prefix)
         # 4. serve
-        serve = stack.enter_context(ServeProcess(checkpoint_dir, settings, work_dir / "serve.log"))
+        serve = stack.enter_context(ServeProcess(settings.replace(checkpoint=str(checkpoint_dir)), work_dir / "serve.log"))
         say(f"[4/6] serve: {serve.ready_line}  (metrics http://127.0.0.1:{settings.metrics_port}/metrics, log {serve.log_path})")
         # 5. replay and follow
         order = event_order(students, options.seed)
@@ -161,29 +159,12 @@ def redis_for_demo(url: str | None, default: str, work_dir: Path, stack: context
         return default, False
     except StreamError:
         pass
-    port = free_port()
-    log = open(work_dir / "redis.log", "ab")
-    stack.callback(log.close)
-    try:
-        process = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(work_dir)],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop it in order
-        )
-    except FileNotFoundError:
-        raise StreamError(f"no Redis at {default} and no redis-server to start: install Redis or pass --redis URL") from None
-    stack.callback(stop_process, process)
-    own_url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis_reachable(own_url)
-            return own_url, True
-        except StreamError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise StreamError(f"redis-server on port {port} did not start (log {work_dir / 'redis.log'})") from None
-            time.sleep(0.05)
+    if not RedisServer.available():
+        raise StreamError(f"no Redis at {default} and no redis-server to start: install Redis or pass --redis URL")
+    server = RedisServer(work_dir, persistent=False)  # the demo's students need not outlive it
+    stack.callback(server.stop)
+    server.start(timeout_s=10)
+    return server.url, True
 
 
 def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[Path, list[StudentSequence], str]:

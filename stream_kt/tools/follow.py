@@ -1,6 +1,6 @@
 """Follow the output (and dead-letter) topic until every replayed event is answered.
 
-A fresh consumer with no group reads both topics from the beginning, so it needs no
+A fresh reader with no group (``traffic.TopicReader``) reads both topics from the beginning, so it needs no
 offsets of its own and never disturbs the processor's group.  Outputs are counted once
 per (student_id, seq) (the processor may repeat outputs after a crash), dead letters
 once per source offset, and latency is receive time minus the event's ``ts`` (the
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from stream_kt.service import kafka_io
 from stream_kt.settings import StreamSettings
+from stream_kt.tools.traffic import TopicReader
 
 # Without any handler, Python's last-resort handler prints aiokafka's connection errors
 # next to our one-line error; a configured root logger still receives them.
@@ -159,18 +159,19 @@ async def follow_outputs(
     is set once the follower is in place (send nothing before: its outputs could be
     skipped).
     """
-    consumer = kafka_io.make_reader(
+    reader = TopicReader(
         bootstrap,
         [out_topic] + ([dlq_topic] if dlq_topic else []),
         security,
+        keep=False,  # counted in the tally, not kept
         metadata_max_age_ms=2000,  # notice the topics soon when the processor creates them late
         fetch_max_wait_ms=fetch_wait_ms,  # the default 500 ms would be measured as latency on the embedded broker (StreamSettings.fetch_wait_ms)
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    await kafka_io.start(consumer, bootstrap)
+    await reader.start()
     try:
         if from_end:
-            await _skip_to_end(consumer)
+            await _skip_to_end(reader.consumer)
         if positioned is not None:
             positioned.set()
         deadline: float | None = None
@@ -179,18 +180,16 @@ async def follow_outputs(
                 deadline = time.monotonic() + timeout_s
             if deadline is not None and time.monotonic() > deadline:
                 break
-            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=10_000)
+            records = await reader.read(timeout_ms=poll_ms, max_records=10_000)
             received_ms = now_ms()
-            for partition, records in batches.items():
-                for record in records:
-                    if partition.topic == out_topic:
-                        tally.add_output(record.value, received_ms, record.timestamp)
-                    else:
-                        headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
-                        tally.add_dead_letter(record.value, headers, received_ms)
+            for record in records:
+                if record.topic == out_topic:
+                    tally.add_output(record.value, received_ms, record.timestamp)
+                else:
+                    headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+                    tally.add_dead_letter(record.value, headers, received_ms)
             if on_update is not None:
                 on_update(tally)
     finally:
-        await consumer.stop()
+        await reader.stop()
     return tally
-

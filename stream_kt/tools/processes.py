@@ -1,85 +1,80 @@
-"""Child processes of the tools: ``stream-kt serve`` started and awaited, any process stopped in order."""
+"""The launch layer: every child process the demo, the tests, the fault suite and the benchmarks start.
+
+* ``serve_command`` and ``settings_environ``: the one ``stream-kt serve`` command line.  Its
+  settings travel as their environment variables, every field of ``StreamSettings``
+  (``settings.ENV``), so none can be left out when a setting is added; a flag given
+  besides (``ServeProcess(..., "--log-format", "json")``) wins over them, as it would
+  on a terminal.  The environment, not flags: a password never shows in ``ps``.
+* ``ServeProcess``: ``stream-kt serve`` started, its stdout lines awaited
+  (``wait_line``; "serving " is ready), stopped with SIGTERM or SIGKILL.
+* ``RedisServer``: a ``redis-server`` of our own on a port and a directory, append-only
+  (``persistent``) or not, a Redis Cluster node or not; start, stop (three ways), restart.
+* ``wait_until`` / ``until``: the one poll-with-a-deadline loop, blocking or in an event loop.
+* ``stop_process``, ``sigterm_as_interrupt``: stopping any child in order.
+
+The brokers have theirs in ``brokers.py``.  The service itself imports nothing of this.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import os
+import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream_kt.service.exceptions import StreamError
-from stream_kt.settings import StreamSettings
+from stream_kt.service.redis_store import REDIS_ERRORS, redis_client_sync
+from stream_kt.settings import ENV, StreamSettings
+from stream_kt.tools.brokers import free_port
+
+if TYPE_CHECKING:
+    import redis
+
+# ---------------------------------------------------------------------- waiting
 
 
-class ServeProcess:
-    """``stream-kt serve`` as a child process: started, awaited until it prints "serving ", stopped with SIGTERM."""
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str | Callable[[], str], poll_s: float = 0.05, error: type[Exception] = StreamError) -> None:
+    """Poll ``condition`` every ``poll_s`` until it holds; ``error`` after ``timeout_s`` (never a fixed sleep instead).
 
-    def __init__(self, checkpoint_dir: Path, settings: StreamSettings, log_path: Path, ready_timeout_s: float = 120.0) -> None:
-        self.command = [
-            sys.executable, "-m", "stream_kt.cli", "serve",
-            "--checkpoint", str(checkpoint_dir),
-            "--bootstrap", settings.bootstrap,
-            "--redis", settings.redis_url,
-            "--in-topic", settings.in_topic,
-            "--out-topic", settings.out_topic,
-            "--dlq-topic", settings.dlq_topic,
-            "--group", settings.group_id,
-            "--key-prefix", settings.key_prefix,
-            "--partitions", str(settings.partitions),
-            "--metrics-port", str(settings.metrics_port),  # 0 where several run on one machine
-            "--kafka-connect-timeout-s", str(settings.kafka_connect_timeout_s),
-        ]  # fmt: skip
-        self.log_path = log_path
-        self.ready_timeout_s = ready_timeout_s
-        self.ready_line = ""
-        self.process: subprocess.Popen | None = None
-        self._ready = threading.Event()
-        self._last_lines: list[str] = []
+    ``condition`` may raise to give up at once (the process it waits for has exited).
+    ``what`` names the condition; a callable is asked at the timeout (what was seen last).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise error(_not_within(what, timeout_s))
+        time.sleep(poll_s)
 
-    def __enter__(self) -> ServeProcess:
-        self.process = subprocess.Popen(
-            self.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            # one torch thread unless the user says otherwise: a small model's step gains nothing
-            # from two, and on a shared box spinning threads slow it down many times over
-            env={"OMP_NUM_THREADS": "1", **os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # Ctrl-C reaches only us; we stop serve with SIGTERM in order
-        )
-        threading.Thread(target=self._copy_output, daemon=True).start()
-        deadline = time.monotonic() + self.ready_timeout_s
-        while not self._ready.wait(0.1):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                status = f"did not print 'serving' within {self.ready_timeout_s:.0f} s" if self.process.poll() is None else f"exited with status {self.process.returncode}"
-                last = self._last_lines[-1].strip() if self._last_lines else "no output"
-                self.__exit__()
-                raise StreamError(f"serve {status}: {last} (log {self.log_path})")
-        return self
 
-    def _copy_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        with open(self.log_path, "a") as log:
-            for line in self.process.stdout:
-                log.write(line)
-                log.flush()
-                self._last_lines = (self._last_lines + [line])[-20:]
-                if line.startswith("serving ") and not self._ready.is_set():
-                    self.ready_line = line.strip()
-                    self._ready.set()
+async def until(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str | Callable[[], str], poll_s: float = 0.05, error: type[Exception] = StreamError) -> None:
+    """``wait_until`` inside an event loop: ``condition`` may be a coroutine function, the loop runs between polls."""
 
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            status = stop_process(self.process, timeout_s=30)
-            if status not in (0, None):
-                print(f"stream-kt: serve exited with status {status} (log {self.log_path})", file=sys.stderr)
-            self.process = None
+    async def holds() -> bool:
+        result = condition()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    deadline = time.monotonic() + timeout_s
+    while not await holds():
+        if time.monotonic() > deadline:
+            raise error(_not_within(what, timeout_s))
+        await asyncio.sleep(poll_s)
+
+
+def _not_within(what: str | Callable[[], str], timeout_s: float) -> str:
+    return f"{what() if callable(what) else what}: not within {timeout_s:g} s"
+
+
+# ---------------------------------------------------------------------- stopping
 
 
 def stop_process(process: subprocess.Popen | None, timeout_s: float = 10.0, signum: int = signal.SIGTERM) -> int | None:
@@ -108,3 +103,246 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def serve_command(*flags: str) -> list[str]:
+    """The ``stream-kt serve`` command line (this interpreter, this package); its settings go in ``settings_environ``."""
+    return [sys.executable, "-m", "stream_kt.cli", "serve", *flags]
+
+
+def settings_environ(settings: StreamSettings) -> dict[str, str]:
+    """Every setting as the environment variable the settings loader reads it from: ``load_settings`` reads these back
+    to ``settings`` itself, field for field, so a child started with them runs with exactly these settings."""
+    return {ENV[name]: _env_text(getattr(settings, name)) for name in type(settings).model_fields}
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+class ServeProcess:
+    """``stream-kt serve`` as a child process, with ``settings`` (``settings_environ``) and any ``flags`` besides.
+
+    Its stderr (the log) and its stdout lines go to ``log_path``; the stdout lines are also
+    kept for ``wait_line``.  ``start`` returns at once; as a context manager it returns once
+    serve printed "serving " (``ready_line``) and stops it with SIGTERM at the end.  ``cwd``:
+    where it runs (a checkout, so its own package is the one imported).
+    """
+
+    def __init__(self, settings: StreamSettings, log_path: Path, *flags: str, ready_timeout_s: float = 120.0, cwd: Path | None = None) -> None:
+        self.settings = settings
+        self.command = serve_command(*flags)
+        self.log_path = log_path
+        self.ready_timeout_s = ready_timeout_s
+        self.cwd = cwd
+        self.ready_line = ""
+        self.process: subprocess.Popen | None = None
+        self.stdout: list[str] = []  # the lines ``wait_line`` has read, in order
+        self._lines: queue.Queue[str | None] = queue.Queue()  # None: stdout closed
+
+    def start(self) -> ServeProcess:
+        environ = {
+            # one torch thread unless the user says otherwise: a small model's step gains nothing
+            # from two, and on a shared box spinning threads slow it down many times over
+            "OMP_NUM_THREADS": "1",
+            **os.environ,
+            **settings_environ(self.settings),
+            "PYTHONUNBUFFERED": "1",
+        }
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                bufsize=1,
+                env=environ,
+                cwd=self.cwd,
+                start_new_session=True,  # Ctrl-C reaches only us; we stop serve with SIGTERM in order
+            )
+        threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
+        return self
+
+    def _read(self, process: subprocess.Popen) -> None:
+        assert process.stdout is not None
+        with open(self.log_path, "a") as log:
+            for line in process.stdout:
+                log.write(line)
+                log.flush()
+                self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_line(self, prefix: str, timeout_s: float = 60.0) -> str:
+        """The next stdout line starting with ``prefix``; ``StreamError`` if serve exits or ``timeout_s`` passes first."""
+        deadline, closed = time.monotonic() + timeout_s, False
+        while not closed and (left_s := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=min(left_s, 0.1))
+            except queue.Empty:
+                continue
+            if line is None:
+                self._lines.put(None)  # stays closed for the next call
+                closed = True
+                continue
+            self.stdout.append(line)
+            if line.startswith(prefix):
+                return line
+        code = None
+        if closed and self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.process.wait(5)  # stdout closed: it is exiting
+        status = f"exited with status {code}" if code is not None else f"did not print {prefix!r} within {timeout_s:g} s"
+        raise StreamError(f"serve {status}: {self.last_log_line()} (log {self.log_path})")
+
+    def last_log_line(self) -> str:
+        """The last line serve wrote (stdout or log): why it stopped, where it did."""
+        with contextlib.suppress(OSError):
+            lines = [line.strip() for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+            if lines:
+                return lines[-1]
+        return "no output"
+
+    def wait_ready(self, timeout_s: float | None = None) -> str:
+        self.ready_line = self.wait_line("serving ", self.ready_timeout_s if timeout_s is None else timeout_s).strip()
+        return self.ready_line
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 30.0, signum: int = signal.SIGTERM) -> int | None:
+        """Signal serve (SIGTERM: the in-flight batch finishes and commits) and wait; its exit status (None: never started)."""
+        status = stop_process(self.process, timeout_s, signum)
+        self.process = None
+        return status
+
+    def kill(self) -> int | None:
+        """SIGKILL: no shutdown, the in-flight batch is cut wherever it is."""
+        return self.stop(signum=signal.SIGKILL)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def __enter__(self) -> ServeProcess:
+        self.start()
+        try:
+            self.wait_ready()
+        except StreamError:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        status = self.stop()
+        if status not in (0, None):
+            print(f"stream-kt: serve exited with status {status} (log {self.log_path})", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- redis-server
+
+
+class RedisServer:
+    """A redis-server of our own on 127.0.0.1:``port`` (default: a free one) and ``directory``; restartable.
+
+    ``persistent``: append-only with ``appendfsync always``, so every acknowledged write is
+    on disk before the reply and even a SIGKILL loses nothing: a restart on the same port
+    and directory reloads every state.  (Without persistence a restart loses all state.)
+    ``cluster``: a Redis Cluster node (its cluster bus on a free port of its own: port +
+    10000 may be taken or out of range), to be joined with ``redis-cli --cluster create``.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None, *, persistent: bool = True, cluster: bool = False) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.persistent = persistent
+        self.cluster = cluster
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
+    def client(self, socket_timeout_s: float | None = 10.0) -> redis.Redis | redis.RedisCluster:
+        return redis_client_sync(self.url, socket_timeout_s=socket_timeout_s, connect_timeout_s=1.0)
+
+    def command(self) -> list[str]:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", "", "--logfile", str(self.log_path)]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / "nodes.conf"), "--cluster-port", str(free_port())]
+        return args
+
+    def start(self, timeout_s: float = 15.0) -> RedisServer:
+        """Start it and return once it answers PING; ``StreamError`` (one line) if it cannot."""
+        if not self.available():
+            raise StreamError("no redis-server binary on PATH (install Redis)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        process, client = self.process, self.client(socket_timeout_s=1.0)
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise StreamError(f"redis-server on port {self.port} exited with status {process.returncode} (log {self.log_path})")
+            try:
+                return bool(client.ping())
+            except REDIS_ERRORS:
+                return False
+
+        try:
+            wait_until(answers, timeout_s, f"redis-server on port {self.port} answering (log {self.log_path})")
+        except StreamError:
+            self.stop("sigkill")
+            raise
+        finally:
+            client.close()
+        return self
+
+    def stop(self, how: str = "sigterm") -> None:
+        """``sigterm`` (clean shutdown), ``shutdown-nosave`` (the SHUTDOWN NOSAVE command) or ``sigkill``."""
+        if self.process is None or self.process.poll() is not None:
+            self.process = None
+            return
+        if how == "shutdown-nosave":
+            client = self.client()
+            with contextlib.suppress(*REDIS_ERRORS):  # the server closes the connection as it goes
+                client.shutdown(nosave=True)
+            client.close()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                stop_process(self.process, signum=signal.SIGKILL)
+        else:
+            stop_process(self.process, signum=signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+        self.process = None
+
+    def restart(self, how: str = "sigterm", down_s: float = 0.0) -> None:
+        """Stop it (``how``), stay down ``down_s``, start it again on the same port and directory."""
+        self.stop(how)
+        time.sleep(down_s)
+        self.start()
+        self.restarts += 1
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

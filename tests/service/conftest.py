@@ -1,7 +1,9 @@
 """Factories for the stream tests: settings, events, topic I/O, a running processor, the reference run.
 
 Everything runs against the real broker and the real Redis; waits poll with a
-deadline, never a fixed sleep.
+deadline, never a fixed sleep.  ``serve``, our own redis-server, the wait and the topic
+reader are the launch layer's (``stream_kt.tools.processes``, ``stream_kt.tools.traffic``),
+as the demo, the fault suite and the benchmarks use them.
 """
 
 from __future__ import annotations
@@ -9,37 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import queue
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 import torch
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.service import keys
 from stream_kt.service.events import decode_mastery, encode_answer
-from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.service.kafka_io import committed_offsets as kafka_committed_offsets
+from stream_kt.service.kafka_io import ensure_topics, make_tool_producer
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.processor import ProcessorStats, run_processor
+from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.service.state import WINDOW, StudentState, decode_state, read_header
 from stream_kt.settings import StreamSettings
-from stream_kt.tools.brokers import free_port
+from stream_kt.tools.processes import RedisServer, ServeProcess
+from stream_kt.tools.processes import until as launch_until
+from stream_kt.tools.traffic import TopicReader, send_in_order
 
 PARTITIONS = 3
+REPO = Path(__file__).parents[2]  # serve runs here, so this checkout's package is the one it imports
 
 
 @dataclass(frozen=True)
@@ -108,12 +105,11 @@ async def produce(settings: StreamSettings, messages: Iterable[tuple[bytes | Non
     offset + 1 instead, so ``end_offsets`` cannot be trusted there.
     """
     await ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer = make_tool_producer(settings.bootstrap, acks="all")
     await producer.start()
     try:
-        deliveries = [await producer.send(settings.in_topic, value, key=key) for key, value in messages]
         end: dict[int, int] = {}
-        for report in await asyncio.gather(*deliveries):
+        for report in await send_in_order(producer, settings.in_topic, list(messages)):
             end[report.partition] = max(end.get(report.partition, 0), report.offset + 1)
         return end
     finally:
@@ -122,38 +118,6 @@ async def produce(settings: StreamSettings, messages: Iterable[tuple[bytes | Non
 
 def answer_messages(answers: Iterable[Answer]) -> list[tuple[bytes, bytes]]:
     return [(a.student_id.encode(), a.encode()) for a in answers]
-
-
-class TopicReader:
-    """Reads every partition of a topic from the beginning, without a group (no join wait)."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap, self.topic = bootstrap, topic
-        self.records: list = []
-        self.consumer: AIOKafkaConsumer | None = None
-
-    async def __aenter__(self) -> TopicReader:
-        # no group: a subscription then takes every partition of the topic, from the beginning
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=2000)
-        await self.consumer.start()
-        self.consumer.subscribe([self.topic])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.consumer is not None
-        await self.consumer.stop()
-
-    async def read_until(self, done: Callable[[list], bool], timeout_s: float = 60.0) -> list:
-        """Read until ``done(records)``; fail after ``timeout_s``."""
-        assert self.consumer is not None
-        deadline = time.monotonic() + timeout_s
-        while not done(self.records):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.topic}: condition not met within {timeout_s} s ({len(self.records)} records)")
-            batch = await self.consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                self.records.extend(records)
-        return self.records
 
 
 def dedupe_outputs(records: Iterable) -> dict[tuple[str, int], dict]:
@@ -190,7 +154,7 @@ async def running_processor(
 def read_states(redis_url: str, prefix: str, student_ids: Iterable[str], checkpoint: Checkpoint | None = None, sources: Iterable[str] = ()) -> dict[str, StudentState | None]:
     """Stored states (schema 1 or 2) as ``StudentState``s: window items named by the writer's vocabulary (from
     Redis, where serve records it), model state split by ``checkpoint``'s state shapes, ``sources`` named."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     shapes = None if checkpoint is None else {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
     try:
         states: dict[str, StudentState | None] = {}
@@ -266,67 +230,7 @@ def expected_output_keys(answers: Iterable[Answer]) -> set[tuple[str, int]]:
 
 async def committed_offsets(settings: StreamSettings) -> dict[int, int]:
     """The group's committed offset per partition of the input topic (partitions without one left out)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=settings.group_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        committed = {p: await consumer.committed(TopicPartition(settings.in_topic, p)) for p in range(settings.partitions)}
-        return {p: offset for p, offset in committed.items() if offset is not None}
-    finally:
-        await consumer.stop()
-
-
-class ServeProcess:
-    """``python -m stream_kt.cli serve`` as a subprocess; stdout lines are collected by a thread."""
-
-    def __init__(self, settings: StreamSettings, checkpoint: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
-        args = [
-            sys.executable, "-m", "stream_kt.cli", "serve", "--checkpoint", str(checkpoint),
-            "--bootstrap", settings.bootstrap, "--redis", settings.redis_url,
-            "--in-topic", settings.in_topic, "--out-topic", settings.out_topic, "--dlq-topic", settings.dlq_topic,
-            "--group", settings.group_id, "--key-prefix", settings.key_prefix,
-            "--batch", str(settings.batch_size), "--max-wait-ms", str(settings.max_wait_ms), "--partitions", str(settings.partitions),
-            "--metrics-port", "0",  # several on one machine (a test that wants the endpoint passes its own port in extra)
-            *extra,
-        ]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two cores shared with the tests and the broker
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True, cwd=Path(__file__).parents[2])
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def wait_line(self, prefix: str, timeout_s: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.process.poll() is not None and self.lines.empty():
-                    break
-                continue
-            self.stdout.append(line)
-            if line.startswith(prefix):
-                return line
-        raise AssertionError(f"no {prefix!r} line within {timeout_s} s (exit status {self.process.poll()}); stdout: {self.stdout}")
-
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout_s: float = 60.0) -> int:
-        code = self.process.wait(timeout_s)
-        self.log.close()
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-        self.log.close()
+    return await kafka_committed_offsets(settings.bootstrap, settings.group_id, settings.in_topic, list(range(settings.partitions)))
 
 
 @pytest.fixture
@@ -335,8 +239,9 @@ def serve_process(tmp_path: Path) -> Iterable[Callable[..., ServeProcess]]:
     started: list[ServeProcess] = []
 
     def start(settings: StreamSettings, checkpoint: Path, *extra: str) -> ServeProcess:
-        proc = ServeProcess(settings, checkpoint, tmp_path / f"serve-{len(started)}.log", extra)
-        started.append(proc)
+        # metrics port 0: several on one machine (a test that wants the endpoint passes its own port in extra)
+        proc = ServeProcess(settings.replace(checkpoint=str(checkpoint), metrics_port=0), tmp_path / f"serve-{len(started)}.log", *extra, cwd=REPO)
+        started.append(proc.start())
         return proc
 
     yield start
@@ -344,61 +249,28 @@ def serve_process(tmp_path: Path) -> Iterable[Callable[..., ServeProcess]]:
         proc.kill()
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition`` every 50 ms until it holds; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout_s} s")
-        await asyncio.sleep(0.05)
+async def until(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 30.0, what: str | Callable[[], str] = "condition", poll_s: float = 0.05) -> None:
+    """Poll ``condition`` (a function or a coroutine function) every ``poll_s`` until it holds; fail after ``timeout_s``.
+    ``what`` may be a function: asked at the timeout, it can say what was seen last."""
+    await launch_until(condition, timeout_s, what, poll_s, error=AssertionError)
 
 
 async def until_committed(settings: StreamSettings, total: int, timeout_s: float = 30.0) -> None:
     """Wait until the group's committed offsets add up to ``total``: outputs go out before the commit, so reading them is not enough."""
-    deadline = time.monotonic() + timeout_s
-    while (committed := sum((await committed_offsets(settings)).values())) < total:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"committed offsets add up to {committed}, not {total}, after {timeout_s} s")
-        await asyncio.sleep(0.05)
+    committed = 0
 
+    async def adds_up() -> bool:
+        nonlocal committed
+        committed = sum((await committed_offsets(settings)).values())
+        return committed >= total
 
-class OwnRedis:
-    """A redis-server of this test's own on a free port, persisted to an append-only file so a restart keeps the data."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:
-                assert self.process.poll() is None and time.monotonic() < deadline, f"redis-server on port {self.port} did not start"
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+    await until(adds_up, timeout_s, lambda: f"committed offsets adding up to {total} (at {committed})")
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterable[OwnRedis]:
-    if shutil.which("redis-server") is None:
+def own_redis(tmp_path: Path) -> Iterable[RedisServer]:
+    """A redis-server of this test's own on a free port, persisted to an append-only file so a restart keeps the data."""
+    if not RedisServer.available():
         pytest.skip("no redis-server binary")
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path / "redis") as server:
+        yield server

@@ -7,28 +7,17 @@ import hashlib
 import socket
 
 import pytest
-import redis
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.cli import main
-from stream_kt.service import http
+from stream_kt.service import http, kafka_io
 from stream_kt.service.exceptions import FatalStreamError
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.processor import run_processor
+from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.tools.brokers import free_port
 
-from .conftest import (
-    TopicReader,
-    answer_messages,
-    committed_offsets,
-    dedupe_outputs,
-    expected_output_keys,
-    produce,
-    running_processor,
-    synthetic_answers,
-)
+from .conftest import TopicReader, answer_messages, committed_offsets, dedupe_outputs, expected_output_keys, produce, running_processor, synthetic_answers, until
 from .test_observability import samples, scrape
 
 MIB = 1 << 20
@@ -38,17 +27,12 @@ SIZES = (MIB - 2_000, 1_048_446, MIB, MIB + 1_000, 5 * 1000 * 1000)
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int, max_message_bytes: int | None = None) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
-    finally:
-        await admin.close()
+    configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}
+    await kafka_io.ensure_topics(bootstrap, [name], partitions, configs=configs)
 
 
 async def produce_large(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=8 * MIB, max_batch_size=8 * MIB)
+    producer = kafka_io.make_tool_producer(bootstrap, acks="all", max_request_size=8 * MIB, max_batch_size=8 * MIB)
     await producer.start()
     try:
         for key, value in messages:
@@ -135,7 +119,7 @@ def test_readyz_turns_unready_and_lag_grows_while_a_batch_retries_then_both_reco
     settings = make_settings(redis_url=own_redis.url, unready_after_retry_s=1, partitions=1)
     answers = synthetic_answers(checkpoint, students=4, seed=23, min_length=20, max_length=30)
     parts = answers[:20], answers[20:40], answers[40:]
-    admin = redis.Redis.from_url(own_redis.url)
+    admin = redis_client_sync(own_redis.url)
     port = free_port()
 
     async def scenario():
@@ -156,22 +140,16 @@ def test_readyz_turns_unready_and_lag_grows_while_a_batch_retries_then_both_reco
             async def lag() -> float:
                 return sum(v for (name, _), v in (await page()).items() if name == "stream_kt_consumer_lag")
 
-            async def wait_for(condition, timeout_s: float, what: str) -> None:
-                deadline = asyncio.get_running_loop().time() + timeout_s
-                while not await condition():
-                    assert asyncio.get_running_loop().time() < deadline, f"{what}: not within {timeout_s} s"
-                    await asyncio.sleep(0.1)
-
             async def ready_and_no_lag() -> bool:
                 return (await get("/readyz"))[0] == 200 and await lag() == 0
 
             async def unready() -> bool:
                 return (await get("/readyz"))[0] == 503
 
-            await wait_for(ready_and_no_lag, 20, "ready with no lag")
+            await until(ready_and_no_lag, 20, "ready with no lag", poll_s=0.1)
             admin.config_set("min-replicas-to-write", 1)  # writes refused, PING answered: a retriable error
             await produce(settings, answer_messages(parts[1]))
-            await wait_for(unready, 30, "unready while the batch retries")
+            await until(unready, 30, "unready while the batch retries", poll_s=0.1)
             observed["unready"] = (await get("/readyz"))[1]
             observed["retry_s"] = (await page())[("stream_kt_batch_retry_seconds", ())]
             first_lag = await lag()
@@ -180,10 +158,10 @@ def test_readyz_turns_unready_and_lag_grows_while_a_batch_retries_then_both_reco
             async def grown() -> bool:
                 return await lag() >= first_lag + len(parts[2])
 
-            await wait_for(grown, 20, "lag growing with each new event")
+            await until(grown, 20, "lag growing with each new event", poll_s=0.1)
             observed["lags"] = (first_lag, await lag())
             admin.config_set("min-replicas-to-write", 0)
-            await wait_for(ready_and_no_lag, 60, "ready again, no lag")
+            await until(ready_and_no_lag, 60, "ready again, no lag", poll_s=0.1)
             observed["after"] = (await get("/readyz"), (await page())[("stream_kt_batch_retry_seconds", ())])
             await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers))
             stop.set()

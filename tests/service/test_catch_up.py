@@ -15,9 +15,9 @@ import time
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import ConsumerRebalanceListener
 
-from stream_kt.service.kafka_io import ensure_topics, make_consumer
+from stream_kt.service.kafka_io import ensure_topics, make_consumer, make_tool_producer
 from stream_kt.settings import StreamSettings
 
 BATCHES = 10_000
@@ -32,7 +32,7 @@ class NoOpListener(ConsumerRebalanceListener):
 
 
 async def fill(bootstrap: str, topic: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    producer = make_tool_producer(bootstrap, linger_ms=0)
     await producer.start()
     try:
         for start in range(0, BATCHES, 500):

@@ -3,85 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
-from redis.cluster import RedisCluster
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.service import keys
 from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.service.redis_store import REDIS_ERRORS, redis_client_sync
 from stream_kt.service.state import decode_state
-from stream_kt.tools.brokers import free_port
+from stream_kt.tools.processes import RedisServer, wait_until
 
 from .conftest import TopicReader, answer_messages, by_student, dedupe_outputs, expected_output_keys, produce, read_states, running_processor, synthetic_answers
 
 
 class LocalCluster:
-    """Three redis-server primaries on loopback, joined by ``redis-cli --cluster create``."""
+    """Three redis-server primaries on loopback (the launch layer's, as cluster nodes), joined by ``redis-cli --cluster create``."""
 
     def __init__(self, directory: Path, primaries: int = 3) -> None:
-        self.directory = directory
-        self.ports = [free_port() for _ in range(primaries)]
-        self.processes: list[subprocess.Popen] = []
+        self.nodes = [RedisServer(directory / f"node-{n}", persistent=False, cluster=True) for n in range(primaries)]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"  # any one node is the seed
+        return self.nodes[0].url  # any one node is the seed
 
     def start(self, timeout_s: float = 30.0) -> None:
-        for port in self.ports:
-            node_dir = self.directory / str(port)
-            node_dir.mkdir()
-            args = [
-                "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
-                "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                "--cluster-port", str(free_port()),  # the bus port: port + 10000 may be taken or out of range
-                "--save", "", "--appendonly", "no",
-            ]  # fmt: skip
-            self.processes.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for port in self.ports:
-            self._wait(lambda: redis.Redis(port=port, socket_connect_timeout=0.2).ping(), timeout_s, f"node {port} answers")
+        for node in self.nodes:
+            node.start(timeout_s)
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports), "--cluster-replicas", "0", "--cluster-yes"],
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=timeout_s,
         )  # fmt: skip
-        for port in self.ports:
-            self._wait(lambda: redis.Redis(port=port).cluster("info")["cluster_state"] == "ok", timeout_s, f"cluster_state:ok on {port}")
+        for node in self.nodes:
+            client = node.client()
 
-    def _wait(self, condition, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
+            def cluster_ok() -> bool:
+                assert all(n.process is not None and n.process.poll() is None for n in self.nodes), "a redis-server exited"
+                with contextlib.suppress(*REDIS_ERRORS):
+                    return client.cluster("info")["cluster_state"] == "ok"
+                return False
+
             try:
-                if condition():
-                    return
-            except redis.RedisError:
-                pass
-            assert all(p.poll() is None for p in self.processes), "a redis-server exited"
-            assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-            time.sleep(0.05)
+                wait_until(cluster_ok, timeout_s, f"cluster_state:ok on {node.port}", error=AssertionError)
+            finally:
+                client.close()
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for node in self.nodes:
+            node.stop()
 
 
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+    if not RedisServer.available() or shutil.which("redis-cli") is None:
         pytest.skip("no redis-server / redis-cli binaries")
     cluster = LocalCluster(tmp_path)
     try:
@@ -113,7 +92,7 @@ def test_states_on_a_redis_cluster_equal_those_on_one_redis(make_settings, tiny_
     students = list(by_student(answers))
     on_single = read_states(redis_url, single.key_prefix, students, checkpoint)
     shapes = {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
-    client = RedisCluster.from_url(redis_cluster.url)
+    client = redis_client_sync(redis_cluster.url, cluster=True)
     try:
         student_keys = [keys.student_key(s, clustered.key_prefix) for s in students]
         on_cluster = {s: decode_state(client.get(k), s, checkpoint.vocab.ids, shapes) for s, k in zip(students, student_keys)}

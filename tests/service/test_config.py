@@ -8,13 +8,12 @@ import ssl
 
 import click
 import pytest
-import redis
 
 from stream_kt.cli import main
 from stream_kt.errors import ConfigError
 from stream_kt.service import kafka_io, keys
 from stream_kt.service.exceptions import StreamError
-from stream_kt.service.redis_store import StudentStore
+from stream_kt.service.redis_store import StudentStore, redis_client_sync
 from stream_kt.service.state import StudentState
 from stream_kt.settings import ENV, StreamSettings, mask_url, settings_from_options, settings_options
 from stream_kt.tools.brokers import free_port
@@ -127,7 +126,7 @@ def test_state_ttl_sets_an_expiry_on_every_write(ttl_s, redis_url, key_prefix):
             await store.close()
 
     asyncio.run(write())
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     ttls = [client.ttl(keys.student_key(s, key_prefix)) for s in ("s1", "s2")]
     client.close()
     assert all(0 < t <= ttl_s for t in ttls) if ttl_s else ttls == [-1, -1]

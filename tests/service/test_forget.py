@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import redis
 
 from stream_kt.cli import main
 from stream_kt.service import keys
-from stream_kt.service.redis_store import StudentStore
+from stream_kt.service.redis_store import StudentStore, redis_client_sync
 from stream_kt.service.state import StudentState
 
 
@@ -22,7 +21,7 @@ def test_forget_deletes_one_students_state_and_is_fine_when_there_is_none(redis_
             await store.close()
 
     asyncio.run(write())
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     alice, bob = keys.student_key("alice", key_prefix), keys.student_key("bob", key_prefix)
     try:
         assert main(["forget", "alice", "--redis", redis_url, "--key-prefix", key_prefix]) == 0

@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -113,14 +112,19 @@ def test_a_running_processor_counts_everything_and_its_readiness_follows_redis(m
             async with TopicReader(settings.bootstrap, settings.out_topic) as out:
                 async with processor_running(settings, checkpoint, metrics, readiness):
                     await out.read_until(lambda rs: len(rs) >= len(answers))
-                    deadline = time.monotonic() + 30
-                    while True:  # the last batch's metrics land after its commit; lag after the next refresh
-                        page = samples((await asyncio.to_thread(scrape, port, "/metrics"))[1])
+                    page: dict = {}
+
+                    async def settled() -> bool:  # the last batch's metrics land after its commit; lag after the next refresh
+                        page.clear()
+                        page.update(samples((await asyncio.to_thread(scrape, port, "/metrics"))[1]))
                         lags = [v for (name, _), v in page.items() if name == "stream_kt_consumer_lag"]
-                        if page.get(("stream_kt_events_in_total", ())) == len(messages) and len(lags) == 3 and not any(lags):
-                            break
-                        assert time.monotonic() < deadline, f"metrics did not settle: {page.get(('stream_kt_events_in_total', ()))} events in, lags {lags}"
-                        await asyncio.sleep(0.1)
+                        return page.get(("stream_kt_events_in_total", ())) == len(messages) and len(lags) == 3 and not any(lags)
+
+                    def unsettled() -> str:
+                        lags = [v for (name, _), v in page.items() if name == "stream_kt_consumer_lag"]
+                        return f"metrics settling: {page.get(('stream_kt_events_in_total', ()))} events in, lags {lags}"
+
+                    await until(settled, timeout_s=30, what=unsettled, poll_s=0.1)
                     ready = await asyncio.to_thread(scrape, port, "/readyz")
                     own_redis.stop()
                     unready = await asyncio.to_thread(scrape, port, "/readyz")

@@ -10,7 +10,6 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-import redis
 import torch
 
 from stream_kt.checkpoint import load_checkpoint
@@ -19,6 +18,7 @@ from stream_kt.data.sequences import interaction_times
 from stream_kt.models import build_model
 from stream_kt.service import keys
 from stream_kt.service.events import MAX_EVENT_BYTES
+from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.service.state import WINDOW, StudentState
 from tests.conftest import TINY_ITEMS, save_model_checkpoint
 
@@ -85,7 +85,7 @@ def test_events_apply_in_production_order_and_a_stop_commits_what_was_applied(ma
         assert [(outputs[(student, k)]["item_id"], outputs[(student, k)]["ts"]) for k in range(1, len(seq) + 1)] == [(a.item_id, a.ts_ms) for a in seq]
     assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)
 
-    vocab_entry = json.loads(redis.Redis.from_url(redis_url).get(keys.model_vocab_key(checkpoint.version, settings.key_prefix)))
+    vocab_entry = json.loads(redis_client_sync(redis_url).get(keys.model_vocab_key(checkpoint.version, settings.key_prefix)))
     assert vocab_entry == {
         "item_column": "skill_id",
         "ids": list(checkpoint.vocab.ids),
@@ -243,7 +243,7 @@ def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settin
             offsets={"retired-topic/0": 41},
         )
         new_events[student] = (Answer(student, str(len(upgraded.vocab) - 1), 1, seq[-1].ts_ms + 1), window)  # an item only the new model has
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     for state in old_states.values():
         client.set(keys.student_key(state.student_id, settings.key_prefix), state.to_bytes())
 
@@ -284,16 +284,16 @@ def test_a_batch_polled_across_a_rebalance_is_rewound_not_skipped(broker, topics
     import asyncio
     import types
 
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from stream_kt.service.kafka_io import ensure_topics
+    from stream_kt.service.kafka_io import ensure_topics, make_tool_producer
     from stream_kt.service.processor import Processor
 
     topic = topics("rewind")
 
     async def scenario() -> tuple[list[int], list[int]]:
         await ensure_topics(broker.bootstrap, [topic], 2)
-        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        producer = make_tool_producer(broker.bootstrap)
         await producer.start()
         for i in range(10):
             await producer.send_and_wait(topic, f"event-{i}".encode(), partition=i % 2)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis
-
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.service.redis_store import redis_client_sync
 
 from .conftest import (
     TopicReader,
@@ -31,7 +30,7 @@ def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(m
     third = len(answers) // 3
     parts = answers[:third], answers[third : 2 * third], answers[2 * third :]
     expected = expected_output_keys(answers)
-    admin = redis.Redis.from_url(own_redis.url)
+    admin = redis_client_sync(own_redis.url)
 
     def failures() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.name == "stream_kt.service.processor" and r.levelno == logging.ERROR]

@@ -9,13 +9,12 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-import redis
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.metrics import Metrics
-from stream_kt.service.redis_store import StudentStore
+from stream_kt.service.redis_store import StudentStore, redis_client_sync
 from stream_kt.service.state import WINDOW, StateLayout, StudentState, decode_state, extra_ids, read_header, source_hash
 
 from .conftest import TopicReader, answer_messages, by_student, dedupe_outputs, produce, read_states, reference_run, running_processor, synthetic_answers
@@ -104,7 +103,7 @@ def test_a_stale_writer_changes_nothing(redis_url, key_prefix):
 def test_a_schema_1_state_never_fences_out_its_upgrade(redis_url, key_prefix):
     layout, rows = layout_rows(1, events=5)
     blob = layout.to_blobs(rows)[0]
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     client.set(keys.student_key("s", key_prefix), StudentState("s", "old-model", events_applied=50).to_bytes())
 
     async def scenario():
@@ -135,7 +134,7 @@ def test_an_unreadable_state_is_quarantined_and_its_student_starts_again(make_se
     rows = layout.new(1, {k: v.numpy() for k, v in checkpoint.model.initial_state(1).items()})
     rows["events"] = 10**9  # a state from far ahead, cut short: it must not fence the student's next writes out
     unreadable = {garbage: b"\xc1 not a state", cut: layout.to_blobs(rows)[0][:80]}
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     for student, blob in unreadable.items():
         client.set(keys.student_key(student, settings.key_prefix), blob)
     metrics = Metrics(process_metrics=False)
@@ -179,7 +178,7 @@ def test_a_schema_1_state_is_upgraded_on_the_next_event_and_nothing_is_lost(make
             offsets={"an-older-topic/3": 17},
             updated_ms=1,
         )
-        redis.Redis.from_url(redis_url).set(keys.student_key(student, settings.key_prefix), state.to_bytes())
+        redis_client_sync(redis_url).set(keys.student_key(student, settings.key_prefix), state.to_bytes())
         later += rest
 
     async def scenario():
@@ -192,7 +191,7 @@ def test_a_schema_1_state_is_upgraded_on_the_next_event_and_nothing_is_lost(make
     outputs = asyncio.run(scenario())
     sources = ["an-older-topic/3", *(f"{settings.in_topic}/{p}" for p in range(settings.partitions))]
     states = read_states(redis_url, settings.key_prefix, by_student(history), checkpoint, sources)
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     for student, seq in by_student(history).items():
         expected = reference_run(checkpoint, seq)  # as if one stream-kt had applied them all
         state = states[student]

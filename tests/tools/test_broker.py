@@ -12,31 +12,24 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from stream_kt.service import kafka_io
 from stream_kt.tools import brokers
 from stream_kt.tools.brokers import KafkaBroker
+from stream_kt.tools.traffic import TopicReader
 from tests.conftest import require_kafka
 
 
 async def round_trip(bootstrap: str) -> list[bytes]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = kafka_io.make_tool_producer(bootstrap, acks="all")
     await producer.start()
     try:
         for i in range(3):
             await producer.send_and_wait("broker-smoke", f"m{i}".encode(), key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer("broker-smoke", bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    got: list[bytes] = []
-    try:
-        while len(got) < 3:
-            for records in (await consumer.getmany(timeout_ms=10_000)).values():
-                got += [r.value for r in records]
-    finally:
-        await consumer.stop()
-    return got
+    async with TopicReader(bootstrap, "broker-smoke") as reader:
+        return [r.value for r in await reader.read_until(lambda records: len(records) >= 3, timeout_s=60)]
 
 
 @pytest.mark.slow

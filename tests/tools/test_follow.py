@@ -8,8 +8,8 @@ import time
 import msgpack
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from stream_kt.service import kafka_io
 from stream_kt.service.events import MasteryEncoder
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 
@@ -21,7 +21,7 @@ def mastery(student_id: str, seq: int, ts_ms: int, format: str = "v2") -> bytes:
 
 
 async def produce(bootstrap: str, messages: list[tuple[str, bytes, list[tuple[str, bytes]] | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = kafka_io.make_tool_producer(bootstrap)
     await producer.start()
     try:
         for topic, value, headers in messages:

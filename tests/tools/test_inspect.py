@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 import torch
 
 from stream_kt.checkpoint import save_checkpoint
@@ -16,6 +15,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 from stream_kt.service import keys
+from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.service.state import StudentState
 from stream_kt.tools.brokers import free_port
 from tests.conftest import run_with_stdout_closed
@@ -24,7 +24,7 @@ VOCAB = Vocabulary("skill_id", ("3", "7", "10", "12"), {"3": "Fractions", "10": 
 
 
 def store(redis_url: str, prefix: str, state: StudentState, vocab: Vocabulary | None = VOCAB, checkpoint: Path | None = None) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client_sync(redis_url)
     client.set(keys.student_key(state.student_id, prefix), state.to_bytes())
     if vocab is not None:
         record = {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": str(checkpoint) if checkpoint else None, "model": "dkt"}

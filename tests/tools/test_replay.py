@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -10,12 +11,13 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from stream_kt.cli import main
 from stream_kt.data.sequences import StudentSequence
+from stream_kt.service.exceptions import StreamError
 from stream_kt.tools.brokers import free_port
 from stream_kt.tools.replay import TokenBucket, event_order, load_replay_students
+from stream_kt.tools.traffic import TopicReader
 
 
 def student(student_id: str, length: int, ts_ms: tuple[int, ...] | None = None) -> StudentSequence:
@@ -81,21 +83,11 @@ def write_3line(path: Path, students: list[tuple[list[str], list[int]]]) -> Path
 
 def consume_all(bootstrap: str, topic: str, count: int, timeout_s: float = 20.0) -> list:
     async def run() -> list:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        records: list = []
-        try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout_s
-            while len(records) < count and loop.time() < deadline:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-            # a short extra poll: anything beyond ``count`` would be a bug
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                records.extend(batch)
-        finally:
-            await consumer.stop()
-        return records
+        async with TopicReader(bootstrap, topic) as reader:
+            with contextlib.suppress(StreamError):  # fewer than ``count``: the test's assertions say what is missing
+                await reader.read_until(lambda records: len(records) >= count, timeout_s)
+            await reader.read(timeout_ms=300)  # a short extra poll: anything beyond ``count`` would be a bug
+            return reader.records
 
     return asyncio.run(run())
 
