@@ -44,7 +44,7 @@ from stream_kt.tools.inspect_state import delete_keys_with_prefix
 from stream_kt.tools.processes import settings_environ
 from stream_kt.tools.replay import event_order, send_events
 
-VARIANT_BATCH = {"stream-kt": None, "handwritten": None, "naive": 1, "recompute": 64}  # None: the configured B
+VARIANT_BATCH = {"stream-kt": None, "stream-kt+shadow": None, "handwritten": None, "naive": 1, "recompute": 64}  # None: the configured B
 RATE_FRACTIONS = (0.1, 0.5, 0.9)
 
 
@@ -58,6 +58,7 @@ class Target:
     partitions: int = 6
     broker: str = "external"  # "kafka", "embedded" (tansu) or "external" (a --bootstrap of the user's)
     broker_pid: int | None = None  # the broker process, when it is ours: its CPU is measured
+    shadow: Path | None = None  # the challenger of the "stream-kt+shadow" variant
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -83,7 +84,8 @@ class Worker:
             bootstrap=target.bootstrap, redis_url=target.redis_url, checkpoint=str(target.checkpoint),
             in_topic=f"bench-{run}.answers", out_topic=f"bench-{run}.mastery", dlq_topic=f"bench-{run}.dlq",
             group_id=f"bench-{run}-group", key_prefix=f"bench-{run}",
-            backend=target.backend if variant == "stream-kt" else "eager", batch_size=self.batch, partitions=target.partitions,
+            backend=target.backend if variant.startswith("stream-kt") else "eager", batch_size=self.batch, partitions=target.partitions,
+            shadow=str(target.shadow) if variant == "stream-kt+shadow" and target.shadow else "",
         )  # fmt: skip
         self.in_topic, self.out_topic, self.dlq_topic, self.key_prefix = self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic, self.settings.key_prefix
         self.process: subprocess.Popen | None = None

@@ -43,11 +43,12 @@ class BenchPlan:
     full: bool = False
     out: Path = Path("bench-results")  # benchmarks/results holds the committed record: stream-kt bench --update-record
     connect_timeout_s: int = 20  # a --bootstrap that does not answer as Kafka: one line after this long
+    shadow: bool = False  # also stream-kt with a shadow (the same model with other weights): what a challenger costs
 
 
-def broker_plan(bootstrap: str | None, broker: str) -> list[tuple[str, tuple[str, ...]]]:
+def broker_plan(bootstrap: str | None, broker: str, shadow: bool = False) -> list[tuple[str, tuple[str, ...]]]:
     """(broker, variants) in run order: every variant on the first broker, stream-kt alone on the second."""
-    every = ("stream-kt", "handwritten", "recompute", "naive")
+    every = ("stream-kt", *(("stream-kt+shadow",) if shadow else ()), "handwritten", "recompute", "naive")
     if bootstrap:
         return [("external", every)]
     kinds = {"both": ["kafka", "embedded"], "kafka": ["kafka"], "embedded": ["embedded"]}.get(broker)
@@ -102,6 +103,7 @@ def run_bench(bench: BenchPlan) -> dict:
         raise ConfigError("give --checkpoint or --model, not both")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = load_checkpoint(bench.checkpoint) if bench.checkpoint else default_checkpoint(Path(tmp), bench.model)
+        shadow = default_checkpoint(Path(tmp) / "shadow", bench.model, seed=1) if bench.shadow else None
         results: dict = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread",
             "model": checkpoint.version,
@@ -116,18 +118,19 @@ def run_bench(bench: BenchPlan) -> dict:
             results["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
         results["end_to_end"] = []
         if not bench.skip_e2e:
-            for broker_kind, variants in broker_plan(bench.bootstrap, bench.broker):
+            for broker_kind, variants in broker_plan(bench.bootstrap, bench.broker, bench.shadow):
                 broker = None if broker_kind == "external" else (KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()).start()
                 try:
                     bootstrap = broker.bootstrap if broker else bench.bootstrap
                     assert bootstrap is not None and checkpoint.path is not None
                     broker_pid = broker.process.pid if broker is not None and broker.process is not None else None
-                    target = Target(bootstrap, bench.redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pid=broker_pid)
+                    target = Target(bootstrap, bench.redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pid=broker_pid,
+                                    shadow=Path(shadow.path) if shadow is not None and shadow.path else None)  # fmt: skip
                     if broker is not None:  # a fresh JVM: the first variant would pay for its warm-up (3x the broker CPU per event)
                         print(f"end to end on {broker_kind}: warming the broker up ({WARM_UP_EVENTS} events, not reported)", flush=True)
                         run_variant(target, "stream-kt", bench_students(checkpoint.vocab, WARM_UP_EVENTS), latency_seconds=0.0, progress=False)
                     for variant in variants:
-                        events = {"stream-kt": bench.events or plan["events"], "handwritten": bench.events or plan["events"], "recompute": plan["recompute_events"], "naive": plan["naive_events"]}[variant]
+                        events = {"recompute": plan["recompute_events"], "naive": plan["naive_events"]}.get(variant, bench.events or plan["events"])
                         print(f"end to end on {broker_kind}: {variant} ({events} events)", flush=True)
                         results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
                 finally:
@@ -162,6 +165,11 @@ def summarise(results: dict) -> dict:
             speedup_vs_handwritten=round(ours / by_variant["handwritten"]["events_per_s"], 2),
             speedup_vs_naive=round(ours / by_variant["naive"]["events_per_s"], 1),
         )
+        if "stream-kt+shadow" in by_variant:  # what a shadow challenger adds: processor CPU per event, throughput
+            shadowed, alone = by_variant["stream-kt+shadow"], by_variant["stream-kt"]
+            if shadowed["drain_cpu_us_per_event"] is not None and alone["drain_cpu_us_per_event"] is not None:
+                summary["shadow_added_cpu_us_per_event"] = round(shadowed["drain_cpu_us_per_event"] - alone["drain_cpu_us_per_event"], 1)
+            summary["shadow_events_per_s"] = shadowed["events_per_s"]
         for row in rows:
             if row["broker"] != main_broker:
                 summary[row["broker"]] = e2e_summary(row)

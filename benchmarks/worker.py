@@ -67,7 +67,8 @@ async def main(args: argparse.Namespace) -> None:
         stop.set()
 
     tasks = [asyncio.create_task(announce())] + ([asyncio.create_task(stop_after(args.stop_after))] if args.stop_after else [])
-    stats = await run_processor(settings, checkpoint, backend=settings.backend, stop=stop, ready=ready, metrics=metrics)
+    shadow = load_checkpoint(settings.shadow) if settings.shadow else None  # --variant stream-kt+shadow
+    stats = await run_processor(settings, checkpoint, backend=settings.backend, stop=stop, ready=ready, metrics=metrics, shadow=shadow)
     for task in tasks:
         task.cancel()
     print(json.dumps({**dataclasses.asdict(stats), "cpu_s": cpu_s() - (cpu_at_ready[0] if cpu_at_ready else 0.0)}), flush=True)
@@ -75,6 +76,6 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variant", choices=("stream-kt", "handwritten", "naive", "recompute"), required=True)
+    parser.add_argument("--variant", choices=("stream-kt", "stream-kt+shadow", "handwritten", "naive", "recompute"), required=True)
     parser.add_argument("--stop-after", type=int, help="stop once this many events are committed (default: on SIGTERM)")
     asyncio.run(main(parser.parse_args()))

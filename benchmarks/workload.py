@@ -14,10 +14,11 @@ from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 
 
-def default_checkpoint(directory: Path, model_name: str | None = None, hidden_size: int = 128) -> Checkpoint:
+def default_checkpoint(directory: Path, model_name: str | None = None, hidden_size: int = 128, seed: int = 0) -> Checkpoint:
     """DKT, hidden 128, 124 items (the ASSISTments 2009 skill count), or ``model_name`` at its
-    default configuration over the same items: speed does not depend on the weights."""
-    torch.manual_seed(0)
+    default configuration over the same items: speed does not depend on the weights (``seed``
+    draws them: another seed is another model version, e.g. a shadow)."""
+    torch.manual_seed(seed)
     vocab = Vocabulary("skill_id", tuple(str(i) for i in range(124)))
     if model_name is None:
         model = build_model("dkt", num_items=124, embed_dim=hidden_size, hidden_size=hidden_size).eval()

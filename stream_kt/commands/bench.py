@@ -28,12 +28,13 @@ DEFAULT_OUT = "bench-results"
 @click.option("--batch", type=POSITIVE_INT, default=64, show_default=True, help="fixed batch shape B of the stream-kt run")
 @click.option("--events", type=POSITIVE_INT, help="events for the stream-kt throughput run")
 @click.option("--skip-e2e", is_flag=True, help="only the model step benchmark")
+@click.option("--shadow", is_flag=True, help="also run stream-kt with a shadow challenger (the model with other weights) and report the CPU per event it adds")
 @click.option("--full", is_flag=True, help="more batch sizes and events (longer)")
 @click.option("--out", help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; git ignores it in a checkout)")
 @click.option("--update-record", is_flag=True, help="maintainers: write the committed record, benchmarks/results/, instead (a whole run: not with --skip-e2e or --out)")
 @json_option
-def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, full: bool, out: str | None,
-          update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
+def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, shadow: bool,
+          full: bool, out: str | None, update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
     import benchmarks
     from benchmarks.report import plot, table
     from benchmarks.run import BenchPlan, cuda_notes, run_bench, summarise
@@ -42,7 +43,7 @@ def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str
         raise click.UsageError("--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out")
     out_dir = Path(benchmarks.__file__).resolve().parent / "results" if update_record else Path(out or DEFAULT_OUT)
     settings = settings_from_options(options)
-    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s)
+    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s, shadow)
     results = run_bench(plan)
     print(table(results))
     for line in cuda_notes(results):
@@ -50,7 +51,11 @@ def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str
     print(f"results: {out_dir / 'results.json'}")
     for path in plot(results, out_dir):
         print(f"plot: {path}")
-    print(json.dumps(summarise(results)))  # the last line, with or without --json
+    summary = summarise(results)
+    if "shadow_events_per_s" in summary:
+        print(f"a shadow challenger adds {summary.get('shadow_added_cpu_us_per_event', '?')} us of processor CPU per event "
+              f"({summary['shadow_events_per_s']:,.0f} events/s with it, {summary['events_per_s']:,.0f} without)")  # fmt: skip
+    print(json.dumps(summary))  # the last line, with or without --json
     return 0
 
 

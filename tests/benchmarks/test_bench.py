@@ -12,6 +12,7 @@ import torch
 
 from benchmarks.alternatives import RecomputeWindow
 from benchmarks.end_to_end import Target, run_variant
+from benchmarks.run import broker_plan, summarise
 from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.models import build_model
 
@@ -45,6 +46,21 @@ def test_each_variant_answers_every_event(broker, redis_url, tmp_path, variant):
     assert result["batch"] == {"stream-kt": 16, "handwritten": 16, "naive": 1, "recompute": 64}[variant]
     assert result["load_generator_cpu_us_per_event"] > 0 and result["follower_cpu_us_per_event"] > 0
     assert 0 < result["drain_cpu_us_per_event"] < 1e5
+
+
+def test_the_shadow_variant_answers_every_event_and_the_summary_prices_the_shadow(broker, redis_url, tmp_path):
+    checkpoint, shadow = default_checkpoint(tmp_path), default_checkpoint(tmp_path / "shadow", seed=1)
+    assert shadow.version != checkpoint.version  # another model version: serve refuses to shadow itself
+    students = bench_students(checkpoint.vocab, 400)
+    target = Target(broker.bootstrap, redis_url, Path(checkpoint.path), "cpu", 16, shadow=Path(shadow.path))
+    alone, shadowed = (run_variant(target, variant, students, latency_seconds=0.2, progress=False) for variant in ("stream-kt", "stream-kt+shadow"))
+    events = sum(len(s) for s in students)
+    assert alone["answered"] == shadowed["answered"] == events and shadowed["batch"] == 16
+    others = [{**alone, "variant": v} for v in ("handwritten", "naive", "recompute")]
+    summary = summarise({"backend": "cpu", "step": [], "end_to_end": [alone, shadowed, *others], "seconds": 1.0})
+    assert summary["shadow_added_cpu_us_per_event"] == round(shadowed["drain_cpu_us_per_event"] - alone["drain_cpu_us_per_event"], 1)
+    assert summary["shadow_events_per_s"] == shadowed["events_per_s"]
+    assert [variants for _, variants in broker_plan("h:1", "auto", shadow=True)] == [("stream-kt", "stream-kt+shadow", "handwritten", "recompute", "naive")]
 
 
 @pytest.mark.slow
