@@ -24,3 +24,17 @@ class ConfigError(StreamKTError):
 
 class UnknownModelError(StreamKTError):
     """A model name is not in the registry."""
+
+
+class MissingExtraError(StreamKTError):
+    """A tool needs a package that ``pip install stream-kt`` leaves out (plots, progress bars, the embedded broker)."""
+
+
+def extra(module: str, purpose: str, extra_name: str = "demo") -> object:
+    """Import ``module``, or say in one line which extra brings it (``serve`` needs none of them)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(f"{purpose} needs {module.split('.')[0]}: pip install 'stream-kt[{extra_name}]'") from None

@@ -5,7 +5,8 @@ console or a pipe that is one line growing without end.  ``progress_bar`` takes 
 arguments and returns a tqdm bar where the stream is a terminal, else a
 ``PlainProgress``: the same calls (iterate, ``update``, ``set_postfix``, ``close``, ``n``)
 writing one whole line every ``PLAIN_INTERVAL_S`` seconds, and a last one when a bar
-that is kept (tqdm's ``leave``) closes.
+that is kept (tqdm's ``leave``) closes.  Without tqdm (it comes with the ``demo`` extra),
+a terminal gets the plain lines too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from tqdm import tqdm
+try:
+    from tqdm import tqdm
+except ImportError:  # pip install stream-kt: no progress bars, plain lines
+    tqdm = None
 
 PLAIN_INTERVAL_S = 10.0
 
@@ -23,9 +27,9 @@ PLAIN_INTERVAL_S = 10.0
 def progress_bar(iterable: Iterable[Any] | None = None, *, disable: bool = False, file: IO[str] | None = None, **options: Any) -> Any:
     """tqdm(iterable, **options) on a terminal (or disabled), else ``PlainProgress`` with the same arguments."""
     stream = file if file is not None else sys.stderr
-    if disable or _is_terminal(stream):
+    if tqdm is not None and (disable or _is_terminal(stream)):
         return tqdm(iterable, disable=disable, file=stream, **options)
-    return PlainProgress(iterable, file=stream, **options)
+    return PlainProgress(iterable, file=stream, disable=disable, **options)
 
 
 def _is_terminal(stream: IO[str]) -> bool:
@@ -51,6 +55,7 @@ class PlainProgress:
         interval_s: float = PLAIN_INTERVAL_S,
         position: int | None = None,  # tqdm's screen row: lines need none
         mininterval: float | None = None,  # tqdm's redraw interval: lines use interval_s
+        disable: bool = False,  # no lines at all (tqdm's disable, where tqdm is not installed)
     ) -> None:
         if total is None and iterable is not None:
             total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
@@ -61,6 +66,7 @@ class PlainProgress:
         self.postfix = ""
         self.closed = False
         self.started = self.last_line = time.monotonic()
+        self.disabled = disable
 
     def __iter__(self) -> Iterator[Any]:
         assert self.iterable is not None, "PlainProgress(total=...) is updated, not iterated"
@@ -104,6 +110,8 @@ class PlainProgress:
 
     def _write_line(self) -> None:
         self.last_line = time.monotonic()
+        if self.disabled:
+            return
         try:
             self.file.write(self.line() + "\n")
             self.file.flush()

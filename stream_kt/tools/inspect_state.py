@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from stream_kt.data.vocab import Vocabulary
+from stream_kt.errors import extra
 from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.quality import Scores
@@ -179,6 +180,7 @@ def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, i
 
 def plot_mastery_heatmap(path: str | Path, state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str) -> Path:
     """Skills x interactions heatmap of P(correct), as in the DKT paper's figure, written to ``path``."""
+    extra("matplotlib", "inspect --plot")
     import matplotlib.pyplot as plt
 
     fig = mastery_heatmap(state, vocab, history, positions, checkpoint_version)
@@ -194,6 +196,7 @@ def plot_mastery_heatmap(path: str | Path, state: StudentState, vocab: Vocabular
 
 def mastery_heatmap(state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str) -> Figure:
     """The heatmap's figure: readable from one interaction (nothing clipped) to a full window (at most ``PLOT_MAX_X_LABELS`` labelled)."""
+    extra("matplotlib", "inspect --plot")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -31,7 +31,7 @@ from stream_kt.data.readers import item_names
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.split import Split, kfold_students, split_students
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
-from stream_kt.errors import ConfigError, DataError
+from stream_kt.errors import ConfigError, DataError, extra
 from stream_kt.models import MODELS, KTModel, config_options, trainable_models
 from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import evaluate
@@ -130,6 +130,7 @@ def format_table(summary: dict[str, dict]) -> str:
 
 def plot_auc(summary: dict[str, dict], path: Path, title: str, references: dict[str, float] | None = None) -> None:
     """Bars of each model's held-out AUC (mean ± std), best first; ``references``: labelled horizontal lines (published figures, targets)."""
+    extra("matplotlib", "compare's chart")
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display

@@ -1,17 +1,25 @@
-"""PNG plots of results people compare (matplotlib, no display needed)."""
+"""PNG plots of results people compare (matplotlib, no display needed; the ``demo`` extra installs it)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+log = logging.getLogger(__name__)
 
 
 def plot_learning_curves(history: list[dict], path: Path, title: str) -> None:
-    """Training loss per epoch, and validation log-loss and AUC where there were validation students."""
+    """Training loss per epoch, and validation log-loss and AUC where there were validation students.
+
+    A by-product of training: without matplotlib it is skipped with a warning, not an error.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("no %s: matplotlib is not installed (pip install 'stream-kt[demo]')", path)
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     epochs = [h["epoch"] for h in history]
     validated = all("valid_auc" in h for h in history)
     fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(10 if validated else 5, 4), squeeze=False)
