@@ -35,6 +35,10 @@ EVERY_FIELD_CHANGED = StreamSettings(  # from its default, each
     kafka_sasl_username="u",
     kafka_sasl_password="pw",
     kafka_ssl_cafile="/etc/ca.pem",
+    kafka_connect_timeout_s=4,
+    shadow="/models/challenger",
+    shadow_topic="d",
+    quality_window=1000,
 )
 
 
