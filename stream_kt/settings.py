@@ -94,9 +94,7 @@ class StreamSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     bootstrap: str = setting("127.0.0.1:9092", "KAFKA_BOOTSTRAP_SERVERS", "--bootstrap", "Kafka HOST:PORT[,HOST:PORT...]; 'embedded' starts the bundled broker (serve)")
-    redis_url: str = setting(
-        "redis://127.0.0.1:6379/0", "REDIS_URL", "--redis", "redis://, rediss:// (TLS), user:password@ for ACL AUTH; redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] follows Sentinel"
-    )
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "REDIS_URL", "--redis", "redis://, rediss:// (TLS), user:password@ for ACL AUTH; redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] follows Sentinel")
     in_topic: str = setting("kt.answers", "KT_IN_TOPIC", "--in-topic", "answer events")
     out_topic: str = setting("kt.mastery", "KT_OUT_TOPIC", "--out-topic", "mastery messages")
     dlq_topic: str = setting("kt.answers.dlq", "KT_DLQ_TOPIC", "--dlq-topic", "dead letters: invalid events, with the reason")
@@ -124,9 +122,7 @@ class StreamSettings(BaseSettings):
     mastery_format: str = setting("v2", "KT_MASTERY_FORMAT", "--mastery-format", "mastery messages: v2 (packed floats) or v1 (a list of floats)")
     mastery_dtype: str = setting("float32", "KT_MASTERY_DTYPE", "--mastery-dtype", "float32, or float16 (v2 only: half the bytes)")
     redis_cluster: bool = setting(False, "KT_REDIS_CLUSTER", "--redis-cluster", "the Redis URL names a Redis Cluster node")
-    redis_min_replicas: int = setting(
-        0, "KT_REDIS_MIN_REPLICAS", "--redis-min-replicas", "replicas a batch's state writes must reach (Redis WAIT) before its offsets are committed; 0 = no wait: a failover can lose the last writes"
-    )
+    redis_min_replicas: int = setting(0, "KT_REDIS_MIN_REPLICAS", "--redis-min-replicas", "replicas a batch's state writes must reach (Redis WAIT) before its offsets are committed; 0 = no wait: a failover can lose the last writes")
     redis_replica_timeout_ms: int = setting(1000, "KT_REDIS_REPLICA_TIMEOUT_MS", "--redis-replica-timeout-ms", "longest wait for those replicas; a batch they have not acknowledged by then is retried")
     kafka_security_protocol: str = setting("PLAINTEXT", "KT_KAFKA_SECURITY_PROTOCOL", "--kafka-security-protocol", "|".join(SECURITY_PROTOCOLS))
     kafka_sasl_mechanism: str = setting("PLAIN", "KT_KAFKA_SASL_MECHANISM", "--kafka-sasl-mechanism", "|".join(SASL_MECHANISMS) + " (SASL_* protocols)")
