@@ -7,6 +7,7 @@ the stream tests run the processor on Apache Kafka.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import struct
@@ -18,6 +19,7 @@ import pytest
 import redis
 
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.cli import main
 from stream_kt.errors import ConfigError
 from stream_kt.service import keys
 from stream_kt.service.metrics import Metrics
@@ -140,7 +142,7 @@ def test_state_writes_wait_for_replicas_and_a_sentinel_client_follows_a_failover
 
 
 @pytest.mark.parametrize("min_replicas", [1, 0])
-def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batches_with_none(min_replicas, make_settings, tiny_checkpoint, sentinel_group: SentinelGroup, caplog):
+def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batches_with_none(min_replicas, make_settings, tiny_checkpoint, sentinel_group: SentinelGroup, caplog, capsys):
     """The replica stops receiving (its link pointed at a port nothing listens on), answers go on, the primary is
     SIGKILLed and the Sentinels promote the replica.  With ``redis_min_replicas=1`` those answers' batches are not
     committed until a replica has their states, so the promoted replica's processor redoes them: nothing lost.
@@ -190,12 +192,20 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
     states = read_states(new_url, settings.key_prefix, by_student(answers), checkpoint)
     applied = sum(state.events_applied for state in states.values() if state is not None)
     lost = len(answers) - applied
-    print(f"min_replicas={min_replicas}: failover {figures['failover_s']:.1f} s, all committed {figures['recovered_s']:.1f} s after the kill, {lost} of {len(answers)} answers lost")
+    with capsys.disabled():
+        print(f"\nmin_replicas={min_replicas}: failover {figures['failover_s']:.1f} s, all committed {figures['recovered_s']:.1f} s after the kill, {lost} of {len(answers)} answers lost")
     if min_replicas:
         assert figures["committed_before_kill"] == third  # nothing of part 2 was committed while no replica had it
         assert metrics.redis_wait_failures >= 2 and lost == 0
         assert set(dedupe_outputs(records)) == expected_output_keys(answers)  # repeats carry the same values
         assert_final_states(new_url, settings.key_prefix, checkpoint, answers)
+        # the tools reach the promoted primary through the same URL
+        student = answers[0].student_id
+        capsys.readouterr()
+        assert main(["inspect", student, "--redis", settings.redis_url, "--key-prefix", settings.key_prefix, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["events_applied"] == len(by_student(answers)[student])
+        assert main(["forget", student, "--redis", settings.redis_url, "--key-prefix", settings.key_prefix]) == 0
+        assert spare.client().get(keys.student_key(student, settings.key_prefix)) is None
     else:
         # part 2's states were on the killed primary only, its offsets committed: never applied
         assert metrics.redis_wait_failures == 0 and lost == len(parts[1])
