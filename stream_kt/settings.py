@@ -22,9 +22,10 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import click
 from pydantic import Field, ValidationError, model_validator
@@ -37,12 +38,51 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_FORMATS = ("text", "json")
 MAX_EVENT_BYTES = 4096  # an answer event is ~100 bytes; anything this big is not one
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^/]*@")  # scheme://user:PASSWORD@
 
 
 def mask_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` ("rediss://user:***@host:6379/0")."""
     return _URL_PASSWORD.sub(r"\1:***@", url)
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names: the Sentinels, the service (master name), the database, AUTH, TLS."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def sentinel_target(url: str) -> SentinelTarget:
+    """Parse ``redis+sentinel://[user:password@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB]`` (``rediss+sentinel``: TLS
+    to the Redis servers); a port left out is 26379.  ``ValueError`` names what is wrong, never the password."""
+    shown = mask_url(url)
+    scheme, _, rest = url.partition("://")
+    if scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"redis url {shown!r} must start with {' or '.join(s + '://' for s in SENTINEL_SCHEMES)}")
+    netloc, _, path = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = credentials.partition(":")
+        username, password = unquote(user) or None, unquote(secret) if colon else None
+    sentinels = []
+    for host_port in hosts.split(","):
+        host, colon, port = host_port.rpartition(":") if host_port.rfind(":") > host_port.rfind("]") else (host_port, "", "")
+        host = host.strip("[]")
+        if not host or (colon and not port.isdigit()) or not 0 < int(port or 26379) < 65536:
+            raise ValueError(f"redis url {shown!r}: Sentinel {host_port!r} must be HOST or HOST:PORT")
+        sentinels.append((host, int(port or 26379)))
+    parts = path.split("/") if path else []
+    if not 1 <= len(parts) <= 2 or not parts[0] or (len(parts) == 2 and not parts[1].isdigit()) or "?" in path:
+        raise ValueError(f"redis url {shown!r} must be {scheme}://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] (SERVICE: the name Sentinel monitors)")
+    return SentinelTarget(tuple(sentinels), parts[0], int(parts[1]) if len(parts) == 2 else 0, username, password, scheme == "rediss+sentinel")
 
 
 def setting(default: Any, env: str, flag: str, help: str = "", secret: bool = False) -> Any:
@@ -54,7 +94,7 @@ class StreamSettings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     bootstrap: str = setting("127.0.0.1:9092", "KAFKA_BOOTSTRAP_SERVERS", "--bootstrap", "Kafka HOST:PORT[,HOST:PORT...]; 'embedded' starts the bundled broker (serve)")
-    redis_url: str = setting("redis://127.0.0.1:6379/0", "REDIS_URL", "--redis", "redis://, rediss:// (TLS), user:password@ for ACL AUTH")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "REDIS_URL", "--redis", "redis://, rediss:// (TLS), user:password@ for ACL AUTH; redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] follows Sentinel")
     in_topic: str = setting("kt.answers", "KT_IN_TOPIC", "--in-topic", "answer events")
     out_topic: str = setting("kt.mastery", "KT_OUT_TOPIC", "--out-topic", "mastery messages")
     dlq_topic: str = setting("kt.answers.dlq", "KT_DLQ_TOPIC", "--dlq-topic", "dead letters: invalid events, with the reason")
@@ -82,6 +122,8 @@ class StreamSettings(BaseSettings):
     mastery_format: str = setting("v2", "KT_MASTERY_FORMAT", "--mastery-format", "mastery messages: v2 (packed floats) or v1 (a list of floats)")
     mastery_dtype: str = setting("float32", "KT_MASTERY_DTYPE", "--mastery-dtype", "float32, or float16 (v2 only: half the bytes)")
     redis_cluster: bool = setting(False, "KT_REDIS_CLUSTER", "--redis-cluster", "the Redis URL names a Redis Cluster node")
+    redis_min_replicas: int = setting(0, "KT_REDIS_MIN_REPLICAS", "--redis-min-replicas", "replicas a batch's state writes must reach (Redis WAIT) before its offsets are committed; 0 = no wait: a failover can lose the last writes")
+    redis_replica_timeout_ms: int = setting(1000, "KT_REDIS_REPLICA_TIMEOUT_MS", "--redis-replica-timeout-ms", "longest wait for those replicas; a batch they have not acknowledged by then is retried")
     kafka_security_protocol: str = setting("PLAINTEXT", "KT_KAFKA_SECURITY_PROTOCOL", "--kafka-security-protocol", "|".join(SECURITY_PROTOCOLS))
     kafka_sasl_mechanism: str = setting("PLAIN", "KT_KAFKA_SASL_MECHANISM", "--kafka-sasl-mechanism", "|".join(SASL_MECHANISMS) + " (SASL_* protocols)")
     kafka_sasl_username: str = setting("", "KT_KAFKA_SASL_USERNAME", "--kafka-sasl-username")
@@ -130,9 +172,7 @@ class StreamSettings(BaseSettings):
     def _check(self) -> StreamSettings:
         if not self.bootstrap or any(":" not in h for h in self.bootstrap.split(",") if self.bootstrap != "embedded"):
             raise ValueError(f"bootstrap {self.bootstrap!r} must be HOST:PORT[,HOST:PORT...]")
-        redis_url = urlsplit(self.redis_url)
-        if redis_url.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis url {mask_url(self.redis_url)!r} must start with redis://, rediss:// or unix://")
+        self._check_redis()
         for name in ("in_topic", "out_topic", "dlq_topic", "group_id", "key_prefix"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
@@ -166,10 +206,25 @@ class StreamSettings(BaseSettings):
             raise ValueError(f"mastery format {self.mastery_format!r} must be v2 or v1")
         if self.mastery_dtype not in ("float32", "float16") or (self.mastery_format == "v1" and self.mastery_dtype != "float32"):
             raise ValueError(f"mastery dtype {self.mastery_dtype!r} must be float32, or float16 with mastery format v2")
-        if self.redis_cluster and (redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")):
-            raise ValueError(f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database 0 (a cluster has no other)")
         self._check_kafka_security()
         return self
+
+    def _check_redis(self) -> None:
+        redis_url = urlsplit(self.redis_url)
+        if redis_url.scheme in SENTINEL_SCHEMES:
+            sentinel_target(self.redis_url)  # raises ValueError with what is wrong
+            if self.redis_cluster:
+                raise ValueError(f"redis cluster: {mask_url(self.redis_url)!r} names Sentinels; a Redis Cluster fails over by itself: give one of its nodes as redis://")
+        elif redis_url.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"redis url {mask_url(self.redis_url)!r} must start with redis://, rediss://, unix:// or redis+sentinel://")
+        if self.redis_cluster and (redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0")):
+            raise ValueError(f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database 0 (a cluster has no other)")
+        if not 0 <= self.redis_min_replicas <= 16:
+            raise ValueError(f"redis min replicas {self.redis_min_replicas} must be between 0 (no wait) and 16")
+        if self.redis_min_replicas and self.redis_cluster:
+            raise ValueError("redis min replicas: not supported on a Redis Cluster yet (WAIT must run on each primary's writing connection); set it to 0")
+        if not 1 <= self.redis_replica_timeout_ms <= 60_000:
+            raise ValueError(f"redis replica timeout {self.redis_replica_timeout_ms} ms must be between 1 and 60000")
 
     def _check_kafka_security(self) -> None:
         protocol = self.kafka_security_protocol

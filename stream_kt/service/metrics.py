@@ -14,6 +14,7 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_consumer_lag{topic,partition}   gauge: the broker's high-water mark - the committed offset, assigned partitions
     stream_kt_batch_retry_seconds             gauge: how long the current batch has been retrying (0: none is)
     stream_kt_redis_errors_total              failed Redis round trips (each is retried)
+    stream_kt_redis_wait_failures_total       batches whose state writes reached fewer than redis_min_replicas replicas (retried)
     stream_kt_kafka_errors_total              failed deliveries and refused commits
     stream_kt_corrupt_states_total            stored states that could not be read (quarantined; the student restarted)
     stream_kt_processing_errors_total         events the processor failed on (dead letters, reason processing_error)
@@ -54,6 +55,7 @@ NAMES = (
     "stream_kt_consumer_lag",
     "stream_kt_batch_retry_seconds",
     "stream_kt_redis_errors_total",
+    "stream_kt_redis_wait_failures_total",
     "stream_kt_kafka_errors_total",
     "stream_kt_corrupt_states_total",
     "stream_kt_processing_errors_total",
@@ -108,6 +110,7 @@ class Metrics(Collector):
         self.batches = 0  # committed (not exported: events_in and events_out say more)
         self.dlq: Counter[str] = Counter()
         self.redis_errors = 0
+        self.redis_wait_failures = 0
         self.kafka_errors = 0
         self.corrupt_states = 0
         self.processing_errors = 0
@@ -179,6 +182,7 @@ class Metrics(Collector):
         yield dlq
         yield CounterMetricFamily("stream_kt_replays_skipped_total", "Events a stored state had already applied (replays).", value=self.replays_skipped)
         yield CounterMetricFamily("stream_kt_redis_errors_total", "Failed Redis round trips (the batch is retried).", value=self.redis_errors)
+        yield CounterMetricFamily("stream_kt_redis_wait_failures_total", "Batches whose state writes reached fewer replicas than redis_min_replicas (retried).", value=self.redis_wait_failures)
         yield CounterMetricFamily("stream_kt_kafka_errors_total", "Failed Kafka deliveries and refused commits.", value=self.kafka_errors)
         yield CounterMetricFamily("stream_kt_corrupt_states_total", "Stored states that could not be read: quarantined, the student restarted.", value=self.corrupt_states)
         yield CounterMetricFamily("stream_kt_processing_errors_total", "Events the processor failed on: dead letters with reason processing_error.", value=self.processing_errors)

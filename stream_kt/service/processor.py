@@ -28,6 +28,8 @@ conversions) and ``batch.step_batch`` (4, 5 and the payloads of 6 and 7).  Per b
  7. Write the changed states in one round trip, fenced (``StudentStore.write_blobs``):
     a state already as new in Redis is left alone.  Each state carries its offsets, so
     from here on a replay of these events is skipped in 4: losing step 8 is harmless.
+    With ``redis_min_replicas`` the same round trip WAITs until that many replicas have
+    the states; fewer within ``redis_replica_timeout_ms`` is a Redis error (retried, 8 not run).
     Then add the batch's scored answers to the model version's online quality counts
     (``quality.py``; one more round trip).  A replay skips them as it skips the events,
     so an answer is counted at most once (a crash or Redis error between the two writes
@@ -122,7 +124,7 @@ from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.migration import Migration
 from stream_kt.service.quality import Scores
-from stream_kt.service.redis_store import REDIS_ERRORS, StudentStore
+from stream_kt.service.redis_store import REDIS_ERRORS, ReplicasNotReached, StudentStore
 from stream_kt.service.state import StateLayout, read_header, source_hash
 from stream_kt.settings import StreamSettings
 
@@ -451,7 +453,11 @@ class Processor:
         """7: a model's changed states (the shadow's under its own keys), then its scored answers; those answers."""
         shadow = model is not self.model
         writes = result.writes
-        refused = await self.store.write_blobs(writes.students, writes.blobs, writes.events, shadow=model.version if shadow else None)
+        try:
+            refused = await self.store.write_blobs(writes.students, writes.blobs, writes.events, shadow=model.version if shadow else None)
+        except ReplicasNotReached:
+            self.metrics.redis_wait_failures += 1  # and retried as any Redis error: nothing committed
+            raise
         if refused:
             log.warning("batch %s: %d students' %sstates in Redis were as new or newer (another processor wrote them): left as they are", describe(records), len(refused), "shadow " if shadow else "")
         scored = scored_answers(result, refused)

@@ -14,6 +14,17 @@ splits them by slot: one round trip per primary.
 With ``state_ttl_s`` > 0 every SET carries ``EX state_ttl_s``: a student inactive that
 long loses the state and starts again from the model's initial state.
 
+Sentinel (``redis+sentinel://`` URLs, ``settings.sentinel_target``): the client asks the
+Sentinels for the service's primary on every new connection, so after a failover the
+batch's retry (below) reaches the promoted replica; a write that lands on a demoted
+primary fails (READONLY) and is retried the same way.
+
+Durability (``min_replicas`` > 0): the fenced write and ``WAIT min_replicas timeout``
+go in one pipeline, on one connection (WAIT counts the replicas that have the writes of
+its own connection), so a write that returns has reached that many replicas;
+fewer raise ``ReplicasNotReached``, a ``RedisError``: the processor retries the batch
+and commits nothing.  Not on a Redis Cluster (``settings._check`` refuses it).
+
 Errors are not retried here: a ``redis.RedisError`` reaches the processor, which
 backs off and retries the whole batch (and commits nothing meanwhile).  The URL's
 password never reaches a log line or an error (``settings.mask_url``).
@@ -31,6 +42,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
@@ -38,7 +50,7 @@ from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.quality import Scores
 from stream_kt.service.state import EVENTS_BYTE, StudentState, decode_state, read_header
-from stream_kt.settings import StreamSettings, mask_url
+from stream_kt.settings import SENTINEL_SCHEMES, StreamSettings, mask_url, sentinel_target
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +96,41 @@ return 0
 REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 
+class ReplicasNotReached(redis.RedisError):
+    """A batch's state writes reached fewer replicas than ``min_replicas`` within the timeout: retry the batch."""
+
+
+class SentinelRedis(aioredis.Redis):
+    """The client of a Sentinel service's primary (``Sentinel.master_for``); closing it closes the Sentinel clients too."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            await self.sentinels.aclose()
+
+
 def redis_client(url: str, *, cluster: bool = False, socket_timeout_s: float = 5.0) -> aioredis.Redis | RedisCluster:
-    """An asyncio client for ``url``: TLS with rediss://, ACL AUTH from user:password@."""
+    """An asyncio client for ``url``: TLS with rediss://, ACL AUTH from user:password@; a Sentinel service's
+    primary for redis+sentinel:// (the credentials and TLS are the Redis servers'; Sentinels are asked without)."""
+    timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": socket_timeout_s}
+    if url.partition("://")[0] in SENTINEL_SCHEMES:
+        target = sentinel_target(url)
+        sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+        client: SentinelRedis = sentinels.master_for(
+            target.service,
+            redis_class=SentinelRedis,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+        )
+        client.sentinels = sentinels
+        return client
     if cluster:
         # the cluster client keeps its own few retries: they follow MOVED/ASK and failovers
         return RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
@@ -102,8 +147,10 @@ def redis_client_sync(url: str, *, cluster: bool = False, socket_timeout_s: floa
 
 
 class StudentStore:
-    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str, state_ttl_s: int = 0) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str, state_ttl_s: int = 0, min_replicas: int = 0, replica_timeout_ms: int = 1000) -> None:
         self.client = client
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
         self.prefix = prefix
         self.state_ttl_s = state_ttl_s
         self.cluster = isinstance(client, RedisCluster)
@@ -123,6 +170,8 @@ class StudentStore:
         *,
         cluster: bool = False,
         state_ttl_s: int = 0,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
     ) -> StudentStore:
         """Connect and PING, retrying a bounded number of times; raise ``StreamError`` after that."""
         shown = mask_url(url)
@@ -132,7 +181,7 @@ class StudentStore:
             try:
                 client = redis_client(url, cluster=cluster, socket_timeout_s=socket_timeout_s)
                 await client.ping()  # a cluster client maps the slots here
-                return cls(client, prefix, state_ttl_s)
+                return cls(client, prefix, state_ttl_s, min_replicas, replica_timeout_ms)
             except REDIS_ERRORS as exc:
                 if client is not None:
                     await client.aclose()
@@ -145,7 +194,15 @@ class StudentStore:
 
     @classmethod
     async def from_settings(cls, settings: StreamSettings, attempts: int = 5) -> StudentStore:
-        return await cls.connect(settings.redis_url, settings.key_prefix, attempts, cluster=settings.redis_cluster, state_ttl_s=settings.state_ttl_s)
+        return await cls.connect(
+            settings.redis_url,
+            settings.key_prefix,
+            attempts,
+            cluster=settings.redis_cluster,
+            state_ttl_s=settings.state_ttl_s,
+            min_replicas=settings.redis_min_replicas,
+            replica_timeout_ms=settings.redis_replica_timeout_ms,
+        )
 
     def names(self, student_ids: Sequence[str], shadow: str | None) -> list[str]:
         """The state keys of ``student_ids``: served states, or (``shadow``: a model version) that version's shadow states."""
@@ -175,12 +232,18 @@ class StudentStore:
         that lost its partitions (a zombie) and writes late cannot overwrite what the new
         owner wrote.  Each key is checked and set on its own, so the same script is
         Redis-Cluster-safe called once per key (a cluster) or once for all keys (one Redis,
-        one round trip).  With ``state_ttl_s`` every SET carries ``EX``.
+        one round trip).  With ``state_ttl_s`` every SET carries ``EX``.  With ``min_replicas``
+        the same round trip WAITs for that many replicas (``ReplicasNotReached`` if fewer).
         """
-        if not student_ids:
-            return []
         names = self.names(student_ids, shadow)
         ttl = str(self.state_ttl_s)
+        if self.min_replicas and not self.cluster:  # even with nothing to write: see fenced_set_and_wait
+            args: list[bytes | str | int] = [ttl]
+            for blob, count in zip(blobs, events):
+                args += [blob, count]
+            return await self.fenced_set_and_wait(names, args)
+        if not student_ids:
+            return []
         if self.cluster:
             if self.fenced_sha is None:
                 self.fenced_sha = await self.client.script_load(FENCED_SET)  # on every primary
@@ -196,11 +259,37 @@ class StudentStore:
                 raise
             refused = [i for i, result in enumerate(results) if result]
         else:
-            args: list[bytes | str | int] = [ttl]
+            args = [ttl]
             for blob, count in zip(blobs, events):
                 args += [blob, count]
             refused = [int(i) - 1 for i in await self.fenced_set(keys=names, args=args)]
         return refused
+
+    async def fenced_set_and_wait(self, names: list[str], args: list[bytes | str | int]) -> list[int]:
+        """``FENCED_SET``, a PUBLISH, then WAIT, on one connection (one pipeline): the refused indexes, or ``ReplicasNotReached``.
+
+        WAIT waits for the replication offset of its connection's last write.  The PUBLISH
+        (replicated, and no key) is that write even when the script writes nothing: a batch
+        whose states an earlier attempt (or a processor that crashed) already wrote, and
+        which the fence refuses or step 4 skips, must still find them on the replicas.
+        """
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            if names:
+                pipe.execute_command("EVALSHA", self.fenced_set.sha, len(names), *names, *args)
+            pipe.execute_command("PUBLISH", f"{self.prefix}:replicated", "")
+            pipe.execute_command("WAIT", self.min_replicas, self.replica_timeout_ms)
+            try:
+                *results, _, acknowledged = await pipe.execute()
+            except NoScriptError:  # a fresh server (a promoted replica, a restart): load it, once
+                if attempt == 2:
+                    raise
+                await self.client.script_load(FENCED_SET)
+                continue
+            if int(acknowledged) < self.min_replicas:
+                raise ReplicasNotReached(f"state writes reached {acknowledged} of {self.min_replicas} replicas within {self.replica_timeout_ms} ms")
+            return [int(i) - 1 for i in results[0]] if results else []
+        raise AssertionError("unreachable")
 
     async def read(self, student_ids: Iterable[str], sources: Iterable[str] = ()) -> dict[str, StudentState | None]:
         """States of ``student_ids`` as ``StudentState`` (None: never seen), schema 1 or 2, for tools and tests.
