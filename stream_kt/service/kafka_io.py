@@ -213,7 +213,12 @@ def make_consumer(settings: StreamSettings, listener: ConsumerRebalanceListener)
 
 def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
     """The processor's producer: a send is acknowledged once every in-sync replica has it (``acks="all"``,
-    at least ``min.insync.replicas`` of them), so a leader lost after the ack loses nothing."""
+    at least ``min.insync.replicas`` of them), so a leader lost after the ack loses nothing.
+
+    Not idempotent: the embedded broker (tansu 0.6) answers InitProducerId with an error, so
+    ``enable_idempotence`` would stop serve there.  A repeat (the client's retry of a send whose ack
+    was lost with a leader, a replayed batch) has the same (student_id, seq) and values; consumers drop it.
+    """
     return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_request_size=PRODUCER_MAX_REQUEST_BYTES, **client_options(settings))
 
 
