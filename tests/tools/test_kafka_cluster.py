@@ -127,3 +127,9 @@ def test_broker_nodes_3_prints_three_addresses_and_stops_on_sigterm(tmp_path) ->
     assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["node-1", "node-2", "node-3"]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path / "cluster") not in ps
+
+
+def test_nodes_needs_kafka_and_free_ports() -> None:
+    for args, message in [(["--embedded", "--nodes", "3"], "--nodes needs --kafka"), (["--nodes", "3", "--port", "9092"], "--nodes needs --kafka and no --port"), (["--nodes", "0"], "--nodes must be 1-9")]:
+        done = subprocess.run([sys.executable, "-m", "stream_kt.cli", "broker", *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, (args, done.stderr)
