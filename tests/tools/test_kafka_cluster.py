@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream_kt.service import kafka_io
+from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import KafkaCluster
 from stream_kt.tools.processes import wait_until
 from stream_kt.tools.traffic import TopicReader
@@ -133,3 +134,17 @@ def test_nodes_needs_kafka_and_free_ports() -> None:
     for args, message in [(["--embedded", "--nodes", "3"], "--nodes needs --kafka"), (["--nodes", "3", "--port", "9092"], "--nodes needs --kafka and no --port"), (["--nodes", "0"], "--nodes must be 1-9")]:
         done = subprocess.run([sys.executable, "-m", "stream_kt.cli", "broker", *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, (args, done.stderr)
+
+
+def test_replication_settings_are_checked() -> None:
+    from stream_kt.errors import ConfigError
+    from stream_kt.settings import load_settings
+
+    assert load_settings({}, {"KT_REPLICATION_FACTOR": "3", "KT_MIN_INSYNC_REPLICAS": "2"}).replication_factor == 3
+    for values, message in [({"replication_factor": -1}, "replication factor -1"), ({"replication_factor": 2, "min_insync_replicas": 3}, "min insync replicas 3")]:
+        try:
+            StreamSettings(**values)
+        except ConfigError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"{values} accepted")
