@@ -133,6 +133,12 @@ class StreamSettings(BaseSettings):
     kafka_connect_timeout_s: int = setting(
         20, "KT_KAFKA_CONNECT_TIMEOUT_S", "--kafka-connect-timeout-s", "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, a port that is not Kafka's"
     )
+    replication_factor: int = setting(
+        0, "KT_REPLICATION_FACTOR", "--replication-factor", "replicas of each topic serve creates; 0 = three where the cluster has three brokers or more, else one per broker"
+    )
+    min_insync_replicas: int = setting(
+        0, "KT_MIN_INSYNC_REPLICAS", "--min-insync-replicas", "min.insync.replicas of each replicated topic serve creates: a write needs this many in sync; 0 = 2 with three replicas or more, else 1"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -190,6 +196,10 @@ class StreamSettings(BaseSettings):
             raise ValueError("partitions must be at least 1")
         if not 1 <= self.kafka_connect_timeout_s <= 3600:
             raise ValueError(f"kafka connect timeout {self.kafka_connect_timeout_s} s must be between 1 and 3600")
+        if not 0 <= self.replication_factor <= 32767:
+            raise ValueError(f"replication factor {self.replication_factor} must be 0 (three, or one per broker below three) or positive")
+        if self.min_insync_replicas < 0 or (self.replication_factor and self.min_insync_replicas > self.replication_factor):
+            raise ValueError(f"min insync replicas {self.min_insync_replicas} must be 0 (automatic) or between 1 and the replication factor")
         if self.unready_after_retry_s < 0:
             raise ValueError(f"unready after retry {self.unready_after_retry_s} s must be 0 or positive")
         if not 0 <= self.metrics_port <= 65535:

@@ -34,7 +34,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import KTModel, build_model
 from stream_kt.service.redis_store import redis_client_sync
-from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, kafka_unavailable
+from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, KafkaCluster, kafka_unavailable
 
 TINY_ITEMS = 12  # synthetic item ids "0".."11"
 TINY_MODEL = {"num_items": TINY_ITEMS, "embed_dim": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0}
@@ -85,7 +85,7 @@ BROKERS = ("kafka", "tansu")
 # Tests that take a broker are slow by construction: the first starts Apache Kafka (a JVM), and each runs a
 # whole pipeline.  The other slow tests say so themselves (@pytest.mark.slow): the fault suite, the demo,
 # CLI runs that train, the SAINT models' step checks.  `pytest -m "not slow"` leaves them all out.
-SLOW_FIXTURES = {"broker", "kafka_broker", "tansu_broker"}
+SLOW_FIXTURES = {"broker", "kafka_broker", "tansu_broker", "kafka_cluster"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -121,6 +121,16 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     require_kafka()
     with KafkaBroker(data_dir=tmp_path_factory.mktemp("kafka")) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three Apache Kafka nodes, one KRaft quorum (``KafkaCluster``).  A test that kills a node restarts it
+    before it ends: the next test finds all three serving."""
+    require_kafka()
+    with KafkaCluster(3, data_dir=tmp_path_factory.mktemp("kafka-cluster"), heap_mb=320) as started:
+        yield started
+        assert started.running() == [1, 2, 3], f"a test left nodes down (running: {started.running()})"
 
 
 @pytest.fixture(scope="session")

