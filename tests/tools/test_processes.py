@@ -39,13 +39,19 @@ EVERY_FIELD_CHANGED = StreamSettings(  # from its default, each
     shadow="/models/challenger",
     shadow_topic="d",
     quality_window=1000,
+    redis_replica_timeout_ms=500,
+    replication_factor=2,
+    min_insync_replicas=1,
 )
 
 
 def test_every_setting_reaches_serve_and_reads_back_as_itself() -> None:
     changed = [name for name in StreamSettings.model_fields if getattr(EVERY_FIELD_CHANGED, name) != StreamSettings.model_fields[name].default]
-    # every field but mastery_format (v1 has no float16): a dropped one would show
-    assert set(StreamSettings.model_fields) - set(changed) == {"mastery_format"}
+    # every field but mastery_format (v1 has no float16) and redis_min_replicas (refused with redis_cluster):
+    # a dropped one would show
+    assert set(StreamSettings.model_fields) - set(changed) == {"mastery_format", "redis_min_replicas"}
+    waits = EVERY_FIELD_CHANGED.replace(redis_cluster=False, redis_min_replicas=2)
+    assert load_settings(environ=settings_environ(waits)) == waits
     environ = settings_environ(EVERY_FIELD_CHANGED)
     assert set(environ) == set(ENV.values())
     assert load_settings(environ=environ) == EVERY_FIELD_CHANGED
