@@ -16,10 +16,13 @@ import asyncio
 import itertools
 import math
 import random
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
+import redis
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -61,18 +64,45 @@ def records_of(messages: list[bytes | None], partitions: int) -> dict[TopicParti
     return records
 
 
-async def run_batch(settings: StreamSettings, checkpoint: Checkpoint, messages: list[bytes | None]) -> None:
-    """Steps 2, 3-5 and 7 of the processor over ``messages``, checked against the decoder's verdicts."""
-    store = await StudentStore.from_settings(settings)
-    try:
+class Harness:
+    """One processor (its steps 2-7 need no Kafka client) on real Redis, and the event loop it runs on, for every example."""
+
+    def __init__(self, checkpoint: Checkpoint, redis_url: str, key_prefix: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        settings = StreamSettings(redis_url=redis_url, key_prefix=key_prefix, batch_size=64)
+        self.store = self.loop.run_until_complete(StudentStore.from_settings(settings))
         backends = {size: make_backend("eager", checkpoint.model, size) for size in bucket_sizes(settings.batch_size)}
-        processor = Processor(settings, checkpoint, backends, None, None, store, RebalanceGate(asyncio.Event()))  # type: ignore[arg-type]  # steps 2-7 use no Kafka client
-        records = records_of(messages, partitions=3)
-        valid, dead_letters = processor.decode(records)  # 2
-        applied = await processor.apply(valid, list(records))  # 3, 4, 5
-        await store.write_blobs(*applied.writes)  # 7
-    finally:
-        await store.close()
+        self.processor = Processor(settings, checkpoint, backends, None, None, self.store, RebalanceGate(asyncio.Event()))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def harness(checkpoint: Checkpoint, redis_url: str) -> Iterator[Harness]:
+    prefix = f"test-fuzz-{uuid.uuid4().hex[:12]}"
+    made = Harness(checkpoint, redis_url, prefix)
+    yield made
+    made.close()
+    client = redis.Redis.from_url(redis_url)
+    doomed = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if doomed:
+        client.delete(*doomed)
+    client.close()
+
+
+def run_batch(harness: Harness, checkpoint: Checkpoint, messages: list[bytes | None]) -> None:
+    harness.loop.run_until_complete(check_batch(harness, checkpoint, messages))
+
+
+async def check_batch(harness: Harness, checkpoint: Checkpoint, messages: list[bytes | None]) -> None:
+    """Steps 2, 3-5 and 7 of the processor over ``messages``, checked against the decoder's verdicts."""
+    processor = harness.processor
+    records = records_of(messages, partitions=3)
+    valid, dead_letters = processor.decode(records)  # 2
+    applied = await processor.apply(valid, list(records))  # 3, 4, 5
+    await harness.store.write_blobs(*applied.writes)  # 7
 
     by_offset = {r.offset: r for rs in records.values() for r in rs}
     verdicts = {offset: oracle(record.value, checkpoint) for offset, record in by_offset.items()}
@@ -107,17 +137,16 @@ LONG = settings(max_examples=10_000, deadline=None, suppress_health_check=[Healt
 
 @QUICK
 @given(seed=st.integers(0, 2**32), size=st.integers(1, 40))
-def test_fuzzed_batches_are_answered_or_dead_lettered_never_raise(seed, size, checkpoint, redis_url, key_prefix):
-    settings_ = StreamSettings(redis_url=redis_url, key_prefix=key_prefix, batch_size=64)
-    asyncio.run(run_batch(settings_, checkpoint, fuzz_batch(seed, size, checkpoint)))
+def test_fuzzed_batches_are_answered_or_dead_lettered_never_raise(seed, size, checkpoint, harness):
+    run_batch(harness, checkpoint, fuzz_batch(seed, size, checkpoint))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 10,000 batches: about 2 to 5 minutes on two cores
 @LONG
 @given(seed=st.integers(0, 2**32), size=st.integers(1, 16))
-def test_fuzz_10000_examples(seed, size, checkpoint, redis_url, key_prefix):
-    settings_ = StreamSettings(redis_url=redis_url, key_prefix=key_prefix, batch_size=64)
-    asyncio.run(run_batch(settings_, checkpoint, fuzz_batch(seed, size, checkpoint)))
+def test_fuzz_10000_examples(seed, size, checkpoint, harness):
+    run_batch(harness, checkpoint, fuzz_batch(seed, size, checkpoint))
 
 
 def test_the_generator_covers_what_the_fuzzer_promises(checkpoint):

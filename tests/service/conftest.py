@@ -75,11 +75,10 @@ def one_torch_thread() -> Iterable[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def make_settings(broker, redis_url: str, key_prefix: str, topics) -> Callable[..., StreamSettings]:
-    """Settings on the test broker and Redis, with this test's topics, group and key prefix."""
-    base = StreamSettings(
-        bootstrap=broker.bootstrap,
+def test_settings(bootstrap: str, redis_url: str, key_prefix: str, topics: Callable[[str], str]) -> StreamSettings:
+    """A test's settings on ``bootstrap``: its own topics, group and key prefix; small batches that fill fast."""
+    return StreamSettings(
+        bootstrap=bootstrap,
         redis_url=redis_url,
         in_topic=topics("in"),
         out_topic=topics("out"),
@@ -90,6 +89,15 @@ def make_settings(broker, redis_url: str, key_prefix: str, topics) -> Callable[.
         max_wait_ms=5,
         partitions=PARTITIONS,
     )
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test for pytest to collect
+
+
+@pytest.fixture
+def make_settings(broker, redis_url: str, key_prefix: str, topics) -> Callable[..., StreamSettings]:
+    """Settings on the test broker and Redis, with this test's topics, group and key prefix."""
+    base = test_settings(broker.bootstrap, redis_url, key_prefix, topics)
 
     def make(**overrides: object) -> StreamSettings:
         return base.replace(**overrides)

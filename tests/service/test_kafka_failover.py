@@ -16,7 +16,6 @@ from stream_kt.tools.brokers import KafkaCluster
 from stream_kt.tools.traffic import TopicReader, send_in_order
 
 from .conftest import (
-    PARTITIONS,
     answer_messages,
     assert_final_states,
     committed_offsets,
@@ -25,6 +24,7 @@ from .conftest import (
     produce,
     running_processor,
     synthetic_answers,
+    test_settings,
     until,
     until_committed,
 )
@@ -46,18 +46,7 @@ async def send_more(settings: StreamSettings, messages: list[tuple[bytes, bytes]
 @pytest.fixture
 def cluster_settings(kafka_cluster: KafkaCluster, redis_url: str, key_prefix: str, topics) -> StreamSettings:
     """As ``make_settings``, on the three-node cluster; topics get the defaults: three replicas, two in sync."""
-    return StreamSettings(
-        bootstrap=kafka_cluster.bootstrap,
-        redis_url=redis_url,
-        in_topic=topics("in"),
-        out_topic=topics("out"),
-        dlq_topic=topics("dlq"),
-        group_id=topics("group"),
-        key_prefix=key_prefix,
-        batch_size=16,
-        max_wait_ms=5,
-        partitions=PARTITIONS,
-    )
+    return test_settings(kafka_cluster.bootstrap, redis_url, key_prefix, topics)
 
 
 def test_a_killed_partition_leader_loses_no_output_and_no_event(kafka_cluster: KafkaCluster, cluster_settings: StreamSettings, tiny_checkpoint, redis_url, key_prefix):
