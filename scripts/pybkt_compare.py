@@ -31,7 +31,7 @@ from pyBKT.models import Model
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.data.sequences import StudentSequence
-from stream_kt.metrics import binary_metrics
+from stream_kt.prediction_metrics import binary_metrics
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.prepare import load_students
 

@@ -17,18 +17,18 @@ ROOT = Path(__file__).parents[1]
 
 ALLOWED = {
     "stream_kt.errors": set(),
-    "stream_kt.metrics": set(),
+    "stream_kt.prediction_metrics": set(),
     "stream_kt.progress": set(),
     "stream_kt.settings": {"stream_kt.errors"},
     "stream_kt.data": {"stream_kt.errors"},
-    "stream_kt.models": {"stream_kt.errors", "stream_kt.data", "stream_kt.metrics"},
+    "stream_kt.models": {"stream_kt.errors", "stream_kt.data", "stream_kt.prediction_metrics"},
     "stream_kt.backends": {"stream_kt.errors", "stream_kt.data", "stream_kt.models"},
     "stream_kt.checkpoint": {"stream_kt.errors", "stream_kt.data", "stream_kt.models"},
-    "stream_kt.service": {"stream_kt.errors", "stream_kt.settings", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint", "stream_kt.metrics"},
-    "stream_kt.training": {"stream_kt.errors", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint", "stream_kt.metrics", "stream_kt.progress"},
+    "stream_kt.service": {"stream_kt.errors", "stream_kt.settings", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint", "stream_kt.prediction_metrics"},
+    "stream_kt.training": {"stream_kt.errors", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint", "stream_kt.prediction_metrics", "stream_kt.progress"},
     "stream_kt.tools": {
         "stream_kt.errors", "stream_kt.settings", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint",
-        "stream_kt.metrics", "stream_kt.progress", "stream_kt.service", "stream_kt.training",
+        "stream_kt.prediction_metrics", "stream_kt.progress", "stream_kt.service", "stream_kt.training",
     },  # fmt: skip
 }
 NEVER_FROM_OUTSIDE = {"benchmarks": {"stream_kt.commands", "stream_kt.cli"}, "fault_suite": {"stream_kt.commands", "stream_kt.cli"}}

@@ -30,11 +30,11 @@ from torch import nn
 
 from stream_kt.data.batches import Batch, make_batch
 from stream_kt.data.vocab import EncodedSequence
-from stream_kt.metrics import auc
 from stream_kt.models import register
 from stream_kt.models.base import next_answer_loss
 from stream_kt.models.dkt import DKT, DKTConfig
 from stream_kt.models.layout import gather_time, item_logits, left_align_order
+from stream_kt.prediction_metrics import auc
 
 
 @dataclass(frozen=True)

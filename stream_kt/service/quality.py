@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_kt.metrics import binary_metrics
+from stream_kt.prediction_metrics import binary_metrics
 
 BINS = 10_000
 DECILES = 10

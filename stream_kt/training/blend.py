@@ -10,7 +10,7 @@ import numpy as np
 from stream_kt.checkpoint import Checkpoint, save_ensemble
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.errors import CheckpointError, DataError
-from stream_kt.metrics import auc
+from stream_kt.prediction_metrics import auc
 from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import predict_sequences
 from stream_kt.training.prepare import students_of

@@ -22,8 +22,8 @@ from stream_kt.data.batches import make_batch
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import DataError
-from stream_kt.metrics import binary_metrics
 from stream_kt.models import KTModel
+from stream_kt.prediction_metrics import binary_metrics
 from stream_kt.progress import progress_bar
 from stream_kt.training.prepare import load_students, students_of
 

@@ -5,8 +5,8 @@ import torch
 
 from stream_kt.data.batches import make_batch
 from stream_kt.data.vocab import EncodedSequence
-from stream_kt.metrics import auc
 from stream_kt.models import build_model
+from stream_kt.prediction_metrics import auc
 
 ITEMS = np.array([0, 1, 1, 2, 0, 3])
 CORRECT = np.array([1, 0, 1, 1, 0, 1])

@@ -9,7 +9,7 @@ import numpy as np
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.cli import main
-from stream_kt.metrics import binary_metrics
+from stream_kt.prediction_metrics import binary_metrics
 from stream_kt.service import http
 from stream_kt.service.metrics import Metrics
 

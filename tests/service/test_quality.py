@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_kt.metrics import auc, binary_metrics
+from stream_kt.prediction_metrics import auc, binary_metrics
 from stream_kt.service.quality import RecentScores, Scores, finite
 
 

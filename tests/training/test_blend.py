@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from stream_kt.metrics import auc
+from stream_kt.prediction_metrics import auc
 from stream_kt.training.blend import fit_weights
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stream_kt.checkpoint import load_checkpoint
-from stream_kt.metrics import binary_metrics
+from stream_kt.prediction_metrics import binary_metrics
 from stream_kt.training.evaluate import predict_sequences
 from stream_kt.training.prepare import load_students
 

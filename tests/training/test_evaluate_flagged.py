@@ -11,7 +11,7 @@ from stream_kt.cli import main
 from stream_kt.data.audit import RepeatRule, RepeatSignature
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
-from stream_kt.metrics import auc
+from stream_kt.prediction_metrics import auc
 from stream_kt.training.evaluate import flagged_positions, split_by_flags
 from tests.data.test_audit import planted, write_3line
 

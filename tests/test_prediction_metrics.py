@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stream_kt.metrics import auc, binary_metrics
+from stream_kt.prediction_metrics import auc, binary_metrics
 
 
 def brute_force_auc(labels, probs):
