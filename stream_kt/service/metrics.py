@@ -20,6 +20,7 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_processing_errors_total         events the processor failed on (dead letters, reason processing_error)
     stream_kt_state_rebuilds_total            states of another model version rebuilt over their windows
     stream_kt_warm_promotions_total           states of another model version replaced by this version's shadow state
+    stream_kt_shadow_errors_total             batches the shadow model failed on and skipped (the served model went on)
     stream_kt_model_info{version}             gauge 1: the served checkpoint
     stream_kt_online_scored_total{version}    answers scored online (``quality.py``: a student's first answer is not)
     stream_kt_online_auc{version,window}      this process's online AUC: window "run" (since start) or "recent"
@@ -61,6 +62,7 @@ NAMES = (
     "stream_kt_processing_errors_total",
     "stream_kt_state_rebuilds_total",
     "stream_kt_warm_promotions_total",
+    "stream_kt_shadow_errors_total",
     "stream_kt_model_info",
     "stream_kt_online_scored_total",
     "stream_kt_online_auc",
@@ -116,6 +118,7 @@ class Metrics(Collector):
         self.processing_errors = 0
         self.state_rebuilds = 0
         self.warm_promotions = 0
+        self.shadow_errors = 0
         self.batch_fill = BatchHistogram(FILL_BUCKETS)
         self.step_latency = BatchHistogram(STEP_BUCKETS_S)
         self.end_to_end_latency = BatchHistogram(END_TO_END_BUCKETS_S)
@@ -188,6 +191,7 @@ class Metrics(Collector):
         yield CounterMetricFamily("stream_kt_processing_errors_total", "Events the processor failed on: dead letters with reason processing_error.", value=self.processing_errors)
         yield CounterMetricFamily("stream_kt_state_rebuilds_total", "States of another model version rebuilt over their windows.", value=self.state_rebuilds)
         yield CounterMetricFamily("stream_kt_warm_promotions_total", "States of another model version replaced by this version's shadow state (no rebuild).", value=self.warm_promotions)
+        yield CounterMetricFamily("stream_kt_shadow_errors_total", "Batches the shadow model failed on and skipped (the served model went on).", value=self.shadow_errors)
         yield self.batch_fill.family("stream_kt_batch_fill_ratio", "Students in a model step / the batch shape B.")
         yield self.step_latency.family("stream_kt_step_latency_seconds", "Duration of one model step.")
         yield self.end_to_end_latency.family("stream_kt_end_to_end_latency_seconds", "Output delivered minus the event's ts.")

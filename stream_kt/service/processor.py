@@ -292,7 +292,7 @@ class Processor:
                 deliveries = await self.send_dead_letters(letters)  # 2
                 stage = Stage.STATES
                 result = await self.apply(events, tps)  # 3, 4, 5
-                shadowed = await self.apply_shadow(events, tps) if self.shadow else None  # 3, 4, 5 for the challenger
+                shadowed = await self.apply_shadow_safely(events, tps, records) if self.shadow else None  # 3, 4, 5 for the challenger
                 stage = Stage.OUTPUTS
                 outputs = result.outputs
                 sending = await kafka_io.send_keyed(self.producer, self.settings.out_topic, outputs.keys, outputs.values, outputs.partitions)  # 6
@@ -429,6 +429,18 @@ class Processor:
             tp = tps[events.sources[i]]
             log.info("%s/%d/%d: skipped, student %s applied it before (replay)", tp.topic, tp.partition, events.offsets[i], events.students[i])
         return result
+
+    async def apply_shadow_safely(self, events: Events, tps: list[TopicPartition], records: Records) -> BatchResult | None:
+        """``apply_shadow``, where a failure of the challenger's own (not Redis's or Kafka's) never touches the served
+        model: the shadow skips the batch (None), its states fall behind, and a promotion rebuilds those students."""
+        try:
+            return await self.apply_shadow(events, tps)
+        except (*REDIS_ERRORS, KafkaError, FatalStreamError):
+            raise
+        except Exception as exc:
+            self.metrics.shadow_errors += 1
+            log.error("batch %s: the shadow model failed (%s); it skips this batch", describe(records), one_line(exc), exc_info=exc)
+            return None
 
     async def apply_shadow(self, events: Events, tps: list[TopicPartition]) -> BatchResult:
         """3-5 for the shadow model, from its own states: a student it has not seen starts from the served state

@@ -13,6 +13,7 @@ from stream_kt.cli import main
 from stream_kt.service import keys
 from stream_kt.service.events import decode_mastery
 from stream_kt.service.metrics import Metrics
+from stream_kt.service.processor import Processor
 
 from .conftest import (
     TopicReader,
@@ -106,3 +107,28 @@ def test_the_shadow_topic_gets_the_challengers_outputs_and_forget_erases_shadow_
         assert not client.exists(shadow_key) and not client.exists(keys.student_key(student, settings.key_prefix))
     finally:
         client.close()
+
+
+def test_a_failing_shadow_never_stops_the_served_model(make_settings, tiny_checkpoint, checkpoint_factory, redis_url, monkeypatch):
+    served, challenger = load_checkpoint(tiny_checkpoint), load_checkpoint(checkpoint_factory(seed=9))
+    settings = make_settings()
+    answers = synthetic_answers(served, students=6, seed=53, min_length=10, max_length=20)
+    metrics = Metrics(process_metrics=False)
+
+    async def broken(self, events, tps):
+        raise RuntimeError("the challenger has a bug")
+
+    monkeypatch.setattr(Processor, "apply_shadow", broken)
+
+    async def scenario():
+        await produce(settings, answer_messages(answers))
+        async with TopicReader(settings.bootstrap, settings.out_topic) as out:
+            async with running_processor(settings, served, metrics=metrics, shadow=challenger):
+                await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=90)
+                await until(lambda: metrics.events_in >= len(answers), what="every batch committed")
+        return out.records
+
+    records = asyncio.run(scenario())
+    assert set(dedupe_outputs(records)) == expected_output_keys(answers)
+    assert metrics.shadow_errors == metrics.batches > 0 and challenger.version not in metrics.quality
+    assert_final_states(redis_url, settings.key_prefix, served, answers)
