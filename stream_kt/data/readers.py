@@ -1,4 +1,4 @@
-"""Readers for the three on-disk formats stream-kt accepts.
+"""Readers for the four on-disk formats stream-kt accepts.
 
 * ``3line``: the DKT / DKVMN release format.  Per student three lines: the number of
   answers, the comma-separated item ids, the comma-separated 0/1 responses.  There are
@@ -10,7 +10,8 @@
   1. A problem tagged with several skills appears once per skill, every copy with the
      same ``order_id``.  That is ONE answer: we keep one interaction per order_id, and
      its skill is the sorted set of the tagged skill ids joined with ``_`` (``"10_23"``),
-     so the multi-skill combination is a vocabulary entry of its own.
+     and the problem id is the answer's question.  ``Vocabulary`` decides what a model
+     sees of the set: the combination as an entry of its own, the set, or its first skill.
   2. Rows with an empty ``skill_id``: with ``item=skill_id`` they are dropped (counted
      in the report); with ``item=problem_id`` they are kept.
   3. Rows are not in answer order in the file: interactions are sorted by the integer
@@ -19,7 +20,13 @@
   ``student_id,item_id,correct,ts_ms,elapsed_ms``: the raw item id, 0/1, ms since
   epoch and ms spent answering (``ts_ms`` and ``elapsed_ms`` may be empty, or absent
   as columns).  A student's answers are in file order; the item id is whichever id
-  the events carried, so ``--item`` does not apply.
+  the events carried, so ``--item`` does not apply.  An optional ``question_id`` column
+  names the question answered; an item id may list several skills, joined by ``_`` or
+  ``;`` (one answer to a question with a skill set).
+* ``pykt``: the sequence file pyKT's preprocessing writes (``data.txt``).  Per student
+  six lines: ``uid,length``; question ids (or ``NA``); concept ids, a question's
+  several concepts joined by ``_``; 0/1 responses; timestamps in ms (or ``NA``); time
+  spent in ms (or ``NA``).
 """
 
 from __future__ import annotations
@@ -31,13 +38,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream_kt.data.sequences import StudentSequence
+from stream_kt.data.sequences import StudentSequence, id_sort_key, join_skills, skills_of
 from stream_kt.errors import DataError
 
-FORMATS = ("3line", "assistments", "csv")
+FORMATS = ("3line", "assistments", "csv", "pykt")
 ITEM_COLUMNS = ("skill_id", "problem_id")
 ASSISTMENTS_REQUIRED = ("order_id", "user_id", "problem_id", "skill_id", "correct")
-CSV_COLUMNS = ("student_id", "item_id", "correct", "ts_ms", "elapsed_ms")
+CSV_COLUMNS = ("student_id", "item_id", "correct", "ts_ms", "elapsed_ms", "question_id")
 CSV_REQUIRED = CSV_COLUMNS[:3]
 
 
@@ -63,6 +70,8 @@ def read_dataset(path: str | Path, fmt: str = "3line", item: str = "skill_id") -
         students, report = _parse_3line(text, path)
     elif fmt == "csv":
         students, report = _parse_csv(text, path)
+    elif fmt == "pykt":
+        students, report = _parse_pykt(text, path)
     else:
         students, report = _parse_assistments(text, path, item)
     if not students:
@@ -165,7 +174,7 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
             report.drop("duplicate row of a multi-skill problem")
             if skill:
                 merged["skills"].add(skill)
-    per_student: dict[str, list[tuple[int, str, int, int | None]]] = defaultdict(list)
+    per_student: dict[str, list[tuple[int, str, int, int | None, str]]] = defaultdict(list)
     for order_id, row in orders.items():
         if item == "skill_id":
             if not row["skills"]:
@@ -177,7 +186,7 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
                 report.drop("no problem id")
                 continue
             item_id = row["problem"]
-        per_student[row["user"]].append((order_id, item_id, row["correct"], row["elapsed"]))
+        per_student[row["user"]].append((order_id, item_id, row["correct"], row["elapsed"], row["problem"]))
     students = []
     for user, rows in per_student.items():
         rows.sort(key=lambda r: r[0])  # trap 3: answer order is order_id order
@@ -188,6 +197,7 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
                 items=tuple(r[1] for r in rows),
                 correct=tuple(r[2] for r in rows),
                 elapsed_ms=elapsed_ms if any(r[3] is not None for r in rows) else None,
+                questions=tuple(r[4] for r in rows) if item == "skill_id" else None,
                 item_names=names if item == "skill_id" else {},
             )
         )
@@ -201,15 +211,15 @@ def _parse_csv(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (the csv format has {','.join(CSV_COLUMNS)})")
-    rows: dict[str, list[tuple[str, int, int | None, int | None]]] = {}  # student -> (item, correct, ts, elapsed), first appearance first
+    rows: dict[str, list[tuple[str, int, int | None, int | None, str]]] = {}  # student -> (item, correct, ts, elapsed, question), first appearance first
     for line_no, row in enumerate(reader, start=2):
-        student, item = (row["student_id"] or "").strip(), (row["item_id"] or "").strip()
+        student, item = (row["student_id"] or "").strip(), skill_set_id(row["item_id"] or "")
         if not student or not item:
             raise DataError(f"{path}:{line_no}: student_id and item_id must not be empty")
         if (row["correct"] or "").strip() not in ("0", "1"):
             raise DataError(f"{path}:{line_no}: correct must be 0 or 1, got {row['correct']!r}")
         ts, elapsed = (_optional_int(row.get(name), name, path, line_no) for name in ("ts_ms", "elapsed_ms"))
-        rows.setdefault(student, []).append((item, int(row["correct"]), ts, elapsed))
+        rows.setdefault(student, []).append((item, int(row["correct"]), ts, elapsed, (row.get("question_id") or "").strip()))
     students = []
     for student, answers in rows.items():
         ts_ms = tuple(a[2] for a in answers if a[2] is not None)
@@ -221,9 +231,69 @@ def _parse_csv(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport
                 correct=tuple(a[1] for a in answers),
                 ts_ms=ts_ms if len(ts_ms) == len(answers) else None,  # a time for every answer, or none
                 elapsed_ms=elapsed_ms if any(a[3] is not None for a in answers) else None,
+                questions=tuple(a[4] for a in answers) if any(a[4] for a in answers) else None,
             )
         )
     return students, ReadReport()
+
+
+def _parse_pykt(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport]:
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) % 6:
+        raise DataError(f"{path}: {len(lines)} lines is not a multiple of 6 (pyKT: uid,length; questions; concepts; responses; timestamps; times spent)")
+    report = ReadReport()
+    students: list[StudentSequence] = []
+    for start in range(0, len(lines), 6):
+        head, questions, concepts, responses, stamps, spent = lines[start : start + 6]
+        user, _, count_text = head.rpartition(",")
+        if not user or not count_text.strip().isdigit():
+            raise DataError(f"{path}:{start + 1}: expected 'uid,length', got {head[:40]!r}")
+        count = int(count_text)
+        columns = {}
+        for offset, name, line in ((1, "questions", questions), (2, "concepts", concepts), (3, "responses", responses), (4, "timestamps", stamps), (5, "times spent", spent)):
+            if line.upper() == "NA" and name not in ("concepts", "responses"):
+                continue
+            values = [x.strip() for x in line.split(",")]
+            if len(values) != count:
+                raise DataError(f"{path}:{start + offset + 1}: {len(values)} {name} for a sequence of {count}")
+            columns[name] = values
+        if "concepts" not in columns or "responses" not in columns:
+            raise DataError(f"{path}:{start + 3}: every student needs concepts and responses (NA is only for questions and times)")
+        if any(r not in ("0", "1") for r in columns["responses"]):
+            raise DataError(f"{path}:{start + 4}: responses must be 0 or 1")
+        if any(not skill_set_id(c) for c in columns["concepts"]):
+            raise DataError(f"{path}:{start + 3}: a concept id is empty")
+        numbers = {}
+        for name in ("timestamps", "times spent"):
+            if name in columns:
+                try:
+                    numbers[name] = tuple(max(int(float(v)), 0) for v in columns[name])
+                except ValueError:
+                    raise DataError(f"{path}:{start + 1}: {name} must be numbers (ms)") from None
+        if count == 0:
+            report.drop("empty student")
+            continue
+        students.append(
+            StudentSequence(
+                student_id=user.strip(),
+                items=tuple(skill_set_id(c) for c in columns["concepts"]),
+                correct=tuple(int(r) for r in columns["responses"]),
+                ts_ms=numbers.get("timestamps"),
+                elapsed_ms=numbers.get("times spent"),
+                questions=tuple(columns["questions"]) if "questions" in columns else None,
+            )
+        )
+    return students, report
+
+
+def skill_set_id(value: str) -> str:
+    """A raw item id naming one skill, or a set as ``_``-joined ids (kept as written), or as ``;``-separated ids:
+    ``" 23;10 "`` -> ``"10_23"`` (sorted, no repeats, ``_``-joined, as the ASSISTments reader writes a set)."""
+    if ";" not in value:
+        return value.strip()
+    return join_skills(list({p.strip() for p in value.split(";")} - {""}))
 
 
 def _optional_int(value: str | None, name: str, path: Path, line_no: int) -> int | None:
@@ -245,8 +315,7 @@ def _clean_id(value: str) -> str:
     return value
 
 
-def _id_sort_key(value: str) -> tuple[int, int | str]:
-    return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
+_id_sort_key = id_sort_key
 
 
 def item_names(students: list[StudentSequence]) -> dict[str, str]:
@@ -269,8 +338,9 @@ def write_3line(students: list[StudentSequence], path: str | Path) -> None:
 
 
 def write_assistments(students: list[StudentSequence], path: str | Path) -> None:
-    """Write ``students`` as an ASSISTments skill-builder CSV: one row per answer, one skill and
-    problem per item, ``ms_first_response`` where the students have response times."""
+    """Write ``students`` as an ASSISTments skill-builder CSV: one row per answer and skill (an answer's skills
+    share its ``order_id``, as in the real files), its question as ``problem_id`` (the item where there is
+    none), ``ms_first_response`` where the students have response times."""
     with open(path, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
         writer.writerow([*ASSISTMENTS_REQUIRED, "ms_first_response"])
@@ -278,16 +348,32 @@ def write_assistments(students: list[StudentSequence], path: str | Path) -> None
         for s in students:
             for k, (item, answer) in enumerate(zip(s.items, s.correct)):
                 order_id += 1
-                writer.writerow([order_id, s.student_id, item, item, answer, "" if s.elapsed_ms is None else s.elapsed_ms[k]])
+                problem = s.questions[k] if s.questions is not None and s.questions[k] else item
+                for skill in skills_of(item):
+                    writer.writerow([order_id, s.student_id, problem, skill, answer, "" if s.elapsed_ms is None else s.elapsed_ms[k]])
 
 
 def write_csv(students: list[StudentSequence], path: str | Path) -> None:
-    """Write ``students`` in the ``csv`` format, each student's answers in order (an unknown time: an empty cell)."""
+    """Write ``students`` in the ``csv`` format, each student's answers in order (an unknown time: an empty cell;
+    the ``question_id`` column only where some student has question ids)."""
+    with_questions = any(s.questions is not None for s in students)
     with open(path, "w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(CSV_COLUMNS if with_questions else CSV_COLUMNS[:-1])
         for s in students:
             for k, (item, answer) in enumerate(zip(s.items, s.correct)):
                 ts = "" if s.ts_ms is None else s.ts_ms[k]
                 elapsed = "" if s.elapsed_ms is None else s.elapsed_ms[k]
-                writer.writerow([s.student_id, item, answer, ts, elapsed])
+                question = [] if not with_questions else ["" if s.questions is None else s.questions[k]]
+                writer.writerow([s.student_id, item, answer, ts, elapsed, *question])
+
+
+def write_pykt(students: list[StudentSequence], path: str | Path) -> None:
+    """Write ``students`` in pyKT's sequence format (``NA`` where they have no question ids or times)."""
+    line = lambda values: "NA" if values is None else ",".join(map(str, values))  # noqa: E731
+    with open(path, "w", encoding="utf-8") as out:
+        for s in students:
+            out.write(f"{s.student_id},{len(s)}\n{line(s.questions)}\n{line(s.items)}\n{line(s.correct)}\n{line(s.ts_ms)}\n{line(s.elapsed_ms)}\n")
+
+
+WRITERS = {"3line": write_3line, "assistments": write_assistments, "csv": write_csv, "pykt": write_pykt}

@@ -7,14 +7,34 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SKILL_SEPARATOR = "_"  # joins the skills of one answer in a raw item id, as pyKT and the ASSISTments reader write them
+
+
+def id_sort_key(value: str) -> tuple[int, int | str]:
+    """Integer ids in numeric order, then the others in text order: how vocabularies and skill sets sort ids."""
+    return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
+
+
+def join_skills(ids: list[str]) -> str:
+    """The raw item id of a skill set: its ids sorted (``id_sort_key``) and joined, ``["23", "10"]`` -> ``"10_23"``."""
+    return SKILL_SEPARATOR.join(sorted(ids, key=id_sort_key))
+
+
+def skills_of(item: str) -> list[str]:
+    """The skill ids of a raw item id: ``"10_23"`` -> ``["10", "23"]``, ``"7"`` -> ``["7"]``."""
+    return [part for part in item.split(SKILL_SEPARATOR) if part]
+
 
 @dataclass(frozen=True)
 class StudentSequence:
     """One student's interactions, oldest first.
 
     ``items`` are raw ids as strings (skill or problem ids exactly as the source
-    spells them); the vocabulary maps them to model indices.  ``ts_ms`` and
-    ``elapsed_ms`` are present only where the source has them.
+    spells them); the vocabulary maps them to model indices.  An answer to a question
+    with several skills has them joined by ``SKILL_SEPARATOR`` (``"10_23"``): one
+    answer, one position, whatever the vocabulary makes of the set.  ``questions``
+    holds each answer's question id ("" where unknown), where the source has them;
+    ``ts_ms`` and ``elapsed_ms`` likewise.
     """
 
     student_id: str
@@ -22,11 +42,14 @@ class StudentSequence:
     correct: tuple[int, ...]
     ts_ms: tuple[int, ...] | None = None
     elapsed_ms: tuple[int, ...] | None = None
+    questions: tuple[str, ...] | None = None
     item_names: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.items) != len(self.correct):
             raise ValueError(f"student {self.student_id}: {len(self.items)} items but {len(self.correct)} responses")
+        if self.questions is not None and len(self.questions) != len(self.items):
+            raise ValueError(f"student {self.student_id}: {len(self.items)} items but {len(self.questions)} question ids")
 
     def __len__(self) -> int:
         return len(self.items)

@@ -13,12 +13,13 @@ from stream_kt.data.split import Split, split_students
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import DataError
 
-FORMAT_CHOICES = ("auto", "3line", "assistments", "csv")
+FORMAT_CHOICES = ("auto", "3line", "assistments", "csv", "pykt")
 
 
 def detect_format(path: str | Path) -> str:
     """'assistments' when the first line is a CSV header naming order_id, 'csv' when it names
-    student_id, item_id and correct (``stream-kt export``), else '3line'."""
+    student_id, item_id and correct (``stream-kt export``), 'pykt' when it is ``uid,length``
+    (pyKT's sequence file), else '3line'."""
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
@@ -30,8 +31,10 @@ def detect_format(path: str | Path) -> str:
     first = head.split(b"\n", 1)[0].decode("iso-8859-1")
     if "order_id" in first:
         return "assistments"
-    columns = {c.strip() for c in first.strip().split(",")}
-    return "csv" if set(CSV_REQUIRED) <= columns else "3line"
+    columns = [c.strip() for c in first.strip().split(",")]
+    if set(CSV_REQUIRED) <= set(columns):
+        return "csv"
+    return "pykt" if len(columns) == 2 and columns[0] and columns[1].isdigit() else "3line"
 
 
 def load_students(path: str | Path, fmt: str = "auto", item: str = "skill_id") -> list[StudentSequence]:
@@ -63,11 +66,14 @@ class Prepared:
     test: list[EncodedSequence]
 
 
-def prepare(data: str | Path, fmt: str, item: str, test_data: str | Path | None, seed: int, valid_fraction: float = 0.1, test_fraction: float = 0.2) -> Prepared:
+def prepare(
+    data: str | Path, fmt: str, item: str, test_data: str | Path | None, seed: int, valid_fraction: float = 0.1, test_fraction: float = 0.2, skills: str = "combined", questions: bool = False
+) -> Prepared:
     """Split ``data`` by student (held-out students from ``test_data`` when given) and encode.
 
     The vocabulary is built from training and validation students only, so held-out
-    students never influence the model, not even through its item set.
+    students never influence the model, not even through its item set.  ``skills`` and
+    ``questions``: what the vocabulary makes of skill sets and question ids (``Vocabulary.build``).
     """
     students = load_students(data, fmt, item)
     if test_data is not None:
@@ -81,6 +87,6 @@ def prepare(data: str | Path, fmt: str, item: str, test_data: str | Path | None,
     valid_students = [by_id[i] for i in split.valid]
     if not train_students or not valid_students:
         raise DataError(f"{data}: {len(students)} students are too few to split into training and validation")
-    vocab = Vocabulary.build(train_students + valid_students, item, item_names(students))
+    vocab = Vocabulary.build(train_students + valid_students, item, item_names(students), skills=skills, questions=questions)
     test_students = held_out or [by_id[i] for i in split.test]
     return Prepared(vocab, split, [vocab.encode(s) for s in train_students], [vocab.encode(s) for s in valid_students], [vocab.encode(s) for s in test_students])
