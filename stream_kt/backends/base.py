@@ -51,9 +51,12 @@ class StepBackend:
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         state = self.model.initial_state(self.batch_size)
-        items = torch.zeros(self.batch_size, dtype=torch.long)
+        width = self.model.input_width
+        items = torch.zeros((self.batch_size, width) if width > 1 else (self.batch_size,), dtype=torch.long)
+        correct = torch.zeros(self.batch_size, dtype=torch.long)
         times = torch.zeros(self.batch_size, 2)
-        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), items.clone().to(self.device), times.to(self.device))
+        questions = (correct.clone().to(self.device),) if self.model.reads_questions else ()
+        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), correct.to(self.device), times.to(self.device), *questions)
 
     def compile(self, module: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
         """Turn the fixed-shape module into the callable ``_step_fixed`` runs; eager runs it as is."""
@@ -68,15 +71,21 @@ class StepBackend:
         return self.module(*inputs)
 
     @torch.no_grad()
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         """Apply one interaction to each of ``n`` rows, any ``n``: pad up to B, split above B.
 
         ``times``: (n, 2) [elapsed, lag] seconds of each event (None: unknown, zeros);
-        models that do not use them ignore them.
+        models that do not use them ignore them.  ``items`` (n, K) are skill sets padded
+        with V (models with ``input_width`` K); ``questions`` (n,) reach the models that
+        read them (None: none known, zeros).
         """
         n = items.shape[0]
         times = torch.zeros(n, 2) if times is None else times.float()
-        outputs = [self._padded(state, items, correct, times, start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
+        if self.model.reads_questions:
+            questions = torch.zeros(n, dtype=torch.long) if questions is None else questions
+        else:
+            questions = None
+        outputs = [self._padded(state, items, correct, times, questions, start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
         if len(outputs) == 1:
             return outputs[0]
         return StepOutput(
@@ -85,11 +94,13 @@ class StepBackend:
             torch.cat([o.mastery for o in outputs]),
         )
 
-    def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor, start: int, stop: int) -> StepOutput:
+    def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor, questions: torch.Tensor | None, start: int, stop: int) -> StepOutput:
         rows = stop - start
         pad = self.batch_size - rows
         chunk = [state[k][start:stop] for k in self.state_names]
         events = [items[start:stop].long(), correct[start:stop].long(), times[start:stop]]
+        if questions is not None:
+            events.append(questions[start:stop].long())
         if pad:
             chunk = [torch.cat([v, self._blank[k].expand(pad, *v.shape[1:])]) for k, v in zip(self.state_names, chunk)]
             events = [torch.cat([v, v.new_zeros(pad, *v.shape[1:])]) for v in events]

@@ -87,9 +87,10 @@ class StagedBackend(StepBackend):
             rows,
             [
                 *((_state_field(k), blank[k].dtype, blank[k].shape[1:]) for k in self.state_names),
-                ("items", torch.long, ()),
+                ("items", torch.long, (model.input_width,) if model.input_width > 1 else ()),
                 ("correct", torch.long, ()),
                 ("times", torch.float32, (2,)),
+                *((("questions", torch.long, ()),) if model.reads_questions else ()),
             ],
         )
         self.outputs = Layout(
@@ -127,18 +128,18 @@ class StagedBackend(StepBackend):
         """Staging rows [start, stop) become the blank student: the padding of a call with fewer than B rows."""
         for k in self.state_names:
             self._host_in[_state_field(k)][start:stop].copy_(self._blank[k].expand(stop - start, *self._blank[k].shape[1:]))
-        for name in ("items", "correct", "times"):
+        for name in ("items", "correct", "times", "questions"):
             if name in self._host_in:
                 self._host_in[name][start:stop].zero_()
 
     def _wait(self) -> None:
         """Block until this device's queued copies are done (CUDA copies from pinned memory are asynchronous)."""
 
-    def _padded(self, state, items, correct, times, start: int, stop: int) -> StepOutput:
+    def _padded(self, state, items, correct, times, questions, start: int, stop: int) -> StepOutput:
         with self._lock:
-            return self._staged_step(state, items, correct, times, start, stop)
+            return self._staged_step(state, items, correct, times, questions, start, stop)
 
-    def _staged_step(self, state, items, correct, times, start: int, stop: int) -> StepOutput:
+    def _staged_step(self, state, items, correct, times, questions, start: int, stop: int) -> StepOutput:
         rows = stop - start
         staged = self._host_in
         # 1. pack: each field's rows in one host copy; rows below B keep (or get back) the blank student
@@ -147,6 +148,8 @@ class StagedBackend(StepBackend):
         staged["items"][:rows].copy_(items[start:stop])
         staged["correct"][:rows].copy_(correct[start:stop])
         staged["times"][:rows].copy_(times[start:stop])
+        if questions is not None:
+            staged["questions"][:rows].copy_(questions[start:stop])
         if self._written > rows:  # a bigger call left students there
             self._blank_rows(rows, self._written)
         self._written = rows

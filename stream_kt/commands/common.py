@@ -141,5 +141,19 @@ def item_option(command: F) -> F:
     return click.option("--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True, help="modelled vocabulary")(command)
 
 
+def skills_options(command: F) -> F:
+    """``--skills`` and ``--questions``: what a model sees of an answer's skill set and question (``Vocabulary``)."""
+    from stream_kt.data.vocab import SKILL_MODES
+
+    command = click.option("--questions", is_flag=True, help="also give question-aware models (dkt, dkt_plus) each answer's question id: a learnt per-question offset, none for an unseen question")(command)
+    return click.option(
+        "--skills",
+        type=click.Choice(SKILL_MODES),
+        default="combined",
+        show_default=True,
+        help="an answer with several skills (ids joined by _): one combined entry, the set (dkt, dkt_plus), or its first skill",
+    )(command)
+
+
 def json_option(command: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="print one JSON object as the last line")(command)

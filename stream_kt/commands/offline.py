@@ -8,12 +8,12 @@ import sys
 import click
 
 from stream_kt.checkpoint import check_out_dir, load_checkpoint, write_metrics
-from stream_kt.commands.common import OPTION_PAIR, POSITIVE_FLOAT, POSITIVE_INT, ModelChoice, NumberList, data_options, item_option, json_option, learning_rate_help, training_options
+from stream_kt.commands.common import OPTION_PAIR, POSITIVE_FLOAT, POSITIVE_INT, ModelChoice, NumberList, data_options, item_option, json_option, learning_rate_help, skills_options, training_options
 from stream_kt.data.audit import repeat_signature
-from stream_kt.data.readers import write_3line, write_assistments
+from stream_kt.data.readers import WRITERS
 from stream_kt.data.synthetic import SyntheticConfig, generate
-from stream_kt.errors import DataError
-from stream_kt.models import config_options, trainable_models
+from stream_kt.errors import ConfigError, DataError
+from stream_kt.models import config_options, trainable_models, vocabulary_fields
 from stream_kt.training.blend import build_ensemble
 from stream_kt.training.evaluate import evaluate, flagged_positions, held_out_students
 from stream_kt.training.parity import parity_max_abs_diff
@@ -25,7 +25,7 @@ REPORTED = ("auc", "acc", "rmse", "n")
 
 
 @click.command(
-    help="Write a synthetic data set (simulated students) in the 3-line format.\n\n"
+    help="Write a synthetic data set (simulated students).\n\n"
     "--seed draws the students; the item bank (each item's concept and difficulty) comes from --bank-seed, fixed by default, "
     "so sets written with different seeds are of the same items: a model trained on one can be scored on another.",
     short_help="write a synthetic data set (simulated students)",
@@ -36,11 +36,16 @@ REPORTED = ("auc", "acc", "rmse", "n")
 @click.option("--concepts", type=POSITIVE_INT, default=SyntheticConfig.concepts, show_default=True, help="latent concepts the items test; a student has an ability per concept")
 @click.option("--seed", type=int, default=SyntheticConfig.seed, show_default=True, help="the students' random draw: the same seed writes the same students")
 @click.option("--bank-seed", type=int, default=SyntheticConfig.bank_seed, show_default=True, help="the item bank's random draw (difficulties): keep it to score one set's model on another's students")
-@click.option("--format", "fmt", type=click.Choice(("3line", "assistments")), default="3line", show_default=True, help="3-line (items and answers only) or ASSISTments CSV (with response times)")
-def synth(out: str, students: int, items: int, concepts: int, seed: int, bank_seed: int, fmt: str) -> int:
-    generated = generate(SyntheticConfig(students=students, items=items, concepts=concepts, seed=seed, bank_seed=bank_seed))
+@click.option("--max-skills", type=click.IntRange(1, 8), default=SyntheticConfig.max_skills, show_default=True, help="above 1: --items questions with 1..N of the --concepts skills each (a known question -> skills map)")
+@click.option("--question-spread", type=click.FloatRange(0.0), default=SyntheticConfig.question_spread, show_default=True, help="with --max-skills above 1: standard deviation of the questions' own difficulties")
+@click.option("--format", "fmt", type=click.Choice(tuple(WRITERS)), default="3line", show_default=True, help="3-line (items and answers only), ASSISTments CSV (with response times), csv (with question ids) or pyKT's sequence file")
+def synth(out: str, students: int, items: int, concepts: int, seed: int, bank_seed: int, max_skills: int, question_spread: float, fmt: str) -> int:
+    if max_skills > concepts:
+        raise ConfigError(f"--max-skills {max_skills} is more than the {concepts} skills (--concepts)")
+    config = SyntheticConfig(students=students, items=items, concepts=concepts, seed=seed, bank_seed=bank_seed, max_skills=max_skills, question_spread=question_spread)
+    generated = generate(config)
     try:
-        (write_assistments if fmt == "assistments" else write_3line)(generated, out)
+        WRITERS[fmt](generated, out)
     except OSError as exc:
         raise DataError(f"{out}: cannot write ({exc.strerror})") from None
     print(f"wrote {len(generated)} students, {sum(len(s) for s in generated)} answers to {out}")
@@ -50,6 +55,7 @@ def synth(out: str, students: int, items: int, concepts: int, seed: int, bank_se
 @click.command("train", help="train a model and write a checkpoint directory")
 @data_options(data_required=True)
 @item_option
+@skills_options
 @click.option("--model", type=ModelChoice(trainable_models()), default="dkt", show_default=True, help="the model (stream-kt ensemble combines trained checkpoints)")
 @training_options()
 @click.option("--lr", type=POSITIVE_FLOAT, help=learning_rate_help(trainable_models()))
@@ -57,10 +63,13 @@ def synth(out: str, students: int, items: int, concepts: int, seed: int, bank_se
 @click.option("--option", "pairs", type=OPTION_PAIR, multiple=True, help="a model Config field, e.g. dropout=0.3 (repeatable)")
 @click.option("--seed", type=int, default=0, show_default=True, help="validation students, initialisation and batch order")
 @click.option("--out", required=True, help="checkpoint directory to write: new, empty, or a checkpoint to replace")
-def train_command(data: str, test_data: str | None, fmt: str, item: str, model: str, epochs: int, batch_size: int, window: int, patience: int, lr: float | None, hidden_size: int | None, pairs: tuple, seed: int, out: str) -> int:
+def train_command(
+    data: str, test_data: str | None, fmt: str, item: str, skills: str, questions: bool, model: str, epochs: int, batch_size: int, window: int, patience: int, lr: float | None, hidden_size: int | None, pairs: tuple, seed: int, out: str
+) -> int:
     check_out_dir(out)
     options = config_options(model, ([("hidden_size", hidden_size)] if hidden_size else []) + list(pairs))
-    prepared = prepare(data, fmt, item, test_data, seed)
+    vocabulary_fields(model, 1, 2 if skills == "sets" else 1, int(questions))  # the model can take them: fail before reading data
+    prepared = prepare(data, fmt, item, test_data, seed, skills=skills, questions=questions)
     config = TrainConfig(model=model, window=window, batch_size=batch_size, epochs=epochs, learning_rate=lr or 0.0, patience=patience, seed=seed, model_options=options)  # 0: the model's own
     print(f"{len(prepared.train)} training, {len(prepared.valid)} validation, {len(prepared.test)} held-out students; {len(prepared.vocab)} {item}s", file=sys.stderr)
     checkpoint = train(prepared.train, prepared.valid, prepared.vocab, prepared.split, config, out)

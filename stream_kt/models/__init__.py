@@ -28,14 +28,32 @@ def trainable_models() -> list[str]:
     return sorted(name for name, cls in MODELS.items() if cls.trainable_directly)
 
 
+VOCABULARY_FIELDS = ("num_items", "max_skills", "num_questions")  # Config fields the vocabulary sets, never an option
+
+
 def build_model(name: str, **config: Any) -> KTModel:
     cls = model_class(name)
     return cls(cls.Config(**config))
 
 
+def vocabulary_fields(name: str, num_items: int, max_skills: int = 1, num_questions: int = 0) -> dict[str, int]:
+    """The Config fields of model ``name`` that a vocabulary sets; ``ConfigError`` where the model cannot take it."""
+    cls = model_class(name)
+    fields: dict[str, int] = {"num_items": num_items}
+    if max_skills > 1:
+        if not cls.takes_skill_sets:
+            raise ConfigError(f"{name} takes one skill per answer, not skill sets: use --skills combined or --skills first with it")
+        fields["max_skills"] = max_skills
+    if num_questions:
+        if not cls.uses_questions:
+            raise ConfigError(f"{name} cannot use question ids: leave out --questions with it")
+        fields["num_questions"] = num_questions
+    return fields
+
+
 def config_options(model: str, pairs: list[tuple[str, object]]) -> dict[str, object]:
     """``pairs`` (KEY, VALUE) checked against the model's Config fields and types: a bad one is one clear error."""
-    fields = {f.name: f for f in dataclasses.fields(model_class(model).Config) if f.name != "num_items"}
+    fields = {f.name: f for f in dataclasses.fields(model_class(model).Config) if f.name not in VOCABULARY_FIELDS}
     options = {}
     for key, value in pairs:
         if key not in fields:
@@ -53,4 +71,4 @@ def config_options(model: str, pairs: list[tuple[str, object]]) -> dict[str, obj
 
 from stream_kt.models import bkt, dkt, dkt_plus, ensemble, gbdt, lastquery, saint, sakt  # noqa: E402,F401  (registers the built-in models)
 
-__all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "trainable_models", "build_model", "config_options"]
+__all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "trainable_models", "build_model", "config_options", "vocabulary_fields"]

@@ -11,7 +11,8 @@ Two paths that must agree:
   the mastery vector (P(correct) for every item) after it.  Every model takes
   ``times`` (B, 2), [elapsed, lag] seconds of the event (None: unknown, as zeros); the
   time-aware ones (``uses_times``, SAINT+) read it, the others ignore it, so no caller
-  asks which is which.
+  asks which is which.  Models that ``takes_skill_sets`` also take items (B, K): an
+  answer's skills padded with V; ``questions`` (B,) reach the ones that ``uses_questions``.
 
 State is a dict of tensors whose first dimension is the batch (so rows can be stored
 per student and stacked again), produced by ``initial_state``.
@@ -72,6 +73,8 @@ class KTModel(nn.Module):
     trainable_directly: ClassVar[bool] = True  # False: not fitted from data on its own; made_by says how it is made
     made_by: ClassVar[str] = ""  # where trainable_directly is False: how to make one, for the refusal
     distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
+    takes_skill_sets: ClassVar[bool] = False  # True: items may be skill sets (..., K), Config has max_skills
+    uses_questions: ClassVar[bool] = False  # True: reads question indices (batch.questions, step's questions), Config has num_questions
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -94,8 +97,18 @@ class KTModel(nn.Module):
     def initial_state(self, batch_size: int) -> State:
         raise NotImplementedError
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         raise NotImplementedError
+
+    @property
+    def input_width(self) -> int:
+        """K: the skills of one answer the model takes, (B, K) items when above 1."""
+        return int(getattr(self.config, "max_skills", 1))
+
+    @property
+    def reads_questions(self) -> bool:
+        """Whether this model's step takes question indices (a trailing positional input of its inference module)."""
+        return bool(getattr(self.config, "num_questions", 0))
 
     def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, (B, T, V) mastery logits) from one pass: only models with ``distillable`` offer it."""
@@ -108,7 +121,8 @@ class KTModel(nn.Module):
     def inference_module(self, state_names: list[str]) -> nn.Module:
         """The one-step update as a module of positional tensors, for fixed-shape backends.
 
-        ``(*state in state_names order, items, correct, times) -> (p_correct, *state, mastery)``.
+        ``(*state in state_names order, items, correct, times[, questions]) -> (p_correct, *state, mastery)``:
+        items (B,) or (B, K) skill sets (``input_width``), questions (B,) where ``reads_questions``.
         Models may return a faster equivalent (DKT folds its embedding into the LSTM's
         input gates); the backend parity tests hold every one to eager ``step``.
         """
@@ -124,6 +138,7 @@ class StepModule(nn.Module):
         self.state_names = list(state_names)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        *state, items, correct, times = inputs
-        out = self.model.step(dict(zip(self.state_names, state)), items, correct, times)
+        questions = inputs[-1] if self.model.reads_questions else None
+        *state, items, correct, times = inputs[:-1] if self.model.reads_questions else inputs
+        out = self.model.step(dict(zip(self.state_names, state)), items, correct, times, questions)  # None reaches no model that reads it
         return (out.p_correct, *(out.state[k] for k in self.state_names), out.mastery)

@@ -96,7 +96,7 @@ class BKT(KTModel):
         with torch.no_grad():
             return {"p_known": self.parameters_by_skill()["prior"].expand(batch_size, -1).clone()}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         params = self.parameters_by_skill()
         p_known = state["p_known"]  # (B, V)
         answered = p_known.gather(1, items.unsqueeze(1)).squeeze(1)  # (B,)

@@ -4,6 +4,14 @@ An interaction (item i, response r) is embedded as index ``i + num_items * r``; 
 ``2 * num_items`` is padding.  The hidden state after interaction t predicts every
 item at t+1; only the logit of the item actually answered at t+1 is scored.
 
+Questions with skill sets (``max_skills`` > 1; items (..., K) padded with V): an answer
+is embedded as the mean of its skills' interaction embeddings, and its prediction is
+the mean of its skills' logits, so what is learnt of a skill serves every question
+that tests it.  With ``num_questions`` > 0 a question adds a learnt offset to its
+prediction's logit (its easiness, a Rasch-style difficulty) and, scaled by that
+offset, a learnt direction per response to its embedding (a correct answer to a hard
+question says more); question 0, none or unseen, has offset 0: the skills alone.
+
 Initialisation (LSTM gates are sigmoid/tanh, so Glorot/Xavier, not Kaiming, which is
 derived for ReLU): input-to-hidden weights Xavier-uniform; hidden-to-hidden weights
 orthogonal per gate (keeps the recurrent Jacobian's spectrum near 1 over 100+ steps);
@@ -35,12 +43,16 @@ class DKTConfig:
     hidden_size: int = 200  # LSTM state size (the DKT paper used 200)
     num_layers: int = 1
     dropout: float = 0.2  # on the LSTM output, before the prediction layer (training only)
+    max_skills: int = 1  # K: an answer's skills, (..., K) padded with num_items, when above 1
+    num_questions: int = 0  # questions with a learnt offset (index 1..); 0: the skills alone
 
 
 @register
 class DKT(KTModel):
     name = "dkt"
     distillable = True
+    takes_skill_sets = True
+    uses_questions = True
     Config = DKTConfig
 
     def __init__(self, config: DKTConfig) -> None:
@@ -50,6 +62,10 @@ class DKT(KTModel):
         self.lstm = nn.LSTM(config.embed_dim, config.hidden_size, num_layers=config.num_layers, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
         self.out = nn.Linear(config.hidden_size, config.num_items)
+        self.question_offset: nn.Embedding | None = None
+        if config.num_questions:
+            self.question_offset = nn.Embedding(config.num_questions + 1, 1, padding_idx=0)
+            self.offset_direction = nn.Parameter(torch.empty(2, config.embed_dim))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -70,21 +86,47 @@ class DKT(KTModel):
                     nn.init.ones_(param[hidden : 2 * hidden])
         nn.init.xavier_uniform_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.question_offset is not None:
+            nn.init.zeros_(self.question_offset.weight)  # every question starts as its skills
+            nn.init.normal_(self.offset_direction, 0.0, 0.1)
 
     def _interaction(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
         return items + self.config.num_items * correct
 
-    def hidden_states(self, items: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def embedded(self, items: torch.Tensor, correct: torch.Tensor, questions: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embedding of interactions (...) -> (..., E): one item, or the mean over a skill set (..., K); plus the question's term."""
+        if items.dim() == correct.dim():
+            embedded = self.embed(self._interaction(items, correct))
+        else:
+            valid = items < self.config.num_items
+            index = torch.where(valid, self._interaction(items, correct.unsqueeze(-1)), self.pad_index)
+            embedded = self.embed(index).sum(-2) / valid.sum(-1, keepdim=True).clamp(min=1)  # the pad row is zero
+        if self.question_offset is not None and questions is not None:
+            embedded = embedded + self.question_offset(questions) * self.offset_direction[correct]
+        return embedded
+
+    def answer_logits(self, hidden: torch.Tensor, items: torch.Tensor, questions: torch.Tensor | None = None) -> torch.Tensor:
+        """Logit that the answer to ``items`` (and ``questions``) is correct, from ``hidden`` (..., H)."""
+        logits = item_logits(self.out, hidden, items)
+        if self.question_offset is not None and questions is not None:
+            logits = logits + self.question_offset(questions).squeeze(-1)
+        return logits
+
+    def hidden_states(
+        self, items: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor, state: State | None = None, questions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
         """LSTM output after each real interaction, (B, T, H), zero at padding; and the final state.
 
         Real positions may sit anywhere in a row (pre- or post-padding): they are moved to
         the front in order, run packed (padding never reaches the LSTM), and put back.
         """
-        batch_size, length = items.shape
+        batch_size, length = mask.shape
         lengths = mask.sum(1)
         order = left_align_order(mask)
-        interactions = gather_time(self._interaction(items, correct).masked_fill(~mask, self.pad_index), order)
-        embedded = self.embed(interactions)  # (B, T, E)
+        if items.dim() == 2 and (questions is None or self.question_offset is None):  # one skill an answer
+            embedded = self.embed(gather_time(self._interaction(items, correct).masked_fill(~mask, self.pad_index), order))  # (B, T, E)
+        else:
+            embedded = gather_time(self.embedded(items, correct, questions) * mask.unsqueeze(-1), order)
         packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         initial = None if state is None else (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
         output, (h_n, c_n) = self.lstm(packed, initial)
@@ -97,28 +139,28 @@ class DKT(KTModel):
         return hidden, final
 
     def forward(self, batch: Batch, state: State | None = None) -> torch.Tensor:
-        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, state)
-        return item_logits(self.out, self.dropout(hidden), batch.next_items)  # (B, T): the item answered next
+        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, state, batch.questions)
+        return self.answer_logits(self.dropout(hidden), batch.next_items, batch.next_questions)  # (B, T): the item answered next
 
     def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The next-answer loss and every item's logit after each interaction, (B, T, V), from one pass."""
-        hidden = self.dropout(self.hidden_states(batch.items, batch.correct, batch.mask)[0])  # (B, T, H)
-        return next_answer_loss(item_logits(self.out, hidden, batch.next_items), batch), self.out(hidden)
+        hidden = self.dropout(self.hidden_states(batch.items, batch.correct, batch.mask, questions=batch.questions)[0])  # (B, T, H)
+        return next_answer_loss(self.answer_logits(hidden, batch.next_items, batch.next_questions), batch), self.out(hidden)
 
     def initial_state(self, batch_size: int) -> State:
         shape = (batch_size, self.config.num_layers, self.config.hidden_size)
         return {"h": torch.zeros(shape), "c": torch.zeros(shape)}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         h, c = state["h"], state["c"]  # (B, L, H)
-        p_correct = torch.sigmoid(item_logits(self.out, h[:, -1], items))  # (B,): the prediction reads the last layer
-        embedded = self.embed(self._interaction(items, correct))  # (B, E)
+        p_correct = torch.sigmoid(self.answer_logits(h[:, -1], items, questions))  # (B,): the prediction reads the last layer
+        embedded = self.embedded(items, correct, questions)  # (B, E)
         h_n, c_n = lstm_step(self.lstm, embedded, h, c)  # (B, L, H) each
         mastery = torch.sigmoid(self.out(h_n[:, -1]))  # (B, V)
         return StepOutput(p_correct, {"h": h_n, "c": c_n}, mastery)
 
     def inference_module(self, state_names: list[str]) -> nn.Module:
-        if self.config.num_layers != 1:
+        if self.config.num_layers != 1 or self.config.max_skills > 1 or self.config.num_questions:
             return super().inference_module(state_names)
         return DKTInferenceStep(self, state_names)
 

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream_kt.data.batches import Batch, make_batch
+from stream_kt.data.batches import Batch, make_batch, row_of
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import register
 from stream_kt.models.base import next_answer_loss
 from stream_kt.models.dkt import DKT, DKTConfig
-from stream_kt.models.layout import gather_time, item_logits, left_align_order
+from stream_kt.models.layout import gather_items, gather_time, left_align_order
 from stream_kt.prediction_metrics import auc
 
 
@@ -62,7 +62,7 @@ class DKTPlus(DKT):
     Config = DKTPlusConfig
 
     def consistency_terms(self, batch: Batch, dropout: bool) -> ConsistencyTerms:
-        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)  # (B, T, H), zero at padding
+        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, questions=batch.questions)  # (B, T, H), zero at padding
         return self._consistency(self.out(self.dropout(hidden) if dropout else hidden), batch)
 
     def _consistency(self, all_logits: torch.Tensor, batch: Batch) -> ConsistencyTerms:
@@ -70,7 +70,7 @@ class DKTPlus(DKT):
         # consecutive interactions are consecutive real positions, wherever the padding is
         order = left_align_order(batch.mask)
         all_logits, items, correct, mask = (gather_time(x, order) for x in (all_logits, batch.items, batch.correct, batch.mask))
-        current_logits = all_logits.gather(2, items.unsqueeze(-1)).squeeze(-1)  # (B, T)
+        current_logits = gather_items(all_logits, items)  # (B, T): the answered item's, or its skills' mean
         mastery = torch.sigmoid(all_logits)
         pair = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1)  # (B, T-1, 1)
         change = (mastery[:, 1:] - mastery[:, :-1]) * pair  # (B, T-1, V)
@@ -87,10 +87,10 @@ class DKTPlus(DKT):
 
     def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         # one LSTM pass and one dropout mask serve the next-answer loss, the regularisers and the mastery
-        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask)
+        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, questions=batch.questions)
         hidden = self.dropout(hidden)
         all_logits = self.out(hidden)  # (B, T, V): every item after every interaction
-        next_loss = next_answer_loss(item_logits(self.out, hidden, batch.next_items), batch)
+        next_loss = next_answer_loss(self.answer_logits(hidden, batch.next_items, batch.next_questions), batch)
         terms = self._consistency(all_logits, batch)
         reconstruction = nn.functional.binary_cross_entropy_with_logits(terms.current_logits, terms.current_labels)
         pairs = max(terms.n_changes, 1)
@@ -114,7 +114,7 @@ class DKTPlus(DKT):
         ordered = sorted((s for s in sequences if len(s) >= 1), key=len)  # similar lengths share a batch
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start : start + batch_size]
-            terms = self.consistency_terms(make_batch([(s.items, s.correct) for s in chunk]), dropout=False)
+            terms = self.consistency_terms(make_batch([row_of(s) for s in chunk]), dropout=False)
             logits.append(terms.current_logits.numpy())
             labels.append(terms.current_labels.numpy())
             abs_change += terms.abs_change.item()

@@ -132,7 +132,7 @@ class Ensemble(KTModel):
     def initial_state(self, batch_size: int) -> State:
         return {_prefix(i) + name: tensor for i, member in enumerate(self.member_models) for name, tensor in member.initial_state(batch_size).items()}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         outputs = [
             member.step(member_state(state, i), items, correct, times)
             for i, member in enumerate(self.member_models)

@@ -340,7 +340,7 @@ class GBDT(KTModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.trees(self.feature_walk(batch)).transpose(0, 1)  # (B, T)
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         p_correct = torch.sigmoid(self.trees(self.features(state, items.view(-1, 1))))[:, 0]
         state = self._update(state, items, correct)
         every = torch.arange(self.config.num_items, device=items.device).expand(items.shape[0], -1)

@@ -99,7 +99,7 @@ class LastQuery(KTModel):
         lstm = (batch_size, 1, self.config.hidden_size)
         return {**empty_window(batch_size, self.config.window), "h": torch.zeros(lstm), "c": torch.zeros(lstm)}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         p_correct = torch.sigmoid(item_logits(self.out, state["h"][:, 0], items))  # (B,)
         window = push_interaction(state, items, correct)
         stored = self._interactions(window["items"].long(), window["correct"].long())  # (B, W, D)

@@ -12,8 +12,32 @@ from torch import nn
 
 
 def item_logits(out: nn.Linear, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """Logit of ``items`` (...) from ``hidden`` (..., H): only each item's output row, not all V logits."""
-    return (hidden * out.weight[items]).sum(-1) + out.bias[items]
+    """Logit of ``items`` from ``hidden`` (..., H): only each item's output row, not all V logits.
+
+    ``items`` (...) are single items; (..., K) are skill sets padded with V, whose logit is
+    the mean of their skills' logits (a question's prediction combines its skills).
+    """
+    if items.dim() == hidden.dim() - 1:
+        return (hidden * out.weight[items]).sum(-1) + out.bias[items]
+    valid = items < out.weight.shape[0]
+    index = items.masked_fill(~valid, 0)
+    per_skill = (hidden.unsqueeze(-2) * out.weight[index]).sum(-1) + out.bias[index]  # (..., K)
+    return set_mean(per_skill, valid)
+
+
+def set_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (..., K[, E]) over each set's valid members ``valid`` (..., K); 0 for an empty set."""
+    if values.dim() > valid.dim():
+        return (values * valid.unsqueeze(-1)).sum(-2) / valid.sum(-1, keepdim=True).clamp(min=1)
+    return (values * valid).sum(-1) / valid.sum(-1).clamp(min=1)
+
+
+def gather_items(all_logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """From every item's logit (..., V), the logit of ``items`` (...), or of skill sets (..., K) padded with V (their mean)."""
+    if items.dim() == all_logits.dim() - 1:
+        return all_logits.gather(-1, items.unsqueeze(-1)).squeeze(-1)
+    valid = items < all_logits.shape[-1]
+    return set_mean(all_logits.gather(-1, items.masked_fill(~valid, 0)), valid)
 
 
 def left_align_order(mask: torch.Tensor) -> torch.Tensor:

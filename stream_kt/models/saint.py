@@ -209,7 +209,7 @@ class SAINT(KTModel):
         logits = self.read_out(self.decoder_norm(y)).squeeze(-1)  # (B, Q)
         return NewestPosition(logits, torch.stack(encoder_sources, 1), encoded, torch.stack(decoder_sources, 1))
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         return self._step(state, items, correct, times=None)
 
     def _step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None) -> StepOutput:
@@ -257,6 +257,6 @@ class SAINTPlus(SAINT):
         recorded = torch.zeros(len(correct), 2, device=correct.device) if times is None else times.float()
         return {**super()._remember_answer(correct, times), "previous_times": recorded}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         """``times``: (B, 2) [elapsed, lag] seconds of this interaction (None: unknown, zeros)."""
         return self._step(state, items, correct, times)

@@ -82,7 +82,7 @@ class SAKT(KTModel):
         attended = self.attention.window_slots(exercises, interactions, interactions, state["valid"] > 0.5)
         return self._block(exercises, attended)
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
         p_correct = torch.sigmoid(self._logits_over_window(state, self.exercise_embed(items).unsqueeze(1))[:, 0])  # (B,)
         new_state = push_interaction(state, items, correct)
         every_exercise = self.exercise_embed.weight.unsqueeze(0).expand(len(items), -1, -1)  # (B, V, D)

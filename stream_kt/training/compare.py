@@ -101,9 +101,11 @@ def step_cost_us(model: KTModel, batch_size: int, steps: int = 30, warmup: int =
     for call in range(warmup + steps):
         if call == warmup:
             started = time.perf_counter()
-        items = torch.randint(0, num_items, (batch_size,), generator=generator)
+        width = model.input_width  # skill sets: K skills an answer, as the stream would pass them
+        items = torch.randint(0, num_items, (batch_size, width) if width > 1 else (batch_size,), generator=generator)
         correct = torch.randint(0, 2, (batch_size,), generator=generator)
-        state = backend.step(state, items, correct).state
+        questions = torch.randint(0, model.config.num_questions + 1, (batch_size,), generator=generator) if model.reads_questions else None
+        state = backend.step(state, items, correct, questions=questions).state
     return (time.perf_counter() - started) / (steps * batch_size) * 1e6
 
 
@@ -172,6 +174,8 @@ class CompareRun:
     patience: int
     step_batch: int
     out: Path
+    skills: str = "combined"  # Vocabulary.build's: what a model sees of a skill set
+    questions: bool = False
 
 
 def compare(setup: CompareSetup, run: CompareRun) -> dict:
@@ -189,7 +193,7 @@ def compare(setup: CompareSetup, run: CompareRun) -> dict:
     for split in splits:
         train_students, valid_students = [by_id[i] for i in split.train], [by_id[i] for i in split.valid]
         # the vocabulary comes from training and validation students only, as in `train`
-        vocab = Vocabulary.build(train_students + valid_students, run.item, names)
+        vocab = Vocabulary.build(train_students + valid_students, run.item, names, skills=run.skills, questions=run.questions)
         test_students = held_out if held_out is not None else [by_id[i] for i in split.test]
         prepared.append((split, vocab, [vocab.encode(s) for s in train_students], [vocab.encode(s) for s in valid_students], [vocab.encode(s) for s in test_students]))
     bar = progress_bar(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)

@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from stream_kt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, save_ensemble, write_metrics
-from stream_kt.data.batches import Window, batch_indices, cut_windows, make_batch
+from stream_kt.data.batches import Window, batch_indices, cut_windows, make_batch, row_of
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError, DataError
@@ -125,7 +125,8 @@ def teacher_mastery(teacher: KTModel, sequences: Sequence[EncodedSequence], prog
             items = torch.tensor(np.array([s.items[t] for s in students]))
             correct = torch.tensor(np.array([s.correct[t] for s in students]))
             times = torch.tensor(np.array([np.zeros(2, np.float32) if s.times is None else s.times[t] for s in students]))
-            step = teacher.step({k: v[:active] for k, v in state.items()}, items, correct, times)
+            questions = None if students[0].questions is None else torch.tensor(np.array([s.questions[t] for s in students]))  # type: ignore[index]
+            step = teacher.step({k: v[:active] for k, v in state.items()}, items, correct, times, questions)
             for k, v in step.state.items():
                 state[k][:active] = v
             mastery = step.mastery.numpy()  # (active, V)
@@ -287,7 +288,7 @@ def _distill_epoch(model: KTModel, optimizer: torch.optim.Optimizer, windows: li
     own_losses, soft_losses = [], []
 
     def loss_of(index: np.ndarray) -> torch.Tensor:
-        batch = make_batch([(windows[i].items, windows[i].correct, windows[i].times) for i in index])
+        batch = make_batch([row_of(windows[i]) for i in index])
         teacher = padded_targets([targets[i] for i in index], batch.items.shape[1])  # (B, T, V)
         own, mastery_logits = model.loss_with_mastery(batch)
         soft = soft_loss(mastery_logits, teacher, batch.mask, temperature)
@@ -337,7 +338,6 @@ def distill(
         raise CheckpointError(f"{teacher.path}: has no validation students to choose epochs and alpha (a refit?); distill from the early-stopped teacher, then refit the student with --teacher {teacher.path}")
     _check_students(train_sequences, teacher.split.train, f"training students of {teacher.path}")
     _check_students(valid_sequences, teacher.split.valid, f"validation students of {teacher.path}")
-    num_items = len(teacher.vocab)
     if not distillable(model_class(config.model)):
         raise ConfigError(f"model {config.model} exposes no per-step mastery logits (loss_with_mastery) to distil into")
     started = time.perf_counter()
@@ -346,7 +346,7 @@ def distill(
     windows, targets = _windows_and_targets(train_sequences, mastery, config.window)
     candidates, best = [], None
     for alpha in settings.alphas:
-        model = fresh_model(config, num_items)
+        model = fresh_model(config, teacher.vocab)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         metrics = early_stopped(
             model,
@@ -393,7 +393,7 @@ def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequen
     mastery, cache = teacher_targets(teacher, students, folds, cache_dir, progress)
     teacher_seconds = time.perf_counter() - started
     windows, targets = _windows_and_targets(students, mastery, config.window)
-    model = fresh_model(config, len(distilled.vocab))
+    model = fresh_model(config, distilled.vocab)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     started = time.perf_counter()
     history = [

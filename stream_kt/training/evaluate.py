@@ -18,7 +18,7 @@ import torch
 
 from stream_kt.checkpoint import Checkpoint
 from stream_kt.data.audit import RepeatSignature
-from stream_kt.data.batches import make_batch
+from stream_kt.data.batches import make_batch, row_of
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import DataError
@@ -40,7 +40,7 @@ def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batc
         index = [i for i in order[start : start + batch_size] if len(sequences[i]) >= 2]
         if not index:
             continue
-        batch = make_batch([(sequences[i].items, sequences[i].correct, sequences[i].times) for i in index])
+        batch = make_batch([row_of(sequences[i]) for i in index])
         p_next = torch.sigmoid(model(batch))
         for row, i in enumerate(index):
             scored = batch.next_mask[row]

@@ -37,10 +37,11 @@ def streamed_predictions(model: KTModel, sequences: Sequence[EncodedSequence], b
     steps = int(lengths.max()) if len(lengths) else 0
     for t in progress_bar(range(steps), desc="streaming", unit="step", disable=not progress, leave=False):
         active = int((lengths > t).sum())
-        items = torch.tensor([sequences[i].items[t] for i in order[:active]])
+        items = torch.from_numpy(np.array([sequences[i].items[t] for i in order[:active]]))  # (n,) or (n, K) skill sets
         correct = torch.tensor([sequences[i].correct[t] for i in order[:active]])
         times = torch.tensor(np.array([event_times(sequences[i], t) for i in order[:active]]))
-        out = backend.step({k: torch.from_numpy(v[:active]) for k, v in state.items()}, items, correct, times)
+        questions = None if sequences[order[0]].questions is None else torch.tensor([sequences[i].questions[t] for i in order[:active]])  # type: ignore[index]
+        out = backend.step({k: torch.from_numpy(v[:active]) for k, v in state.items()}, items, correct, times, questions)
         for k, v in out.state.items():  # what the stream writes back: float32 rows
             state[k][:active] = v.numpy().astype(np.float32)
         if t >= 1:

@@ -18,7 +18,7 @@ from stream_kt.data.batches import cut_windows, iterate_batches
 from stream_kt.data.split import Split
 from stream_kt.data.vocab import EncodedSequence, Vocabulary
 from stream_kt.errors import CheckpointError, ConfigError
-from stream_kt.models import build_model, model_class
+from stream_kt.models import build_model, model_class, vocabulary_fields
 from stream_kt.progress import progress_bar
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.fitters import fitter_of
@@ -62,7 +62,7 @@ def train(
     progress: bool = True,
 ) -> Checkpoint:
     require_trainable(config.model)
-    model = fresh_model(config, len(vocab))
+    model = fresh_model(config, vocab)
     if not model.fitted_by_gradient:  # fitted its own way (gbdt: boosting)
         started = time.perf_counter()
         model, metrics = fitter_of(model)(model, train_sequences, valid_sequences, seed=config.seed, progress=progress)
@@ -125,7 +125,7 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     if "distill" in checkpoint.train_config:
         raise CheckpointError(f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, the teacher refit on the same students")
     config = train_config_of(checkpoint, seed)
-    model = fresh_model(config, len(checkpoint.vocab))
+    model = fresh_model(config, checkpoint.vocab)
     started = time.perf_counter()
     if not model.fitted_by_gradient:
         model, metrics = fitter_of(model)(model, students, [], seed=config.seed, progress=progress, rounds=epochs)
@@ -144,12 +144,13 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     return _save(out_dir, model, checkpoint.vocab, split, config, metrics, len(students))
 
 
-def fresh_model(config: TrainConfig, num_items: int):
-    """The untrained model ``config`` describes, initialised from its seed (so a refit starts where training did)."""
+def fresh_model(config: TrainConfig, vocab: Vocabulary):
+    """The untrained model ``config`` describes for ``vocab``, initialised from its seed (so a refit starts where training did)."""
+    fields = vocabulary_fields(config.model, len(vocab), vocab.max_skills, len(vocab.questions))
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    return build_model(config.model, num_items=num_items, **config.model_options)
+    return build_model(config.model, **fields, **config.model_options)
 
 
 def train_config_of(checkpoint: Checkpoint, seed: int | None = None) -> TrainConfig:

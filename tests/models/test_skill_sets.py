@@ -1,0 +1,103 @@
+"""Questions with skill sets and question ids: DKT and DKT+ take them, the others refuse in one line."""
+
+import numpy as np
+import pytest
+import torch
+
+from stream_kt.data.batches import make_batch
+from stream_kt.data.sequences import StudentSequence
+from stream_kt.data.vocab import Vocabulary
+from stream_kt.errors import ConfigError
+from stream_kt.models import build_model, vocabulary_fields
+from stream_kt.training.parity import parity_max_abs_diff
+
+V, K, Q = 6, 3, 5
+
+
+def skill_sets(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, K) skill sets of 1..K distinct skills, padded with V."""
+    rows = np.full((n, K), V, np.int64)
+    for row in rows:
+        size = int(rng.integers(1, K + 1))
+        row[:size] = np.sort(rng.choice(V, size, replace=False))
+    return rows
+
+
+def model_of(name: str, questions: int = Q) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(name, **vocabulary_fields(name, V, K, questions), hidden_size=16, embed_dim=8)
+    if questions:
+        with torch.no_grad():  # offsets away from their zero start, so the test sees them
+            model.question_offset.weight[1:].normal_(0.0, 1.0)
+    return model.eval()
+
+
+def predictions(model, items: np.ndarray, correct: np.ndarray, questions: np.ndarray | None) -> np.ndarray:
+    batch = make_batch([(items, correct, None, questions)])
+    with torch.no_grad():
+        return torch.sigmoid(model(batch))[0][batch.next_mask[0]].numpy()
+
+
+@pytest.mark.parametrize("name", ["dkt", "dkt_plus"])
+def test_flipping_a_two_skill_answer_leaves_its_own_prediction_and_changes_the_next(name):
+    rng = np.random.default_rng(1)
+    items = skill_sets(rng, 12)
+    items[5] = [1, 4, V]  # a question with two skills at t = 5
+    items[6] = [1, V, V]  # and one of its skills next
+    correct = rng.integers(0, 2, 12)
+    questions = rng.integers(1, Q + 1, 12)
+    model = model_of(name)
+    base = predictions(model, items, correct, questions)  # base[t - 1] predicts answer t
+    flipped = correct.copy()
+    flipped[5] = 1 - flipped[5]
+    changed = predictions(model, items, flipped, questions)
+    np.testing.assert_array_equal(changed[:5], base[:5])  # answer 5's own prediction (index 4) and all before: bit-identical
+    assert abs(changed[5] - base[5]) > 1e-4  # the next question, on one of its skills, moves
+
+
+def test_a_prediction_combines_its_skills_and_its_question():
+    model = model_of("dkt")
+    state = model.initial_state(1)
+    with torch.no_grad():
+        logits = model.out(state["h"][:, -1])[0]
+        one = model.step(state, torch.tensor([[1, 4, V]]), torch.tensor([1]), questions=torch.tensor([0])).p_correct
+        asked = model.step(state, torch.tensor([[1, 4, V]]), torch.tensor([1]), questions=torch.tensor([3])).p_correct
+        offset = model.question_offset.weight[3, 0]
+    assert torch.allclose(one, torch.sigmoid((logits[1] + logits[4]) / 2))  # an unseen question (0): its skills alone
+    assert torch.allclose(asked, torch.sigmoid((logits[1] + logits[4]) / 2 + offset))
+
+
+@pytest.mark.parametrize("name", ["dkt", "dkt_plus"])
+def test_a_set_of_one_skill_is_the_single_skill_model(name):
+    """A "sets" vocabulary whose every answer has one skill computes what the single-skill model computes."""
+    rng = np.random.default_rng(2)
+    single = rng.integers(0, V, 15)
+    correct = rng.integers(0, 2, 15)
+    as_sets = np.full((15, K), V, np.int64)
+    as_sets[:, 0] = single
+    plain, sets = model_of(name, 0), model_of(name, 0)
+    sets.load_state_dict(plain.state_dict())
+    np.testing.assert_allclose(predictions(sets, as_sets, correct, None), predictions(plain, single, correct, None), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dkt", "dkt_plus"])
+def test_streamed_equals_offline_with_skill_sets_and_questions(name):
+    students = []
+    rng = np.random.default_rng(3)
+    skills = [str(s) for s in range(V)]
+    for k in range(9):
+        n = int(rng.integers(2, 30))
+        items = tuple("_".join(skills[s] for s in row if s < V) for row in skill_sets(rng, n))
+        questions = tuple(f"q{int(q)}" for q in rng.integers(0, Q + 2, n))  # some never seen in training
+        students.append(StudentSequence(f"s{k}", items, tuple(int(c) for c in rng.integers(0, 2, n)), questions=questions))
+    vocab = Vocabulary.build(students[:6], "skill_id", skills="sets", questions=True)
+    model = build_model(name, **vocabulary_fields(name, len(vocab), vocab.max_skills, len(vocab.questions)), hidden_size=16, embed_dim=8).eval()
+    assert parity_max_abs_diff(model, [vocab.encode(s) for s in students], batch_size=4) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["sakt", "saint", "lastquery", "bkt", "gbdt"])
+def test_a_model_that_takes_one_skill_says_so_in_one_line(name):
+    with pytest.raises(ConfigError, match=f"^{name} takes one skill per answer, not skill sets: use --skills combined or --skills first with it$"):
+        vocabulary_fields(name, V, K)
+    with pytest.raises(ConfigError, match=f"^{name} cannot use question ids: leave out --questions with it$"):
+        vocabulary_fields(name, V, 1, Q)
