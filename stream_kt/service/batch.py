@@ -112,8 +112,9 @@ class BatchResult(NamedTuple):
 DeadLetterHeaders = Callable[[str, str, int, int], Headers]  # (reason, detail, source, offset) -> headers
 
 
-def decode_batch(records: Iterable[Record], index_of: dict[str, int], max_bytes: int, headers: DeadLetterHeaders) -> tuple[Events, list[DeadLetter]]:
-    """2: the valid events as columns, and a dead letter for each other record.
+def decode_batch(records: Iterable[Record], index_of: dict[str, int], max_bytes: int, headers: DeadLetterHeaders, question_skills: dict[str, str] | None = None) -> tuple[Events, list[DeadLetter]]:
+    """2: the valid events as columns, and a dead letter for each other record (``question_skills``: the
+    checkpoint's map, for events that name only their question).
 
     An exception of the decoder other than ``InvalidEvent`` (a bug) is a dead letter
     too, reason ``processing_error``: no record's bytes can raise past this step.
@@ -122,7 +123,7 @@ def decode_batch(records: Iterable[Record], index_of: dict[str, int], max_bytes:
     decode = answer_fields
     for record in records:
         try:
-            student, item_id, item, correct, ts, event_id, elapsed = decode(record.value, index_of, max_bytes)
+            student, item_id, item, correct, ts, event_id, elapsed = decode(record.value, index_of, max_bytes, question_skills)
         except InvalidEvent as exc:
             letters.append(DeadLetter(exc.reason, record.key, record.value, headers(exc.reason, exc.detail, record.source, record.offset)))
             continue

@@ -3,8 +3,14 @@
 Answer event (input topic, key = student id as UTF-8):
     {"v": 1, "student_id": str|int, "skill_id": str|int  (or "item_id"),
      "correct": 0|1|bool, "ts": int ms since epoch, "event_id": str|int (optional),
-     "elapsed_ms": int >= 0 (optional: time spent answering; time-aware models use it)}
-    "v" is optional on input (absent means 1).  Ranges (``out_of_range`` otherwise):
+     "elapsed_ms": int >= 0 (optional: time spent answering; time-aware models use it),
+     "question_id": str|int (optional), "skill_ids": [str|int, ...] (optional)}
+    "v" is optional on input (absent means 1).  The skills answered: ``skill_id`` (one), or
+    ``skill_ids`` (a question's set: 1 to MAX_SKILL_IDS distinct ids, not both; a bad list
+    is ``bad_skills``), or neither when ``question_id`` names a question the checkpoint's
+    question -> skills map knows (learnt from its training data; else ``unknown_item``).
+    A set is the model's entry of its ids sorted and joined by ``_`` (``[23, 10]`` ->
+    ``"10_23"``), as the training readers spell it.  Ranges (``out_of_range`` otherwise):
     ``ts`` in [0, TS_MAX_MS] (1970 to the end of year 9999; a future time is accepted),
     ``elapsed_ms`` in [0, ELAPSED_MAX_MS], string ids of 1..MAX_ID_CHARS characters
     (an integer id may be any integer msgpack carries).
@@ -29,21 +35,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import NoneType
 from typing import Any
 
 import msgpack
 import numpy as np
 
+from stream_kt.data.sequences import SKILL_SEPARATOR, join_skills
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.settings import MAX_EVENT_BYTES  # the default limit (KT_MAX_EVENT_BYTES)
 
 FORMAT_VERSION = 1
-REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "unknown_item")
+REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "bad_skills", "unknown_item")
 PROCESSING_ERROR = "processing_error"  # not the event's form: an event the processor failed on twice (processor.py)
 
 TS_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last ms a calendar date (and datetime) can name
 ELAPSED_MAX_MS = 2**31 - 1  # about 24.8 days spent on one answer
 MAX_ID_CHARS = 256  # student_id and event_id strings
+MAX_SKILL_IDS = 16  # the most skills one event may list
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ def encode_answer(
 Fields = tuple[str, str, int, int, int, "str | int | None", "int | None"]
 
 
-def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = MAX_EVENT_BYTES) -> Fields:
+def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> Fields:
     """``decode_answer``'s fields as a tuple, with no object per event: the processor's hot path.
 
     The common valid event is accepted by a few type checks; anything else goes through
@@ -85,7 +94,7 @@ def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = 
             event = _unpack(raw, raw=False, strict_map_key=False)
         except Exception:  # garbage: decode_answer says why
             event = None
-        if type(event) is dict and "skill_id" in event and ("v" not in event or (type(event["v"]) is int and event["v"] == FORMAT_VERSION)):
+        if type(event) is dict and "skill_id" in event and "skill_ids" not in event and ("v" not in event or (type(event["v"]) is int and event["v"] == FORMAT_VERSION)):
             student, item, correct, ts = event.get("student_id"), event["skill_id"], event.get("correct"), event.get("ts")
             event_id, elapsed = event.get("event_id"), event.get("elapsed_ms")
             if (
@@ -96,20 +105,24 @@ def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = 
                 and 0 <= ts <= TS_MAX_MS
                 and (event_id is None or type(event_id) is int or (type(event_id) is str and len(event_id) <= MAX_ID_CHARS))
                 and (elapsed is None or (type(elapsed) is int and 0 <= elapsed <= ELAPSED_MAX_MS))
+                and type(event.get("question_id")) in (NoneType, str, int)
             ):
                 item_id = str(item).strip()
                 index = index_of.get(item_id)
                 if index is not None:
                     return str(student), item_id, index, int(correct), ts, event_id, elapsed
-    event_ = decode_answer(raw, index_of.get, max_bytes)  # raises InvalidEvent with the reason
+    event_ = decode_answer(raw, index_of.get, max_bytes, question_skills)  # raises InvalidEvent with the reason
     return event_.student_id, event_.item_id, event_.item_index, event_.correct, event_.ts_ms, event_.event_id, event_.elapsed_ms
 
 
 _unpack = msgpack.unpackb
 
 
-def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], max_bytes: int = MAX_EVENT_BYTES) -> AnswerEvent:
-    """Validate ``raw``; raise ``InvalidEvent`` with a reason code from ``REASONS``."""
+def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> AnswerEvent:
+    """Validate ``raw``; raise ``InvalidEvent`` with a reason code from ``REASONS``.
+
+    ``question_skills``: the checkpoint's question id -> skill set (raw id), for events that name only their question.
+    """
     if raw is None:
         raise InvalidEvent("not_msgpack", "empty message (tombstone)")
     if len(raw) > max_bytes:
@@ -124,10 +137,13 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], ma
     if not _is_int(version) or version != FORMAT_VERSION:
         raise InvalidEvent("bad_version", f"v={_short(version)}, this processor reads v={FORMAT_VERSION}")
     item_key = "skill_id" if "skill_id" in event else "item_id"
-    for name in ("student_id", item_key, "correct", "ts"):
+    if "skill_ids" in event or (item_key not in event and "question_id" in event):
+        item_key = "skill_ids"  # read below, once the fields every event has are checked
+    for name in ("student_id", "correct", "ts") if item_key == "skill_ids" else ("student_id", item_key, "correct", "ts"):
         if name not in event:
             raise InvalidEvent("missing_field", name)
-    student, item, correct, ts = event["student_id"], event[item_key], event["correct"], event["ts"]
+    student, correct, ts = event["student_id"], event["correct"], event["ts"]
+    item = _skill_set(event, question_skills) if item_key == "skill_ids" else event[item_key]
     if not _is_id(student) or (isinstance(student, str) and not student):
         raise InvalidEvent("bad_type", "student_id must be a non-empty string or an integer")
     if not _is_id(item):
@@ -154,7 +170,35 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], ma
     index = item_index(item_id)
     if index is None:
         raise InvalidEvent("unknown_item", f"{item_key} {_short(item)} is not in the model's vocabulary")
+    question = event.get("question_id")
+    if question is not None and not _is_id(question):
+        raise InvalidEvent("bad_type", "question_id must be a string or an integer")
     return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id, elapsed)
+
+
+def _skill_set(event: dict[Any, Any], question_skills: dict[str, str] | None) -> str:
+    """The raw id of an event's ``skill_ids`` (sorted, ``_``-joined), or of its question's known skills."""
+    if "skill_ids" in event:
+        if "skill_id" in event or "item_id" in event:
+            raise InvalidEvent("bad_skills", "give skill_id or skill_ids, not both")
+        skills = event["skill_ids"]
+        if not isinstance(skills, list) or not skills:
+            raise InvalidEvent("bad_skills", f"skill_ids must be a non-empty list of ids, got {_short(skills)}")
+        if len(skills) > MAX_SKILL_IDS:
+            raise InvalidEvent("bad_skills", f"skill_ids lists {len(skills)} skills, more than {MAX_SKILL_IDS}")
+        if not all(_is_id(skill) and str(skill).strip() for skill in skills):
+            raise InvalidEvent("bad_skills", f"every skill id must be a non-empty string or an integer, got {_short(skills)}")
+        ids = [str(skill).strip() for skill in skills]
+        if len(set(ids)) != len(ids) or any(SKILL_SEPARATOR in i for i in ids):
+            raise InvalidEvent("bad_skills", f"skill_ids must be distinct single ids (no {SKILL_SEPARATOR!r}), got {_short(skills)}")
+        return join_skills(ids)
+    question = event["question_id"]
+    if not _is_id(question):
+        raise InvalidEvent("bad_type", "question_id must be a string or an integer")
+    known = (question_skills or {}).get(str(question).strip())
+    if known is None:
+        raise InvalidEvent("unknown_item", f"question_id {_short(question)} names no skills and the model does not know the question")
+    return known
 
 
 def _is_id(value: object) -> bool:

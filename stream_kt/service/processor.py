@@ -173,11 +173,21 @@ def describe(records: Records) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in records.items() if rs)
 
 
+def require_streamable(checkpoint: Checkpoint) -> None:
+    """``ConfigError`` for a checkpoint the stream cannot serve yet: one whose vocabulary is not one entry per answer
+    (``--skills sets`` or ``first``) or whose model reads question ids (its window would need both)."""
+    vocab, model = checkpoint.vocab, checkpoint.model
+    if vocab.skills != "combined" or model.input_width > 1 or model.reads_questions:
+        how = f"--skills {vocab.skills}" if vocab.skills != "combined" else "--questions"
+        raise ConfigError(f"{checkpoint.path}: trained with {how}; serve streams checkpoints of one entry per answer (--skills combined) without --questions")
+
+
 class Model:
     """A model the processor steps: the served one, or the shadow challenger (``serve --shadow``)."""
 
     def __init__(self, checkpoint: Checkpoint, backends: dict[int, StepBackend], settings: StreamSettings) -> None:
         """``backends``: the fixed-shape step for each bucket size (``bucket_sizes``), the largest B."""
+        require_streamable(checkpoint)
         self.version = checkpoint.version
         self.vocab = checkpoint.vocab
         self.index_of = {item: i for i, item in enumerate(checkpoint.vocab.ids)}
@@ -360,7 +370,7 @@ class Processor:
             return kafka_io.dead_letter_headers(reason, detail, tp.topic, tp.partition, offset)
 
         flat = (Record(source, r.offset, r.key, r.value) for source, rs in enumerate(records.values()) for r in rs)
-        events, letters = decode_batch(flat, self.index_of, self.settings.max_event_bytes, headers)
+        events, letters = decode_batch(flat, self.index_of, self.settings.max_event_bytes, headers, self.vocab.question_skills)
         self.metrics.processing_errors += sum(letter.reason == PROCESSING_ERROR for letter in letters)
         return events, letters
 
