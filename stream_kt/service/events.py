@@ -67,13 +67,28 @@ class AnswerEvent:
 
 
 def encode_answer(
-    student_id: str | int, item_id: str | int, correct: int | bool, ts_ms: int, event_id: str | int | None = None, item_field: str = "skill_id", elapsed_ms: int | None = None
+    student_id: str | int,
+    item_id: str | int,
+    correct: int | bool,
+    ts_ms: int,
+    event_id: str | int | None = None,
+    item_field: str = "skill_id",
+    elapsed_ms: int | None = None,
+    question_id: str | int | None = None,
 ) -> bytes:
-    event: dict[str, Any] = {"v": FORMAT_VERSION, "student_id": student_id, item_field: item_id, "correct": int(correct), "ts": int(ts_ms)}
+    """An answer event.  A ``skill_id`` naming a set (``"10_23"``, as the training readers spell one) goes out as
+    the ``skill_ids`` list it is; ``question_id`` where known."""
+    event: dict[str, Any] = {"v": FORMAT_VERSION, "student_id": student_id, "correct": int(correct), "ts": int(ts_ms)}
+    if item_field == "skill_id" and isinstance(item_id, str) and SKILL_SEPARATOR in item_id:
+        event["skill_ids"] = item_id.split(SKILL_SEPARATOR)
+    else:
+        event[item_field] = item_id
     if event_id is not None:
         event["event_id"] = event_id
     if elapsed_ms is not None:
         event["elapsed_ms"] = int(elapsed_ms)
+    if question_id is not None:
+        event["question_id"] = question_id
     packed: bytes = msgpack.packb(event)
     return packed
 

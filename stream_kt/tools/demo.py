@@ -193,7 +193,8 @@ def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[
         replay_students = [by_id[i] for i in split.test][: options.students]
         source = str(options.data)
     else:
-        generated = generate(SyntheticConfig(students=options.train_students + options.students, seed=options.seed))
+        # questions testing 1 to 3 of 8 skills: the events carry each question's skill_ids (and its question_id)
+        generated = generate(SyntheticConfig(students=options.train_students + options.students, seed=options.seed, concepts=8, items=60, max_skills=3, question_spread=0.5))
         train_students, replay_students = generated[: options.train_students], generated[options.train_students :]
         source = f"{options.train_students} synthetic students"
     if not replay_students:

@@ -144,7 +144,8 @@ async def send_events(
             for index, position in chunk:
                 student = students[index]
                 elapsed_ms = student.elapsed_ms[position] if student.elapsed_ms is not None else None
-                raw = encode_answer(student.student_id, student.items[position], student.correct[position], now_ms(), f"{student.student_id}#{position}", item_field, elapsed_ms)
+                question = student.questions[position] or None if student.questions is not None else None
+                raw = encode_answer(student.student_id, student.items[position], student.correct[position], now_ms(), f"{student.student_id}#{position}", item_field, elapsed_ms, question)
                 futures.append(await producer.send(topic, raw, key=keys[index]))
             await _delivered(in_flight)  # the previous chunk: one chunk stays in flight while this one fills
             in_flight = futures
