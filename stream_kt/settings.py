@@ -2,8 +2,8 @@
 
 A field's declaration (``setting(...)``) carries its default, its environment variable,
 its flag and its help; pydantic-settings reads the environment and the TOML file
-(``--config FILE``, keys named as the fields) from it, and ``settings_options`` makes
-the click flags from it.  The flag wins over the environment, the environment over the
+(``--config FILE``, keys named as the fields) from it, and
+``stream_kt.commands.settings_flags`` makes the click flags from it.  The flag wins over the environment, the environment over the
 file, the file over the default (``load_settings``).  An unknown key in the file is an
 error.
 
@@ -21,13 +21,12 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import click
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
@@ -357,41 +356,3 @@ def _typed(name: str, kind: str, raw: object, where: str, typed: bool = False) -
 
 def _shown(name: str, raw: object) -> str:
     return "***" if name in SECRET_FIELDS else repr(raw)
-
-
-# ---------------------------------------------------------------------- click
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def settings_options(*names: str) -> Callable[[F], F]:
-    """Click flags for the settings ``names`` (default: every one) and ``--config FILE.toml``.
-
-    A flag left out is None, so ``settings_from_options`` falls back to the environment,
-    the file and the default.  The command receives them as ``setting_<name>`` and
-    ``settings_config`` keyword arguments.
-    """
-    chosen = names or tuple(StreamSettings.model_fields)
-
-    def decorate(command: F) -> F:
-        for name in reversed(chosen):
-            field = StreamSettings.model_fields[name]
-            default = field.default
-            shown = repr(default) if default == "" else default
-            text = f"{field.description} " if field.description else ""
-            text += f"(env {ENV[name]}, default {shown})"
-            if field.annotation is bool:
-                flag = FLAGS[name]
-                command = click.option(f"{flag}/--no-{flag[2:]}", f"setting_{name}", default=None, help=text)(command)
-            else:
-                command = click.option(FLAGS[name], f"setting_{name}", default=None, metavar=name.upper(), help=text)(command)
-        return click.option("--config", "settings_config", metavar="FILE.toml", help="settings file: keys named as the settings (batch_size = 64); flags and environment win over it")(command)
-
-    return decorate
-
-
-def settings_from_options(options: dict[str, Any], environ: Mapping[str, str] | None = None, **overrides: Any) -> StreamSettings:
-    """The settings of a command's ``settings_options`` keyword arguments (popped from ``options``)."""
-    flags = {key.removeprefix("setting_"): options.pop(key) for key in list(options) if key.startswith("setting_")}
-    return load_settings(flags, environ, options.pop("settings_config", None), **overrides)

@@ -10,8 +10,8 @@ import click
 
 from stream_kt.backends import BACKEND_CHOICES
 from stream_kt.commands.common import POSITIVE_INT, json_option
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.models import MODELS
-from stream_kt.settings import settings_from_options, settings_options
 
 DEFAULT_OUT = "bench-results"
 

@@ -12,9 +12,10 @@ import click
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.commands.common import POSITIVE_FLOAT, POSITIVE_INT, json_option
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.data.readers import ITEM_COLUMNS
 from stream_kt.errors import ConfigError
-from stream_kt.settings import ENV, KAFKA_SECURITY, mask_url, settings_from_options, settings_options
+from stream_kt.settings import ENV, KAFKA_SECURITY, mask_url
 from stream_kt.tools.demo import DEFAULT_LOCAL_REDIS, DemoOptions, run_demo
 from stream_kt.tools.inspect_state import count_keys_with_prefix, format_report, load_student, mastery_over_window, name_window, plot_mastery_heatmap, state_report
 from stream_kt.tools.replay import BURST_MS, event_order, load_replay_students, replay_and_follow

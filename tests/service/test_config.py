@@ -10,12 +10,13 @@ import click
 import pytest
 
 from stream_kt.cli import main
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.errors import ConfigError
 from stream_kt.service import kafka_io, keys
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.redis_store import StudentStore, redis_client_sync
 from stream_kt.service.state import StudentState
-from stream_kt.settings import ENV, StreamSettings, mask_url, settings_from_options, settings_options
+from stream_kt.settings import ENV, StreamSettings, mask_url
 from stream_kt.tools.brokers import free_port
 
 SECRET = "hunter2-secret"
