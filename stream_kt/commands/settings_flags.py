@@ -39,7 +39,8 @@ def settings_options(*names: str) -> Callable[[F], F]:
     return decorate
 
 
-def settings_from_options(options: dict[str, Any], environ: Mapping[str, str] | None = None, **overrides: Any) -> StreamSettings:
-    """The settings of a command's ``settings_options`` keyword arguments (popped from ``options``)."""
+def settings_from_options(options: dict[str, Any], environ: Mapping[str, str] | None = None) -> StreamSettings:
+    """The settings of a command's ``settings_options`` keyword arguments (popped from ``options``); ``environ``:
+    instead of ``os.environ``."""
     flags = {key.removeprefix("setting_"): options.pop(key) for key in list(options) if key.startswith("setting_")}
-    return load_settings(flags, environ, options.pop("settings_config", None), **overrides)
+    return load_settings(flags, environ, options.pop("settings_config", None))
