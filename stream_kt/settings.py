@@ -46,7 +46,7 @@ MASTERY_FORMATS: tuple[str, ...] = get_args(MasteryFormat)
 MASTERY_DTYPES: tuple[str, ...] = get_args(MasteryDtype)
 MAX_EVENT_BYTES = 4096  # an answer event is ~100 bytes; anything this big is not one
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-MIN_INSYNC_INVALID = "min insync replicas {value} must be 0 (automatic) or between 1 and the replication factor"
+_MIN_INSYNC_INVALID = "min insync replicas {value} must be 0 (automatic) or between 1 and the replication factor"
 _URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:@/]*):[^/]*@")  # scheme://user:PASSWORD@
 
 
@@ -165,7 +165,7 @@ class StreamSettings(BaseSettings):
     )  # fmt: skip
     min_insync_replicas: int = setting(
         0, "min.insync.replicas of each replicated topic serve creates: a write needs this many in sync; 0 = 2 with three replicas or more, else 1", ge=0,
-        invalid=MIN_INSYNC_INVALID,
+        invalid=_MIN_INSYNC_INVALID,
     )  # fmt: skip
 
     @classmethod
@@ -233,7 +233,7 @@ class StreamSettings(BaseSettings):
         if self.shadow_topic and self.shadow_topic in (self.in_topic, self.out_topic, self.dlq_topic):
             raise ValueError(f"shadow topic {self.shadow_topic!r} must differ from the input, output and dead-letter topics")
         if self.replication_factor and self.min_insync_replicas > self.replication_factor:
-            raise ValueError(MIN_INSYNC_INVALID.format(value=self.min_insync_replicas))
+            raise ValueError(_MIN_INSYNC_INVALID.format(value=self.min_insync_replicas))
         if self.mastery_format == "v1" and self.mastery_dtype != "float32":
             raise ValueError(_invalid("mastery_dtype", self.mastery_dtype))
         self._check_kafka_security()
