@@ -9,6 +9,8 @@ import the commands.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,11 @@ def test_a_room_imports_only_the_rooms_below_it(room: str) -> None:
 def test_benchmarks_and_the_fault_suite_never_import_the_commands(package: str) -> None:
     wrong = {f"{module_name(path)} imports {name}" for path in (ROOT / package).rglob("*.py") for name in imports_of(path) if room_of(name) in NEVER_FROM_OUTSIDE[package]}
     assert not wrong, sorted(wrong)
+
+
+def test_the_service_and_the_settings_import_no_click() -> None:
+    """The settings' click flags live in the commands (``commands/settings_flags.py``): the pure service and the
+    settings load without click."""
+    code = "import sys, stream_kt.service.events, stream_kt.settings; print('click' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stdout + done.stderr

@@ -20,10 +20,11 @@ from typing import Any
 
 import click
 
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.service import keys
 from stream_kt.service.quality import finite
 from stream_kt.service.redis_store import StudentStore
-from stream_kt.settings import StreamSettings, mask_url, settings_from_options, settings_options
+from stream_kt.settings import StreamSettings, mask_url
 from stream_kt.tools.inspect_state import online_quality
 
 ERASURE_NOTE = """\

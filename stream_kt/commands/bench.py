@@ -10,8 +10,8 @@ import click
 
 from stream_kt.backends import BACKEND_CHOICES
 from stream_kt.commands.common import POSITIVE_INT, json_option
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.models import MODELS
-from stream_kt.settings import settings_from_options, settings_options
 
 DEFAULT_OUT = "bench-results"
 
@@ -21,7 +21,7 @@ DEFAULT_OUT = "bench-results"
 @click.option("--bootstrap", help="Kafka HOST:PORT of a broker of yours (default: start our own, see --broker)")
 @click.option("--broker", type=click.Choice(("auto", "both", "kafka", "embedded")), default="auto", show_default=True,
               help="brokers to start for the end-to-end runs: both (Apache Kafka, then the embedded tansu), kafka, embedded; auto: both where Java can run Kafka, else embedded")  # fmt: skip
-@click.option("--checkpoint", help="model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)")
+@click.option("--checkpoint", metavar="DIR", help="checkpoint directory of the model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)")
 @click.option("--model", type=click.Choice(sorted(MODELS)), help="instead of --checkpoint: this model in its default configuration over 124 skills, random weights")
 @click.option("--threads", type=POSITIVE_INT, default=1, show_default=True, help="torch CPU threads (1, as serve; on a GPU host more threads pack the batch faster)")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help="backend of the stream-kt end-to-end run; cuda also sweeps B from 64 to 65,536 with and without CUDA graphs")

@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from stream_kt.commands.common import json_option
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.errors import ConfigError
-from stream_kt.settings import KAFKA_SECURITY, settings_from_options, settings_options
+from stream_kt.settings import KAFKA_SECURITY
 from stream_kt.tools.export import parse_time_ms, run_export
 
 

@@ -83,7 +83,7 @@ def train_command(
 
 
 @click.command(help="train a checkpoint's model again on its training plus validation students, for the epochs early stopping picked (an ensemble: every member, same weights)")
-@click.option("--checkpoint", required=True, help="an early-stopped checkpoint, or an ensemble of them")
+@click.option("--checkpoint", required=True, metavar="DIR", help="checkpoint directory to refit: an early-stopped checkpoint, or an ensemble of them")
 @data_options(data_required=True)
 @click.option("--teacher", help="a distilled checkpoint's teacher refit on the same training and validation students: the refit student learns from it (stream-kt distill)")
 @click.option("--cache", default="runs/teacher_cache", show_default=True, help="with --teacher: directory of cached teacher mastery")
@@ -123,7 +123,7 @@ def ensemble(checkpoints: tuple[str, ...], out: str, weights: tuple[float, ...] 
 
 
 @click.command("evaluate", help="score held-out students with a checkpoint")
-@click.option("--checkpoint", required=True)
+@click.option("--checkpoint", required=True, metavar="DIR", help="checkpoint directory to score")
 @data_options(data_required=False)
 @json_option
 @click.option("--parity", is_flag=True, help="also stream the students event by event and report parity_max_abs_diff")

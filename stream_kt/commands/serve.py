@@ -15,11 +15,11 @@ import torch
 
 from stream_kt.backends import resolve_backend_name
 from stream_kt.checkpoint import load_checkpoint
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.errors import ConfigError
 from stream_kt.service.app import serve
 from stream_kt.service.logging_setup import configure_logging
 from stream_kt.service.processor import require_streamable
-from stream_kt.settings import settings_from_options, settings_options
 from stream_kt.tools.brokers import EmbeddedBroker
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ import click
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.commands.common import POSITIVE_FLOAT, POSITIVE_INT, json_option
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.data.readers import ITEM_COLUMNS
 from stream_kt.errors import ConfigError
-from stream_kt.settings import ENV, KAFKA_SECURITY, mask_url, settings_from_options, settings_options
+from stream_kt.settings import ENV, KAFKA_SECURITY, mask_url
 from stream_kt.tools.demo import DEFAULT_LOCAL_REDIS, DemoOptions, run_demo
 from stream_kt.tools.inspect_state import count_keys_with_prefix, format_report, load_student, mastery_over_window, name_window, plot_mastery_heatmap, state_report
 from stream_kt.tools.replay import BURST_MS, event_order, load_replay_students, replay_and_follow
@@ -80,7 +81,7 @@ def replay(paths: tuple[str, ...], fmt: str, item: str, limit: int | None, rate:
 @settings_options("redis_url", "key_prefix", "redis_cluster")
 @json_option
 @click.option("--plot", metavar="FILE.png", help="write a skills x interactions heatmap of mastery")
-@click.option("--checkpoint", help="model for --plot and names (default: the one serve recorded in Redis)")
+@click.option("--checkpoint", metavar="DIR", help="checkpoint directory of the model for --plot and names (default: the one serve recorded in Redis)")
 @click.option("--top", type=POSITIVE_INT, default=10, show_default=True, help="show the strongest and weakest N skills")
 def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | None, top: int, **options: Any) -> int:
     settings = settings_from_options(options)
@@ -108,7 +109,7 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
 
 
 @click.command(help="the whole pipeline on one machine: broker, Redis, model, serve, replay")
-@click.option("--checkpoint", help="serve this checkpoint (default: train a small DKT first)")
+@click.option("--checkpoint", "setting_checkpoint", metavar="DIR", help="checkpoint directory to serve (env KT_CHECKPOINT, as serve; default: train a small DKT first)")
 @click.option("--data", help="train on (and replay held-out students of) this file instead of synthetic students")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True)
 @click.option("--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True)
@@ -123,7 +124,7 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
 @click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=DemoOptions.follow_timeout_s, show_default=True, help="give up waiting for answers this long after the last send")
 @click.option("--delete-state", is_flag=True, help="delete the demo's Redis keys before exiting (default: keep them for stream-kt inspect; the demo says how to remove them)")
 @json_option
-def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students: int, rate: float | None, train_students: int, epochs: int, seed: int, out: str | None,
+def demo(data: str | None, fmt: str, item: str, students: int, rate: float | None, train_students: int, epochs: int, seed: int, out: str | None,
          follow_timeout_s: float, delete_state: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
     # the broker: the flag or KAFKA_BOOTSTRAP_SERVERS, else the embedded one; Redis: the flag (it must answer),
     # else REDIS_URL or the local default if it answers, else a redis-server of the demo's own
@@ -131,7 +132,7 @@ def demo(checkpoint: str | None, data: str | None, fmt: str, item: str, students
     redis_given = options["setting_redis_url"] is not None
     settings = settings_from_options(options)
     run = DemoOptions(
-        checkpoint=checkpoint, data=data, fmt=fmt, item=item, bootstrap=settings.bootstrap if bootstrap_given else None,
+        checkpoint=settings.checkpoint or None, data=data, fmt=fmt, item=item, bootstrap=settings.bootstrap if bootstrap_given else None,
         redis=settings.redis_url if redis_given else None, default_redis=settings.redis_url, students=students, rate=rate,
         train_students=train_students, epochs=epochs, seed=seed, out=out, follow_timeout_s=follow_timeout_s, delete_state=delete_state,
         metrics_port=settings.metrics_port, kafka_connect_timeout_s=settings.kafka_connect_timeout_s,

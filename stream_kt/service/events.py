@@ -43,7 +43,7 @@ import numpy as np
 
 from stream_kt.data.sequences import SKILL_SEPARATOR, join_skills
 from stream_kt.service.exceptions import InvalidEvent
-from stream_kt.settings import MAX_EVENT_BYTES  # the default limit (KT_MAX_EVENT_BYTES)
+from stream_kt.settings import MASTERY_DTYPES, MASTERY_FORMATS, MAX_EVENT_BYTES  # the choices of KT_MASTERY_*, the default KT_MAX_EVENT_BYTES
 
 FORMAT_VERSION = 1
 REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "bad_skills", "unknown_item")
@@ -230,19 +230,15 @@ def _short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-MASTERY_FORMATS = ("v2", "v1")
-MASTERY_DTYPES = {"float32": "<f4", "float16": "<f2"}
-
-
 class MasteryEncoder:
     """Mastery messages of a batch: ``encode`` one per applied event, ``format`` "v2" (packed floats) or "v1" (a list)."""
 
     def __init__(self, model_version: str, format: str = "v2", dtype: str = "float32") -> None:
         if format not in MASTERY_FORMATS:
-            raise ValueError(f"mastery format {format!r}: choose v2 or v1")
+            raise ValueError(f"mastery format {format!r}: choose {' or '.join(MASTERY_FORMATS)}")
         if dtype not in MASTERY_DTYPES or (format == "v1" and dtype != "float32"):
             raise ValueError(f"mastery dtype {dtype!r}: float32, or float16 with format v2")
-        self.model_version, self.format, self.dtype = model_version, format, MASTERY_DTYPES[dtype]
+        self.model_version, self.format, self.dtype = model_version, format, np.dtype(dtype).newbyteorder("<").str  # "<f4", "<f2"
         self.packer = msgpack.Packer(use_single_float=True, autoreset=True)
 
     def encode(self, students: list[str], seqs: list[int], event_ids: list[Any], ts: list[int], item_ids: list[str], p_correct: list[float], mastery: np.ndarray) -> list[bytes]:

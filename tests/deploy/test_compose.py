@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("yaml", reason="PyYAML is needed to read the deployment files (pip install pyyaml)")
 
-from stream_kt.settings import settings_from_options  # noqa: E402
+from stream_kt.commands.settings_flags import settings_from_options  # noqa: E402
 from tests.deploy.conftest import DEPLOY, KNOWN_ENV, METRICS, load_all  # noqa: E402
 
 LONG_RUNNING = ("kafka", "redis", "processor", "prometheus", "grafana")

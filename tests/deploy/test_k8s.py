@@ -11,7 +11,8 @@ import pytest
 
 pytest.importorskip("yaml", reason="PyYAML is needed to read the deployment files (pip install pyyaml)")
 
-from stream_kt.settings import ENV, settings_from_options  # noqa: E402
+from stream_kt.commands.settings_flags import settings_from_options  # noqa: E402
+from stream_kt.settings import ENV  # noqa: E402
 from tests.deploy.conftest import DEPLOY, K8S, KNOWN_ENV, NAMESPACE, SECRET_ENV, load_all  # noqa: E402
 
 # Custom resources: no schema in kubernetes-validate, checked structurally below.

@@ -10,12 +10,13 @@ import click
 import pytest
 
 from stream_kt.cli import main
+from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.errors import ConfigError
 from stream_kt.service import kafka_io, keys
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.redis_store import StudentStore, redis_client_sync
 from stream_kt.service.state import StudentState
-from stream_kt.settings import ENV, StreamSettings, mask_url, settings_from_options, settings_options
+from stream_kt.settings import ENV, StreamSettings, mask_url
 from stream_kt.tools.brokers import free_port
 
 SECRET = "hunter2-secret"
@@ -183,3 +184,16 @@ def test_a_missing_kafka_ca_file_is_a_config_error(tmp_path):
     settings = StreamSettings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(tmp_path / "ca.pem"))
     with pytest.raises(ConfigError, match=r"kafka ssl cafile .*ca.pem: no such file"):
         kafka_io.client_options(settings)
+
+
+def test_the_constructor_reads_the_environment_below_its_arguments(monkeypatch):
+    monkeypatch.setenv("KT_BATCH", "48")
+    monkeypatch.setenv("KT_LOG_FORMAT", "json")
+    assert (StreamSettings().batch_size, StreamSettings().log_format) == (48, "json")
+    assert StreamSettings(batch_size=16).replace(log_format="text") == StreamSettings(batch_size=16, log_format="text")
+    assert StreamSettings(batch_size=16).batch_size == 16
+    monkeypatch.setenv("KT_BATCH", "many")
+    with pytest.raises(ConfigError, match="^KT_BATCH: expected an integer, got 'many'"):
+        StreamSettings()
+    with pytest.raises(ConfigError, match="^batch_size: expected an integer, got 'x'"):
+        StreamSettings(batch_size="x")
