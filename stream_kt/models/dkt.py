@@ -160,7 +160,7 @@ class DKT(KTModel):
         return StepOutput(p_correct, {"h": h_n, "c": c_n}, mastery)
 
     def inference_module(self, state_names: list[str]) -> nn.Module:
-        if self.config.num_layers != 1 or self.config.max_skills > 1 or self.config.num_questions:
+        if self.config.num_layers != 1:
             return super().inference_module(state_names)
         return DKTInferenceStep(self, state_names)
 
@@ -177,6 +177,11 @@ class DKTInferenceStep(nn.Module):
     one (B, H) x (H, 4H) matmul for the recurrence and one (B, H) x (H, V) for mastery.
     Inputs and outputs as ``KTModel.inference_module`` (state names c, h).
 
+    Skill sets (items (B, K) padded with V) take the mean of their skills' rows of the
+    input gates (the bias counts once: the mean of K copies of it) and of their logits;
+    a question's offset adds to the logit and, times the folded direction of its
+    response, to the input gates.
+
     Pointwise work is one sigmoid over all four gates: the cell gate's weights are
     doubled, so ``tanh(g) = 2 sigmoid(2g) - 1`` reads off the same sigmoid (and the new
     cell's tanh is taken the same way); on the CPU, torch's ``tanh`` costs several times
@@ -186,6 +191,8 @@ class DKTInferenceStep(nn.Module):
     """
 
     input_gates: torch.Tensor  # buffers
+    question_offset: torch.Tensor
+    question_gates: torch.Tensor
     recurrent: torch.Tensor
     out_weight: torch.Tensor
     out_weight_t: torch.Tensor
@@ -208,6 +215,13 @@ class DKTInferenceStep(nn.Module):
             self.register_buffer("out_weight", model.out.weight.detach().clone())  # (V, H)
             self.register_buffer("out_weight_t", model.out.weight.T.contiguous())  # (H, V)
             self.register_buffer("out_bias", model.out.bias.detach().clone())  # (V,)
+            offset = model.question_offset
+            self.reads_questions = offset is not None
+            if offset is not None:
+                direction = model.offset_direction @ weight_ih.T  # (2, 4H): a response's direction through the input weights
+                direction[:, 2 * hidden : 3 * hidden] *= 2
+                self.register_buffer("question_offset", offset.weight.detach()[:, 0].clone())  # (Q + 1,), 0 for question 0
+                self.register_buffer("question_gates", direction.contiguous())
         self.packed: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def pack_for_cpu(self, batch_size: int) -> bool:
@@ -222,10 +236,24 @@ class DKTInferenceStep(nn.Module):
             self.packed = (reorder(self.recurrent.T.contiguous(), batch_size), reorder(self.out_weight, batch_size))
         return True
 
-    def forward(self, c: torch.Tensor, h: torch.Tensor, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, ...]:  # times: unused
+    def forward(self, c: torch.Tensor, h: torch.Tensor, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor, questions: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # times: unused
         h0, c0 = h[:, 0], c[:, 0]  # (B, H): one layer
-        p_correct = torch.sigmoid((h0 * self.out_weight.index_select(0, items)).sum(-1) + self.out_bias.index_select(0, items))  # (B,)
-        inputs = self.input_gates.index_select(0, items + self.num_items * correct)  # (B, 4H)
+        if items.dim() == 1:
+            logit = (h0 * self.out_weight.index_select(0, items)).sum(-1) + self.out_bias.index_select(0, items)  # (B,)
+            inputs = self.input_gates.index_select(0, items + self.num_items * correct)  # (B, 4H)
+        else:  # skill sets (B, K), padded with V
+            valid = items < self.num_items
+            count = valid.sum(-1, keepdim=True).clamp(min=1)
+            index = items.masked_fill(~valid, 0)
+            per_skill = (h0.unsqueeze(1) * self.out_weight[index]).sum(-1) + self.out_bias[index]  # (B, K)
+            logit = (per_skill * valid).sum(-1) / count[:, 0]
+            rows = self.input_gates[index + self.num_items * correct.unsqueeze(-1)]  # (B, K, 4H)
+            inputs = (rows * valid.unsqueeze(-1)).sum(1) / count
+        if questions is not None and self.reads_questions:
+            offset = self.question_offset.index_select(0, questions)  # (B,)
+            logit = logit + offset
+            inputs = inputs + offset.unsqueeze(-1) * self.question_gates.index_select(0, correct)
+        p_correct = torch.sigmoid(logit)
         if self.packed is None:
             gates = torch.addmm(inputs, h0, self.recurrent)
         else:

@@ -101,3 +101,24 @@ def test_a_model_that_takes_one_skill_says_so_in_one_line(name):
         vocabulary_fields(name, V, K)
     with pytest.raises(ConfigError, match=f"^{name} cannot use question ids: leave out --questions with it$"):
         vocabulary_fields(name, V, 1, Q)
+
+
+@pytest.mark.parametrize("backend", ["eager", "cpu"])
+@pytest.mark.parametrize("questions", [0, Q])
+def test_the_folded_step_and_the_backends_match_the_model_on_skill_sets(backend, questions):
+    from stream_kt.backends import make_backend
+
+    model = model_of("dkt", questions)
+    rng = np.random.default_rng(4)
+    fixed = make_backend(backend, model, 8)
+    state, reference = fixed.initial_state(11), model.initial_state(11)  # 11 rows: a full call of 8 and a padded one
+    for _ in range(5):
+        items = torch.from_numpy(skill_sets(rng, 11))
+        correct = torch.from_numpy(rng.integers(0, 2, 11))
+        asked = torch.from_numpy(rng.integers(0, Q + 1, 11)) if questions else None
+        out = fixed.step(state, items, correct, questions=asked)
+        with torch.no_grad():
+            expected = model.step(reference, items, correct, questions=asked)
+        torch.testing.assert_close(out.p_correct, expected.p_correct, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.mastery, expected.mastery, atol=1e-5, rtol=0)
+        state, reference = out.state, expected.state
