@@ -110,6 +110,10 @@ class KTModel(nn.Module):
         """Whether this model's step takes question indices (a trailing positional input of its inference module)."""
         return bool(getattr(self.config, "num_questions", 0))
 
+    def parameter_groups(self, learning_rate: float) -> list[dict[str, Any]]:
+        """Adam's parameter groups at step size ``learning_rate``: one, unless a model steps some parameters faster."""
+        return [{"params": list(self.parameters()), "lr": learning_rate}]
+
     def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, (B, T, V) mastery logits) from one pass: only models with ``distillable`` offer it."""
         raise NotImplementedError(f"{self.name} offers no per-step mastery logits to distil into")
@@ -140,5 +144,6 @@ class StepModule(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         questions = inputs[-1] if self.model.reads_questions else None
         *state, items, correct, times = inputs[:-1] if self.model.reads_questions else inputs
-        out = self.model.step(dict(zip(self.state_names, state)), items, correct, times, questions)  # None reaches no model that reads it
+        step = self.model.step
+        out = step(dict(zip(self.state_names, state)), items, correct, times) if questions is None else step(dict(zip(self.state_names, state)), items, correct, times, questions)
         return (out.p_correct, *(out.state[k] for k in self.state_names), out.mastery)

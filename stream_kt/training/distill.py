@@ -347,7 +347,7 @@ def distill(
     candidates, best = [], None
     for alpha in settings.alphas:
         model = fresh_model(config, teacher.vocab)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate))
         metrics = early_stopped(
             model,
             lambda epoch: _distill_epoch(model, optimizer, windows, targets, config, alpha, settings.temperature, epoch, progress),
@@ -394,7 +394,7 @@ def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequen
     teacher_seconds = time.perf_counter() - started
     windows, targets = _windows_and_targets(students, mastery, config.window)
     model = fresh_model(config, distilled.vocab)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate))
     started = time.perf_counter()
     history = [
         {"epoch": epoch, **_distill_epoch(model, optimizer, windows, targets, config, alpha, temperature, epoch, progress)}

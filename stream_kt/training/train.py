@@ -68,7 +68,7 @@ def train(
         model, metrics = fitter_of(model)(model, train_sequences, valid_sequences, seed=config.seed, progress=progress)
         metrics["seconds_per_epoch"] = (time.perf_counter() - started) / max(1, len(metrics["history"]))
         return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate))
     windows = cut_windows(train_sequences, config.window)
     metrics = early_stopped(model, lambda epoch: _train_epoch(model, optimizer, windows, config, epoch, progress), valid_sequences, config, progress)
     metrics["train_windows"] = len(windows)
@@ -130,7 +130,7 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     if not model.fitted_by_gradient:
         model, metrics = fitter_of(model)(model, students, [], seed=config.seed, progress=progress, rounds=epochs)
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate))
         windows = cut_windows(students, config.window)
         history = [
             {"epoch": epoch, **_train_epoch(model, optimizer, windows, config, epoch, progress)}
