@@ -142,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bootstrap", help="Kafka HOST:PORT (default: start an embedded broker)")
     p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis URL (env REDIS_URL)")
     p.add_argument("--backend", default="cpu", help="serve --backend (default cpu: TorchScript)")
-    p.add_argument("--batch", type=int, default=64, help="serve --batch (default 64)")
+    p.add_argument("--batch", type=int, default=1024, help="serve --batch (default 1024, serve's)")
     p.add_argument("--partitions", type=int, default=6, help="input topic partitions (default 6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout-s", type=float, default=300.0, help="give up this long after a run's last send (default 300)")

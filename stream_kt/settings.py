@@ -113,7 +113,7 @@ class StreamSettings(BaseSettings):
     dlq_topic: str = setting("kt.answers.dlq", "dead letters: invalid events, with the reason", min_length=1, invalid="{name} must not be empty")
     group_id: str = setting("stream-kt", "Kafka consumer group of the processors", flag="--group", min_length=1, invalid="{name} must not be empty")
     key_prefix: str = setting("kt", "every Redis key starts with it", min_length=1, invalid="{name} must not be empty")
-    batch_size: int = setting(64, "the fixed batch shape B of the model step", env="KT_BATCH", flag="--batch", ge=1, le=4096, invalid="batch size {value} must be between {ge} and {le}")
+    batch_size: int = setting(1024, "the fixed batch shape B of the model step (the largest of its shapes: 64, 256, 1024, ...)", env="KT_BATCH", flag="--batch", ge=1, le=4096, invalid="batch size {value} must be between {ge} and {le}")
     max_wait_ms: int = setting(5, "longest wait to fill a batch", ge=0, le=60_000, invalid="max wait {value} ms must be between {ge} and {le}")
     # How long the broker may hold a consumer's fetch that finds no new data.  Kafka answers as
     # soon as data arrives, so there a larger value costs nothing.  The embedded broker (tansu

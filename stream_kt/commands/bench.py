@@ -12,6 +12,7 @@ from stream_kt.backends import BACKEND_CHOICES
 from stream_kt.commands.common import POSITIVE_INT, json_option
 from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.models import MODELS
+from stream_kt.settings import StreamSettings
 
 DEFAULT_OUT = "bench-results"
 
@@ -25,7 +26,7 @@ DEFAULT_OUT = "bench-results"
 @click.option("--model", type=click.Choice(sorted(MODELS)), help="instead of --checkpoint: this model in its default configuration over 124 skills, random weights")
 @click.option("--threads", type=POSITIVE_INT, default=1, show_default=True, help="torch CPU threads (1, as serve; on a GPU host more threads pack the batch faster)")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help="backend of the stream-kt end-to-end run; cuda also sweeps B from 64 to 65,536 with and without CUDA graphs")
-@click.option("--batch", type=POSITIVE_INT, default=64, show_default=True, help="fixed batch shape B of the stream-kt run")
+@click.option("--batch", type=POSITIVE_INT, default=StreamSettings.model_fields["batch_size"].default, show_default=True, help="fixed batch shape B of the stream-kt run (serve's default)")
 @click.option("--events", type=POSITIVE_INT, help="events for the stream-kt throughput run")
 @click.option("--skip-e2e", is_flag=True, help="only the model step benchmark")
 @click.option("--shadow", is_flag=True, help="also run stream-kt with a shadow challenger (the model with other weights) and report the CPU per event it adds")
