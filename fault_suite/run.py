@@ -47,6 +47,7 @@ from pathlib import Path
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.progress import progress_bar
+from stream_kt.service.exceptions import StreamError
 from stream_kt.service.kafka_io import committed_offsets, ensure_topics
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import KAFKA_VERSION
@@ -252,11 +253,32 @@ class Suite:
         replicas = {"replication_factor": self.settings.replication_factor, "min_insync_replicas": self.settings.min_insync_replicas}
         await ensure_topics(self.settings.bootstrap, [self.settings.in_topic], PARTITIONS, configs=INPUT_TOPIC_CONFIG, **replicas)
         await ensure_topics(self.settings.bootstrap, [self.settings.out_topic, self.settings.dlq_topic], PARTITIONS, **replicas)  # Kafka's defaults: 1 MB records
+        if self.broker.cluster is not None:  # every partition led and replicated before the first client asks
+            topics = [self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic]
+            await asyncio.to_thread(self.broker.cluster.wait_in_sync, topics, 60)
         self.sender = self.sender or Sender(self.settings.bootstrap, self.settings.in_topic)
         self.sender.topic = self.settings.in_topic
         await self.sender.start()
-        self.collector = Collector(self.settings.bootstrap, self.settings.out_topic, self.settings.dlq_topic)
-        await self.collector.start()
+        self.collector = await self.start_collector()
+
+    async def start_collector(self, attempts: int = 3) -> Collector:
+        """The collector, started; a start that fails or hangs (a cluster's metadata not yet settled) is given up
+        and tried again with a new client."""
+        assert self.settings is not None
+        for attempt in range(1, attempts + 1):
+            collector = Collector(self.settings.bootstrap, self.settings.out_topic, self.settings.dlq_topic)
+            try:
+                await asyncio.wait_for(collector.start(), 60)
+                return collector
+            except (StreamError, TimeoutError) as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(collector.stop(), 10)
+                if attempt == attempts:
+                    raise
+                with open(self.work_dir / "error.txt", "a") as out:
+                    out.write(f"collector start, attempt {attempt} of {attempts}: {type(exc).__name__}: {exc}\n")
+                await asyncio.sleep(1)
+        raise AssertionError("unreachable")
 
     async def phases(self) -> None:
         shares = list(PHASE_SHARES.items())
@@ -483,13 +505,13 @@ class Suite:
         await asyncio.to_thread(cluster.kill, node)
         self.outcome.faults.kafka_killed_nodes.append(node)
         await self.sender.send(more, rate_per_s=None)
-        answered = await self.answered(len(self.sender.sent) - self.phase_first, f"leader kill (node {node}): every message answered")
-        self.outcome.faults.kafka_leader_pause_s.append(round(time.monotonic() - killed, 1))
+        if await self.answered(len(self.sender.sent) - self.phase_first, f"leader kill (node {node}): every message answered"):  # a stall is reported
+            self.outcome.faults.kafka_leader_pause_s.append(round(time.monotonic() - killed, 1))
         now = await asyncio.to_thread(cluster.leaders, topic)
         moved = all(now[p] not in (node, -1) for p in led)
         await asyncio.to_thread(cluster.restart, node)
         await asyncio.to_thread(cluster.wait_in_sync, None, 180)  # before the next kill: no write may need the node
-        self.outcome.faults.kafka_leader_kills += answered and moved
+        self.outcome.faults.kafka_leader_kills += moved  # completed: its partitions moved, it came back, every replica in sync
         died = [m for m in members if not m.alive and not m.expected_exit]
         await asyncio.to_thread(self.group.supervise)
         self.outcome.faults.kafka_leader_kill_crashes += max(len(died), len(self.group.crashes) - crashes)
@@ -616,8 +638,8 @@ class Suite:
     async def tear_down(self) -> None:
         for closing in (self.collector.stop if self.collector else None, self.sender.stop if self.sender else None):
             if closing is not None:
-                with contextlib.suppress(Exception):
-                    await closing()
+                with contextlib.suppress(Exception):  # TimeoutError too: a client that hangs is left to the process's exit
+                    await asyncio.wait_for(closing(), 30)
         if self.group is not None:
             await asyncio.to_thread(self.group.kill_all)
         await asyncio.to_thread(self.redis.stop)
