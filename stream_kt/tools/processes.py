@@ -388,6 +388,35 @@ def replication_info(node: RedisServer) -> dict[str, Any]:
         client.close()
 
 
+def wait_replica_in_sync(node: RedisServer, timeout_s: float = 30.0) -> None:
+    """Return once replica ``node``'s link to its primary is up (the first full copy done)."""
+
+    def linked() -> bool:
+        try:
+            return replication_info(node).get("master_link_status") == "up"
+        except REDIS_ERRORS:
+            return False
+
+    wait_until(linked, timeout_s, f"redis-server {node.port} in sync with its primary", poll_s=0.1)
+
+
+def start_replicated(directory: Path, replicas: int, timeout_s: float = 30.0) -> list[RedisServer]:
+    """A primary (first) and ``replicas`` replicas of it, without persistence or Sentinels, started and in sync
+    (``bench --redis-replicas``: what WAIT costs).  The caller stops each."""
+    primary = RedisServer(directory / "redis-0", persistent=False)
+    nodes = [primary] + [RedisServer(directory / f"redis-{i}", persistent=False, replica_of=primary.port) for i in range(1, replicas + 1)]
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes[1:]:
+            wait_replica_in_sync(node, timeout_s)
+    except StreamError:
+        for node in nodes:
+            node.kill()
+        raise
+    return nodes
+
+
 SENTINEL_SERVICE = "stream-kt"  # the name the Sentinels monitor the primary under: redis+sentinel://.../stream-kt
 
 
@@ -515,13 +544,7 @@ class SentinelGroup:
         return self
 
     def wait_in_sync(self, node: RedisServer, timeout_s: float = 30.0) -> None:
-        def linked() -> bool:
-            try:
-                return replication_info(node).get("master_link_status") == "up"
-            except REDIS_ERRORS:
-                return False
-
-        wait_until(linked, timeout_s, f"redis-server {node.port} in sync with its primary", poll_s=0.1)
+        wait_replica_in_sync(node, timeout_s)
 
     def wait_monitored(self, timeout_s: float = 60.0) -> None:
         """Until every Sentinel names one primary, sees every other running node as its replica, up and linked,
