@@ -263,7 +263,8 @@ class RedisServer:
     and directory reloads every state.  (Without persistence a restart loses all state.)
     ``cluster``: a Redis Cluster node (its cluster bus on a free port of its own: port +
     10000 may be taken or out of range), to be joined with ``redis-cli --cluster create``.
-    ``replica_of``: the port of a primary on 127.0.0.1 to replicate (``SentinelGroup``).
+    ``replica_of``: the port of a primary on 127.0.0.1 to replicate (``SentinelGroup``);
+    ``replica_priority`` 0: a replica no Sentinel may promote (one still copying its data).
 
     Its settings are on the command line, after a config file of its own (``redis.conf``,
     written empty at each start): Sentinel's ``CONFIG REWRITE`` of a promoted or
@@ -272,12 +273,15 @@ class RedisServer:
 
     binary = "redis-server"
 
-    def __init__(self, directory: Path, port: int | None = None, *, persistent: bool = True, cluster: bool = False, replica_of: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, persistent: bool = True, cluster: bool = False, replica_of: int | None = None, replica_priority: int | None = None
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.persistent = persistent
         self.cluster = cluster
         self.replica_of = replica_of
+        self.replica_priority = replica_priority
         self.process: subprocess.Popen | None = None
         self.restarts = 0
 
@@ -311,6 +315,8 @@ class RedisServer:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / "nodes.conf"), "--cluster-port", str(free_port())]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.replica_priority is not None:
+            args += ["--replica-priority", str(self.replica_priority)]
         return args
 
     def write_config(self) -> None:
@@ -615,10 +621,20 @@ class SentinelGroup:
             client.close()
 
     def restart_as_replica(self, node: RedisServer, primary: RedisServer, timeout_s: float = 30.0) -> None:
-        """Start a killed ``node`` again, empty, on its port, as a replica of ``primary``; wait until it is in sync."""
-        node.replica_of = primary.port
+        """Start a killed ``node`` again, empty, on its port, as a replica of ``primary``; wait until it is in sync.
+
+        Until then its replica priority is 0: no Sentinel may promote it.  (On a loaded machine a Sentinel was seen
+        to take the just-promoted primary for down a second after the switch and fail over again, to this node
+        while it was still empty: every state would have gone.)"""
+        node.replica_of, node.replica_priority = primary.port, 0
         node.restart("sigkill")
         self.wait_in_sync(node, timeout_s)
+        client = node.client(socket_timeout_s=2.0)
+        try:
+            client.config_set("replica-priority", 100)  # Redis's default: a replica with a full copy may be promoted
+        finally:
+            client.close()
+        node.replica_priority = None
 
     def fail_over(self, timeout_s: float = 60.0) -> tuple[RedisServer, RedisServer, float]:
         """SIGKILL the primary; wait until the Sentinels promote a replica; start the killed node again as a replica

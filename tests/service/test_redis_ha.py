@@ -23,7 +23,7 @@ from stream_kt.cli import main
 from stream_kt.errors import ConfigError
 from stream_kt.service import keys
 from stream_kt.service.metrics import Metrics
-from stream_kt.service.redis_store import ReplicasNotReached, StudentStore
+from stream_kt.service.redis_store import ReplicasNotReached, StudentStore, redis_client_sync
 from stream_kt.service.state import EVENTS_BYTE
 from stream_kt.settings import StreamSettings, sentinel_target
 from stream_kt.tools.processes import SentinelGroup
@@ -137,6 +137,12 @@ def test_state_writes_wait_for_replicas_and_a_sentinel_client_follows_a_failover
             assert blobs == [fake_state(3), b"two-b"]  # "two-b" landed and was replicated, though short of 2 replicas
             assert await store.write_blobs(["s2"], [b"two-c"], [3]) == []
             assert replica.client().get(keys.student_key("s2", prefix)) == b"two-c"
+            blocking = redis_client_sync(group.url, socket_timeout_s=5)  # the tools' and the fault suite's client
+            try:
+                assert blocking.get(keys.student_key("s2", prefix)) == b"two-c"
+                assert blocking.connection_pool.get_master_address()[1] == replica.port
+            finally:
+                blocking.close()
         finally:
             for s in (store, plain, two, fresh):
                 await s.close()
@@ -182,6 +188,7 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
                 assert new is spare
                 if min_replicas:  # a replica for the new primary: the old one, restarted empty
                     await asyncio.to_thread(group.restart_as_replica, old, new)
+                    assert old.client().config_get("replica-priority") == {"replica-priority": "100"}  # 0 only until in sync
                 await send(parts[2])
                 await until_committed(settings, len(answers), timeout_s=90)
                 figures["recovered_s"] = time.monotonic() - killed
