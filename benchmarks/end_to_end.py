@@ -56,9 +56,10 @@ class Target:
     backend: str
     batch_size: int
     partitions: int = 6
-    broker: str = "external"  # "kafka", "embedded" (tansu) or "external" (a --bootstrap of the user's)
-    broker_pid: int | None = None  # the broker process, when it is ours: its CPU is measured
+    broker: str = "external"  # "kafka", "kafka-3-nodes", "embedded" (tansu) or "external" (a --bootstrap of the user's)
+    broker_pids: tuple[int, ...] = ()  # the broker's processes (a cluster's nodes), when they are ours: their CPU is measured
     shadow: Path | None = None  # the challenger of the "stream-kt+shadow" variant
+    redis_min_replicas: int = 0  # KT_REDIS_MIN_REPLICAS of the stream-kt variants: WAIT for this many replicas before each commit
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -70,6 +71,12 @@ def process_cpu_s(pid: int | None) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15 of stat)
+
+
+def processes_cpu_s(pids: tuple[int, ...]) -> float | None:
+    """The CPU seconds of every process of ``pids`` together; None when there are none or one is unreadable."""
+    seconds = [process_cpu_s(pid) for pid in pids]
+    return None if not seconds or None in seconds else sum(s for s in seconds if s is not None)
 
 
 class Worker:
@@ -86,6 +93,7 @@ class Worker:
             group_id=f"bench-{run}-group", key_prefix=f"bench-{run}",
             backend=target.backend if variant.startswith("stream-kt") else "eager", batch_size=self.batch, partitions=target.partitions,
             shadow=str(target.shadow) if variant == "stream-kt+shadow" and target.shadow else "",
+            redis_min_replicas=target.redis_min_replicas if variant.startswith("stream-kt") else 0,
         )  # fmt: skip
         self.in_topic, self.out_topic, self.dlq_topic, self.key_prefix = self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic, self.settings.key_prefix
         self.process: subprocess.Popen | None = None
@@ -184,9 +192,9 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
     worker.start()
     try:
         assert worker.process is not None
-        broker_cpu_before, follower_cpu_before, worker_cpu_before = process_cpu_s(target.broker_pid), cpu_s(), process_cpu_s(worker.process.pid)
+        broker_cpu_before, follower_cpu_before, worker_cpu_before = processes_cpu_s(target.broker_pids), cpu_s(), process_cpu_s(worker.process.pid)
         asyncio.run(worker.watch(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600)))
-        broker_cpu_after, follower_cpu_s, worker_cpu_after = process_cpu_s(target.broker_pid), cpu_s() - follower_cpu_before, process_cpu_s(worker.process.pid)
+        broker_cpu_after, follower_cpu_s, worker_cpu_after = processes_cpu_s(target.broker_pids), cpu_s() - follower_cpu_before, process_cpu_s(worker.process.pid)
         reads = redis_reads(target.redis_url) - reads_before
         # the span of the outputs' Kafka timestamps: when the processor produced them, however fast the follower reads
         first, last = (tally.first_produced_ms, tally.last_produced_ms) if tally.first_produced_ms is not None else (tally.first_output_ms, tally.last_output_ms)
@@ -196,6 +204,7 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
         result = {
             "variant": variant,
             "broker": target.broker,
+            "redis_min_replicas": worker.settings.redis_min_replicas,
             "batch": worker.batch,
             "events": sent.sent,
             "answered": tally.answered,

@@ -18,10 +18,11 @@ from benchmarks.end_to_end import Target, run_variant
 from benchmarks.step_throughput import cuda_step_throughput, step_throughput
 from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.backends import available_backends, resolve_backend_name
-from stream_kt.checkpoint import load_checkpoint
+from stream_kt.checkpoint import Checkpoint, load_checkpoint
 from stream_kt.errors import ConfigError
 from stream_kt.service import kafka_io
-from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, kafka_unavailable
+from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, KafkaCluster, kafka_unavailable
+from stream_kt.tools.processes import start_replicated
 
 WARM_UP_EVENTS = 40_000
 QUICK: dict[str, Any] = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
@@ -44,13 +45,21 @@ class BenchPlan:
     out: Path = Path("bench-results")  # benchmarks/results holds the committed record: stream-kt bench --update-record
     connect_timeout_s: int = 20  # a --bootstrap that does not answer as Kafka: one line after this long
     shadow: bool = False  # also stream-kt with a shadow (the same model with other weights): what a challenger costs
+    nodes: int = 1  # Apache Kafka nodes we start: 3 is a KRaft cluster whose topics get three replicas, two in sync
+    redis_replicas: int = 0  # >0: our own Redis primary with this many replicas, and serve WAITs for them before each commit
+    alternatives: bool = True  # the hand-written loop, recompute and naive beside stream-kt on the first broker
 
 
-def broker_plan(bootstrap: str | None, broker: str, shadow: bool = False) -> list[tuple[str, tuple[str, ...]]]:
-    """(broker, variants) in run order: every variant on the first broker, stream-kt alone on the second."""
-    every = ("stream-kt", *(("stream-kt+shadow",) if shadow else ()), "handwritten", "recompute", "naive")
+def broker_plan(bootstrap: str | None, broker: str, shadow: bool = False, nodes: int = 1, alternatives: bool = True) -> list[tuple[str, tuple[str, ...]]]:
+    """(broker, variants) in run order: every variant on the first broker, stream-kt alone on the second.
+
+    ``nodes`` > 1: Apache Kafka only, as a cluster of that many nodes ("kafka-3-nodes").  ``alternatives``
+    False: stream-kt (and its shadow) alone everywhere."""
+    every = ("stream-kt", *(("stream-kt+shadow",) if shadow else ()), *(("handwritten", "recompute", "naive") if alternatives else ()))
     if bootstrap:
         return [("external", every)]
+    if nodes > 1:
+        return [(f"kafka-{nodes}-nodes", every)]
     kinds = {"both": ["kafka", "embedded"], "kafka": ["kafka"], "embedded": ["embedded"]}.get(broker)
     if kinds is None:  # auto
         reason = kafka_unavailable()
@@ -118,27 +127,54 @@ def run_bench(bench: BenchPlan) -> dict:
             results["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}"
         results["end_to_end"] = []
         if not bench.skip_e2e:
-            for broker_kind, variants in broker_plan(bench.bootstrap, bench.broker, bench.shadow):
-                broker = None if broker_kind == "external" else (KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()).start()
-                try:
-                    bootstrap = broker.bootstrap if broker else bench.bootstrap
-                    assert bootstrap is not None and checkpoint.path is not None
-                    broker_pid = broker.process.pid if broker is not None and broker.process is not None else None
-                    target = Target(bootstrap, bench.redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pid=broker_pid,
-                                    shadow=Path(shadow.path) if shadow is not None and shadow.path else None)  # fmt: skip
-                    if broker is not None:  # a fresh JVM: the first variant would pay for its warm-up (3x the broker CPU per event)
-                        print(f"end to end on {broker_kind}: warming the broker up ({WARM_UP_EVENTS} events, not reported)", flush=True)
-                        run_variant(target, "stream-kt", bench_students(checkpoint.vocab, WARM_UP_EVENTS), latency_seconds=0.0, progress=False)
-                    for variant in variants:
-                        events = {"recompute": plan["recompute_events"], "naive": plan["naive_events"]}.get(variant, bench.events or plan["events"])
-                        print(f"end to end on {broker_kind}: {variant} ({events} events)", flush=True)
-                        results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
-                finally:
-                    if broker:
-                        broker.close()
+            redis_url = bench.redis_url
+            redis_nodes = start_replicated(Path(tmp) / "redis", bench.redis_replicas) if bench.redis_replicas else []
+            if redis_nodes:
+                redis_url = redis_nodes[0].url
+                results["redis"] = f"a primary and {bench.redis_replicas} replica(s) of our own, no persistence; serve WAITs for {bench.redis_replicas} before each commit"
+            try:
+                run_end_to_end(bench, plan, results, checkpoint, shadow, backend, redis_url)
+            finally:
+                for node in redis_nodes:
+                    node.stop()
     results["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def start_broker(kind: str) -> KafkaBroker | KafkaCluster | EmbeddedBroker | None:
+    """Our own broker of ``kind`` (``broker_plan``'s names), started; None for "external"."""
+    if kind == "external":
+        return None
+    if kind.startswith("kafka-"):
+        return KafkaCluster(int(kind.split("-")[1])).start()
+    return (KafkaBroker() if kind == "kafka" else EmbeddedBroker()).start()
+
+
+def broker_pids(broker: KafkaBroker | KafkaCluster | EmbeddedBroker | None) -> tuple[int, ...]:
+    processes = [n.process for n in broker.nodes.values()] if isinstance(broker, KafkaCluster) else [broker.process if broker else None]
+    return tuple(p.pid for p in processes if p is not None)
+
+
+def run_end_to_end(bench: BenchPlan, plan: dict[str, Any], results: dict, checkpoint: Checkpoint, shadow: Checkpoint | None, backend: str, redis_url: str) -> None:
+    """Every variant on every broker of the plan, appended to ``results["end_to_end"]``."""
+    for broker_kind, variants in broker_plan(bench.bootstrap, bench.broker, bench.shadow, bench.nodes, bench.alternatives):
+        broker = start_broker(broker_kind)
+        try:
+            bootstrap = broker.bootstrap if broker else bench.bootstrap
+            assert bootstrap is not None and checkpoint.path is not None
+            target = Target(bootstrap, redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pids=broker_pids(broker),
+                            shadow=Path(shadow.path) if shadow is not None and shadow.path else None, redis_min_replicas=bench.redis_replicas)  # fmt: skip
+            if broker is not None:  # a fresh JVM: the first variant would pay for its warm-up (3x the broker CPU per event)
+                print(f"end to end on {broker_kind}: warming the broker up ({WARM_UP_EVENTS} events, not reported)", flush=True)
+                run_variant(target, "stream-kt", bench_students(checkpoint.vocab, WARM_UP_EVENTS), latency_seconds=0.0, progress=False)
+            for variant in variants:
+                events = {"recompute": plan["recompute_events"], "naive": plan["naive_events"]}.get(variant, bench.events or plan["events"])
+                print(f"end to end on {broker_kind}: {variant} ({events} events)", flush=True)
+                results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
+        finally:
+            if broker:
+                broker.close()
 
 
 async def reachable(bootstrap: str, timeout_s: float) -> None:
@@ -155,16 +191,17 @@ def summarise(results: dict) -> dict:
     if rows:
         main_broker = rows[0]["broker"]  # the first broker run gets every variant
         by_variant = {r["variant"]: r for r in rows if r["broker"] == main_broker}
-        summary.update(broker=main_broker, **e2e_summary(by_variant["stream-kt"]))
+        summary.update(broker=main_broker, redis_min_replicas=by_variant["stream-kt"].get("redis_min_replicas", 0), **e2e_summary(by_variant["stream-kt"]))
         ours = by_variant["stream-kt"]["events_per_s"]
-        summary.update(
-            handwritten_events_per_s=by_variant["handwritten"]["events_per_s"],
-            handwritten_us_per_event=by_variant["handwritten"]["drain_cpu_us_per_event"],
-            naive_events_per_s=by_variant["naive"]["events_per_s"],
-            recompute_events_per_s=by_variant["recompute"]["events_per_s"],
-            speedup_vs_handwritten=round(ours / by_variant["handwritten"]["events_per_s"], 2),
-            speedup_vs_naive=round(ours / by_variant["naive"]["events_per_s"], 1),
-        )
+        if "handwritten" in by_variant:  # not with --stream-kt-only
+            summary.update(
+                handwritten_events_per_s=by_variant["handwritten"]["events_per_s"],
+                handwritten_us_per_event=by_variant["handwritten"]["drain_cpu_us_per_event"],
+                naive_events_per_s=by_variant["naive"]["events_per_s"],
+                recompute_events_per_s=by_variant["recompute"]["events_per_s"],
+                speedup_vs_handwritten=round(ours / by_variant["handwritten"]["events_per_s"], 2),
+                speedup_vs_naive=round(ours / by_variant["naive"]["events_per_s"], 1),
+            )
         if "stream-kt+shadow" in by_variant:  # what a shadow challenger adds: processor CPU per event, throughput
             shadowed, alone = by_variant["stream-kt+shadow"], by_variant["stream-kt"]
             if shadowed["drain_cpu_us_per_event"] is not None and alone["drain_cpu_us_per_event"] is not None:

@@ -23,6 +23,14 @@ stored offsets would skip those events as replays.)  With ``--broker-storage s3`
 tansu keeps everything in a local S3 server (moto, which must be installed) and is
 restarted mid-stream like Kafka.
 
+With ``--ha`` (``--broker kafka`` only) Redis is a primary, a replica and three
+Sentinels, and Kafka three nodes (replication factor 3, ``min.insync.replicas`` 2).
+The Redis phase then fails the primary over (SIGKILL, once the replica has fallen
+behind) and the broker phase SIGKILLs the node leading the most input partitions,
+each at least twice in the full run; serve waits for the replica before each commit
+(``KT_REDIS_MIN_REPLICAS`` 1, ``--redis-min-replicas 0`` to see what a failover loses
+without it).  The last JSON line adds ``redis_failovers`` and ``kafka_leader_kills``.
+
     workload.py  the checkpoint, students, poison kinds, the send plan, the reference run
     services.py  the broker (and tansu's S3 server), the serve group (supervisor); redis-server
                  and serve are the launch layer's (stream_kt/tools/processes.py)

@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from stream_kt.tools.brokers import kafka_unavailable
+from stream_kt.tools.processes import SentinelGroup
 
-from .run import FULL, SHORT, Outcome, Suite
+from .run import FULL, HA_EXTRA_S, SHORT, Outcome, Suite
 from .services import S3Server
 
 TEARDOWN_RESERVE_S = 25.0  # kept from the time limit for the final stop, the checks and the clean-up
@@ -45,6 +46,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --broker tansu, its storage: memory (default; a restart loses topics and offsets, so the suite drains first and goes on with new topics) "
         "or s3 (a local moto S3 server: the broker restarts mid-stream and keeps everything; slow on a busy box)",
     )
+    p.add_argument(
+        "--ha",
+        action="store_true",
+        help="high availability: Redis as a primary, a replica and three Sentinels (serve follows a redis+sentinel:// URL), Kafka as three nodes "
+        "(replication factor 3, min.insync.replicas 2); the Redis phase fails the primary over, the broker phase SIGKILLs the input partitions' leader",
+    )
+    p.add_argument(
+        "--redis-min-replicas",
+        type=int,
+        help="with --ha, KT_REDIS_MIN_REPLICAS of serve: 1 (default) waits for the replica before a commit; 0 shows what a failover loses without it",
+    )
     p.add_argument("--json", action="store_true", help="stdout is only the JSON line (the summary goes to stderr)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, AOF, checkpoint); it is always kept on failure")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -52,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("students", "events_per_student"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.redis_min_replicas is not None and not args.ha:
+        p.error("--redis-min-replicas needs --ha (a single Redis has no replica to wait for)")
+    if args.redis_min_replicas is not None and args.redis_min_replicas not in (0, 1):
+        p.error(f"--redis-min-replicas must be 0 or 1 (--ha runs one replica), got {args.redis_min_replicas}")
+    if args.ha and args.broker != "kafka":
+        p.error("--ha needs --broker kafka (three Apache Kafka nodes)")
     return args
 
 
@@ -78,9 +96,17 @@ def failures(outcome: Outcome) -> list[str]:
         "dead letters of valid or unknown events": v.dlq_unexpected,
         "fuzzed events neither answered nor dead-lettered as the decoder says": v.fuzz_missing,
         "processors that crashed during a Redis outage": f.redis_outage_crashes,
+        "processors that crashed during a Redis failover": f.redis_failover_crashes,
+        "processors that crashed during a Kafka leader kill": f.kafka_leader_kill_crashes,
         "final SIGTERMs with a non-zero exit": sum(code != 0 for code in outcome.exit_codes),
     }
-    return found + [f"{count} {what}" for what, count in checks.items() if count]
+    found += [f"{count} {what}" for what, count in checks.items() if count]
+    if outcome.ha:  # every planned HA fault must have completed
+        if f.redis_failovers < outcome.planned_failovers:
+            found.append(f"{f.redis_failovers} of {outcome.planned_failovers} Redis failovers completed")
+        if f.kafka_leader_kills < outcome.planned_leader_kills:
+            found.append(f"{f.kafka_leader_kills} of {outcome.planned_leader_kills} Kafka leader kills completed")
+    return found
 
 
 def report(outcome: Outcome, profile_name: str) -> dict:
@@ -123,6 +149,12 @@ def report(outcome: Outcome, profile_name: str) -> dict:
         "broker": outcome.broker,
         "broker_kills": f.broker_kills,
         "broker_storage": outcome.broker_storage,
+        "ha": outcome.ha,
+        "redis": "primary, replica, 3 Sentinels" if outcome.ha else "one redis-server (append-only)",
+        "kafka_nodes": 3 if outcome.ha else 1,
+        "redis_min_replicas": outcome.redis_min_replicas,
+        "redis_failovers": f.redis_failovers,
+        "kafka_leader_kills": f.kafka_leader_kills,
         "timed_out": outcome.timed_out,
         "phases_s": outcome.phases,
         "elapsed_s": outcome.elapsed_s,
@@ -139,6 +171,15 @@ def summary_lines(outcome: Outcome, result: dict) -> list[str]:
         f"{f.redis_outages} Redis outages ({f.redis_down_s:.0f} s down, {f.redis_outage_crashes} processor crashes); "
         f"{f.broker_restarts} broker restarts, {f.broker_kills} by SIGKILL ({f.broker_down_s:.0f} s down: {f.broker_restart_survivors} processors rode it out, {f.broker_restart_crashes} exited and were restarted)",
         f"  broker: {outcome.broker_note}",
+        *(
+            [
+                f"  ha: KT_REDIS_MIN_REPLICAS={outcome.redis_min_replicas}; {f.redis_failovers} Redis failovers (replica cut off {f.redis_cut_off_s} s before each kill, "
+                f"promoted {f.redis_failover_s} s after it, {f.redis_failover_crashes} processor crashes); {f.kafka_leader_kills} Kafka leader kills "
+                f"(nodes {f.kafka_killed_nodes}, everything answered {f.kafka_leader_pause_s} s after each kill, {f.kafka_leader_kill_crashes} processor crashes)"
+            ]
+            if outcome.ha
+            else []
+        ),
         f"  processors: {result['processor_starts']} started, {result['processor_crashes']} exited on their own ({result['supervisor_restarts']} supervisor restarts); "
         + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in result["processor_log"].items()),
         f"  outputs: {result['outputs']} records, {result['unique_outputs']} distinct (student, seq), {result['duplicates_dropped']} repeats dropped; "
@@ -178,10 +219,15 @@ def interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = SHORT if args.short else FULL
+    if args.ha:
+        profile = dataclasses.replace(profile, time_limit_s=profile.time_limit_s + HA_EXTRA_S)
     overrides = {k: v for k, v in {"students": args.students, "events_per_student": args.events_per_student, "time_limit_s": args.time_limit_s}.items() if v is not None}
     profile = dataclasses.replace(profile, **overrides)
     if args.broker == "kafka" and (reason := kafka_unavailable()):
         print(f"fault-suite: {reason} (or use --broker tansu)", file=sys.stderr)
+        return 2
+    if args.ha and (reason := SentinelGroup.unavailable()):
+        print(f"fault-suite: --ha: {reason} (install redis-server and redis-sentinel)", file=sys.stderr)
         return 2
     if args.broker == "tansu" and args.broker_storage == "s3" and not S3Server.available():
         print("fault-suite: --broker-storage s3 needs moto[server] and boto3 (pip install 'moto[server]')", file=sys.stderr)
@@ -190,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["KT_METRICS_PORT"] = "0"  # several members on one host; and nothing of the suite listens beyond 127.0.0.1
     work_dir = Path(tempfile.mkdtemp(prefix="fault-suite-"))
     started = time.monotonic()
-    suite = Suite(profile, args.seed, work_dir, args.broker, args.broker_storage, progress=not args.no_progress)
+    min_replicas = (1 if args.redis_min_replicas is None else args.redis_min_replicas) if args.ha else 0
+    suite = Suite(profile, args.seed, work_dir, args.broker, args.broker_storage, progress=not args.no_progress, ha=args.ha, redis_min_replicas=min_replicas)
     timer = hard_deadline(suite, profile.time_limit_s, profile.name, started)
     signal.signal(signal.SIGTERM, interrupt)  # unwinds like Ctrl-C
     try:

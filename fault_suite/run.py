@@ -11,6 +11,20 @@
                  (see ``restart_memory_broker``)
   5. tail        the rest at once; then every member is stopped with SIGTERM
 
+With ``--ha`` Redis is a primary, a replica and three Sentinels (serve follows them
+through a ``redis+sentinel://`` URL, ``KT_REDIS_MIN_REPLICAS`` 1 unless told) and Kafka
+three nodes (replication factor 3, ``min.insync.replicas`` 2).  Phases 3 and 4 then
+inject their high-availability faults instead of the single servers' outages:
+
+  3. redis       Redis failovers: the replica's link cut (it falls behind, as a lagging
+                 replica does), answers go on for a moment, the primary is SIGKILLed; the
+                 Sentinels promote the replica and the killed node comes back, empty, as
+                 the new primary's replica.  With 1 replica required, the batches written
+                 meanwhile are not committed and are redone; with 0 they are lost
+  4. broker      the node leading the most input partitions SIGKILLed mid-burst while
+                 events keep coming; restarted on its own log directory once everything
+                 sent is answered, and every replica in sync again before the next kill
+
 Poison (every kind of ``workload.POISON``), fuzzed messages (``fuzz.py``: answered or
 dead-lettered, as the decoder says) and out-of-order timestamps are mixed into the
 stream from start to end.  Fault moments are seeded random fractions of what is
@@ -26,16 +40,18 @@ import random
 import re
 import time
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.progress import progress_bar
+from stream_kt.service.exceptions import StreamError
 from stream_kt.service.kafka_io import committed_offsets, ensure_topics
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import KAFKA_VERSION
-from stream_kt.tools.processes import RedisServer
+from stream_kt.tools.processes import RedisServer, SentinelGroup
 
 from . import workload
 from .services import Broker, Group
@@ -63,11 +79,13 @@ class Profile:
     out_of_order_rate: float = 0.05
     time_limit_s: float = 600.0
     batch_size: int = 32
+    redis_failovers: int = 2  # with --ha, instead of redis_outages
+    leader_kills: int = 2  # with --ha, instead of broker_restarts
 
 
 SHORT = Profile(
     "short", students=32, events_per_student=45, kills=2, instances=2, redis_outages=(("sigterm", 3.0),), broker_restarts=1, broker_down_s=2.0,
-    trickle_s={"rebalances": 14, "redis": 8}, time_limit_s=170,
+    trickle_s={"rebalances": 14, "redis": 8}, time_limit_s=170, redis_failovers=1, leader_kills=1,
 )  # fmt: skip
 FULL = Profile(
     "full", students=120, events_per_student=100, kills=5, instances=3,
@@ -75,6 +93,9 @@ FULL = Profile(
     trickle_s={"rebalances": 70, "redis": 45}, time_limit_s=900,
 )  # fmt: skip
 PHASE_SHARES = {"kills": 0.3, "rebalances": 0.25, "redis": 0.2, "broker": 0.15, "tail": 0.1}
+HA_EXTRA_S = 150.0  # --ha: three JVMs to start, and each failover's pause, on top of the profile's time limit
+HA_REPLICA_TIMEOUT_MS = 500  # --ha: KT_REDIS_REPLICA_TIMEOUT_MS, the WAIT of each batch
+CUT_OFF_MOST_S = 3.0  # a replica cut off this long at most before the kill (Sentinel repairs its link after failover-timeout, 5 s)
 
 LOG_COUNTS = {  # what the processors' logs say about the faults
     "retried_batches": re.compile(r"attempt \d+ failed"),
@@ -105,6 +126,15 @@ class Faults:
     poison_events: int = 0
     fuzz_events: int = 0
     out_of_order_events: int = 0
+    # --ha
+    redis_failovers: int = 0  # completed: primary killed, replica promoted, the killed one back as a replica
+    redis_failover_s: list = field(default_factory=list)  # from each kill to the promotion every Sentinel names
+    redis_cut_off_s: list = field(default_factory=list)  # how long the replica received nothing before each kill
+    redis_failover_crashes: int = 0
+    kafka_leader_kills: int = 0  # completed: the leader killed, its partitions led by another node, restarted, in sync
+    kafka_killed_nodes: list = field(default_factory=list)
+    kafka_leader_pause_s: list = field(default_factory=list)  # from each kill until everything sent was answered
+    kafka_leader_kill_crashes: int = 0
 
 
 @dataclass
@@ -131,15 +161,23 @@ class Outcome:
     broker_note: str = ""
     work_dir: str = ""
     elapsed_s: float = 0.0
+    ha: bool = False
+    redis_min_replicas: int = 0
+    planned_failovers: int = 0
+    planned_leader_kills: int = 0
 
 
 class Suite:
-    def __init__(self, profile: Profile, seed: int, work_dir: Path, broker: str, storage: str, progress: bool = True) -> None:
+    def __init__(self, profile: Profile, seed: int, work_dir: Path, broker: str, storage: str, progress: bool = True, ha: bool = False, redis_min_replicas: int = 0) -> None:
         self.profile, self.seed, self.work_dir, self.progress = profile, seed, work_dir, progress
         self.rng = random.Random(seed)
-        self.outcome = Outcome(profile.name, seed, broker, storage if broker == "tansu" else "disk", work_dir=str(work_dir))
-        self.redis = RedisServer(work_dir / "redis")
-        self.broker = Broker(broker, storage, work_dir)
+        self.outcome = Outcome(profile.name, seed, broker, storage if broker == "tansu" else "disk", work_dir=str(work_dir), ha=ha, redis_min_replicas=redis_min_replicas)
+        if ha:
+            self.outcome.planned_failovers, self.outcome.planned_leader_kills = profile.redis_failovers, profile.leader_kills
+        self.ha = ha
+        self.sentinels = SentinelGroup(work_dir / "redis") if ha else None
+        self.redis: RedisServer | SentinelGroup = self.sentinels or RedisServer(work_dir / "redis")
+        self.broker = Broker(broker, storage, work_dir, nodes=3 if ha else 1)
         self.tally = Tally()
         self.collector: Collector | None = None
         self.sender: Sender | None = None
@@ -190,7 +228,7 @@ class Suite:
             await asyncio.to_thread(self.broker.start)
             self.settings = StreamSettings(
                 bootstrap=self.broker.bootstrap,
-                redis_url=self.redis.url,
+                redis_url=self.redis.url,  # with --ha: redis+sentinel://
                 in_topic="fs.answers",
                 out_topic="fs.mastery",
                 dlq_topic="fs.answers.dlq",
@@ -201,6 +239,10 @@ class Suite:
                 partitions=PARTITIONS,
                 metrics_port=0,  # several members on one machine
             )
+            if self.ha:  # the Sentinels' URL; the topics the suite creates get three replicas, two in sync
+                self.settings = self.settings.replace(
+                    redis_min_replicas=self.outcome.redis_min_replicas, redis_replica_timeout_ms=HA_REPLICA_TIMEOUT_MS, replication_factor=3, min_insync_replicas=2
+                )
             await self.open_topics()
             (self.work_dir / "logs").mkdir(exist_ok=True)
             self.group = Group(self.settings, self.checkpoint_dir, self.work_dir / "logs")
@@ -208,13 +250,35 @@ class Suite:
     async def open_topics(self) -> None:
         """Create the topics and start the sender and collector on them."""
         assert self.settings is not None
-        await ensure_topics(self.settings.bootstrap, [self.settings.in_topic], PARTITIONS, configs=INPUT_TOPIC_CONFIG)
-        await ensure_topics(self.settings.bootstrap, [self.settings.out_topic, self.settings.dlq_topic], PARTITIONS)  # Kafka's defaults: 1 MB records
+        replicas = {"replication_factor": self.settings.replication_factor, "min_insync_replicas": self.settings.min_insync_replicas}
+        await ensure_topics(self.settings.bootstrap, [self.settings.in_topic], PARTITIONS, configs=INPUT_TOPIC_CONFIG, **replicas)
+        await ensure_topics(self.settings.bootstrap, [self.settings.out_topic, self.settings.dlq_topic], PARTITIONS, **replicas)  # Kafka's defaults: 1 MB records
+        if self.broker.cluster is not None:  # every partition led and replicated before the first client asks
+            topics = [self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic]
+            await asyncio.to_thread(self.broker.cluster.wait_in_sync, topics, 60)
         self.sender = self.sender or Sender(self.settings.bootstrap, self.settings.in_topic)
         self.sender.topic = self.settings.in_topic
         await self.sender.start()
-        self.collector = Collector(self.settings.bootstrap, self.settings.out_topic, self.settings.dlq_topic)
-        await self.collector.start()
+        self.collector = await self.start_collector()
+
+    async def start_collector(self, attempts: int = 3) -> Collector:
+        """The collector, started; a start that fails or hangs (a cluster's metadata not yet settled) is given up
+        and tried again with a new client."""
+        assert self.settings is not None
+        for attempt in range(1, attempts + 1):
+            collector = Collector(self.settings.bootstrap, self.settings.out_topic, self.settings.dlq_topic)
+            try:
+                await asyncio.wait_for(collector.start(), 60)
+                return collector
+            except (StreamError, TimeoutError) as exc:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(collector.stop(), 10)
+                if attempt == attempts:
+                    raise
+                with open(self.work_dir / "error.txt", "a") as out:
+                    out.write(f"collector start, attempt {attempt} of {attempts}: {type(exc).__name__}: {exc}\n")
+                await asyncio.sleep(1)
+        raise AssertionError("unreachable")
 
     async def phases(self) -> None:
         shares = list(PHASE_SHARES.items())
@@ -226,8 +290,8 @@ class Suite:
         scripts: dict[str, Callable[[list], Awaitable[None]]] = {
             "kills": self.kills,
             "rebalances": self.rebalances,
-            "redis": self.redis_outages,
-            "broker": self.broker_restarts,
+            "redis": self.redis_failovers if self.ha else self.redis_outages,
+            "broker": self.leader_kills if self.ha else self.broker_restarts,
             "tail": self.tail,
         }
         assert self.group is not None
@@ -389,6 +453,69 @@ class Suite:
         await asyncio.to_thread(self.group.supervise)
         self.outcome.faults.redis_outage_crashes += max(len(died), len(self.group.crashes) - crashes)
 
+    async def redis_failovers(self, chunk: list) -> None:
+        async with self.trickling(chunk, self.profile.trickle_s["redis"]):
+            for fraction in self.slots(self.profile.redis_failovers):
+                await self.redis_failover(chunk, fraction)
+
+    async def redis_failover(self, chunk: list, fraction: float) -> None:
+        """The replica cut off (answers go on, written to the primary alone), the primary SIGKILLed, the replica promoted,
+        the killed node back as its replica, every Sentinel seeing it; no member may exit meanwhile."""
+        assert self.group is not None and self.sentinels is not None
+        group = self.sentinels
+        await self.at_fraction(chunk, fraction, "redis failover")
+        crashes, members = len(self.group.crashes), self.group.running()
+        primary = await asyncio.to_thread(lambda: group.primary)
+        (replica,) = await asyncio.to_thread(group.replicas)
+        await asyncio.to_thread(group.cut_off, replica)
+        cut_at, before = time.monotonic(), self.show_progress()
+        # some answers after the cut (their states reach the primary alone), then a seeded moment more
+        while self.show_progress() == before and time.monotonic() - cut_at < CUT_OFF_MOST_S / 2:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(self.rng.uniform(0.2, CUT_OFF_MOST_S / 2))
+        killed = time.monotonic()
+        self.outcome.faults.redis_cut_off_s.append(round(killed - cut_at, 2))
+        await asyncio.to_thread(primary.kill)
+        new = await asyncio.to_thread(group.wait_promoted, primary.port, 60)
+        self.outcome.faults.redis_failover_s.append(round(time.monotonic() - killed, 1))
+        await asyncio.to_thread(group.restart_as_replica, primary, new, 60)
+        await asyncio.to_thread(group.wait_monitored, 60)  # before the next failover: every Sentinel knows the replica
+        self.outcome.faults.redis_failovers += 1
+        died = [m for m in members if not m.alive and not m.expected_exit]
+        await asyncio.to_thread(self.group.supervise)
+        self.outcome.faults.redis_failover_crashes += max(len(died), len(self.group.crashes) - crashes)
+
+    async def leader_kills(self, chunk: list) -> None:
+        async for burst in self.bursts(chunk, self.profile.leader_kills):
+            half = len(burst) // 2
+            self.outcome.faults.broker_restarts_with_backlog += await self.into_burst(burst[:half], most=0.3)
+            await self.kill_leader(burst[half:])
+
+    async def kill_leader(self, more: list) -> None:
+        """SIGKILL the node leading the most input partitions (no controlled shutdown) while the members work through
+        a burst, send ``more`` meanwhile (acks=all: two replicas of three suffice), wait until everything sent is
+        answered, then restart it on its own log directory and wait until every replica is in sync again."""
+        assert self.sender is not None and self.group is not None and self.settings is not None and self.broker.cluster is not None
+        cluster, topic = self.broker.cluster, self.settings.in_topic
+        crashes, members = len(self.group.crashes), self.group.running()
+        leaders = await asyncio.to_thread(cluster.leaders, topic)
+        node = Counter(leaders.values()).most_common(1)[0][0]
+        led = sorted(p for p, n in leaders.items() if n == node)
+        killed = time.monotonic()
+        await asyncio.to_thread(cluster.kill, node)
+        self.outcome.faults.kafka_killed_nodes.append(node)
+        await self.sender.send(more, rate_per_s=None)
+        if await self.answered(len(self.sender.sent) - self.phase_first, f"leader kill (node {node}): every message answered"):  # a stall is reported
+            self.outcome.faults.kafka_leader_pause_s.append(round(time.monotonic() - killed, 1))
+        now = await asyncio.to_thread(cluster.leaders, topic)
+        moved = all(now[p] not in (node, -1) for p in led)
+        await asyncio.to_thread(cluster.restart, node)
+        await asyncio.to_thread(cluster.wait_in_sync, None, 180)  # before the next kill: no write may need the node
+        self.outcome.faults.kafka_leader_kills += moved  # completed: its partitions moved, it came back, every replica in sync
+        died = [m for m in members if not m.alive and not m.expected_exit]
+        await asyncio.to_thread(self.group.supervise)
+        self.outcome.faults.kafka_leader_kill_crashes += max(len(died), len(self.group.crashes) - crashes)
+
     async def broker_restarts(self, chunk: list) -> None:
         async for burst in self.bursts(chunk, self.profile.broker_restarts):
             if self.broker.persistent:
@@ -477,7 +604,7 @@ class Suite:
         with self.timed("verify"):
             sent = self.sender.sent if self.sender else []
             students = sorted({m.student_id for m in self.messages if m.valid})
-            states = await asyncio.to_thread(read_states, self.redis.url, self.settings.key_prefix, students, self.checkpoint)
+            states = await asyncio.to_thread(read_states, self.redis.url, self.settings.key_prefix, students, self.checkpoint)  # --ha: through the Sentinels
             by_id = {s.student_id: s for s in self.sequences}
             self.outcome.verdict = check(self.tally, sent, by_id, self.references, states, self.checkpoint.version)
         self.outcome.tally = self.tally
@@ -489,7 +616,10 @@ class Suite:
         text = self.group.log_text()
         self.outcome.log_counts = {name: len(pattern.findall(text)) for name, pattern in LOG_COUNTS.items()}
         self.outcome.broker_note = {
-            "kafka": f"Apache Kafka {KAFKA_VERSION}, SIGKILLed mid-stream and restarted on its log directory: topics, records and committed offsets survive",
+            "kafka": f"Apache Kafka {KAFKA_VERSION}, SIGKILLed mid-stream and restarted on its log directory: topics, records and committed offsets survive"
+            if not self.ha
+            else f"Apache Kafka {KAFKA_VERSION}, three nodes (replication factor 3, min.insync.replicas 2): the leader of the most input partitions "
+            "SIGKILLed mid-stream, restarted on its own log directory",
             "s3": "tansu with s3:// storage on a local S3 server (moto): topics, records and committed offsets survive the restart",
             "memory": "tansu in memory: a restart loses every topic and committed offset; the suite drained first and went on with new topics",
         }[self.broker.kind if self.broker.kind == "kafka" else self.broker.storage]
@@ -508,8 +638,8 @@ class Suite:
     async def tear_down(self) -> None:
         for closing in (self.collector.stop if self.collector else None, self.sender.stop if self.sender else None):
             if closing is not None:
-                with contextlib.suppress(Exception):
-                    await closing()
+                with contextlib.suppress(Exception):  # TimeoutError too: a client that hangs is left to the process's exit
+                    await asyncio.wait_for(closing(), 30)
         if self.group is not None:
             await asyncio.to_thread(self.group.kill_all)
         await asyncio.to_thread(self.redis.stop)
@@ -525,7 +655,7 @@ class Suite:
 
     def kill_all(self) -> None:
         """SIGKILL every process this suite started that still runs (the hard deadline, an interrupt)."""
-        found = [self.redis.process, self.broker.process, self.broker.s3.process if self.broker.s3 else None]
+        found = [*(self.redis.processes() if isinstance(self.redis, SentinelGroup) else [self.redis.process]), *self.broker.processes()]
         if self.group is not None:
             found += [m.serve.process for m in self.group.members]
         for process in found:

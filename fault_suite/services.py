@@ -1,7 +1,9 @@
-"""The suite's own servers and processors, all on 127.0.0.1: redis-server, the broker (Apache Kafka, or tansu and an S3 server), serve.
+"""The suite's own servers and processors, all on 127.0.0.1: the broker (Apache Kafka, one node or three, or tansu and
+an S3 server) and the serve group.
 
-redis-server and serve are the launch layer's (``stream_kt.tools.processes``); its
-redis-server is persistent, so a restart on the same port and directory loses nothing.
+redis-server (and with ``--ha`` its replica and Sentinels) and serve are the launch
+layer's (``stream_kt.tools.processes``); the single redis-server is persistent, so a
+restart on the same port and directory loses nothing.
 
 Nothing here touches the shared Redis on 6379 or any broker it did not start; every
 process is started in its own session and stopped by its own pid.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from stream_kt.service.exceptions import StreamError
 from stream_kt.settings import StreamSettings
-from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, free_port
+from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, KafkaCluster, free_port
 from stream_kt.tools.processes import ServeProcess, stop_process, wait_until
 
 
@@ -100,21 +102,28 @@ def environ(extra: dict[str, str]) -> Iterator[None]:
 
 
 class Broker:
-    """The suite's broker on a fixed port, restartable.
+    """The suite's broker on fixed ports, restartable.
 
     ``kind`` "kafka": Apache Kafka on a log directory in the work directory; a restart,
-    even after SIGKILL, keeps every topic, record and committed offset.  ``kind``
+    even after SIGKILL, keeps every topic, record and committed offset.  With ``nodes``
+    3 (``--ha``), three such nodes of one KRaft quorum (``KafkaCluster``): topics get
+    three replicas, two in sync for a write, and one node at a time is killed.  ``kind``
     "tansu": the embedded broker, with ``storage`` "s3" (everything lives in the S3
     server and survives a restart) or "memory" (a restart loses every topic and every
     committed offset).
     """
 
-    def __init__(self, kind: str, storage: str, work_dir: Path) -> None:
+    def __init__(self, kind: str, storage: str, work_dir: Path, nodes: int = 1) -> None:
         self.kind = kind
         self.storage = storage if kind == "tansu" else "disk"
         self.s3 = S3Server(work_dir / "s3.log") if kind == "tansu" and storage == "s3" else None
-        if kind == "kafka":
-            self.server: KafkaBroker | EmbeddedBroker = KafkaBroker(data_dir=work_dir / "kafka")
+        self.cluster: KafkaCluster | None = None
+        if kind == "kafka" and nodes > 1:
+            self.cluster = KafkaCluster(nodes, data_dir=work_dir / "kafka")
+            self.server: KafkaBroker | EmbeddedBroker | KafkaCluster = self.cluster
+            self.log_path = work_dir / "kafka"
+        elif kind == "kafka":
+            self.server = KafkaBroker(data_dir=work_dir / "kafka")
             self.log_path = self.server.log_path
         else:
             self.log_path = work_dir / "broker.log"
@@ -129,9 +138,10 @@ class Broker:
     def persistent(self) -> bool:
         return self.kind == "kafka" or self.s3 is not None
 
-    @property
-    def process(self) -> subprocess.Popen | None:
-        return self.server.process
+    def processes(self) -> list[subprocess.Popen]:
+        """Every process of ours that serves (the nodes of a cluster; the S3 server)."""
+        found = [n.process for n in self.cluster.nodes.values()] if self.cluster is not None else [self.server.process]
+        return [p for p in [*found, self.s3.process if self.s3 else None] if p is not None]
 
     def start(self) -> Broker:
         if self.s3 is not None and self.s3.process is None:

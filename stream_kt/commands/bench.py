@@ -29,22 +29,32 @@ DEFAULT_OUT = "bench-results"
 @click.option("--batch", type=POSITIVE_INT, default=StreamSettings.model_fields["batch_size"].default, show_default=True, help="fixed batch shape B of the stream-kt run (serve's default)")
 @click.option("--events", type=POSITIVE_INT, help="events for the stream-kt throughput run")
 @click.option("--skip-e2e", is_flag=True, help="only the model step benchmark")
+@click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Apache Kafka nodes to start for the end-to-end runs: 3 is a KRaft cluster, topics with three replicas, two in sync (Kafka only, not with --bootstrap)")
+@click.option("--redis-replicas", type=click.IntRange(0, 4), default=0, show_default=True,
+              help="start a Redis primary of our own with this many replicas (instead of --redis) and run stream-kt with KT_REDIS_MIN_REPLICAS at it: WAIT before each commit")
+@click.option("--stream-kt-only", is_flag=True, help="end to end: stream-kt alone, without the hand-written loop, recompute and naive")
 @click.option("--shadow", is_flag=True, help="also run stream-kt with a shadow challenger (the model with other weights) and report the CPU per event it adds")
 @click.option("--full", is_flag=True, help="more batch sizes and events (longer)")
 @click.option("--out", help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; git ignores it in a checkout)")
 @click.option("--update-record", is_flag=True, help="maintainers: write the committed record, benchmarks/results/, instead (a whole run: not with --skip-e2e or --out)")
 @json_option
-def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, shadow: bool,
-          full: bool, out: str | None, update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
+def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, nodes: int,
+          redis_replicas: int, stream_kt_only: bool, shadow: bool, full: bool, out: str | None, update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
     import benchmarks
     from benchmarks.report import plot, table
     from benchmarks.run import BenchPlan, cuda_notes, run_bench, summarise
 
     if update_record and (skip_e2e or out):
         raise click.UsageError("--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out")
+    if nodes > 1 and (bootstrap or broker == "embedded"):
+        raise click.UsageError(f"--nodes {nodes} starts an Apache Kafka cluster of our own: not with --bootstrap or --broker embedded")
+    if update_record and (nodes > 1 or redis_replicas or stream_kt_only):
+        raise click.UsageError("--update-record writes the committed single-node record: not with --nodes, --redis-replicas or --stream-kt-only")
     out_dir = Path(benchmarks.__file__).resolve().parent / "results" if update_record else Path(out or DEFAULT_OUT)
     settings = settings_from_options(options)
-    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s, shadow)
+    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s, shadow,
+                     nodes=nodes, redis_replicas=redis_replicas, alternatives=not stream_kt_only)  # fmt: skip
     results = run_bench(plan)
     print(table(results))
     for line in cuda_notes(results):

@@ -399,6 +399,26 @@ async def partition_leaders(bootstrap: str, topic: str, timeout_s: float = 30.0)
         await admin.close()
 
 
+async def under_replicated(bootstrap: str, topics: list[str] | None = None, timeout_s: float = 30.0) -> list[str]:
+    """The partitions of ``topics`` (None: every topic, the internal ones too) with fewer in-sync replicas than
+    replicas, as "topic/partition: in sync [1, 3] of [1, 2, 3]" (a node restarted and still catching up)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await admin.start()
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    found = []
+    for topic in described:
+        if topic["error_code"]:
+            found.append(f"{topic['topic']}: error {topic['error_code']}")
+            continue
+        for p in topic["partitions"]:
+            if set(p["isr"]) != set(p["replicas"]):
+                found.append(f"{topic['topic']}/{p['partition']}: in sync {sorted(p['isr'])} of {sorted(p['replicas'])}")
+    return sorted(found)
+
+
 async def lists_a_live_broker(bootstrap: str, timeout_s: float) -> bool:
     """Does a metadata request to ``bootstrap`` list a live broker?  False while it does not answer (a broker starting)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))

@@ -45,6 +45,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
+from redis.sentinel import Sentinel as SyncSentinel
 
 from stream_kt.service import keys
 from stream_kt.service.exceptions import StreamError
@@ -140,7 +141,14 @@ def redis_client(url: str, *, cluster: bool = False, socket_timeout_s: float = 5
 
 def redis_client_sync(url: str, *, cluster: bool = False, socket_timeout_s: float | None = None, connect_timeout_s: float | None = None) -> redis.Redis | redis.RedisCluster:
     """A blocking client for ``url``, for tools and tests outside an event loop (a launcher's PING, a
-    suite's final read).  None: no timeout; ``connect_timeout_s`` None: as ``socket_timeout_s``."""
+    suite's final read).  None: no timeout; ``connect_timeout_s`` None: as ``socket_timeout_s``.
+    A ``redis+sentinel://`` URL gives the client of the service's primary, as ``redis_client``."""
+    if url.partition("://")[0] in SENTINEL_SCHEMES:
+        target = sentinel_target(url)
+        timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s or socket_timeout_s}
+        sentinels = SyncSentinel(list(target.sentinels), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+        primary: redis.Redis = sentinels.master_for(target.service, db=target.db, username=target.username, password=target.password, ssl=target.tls, **timeouts)  # type: ignore[no-untyped-call]
+        return primary
     if cluster:
         return redis.RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)
     return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)

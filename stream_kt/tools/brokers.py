@@ -425,13 +425,46 @@ class KafkaCluster:
         for n in self.nodes.values():
             n.process = None
 
-    def leader(self, topic: str, partition: int = 0, timeout_s: float = 30.0) -> int:
-        """The node leading ``topic``'s ``partition``, as a running node's metadata says (-1: none now)."""
+    @property
+    def live_bootstrap(self) -> str:
+        """The running nodes' addresses: a client asked for metadata now gets no dead node's refusal."""
+        return ",".join(self.nodes[i].bootstrap for i in self.running())
+
+    def leaders(self, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
+        """The node leading each partition of ``topic``, as a running node's metadata says (-1: none now)."""
         from stream_kt.service.kafka_io import partition_leaders
 
-        live = ",".join(self.nodes[i].bootstrap for i in self.running())
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, partition_leaders(live, topic, timeout_s)).result()[partition]
+            return pool.submit(asyncio.run, partition_leaders(self.live_bootstrap, topic, timeout_s)).result()
+
+    def leader(self, topic: str, partition: int = 0, timeout_s: float = 30.0) -> int:
+        """The node leading ``topic``'s ``partition``, as a running node's metadata says (-1: none now)."""
+        return self.leaders(topic, timeout_s)[partition]
+
+    def under_replicated(self, topics: list[str] | None = None) -> list[str]:
+        """Partitions of ``topics`` (None: all, the internal ones too) short of in-sync replicas (``kafka_io.under_replicated``)."""
+        from stream_kt.service.kafka_io import under_replicated
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, under_replicated(self.live_bootstrap, topics)).result()
+
+    def wait_in_sync(self, topics: list[str] | None = None, timeout_s: float = 120.0) -> None:
+        """Return once every partition of ``topics`` (None: all) has every replica in sync again (a restarted
+        node caught up): only then may another node go without a write needing it."""
+        from aiokafka.errors import KafkaError
+
+        from stream_kt.tools.processes import wait_until  # the launch layer stands on this module
+
+        lagging: list[str] = []
+
+        def in_sync() -> bool:
+            try:
+                lagging[:] = self.under_replicated(topics)
+            except (KafkaError, TimeoutError, OSError) as exc:  # a metadata request that failed while nodes move: ask again
+                lagging[:] = [f"{type(exc).__name__}: {exc}"]
+            return not lagging
+
+        wait_until(in_sync, timeout_s, lambda: f"every replica in sync ({', '.join(lagging[:4])})", poll_s=0.5, error=BrokerError)
 
     def close(self) -> None:
         self.stop()

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from benchmarks.alternatives import RecomputeWindow
-from benchmarks.end_to_end import Target, run_variant
+from benchmarks.end_to_end import Target, processes_cpu_s, run_variant
 from benchmarks.run import broker_plan, summarise
 from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.models import build_model
+from stream_kt.tools.processes import RedisServer, start_replicated
 
 
 def test_recompute_window_equals_the_carried_state_inside_the_window():
@@ -61,6 +62,54 @@ def test_the_shadow_variant_answers_every_event_and_the_summary_prices_the_shado
     assert summary["shadow_added_cpu_us_per_event"] == round(shadowed["drain_cpu_us_per_event"] - alone["drain_cpu_us_per_event"], 1)
     assert summary["shadow_events_per_s"] == shadowed["events_per_s"]
     assert [variants for _, variants in broker_plan("h:1", "auto", shadow=True)] == [("stream-kt", "stream-kt+shadow", "handwritten", "recompute", "naive")]
+
+
+@pytest.mark.skipif(not RedisServer.available(), reason="no redis-server binary")
+def test_with_redis_replicas_stream_kt_waits_for_them_before_each_commit(kafka_broker, tmp_path):
+    """``bench --redis-replicas 1``: a primary and a replica of our own; every batch of the stream-kt run WAITs for it."""
+    checkpoint = default_checkpoint(tmp_path)
+    students = bench_students(checkpoint.vocab, 400)
+    primary, replica = start_replicated(tmp_path / "redis", 1)
+    try:
+        assert primary.client().info("replication")["connected_slaves"] == 1
+        target = Target(kafka_broker.bootstrap, primary.url, Path(checkpoint.path), "cpu", 16, broker="kafka", broker_pids=(kafka_broker.process.pid,), redis_min_replicas=1)
+        result = run_variant(target, "stream-kt", students, latency_seconds=0.2, progress=False)
+        waits = primary.client().info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+    finally:
+        for node in (replica, primary):
+            node.stop()
+    events = sum(len(s) for s in students)
+    assert result["answered"] == events and result["redis_min_replicas"] == 1
+    assert waits >= events / 16  # at least one WAIT per batch of the drain
+    assert result["broker_cpu_us_per_event"] > 0  # the broker's process, measured
+
+
+def test_the_plan_of_a_cluster_or_stream_kt_alone_and_their_summary():
+    assert broker_plan(None, "auto", nodes=3) == [("kafka-3-nodes", ("stream-kt", "handwritten", "recompute", "naive"))]
+    assert broker_plan(None, "kafka", nodes=3, alternatives=False) == [("kafka-3-nodes", ("stream-kt",))]
+    assert broker_plan(None, "kafka", alternatives=False) == [("kafka", ("stream-kt",))]
+    latency = [{"fraction": f, "p50_ms": 10.0 * f, "p99_ms": 100.0 * f} for f in (0.1, 0.5, 0.9)]
+    row = {"variant": "stream-kt", "broker": "kafka-3-nodes", "redis_min_replicas": 1, "events_per_s": 5000.0, "drain_cpu_us_per_event": 90.0, "cpu_ms_per_event": 0.1,
+           "broker_cpu_us_per_event": 300.0, "load_generator_cpu_us_per_event": 20.0, "follower_cpu_us_per_event": 10.0, "latency": latency}  # fmt: skip
+    summary = summarise({"backend": "cpu", "step": [], "end_to_end": [row], "seconds": 1.0})
+    assert (summary["broker"], summary["redis_min_replicas"], summary["events_per_s"], summary["p99_ms"]) == ("kafka-3-nodes", 1, 5000.0, 50.0)
+    assert "speedup_vs_naive" not in summary
+    assert processes_cpu_s(()) is None and processes_cpu_s((os.getpid(),)) > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--nodes", "3", "--bootstrap", "h:1"], "--nodes 3 starts an Apache Kafka cluster of our own: not with --bootstrap or --broker embedded"),
+        (["--nodes", "3", "--broker", "embedded"], "--nodes 3 starts an Apache Kafka cluster of our own: not with --bootstrap or --broker embedded"),
+        (["--redis-replicas", "1", "--update-record"], "--update-record writes the committed single-node record: not with --nodes, --redis-replicas or --stream-kt-only"),
+    ],
+)
+def test_a_cluster_or_replicas_where_they_cannot_be_is_one_line(extra, message, capsys):
+    from stream_kt.cli import main
+
+    assert main(["bench", *extra]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"stream-kt bench: error: {message}"]
 
 
 @pytest.mark.slow

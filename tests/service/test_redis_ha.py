@@ -1,6 +1,6 @@
 """Redis high availability: Sentinel URLs, WAIT for replicas before a commit, and a failover mid-stream.
 
-Real processes throughout (``redis_ha.py``): a primary, a replica and three Sentinels;
+Real processes throughout (the launch layer's ``SentinelGroup``): a primary, a replica and three Sentinels;
 the stream tests run the processor on Apache Kafka.
 """
 
@@ -23,10 +23,10 @@ from stream_kt.cli import main
 from stream_kt.errors import ConfigError
 from stream_kt.service import keys
 from stream_kt.service.metrics import Metrics
-from stream_kt.service.redis_store import ReplicasNotReached, StudentStore
+from stream_kt.service.redis_store import ReplicasNotReached, StudentStore, redis_client_sync
 from stream_kt.service.state import EVENTS_BYTE
 from stream_kt.settings import StreamSettings, sentinel_target
-from stream_kt.tools.brokers import free_port
+from stream_kt.tools.processes import SentinelGroup
 
 from .conftest import (
     TopicReader,
@@ -43,12 +43,15 @@ from .conftest import (
     until,
     until_committed,
 )
-from .redis_ha import SentinelGroup, started_group
 
 
 @pytest.fixture
 def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    with started_group(tmp_path / "redis-ha") as group:
+    """A primary, one replica of it and three Sentinels (skips without the binaries); every process killed at the end."""
+    reason = SentinelGroup.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with SentinelGroup(tmp_path / "redis-ha") as group:
         yield group
 
 
@@ -86,7 +89,7 @@ def fake_state(events: int) -> bytes:
 
 def test_state_writes_wait_for_replicas_and_a_sentinel_client_follows_a_failover(sentinel_group: SentinelGroup):
     group = sentinel_group
-    primary, replica = group.primary, group.replica
+    primary, replica = group.nodes
     prefix = "ha-wait"
 
     async def scenario():
@@ -134,6 +137,12 @@ def test_state_writes_wait_for_replicas_and_a_sentinel_client_follows_a_failover
             assert blobs == [fake_state(3), b"two-b"]  # "two-b" landed and was replicated, though short of 2 replicas
             assert await store.write_blobs(["s2"], [b"two-c"], [3]) == []
             assert replica.client().get(keys.student_key("s2", prefix)) == b"two-c"
+            blocking = redis_client_sync(group.url, socket_timeout_s=5)  # the tools' and the fault suite's client
+            try:
+                assert blocking.get(keys.student_key("s2", prefix)) == b"two-c"
+                assert blocking.connection_pool.get_master_address()[1] == replica.port
+            finally:
+                blocking.close()
         finally:
             for s in (store, plain, two, fresh):
                 await s.close()
@@ -148,7 +157,7 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
     committed until a replica has their states, so the promoted replica's processor redoes them: nothing lost.
     With 0 they were committed on the primary alone, and the promoted replica never sees them: answers lost."""
     group = sentinel_group
-    old, spare = group.primary, group.replica
+    old, spare = group.nodes
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings(redis_url=group.url, redis_min_replicas=min_replicas, redis_replica_timeout_ms=300)
     answers = synthetic_answers(checkpoint, students=6, seed=11, min_length=30, max_length=45)
@@ -165,7 +174,7 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
         async with TopicReader(settings.bootstrap, settings.out_topic) as out:
             async with running_processor(settings, checkpoint, metrics=metrics):
                 await until_committed(settings, third)
-                spare.client().replicaof("127.0.0.1", free_port())  # the replica stops receiving, keeps its data
+                group.cut_off(spare)  # the replica stops receiving, keeps its data
                 await send(parts[1])
                 if min_replicas:
                     await until(lambda: metrics.redis_wait_failures >= 2, what="two batches not acknowledged by a replica")
@@ -179,6 +188,7 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
                 assert new is spare
                 if min_replicas:  # a replica for the new primary: the old one, restarted empty
                     await asyncio.to_thread(group.restart_as_replica, old, new)
+                    assert old.client().config_get("replica-priority") == {"replica-priority": "100"}  # 0 only until in sync
                 await send(parts[2])
                 await until_committed(settings, len(answers), timeout_s=90)
                 figures["recovered_s"] = time.monotonic() - killed

@@ -6,7 +6,7 @@ import pytest
 
 from stream_kt.service.exceptions import StreamError
 from stream_kt.settings import ENV, StreamSettings, load_settings
-from stream_kt.tools.processes import RedisServer, serve_command, settings_environ, wait_until
+from stream_kt.tools.processes import RedisSentinel, RedisServer, serve_command, settings_environ, wait_until
 
 EVERY_FIELD_CHANGED = StreamSettings(  # from its default, each
     bootstrap="kafka-1:9093,kafka-2:9093",
@@ -66,6 +66,20 @@ def test_wait_until_returns_once_it_holds_and_names_what_never_did() -> None:
     wait_until(lambda: next(calls) >= 3, timeout_s=5, what="the third poll")
     with pytest.raises(StreamError, match="the impossible: not within 0.1 s"):
         wait_until(lambda: False, timeout_s=0.1, what="the impossible")
+
+
+def test_one_command_line_starts_every_redis_server_a_replica_or_a_cluster_node_included(tmp_path) -> None:
+    plain = RedisServer(tmp_path / "a", 7001).command()
+    assert plain[:2] == ["redis-server", str(tmp_path / "a" / "redis.conf")] and plain[plain.index("--port") + 1] == "7001"
+    assert plain[plain.index("--appendfsync") + 1] == "always" and "--replicaof" not in plain and "--cluster-enabled" not in plain
+    replica = RedisServer(tmp_path / "b", 7002, persistent=False, replica_of=7001, replica_priority=0).command()
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["127.0.0.1", "7001"] and replica[replica.index("--replica-priority") + 1] == "0"
+    assert replica[replica.index("--appendonly") + 1] == "no"
+    sentinel = RedisSentinel(tmp_path / "s", 7001, port=7003)
+    assert sentinel.command() == ["redis-sentinel", str(tmp_path / "s" / "sentinel.conf")]
+    sentinel.directory.mkdir()
+    sentinel.write_config()
+    assert "sentinel monitor stream-kt 127.0.0.1 7001 2" in sentinel.config_path.read_text().splitlines()
 
 
 @pytest.mark.skipif(not RedisServer.available(), reason="no redis-server binary")
