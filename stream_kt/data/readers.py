@@ -109,12 +109,18 @@ def _decode_ascii(raw: bytes, path: Path) -> str:
         raise DataError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
 
 
-def _parse_3line(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport]:
+def _stripped_lines(text: str, path: Path, per_student: int, what: str) -> list[str]:
+    """The lines of a file of ``per_student`` lines a student (``what`` they are), stripped, trailing blanks dropped."""
     lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()
-    if len(lines) % 3:
-        raise DataError(f"{path}: {len(lines)} lines is not a multiple of 3 (3-line format: count, items, responses)")
+    if len(lines) % per_student:
+        raise DataError(f"{path}: {len(lines)} lines is not a multiple of {per_student} ({what})")
+    return lines
+
+
+def _parse_3line(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport]:
+    lines = _stripped_lines(text, path, 3, "3-line format: count, items, responses")
     report = ReadReport()
     students: list[StudentSequence] = []
     for position in range(len(lines) // 3):
@@ -238,11 +244,7 @@ def _parse_csv(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport
 
 
 def _parse_pykt(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport]:
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    if len(lines) % 6:
-        raise DataError(f"{path}: {len(lines)} lines is not a multiple of 6 (pyKT: uid,length; questions; concepts; responses; timestamps; times spent)")
+    lines = _stripped_lines(text, path, 6, "pyKT: uid,length; questions; concepts; responses; timestamps; times spent")
     report = ReadReport()
     students: list[StudentSequence] = []
     for start in range(0, len(lines), 6):
