@@ -130,12 +130,15 @@ def push(window: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
     return torch.cat([window[:, 1:], newest.unsqueeze(1).to(window.dtype)], 1)
 
 
-def empty_window(batch_size: int, window: int) -> dict[str, torch.Tensor]:
-    """The stored-interaction state of a student with no answers: ``items``, ``correct``, ``valid`` (B, W)."""
+def empty_window(batch_size: int, window: int, skills: int = 1) -> dict[str, torch.Tensor]:
+    """The stored-interaction state of a student with no answers: ``items``, ``correct``, ``valid`` (B, W).
+
+    With ``skills`` K above 1, ``items`` is (B, W, K): each slot a skill set padded with V.
+    """
     shape = (batch_size, window)
-    return {"items": torch.zeros(shape), "correct": torch.zeros(shape), "valid": torch.zeros(shape)}
+    return {"items": torch.zeros(shape + ((skills,) if skills > 1 else ())), "correct": torch.zeros(shape), "valid": torch.zeros(shape)}
 
 
 def push_interaction(state: dict[str, torch.Tensor], items: torch.Tensor, correct: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``empty_window``'s three windows with one answered interaction (B,) appended."""
-    return {"items": push(state["items"], items), "correct": push(state["correct"], correct), "valid": push(state["valid"], torch.ones_like(items))}
+    """``empty_window``'s three windows with one answered interaction appended: items (B,) or (B, K), correct (B,)."""
+    return {"items": push(state["items"], items), "correct": push(state["correct"], correct), "valid": push(state["valid"], torch.ones_like(correct))}

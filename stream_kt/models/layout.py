@@ -32,6 +32,21 @@ def set_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (values * valid).sum(-1) / valid.sum(-1).clamp(min=1)
 
 
+def embed_set(embedding: nn.Embedding, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``embedding``'s rows ``index`` (..., K) over each set's ``valid`` members (..., K) -> (..., E); invalid indices are never looked up."""
+    return set_mean(embedding(index.masked_fill(~valid, 0)), valid)
+
+
+def as_input_width(items: torch.Tensor, width: int, num_items: int) -> torch.Tensor:
+    """A step's items (B,) or (B, K) as the model's input width: single items become sets of one (padded with
+    ``num_items``) for a model that stores sets; a set reaching a model that stores single items is an error."""
+    if width > 1 and items.dim() == 1:
+        return nn.functional.pad(items.unsqueeze(-1), (0, width - 1), value=num_items)
+    if width == 1 and items.dim() != 1:
+        raise ValueError(f"items of shape {tuple(items.shape)}: this model takes one item an answer (max_skills 1)")
+    return items
+
+
 def gather_items(all_logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """From every item's logit (..., V), the logit of ``items`` (...), or of skill sets (..., K) padded with V (their mean)."""
     if items.dim() == all_logits.dim() - 1:
