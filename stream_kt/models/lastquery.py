@@ -18,6 +18,12 @@ query over W slots plus one LSTM step.  Offline, the attention uses the band mas
 ``WindowedAttention.band``: every prediction sees the same last W interactions the
 stream stores.  State: ``items``, ``correct``, ``valid`` (B, W) float32 windows
 (oldest slot first) and the LSTM's ``h``, ``c`` (B, 1, H).
+
+Questions with skill sets (``max_skills`` > 1; items (..., K) padded with V): an
+interaction's embedding is the mean of its skills' interaction embeddings (the mean of
+their item embeddings plus the response's), the window's ``items`` is (B, W, K), and a
+question's prediction is the mean of its skills' logits (``item_logits``).  The
+mastery vector stays one value per skill.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from stream_kt.data.batches import Batch
 from stream_kt.models import register
 from stream_kt.models.attention import FeedForward, WindowedAttention, empty_window, push_interaction
 from stream_kt.models.base import KTModel, State, StepOutput, next_answer_loss
-from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
+from stream_kt.models.layout import as_input_width, embed_set, gather_time, item_logits, left_align_order, scatter_time
 from stream_kt.models.recurrent import lstm_step
 
 
@@ -44,12 +50,14 @@ class LastQueryConfig:
     window: int = 100  # W: interactions the attention sees (and the stream stores per student)
     hidden_size: int = 128  # LSTM state size
     dropout: float = 0.2
+    max_skills: int = 1  # K: an answer's skills, (..., K) padded with num_items, when above 1
 
 
 @register
 class LastQuery(KTModel):
     name = "lastquery"
     distillable = True
+    takes_skill_sets = True
     Config = LastQueryConfig
 
     def __init__(self, config: LastQueryConfig) -> None:
@@ -65,7 +73,10 @@ class LastQuery(KTModel):
         self.out = nn.Linear(config.hidden_size, config.num_items)
 
     def _interactions(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        return self.item_embed(items) + self.response_embed(correct)
+        """Embedding of interactions (...) -> (..., D): one item, or the mean over a skill set (..., K)."""
+        if items.dim() == correct.dim():
+            return self.item_embed(items) + self.response_embed(correct)
+        return embed_set(self.item_embed, items, items < self.config.num_items) + self.response_embed(correct)
 
     def _encode(self, queries: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         hidden = self.attention_norm(queries + self.dropout(attended))
@@ -75,7 +86,7 @@ class LastQuery(KTModel):
         """LSTM output after each interaction, left-aligned and dropped out, (B, T, H); the order that left-aligned it."""
         order = left_align_order(batch.mask)  # real interactions first: index = interaction number
         items, correct, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.mask))
-        interactions = self._interactions(items * mask, correct * mask)  # (B, T, D); padding pointed at item 0, masked out
+        interactions = self._interactions(items * mask.view(mask.shape + (1,) * (items.dim() - 2)), correct * mask)  # (B, T, D); padding pointed at item 0, masked out
         encoded = self._encode(interactions, self.attention.band(interactions, interactions, interactions, mask))  # (B, T, D)
         lengths = mask.sum(1)
         packed = pack_padded_sequence(encoded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
@@ -97,9 +108,10 @@ class LastQuery(KTModel):
 
     def initial_state(self, batch_size: int) -> State:
         lstm = (batch_size, 1, self.config.hidden_size)
-        return {**empty_window(batch_size, self.config.window), "h": torch.zeros(lstm), "c": torch.zeros(lstm)}
+        return {**empty_window(batch_size, self.config.window, self.config.max_skills), "h": torch.zeros(lstm), "c": torch.zeros(lstm)}
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+        items = as_input_width(items, self.input_width, self.config.num_items)
         p_correct = torch.sigmoid(item_logits(self.out, state["h"][:, 0], items))  # (B,)
         window = push_interaction(state, items, correct)
         stored = self._interactions(window["items"].long(), window["correct"].long())  # (B, W, D)
