@@ -151,7 +151,7 @@ def skills_options(command: F) -> F:
         type=click.Choice(SKILL_MODES),
         default="combined",
         show_default=True,
-        help="an answer with several skills (ids joined by _): one combined entry, the set (dkt, dkt_plus), or its first skill",
+        help="an answer with several skills (ids joined by _): one combined entry, the set (dkt, dkt_plus, bkt, sakt, lastquery), or its first skill",
     )(command)
 
 
