@@ -152,3 +152,19 @@ def test_the_folded_step_and_the_backends_match_the_model_on_skill_sets(backend,
         torch.testing.assert_close(out.p_correct, expected.p_correct, atol=1e-5, rtol=0)
         torch.testing.assert_close(out.mastery, expected.mastery, atol=1e-5, rtol=0)
         state, reference = out.state, expected.state
+
+
+@pytest.mark.parametrize("name", SET_MODELS)
+def test_a_model_on_skill_sets_steps_a_single_item_as_a_set_of_one(name):
+    model = model_of(name, 0)
+    rng = np.random.default_rng(5)
+    single_state, set_state = model.initial_state(4), model.initial_state(4)
+    with torch.no_grad():
+        for _ in range(6):
+            single = torch.from_numpy(rng.integers(0, V, 4))
+            correct = torch.from_numpy(rng.integers(0, 2, 4))
+            as_sets = torch.nn.functional.pad(single.unsqueeze(-1), (0, K - 1), value=V)
+            one, expected = model.step(single_state, single, correct), model.step(set_state, as_sets, correct)
+            torch.testing.assert_close(one.p_correct, expected.p_correct, atol=1e-6, rtol=0)
+            torch.testing.assert_close(one.mastery, expected.mastery, atol=1e-6, rtol=0)
+            single_state, set_state = one.state, expected.state
