@@ -24,7 +24,7 @@ from stream_kt.data.split import Split
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
-from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, TS_MAX_MS, decode_answer
+from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, MAX_SKILL_IDS, TS_MAX_MS, decode_answer
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.tools.replay import event_order
 
@@ -106,6 +106,19 @@ OUT_OF_RANGE = (  # well-typed values outside the documented ranges (events.py)
     {"elapsed_ms": 2**64 - 1}, {"elapsed_ms": ELAPSED_MAX_MS + 1}, {"event_id": "e" * (MAX_ID_CHARS + 1)},
 )  # fmt: skip
 
+BAD_SKILL_LISTS = ([], None, "1_2", [1, 1], ["1", 1], [1.5], [""], ["1_2"], [[1]], list(range(MAX_SKILL_IDS + 1)))  # skill_ids refused (events.py)
+
+
+def _bad_skills(rng: random.Random, student: str) -> bytes:
+    event = _event(rng, student)
+    if rng.random() < 0.2:
+        event["skill_ids"] = [event["skill_id"]]  # a good list, but skill_id too
+    else:
+        del event["skill_id"]
+        event["skill_ids"] = rng.choice(BAD_SKILL_LISTS)
+    return msgpack.packb(event)
+
+
 # kind -> (expected DLQ reason, builder): each kind's reason holds by construction
 POISON: dict[str, tuple[str, Builder]] = {
     "random_bytes": ("not_msgpack", lambda rng, s: b"\xc1" + rng.randbytes(rng.randint(0, 200))),  # 0xc1 is never valid msgpack
@@ -121,6 +134,7 @@ POISON: dict[str, tuple[str, Builder]] = {
     "bad_ts": ("bad_type", lambda rng, s: _with(rng, s, ts=rng.choice(["2024-01-01", 1.7e12, None, True]))),
     "bad_event_id": ("bad_type", lambda rng, s: _with(rng, s, event_id=rng.choice([1.5, [1], {"a": 1}]))),
     "out_of_range": ("out_of_range", lambda rng, s: _with(rng, s, **rng.choice(OUT_OF_RANGE))),
+    "bad_skill_list": ("bad_skills", _bad_skills),
     "bad_correct": ("bad_correct", lambda rng, s: _with(rng, s, correct=rng.choice([2, -1, "1", 0.0, 1.0, None]))),
     "unknown_skill": ("unknown_item", lambda rng, s: _with(rng, s, skill_id=rng.choice([f"no-such-skill-{rng.randrange(1000)}", ITEMS + rng.randrange(1000), ""]))),
     "huge": ("oversized", _huge),
