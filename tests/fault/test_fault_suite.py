@@ -53,7 +53,7 @@ def test_every_poison_event_is_dead_lettered_with_its_reason(short_run):
     assert r["dlq"] == r["poison_events"] + r["fuzz_dead_lettered"] and r["poison_events"] > 0
     assert r["poison_missing"] == 0 and r["poison_wrong_reason"] == 0
     assert sum(r["poison_by_reason"].values()) == r["poison_events"]
-    assert set(r["poison_by_reason"]) == {"not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "unknown_item", "oversized"}
+    assert set(r["poison_by_reason"]) == {"not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "bad_skills", "unknown_item", "oversized"}
     assert r["dlq_truncated"] >= 1  # the 5 MB poison event: its dead letter is a prefix with its size and SHA-256 (checked)
 
 
