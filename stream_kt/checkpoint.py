@@ -47,7 +47,7 @@ def model_version(model: KTModel, vocab: Vocabulary) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"model": model.name, "config": model.config_dict()}, sort_keys=True).encode())
     digest.update(json.dumps(list(vocab.ids)).encode())
-    if vocab.question_skills or vocab.questions or vocab.skills != "combined":  # how events map to entries (absent: versions as before)
+    if not vocab.one_entry_an_answer:  # how events map to entries
         digest.update(json.dumps([vocab.skills, vocab.max_skills, list(vocab.questions), sorted(vocab.question_skills.items())]).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_kt.data.readers import _clean_id, _id_sort_key, read_dataset, read_text
-from stream_kt.data.sequences import StudentSequence
+from stream_kt.data.readers import _clean_id, read_dataset, read_text
+from stream_kt.data.sequences import StudentSequence, id_sort_key
 
 LEAK, WARN, NOTE, OK = "leak", "warn", "note", "ok"
 DUPLICATE_LENGTH = 10  # a duplicate student this long, with right and wrong answers, is unlikely by chance
@@ -140,7 +140,7 @@ def repeat_signature(students: list[StudentSequence], rule: RepeatRule | None = 
     mixed: list[tuple[PairStat, PairStat]] = []
     for (a, b), ab in stats.items():
         ba = stats.get((b, a))
-        if ba is not None and _id_sort_key(a) < _id_sort_key(b) and high(ab) and high(ba):
+        if ba is not None and id_sort_key(a) < id_sort_key(b) and high(ab) and high(ba):
             mixed.append((ab, ba) if ab.count >= ba.count else (ba, ab))
     in_mixed = {(p.first, p.second) for pair in mixed for p in pair}
     fixed = [p for key, p in stats.items() if key not in in_mixed and p.count >= rule.min_count and p.agreement >= copy_bar and p.both_wrong >= rule.min_both_wrong]
@@ -278,7 +278,7 @@ def _order_id_repeats(csv_rows: _Rows, examples: int) -> Finding:
     shown = []
     for order, ks in list(shared.items())[:examples]:
         first = rows[ks[0]]
-        skills = sorted({_clean_id(get(rows[k], "skill_id")) for k in ks} - {""}, key=_id_sort_key)
+        skills = sorted({_clean_id(get(rows[k], "skill_id")) for k in ks} - {""}, key=id_sort_key)
         shown.append(f"order_id {order} (user {get(first, 'user_id')}, problem {_clean_id(get(first, 'problem_id'))}): {len(ks)} rows, skills {', '.join(skills)} (lines {', '.join(str(csv_rows.line[k]) for k in ks)})")
     summary = (
         f"{len(shared):,} answers on multi-skill problems span {len(shared) + extra:,} rows ({extra:,} extra rows); stream-kt's reader keeps one answer per "
@@ -365,7 +365,7 @@ def _csv_order(csv_rows: _Rows, examples: int) -> Finding:
 def _sorted_items(students: list[StudentSequence], examples: int) -> Finding:
     """A time-ordered file rarely has every student's item ids non-decreasing; a file sorted by item does."""
     eligible = [s for s in students if len(set(s.items)) >= 3]
-    keys = lambda s: [_id_sort_key(i) for i in s.items]
+    keys = lambda s: [id_sort_key(i) for i in s.items]
     ascending = [s for s in eligible if all(a <= b for a, b in zip(keys(s), keys(s)[1:]))]
     share = len(ascending) / len(eligible) if eligible else 0.0
     numbers = {"students": len(ascending), "of": len(eligible), "fraction": round(share, 4)}

@@ -186,7 +186,7 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
             if not row["skills"]:
                 report.drop("no skill id")  # trap 2
                 continue
-            item_id = "_".join(sorted(row["skills"], key=_id_sort_key))
+            item_id = join_skills(list(row["skills"]))
         else:
             if not row["problem"]:
                 report.drop("no problem id")
@@ -207,7 +207,7 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
                 item_names=names if item == "skill_id" else {},
             )
         )
-    students.sort(key=lambda s: _id_sort_key(s.student_id))
+    students.sort(key=lambda s: id_sort_key(s.student_id))
     return students, report
 
 
@@ -317,7 +317,6 @@ def _clean_id(value: str) -> str:
     return value
 
 
-_id_sort_key = id_sort_key
 
 
 def item_names(students: list[StudentSequence]) -> dict[str, str]:

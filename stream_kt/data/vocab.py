@@ -33,8 +33,7 @@ from typing import cast
 
 import numpy as np
 
-from stream_kt.data.readers import _id_sort_key
-from stream_kt.data.sequences import StudentSequence, interaction_times, skills_of
+from stream_kt.data.sequences import StudentSequence, id_sort_key, interaction_times, skills_of
 from stream_kt.errors import CheckpointError, ConfigError, DataError
 
 SKILL_MODES = ("combined", "sets", "first")
@@ -86,7 +85,7 @@ class Vocabulary:
             seen = raw
         else:
             seen = {skill for item in raw for skill in (skills_of(item) if skills == "sets" else skills_of(item)[:1])}
-        ids = tuple(sorted(seen, key=_id_sort_key))
+        ids = tuple(sorted(seen, key=id_sort_key))
         width = min(max((len(skills_of(item)) for item in raw), default=1), max_skills) if skills == "sets" else 1
         known_names = {k: v for k, v in (names or {}).items() if k in seen}
         if questions and not any(s.questions is not None for s in students):
@@ -98,11 +97,16 @@ class Vocabulary:
                     by_item = counts.setdefault(question, {})
                     by_item[item] = by_item.get(item, 0) + 1
         question_skills = {q: max(by_item, key=lambda item: (by_item[item], item)) for q, by_item in counts.items()}
-        indexed = tuple(sorted(counts, key=_id_sort_key)) if questions else ()
+        indexed = tuple(sorted(counts, key=id_sort_key)) if questions else ()
         return cls(item_column, ids, known_names, skills, width, indexed, question_skills)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def one_entry_an_answer(self) -> bool:
+        """Combined skills and no question ids: what every vocabulary was before skill sets (saved and versioned as then)."""
+        return self.skills == "combined" and not self.questions and not self.question_skills
 
     def index(self, raw_id: object) -> int | None:
         """Model index of a raw id (int or str), or None when the model has never seen it."""
@@ -154,7 +158,7 @@ class Vocabulary:
 
     def save(self, path: Path) -> None:
         saved: dict[str, object] = {"item_column": self.item_column, "ids": list(self.ids), "names": self.names}
-        if self.skills != "combined" or self.questions or self.question_skills:  # one entry an answer and no question ids: saved as before
+        if not self.one_entry_an_answer:
             saved.update(skills=self.skills, max_skills=self.max_skills, questions=list(self.questions), question_skills=self.question_skills)
         path.write_text(json.dumps(saved))
 

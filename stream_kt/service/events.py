@@ -41,7 +41,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from stream_kt.data.sequences import SKILL_SEPARATOR, join_skills
+from stream_kt.data.sequences import SKILL_SEPARATOR, join_skills, skills_of
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.settings import MASTERY_DTYPES, MASTERY_FORMATS, MAX_EVENT_BYTES  # the choices of KT_MASTERY_*, the default KT_MAX_EVENT_BYTES
 
@@ -80,7 +80,7 @@ def encode_answer(
     the ``skill_ids`` list it is; ``question_id`` where known."""
     event: dict[str, Any] = {"v": FORMAT_VERSION, "student_id": student_id, "correct": int(correct), "ts": int(ts_ms)}
     if item_field == "skill_id" and isinstance(item_id, str) and SKILL_SEPARATOR in item_id:
-        event["skill_ids"] = item_id.split(SKILL_SEPARATOR)
+        event["skill_ids"] = skills_of(item_id)
     else:
         event[item_field] = item_id
     if event_id is not None:
