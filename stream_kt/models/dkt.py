@@ -32,7 +32,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from stream_kt.data.batches import Batch
 from stream_kt.models import register
 from stream_kt.models.base import KTModel, State, StepOutput, next_answer_loss
-from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time
+from stream_kt.models.layout import gather_time, item_logits, left_align_order, scatter_time, set_mean
 from stream_kt.models.recurrent import lstm_step
 
 QUESTION_LR_SCALE = 30.0  # Adam's step size of the question offsets, relative to the model's
@@ -102,7 +102,7 @@ class DKT(KTModel):
         else:
             valid = items < self.config.num_items
             index = torch.where(valid, self._interaction(items, correct.unsqueeze(-1)), self.pad_index)
-            embedded = self.embed(index).sum(-2) / valid.sum(-1, keepdim=True).clamp(min=1)  # the pad row is zero
+            embedded = set_mean(self.embed(index), valid)
         if self.question_offset is not None and questions is not None:
             embedded = embedded + self.question_offset(questions) * self.offset_direction[correct]
         return embedded
@@ -254,12 +254,9 @@ class DKTInferenceStep(nn.Module):
             inputs = self.input_gates.index_select(0, items + self.num_items * correct)  # (B, 4H)
         else:  # skill sets (B, K), padded with V
             valid = items < self.num_items
-            count = valid.sum(-1, keepdim=True).clamp(min=1)
             index = items.masked_fill(~valid, 0)
-            per_skill = (h0.unsqueeze(1) * self.out_weight[index]).sum(-1) + self.out_bias[index]  # (B, K)
-            logit = (per_skill * valid).sum(-1) / count[:, 0]
-            rows = self.input_gates[index + self.num_items * correct.unsqueeze(-1)]  # (B, K, 4H)
-            inputs = (rows * valid.unsqueeze(-1)).sum(1) / count
+            logit = set_mean((h0.unsqueeze(1) * self.out_weight[index]).sum(-1) + self.out_bias[index], valid)  # (B,)
+            inputs = set_mean(self.input_gates[index + self.num_items * correct.unsqueeze(-1)], valid)  # (B, 4H)
         if questions is not None and self.reads_questions:
             offset = self.question_offset.index_select(0, questions)  # (B,)
             logit = logit + offset
