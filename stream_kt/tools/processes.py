@@ -272,6 +272,7 @@ class RedisServer:
     """
 
     binary = "redis-server"
+    log_name, config_name = "redis.log", "redis.conf"  # in its directory
 
     def __init__(
         self, directory: Path, port: int | None = None, *, persistent: bool = True, cluster: bool = False, replica_of: int | None = None, replica_priority: int | None = None
@@ -295,11 +296,11 @@ class RedisServer:
 
     @property
     def log_path(self) -> Path:
-        return self.directory / "redis.log"
+        return self.directory / self.log_name
 
     @property
     def config_path(self) -> Path:
-        return self.directory / "redis.conf"
+        return self.directory / self.config_name
 
     @property
     def alive(self) -> bool:
@@ -435,6 +436,7 @@ class RedisSentinel(RedisServer):
     """
 
     binary = "redis-sentinel"
+    log_name, config_name = "sentinel.log", "sentinel.conf"
 
     def __init__(
         self, directory: Path, primary_port: int, *, service: str = SENTINEL_SERVICE, quorum: int = 2, down_after_ms: int = 1000, failover_timeout_ms: int = 5000, port: int | None = None
@@ -442,14 +444,6 @@ class RedisSentinel(RedisServer):
         super().__init__(directory, port, persistent=False)
         self.monitored_port, self.service, self.quorum = primary_port, service, quorum
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
-
-    @property
-    def log_path(self) -> Path:
-        return self.directory / "sentinel.log"
-
-    @property
-    def config_path(self) -> Path:
-        return self.directory / "sentinel.conf"
 
     def command(self) -> list[str]:
         return ["redis-sentinel", str(self.config_path)]
