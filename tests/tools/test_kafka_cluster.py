@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -22,11 +23,17 @@ from tests.conftest import require_kafka
 
 
 async def describe(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]], str | None]:
-    """``topic``'s partitions (replicas, in-sync replicas, leader) and its min.insync.replicas."""
+    """``topic``'s partitions (replicas, in-sync replicas, leader) and its min.insync.replicas.
+
+    The controller answers CreateTopics before every broker has the new metadata, so a broker
+    asked at once may not know the topic yet: ask again for up to 30 s until it lists partitions.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([topic])
+        deadline = time.monotonic() + 30
+        while not (described := (await admin.describe_topics([topic]))[0])["partitions"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
         (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})])
         entries = {entry[0]: entry[1] for entry in response.resources[0][4]}
         return sorted(described["partitions"], key=lambda p: p["partition"]), entries.get("min.insync.replicas")
