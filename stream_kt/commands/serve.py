@@ -19,7 +19,6 @@ from stream_kt.commands.settings_flags import settings_from_options, settings_op
 from stream_kt.errors import ConfigError
 from stream_kt.service.app import serve
 from stream_kt.service.logging_setup import configure_logging
-from stream_kt.service.processor import require_streamable
 from stream_kt.tools.brokers import EmbeddedBroker
 
 log = logging.getLogger(__name__)
@@ -34,9 +33,6 @@ def serve_command(**options: Any) -> int:
     resolve_backend_name(settings.backend)  # an unknown or unavailable backend: one line now, before any connection
     checkpoint = load_checkpoint(settings.checkpoint)
     shadow = load_checkpoint(settings.shadow) if settings.shadow else None
-    for served in (checkpoint, shadow):
-        if served is not None:
-            require_streamable(served)  # one line now, before any connection
     configure_logging(settings.log_format)
     log.info("settings: %r", settings)  # repr masks the passwords
     torch.set_num_threads(1)  # a step is a few small matmuls: more threads only contend with the event loop (4x slower on 2 cores)

@@ -97,7 +97,7 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
     if plot:
         if model is None:
             raise ConfigError(f"--plot needs the model: no checkpoint recorded for {state.model_version} in Redis, pass --checkpoint DIR")
-        history, positions = mastery_over_window(model.model, model.vocab, state.window)
+        history, positions = mastery_over_window(model.model, model.vocab, state.window, state.questions)
         report["plot"] = str(plot_mastery_heatmap(plot, state, model.vocab, history, positions, model.version))
     if as_json:
         print(json.dumps(report))

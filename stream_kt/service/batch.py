@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -22,7 +22,7 @@ import torch
 from stream_kt.backends import StepBackend
 from stream_kt.models import StepOutput
 from stream_kt.service import batcher
-from stream_kt.service.events import PROCESSING_ERROR, MasteryEncoder, answer_fields
+from stream_kt.service.events import PROCESSING_ERROR, Entry, MasteryEncoder, answer_fields
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.service.migration import still_held
 from stream_kt.service.state import StateLayout
@@ -56,13 +56,15 @@ class Events:
 
     students: list[str] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
-    items: list[int] = field(default_factory=list)  # vocabulary index
+    items: list[Entry] = field(default_factory=list)  # the model's input: vocabulary index, or a skill set padded to K with V
     correct: list[int] = field(default_factory=list)
     ts: list[int] = field(default_factory=list)
     event_ids: list[Any] = field(default_factory=list)
     elapsed_ms: list[int] = field(default_factory=list)  # -1: unknown
     sources: list[int] = field(default_factory=list)  # index into the batch's (topic, partition) sources
     offsets: list[int] = field(default_factory=list)
+    question_ids: list[str] = field(default_factory=list)  # "" where the event names none
+    questions: list[int] = field(default_factory=list)  # the model's question index (0: none or unknown; 0 for models that read none)
 
     def __len__(self) -> int:
         return len(self.students)
@@ -112,9 +114,17 @@ class BatchResult(NamedTuple):
 DeadLetterHeaders = Callable[[str, str, int, int], Headers]  # (reason, detail, source, offset) -> headers
 
 
-def decode_batch(records: Iterable[Record], index_of: dict[str, int], max_bytes: int, headers: DeadLetterHeaders, question_skills: dict[str, str] | None = None) -> tuple[Events, list[DeadLetter]]:
-    """2: the valid events as columns, and a dead letter for each other record (``question_skills``: the
-    checkpoint's map, for events that name only their question).
+def decode_batch(
+    records: Iterable[Record],
+    index_of: Mapping[str, Entry],
+    max_bytes: int,
+    headers: DeadLetterHeaders,
+    question_skills: dict[str, str] | None = None,
+    question_index: Callable[[str], int] | None = None,
+) -> tuple[Events, list[DeadLetter]]:
+    """2: the valid events as columns, and a dead letter for each other record (``index_of``: ``events.index_for``
+    of the model's vocabulary; ``question_skills``: the checkpoint's map, for events that name only their
+    question; ``question_index``: for a model that reads questions, ``Vocabulary.question_index``).
 
     An exception of the decoder other than ``InvalidEvent`` (a bug) is a dead letter
     too, reason ``processing_error``: no record's bytes can raise past this step.
@@ -123,7 +133,7 @@ def decode_batch(records: Iterable[Record], index_of: dict[str, int], max_bytes:
     decode = answer_fields
     for record in records:
         try:
-            student, item_id, item, correct, ts, event_id, elapsed = decode(record.value, index_of, max_bytes, question_skills)
+            student, item_id, item, correct, ts, event_id, elapsed, question = decode(record.value, index_of, max_bytes, question_skills)
         except InvalidEvent as exc:
             letters.append(DeadLetter(exc.reason, record.key, record.value, headers(exc.reason, exc.detail, record.source, record.offset)))
             continue
@@ -134,6 +144,8 @@ def decode_batch(records: Iterable[Record], index_of: dict[str, int], max_bytes:
         events.students.append(student)
         events.item_ids.append(item_id)
         events.items.append(item)
+        events.question_ids.append(question or "")
+        events.questions.append(question_index(question) if question and question_index is not None else 0)
         events.correct.append(correct)
         events.ts.append(ts)
         events.event_ids.append(event_id)
@@ -156,11 +168,13 @@ class Stepper:
         self.fills: list[float] = []
         self.seconds: list[float] = []
 
-    def __call__(self, rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, times: np.ndarray) -> StepOutput:
+    def __call__(self, rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, times: np.ndarray, questions: np.ndarray | None = None) -> StepOutput:
+        """Rows ``at`` answer ``items`` ((n,), or (n, K) skill sets padded with V); ``questions`` (n,) where the model reads them."""
         backend = next((b for size, b in self.backends.items() if size >= len(at)), next(reversed(self.backends.values())))
         state = {k: torch.from_numpy(rows[f"state.{k}"][at]) for k in self.state_names}  # each (n, L, H), a copy
         started = time.perf_counter()
-        out = backend.step(state, torch.from_numpy(items), torch.from_numpy(correct), torch.from_numpy(times))
+        asked = None if questions is None else torch.from_numpy(questions)
+        out = backend.step(state, torch.from_numpy(items), torch.from_numpy(correct), torch.from_numpy(times), asked)
         self.seconds.append(time.perf_counter() - started)
         self.fills.append(min(1.0, len(at) / backend.batch_size))
         for k, v in out.state.items():
@@ -196,6 +210,7 @@ def step_batch(
     if not len(events):
         return BatchResult.empty()
     items, correct, ts = np.asarray(events.items, np.int64), np.asarray(events.correct, np.int64), np.asarray(events.ts, np.int64)
+    questions = np.asarray(events.questions, np.int64) if "win_question" in (rows.dtype.names or ()) else None
     elapsed_ms, offsets = np.asarray(events.elapsed_ms, np.int64), np.asarray(events.offsets, np.int64)
     sources = source_hashes[np.asarray(events.sources, np.int64)]
     replays = batcher.applied_before(rows["src_hash"][codes], rows["src_offset"][codes], sources, offsets)  # 4
@@ -207,9 +222,10 @@ def step_batch(
     for r in range(int(rounds.max()) + 1 if len(live) else 0):  # 5
         at = live[rounds == r]
         row = codes[at]
-        out = step(rows, row, items[at], correct[at], batcher.event_times(rows, row, ts[at], elapsed_ms[at]))
+        asked = None if questions is None else questions[at]
+        out = step(rows, row, items[at], correct[at], batcher.event_times(rows, row, ts[at], elapsed_ms[at]), asked)
         p_correct[at], mastery[at] = out.p_correct.numpy(), out.mastery.numpy()
-        batcher.push_window(rows, row, items[at], correct[at], ts[at])
+        batcher.push_window(rows, row, items[at], correct[at], ts[at], asked)
         batcher.record_sources(rows, row, sources[at], offsets[at])
         rows["events"][row] += 1
         seq[at] = rows["events"][row]

@@ -5,7 +5,7 @@ once per step.  A poll's events are split into rounds: round k holds every stude
 k-th event of the poll (``round_index``), so each student's events are applied in the
 order they were produced (a student's events share a partition, which Kafka keeps in
 order) while different students share a step.  The functions after it update a
-batch's schema-2 state rows (``state.StateLayout``) in place, a whole round at a time:
+batch's state rows (``state.StateLayout``) in place, a whole round at a time:
 no Python per event.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stream_kt.data.sequences import times_s
+from stream_kt.service.state import NO_SKILL
 
 
 def codes_of(students: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -63,11 +64,18 @@ def record_sources(rows: np.ndarray, at: np.ndarray, sources: np.ndarray, offset
         slot_offset[fresh, 0] = offsets[~known]
 
 
-def push_window(rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, ts: np.ndarray) -> None:
-    """Append one interaction to each of rows ``at`` (distinct): the window is a ring of its capacity."""
+def push_window(rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, ts: np.ndarray, questions: np.ndarray | None = None) -> None:
+    """Append one interaction to each of rows ``at`` (distinct): the window is a ring of its capacity.
+
+    ``items`` (n,), or (n, K) skill sets padded with V (stored as ``state.NO_SKILL``);
+    ``questions`` (n,) where the rows' window holds questions."""
     capacity = rows["win_item"].shape[1]
     head = rows["window_head"][at].astype(np.int64)
+    if items.ndim == 2:
+        items = np.where(items >= rows["mastery"].shape[1], NO_SKILL, items)
     rows["win_item"][at, head] = items
+    if questions is not None:
+        rows["win_question"][at, head] = questions
     rows["win_correct"][at, head] = correct
     rows["win_ts"][at, head] = ts
     rows["window_head"][at] = (head + 1) % capacity

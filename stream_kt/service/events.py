@@ -33,10 +33,10 @@ Dead-letter message (DLQ topic): the original key and bytes unchanged; headers
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import NoneType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
@@ -44,6 +44,46 @@ import numpy as np
 from stream_kt.data.sequences import SKILL_SEPARATOR, join_skills, skills_of
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.settings import MASTERY_DTYPES, MASTERY_FORMATS, MAX_EVENT_BYTES  # the choices of KT_MASTERY_*, the default KT_MAX_EVENT_BYTES
+
+if TYPE_CHECKING:
+    from stream_kt.data.vocab import Vocabulary
+
+Entry = int | tuple[int, ...]  # the model's input for an answer: an index, or a skill set's indices padded to K with V
+ITEM_INDEX_CACHE = 1_000_000  # raw item ids whose entry an ``ItemIndex`` remembers
+
+
+class ItemIndex(dict[str, Entry]):
+    """Raw item id -> the model's input, for a vocabulary that is not one entry per answer (``--skills sets`` or
+    ``first``): ``get`` computes ``Vocabulary.entry`` (a set padded to K with V) and remembers it."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.width = vocab.max_skills if vocab.skills == "sets" else 1
+        self.padding = len(vocab)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            pass
+        entry = self.vocab.entry(key)
+        if entry is None:
+            return default
+        value: Entry = tuple(entry) + (self.padding,) * (self.width - len(entry)) if isinstance(entry, list) else entry
+        if len(self) < ITEM_INDEX_CACHE:
+            self[key] = value
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+
+def index_for(vocab: Vocabulary) -> Mapping[str, Entry]:
+    """What the decoder looks an event's raw item id up in: a plain dict for one entry an answer, else an ``ItemIndex``."""
+    if vocab.skills == "combined":
+        return {item: i for i, item in enumerate(vocab.ids)}
+    return ItemIndex(vocab)
 
 FORMAT_VERSION = 1
 REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "bad_skills", "unknown_item")
@@ -59,11 +99,12 @@ MAX_SKILL_IDS = 16  # the most skills one event may list
 class AnswerEvent:
     student_id: str
     item_id: str  # raw id, as the vocabulary spells it
-    item_index: int  # model index
+    item_index: Entry  # the model's input: an index, or a skill set's indices padded to K with V (``ItemIndex``)
     correct: int
     ts_ms: int
     event_id: str | int | None = None
     elapsed_ms: int | None = None
+    question_id: str | None = None  # raw id, where the event names its question
 
 
 def encode_answer(
@@ -94,10 +135,10 @@ def encode_answer(
 
 
 # (student_id, item_id, item index, correct, ts_ms, event_id, elapsed_ms): a valid event's fields
-Fields = tuple[str, str, int, int, int, "str | int | None", "int | None"]
+Fields = tuple[str, str, Any, int, int, "str | int | None", "int | None", "str | None"]
 
 
-def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> Fields:
+def answer_fields(raw: bytes | None, index_of: Mapping[str, Entry], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> Fields:
     """``decode_answer``'s fields as a tuple, with no object per event: the processor's hot path.
 
     The common valid event is accepted by a few type checks; anything else goes through
@@ -125,15 +166,16 @@ def answer_fields(raw: bytes | None, index_of: dict[str, int], max_bytes: int = 
                 item_id = str(item).strip()
                 index = index_of.get(item_id)
                 if index is not None:
-                    return str(student), item_id, index, int(correct), ts, event_id, elapsed
+                    question = event.get("question_id")
+                    return str(student), item_id, index, int(correct), ts, event_id, elapsed, None if question is None else str(question).strip()
     event_ = decode_answer(raw, index_of.get, max_bytes, question_skills)  # raises InvalidEvent with the reason
-    return event_.student_id, event_.item_id, event_.item_index, event_.correct, event_.ts_ms, event_.event_id, event_.elapsed_ms
+    return event_.student_id, event_.item_id, event_.item_index, event_.correct, event_.ts_ms, event_.event_id, event_.elapsed_ms, event_.question_id
 
 
 _unpack = msgpack.unpackb
 
 
-def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> AnswerEvent:
+def decode_answer(raw: bytes | None, item_index: Callable[[str], Entry | None], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> AnswerEvent:
     """Validate ``raw``; raise ``InvalidEvent`` with a reason code from ``REASONS``.
 
     ``question_skills``: the checkpoint's question id -> skill set (raw id), for events that name only their question.
@@ -188,7 +230,7 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], int | None], ma
     question = event.get("question_id")
     if question is not None and not _is_id(question):
         raise InvalidEvent("bad_type", "question_id must be a string or an integer")
-    return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id, elapsed)
+    return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id, elapsed, None if question is None else str(question).strip())
 
 
 def _skill_set(event: dict[Any, Any], question_skills: dict[str, str] | None) -> str:

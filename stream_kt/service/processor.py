@@ -118,7 +118,7 @@ from stream_kt.checkpoint import Checkpoint
 from stream_kt.errors import ConfigError
 from stream_kt.service import batcher, kafka_io, keys
 from stream_kt.service.batch import BatchResult, DeadLetter, Events, Record, Stepper, decode_batch, one_line, step_batch
-from stream_kt.service.events import PROCESSING_ERROR, MasteryEncoder
+from stream_kt.service.events import PROCESSING_ERROR, MasteryEncoder, index_for
 from stream_kt.service.exceptions import FatalStreamError
 from stream_kt.service.http import Readiness
 from stream_kt.service.metrics import Metrics
@@ -173,34 +173,30 @@ def describe(records: Records) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in records.items() if rs)
 
 
-def require_streamable(checkpoint: Checkpoint) -> None:
-    """``ConfigError`` for a checkpoint the stream cannot serve yet: one whose vocabulary is not one entry per answer
-    (``--skills sets`` or ``first``) or whose model reads question ids (its window would need both)."""
-    vocab, model = checkpoint.vocab, checkpoint.model
-    if vocab.skills != "combined" or model.input_width > 1 or model.reads_questions:
-        how = f"--skills {vocab.skills}" if vocab.skills != "combined" else "--questions"
-        raise ConfigError(f"{checkpoint.path}: trained with {how}; serve streams checkpoints of one entry per answer (--skills combined) without --questions")
-
-
 class Model:
     """A model the processor steps: the served one, or the shadow challenger (``serve --shadow``)."""
 
     def __init__(self, checkpoint: Checkpoint, backends: dict[int, StepBackend], settings: StreamSettings) -> None:
         """``backends``: the fixed-shape step for each bucket size (``bucket_sizes``), the largest B."""
-        require_streamable(checkpoint)
         self.version = checkpoint.version
         self.vocab = checkpoint.vocab
-        self.index_of = {item: i for i, item in enumerate(checkpoint.vocab.ids)}
+        self.index_of = index_for(checkpoint.vocab)  # raw item id -> the model's input (a skill set padded to K)
+        self.question_index = checkpoint.vocab.question_index if checkpoint.model.reads_questions else None
         initial_rows = {k: v[0].numpy().copy() for k, v in next(iter(backends.values())).initial_state(1).items()}  # one student's (L, H) rows
         self.stepper = Stepper(backends, initial_rows)
-        self.migration = Migration(StateLayout(self.version, {k: v.shape for k, v in initial_rows.items()}, len(self.vocab)), initial_rows, self.vocab)
+        shapes = {k: v.shape for k, v in initial_rows.items()}
+        layout = StateLayout(self.version, shapes, len(self.vocab), skills=checkpoint.model.input_width, questions=checkpoint.model.reads_questions)
+        self.migration = Migration(layout, initial_rows, self.vocab)
         self.encoder = MasteryEncoder(self.version, settings.mastery_format, settings.mastery_dtype)
 
     def known(self, events: Events) -> Events:
-        """``events`` whose item this model's vocabulary has, with its item indexes (a shadow's vocabulary may differ)."""
-        keep = [i for i, item in enumerate(events.item_ids) if item in self.index_of]
+        """``events`` whose item this model's vocabulary has, with its item indexes and question indexes (a shadow's
+        vocabulary may differ)."""
+        keep = [i for i, item in enumerate(events.item_ids) if self.index_of.get(item) is not None]
         known = events.take(keep)
-        known.items = [self.index_of[item] for item in known.item_ids]
+        known.items = [entry for item in known.item_ids if (entry := self.index_of.get(item)) is not None]  # every one: kept above
+        index = self.question_index
+        known.questions = [index(q) if q and index is not None else 0 for q in known.question_ids]
         return known
 
 
@@ -239,6 +235,7 @@ class Processor:
         self.source_hashes: dict[tuple[str, int], int] = {}
         self.partition_of: dict[str, int] = {}  # student -> output partition (murmur2 of the key, as the Java client)
         self.vocab_ids_of: dict[str, list[str] | None] = {}  # other model versions' vocabularies (from Redis), for rebuilds
+        self.question_ids_of: dict[str, list[str]] = {}  # and their question lists
         self.out_partitions: list[int] = [0]  # the mastery topic's partitions (run_processor asks the broker)
         self.shadow_partitions: list[int] = [0]  # the shadow topic's, where outputs of the shadow go out
 
@@ -370,7 +367,7 @@ class Processor:
             return kafka_io.dead_letter_headers(reason, detail, tp.topic, tp.partition, offset)
 
         flat = (Record(source, r.offset, r.key, r.value) for source, rs in enumerate(records.values()) for r in rs)
-        events, letters = decode_batch(flat, self.index_of, self.settings.max_event_bytes, headers, self.vocab.question_skills)
+        events, letters = decode_batch(flat, self.index_of, self.settings.max_event_bytes, headers, self.vocab.question_skills, self.model.question_index)
         self.metrics.processing_errors += sum(letter.reason == PROCESSING_ERROR for letter in letters)
         return events, letters
 
@@ -516,7 +513,8 @@ class Processor:
         for version in model.migration.versions_to_read(blobs) - self.vocab_ids_of.keys():
             payload = await self.store.read_model_vocab(version)
             self.vocab_ids_of[version] = list(payload["ids"]) if payload else None
-        loaded = model.migration.rows(students, blobs, self.vocab_ids_of, model.stepper)
+            self.question_ids_of[version] = list(payload.get("questions") or ()) if payload else []
+        loaded = model.migration.rows(students, blobs, self.vocab_ids_of, model.stepper, self.question_ids_of)
         self.metrics.state_rebuilds += loaded.rebuilt if model is self.model else 0
         for row, why in loaded.unreadable:
             blob = blobs[row]
@@ -637,10 +635,12 @@ def bucket_sizes(batch_size: int) -> list[int]:
 
 
 def vocab_payload(checkpoint: Checkpoint) -> dict[str, Any]:
-    """What ``keys.model_vocab_key`` holds: lets ``inspect`` name a served model's skills."""
+    """What ``keys.model_vocab_key`` holds: lets ``inspect`` name a served model's skills, and a later model
+    version read this one's windows (their skills and questions)."""
     vocab = checkpoint.vocab
     path = str(Path(checkpoint.path).resolve()) if checkpoint.path else None
-    return {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": path, "model": checkpoint.model.name}
+    payload: dict[str, Any] = {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": path, "model": checkpoint.model.name}
+    return payload | ({"skills": vocab.skills, "max_skills": vocab.max_skills, "questions": list(vocab.questions)} if not vocab.one_entry_an_answer else {})
 
 
 async def wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

@@ -56,7 +56,7 @@ from stream_kt.settings import SENTINEL_SCHEMES, StreamSettings, mask_url, senti
 log = logging.getLogger(__name__)
 
 # KEYS: student keys; ARGV: ttl_s, then (blob, events applied) per key.  Sets each key unless its stored
-# state (schema 2: the u64 at byte 40) has applied as many events or more; returns the 1-based indexes refused.
+# state (schema 2 or 3: the u64 at byte 40) has applied as many events or more; returns the 1-based indexes refused.
 # A schema-1 state (msgpack) or a missing key never refuses: the write upgrades or creates it.
 FENCED_SET = f"""
 local ttl = tonumber(ARGV[1])
@@ -64,7 +64,8 @@ local refused = {{}}
 for i, key in ipairs(KEYS) do
   local blob, events = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
   local head = redis.call('GETRANGE', key, 0, {EVENTS_BYTE + 7})
-  if string.sub(head, 1, 4) == 'KTS2' and #head == {EVENTS_BYTE + 8} and struct.unpack('<I8', head, {EVENTS_BYTE + 1}) >= events then
+  local magic = string.sub(head, 1, 4)
+  if (magic == 'KTS3' or magic == 'KTS2') and #head == {EVENTS_BYTE + 8} and struct.unpack('<I8', head, {EVENTS_BYTE + 1}) >= events then
     refused[#refused + 1] = i
   elseif ttl > 0 then
     redis.call('SET', key, blob, 'EX', ttl)
@@ -300,14 +301,16 @@ class StudentStore:
         raise AssertionError("unreachable")
 
     async def read(self, student_ids: Iterable[str], sources: Iterable[str] = ()) -> dict[str, StudentState | None]:
-        """States of ``student_ids`` as ``StudentState`` (None: never seen), schema 1 or 2, for tools and tests.
+        """States of ``student_ids`` as ``StudentState`` (None: never seen), of any schema, for tools and tests.
 
-        A schema-2 window is named through its writer's vocabulary where ``serve`` recorded
-        it ("#<index>" where not); offsets of ``sources`` ("topic/partition") are named.
+        A schema-2 or 3 window is named through its writer's vocabulary (and question list)
+        where ``serve`` recorded it ("#<index>" where not); offsets of ``sources``
+        ("topic/partition") are named.
         """
         ids, names = list(student_ids), list(sources)
         states: dict[str, StudentState | None] = {}
         vocabularies: dict[bytes, list[str] | None] = {}
+        questions: dict[bytes, list[str] | None] = {}
         for student, blob in zip(ids, await self.read_blobs(ids)):
             if blob is None:
                 states[student] = None
@@ -317,7 +320,8 @@ class StudentStore:
             if version and version not in vocabularies:
                 payload = await self.read_model_vocab(version.decode())
                 vocabularies[version] = list(payload["ids"]) if payload and "ids" in payload else None
-            states[student] = decode_state(blob, student, vocabularies.get(version), None, names)
+                questions[version] = list(payload.get("questions") or ()) if payload else None
+            states[student] = decode_state(blob, student, vocabularies.get(version), None, names, questions.get(version))
         return states
 
     async def quarantine(self, student_id: str, blob: bytes) -> None:

@@ -1,16 +1,20 @@
 """A student's streaming state: one blob under one Redis key.  Pure.
 
-Schema 2 (written now): a fixed binary row per model version (``StateLayout``), read and
+Schema 3 (written now): a fixed binary row per model version (``StateLayout``), read and
 written for a whole batch at once with numpy.  Layout, little-endian, packed:
 
-    HEADER        magic "KTS2", schema 2, header size, model version (32 bytes), events
+    HEADER3       magic "KTS3", schema 3, header size, model version (32 bytes), events
                   applied (u64, at byte 40), updated_ms, the window's capacity, length and
                   head, the number of source slots, V, the window's and the mastery's byte
-                  offsets, then 4 source slots: hash of "topic/partition" (u64, 0: empty)
-                  and the last applied offset (i64), newest first
+                  offsets, 4 source slots: hash of "topic/partition" (u64, 0: empty) and
+                  the last applied offset (i64), newest first; then K, the skills an
+                  answer's window entry holds, and 1 where the window holds question ids
     state.<name>  float32, the model's per-student state tensors, in name order (DKT: c, h)
     mastery       float32 (V,): P(correct) per vocabulary item after the last event
-    win_item      uint32 (W,): the window as a ring, item index in the writer's vocabulary
+    win_item      uint32 (W, K): the window as a ring, each answer's skill indices in the
+                  writer's vocabulary (K = 1: one entry an answer); unused slots NO_SKILL
+    win_question  uint32 (W,), only where the model reads questions: the question's index
+                  in the writer's question list (0: none, or one it did not know)
     win_correct   uint8 (W,)
     win_ts        int64 (W,): ms since epoch
     (tail)        ``extra_bytes`` of UTF-8 item ids joined by 0x1f: window entries whose
@@ -18,9 +22,13 @@ written for a whole batch at once with numpy.  Layout, little-endian, packed:
                   (only states carried across a model upgrade have one)
 
 The window holds vocabulary indices: a state of another model version is read through
-that version's vocabulary, which ``serve`` records in Redis (``keys.model_vocab_key``).
+that version's vocabulary (and question list), which ``serve`` records in Redis
+(``keys.model_vocab_key``).
 
-Schema 1 (read, and rewritten as schema 2 on the student's next event): a msgpack map.
+Schema 2 (read, and rewritten as schema 3 on the student's next event): schema 3 for
+K = 1 without questions, under magic "KTS2" and a header without the last two fields.
+
+Schema 1 (read, and rewritten as schema 3 on the student's next event): a msgpack map.
 
 Fields (``schema_version`` 1):
     student_id      str
@@ -42,16 +50,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
 
-from stream_kt.data.sequences import interaction_times
+from stream_kt.data.sequences import interaction_times, join_skills
 from stream_kt.service.exceptions import StreamError
 
 SCHEMA_V1 = 1
 WINDOW = 100
+NO_SKILL = 0xFFFF_FFFF  # an unused skill slot of a window entry (schema 3)
 
 
 @dataclass(frozen=True)
@@ -59,22 +68,31 @@ class WindowStep:
     """One stored interaction as the model takes it."""
 
     position: int  # in the window
-    item_index: int
+    item_index: int | tuple[int, ...]  # the model's input: an index, or a skill set padded to K with V
     correct: int
     times: tuple[float, float]  # [elapsed, lag] seconds: the window keeps no elapsed time (0); lag from the timestamps
+    question: int = 0  # question index (0: none or unknown), for models that read questions
 
 
-def window_steps(window: list[tuple[str, int, int]], item_index: Callable[[str], int | None]) -> list[WindowStep]:
+def window_steps(
+    window: list[tuple[str, int, int]], item_index: Callable[[str], int | tuple[int, ...] | None], questions: Sequence[str] = (), question_index: Callable[[str], int] | None = None
+) -> list[WindowStep]:
     """The model's inputs over a stored window, for the interactions this vocabulary knows.
 
     The one rule that rebuilding a state for a new model (``processor.rebuild``) and
     recomputing mastery for ``inspect --plot`` share: ids the vocabulary does not know
     are dropped (the processor never applied them), lags run between the kept events.
+    ``questions``: the window's question ids (parallel to it, "" for none), indexed by
+    ``question_index`` for a model that reads them.
     """
     kept = [(position, index, correct, ts) for position, (item, correct, ts) in enumerate(window) if (index := item_index(item)) is not None]
     times = interaction_times([ts for *_, ts in kept], None)
     pairs = times.tolist() if times is not None else []
-    return [WindowStep(position, index, correct, (pair[0], pair[1])) for (position, index, correct, _), pair in zip(kept, pairs)]
+
+    def question(position: int) -> int:
+        return question_index(questions[position]) if question_index is not None and position < len(questions) and questions[position] else 0
+
+    return [WindowStep(position, index, correct, (pair[0], pair[1]), question(position)) for (position, index, correct, _), pair in zip(kept, pairs)]
 
 
 @dataclass
@@ -87,6 +105,7 @@ class StudentState:
     mastery: np.ndarray | None = None
     offsets: dict[str, int] = field(default_factory=dict)
     updated_ms: int = 0
+    questions: list[str] = field(default_factory=list)  # each window entry's question id ("" none); empty: not recorded
 
     def record(self, item_id: str, correct: int, ts_ms: int, source: str, offset: int) -> None:
         """Append an applied interaction to the window and remember its offset."""
@@ -135,14 +154,17 @@ class StudentState:
         )
 
 
-# ====================================================================== schema 2: fixed binary rows
+# ====================================================================== schemas 2 and 3: fixed binary rows
 
-MAGIC = b"KTS2"
+MAGIC_V2 = b"KTS2"
 SCHEMA_V2 = 2
+MAGIC = b"KTS3"
+SCHEMA_V3 = 3
 SOURCES = 4  # source slots: (hash of "topic/partition", last applied offset), newest first
 
 # The header every schema-2 state starts with, whatever model wrote it: enough to read the
-# counts, the offsets and the window of a state of another model version.
+# counts, the offsets and the window of a state of another model version.  Schema 3 adds
+# two fields at its end (``HEADER3``): every offset before them, byte 40 included, is the same.
 HEADER = np.dtype(
     [
         ("magic", "S4"),
@@ -163,7 +185,10 @@ HEADER = np.dtype(
         ("src_offset", "<i8", (SOURCES,)),
     ]
 )
-HEADER_FIELDS: dict[str, tuple[np.dtype[Any], int]] = {name: (spec[0], spec[1]) for name, spec in (HEADER.fields or {}).items()}
+HEADER3 = np.dtype(
+    [*((name, spec[0]) for name, spec in (HEADER.fields or {}).items()), ("window_skills", "<u2"), ("window_questions", "<u2")]  # K; 1: the window holds question ids
+)
+HEADER_FIELDS: dict[str, tuple[np.dtype[Any], int]] = {name: (spec[0], spec[1]) for name, spec in (HEADER3.fields or {}).items()}
 EXTRA_SEPARATOR = b"\x1f"
 EVENTS_BYTE = HEADER_FIELDS["events"][1]  # 40: where the fencing script reads a stored state's events
 
@@ -174,26 +199,30 @@ def source_hash(source: str) -> int:
 
 
 class StateLayout:
-    """The fixed binary row of one model version's students (schema 2), read and written as numpy views.
+    """The fixed binary row of one model version's students (schema 3), read and written as numpy views.
 
-    A row is the ``HEADER``, then the model's state tensors (float32, ``state.<name>``),
-    the mastery (float32, V), and the window as a ring of three fixed-width columns: item
-    index in this model's vocabulary (uint32), correct (uint8) and timestamp (int64 ms).
-    Many students' rows are one contiguous array of this dtype: a batch is decoded with
-    one ``np.frombuffer`` over the joined blobs and encoded with one ``tobytes``.
+    A row is the ``HEADER3``, then the model's state tensors (float32, ``state.<name>``),
+    the mastery (float32, V), and the window as a ring of fixed-width columns: each
+    answer's skill indices in this model's vocabulary (uint32, (K,) where ``skills`` K > 1,
+    unused slots ``NO_SKILL``), its question index where ``questions`` (uint32), correct
+    (uint8) and timestamp (int64 ms).  Many students' rows are one contiguous array of
+    this dtype: a batch is decoded with one ``np.frombuffer`` over the joined blobs and
+    encoded with one ``tobytes``.
     """
 
-    def __init__(self, model_version: str, state_shapes: dict[str, tuple[int, ...]], num_items: int, window: int = WINDOW) -> None:
+    def __init__(self, model_version: str, state_shapes: dict[str, tuple[int, ...]], num_items: int, window: int = WINDOW, skills: int = 1, questions: bool = False) -> None:
         if len(model_version.encode()) > 32:
             raise StreamError(f"model version {model_version!r} is longer than a state's 32-byte field")
         self.model_version = model_version
         self.version_bytes = model_version.encode()
         self.state_names = sorted(state_shapes)
-        self.num_items, self.window = num_items, window
+        self.num_items, self.window, self.skills, self.questions = num_items, window, skills, questions
         self.state_shapes = {name: tuple(state_shapes[name]) for name in self.state_names}
         fields: list[tuple[str, np.dtype[Any]]] = [(name, spec[0]) for name, spec in HEADER_FIELDS.items()]
         fields += [(f"state.{name}", np.dtype(("<f4", self.state_shapes[name]))) for name in self.state_names]
-        fields += [("mastery", np.dtype(("<f4", (num_items,)))), ("win_item", np.dtype(("<u4", (window,)))), ("win_correct", np.dtype(("u1", (window,)))), ("win_ts", np.dtype(("<i8", (window,))))]
+        fields += [("mastery", np.dtype(("<f4", (num_items,)))), ("win_item", np.dtype(("<u4", (window, skills) if skills > 1 else (window,))))]
+        fields += [("win_question", np.dtype(("<u4", (window,))))] if questions else []
+        fields += [("win_correct", np.dtype(("u1", (window,)))), ("win_ts", np.dtype(("<i8", (window,))))]
         self.dtype = np.dtype(fields)  # packed: no alignment padding
         self.size = self.dtype.itemsize
         offsets = {name: spec[1] for name, spec in (self.dtype.fields or {}).items()}
@@ -202,8 +231,9 @@ class StateLayout:
     def new(self, count: int, initial_rows: dict[str, np.ndarray]) -> np.ndarray:
         """``count`` students with nothing applied: the model's initial state, an empty window."""
         rows = np.zeros(count, self.dtype)
-        rows["magic"], rows["schema"], rows["header_bytes"], rows["model_version"] = MAGIC, SCHEMA_V2, HEADER.itemsize, self.version_bytes
+        rows["magic"], rows["schema"], rows["header_bytes"], rows["model_version"] = MAGIC, SCHEMA_V3, HEADER3.itemsize, self.version_bytes
         rows["window_capacity"], rows["sources"], rows["num_items"] = self.window, SOURCES, self.num_items
+        rows["window_skills"], rows["window_questions"] = self.skills, int(self.questions)
         rows["window_offset"], rows["mastery_offset"] = self.window_offset, self.mastery_offset
         for name in self.state_names:
             rows[f"state.{name}"] = initial_rows[name]
@@ -216,7 +246,7 @@ class StateLayout:
         return np.frombuffer(b"".join(blobs), self.dtype).copy()  # a writable array of its own
 
     def is_mine(self, blob: bytes) -> bool:
-        """A schema-2 row written for this model version, with no tail (the bulk path's kind)?"""
+        """A schema-3 row written for this model version, with no tail (the bulk path's kind)?"""
         return len(blob) == self.size and blob[:4] == MAGIC and blob[8:40].rstrip(b"\0") == self.version_bytes
 
     @staticmethod
@@ -234,50 +264,84 @@ class StateLayout:
 
 
 def read_header(blob: bytes) -> np.void | None:
-    """The ``HEADER`` of a schema-2 state of any model version; None when ``blob`` is not one (or is cut short)."""
-    if blob[:4] != MAGIC or len(blob) < HEADER.itemsize:
+    """The header of a schema-2 or schema-3 state of any model version, as a ``HEADER3`` (schema 2: K = 1, no
+    questions); None when ``blob`` is neither (or is cut short)."""
+    magic = blob[:4]
+    if magic == MAGIC_V2 and len(blob) >= HEADER.itemsize:
+        old = np.frombuffer(blob[: HEADER.itemsize], HEADER)[0]
+        header: np.void = np.zeros(1, HEADER3)[0]
+        for name in HEADER.names or ():
+            header[name] = old[name]
+        header["window_skills"] = 1
+        schema, size = SCHEMA_V2, HEADER.itemsize
+    elif magic == MAGIC and len(blob) >= HEADER3.itemsize:
+        header = np.frombuffer(blob[: HEADER3.itemsize], HEADER3)[0]
+        schema, size = SCHEMA_V3, HEADER3.itemsize
+    else:
         return None
-    header: np.void = np.frombuffer(blob[: HEADER.itemsize], HEADER)[0]
-    if header["schema"] != SCHEMA_V2 or header["header_bytes"] != HEADER.itemsize:
+    if header["schema"] != schema or header["header_bytes"] != size or not 1 <= int(header["window_skills"]) or int(header["window_questions"]) > 1:
         return None
     capacity, end = int(header["window_capacity"]), len(blob) - int(header["extra_bytes"])
-    if int(header["window_offset"]) + capacity * 13 != end or int(header["mastery_offset"]) + 4 * int(header["num_items"]) > end:
+    entry_bytes = 4 * int(header["window_skills"]) + 4 * int(header["window_questions"]) + 1 + 8
+    if int(header["window_offset"]) + capacity * entry_bytes != end or int(header["mastery_offset"]) + 4 * int(header["num_items"]) > end:
         return None
     return header
 
 
 def extra_ids(blob: bytes, header: np.void) -> list[str]:
-    """The tail of a schema-2 state: the ids its window holds that the writer's vocabulary lacks."""
+    """The tail of a schema-2 or 3 state: the ids its window holds that the writer's vocabulary lacks."""
     count = int(header["extra_bytes"])
     return [part.decode() for part in blob[len(blob) - count :].split(EXTRA_SEPARATOR)] if count else []
 
 
-def window_of(blob: bytes, header: np.void) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item index, correct, ts_ms) of a schema-2 state's window, oldest first, in its writer's vocabulary."""
+class StoredWindow(NamedTuple):
+    """A stored window, oldest first, in its writer's vocabulary."""
+
+    items: np.ndarray  # (n, K) skill indices, NO_SKILL in unused slots (K = 1: one entry an answer)
+    correct: np.ndarray  # (n,)
+    ts: np.ndarray  # (n,) ms
+    questions: np.ndarray | None  # (n,) question indices (0: none), where the writer's model reads them
+
+
+def window_of(blob: bytes, header: np.void) -> StoredWindow:
+    """The window of a schema-2 or 3 state (``read_header``'s header)."""
     capacity, length, head = int(header["window_capacity"]), int(header["window_len"]), int(header["window_head"])
+    skills, has_questions = int(header["window_skills"]), bool(header["window_questions"])
     start = int(header["window_offset"])
-    items = np.frombuffer(blob, "<u4", capacity, start)
-    correct = np.frombuffer(blob, "u1", capacity, start + 4 * capacity)
-    ts = np.frombuffer(blob, "<i8", capacity, start + 5 * capacity)
+    items = np.frombuffer(blob, "<u4", capacity * skills, start).reshape(capacity, skills)
+    start += 4 * capacity * skills
+    questions = np.frombuffer(blob, "<u4", capacity, start) if has_questions else None
+    start += 4 * capacity * has_questions
+    correct = np.frombuffer(blob, "u1", capacity, start)
+    ts = np.frombuffer(blob, "<i8", capacity, start + capacity)
     order = (np.arange(head - length, head) % capacity) if capacity else np.zeros(0, np.int64)
-    return items[order].astype(np.int64), correct[order].astype(np.int64), ts[order].copy()
+    return StoredWindow(items[order].astype(np.int64), correct[order].astype(np.int64), ts[order].copy(), None if questions is None else questions[order].astype(np.int64))
 
 
-def decode_state(blob: bytes, student_id: str, item_ids: Sequence[str] | None = None, state_shapes: dict[str, tuple[int, ...]] | None = None, sources: Iterable[str] = ()) -> StudentState:
-    """Any stored state (schema 1 or 2) as a ``StudentState``, for reading and showing (``inspect``, tests).
+def decode_state(
+    blob: bytes,
+    student_id: str,
+    item_ids: Sequence[str] | None = None,
+    state_shapes: dict[str, tuple[int, ...]] | None = None,
+    sources: Iterable[str] = (),
+    question_ids: Sequence[str] | None = None,
+) -> StudentState:
+    """Any stored state (schema 1, 2 or 3) as a ``StudentState``, for reading and showing (``inspect``, tests).
 
-    For schema 2: ``item_ids`` (its writer's vocabulary, in model order) names the window's
-    items ("#<index>" without it); ``state_shapes`` (its writer's model) splits the model
-    state into named tensors (one flat array without it); ``sources`` names the offset
-    slots of those "topic/partition" sources (others show as "#<hash>").  ``StreamError``
-    if the blob is neither schema.
+    For schemas 2 and 3: ``item_ids`` (its writer's vocabulary, in model order) names the
+    window's items ("#<index>" without it; a skill set's are joined by "_", the raw id of
+    a set); ``question_ids`` (its writer's question list) names its questions ("" for
+    none or unknown); ``state_shapes`` (its writer's model) splits the model state into
+    named tensors (one flat array without it); ``sources`` names the offset slots of those
+    "topic/partition" sources (others show as "#<hash>").  ``StreamError`` if the blob is
+    no schema.
     """
-    if blob[:4] != MAGIC:
+    if blob[:4] not in (MAGIC, MAGIC_V2):
         return StudentState.from_bytes(blob)
     header = read_header(blob)
     if header is None:
-        raise StreamError("stored student state has the schema-2 mark but not its header")
-    items, correct, ts = window_of(blob, header)
+        raise StreamError(f"stored student state has the schema-{2 if blob[:4] == MAGIC_V2 else 3} mark but not its header")
+    window = window_of(blob, header)
     num_items, extras = int(header["num_items"]), extra_ids(blob, header)
 
     def name(index: int) -> str:
@@ -285,8 +349,15 @@ def decode_state(blob: bytes, student_id: str, item_ids: Sequence[str] | None = 
             return extras[index - num_items]
         return item_ids[index] if item_ids is not None and 0 <= index < len(item_ids) else f"#{index}"
 
+    def named(indexes: np.ndarray) -> str:
+        return join_skills([name(int(i)) for i in indexes if int(i) != NO_SKILL])
+
+    def question(index: int) -> str:
+        return question_ids[index - 1] if question_ids is not None and 0 < index <= len(question_ids) else ""
+
     mastery = np.frombuffer(blob, "<f4", num_items, int(header["mastery_offset"])).copy() if int(header["events"]) else None
-    flat = np.frombuffer(blob, "<f4", (int(header["mastery_offset"]) - HEADER.itemsize) // 4, HEADER.itemsize)
+    header_bytes = int(header["header_bytes"])
+    flat = np.frombuffer(blob, "<f4", (int(header["mastery_offset"]) - header_bytes) // 4, header_bytes)
     model_state: dict[str, np.ndarray] = {"flat": flat.copy()}
     if state_shapes is not None:
         model_state, start = {}, 0
@@ -294,14 +365,15 @@ def decode_state(blob: bytes, student_id: str, item_ids: Sequence[str] | None = 
             count = int(np.prod(state_shapes[key]))
             model_state[key] = flat[start : start + count].reshape(state_shapes[key]).copy()
             start += count
-    named = {source_hash(source): source for source in sources}
+    slots = {source_hash(source): source for source in sources}
     return StudentState(
         student_id=student_id,
         model_version=header["model_version"].rstrip(b"\0").decode(),
         events_applied=int(header["events"]),
-        window=[(name(int(i)), int(c), int(t)) for i, c, t in zip(items, correct, ts)],
+        window=[(named(i), int(c), int(t)) for i, c, t in zip(window.items, window.correct, window.ts)],
+        questions=[] if window.questions is None else [question(int(q)) for q in window.questions],
         model_state=model_state,
         mastery=mastery,
-        offsets={named.get(int(h), f"#{int(h):016x}"): int(o) for h, o in zip(header["src_hash"], header["src_offset"]) if int(h)},
+        offsets={slots.get(int(h), f"#{int(h):016x}"): int(o) for h, o in zip(header["src_hash"], header["src_offset"]) if int(h)},
         updated_ms=int(header["updated_ms"]),
     )

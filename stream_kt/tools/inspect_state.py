@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stream_kt.data.sequences import skills_of
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.errors import extra
 from stream_kt.service import keys
+from stream_kt.service.events import index_for
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.quality import Scores
 from stream_kt.service.redis_store import StudentStore
@@ -52,8 +54,9 @@ async def load_student(settings: StreamSettings, student_id: str) -> tuple[Stude
     if payload is None:
         return state, None, None
     try:
-        vocab = Vocabulary(payload["item_column"], tuple(payload["ids"]), payload.get("names") or {})
-    except (KeyError, TypeError):
+        sets = {"skills": payload["skills"], "max_skills": payload["max_skills"], "questions": tuple(payload["questions"])} if "skills" in payload else {}
+        vocab = Vocabulary(payload["item_column"], tuple(payload["ids"]), payload.get("names") or {}, **sets)
+    except (KeyError, TypeError, ValueError):
         raise StreamError(f"the vocabulary stored for model {state.model_version}: not a stream-kt vocabulary") from None
     return state, vocab, payload.get("checkpoint")
 
@@ -106,7 +109,8 @@ def mastery_ranking(state: StudentState, vocab: Vocabulary | None) -> list[Skill
         raise StreamError(f"the state has mastery over {len(state.mastery)} items but the vocabulary has {len(vocab)}")
     practised: dict[str, int] = {}
     for item_id, _, _ in state.window:
-        practised[item_id] = practised.get(item_id, 0) + 1
+        for skill in entries_of(item_id, vocab):
+            practised[skill] = practised.get(skill, 0) + 1
     rows = []
     for index, p in enumerate(state.mastery.tolist()):
         item_id = vocab.ids[index] if vocab is not None else f"#{index}"
@@ -160,18 +164,30 @@ def format_report(report: dict, top: int = 10, window_shown: int = 20) -> str:
     return "\n".join(lines)
 
 
-def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, int]]) -> tuple[np.ndarray, list[int]]:
+def entries_of(item_id: str, vocab: Vocabulary | None) -> list[str]:
+    """The vocabulary ids a window entry's raw item id stands for: itself; with ``--skills sets`` each of its skills;
+    with ``--skills first`` its first skill."""
+    if vocab is None or vocab.skills == "combined":
+        return [item_id]
+    skills = skills_of(item_id)
+    return skills if vocab.skills == "sets" else skills[:1]
+
+
+def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, int]], questions: list[str] | None = None) -> tuple[np.ndarray, list[int]]:
     """Mastery after each known interaction of ``window``, from the initial state: (T, V), and their window positions.
 
-    The window is fed exactly as ``serve`` rebuilds a state from it (``window_steps``).
+    The window is fed exactly as ``serve`` rebuilds a state from it (``window_steps``): skill sets padded
+    to K, and ``questions`` (the window's question ids) where the model reads them.
     """
     import torch
 
     state = model.initial_state(1)
     history, positions = [], []
+    question_index = vocab.question_index if model.reads_questions else None
     with torch.no_grad():
-        for step in window_steps(window, vocab.index):
-            out = model.step(state, torch.tensor([step.item_index]), torch.tensor([step.correct]), torch.tensor([step.times]))
+        for step in window_steps(window, index_for(vocab).get, questions or (), question_index):
+            asked = torch.tensor([step.question]) if question_index is not None else None
+            out = model.step(state, torch.tensor([step.item_index]), torch.tensor([step.correct]), torch.tensor([step.times]), asked)
             state = out.state
             history.append(out.mastery[0].numpy())  # (V,)
             positions.append(step.position)
@@ -207,8 +223,9 @@ def mastery_heatmap(state: StudentState, vocab: Vocabulary, history: np.ndarray,
     steps = [state.window[p] for p in positions]
     practised: dict[str, int] = {}
     for item_id, _, _ in steps:
-        practised[item_id] = practised.get(item_id, 0) + 1
-    skills = list(practised)  # first practice order
+        for skill in entries_of(item_id, vocab):
+            practised[skill] = practised.get(skill, 0) + 1
+    skills = [s for s in practised if vocab.index(s) is not None]  # first practice order
     if len(skills) > PLOT_MAX_SKILLS:
         top = set(sorted(skills, key=lambda s: -practised[s])[:PLOT_MAX_SKILLS])
         skills = [s for s in skills if s in top]

@@ -56,7 +56,7 @@ def test_decode_splits_a_batch_into_columns_and_dead_letters(checkpoint):
         Record(0, 12, b"a", msgpack.packb({"student_id": "a", "skill_id": "1", "correct": 1, "ts": 2**64 - 1})),
     ]
     events, letters = decode_batch(records, {item: i for i, item in enumerate(checkpoint.vocab.ids)}, 4096, headers)
-    assert events == Events(["a", "a"], ["3", "4"], [3, 4], [1, 0], [1000, 2000], ["e1", None], [-1, 30], [0, 0], [10, 11])
+    assert events == Events(["a", "a"], ["3", "4"], [3, 4], [1, 0], [1000, 2000], ["e1", None], [-1, 30], [0, 0], [10, 11], ["", ""], [0, 0])
     assert [(d.reason, d.key, d.value) for d in letters] == [("not_msgpack", b"x", b"\xc1"), ("unknown_item", b"b", records[2].value), ("out_of_range", b"a", records[4].value)]
     assert [dict(d.headers)["source"] for d in letters] == [b"in/1/4", b"in/1/5", b"in/0/12"]
 

@@ -42,7 +42,9 @@ def test_the_window_ring_keeps_the_last_interactions_oldest_first(answers):
     for t, (item, correct) in enumerate(answers):
         push_window(rows, np.array([0]), np.array([item]), np.array([correct]), np.array([1000 * t]))
     blob = layout.to_blobs(rows)[0]
-    items, correct, ts = window_of(blob, read_header(blob))
+    items, correct, ts, questions = window_of(blob, read_header(blob))
+    assert items.shape == (len(answers[-5:]), 1) and questions is None  # one skill an answer, no question ids
+    items = items[:, 0]
     kept = answers[-5:]
     assert items.tolist() == [i for i, _ in kept] and correct.tolist() == [c for _, c in kept]
     assert ts.tolist() == [1000 * t for t in range(len(answers))][-5:]

@@ -50,7 +50,7 @@ def reference(raw: bytes | None, max_bytes: int):
         e = decode_answer(raw, INDEX.get, max_bytes)
     except InvalidEvent as exc:
         return ("invalid", exc.reason, exc.detail)
-    return (e.student_id, e.item_id, e.item_index, e.correct, e.ts_ms, e.event_id, e.elapsed_ms)
+    return (e.student_id, e.item_id, e.item_index, e.correct, e.ts_ms, e.event_id, e.elapsed_ms, e.question_id)
 
 
 @settings(max_examples=2000)
@@ -68,7 +68,7 @@ def test_the_fast_answer_decode_accepts_and_refuses_exactly_what_decode_answer_d
 
 def test_a_common_event_is_decoded_by_the_fast_path():
     raw = msgpack.packb({"v": 1, "student_id": "s", "skill_id": "3", "correct": True, "ts": 5, "event_id": 9})
-    assert answer_fields(raw, INDEX) == ("s", "3", 3, 1, 5, 9, None)
+    assert answer_fields(raw, INDEX) == ("s", "3", 3, 1, 5, 9, None, None)
 
 
 @pytest.mark.parametrize(("fmt", "dtype", "atol"), [("v2", "float32", 0.0), ("v2", "float16", 5e-4), ("v1", "float32", 0.0)])

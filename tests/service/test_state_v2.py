@@ -58,7 +58,7 @@ def test_window_ids_the_vocabulary_lacks_ride_in_the_tail():
     assert decode_state(blob, "s", list("abcdef")).window == [("retired", 0, 0)]
 
 
-@pytest.mark.parametrize("blob", [b"KTS2", b"KTS2" + bytes(200), b"\xc1garbage", msgpack.packb([1, 2])])
+@pytest.mark.parametrize("blob", [b"KTS2", b"KTS2" + bytes(200), b"KTS3", b"KTS3" + bytes(200), b"\xc1garbage", msgpack.packb([1, 2])])
 def test_an_unreadable_blob_is_a_stream_error_not_a_crash(blob):
     with pytest.raises(StreamError):
         decode_state(blob, "s")
@@ -195,7 +195,7 @@ def test_a_schema_1_state_is_upgraded_on_the_next_event_and_nothing_is_lost(make
     for student, seq in by_student(history).items():
         expected = reference_run(checkpoint, seq)  # as if one stream-kt had applied them all
         state = states[student]
-        assert client.get(keys.student_key(student, settings.key_prefix))[:4] == b"KTS2"
+        assert client.get(keys.student_key(student, settings.key_prefix))[:4] == b"KTS3"  # written as the current schema
         assert state.events_applied == len(seq)
         assert state.window == [(a.item_id, a.correct, a.ts_ms) for a in seq[-WINDOW:]]
         assert state.offsets["an-older-topic/3"] == 17 and len(state.offsets) == 2
