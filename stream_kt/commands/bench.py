@@ -1,4 +1,4 @@
-"""``stream-kt bench``: step throughput per backend, end to end on each broker, and the alternatives side by side (``benchmarks``)."""
+"""``stream-kt bench``: step throughput per backend, end to end on each broker, and the alternatives side by side (``stream_kt.tools.bench``)."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ DEFAULT_OUT = "bench-results"
 def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, nodes: int,
           redis_replicas: int, stream_kt_only: bool, shadow: bool, full: bool, out: str | None, update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
     import benchmarks
-    from benchmarks.report import plot, table
-    from benchmarks.run import BenchPlan, cuda_notes, run_bench, summarise
+    from stream_kt.tools.bench.report import plot, table
+    from stream_kt.tools.bench.run import BenchPlan, cuda_notes, run_bench, summarise
 
     if update_record and (skip_e2e or out):
         raise click.UsageError("--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out")
