@@ -167,6 +167,18 @@ def test_updating_the_committed_record_takes_a_whole_run_into_it(extra, capsys):
     ]
 
 
+def test_updating_the_committed_record_outside_a_checkout_is_one_line(tmp_path, monkeypatch, capsys):
+    """``--update-record`` writes ``benchmarks/results/`` of the checkout in the current directory: none in ``tmp_path``."""
+    from stream_kt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--update-record"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "stream-kt bench: error: --update-record writes benchmarks/results/ of the checkout in the current directory, and there is none here: run it from the repository's root"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_without_end_to_end_leaves_the_end_to_end_plot_as_it_was(tmp_path):
     from stream_kt.tools.bench.report import plot
 
