@@ -3,7 +3,7 @@
     python -m benchmarks.profile_engine [--events 60000] [--batch 1024] [--hidden 128] [--bootstrap H:P] [--compare BEFORE.json]
 
 Starts Apache Kafka (or uses ``--bootstrap``), fills a fresh input topic with synthetic
-answers, then runs one ``benchmarks.worker`` processor under ``py-spy record`` until it
+answers, then runs one ``stream_kt.tools.bench.worker`` processor under ``py-spy record`` until it
 has answered every event.  Each sample's stack is put in one bucket (the first rule
 that matches a frame, innermost first: model step, Kafka consumer, Kafka producer,
 Redis, state, event decoding, output encoding, ...) and the table gives each bucket's
@@ -27,10 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.end_to_end import Target, Worker
-from benchmarks.report import plot_profiles
-from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.service.kafka_io import ensure_topics
+from stream_kt.tools.bench.end_to_end import Target, Worker
+from stream_kt.tools.bench.report import plot_profiles
+from stream_kt.tools.bench.workload import bench_students, default_checkpoint
 from stream_kt.tools.brokers import KafkaBroker
 from stream_kt.tools.replay import event_order, send_events
 

@@ -6,7 +6,7 @@ For each process count k, on fresh topics (``--partitions``, default 6), group a
 2. k ``stream-kt serve`` processes are launched together (``tools.processes.ServeProcess``).
 3. A follower (``follow.follow_outputs``) reads the output topic until every event is answered.
 
-``events_per_s`` = events / (last output - first output), as in ``end_to_end.py``;
+``events_per_s`` = events / (last output - first output), as in ``stream_kt.tools.bench.end_to_end``;
 ``wall_events_per_s`` counts from the launch, so it includes start-up (imports, the
 TorchScript trace) and the group join.  Each process's share comes from its
 ``stopped:`` summary line.  Scaling stops at the machine's cores: the processes, the
@@ -28,12 +28,12 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.checkpoint import load_checkpoint
 from stream_kt.progress import progress_bar
 from stream_kt.service.exceptions import StreamError
 from stream_kt.service.kafka_io import ensure_topics
 from stream_kt.settings import StreamSettings
+from stream_kt.tools.bench.workload import bench_students, default_checkpoint
 from stream_kt.tools.brokers import EmbeddedBroker
 from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 from stream_kt.tools.inspect_state import delete_keys_with_prefix

@@ -1,4 +1,4 @@
-"""``stream-kt bench``: step throughput per backend, end to end on each broker, and the alternatives side by side (``benchmarks``)."""
+"""``stream-kt bench``: step throughput per backend, end to end on each broker, and the alternatives side by side (``stream_kt.tools.bench``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from stream_kt.models import MODELS
 from stream_kt.settings import StreamSettings
 
 DEFAULT_OUT = "bench-results"
+RECORD = Path("benchmarks") / "results"  # the committed record, in the checkout bench --update-record runs from
 
 
 @click.command("bench", help="benchmark the model step and the whole pipeline against the alternatives")
@@ -37,13 +38,12 @@ DEFAULT_OUT = "bench-results"
 @click.option("--shadow", is_flag=True, help="also run stream-kt with a shadow challenger (the model with other weights) and report the CPU per event it adds")
 @click.option("--full", is_flag=True, help="more batch sizes and events (longer)")
 @click.option("--out", help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; git ignores it in a checkout)")
-@click.option("--update-record", is_flag=True, help="maintainers: write the committed record, benchmarks/results/, instead (a whole run: not with --skip-e2e or --out)")
+@click.option("--update-record", is_flag=True, help="maintainers: write the committed record, benchmarks/results/ of the checkout in the current directory, instead (a whole run: not with --skip-e2e or --out)")
 @json_option
 def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, nodes: int,
           redis_replicas: int, stream_kt_only: bool, shadow: bool, full: bool, out: str | None, update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
-    import benchmarks
-    from benchmarks.report import plot, table
-    from benchmarks.run import BenchPlan, cuda_notes, run_bench, summarise
+    from stream_kt.tools.bench.report import plot, table
+    from stream_kt.tools.bench.run import BenchPlan, cuda_notes, run_bench, summarise
 
     if update_record and (skip_e2e or out):
         raise click.UsageError("--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out")
@@ -51,7 +51,9 @@ def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str
         raise click.UsageError(f"--nodes {nodes} starts an Apache Kafka cluster of our own: not with --bootstrap or --broker embedded")
     if update_record and (nodes > 1 or redis_replicas or stream_kt_only):
         raise click.UsageError("--update-record writes the committed single-node record: not with --nodes, --redis-replicas or --stream-kt-only")
-    out_dir = Path(benchmarks.__file__).resolve().parent / "results" if update_record else Path(out or DEFAULT_OUT)
+    if update_record and not RECORD.is_dir():
+        raise click.UsageError(f"--update-record writes {RECORD}/ of the checkout in the current directory, and there is none here: run it from the repository's root")
+    out_dir = RECORD if update_record else Path(out or DEFAULT_OUT)
     settings = settings_from_options(options)
     plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s, shadow,
                      nodes=nodes, redis_replicas=redis_replicas, alternatives=not stream_kt_only)  # fmt: skip

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.alternatives import RecomputeWindow
-from benchmarks.end_to_end import Target, processes_cpu_s, run_variant
-from benchmarks.run import broker_plan, summarise
-from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.models import build_model
+from stream_kt.tools.bench.alternatives import RecomputeWindow
+from stream_kt.tools.bench.end_to_end import Target, processes_cpu_s, run_variant
+from stream_kt.tools.bench.run import broker_plan, summarise
+from stream_kt.tools.bench.workload import bench_students, default_checkpoint
 from stream_kt.tools.processes import RedisServer, start_replicated
 
 
@@ -146,7 +146,7 @@ def test_bench_in_a_fresh_clone_writes_its_results_outside_the_tracked_files(tmp
 
 
 def test_the_table_of_a_step_only_run_has_no_end_to_end_section():
-    from benchmarks.report import table
+    from stream_kt.tools.bench.report import table
 
     step = [{"backend": "cpu", "batch": batch, "student_steps_per_s": 1000.0 * batch, "us_per_step": 1000.0 / batch} for batch in (1, 64)]
     assert table({"step": step, "end_to_end": []}).splitlines() == [
@@ -167,8 +167,20 @@ def test_updating_the_committed_record_takes_a_whole_run_into_it(extra, capsys):
     ]
 
 
+def test_updating_the_committed_record_outside_a_checkout_is_one_line(tmp_path, monkeypatch, capsys):
+    """``--update-record`` writes ``benchmarks/results/`` of the checkout in the current directory: none in ``tmp_path``."""
+    from stream_kt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--update-record"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "stream-kt bench: error: --update-record writes benchmarks/results/ of the checkout in the current directory, and there is none here: run it from the repository's root"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_run_without_end_to_end_leaves_the_end_to_end_plot_as_it_was(tmp_path):
-    from benchmarks.report import plot
+    from stream_kt.tools.bench.report import plot
 
     shipped = Path(__file__).parents[2] / "benchmarks" / "results" / "end_to_end.png"
     (tmp_path / "end_to_end.png").write_bytes(shipped.read_bytes())
@@ -203,8 +215,8 @@ class CpuStandIn:
 
 
 def test_cuda_sweep_reports_each_variant_against_b_and_the_bytes_each_step_copies(monkeypatch):
-    from benchmarks import step_throughput
     from stream_kt.backends import compiled
+    from stream_kt.tools.bench import step_throughput
 
     monkeypatch.setattr(compiled, "CudaGraphBackend", CpuStandIn)
     model = build_model("dkt", num_items=12, embed_dim=8, hidden_size=24).eval()
@@ -221,8 +233,8 @@ def test_cuda_sweep_reports_each_variant_against_b_and_the_bytes_each_step_copie
 
 
 def test_cuda_sweep_skips_the_batches_that_do_not_fit(monkeypatch):
-    from benchmarks import step_throughput
     from stream_kt.backends import compiled
+    from stream_kt.tools.bench import step_throughput
 
     monkeypatch.setattr(compiled, "CudaGraphBackend", type("Small", (CpuStandIn,), {"fits": 16}))
     model = build_model("dkt", num_items=12, embed_dim=8, hidden_size=24).eval()

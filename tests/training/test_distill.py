@@ -236,7 +236,7 @@ def test_the_distillation_table_reports_each_checkpoints_held_out_metrics_parity
     (runs / "dist_lq_s0").symlink_to(root / "student")
     (runs / "logs" / "parity_dist_lq_s0.log").write_text("progress lines\n" + json.dumps({"auc": 0.5, "parity_max_abs_diff": 3.5e-7}) + "\n")
     out = tmp_path / "table.json"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.distill_results", "--runs", str(runs), "--seeds", "0,1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.distill_results", "--runs", str(runs), "--seeds", "0,1", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())["models"]
     assert set(rows) == {"DKT+", "distilled Last-Query, 30 epochs"}  # only the runs that exist

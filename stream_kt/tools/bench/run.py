@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from benchmarks.end_to_end import Target, run_variant
-from benchmarks.step_throughput import cuda_step_throughput, step_throughput
-from benchmarks.workload import bench_students, default_checkpoint
 from stream_kt.backends import available_backends, resolve_backend_name
 from stream_kt.checkpoint import Checkpoint, load_checkpoint
 from stream_kt.errors import ConfigError
 from stream_kt.service import kafka_io
+from stream_kt.tools.bench.end_to_end import Target, run_variant
+from stream_kt.tools.bench.step_throughput import cuda_step_throughput, step_throughput
+from stream_kt.tools.bench.workload import bench_students, default_checkpoint
 from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, KafkaCluster, kafka_unavailable
 from stream_kt.tools.processes import start_replicated
 

@@ -1,7 +1,7 @@
 """Benchmarks 2 and 3: end to end through the real broker and Redis, per variant.
 
-For each variant (stream-kt; the hand-written loop, ``benchmarks.handwritten``; naive;
-recompute) one processor process (``benchmarks.worker``) runs against fresh topics and a
+For each variant (stream-kt; the hand-written loop, ``stream_kt.tools.bench.handwritten``; naive;
+recompute) one processor process (``stream_kt.tools.bench.worker``) runs against fresh topics and a
 fresh key prefix:
 
 1. Sustained throughput: ``events`` answer events are produced first, then the
@@ -80,7 +80,7 @@ def processes_cpu_s(pids: tuple[int, ...]) -> float | None:
 
 
 class Worker:
-    """A ``benchmarks.worker`` subprocess on its own topics and key prefix."""
+    """A ``stream_kt.tools.bench.worker`` subprocess on its own topics and key prefix."""
 
     def __init__(self, target: Target, variant: str) -> None:
         run = uuid.uuid4().hex[:8]
@@ -99,8 +99,8 @@ class Worker:
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
-        """The ``benchmarks.worker`` command line of this variant; its settings go in ``environ``."""
-        return [sys.executable, "-m", "benchmarks.worker", "--variant", self.variant]
+        """The ``stream_kt.tools.bench.worker`` command line of this variant; its settings go in ``environ``."""
+        return [sys.executable, "-m", "stream_kt.tools.bench.worker", "--variant", self.variant]
 
     def environ(self) -> dict[str, str]:
         """The worker's environment: ours, one torch thread, and every setting (its topics, key prefix, model, batch)."""

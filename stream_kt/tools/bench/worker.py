@@ -1,4 +1,4 @@
-"""One benchmark processor process: ``python -m benchmarks.worker --variant NAME [--stop-after N]``.
+"""One benchmark processor process: ``python -m stream_kt.tools.bench.worker --variant NAME [--stop-after N]``.
 
 Its settings come from the environment, every one, as ``end_to_end.Worker`` puts them there
 (``tools.processes.settings_environ``).  Runs the real ``run_processor`` with the variant's model and batch size, prints
@@ -16,17 +16,17 @@ import signal
 
 import torch
 
-from benchmarks.alternatives import RecomputeWindow
-from benchmarks.end_to_end import cpu_s
-from benchmarks.handwritten import HandwrittenLoop
 from stream_kt.checkpoint import Checkpoint, load_checkpoint
 from stream_kt.service.metrics import Metrics
 from stream_kt.service.processor import run_processor
 from stream_kt.settings import StreamSettings, load_settings
+from stream_kt.tools.bench.alternatives import RecomputeWindow
+from stream_kt.tools.bench.end_to_end import cpu_s
+from stream_kt.tools.bench.handwritten import HandwrittenLoop
 
 
 async def handwritten(settings: StreamSettings, checkpoint: Checkpoint) -> None:
-    """``--variant handwritten``: the loop of ``benchmarks.handwritten`` instead of ``run_processor``."""
+    """``--variant handwritten``: the loop of ``stream_kt.tools.bench.handwritten`` instead of ``run_processor``."""
     s = settings
     loop = HandwrittenLoop(checkpoint, s.bootstrap, s.redis_url, s.in_topic, s.out_topic, s.group_id, s.key_prefix, s.batch_size)
     stop = asyncio.Event()

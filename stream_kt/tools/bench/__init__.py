@@ -1,0 +1,1 @@
+"""Benchmarks behind ``stream-kt bench``: each module measures one thing and returns plain dicts."""
