@@ -60,7 +60,9 @@ class SyntheticConfig:
 
 def item_bank(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
     """(concept, difficulty) of each item: item ``i`` tests concept ``i % concepts``; difficulties are drawn from ``bank_seed``."""
-    return np.arange(config.items) % config.concepts, np.random.default_rng(config.bank_seed).normal(0.0, 1.0, config.items)
+    return np.arange(config.items) % config.concepts, np.random.default_rng(config.bank_seed).normal(
+        0.0, 1.0, config.items
+    )
 
 
 def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequence]:
@@ -70,7 +72,9 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequenc
     rng = np.random.default_rng(config.seed)
     time_rng = np.random.default_rng([config.seed, 1])  # response times: a stream of their own
     item_concept, difficulty = item_bank(config)
-    rng.normal(0.0, 1.0, config.items)  # discarded: the students' draws stay those of before the bank had a seed of its own
+    rng.normal(
+        0.0, 1.0, config.items
+    )  # discarded: the students' draws stay those of before the bank had a seed of its own
     items_of = [np.flatnonzero(item_concept == c) for c in range(config.concepts)]
     students = []
     for k in range(config.students):
@@ -85,13 +89,19 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequenc
             item = int(rng.choice(items_of[concept]))
             p = config.guess + (1 - config.guess) / (1 + np.exp(-(ability[concept] - difficulty[item])))
             answer = int(rng.random() < p)
-            elapsed.append(int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3))))
+            elapsed.append(
+                int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3)))
+            )
             ability[concept] += config.learn_rate * (1.0 if answer else 0.5)
             ts += int(rng.integers(5_000, 120_000))
             items.append(str(item))
             correct.append(answer)
             stamps.append(ts)
-        students.append(StudentSequence(f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps), elapsed_ms=tuple(elapsed)))
+        students.append(
+            StudentSequence(
+                f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps), elapsed_ms=tuple(elapsed)
+            )
+        )
     return students
 
 
@@ -111,7 +121,9 @@ class QuestionBank:
 def question_bank(config: SyntheticConfig) -> QuestionBank:
     """The question bank of ``generate_sets``, from ``bank_seed`` alone."""
     if not 1 <= config.max_skills <= config.concepts:
-        raise ValueError(f"max_skills must be between 1 and the number of skills ({config.concepts}), got {config.max_skills}")
+        raise ValueError(
+            f"max_skills must be between 1 and the number of skills ({config.concepts}), got {config.max_skills}"
+        )
     rng = np.random.default_rng([config.bank_seed, 2])
     sizes = rng.integers(1, config.max_skills + 1, config.items)
     skills = [np.sort(rng.choice(config.concepts, size, replace=False)) for size in sizes]
@@ -151,12 +163,23 @@ def generate_sets(config: SyntheticConfig) -> list[StudentSequence]:
             logit = float(np.mean(ability[skills] - bank.skill_difficulty[skills]) - bank.question_difficulty[question])
             p = config.guess + (1 - config.guess) / (1 + np.exp(-logit))
             answer = int(rng.random() < p)
-            elapsed.append(int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3))))
+            elapsed.append(
+                int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3)))
+            )
             ability[skills] += bank.learn_rate[skills] * (1.0 if answer else 0.5)
             ts += int(rng.integers(5_000, 120_000))
             items.append(bank.skill_set_id(question))
             questions.append(f"q{question}")
             correct.append(answer)
             stamps.append(ts)
-        students.append(StudentSequence(f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps), elapsed_ms=tuple(elapsed), questions=tuple(questions)))
+        students.append(
+            StudentSequence(
+                f"synthetic:{k}",
+                tuple(items),
+                tuple(correct),
+                ts_ms=tuple(stamps),
+                elapsed_ms=tuple(elapsed),
+                questions=tuple(questions),
+            )
+        )
     return students

@@ -54,7 +54,10 @@ class Readiness:
             return "starting: model not loaded"
         if self.redis_client is None or self.kafka_client is None:
             return "not connected to Redis and Kafka (starting or stopping)"
-        problems = [self.processor_problem() if self.processor_problem else None, *await asyncio.gather(self._redis_problem(), self._kafka_problem())]
+        problems = [
+            self.processor_problem() if self.processor_problem else None,
+            *await asyncio.gather(self._redis_problem(), self._kafka_problem()),
+        ]
         return "; ".join(p for p in problems if p) or None
 
     async def _redis_problem(self) -> str | None:
@@ -87,7 +90,9 @@ class ObservabilityServer:
         try:
             self.server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as exc:
-            raise StreamError(f"metrics port {self.port}: cannot listen ({exc.strerror or exc}); free it, or set --metrics-port / KT_METRICS_PORT (0: no endpoint)") from None
+            raise StreamError(
+                f"metrics port {self.port}: cannot listen ({exc.strerror or exc}); free it, or set --metrics-port / KT_METRICS_PORT (0: no endpoint)"
+            ) from None
         log.info("metrics, /healthz and /readyz on port %d", self.port)
 
     async def stop(self) -> None:
@@ -104,7 +109,9 @@ class ObservabilityServer:
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
             problem = await self.readiness.problem()
-            return (503, "text/plain", f"not ready: {problem}\n".encode()) if problem else (200, "text/plain", b"ready\n")
+            return (
+                (503, "text/plain", f"not ready: {problem}\n".encode()) if problem else (200, "text/plain", b"ready\n")
+            )
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
         if path == "/quality":
@@ -112,7 +119,9 @@ class ObservabilityServer:
         return 404, "text/plain", b"not found: /metrics, /healthz, /readyz, /quality\n"
 
     async def quality(self) -> tuple[int, str, bytes]:
-        versions: dict[str, dict[str, Any]] = {version: {"process": windows} for version, windows in self.metrics.quality_summary().items()}
+        versions: dict[str, dict[str, Any]] = {
+            version: {"process": windows} for version, windows in self.metrics.quality_summary().items()
+        }
         fleet_error = None
         if self.metrics.fleet_quality is not None:
             try:

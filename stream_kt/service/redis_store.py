@@ -137,10 +137,14 @@ def redis_client(url: str, *, cluster: bool = False, socket_timeout_s: float = 5
         # the cluster client keeps its own few retries: they follow MOVED/ASK and failovers
         return RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
     # no client-side retries: the processor's batch retry logs every failure
-    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
+    return aioredis.Redis.from_url(
+        url, retry=Retry(NoBackoff(), 0), socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+    )
 
 
-def redis_client_sync(url: str, *, cluster: bool = False, socket_timeout_s: float | None = None, connect_timeout_s: float | None = None) -> redis.Redis | redis.RedisCluster:
+def redis_client_sync(
+    url: str, *, cluster: bool = False, socket_timeout_s: float | None = None, connect_timeout_s: float | None = None
+) -> redis.Redis | redis.RedisCluster:
     """A blocking client for ``url``, for tools and tests outside an event loop (a launcher's PING, a
     suite's final read).  None: no timeout; ``connect_timeout_s`` None: as ``socket_timeout_s``.
     A ``redis+sentinel://`` URL gives the client of the service's primary, as ``redis_client``."""
@@ -148,15 +152,26 @@ def redis_client_sync(url: str, *, cluster: bool = False, socket_timeout_s: floa
         target = sentinel_target(url)
         timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s or socket_timeout_s}
         sentinels = SyncSentinel(list(target.sentinels), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-        primary: redis.Redis = sentinels.master_for(target.service, db=target.db, username=target.username, password=target.password, ssl=target.tls, **timeouts)  # type: ignore[no-untyped-call]
+        primary: redis.Redis = sentinels.master_for(
+            target.service, db=target.db, username=target.username, password=target.password, ssl=target.tls, **timeouts
+        )  # type: ignore[no-untyped-call]
         return primary
     if cluster:
-        return redis.RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)
+        return redis.RedisCluster.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s
+        )
     return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)
 
 
 class StudentStore:
-    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str, state_ttl_s: int = 0, min_replicas: int = 0, replica_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        prefix: str,
+        state_ttl_s: int = 0,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
+    ) -> None:
         self.client = client
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
@@ -233,7 +248,9 @@ class StudentStore:
             return blobs
         return list(await self.client.mget(names))  # type: ignore[arg-type]  # bytes: the client does not decode
 
-    async def write_blobs(self, student_ids: Sequence[str], blobs: Sequence[bytes], events: Sequence[int], shadow: str | None = None) -> list[int]:
+    async def write_blobs(
+        self, student_ids: Sequence[str], blobs: Sequence[bytes], events: Sequence[int], shadow: str | None = None
+    ) -> list[int]:
         """Write each state whole under its own key, unless the stored state is as new or newer; the refused indexes.
 
         Fencing: a write carries the student's events applied, and the script (``FENCED_SET``)
@@ -296,7 +313,9 @@ class StudentStore:
                 await self.client.script_load(FENCED_SET)
                 continue
             if int(acknowledged) < self.min_replicas:
-                raise ReplicasNotReached(f"state writes reached {acknowledged} of {self.min_replicas} replicas within {self.replica_timeout_ms} ms")
+                raise ReplicasNotReached(
+                    f"state writes reached {acknowledged} of {self.min_replicas} replicas within {self.replica_timeout_ms} ms"
+                )
             return [int(i) - 1 for i in results[0]] if results else []
         raise AssertionError("unreachable")
 
@@ -321,7 +340,9 @@ class StudentStore:
                 payload = await self.read_model_vocab(version.decode())
                 vocabularies[version] = list(payload["ids"]) if payload and "ids" in payload else None
                 questions[version] = list(payload.get("questions") or ()) if payload else None
-            states[student] = decode_state(blob, student, vocabularies.get(version), None, names, questions.get(version))
+            states[student] = decode_state(
+                blob, student, vocabularies.get(version), None, names, questions.get(version)
+            )
         return states
 
     async def quarantine(self, student_id: str, blob: bytes) -> None:
@@ -356,14 +377,18 @@ class StudentStore:
         try:
             payload: dict[str, Any] = json.loads(raw)
         except ValueError:
-            raise StreamError(f"{keys.model_vocab_key(model_version, self.prefix)}: not a stream-kt vocabulary") from None
+            raise StreamError(
+                f"{keys.model_vocab_key(model_version, self.prefix)}: not a stream-kt vocabulary"
+            ) from None
         return payload
 
     async def add_quality(self, model_version: str, scores: Scores) -> None:
         """Add a batch's online quality counts to the model version's hash: one key, one script (cluster-safe)."""
         fields = scores.to_fields()
         ints: list[tuple[str, str | int]] = [(name, value) for name, value in fields.items() if isinstance(value, int)]
-        floats: list[tuple[str, str | int]] = [(name, repr(float(value))) for name, value in fields.items() if not isinstance(value, int)]
+        floats: list[tuple[str, str | int]] = [
+            (name, repr(float(value))) for name, value in fields.items() if not isinstance(value, int)
+        ]
         args: list[str | int] = [len(ints)]
         for name, value in ints + floats:
             args += [name, value]

@@ -78,8 +78,12 @@ class FollowTally:
         self.latencies_ms.append(received_ms - ts)
         self._stamp(received_ms)
         if produced_ms is not None:
-            self.first_produced_ms = produced_ms if self.first_produced_ms is None else min(self.first_produced_ms, produced_ms)
-            self.last_produced_ms = produced_ms if self.last_produced_ms is None else max(self.last_produced_ms, produced_ms)
+            self.first_produced_ms = (
+                produced_ms if self.first_produced_ms is None else min(self.first_produced_ms, produced_ms)
+            )
+            self.last_produced_ms = (
+                produced_ms if self.last_produced_ms is None else max(self.last_produced_ms, produced_ms)
+            )
 
     def add_dead_letter(self, raw_event: bytes | None, headers: dict[str, str], received_ms: int) -> None:
         try:

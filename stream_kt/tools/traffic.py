@@ -63,7 +63,15 @@ class TopicReader:
     async context manager.
     """
 
-    def __init__(self, bootstrap: str, topics: str | list[str], security: dict[str, Any] | None = None, *, keep: bool = True, **options: object) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: str | list[str],
+        security: dict[str, Any] | None = None,
+        *,
+        keep: bool = True,
+        **options: object,
+    ) -> None:
         self.bootstrap, self.topics, self.keep = bootstrap, [topics] if isinstance(topics, str) else list(topics), keep
         self.consumer = kafka_io.make_reader(bootstrap, self.topics, security, **options)
         self.records: list[ConsumerRecord] = []
@@ -95,7 +103,9 @@ class TopicReader:
             self.records.extend(new)
         return new
 
-    async def read_until(self, done: Callable[[list[ConsumerRecord]], bool], timeout_s: float = 60.0) -> list[ConsumerRecord]:
+    async def read_until(
+        self, done: Callable[[list[ConsumerRecord]], bool], timeout_s: float = 60.0
+    ) -> list[ConsumerRecord]:
         """Read until ``done(records)``; ``StreamError`` after ``timeout_s``."""
 
         async def read_done() -> bool:
@@ -104,10 +114,17 @@ class TopicReader:
             await self.read()
             return False
 
-        await until(read_done, timeout_s, lambda: f"{', '.join(self.topics)}: condition met ({len(self.records)} records)", poll_s=0)
+        await until(
+            read_done,
+            timeout_s,
+            lambda: f"{', '.join(self.topics)}: condition met ({len(self.records)} records)",
+            poll_s=0,
+        )
         return self.records
 
-    def read_in_background(self, on_records: Callable[[list[ConsumerRecord]], None], timeout_ms: int = 200, max_records: int = 5000) -> None:
+    def read_in_background(
+        self, on_records: Callable[[list[ConsumerRecord]], None], timeout_ms: int = 200, max_records: int = 5000
+    ) -> None:
         """Read until ``stop``, handing each fetch to ``on_records``; a failed fetch (the broker restarting) is counted and
         retried: the consumer reconnects and keeps its positions."""
 

@@ -19,7 +19,17 @@ from stream_kt.service.redis_store import REDIS_ERRORS, redis_client_sync
 from stream_kt.service.state import decode_state
 from stream_kt.tools.processes import RedisServer, wait_until
 
-from .conftest import TopicReader, answer_messages, by_student, dedupe_outputs, expected_output_keys, produce, read_states, running_processor, synthetic_answers
+from .conftest import (
+    TopicReader,
+    answer_messages,
+    by_student,
+    dedupe_outputs,
+    expected_output_keys,
+    produce,
+    read_states,
+    running_processor,
+    synthetic_answers,
+)
 
 
 class LocalCluster:
@@ -43,7 +53,9 @@ class LocalCluster:
             client = node.client()
 
             def cluster_ok() -> bool:
-                assert all(n.process is not None and n.process.poll() is None for n in self.nodes), "a redis-server exited"
+                assert all(n.process is not None and n.process.poll() is None for n in self.nodes), (
+                    "a redis-server exited"
+                )
                 with contextlib.suppress(*REDIS_ERRORS):
                     return client.cluster("info")["cluster_state"] == "ok"
                 return False
@@ -70,7 +82,9 @@ def redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
-def test_states_on_a_redis_cluster_equal_those_on_one_redis(make_settings, tiny_checkpoint, redis_url, redis_cluster, topics):
+def test_states_on_a_redis_cluster_equal_those_on_one_redis(
+    make_settings, tiny_checkpoint, redis_url, redis_cluster, topics
+):
     checkpoint = load_checkpoint(tiny_checkpoint)
     single = make_settings()
     clustered = make_settings(
@@ -95,7 +109,9 @@ def test_states_on_a_redis_cluster_equal_those_on_one_redis(make_settings, tiny_
     client = redis_client_sync(redis_cluster.url, cluster=True)
     try:
         student_keys = [keys.student_key(s, clustered.key_prefix) for s in students]
-        on_cluster = {s: decode_state(client.get(k), s, checkpoint.vocab.ids, shapes) for s, k in zip(students, student_keys)}
+        on_cluster = {
+            s: decode_state(client.get(k), s, checkpoint.vocab.ids, shapes) for s, k in zip(students, student_keys)
+        }
         primaries = {client.get_node_from_key(k).port for k in student_keys}
     finally:
         client.close()
