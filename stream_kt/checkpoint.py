@@ -72,7 +72,8 @@ def check_out_dir(path: str | Path) -> Path:
     if out.is_dir():
         if not (out / "config.json").is_file() and any(out.iterdir()):
             raise CheckpointError(
-                f"{out}: a directory with other files and no checkpoint in it: give a new or empty directory, or a checkpoint to replace"
+                f"{out}: a directory with other files and no checkpoint in it: give a new or empty directory, "
+                "or a checkpoint to replace"
             )
         target = out
     else:
@@ -151,7 +152,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     version = model_version(model, vocab)
     if config.get("version") != version:
         raise CheckpointError(
-            f"{path}: content hash {version} does not match the recorded version {config.get('version')} (files changed?)"
+            f"{path}: content hash {version} does not match the recorded version "
+            f"{config.get('version')} (files changed?)"
         )
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
     return Checkpoint(model, vocab, split, version, config.get("train", {}), metrics, path)
@@ -183,11 +185,13 @@ def save_ensemble(
     for member in members[1:]:
         if member.vocab.ids != first.vocab.ids or member.vocab.item_column != first.vocab.item_column:
             raise CheckpointError(
-                f"{member.path}: vocabulary differs from {first.path}'s: ensemble members must be trained on the same file"
+                f"{member.path}: vocabulary differs from {first.path}'s: ensemble members must "
+                "be trained on the same file"
             )
         if (member.split.test, member.split.test_source) != (first.split.test, first.split.test_source):
             raise CheckpointError(
-                f"{member.path}: held out other students than {first.path} ({member.split.test_source} vs {first.split.test_source})"
+                f"{member.path}: held out other students than {first.path} ({member.split.test_source} vs "
+                f"{first.split.test_source})"
             )
     sources = [
         {

@@ -1,4 +1,5 @@
-"""Binary prediction metrics (numpy only): AUC, accuracy, RMSE, log-loss. (The Prometheus metrics are service/metrics.py.)"""
+"""Binary prediction metrics (numpy only): AUC, accuracy, RMSE, log-loss. (The Prometheus
+metrics are service/metrics.py.)"""
 
 from __future__ import annotations
 

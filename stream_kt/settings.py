@@ -99,7 +99,8 @@ def sentinel_target(url: str) -> SentinelTarget:
     parts = path.split("/") if path else []
     if not 1 <= len(parts) <= 2 or not parts[0] or (len(parts) == 2 and not parts[1].isdigit()) or "?" in path:
         raise ValueError(
-            f"redis url {shown!r} must be {scheme}://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] (SERVICE: the name Sentinel monitors)"
+            f"redis url {shown!r} must be {scheme}://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] "
+            "(SERVICE: the name Sentinel monitors)"
         )
     return SentinelTarget(
         tuple(sentinels),
@@ -142,9 +143,12 @@ class StreamSettings(BaseSettings):
         env="KAFKA_BOOTSTRAP_SERVERS",
     )
     redis_url: str = setting(
-        "redis://127.0.0.1:6379/0", "redis://, rediss:// (TLS), user:password@ for ACL AUTH; redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] follows Sentinel",
-        env="REDIS_URL", flag="--redis",
-    )  # fmt: skip
+        "redis://127.0.0.1:6379/0",
+        "redis://, rediss:// (TLS), user:password@ for ACL AUTH; "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] follows Sentinel",
+        env="REDIS_URL",
+        flag="--redis",
+    )
     in_topic: str = setting("kt.answers", "answer events", min_length=1, invalid="{name} must not be empty")
     out_topic: str = setting("kt.mastery", "mastery messages", min_length=1, invalid="{name} must not be empty")
     dlq_topic: str = setting(
@@ -192,7 +196,8 @@ class StreamSettings(BaseSettings):
     checkpoint: str = setting("", "the model serve serves: a checkpoint directory (stream-kt train)")
     shadow: str = setting(
         "",
-        "a challenger checkpoint stepped beside the served one on the same events, with states of its own, scored online; publishes nothing unless --shadow-topic",
+        "a challenger checkpoint stepped beside the served one on the same events, with states of its own, "
+        "scored online; publishes nothing unless --shadow-topic",
     )
     shadow_topic: str = setting("", "where the shadow's mastery messages go; empty = nowhere")
     backend: str = setting(
@@ -213,9 +218,12 @@ class StreamSettings(BaseSettings):
     )
     log_format: LogFormat = setting("text", "text or json", invalid="log format {value!r} must be one of {choices}")
     state_ttl_s: int = setting(
-        0, "expire a student's state this long after its last write; an expired student restarts from the initial state; 0 = keep forever", ge=0,
+        0,
+        "expire a student's state this long after its last write; an expired student restarts from the "
+        "initial state; 0 = keep forever",
+        ge=0,
         invalid="state TTL {value} s must be 0 (keep forever) or positive",
-    )  # fmt: skip
+    )
     max_event_bytes: int = setting(
         MAX_EVENT_BYTES,
         "a bigger event goes to the dead-letter topic",
@@ -235,9 +243,13 @@ class StreamSettings(BaseSettings):
     )
     redis_cluster: bool = setting(False, "the Redis URL names a Redis Cluster node")
     redis_min_replicas: int = setting(
-        0, "replicas a batch's state writes must reach (Redis WAIT) before its offsets are committed; 0 = no wait: a failover can lose the last writes", ge=0, le=16,
+        0,
+        "replicas a batch's state writes must reach (Redis WAIT) before its offsets are committed; 0 = no wait: "
+        "a failover can lose the last writes",
+        ge=0,
+        le=16,
         invalid="redis min replicas {value} must be between 0 (no wait) and {le}",
-    )  # fmt: skip
+    )
     redis_replica_timeout_ms: int = setting(
         1000,
         "longest wait for those replicas; a batch they have not acknowledged by then is retried",
@@ -266,17 +278,28 @@ class StreamSettings(BaseSettings):
         invalid="quality window {value} must be between {ge} and {le} answers",
     )
     kafka_connect_timeout_s: int = setting(
-        20, "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, a port that is not Kafka's", ge=1, le=3600,
+        20,
+        "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, "
+        "a port that is not Kafka's",
+        ge=1,
+        le=3600,
         invalid="kafka connect timeout {value} s must be between {ge} and {le}",
-    )  # fmt: skip
+    )
     replication_factor: int = setting(
-        0, "replicas of each topic serve creates; 0 = three where the cluster has three brokers or more, else one per broker", ge=0, le=32767,
+        0,
+        "replicas of each topic serve creates; 0 = three where the cluster has three brokers or "
+        "more, else one per broker",
+        ge=0,
+        le=32767,
         invalid="replication factor {value} must be 0 (three, or one per broker below three) or positive",
-    )  # fmt: skip
+    )
     min_insync_replicas: int = setting(
-        0, "min.insync.replicas of each replicated topic serve creates: a write needs this many in sync; 0 = 2 with three replicas or more, else 1", ge=0,
+        0,
+        "min.insync.replicas of each replicated topic serve creates: a write needs this many in sync; "
+        "0 = 2 with three replicas or more, else 1",
+        ge=0,
         invalid=_MIN_INSYNC_INVALID,
-    )  # fmt: skip
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -287,7 +310,8 @@ class StreamSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The arguments over the environment over the TOML file (``toml_file`` of ``model_config``: none) over the defaults.
+        """The arguments over the environment over the TOML file (``toml_file`` of ``model_config``: none) over the
+        defaults.
 
         ``load_settings`` builds the same three with the flags, an environment and ``--config FILE``."""
         return init_settings, env_settings, ConfigFile(settings_cls)
@@ -361,15 +385,18 @@ class StreamSettings(BaseSettings):
         redis_url = urlsplit(self.redis_url)
         if redis_url.scheme in SENTINEL_SCHEMES:
             raise ValueError(
-                f"redis cluster: {mask_url(self.redis_url)!r} names Sentinels; a Redis Cluster fails over by itself: give one of its nodes as redis://"
+                f"redis cluster: {mask_url(self.redis_url)!r} names Sentinels; a Redis Cluster fails over by itself: "
+                "give one of its nodes as redis://"
             )
         if redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0"):
             raise ValueError(
-                f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database 0 (a cluster has no other)"
+                f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database "
+                "0 (a cluster has no other)"
             )
         if self.redis_min_replicas:
             raise ValueError(
-                "redis min replicas: not supported on a Redis Cluster yet (WAIT must run on each primary's writing connection); set it to 0"
+                "redis min replicas: not supported on a Redis Cluster yet (WAIT must run on each primary's "
+                "writing connection); set it to 0"
             )
 
     def _check_kafka_security(self) -> None:
@@ -377,15 +404,18 @@ class StreamSettings(BaseSettings):
         sasl = protocol.startswith("SASL_")
         if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
             raise ValueError(
-                f"kafka security protocol {protocol} needs {ENV['kafka_sasl_username']} and {ENV['kafka_sasl_password']}"
+                f"kafka security protocol {protocol} needs {ENV['kafka_sasl_username']} and "
+                f"{ENV['kafka_sasl_password']}"
             )
         if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
             raise ValueError(
-                f"kafka SASL credentials are set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SASL_SSL or SASL_PLAINTEXT"
+                f"kafka SASL credentials are set but the security protocol is {protocol}: "
+                f"set {ENV['kafka_security_protocol']} to SASL_SSL or SASL_PLAINTEXT"
             )
         if self.kafka_ssl_cafile and not protocol.endswith("SSL"):
             raise ValueError(
-                f"kafka ssl cafile is set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SSL or SASL_SSL"
+                f"kafka ssl cafile is set but the security protocol is {protocol}: "
+                f"set {ENV['kafka_security_protocol']} to SSL or SASL_SSL"
             )
 
 

@@ -1,4 +1,5 @@
-"""The command line as a whole: what every command shares (``stream_kt/cli.py``), and flags declared for people to read."""
+"""The command line as a whole: what every command shares (``stream_kt/cli.py``), and flags
+declared for people to read."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ NUMBER_TYPES = (
 
 
 def numeric_options():
-    """Every flag of every command that takes a number (the settings' flags say their default and variable by construction)."""
+    """Every flag of every command that takes a number (the settings' flags say their default and
+    variable by construction)."""
     for name in sorted(COMMANDS):
         for option in command(name).params:
             if isinstance(option, click.Option) and isinstance(option.type, NUMBER_TYPES):

@@ -199,14 +199,22 @@ class AuditReport:
 
     def to_json(self) -> dict:
         return {
-            "data": self.path, "format": self.fmt, "item": self.item, "students": self.students, "answers": self.answers,
-            "correct_rate": round(self.correct_rate, 4), "sees": self.sees, "cannot_see": self.cannot_see,
-            "leak": bool(self.leaks), "checks": {f.check: f.to_json() for f in self.findings},
-        }  # fmt: skip
+            "data": self.path,
+            "format": self.fmt,
+            "item": self.item,
+            "students": self.students,
+            "answers": self.answers,
+            "correct_rate": round(self.correct_rate, 4),
+            "sees": self.sees,
+            "cannot_see": self.cannot_see,
+            "leak": bool(self.leaks),
+            "checks": {f.check: f.to_json() for f in self.findings},
+        }
 
     def lines(self) -> list[str]:
         out = [
-            f"audit of {self.path} ({self.fmt if self.fmt == '3line' else f'{self.fmt}, {self.item}'}): {self.students:,} students, {self.answers:,} answers, correct rate {self.correct_rate:.3f}",
+            f"audit of {self.path} ({self.fmt if self.fmt == '3line' else f'{self.fmt}, {self.item}'}): "
+            f"{self.students:,} students, {self.answers:,} answers, correct rate {self.correct_rate:.3f}",
             f"  sees: {self.sees}",
             f"  cannot see: {self.cannot_see}",
         ]
@@ -241,13 +249,20 @@ def audit(
     answers = sum(len(s) for s in students)
     correct_rate = sum(sum(s.correct) for s in students) / answers
     if fmt == "assistments":
-        sees = "raw rows with order ids, problem ids and skill ids; students as read (one answer per order_id, sorted by order_id)"
-        cannot_see = "repeats of one answer under different order ids other than by the signature; timestamps (only order ids order the answers)"
+        sees = (
+            "raw rows with order ids, problem ids and skill ids; students as read "
+            "(one answer per order_id, sorted by order_id)"
+        )
+        cannot_see = (
+            "repeats of one answer under different order ids other than by the signature; timestamps "
+            "(only order ids order the answers)"
+        )
     else:
         sees = "items and answers in file order; students by position"
         cannot_see = (
-            "problem ids, order ids, timestamps: multi-skill repeats show only by their signature, so repeats that are not adjacent, of item pairs "
-            f"seen fewer than {(rule or RepeatRule()).min_count} times, or that do not raise agreement are not seen; time order is only hinted at"
+            "problem ids, order ids, timestamps: multi-skill repeats show only by their signature, so repeats that are "
+            f"not adjacent, of item pairs seen fewer than {(rule or RepeatRule()).min_count} times, "
+            "or that do not raise agreement are not seen; time order is only hinted at"
         )
     return AuditReport(
         str(path), fmt, item, len(students), answers, correct_rate, sees, cannot_see, findings, signature
@@ -265,15 +280,21 @@ def _signature_finding(sig: RepeatSignature, examples: int) -> Finding:
     if sig.mixed:
         rates = [p.agreement for pair in sig.mixed for p in pair]
         parts.append(
-            f"{len(sig.mixed)} item pairs in both orders ({2 * len(sig.mixed)} ordered pairs) agree {min(rates):.1%}-{max(rates):.1%}"
+            f"{len(sig.mixed)} item pairs in both orders ({2 * len(sig.mixed)} ordered pairs) "
+            f"agree {min(rates):.1%}-{max(rates):.1%}"
         )
     if sig.fixed:
         parts.append(
-            f"{len(sig.fixed)} ordered pairs in one order agree {min(p.agreement for p in sig.fixed):.1%}-{max(p.agreement for p in sig.fixed):.1%}"
+            f"{len(sig.fixed)} ordered pairs in one order agree "
+            f"{min(p.agreement for p in sig.fixed):.1%}-{max(p.agreement for p in sig.fixed):.1%}"
         )
-    summary = f"{'; '.join(parts)}, against a {base}; {sig.flagged_positions:,} positions flagged ({sig.flagged_fraction:.2%} of answers)"
+    summary = (
+        f"{'; '.join(parts)}, against a {base}; {sig.flagged_positions:,} positions flagged "
+        f"({sig.flagged_fraction:.2%} of answers)"
+    )
     shown = [
-        f"{ab.first}->{ab.second} {ab.count:,} times, agree {ab.agreement:.1%}; {ba.first}->{ba.second} {ba.count:,} times, agree {ba.agreement:.1%}"
+        f"{ab.first}->{ab.second} {ab.count:,} times, agree {ab.agreement:.1%}; "
+        f"{ba.first}->{ba.second} {ba.count:,} times, agree {ba.agreement:.1%}"
         for ab, ba in sig.mixed[:examples]
     ]
     shown += [
@@ -316,11 +337,13 @@ def _order_id_repeats(csv_rows: _Rows, examples: int) -> Finding:
         first = rows[ks[0]]
         skills = sorted({_clean_id(get(rows[k], "skill_id")) for k in ks} - {""}, key=id_sort_key)
         shown.append(
-            f"order_id {order} (user {get(first, 'user_id')}, problem {_clean_id(get(first, 'problem_id'))}): {len(ks)} rows, skills {', '.join(skills)} (lines {', '.join(str(csv_rows.line[k]) for k in ks)})"
+            f"order_id {order} (user {get(first, 'user_id')}, problem {_clean_id(get(first, 'problem_id'))}): "
+            f"{len(ks)} rows, skills {', '.join(skills)} (lines {', '.join(str(csv_rows.line[k]) for k in ks)})"
         )
     summary = (
-        f"{len(shared):,} answers on multi-skill problems span {len(shared) + extra:,} rows ({extra:,} extra rows); stream-kt's reader keeps one answer per "
-        "order_id (its skills joined, '10_23'), so they do not leak here, but a reader taking one row per answer would see each such answer before its copies"
+        f"{len(shared):,} answers on multi-skill problems span {len(shared) + extra:,} rows ({extra:,} extra rows); "
+        "stream-kt's reader keeps one answer per order_id (its skills joined, '10_23'), so they do not leak here, "
+        "but a reader taking one row per answer would see each such answer before its copies"
     )
     return Finding("multi_skill_rows", NOTE, summary, shown, numbers)
 
@@ -347,7 +370,8 @@ def _duplicate_rows(csv_rows: _Rows, examples: int) -> Finding:
 
 
 def _duplicate_students(students: list[StudentSequence], min_length: int, examples: int) -> Finding:
-    """Students whose items and answers repeat an earlier student's; short or one-label ones are often alike by chance."""
+    """Students whose items and answers repeat an earlier student's; short or one-label ones
+    are often alike by chance."""
     first: dict[tuple, str] = {}
     copies = []
     for s in students:
@@ -373,14 +397,16 @@ def _duplicate_students(students: list[StudentSequence], min_length: int, exampl
         for original, s in sorted(copies, key=lambda c: -len(c[1]))[:examples]
     ]
     summary = (
-        f"{len(copies):,} students of {min_length}+ answers repeat an earlier student's items and answers exactly ({numbers['answers']:,} answers); "
-        f"{len(unlikely):,} of them have {DUPLICATE_LENGTH}+ answers, right and wrong, unlikely to be alike by chance"
+        f"{len(copies):,} students of {min_length}+ answers repeat an earlier student's items and answers exactly "
+        f"({numbers['answers']:,} answers); {len(unlikely):,} of them have {DUPLICATE_LENGTH}+ answers, "
+        "right and wrong, unlikely to be alike by chance"
     )
     return Finding("duplicate_students", WARN if unlikely else NOTE, summary, shown, numbers)
 
 
 def _same_item_twice(students: list[StudentSequence], rule: RepeatRule) -> Finding:
-    """Runs of one item: usual practice on a skill; on a problem vocabulary, answers agreeing like copies are a repeat."""
+    """Runs of one item: usual practice on a skill; on a problem vocabulary, answers agreeing
+    like copies are a repeat."""
     count = agree = 0
     for s in students:
         for a, b, x, y in zip(s.items, s.items[1:], s.correct, s.correct[1:]):
@@ -424,7 +450,8 @@ def _csv_order(csv_rows: _Rows, examples: int) -> Finding:
     return Finding(
         "time_order",
         NOTE,
-        f"{len(backwards):,} students have rows out of order_id order ({numbers['rows']:,} rows); stream-kt's reader sorts each student by order_id",
+        f"{len(backwards):,} students have rows out of order_id order ({numbers['rows']:,} rows); "
+        "stream-kt's reader sorts each student by order_id",
         shown,
         numbers,
     )
@@ -437,7 +464,10 @@ def _sorted_items(students: list[StudentSequence], examples: int) -> Finding:
     ascending = [s for s in eligible if all(a <= b for a, b in zip(keys(s), keys(s)[1:]))]
     share = len(ascending) / len(eligible) if eligible else 0.0
     numbers = {"students": len(ascending), "of": len(eligible), "fraction": round(share, 4)}
-    what = f"{len(ascending):,} of {len(eligible):,} students with 3+ distinct items ({share:.1%}) have item ids that never decrease"
+    what = (
+        f"{len(ascending):,} of {len(eligible):,} students with 3+ distinct items ({share:.1%}) "
+        "have item ids that never decrease"
+    )
     shown = [
         f"{s.student_id}: {len(s)} answers on items {', '.join(dict.fromkeys(s.items))} in that order"
         for s in ascending[:examples]
@@ -463,7 +493,8 @@ def _short_students(students: list[StudentSequence], min_length: int, examples: 
     return Finding(
         "short_students",
         NOTE,
-        f"{len(short):,} students ({len(short) / len(students):.1%}) have fewer than {min_length} answers ({numbers['answers']:,} answers)",
+        f"{len(short):,} students ({len(short) / len(students):.1%}) have fewer than {min_length} answers "
+        f"({numbers['answers']:,} answers)",
         shown,
         numbers,
     )
@@ -485,7 +516,10 @@ def _constant_labels(students: list[StudentSequence], examples: int) -> Finding:
         )
     if not right and not wrong:
         return Finding("constant_labels", OK, "every student has right and wrong answers", [], numbers)
-    summary = f"{len(right):,} students answer all correct, {len(wrong):,} all wrong ({numbers['answers']:,} answers, {numbers['answers'] / answers:.1%})"
+    summary = (
+        f"{len(right):,} students answer all correct, {len(wrong):,} all wrong ({numbers['answers']:,} answers, "
+        f"{numbers['answers'] / answers:.1%})"
+    )
     shown = [
         f"{s.student_id}: {len(s)} answers, all {'correct' if s.correct[0] else 'wrong'}"
         for s in sorted(right + wrong, key=len, reverse=True)[:examples]

@@ -98,7 +98,8 @@ def cut_windows(sequences: Sequence[EncodedSequence], window: int) -> list[Windo
 
 
 def make_batch(rows: Sequence[Row], pad: PadSide = "post", length: int | None = None) -> Batch:
-    """Pad ``(items, correct[, times[, questions]])`` rows into one next-step batch of width ``length`` (default: longest row).
+    """Pad ``(items, correct[, times[, questions]])`` rows into one next-step batch of width ``length``
+    (default: longest row).
 
     Skill-set rows ((n, K) items) pad with skill rows of index 0: padding is masked, never read.
     """

@@ -84,7 +84,8 @@ def read_dataset(
 
 
 def read_text(path: str | Path, fmt: str) -> str:
-    """The text of a data file in format ``fmt`` (gunzipped, decoded); ``DataError`` with one clear line on any problem."""
+    """The text of a data file in format ``fmt`` (gunzipped, decoded); ``DataError`` with one
+    clear line on any problem."""
     path = Path(path)
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -136,7 +137,8 @@ def _parse_3line(text: str, path: Path) -> tuple[list[StudentSequence], ReadRepo
         answers = [x.strip() for x in answer_line.split(",") if x.strip()]
         if len(items) != count or len(answers) != count:
             raise DataError(
-                f"{path}:{line_no}: header says {count} answers but found {len(items)} items and {len(answers)} responses"
+                f"{path}:{line_no}: header says {count} answers but found {len(items)} items "
+                f"and {len(answers)} responses"
             )
         if any(a not in ("0", "1") for a in answers):
             raise DataError(f"{path}:{line_no + 2}: responses must be 0 or 1")
@@ -398,7 +400,8 @@ def write_pykt(students: list[StudentSequence], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as out:
         for s in students:
             out.write(
-                f"{s.student_id},{len(s)}\n{line(s.questions)}\n{line(s.items)}\n{line(s.correct)}\n{line(s.ts_ms)}\n{line(s.elapsed_ms)}\n"
+                f"{s.student_id},{len(s)}\n{line(s.questions)}\n{line(s.items)}\n"
+                f"{line(s.correct)}\n{line(s.ts_ms)}\n{line(s.elapsed_ms)}\n"
             )
 
 

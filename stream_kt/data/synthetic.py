@@ -24,7 +24,8 @@ sets: question ``q`` tests 1 to ``max_skills`` of the ``concepts`` skills (drawn
 difficulty and a learning rate of its own, and each question a difficulty
 (``question_spread``: its standard deviation; 0, none).  The rule is compensatory:
 
-    P(correct) = guess + (1 - guess) * sigmoid(mean over its skills s of (ability[s] - difficulty[s]) - question difficulty)
+    P(correct) = guess + (1 - guess)
+                 * sigmoid(mean over its skills s of (ability[s] - difficulty[s]) - question difficulty)
 
 and every skill of the answered question is practised (its rate, half after a wrong
 answer).  Students work in runs on one skill, answering questions that test it.  An
@@ -54,19 +55,22 @@ class SyntheticConfig:
     bank_seed: int = 0  # the items' difficulties: the same bank whatever the seed
     start_ts_ms: int = 1_700_000_000_000
     time_signal: float = 1.5  # log-seconds of response time per unit of P(correct); 0: times say nothing
-    max_skills: int = 1  # above 1: questions with 1..max_skills skills each (generate_sets); ``items`` is then the number of questions
+    # above 1: questions with 1..max_skills skills each (generate_sets); ``items`` is then the number of questions
+    max_skills: int = 1
     question_spread: float = 0.0  # with max_skills > 1: standard deviation of the questions' own difficulties
 
 
 def item_bank(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(concept, difficulty) of each item: item ``i`` tests concept ``i % concepts``; difficulties are drawn from ``bank_seed``."""
+    """(concept, difficulty) of each item: item ``i`` tests concept ``i % concepts``; difficulties are
+    drawn from ``bank_seed``."""
     return np.arange(config.items) % config.concepts, np.random.default_rng(config.bank_seed).normal(
         0.0, 1.0, config.items
     )
 
 
 def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequence]:
-    """Simulated students: one concept an item (the DKT paper's setting), or questions with skill sets when ``max_skills`` > 1."""
+    """Simulated students: one concept an item (the DKT paper's setting), or questions with skill
+    sets when ``max_skills`` > 1."""
     if config.max_skills > 1:
         return generate_sets(config)
     rng = np.random.default_rng(config.seed)

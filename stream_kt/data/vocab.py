@@ -100,7 +100,8 @@ class Vocabulary:
         known_names = {k: v for k, v in (names or {}).items() if k in seen}
         if questions and not any(s.questions is not None for s in students):
             raise DataError(
-                "--questions: these students have no question ids (the 3-line format has none; use ASSISTments CSV, csv with question_id, or pyKT's format)"
+                "--questions: these students have no question ids (the 3-line format has none; use ASSISTments CSV, "
+                "csv with question_id, or pyKT's format)"
             )
         counts: dict[
             str, dict[str, int]
@@ -119,7 +120,8 @@ class Vocabulary:
 
     @property
     def one_entry_an_answer(self) -> bool:
-        """Combined skills and no question ids: what every vocabulary was before skill sets (saved and versioned as then)."""
+        """Combined skills and no question ids: what every vocabulary was before skill sets
+        (saved and versioned as then)."""
         return self.skills == "combined" and not self.questions and not self.question_skills
 
     def index(self, raw_id: object) -> int | None:
@@ -127,7 +129,8 @@ class Vocabulary:
         return self._index.get(str(raw_id).strip())  # type: ignore[attr-defined]
 
     def question_index(self, raw_id: str) -> int:
-        """Index of a question id: 1.. for one seen in training, 0 for none or an unseen one (the model falls back to its skills)."""
+        """Index of a question id: 1.. for one seen in training, 0 for none or an unseen one (the model
+        falls back to its skills)."""
         return self._question_index.get(raw_id.strip(), 0)  # type: ignore[attr-defined]
 
     def entry(self, item: str) -> int | list[int] | None:

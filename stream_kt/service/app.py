@@ -19,7 +19,8 @@ async def serve(
     on_ready: Callable[[], None] = lambda: None,
     shadow: Checkpoint | None = None,
 ) -> ProcessorStats:
-    """Run the processor with ``/metrics``, ``/healthz`` and ``/readyz`` until a signal; ``on_ready`` once partitions are assigned.
+    """Run the processor with ``/metrics``, ``/healthz`` and ``/readyz`` until a signal; ``on_ready`` once
+    partitions are assigned.
 
     A signal lets the in-flight batch finish and commit before everything closes.
     """

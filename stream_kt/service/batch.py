@@ -196,7 +196,8 @@ class Stepper:
         times: np.ndarray,
         questions: np.ndarray | None = None,
     ) -> StepOutput:
-        """Rows ``at`` answer ``items`` ((n,), or (n, K) skill sets padded with V); ``questions`` (n,) where the model reads them."""
+        """Rows ``at`` answer ``items`` ((n,), or (n, K) skill sets padded with V); ``questions`` (n,)
+        where the model reads them."""
         backend = next(
             (b for size, b in self.backends.items() if size >= len(at)), next(reversed(self.backends.values()))
         )

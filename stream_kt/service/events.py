@@ -84,7 +84,8 @@ class ItemIndex(dict[str, Entry]):
 
 
 def index_for(vocab: Vocabulary) -> Mapping[str, Entry]:
-    """What the decoder looks an event's raw item id up in: a plain dict for one entry an answer, else an ``ItemIndex``."""
+    """What the decoder looks an event's raw item id up in: a plain dict for one entry an
+    answer, else an ``ItemIndex``."""
     if vocab.skills == "combined":
         return {item: i for i, item in enumerate(vocab.ids)}
     return ItemIndex(vocab)
@@ -350,7 +351,8 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 class MasteryEncoder:
-    """Mastery messages of a batch: ``encode`` one per applied event, ``format`` "v2" (packed floats) or "v1" (a list)."""
+    """Mastery messages of a batch: ``encode`` one per applied event, ``format`` "v2" (packed
+    floats) or "v1" (a list)."""
 
     def __init__(self, model_version: str, format: str = "v2", dtype: str = "float32") -> None:
         if format not in MASTERY_FORMATS:

@@ -86,12 +86,14 @@ class ObservabilityServer:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        """Listen; ``StreamError`` (one line) when the port cannot be bound: serve without its probes would look dead or never ready."""
+        """Listen; ``StreamError`` (one line) when the port cannot be bound: serve without its probes would
+        look dead or never ready."""
         try:
             self.server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as exc:
             raise StreamError(
-                f"metrics port {self.port}: cannot listen ({exc.strerror or exc}); free it, or set --metrics-port / KT_METRICS_PORT (0: no endpoint)"
+                f"metrics port {self.port}: cannot listen ({exc.strerror or exc}); free it, "
+                "or set --metrics-port / KT_METRICS_PORT (0: no endpoint)"
             ) from None
         log.info("metrics, /healthz and /readyz on port %d", self.port)
 
@@ -141,7 +143,10 @@ class ObservabilityServer:
                 pass  # headers: nothing here needs them
             method, target, _ = request_line.decode("latin-1").split(" ", 2)
             status, content_type, body = await self.respond(method, target.split("?", 1)[0])
-            head = f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            head = (
+                f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
             await writer.drain()
         except (TimeoutError, ValueError, ConnectionError):

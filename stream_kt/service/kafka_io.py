@@ -3,9 +3,10 @@
 Topics (``ensure_topics``), the processor's consumer and producer, the tools' producer
 and group-less reader, starting any of them (``start``: an unreachable broker is one
 line), the bound on a start-up's first contacts (``connecting``: an address that is not
-a Kafka broker's is one line too, after ``kafka_connect_timeout_s``), dead-letter headers.  Every client gets the same security options
-(``client_options``): TLS and SASL from the ``kafka_*`` settings.  Nothing here decides
-when to commit; ``processor.py`` owns the commit order.
+a Kafka broker's is one line too, after ``kafka_connect_timeout_s``), dead-letter headers.
+Every client gets the same security options (``client_options``): TLS and SASL from the
+``kafka_*`` settings.  Nothing here decides when to commit; ``processor.py`` owns the
+commit order.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ MAX_DETAIL_CHARS = 300  # a dead letter's detail header: what was wrong, never a
 
 
 def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """``source`` ("topic/partition/offset") identifies the event: a dead letter sent again after a crash or a retry repeats it."""
+    """``source`` ("topic/partition/offset") identifies the event: a dead letter sent again after a
+    crash or a retry repeats it."""
     if len(detail) > MAX_DETAIL_CHARS:
         detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
     return [
@@ -93,7 +95,8 @@ def permanent(exc: BaseException) -> bool:
 
 
 async def topic_message_limit(bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> int:
-    """The largest record ``topic`` accepts: its ``max.message.bytes``, or Kafka's default where the broker will not say."""
+    """The largest record ``topic`` accepts: its ``max.message.bytes``, or Kafka's default
+    where the broker will not say."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     try:
         await admin.start()
@@ -185,7 +188,9 @@ async def ensure_topics(
             await admin.start()
             missing = [t for t in topics if t not in set(await admin.list_topics())]
             if not missing:
-                return  # no CreateTopics: a request the client sends to one broker it takes for the controller, maybe one just lost
+                # no CreateTopics: a request the client sends to one broker it takes for the controller,
+                # maybe one just lost
+                return
             brokers = len((await admin.describe_cluster()).get("brokers") or ())
             factor, min_isr = replication(brokers, replication_factor, min_insync_replicas)
             topic_configs = {**({"min.insync.replicas": str(min_isr)} if factor > 1 else {}), **(configs or {})}
@@ -209,7 +214,8 @@ async def ensure_topics(
         for topic, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise StreamError(
-                    f"cannot create topic {topic!r} on {bootstrap} ({partitions} partitions, {factor} replicas, {brokers} brokers): error {code} ({message})"
+                    f"cannot create topic {topic!r} on {bootstrap} ({partitions} partitions, {factor} replicas, "
+                    f"{brokers} brokers): error {code} ({message})"
                 )
             if code == 0:
                 log.info(
@@ -332,7 +338,8 @@ async def connecting(bootstrap: str, timeout_s: float) -> AsyncIterator[None]:
         if not deadline.expired():
             raise
         raise StreamError(
-            f"cannot reach the Kafka broker at {bootstrap}: no Kafka answer within {timeout_s:g} s (is that a Kafka broker's address? {ENV['kafka_connect_timeout_s']} sets the wait)"
+            f"cannot reach the Kafka broker at {bootstrap}: no Kafka answer within {timeout_s:g} s "
+            f"(is that a Kafka broker's address? {ENV['kafka_connect_timeout_s']} sets the wait)"
         ) from None
 
 
@@ -442,14 +449,16 @@ async def read_to_end(
                     f"{tp.partition} at {position} of {ends[tp]}" for tp, position in zip(pending, positions)
                 )
                 raise StreamError(
-                    f"reading {topic!r} on {bootstrap} made no progress for {stall_timeout_s:.0f} s (partitions {behind})"
+                    f"reading {topic!r} on {bootstrap} made no progress for "
+                    f"{stall_timeout_s:.0f} s (partitions {behind})"
                 )
     finally:
         await consumer.stop()
     return read
 
 
-# ---------------------------------------------------------------------- for the tools and the tests: a group's progress, a broker's readiness
+# ---------------------------------------------------------------------- for the tools and the tests:
+# a group's progress, a broker's readiness
 
 
 async def committed_offsets(
@@ -507,7 +516,8 @@ async def under_replicated(bootstrap: str, topics: list[str] | None = None, time
 
 
 async def lists_a_live_broker(bootstrap: str, timeout_s: float) -> bool:
-    """Does a metadata request to ``bootstrap`` list a live broker?  False while it does not answer (a broker starting)."""
+    """Does a metadata request to ``bootstrap`` list a live broker?  False while it does not
+    answer (a broker starting)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
     try:
         await admin.start()

@@ -11,10 +11,12 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_batch_fill_ratio                histogram: students in a model step / B
     stream_kt_step_latency_seconds            histogram: one model step
     stream_kt_end_to_end_latency_seconds      histogram: output delivered - event ``ts``
-    stream_kt_consumer_lag{topic,partition}   gauge: the broker's high-water mark - the committed offset, assigned partitions
+    stream_kt_consumer_lag{topic,partition}   gauge: the broker's high-water mark - the committed offset,
+                                              assigned partitions
     stream_kt_batch_retry_seconds             gauge: how long the current batch has been retrying (0: none is)
     stream_kt_redis_errors_total              failed Redis round trips (each is retried)
-    stream_kt_redis_wait_failures_total       batches whose state writes reached fewer than redis_min_replicas replicas (retried)
+    stream_kt_redis_wait_failures_total       batches whose state writes reached fewer than redis_min_replicas
+                                              replicas (retried)
     stream_kt_kafka_errors_total              failed deliveries and refused commits
     stream_kt_corrupt_states_total            stored states that could not be read (quarantined; the student restarted)
     stream_kt_processing_errors_total         events the processor failed on (dead letters, reason processing_error)

@@ -159,7 +159,8 @@ class Migration:
         state = decode_state(blob, student, ids, question_ids=list(question_ids_of.get(version) or ()))
         if ids is None:
             log.warning(
-                "student %s: state of model %s, whose vocabulary is not in Redis: rebuilt from the initial state, its window dropped",
+                "student %s: state of model %s, whose vocabulary is not in Redis: "
+                "rebuilt from the initial state, its window dropped",
                 student,
                 version,
             )

@@ -475,7 +475,8 @@ class Processor:
             if headers and headers[-1][0] == "sha256":
                 source = dict(headers).get("source", b"?").decode()
                 log.warning(
-                    "%s: dead letter (%s) truncated to %d bytes to fit the dead-letter topic; the original size and SHA-256 are in its headers",
+                    "%s: dead letter (%s) truncated to %d bytes to fit the dead-letter topic; "
+                    "the original size and SHA-256 are in its headers",
                     source,
                     reason,
                     len(value or b""),
@@ -484,7 +485,8 @@ class Processor:
         return deliveries
 
     def on_permanent_error(self, exc: KafkaError, stage: Stage, records: Records) -> None:
-        """A Kafka error retrying cannot fix: shrink the dead letters if it was their size, else stop (see the docstring)."""
+        """A Kafka error retrying cannot fix: shrink the dead letters if it was their size, else
+        stop (see the docstring)."""
         if not kafka_io.permanent(exc):
             return
         if (
@@ -501,7 +503,8 @@ class Processor:
             )
             return
         raise FatalStreamError(
-            f"cannot write {stage.value} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, so serve stops with batch {describe(records)} uncommitted"
+            f"cannot write {stage.value} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, "
+            f"so serve stops with batch {describe(records)} uncommitted"
         )
 
     async def apply(self, events: Events, tps: list[TopicPartition]) -> BatchResult:
@@ -599,7 +602,8 @@ class Processor:
             raise
         if refused:
             log.warning(
-                "batch %s: %d students' %sstates in Redis were as new or newer (another processor wrote them): left as they are",
+                "batch %s: %d students' %sstates in Redis were as new or newer "
+                "(another processor wrote them): left as they are",
                 describe(records),
                 len(refused),
                 "shadow " if shadow else "",

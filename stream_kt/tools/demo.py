@@ -121,7 +121,8 @@ def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict, float]
             ServeProcess(settings.replace(checkpoint=str(checkpoint_dir)), work_dir / "serve.log")
         )
         say(
-            f"[4/6] serve: {serve.ready_line}  (metrics http://127.0.0.1:{settings.metrics_port}/metrics, log {serve.log_path})"
+            f"[4/6] serve: {serve.ready_line}  (metrics "
+            f"http://127.0.0.1:{settings.metrics_port}/metrics, log {serve.log_path})"
         )
         # 5. replay and follow
         order = event_order(students, options.seed)
@@ -189,7 +190,8 @@ def redis_for_demo(url: str | None, default: str, work_dir: Path, stack: context
 
 
 def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[Path, list[StudentSequence], str]:
-    """The checkpoint to serve, the students to replay (never students it was trained on, where we know) and the ids they carry."""
+    """The checkpoint to serve, the students to replay (never students it was trained on, where we
+    know) and the ids they carry."""
     from stream_kt.checkpoint import load_checkpoint
     from stream_kt.data.split import split_students
     from stream_kt.data.synthetic import SyntheticConfig, generate
@@ -204,7 +206,8 @@ def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[
             held_out = [s for s in students if s.student_id in held_out_ids]
             return Path(options.checkpoint).resolve(), (held_out or students)[: options.students], item
         say(
-            "      replaying fresh synthetic students (answers on items the model does not know go to the dead-letter topic)"
+            "      replaying fresh synthetic students (answers on items the model does not know go "
+            "to the dead-letter topic)"
         )
         return (
             Path(options.checkpoint).resolve(),

@@ -40,7 +40,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_time_ms(text: str, flag: str) -> int:
-    """ms since epoch of ``text``: an integer (ms), an ISO-8601 date (UTC midnight) or date and time (UTC unless it has an offset)."""
+    """ms since epoch of ``text``: an integer (ms), an ISO-8601 date (UTC midnight) or date and time (UTC
+    unless it has an offset)."""
     value = text.strip()
     if re.fullmatch(r"-?\d+", value):
         return int(value)
@@ -100,7 +101,8 @@ class ExportTally:
         return sum(len(a) for a in self.answers.values())
 
     def students(self) -> list[StudentSequence]:
-        """The kept answers as one sequence per student; students in the order of their first answer's (partition, offset)."""
+        """The kept answers as one sequence per student; students in the order of their first
+        answer's (partition, offset)."""
         out = []
         for student, answers in sorted(self.answers.items(), key=lambda kv: min(a[:2] for a in kv[1])):
             events = [event for _, _, event in _in_applied_order(answers)]
@@ -147,8 +149,9 @@ class ExportResult:
             f" ({', '.join(f'{reason} {count}' for reason, count in sorted(self.invalid.items()))})" if invalid else ""
         )
         return (
-            f"wrote {self.answers} answers of {self.students} students to {self.path}: {self.records} records read from {self.partitions} partitions, "
-            f"{self.duplicates} duplicates dropped, {invalid} invalid skipped{reasons}, {self.outside} outside --since/--until"
+            f"wrote {self.answers} answers of {self.students} students to {self.path}: "
+            f"{self.records} records read from {self.partitions} partitions, {self.duplicates} duplicates dropped, "
+            f"{invalid} invalid skipped{reasons}, {self.outside} outside --since/--until"
         )
 
 
@@ -160,7 +163,8 @@ async def export_answers(
     until_ms: int | None = None,
     progress: bool = True,
 ) -> ExportResult:
-    """Read ``topic`` to its end offsets, write the kept answers to ``out`` (the ``csv`` format) and say what was kept."""
+    """Read ``topic`` to its end offsets, write the kept answers to ``out`` (the ``csv``
+    format) and say what was kept."""
     tally = ExportTally(since_ms=since_ms, until_ms=until_ms, max_event_bytes=settings.max_event_bytes)
     bars: list = []  # made once the total is known
 

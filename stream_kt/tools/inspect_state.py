@@ -50,7 +50,8 @@ async def load_student(settings: StreamSettings, student_id: str) -> tuple[Stude
         state = (await store.read([student_id], sources))[student_id]
         if state is None:
             raise StudentNotFound(
-                f"no state for student {student_id!r} under key prefix {settings.key_prefix!r} (wrong --key-prefix or --redis?)"
+                f"no state for student {student_id!r} under key prefix {settings.key_prefix!r} "
+                "(wrong --key-prefix or --redis?)"
             )
         payload = await store.read_model_vocab(state.model_version)
     finally:
@@ -72,7 +73,8 @@ async def load_student(settings: StreamSettings, student_id: str) -> tuple[Stude
 
 
 def name_window(state: StudentState, vocab: Vocabulary) -> None:
-    """Name a schema-2 window read without its vocabulary ("#<index>") with ``vocab``, a checkpoint of the state's model."""
+    """Name a schema-2 window read without its vocabulary ("#<index>") with ``vocab``, a
+    checkpoint of the state's model."""
     ids = vocab.ids
     state.window = [
         (
@@ -165,7 +167,8 @@ def format_report(report: dict, top: int = 10, window_shown: int = 20) -> str:
     window = report["window"]
     shown = window[-window_shown:]
     lines.append(
-        f"  last {len(shown)} of {report['events_applied']} interactions (oldest first; the state keeps the last {WINDOW}):"
+        f"  last {len(shown)} of {report['events_applied']} interactions (oldest first; "
+        f"the state keeps the last {WINDOW}):"
     )
     lines.append("    " + " ".join(f"{w['item_id']}{'✓' if w['correct'] else '✗'}" for w in shown))
     mastery = report["mastery"]
@@ -249,7 +252,8 @@ def plot_mastery_heatmap(
 def mastery_heatmap(
     state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str
 ) -> Figure:
-    """The heatmap's figure: readable from one interaction (nothing clipped) to a full window (at most ``PLOT_MAX_X_LABELS`` labelled)."""
+    """The heatmap's figure: readable from one interaction (nothing clipped) to a full window (at most
+    ``PLOT_MAX_X_LABELS`` labelled)."""
     extra("matplotlib", "inspect --plot")
     import matplotlib
 
@@ -275,8 +279,14 @@ def mastery_heatmap(
         if len(skills) < len(practised)
         else "skills practised"
     )
-    title = f"student {state.student_id}: mastery over the last {len(steps)} of {state.events_applied} interactions ({shown})"
-    note = f"the state keeps only the last {WINDOW} interactions; mastery recomputed from the model's initial state over them"
+    title = (
+        f"student {state.student_id}: mastery over the last {len(steps)} of "
+        f"{state.events_applied} interactions ({shown})"
+    )
+    note = (
+        f"the state keeps only the last {WINDOW} interactions; mastery recomputed from the "
+        "model's initial state over them"
+    )
     if checkpoint_version != state.model_version:
         note += f"; checkpoint {checkpoint_version} differs from the state's model {state.model_version}"
     heading = "\n".join(
@@ -313,7 +323,8 @@ def _label(vocab: Vocabulary, item_id: str) -> str:
 
 
 async def online_quality(settings: StreamSettings) -> dict[str, Scores]:
-    """Every served model version's online quality counts (``service.quality``), as all processors added them in Redis."""
+    """Every served model version's online quality counts (``service.quality``), as all
+    processors added them in Redis."""
     store = await StudentStore.from_settings(settings, attempts=2)
     try:
         return await store.read_quality()

@@ -125,7 +125,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def serve_command(*flags: str) -> list[str]:
-    """The ``stream-kt serve`` command line (this interpreter, this package); its settings go in ``settings_environ``."""
+    """The ``stream-kt serve`` command line (this interpreter, this package); its settings
+    go in ``settings_environ``."""
     return [sys.executable, "-m", "stream_kt.cli", "serve", *flags]
 
 
@@ -201,7 +202,8 @@ class ServeProcess:
         self._lines.put(None)
 
     def wait_line(self, prefix: str, timeout_s: float = 60.0) -> str:
-        """The next stdout line starting with ``prefix``; ``StreamError`` if serve exits or ``timeout_s`` passes first."""
+        """The next stdout line starting with ``prefix``; ``StreamError`` if serve exits or
+        ``timeout_s`` passes first."""
         deadline, closed = time.monotonic() + timeout_s, False
         while not closed and (left_s := deadline - time.monotonic()) > 0:
             try:
@@ -245,7 +247,8 @@ class ServeProcess:
         return self.process.wait(timeout_s)
 
     def stop(self, timeout_s: float = 30.0, signum: int = signal.SIGTERM) -> int | None:
-        """Signal serve (SIGTERM: the in-flight batch finishes and commits) and wait; its exit status (None: never started)."""
+        """Signal serve (SIGTERM: the in-flight batch finishes and commits) and wait; its exit
+        status (None: never started)."""
         status = stop_process(self.process, timeout_s, signum)
         self.process = None
         return status
@@ -377,7 +380,8 @@ class RedisServer:
         """Start it and return once it answers PING; ``StreamError`` (one line) if it cannot."""
         if not self.available():
             raise StreamError(
-                f"no {self.binary} binary on PATH (install Redis{' Sentinel' if self.binary == 'redis-sentinel' else ''})"
+                f"no {self.binary} binary on PATH "
+                f"(install Redis{' Sentinel' if self.binary == 'redis-sentinel' else ''})"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_config()
@@ -619,7 +623,8 @@ class SentinelGroup:
         return [p.process for p in [*self.sentinels, *self.nodes] if p.process is not None]
 
     def start(self, timeout_s: float = 60.0) -> SentinelGroup:
-        """Start the nodes, wait until every replica is in sync, start the Sentinels, wait until each knows the group."""
+        """Start the nodes, wait until every replica is in sync, start the Sentinels, wait
+        until each knows the group."""
         reason = self.unavailable()
         if reason:
             raise StreamError(f"{reason} (install redis-server and redis-sentinel)")
@@ -733,7 +738,8 @@ class SentinelGroup:
 
     def fail_over(self, timeout_s: float = 60.0) -> tuple[RedisServer, RedisServer, float]:
         """SIGKILL the primary; wait until the Sentinels promote a replica; start the killed node again as a replica
-        of the new primary and wait until every Sentinel sees it.  (old, new, seconds from the kill to the promotion)."""
+        of the new primary and wait until every Sentinel sees it.  (old, new, seconds from the kill to the
+        promotion)."""
         old = self.primary
         killed = time.monotonic()
         old.kill()
@@ -745,7 +751,8 @@ class SentinelGroup:
         return old, new, promoted_s
 
     def stop(self) -> None:
-        """SIGKILL every Sentinel, then every node (no persistence: nothing to flush; Sentinels first, so none reacts)."""
+        """SIGKILL every Sentinel, then every node (no persistence: nothing to flush;
+        Sentinels first, so none reacts)."""
         for process in [*self.sentinels, *self.nodes]:
             process.kill()
 

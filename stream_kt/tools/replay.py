@@ -69,7 +69,8 @@ def load_replay_students(
         for student in load_students(path, fmt, item):
             if student.student_id in source_of:
                 raise DataError(
-                    f"student {student.student_id!r} is in both {source_of[student.student_id]} and {path}: pass each file once"
+                    f"student {student.student_id!r} is in both {source_of[student.student_id]} and "
+                    f"{path}: pass each file once"
                 )
             source_of[student.student_id] = str(path)
             students.append(student)

@@ -57,7 +57,8 @@ async def send_in_order(
 
 
 class TopicReader:
-    """Every record of ``topics`` (one or a list) from the beginning, with no group; ``records`` keeps them (unless ``keep`` is False).
+    """Every record of ``topics`` (one or a list) from the beginning, with no group; ``records`` keeps them
+    (unless ``keep`` is False).
 
     ``options`` are aiokafka's consumer options (``kafka_io.make_reader``).  Usable as an
     async context manager.
@@ -125,8 +126,8 @@ class TopicReader:
     def read_in_background(
         self, on_records: Callable[[list[ConsumerRecord]], None], timeout_ms: int = 200, max_records: int = 5000
     ) -> None:
-        """Read until ``stop``, handing each fetch to ``on_records``; a failed fetch (the broker restarting) is counted and
-        retried: the consumer reconnects and keeps its positions."""
+        """Read until ``stop``, handing each fetch to ``on_records``; a failed fetch (the broker restarting) is
+        counted and retried: the consumer reconnects and keeps its positions."""
 
         async def forever() -> None:
             while True:

@@ -47,17 +47,20 @@ def validation_students(members: list[Checkpoint], data: str, fmt: str) -> list[
     for member in members:
         if not member.split.valid:
             raise CheckpointError(
-                f"{member.path}: has no validation students (refit on them); fit the weights on the checkpoints it was refit from, then refit that ensemble"
+                f"{member.path}: has no validation students (refit on them); fit the weights on the checkpoints it was "
+                "refit from, then refit that ensemble"
             )
     for member in members[1:]:
         if member.split.valid != first.split.valid:
             raise CheckpointError(
-                f"{member.path}: validated on other students than {first.path} (train the members with the same --seed to fit weights)"
+                f"{member.path}: validated on other students than {first.path} "
+                "(train the members with the same --seed to fit weights)"
             )
     students = students_of(data, fmt, first.vocab.item_column, first.split.valid)
     if len(students) < len(first.split.valid):
         raise DataError(
-            f"{data}: {len(first.split.valid) - len(students)} of the members' {len(first.split.valid)} validation students are not in it; give the file they were trained on"
+            f"{data}: {len(first.split.valid) - len(students)} of the members' {len(first.split.valid)} validation "
+            "students are not in it; give the file they were trained on"
         )
     return [first.vocab.encode(s) for s in students]
 
@@ -69,7 +72,8 @@ def build_ensemble(
     fit_on: str | None = None,
     fmt: str = "auto",
 ) -> Checkpoint:
-    """One checkpoint serving the members' (weighted) mean; ``fit_on``: fit the weights on their shared validation students, read from that file."""
+    """One checkpoint serving the members' (weighted) mean; ``fit_on``: fit the weights on their shared validation
+    students, read from that file."""
     fitted = None
     if fit_on:
         valid = validation_students(members, fit_on, fmt)

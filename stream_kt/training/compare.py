@@ -51,7 +51,8 @@ class CompareSetup:
 def parse_setup(
     models: str, learning_rates: Sequence[tuple[str | None, float]], options: Sequence[tuple[str, object]], window: int
 ) -> CompareSetup:
-    """Model list, per-model learning rates (``(None, lr)``: every model; else each model's own) and ``MODEL.KEY`` options, validated: a bad one is one clear error."""
+    """Model list, per-model learning rates (``(None, lr)``: every model; else each model's own) and ``MODEL.KEY``
+    options, validated: a bad one is one clear error."""
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown or not names:
@@ -151,7 +152,8 @@ def format_table(summary: dict[str, dict]) -> str:
 
 
 def plot_auc(summary: dict[str, dict], path: Path, title: str, references: dict[str, float] | None = None) -> None:
-    """Bars of each model's held-out AUC (mean ± std), best first; ``references``: labelled horizontal lines (published figures, targets)."""
+    """Bars of each model's held-out AUC (mean ± std), best first; ``references``: labelled horizontal lines
+    (published figures, targets)."""
     extra("matplotlib", "compare's chart")
     import matplotlib
 
@@ -199,7 +201,8 @@ class CompareRun:
 
 
 def compare(setup: CompareSetup, run: CompareRun) -> dict:
-    """Train every model on every split, score it on the split's held-out students; the report (also ``out/compare.json``)."""
+    """Train every model on every split, score it on the split's held-out students; the report
+    (also ``out/compare.json``)."""
     students = load_students(run.data, run.fmt, run.item)
     held_out = load_students(run.test_data, run.fmt, run.item) if run.test_data else None
     splits = make_splits(students, held_out, run.folds, run.seeds, Path(run.test_data).name if run.test_data else None)

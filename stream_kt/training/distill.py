@@ -75,7 +75,8 @@ from stream_kt.training.train import TrainConfig, early_stopped, fresh_model, gr
 # DKT+ alone stops at 11-14
 DISTILL_EPOCHS = 150
 TARGET_DTYPE = np.float16  # cached teacher probabilities: three significant digits are plenty for a target
-TEACHER_CHUNK = 64  # students stepped together for teacher mastery: boosted trees cost 2.5x less per event at 64 rows than at 256 (cache)
+# students stepped together for teacher mastery: boosted trees cost 2.5x less per event at 64 rows than at 256 (cache)
+TEACHER_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,8 @@ def _read_cache(path: Path, sequences: Sequence[EncodedSequence]) -> dict[str, n
 def _write_cache(
     path: Path, teacher_version: str, sequences: Sequence[EncodedSequence], mastery: dict[str, np.ndarray]
 ) -> None:
-    """Whole or not at all (a temporary file renamed), so an interrupted run leaves nothing half-written to be read later."""
+    """Whole or not at all (a temporary file renamed), so an interrupted run leaves nothing
+    half-written to be read later."""
     ordered = [mastery[s.student_id] for s in sequences]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,7 +241,8 @@ def cross_fitted_mastery(
 def _fold_targets(
     teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: Path, key: str, progress: bool
 ) -> dict[str, np.ndarray]:
-    """Each student's targets from the fold teacher that never saw them; fold k's teacher and its targets in ``cache_dir/{key}-fold{k}``."""
+    """Each student's targets from the fold teacher that never saw them; fold k's teacher and its targets in
+    ``cache_dir/{key}-fold{k}``."""
     fold = folds_of(sequences, folds, teacher.split.seed)
     mastery: dict[str, np.ndarray] = {}
     for k in range(folds):
@@ -262,7 +265,8 @@ def _fold_targets(
 def retrained(
     teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = False
 ) -> Checkpoint:
-    """``teacher``'s recipe trained again on ``students`` only: each member (an ensemble) for the epochs (trees) validation picked, the same weights."""
+    """``teacher``'s recipe trained again on ``students`` only: each member (an ensemble) for the epochs (trees)
+    validation picked, the same weights."""
     if not isinstance(teacher.model, Ensemble):
         return _retrained_model(teacher, students, Path(out_dir), progress)
     members = []
@@ -288,7 +292,8 @@ def _retrained_model(
         early = load_checkpoint(checkpoint.metrics["refit_of"]["checkpoint"])
     else:
         raise CheckpointError(
-            f"{checkpoint.path}: neither early-stopped nor a refit: no epoch count chosen on validation to retrain it with"
+            f"{checkpoint.path}: neither early-stopped nor a refit: no epoch count chosen on "
+            "validation to retrain it with"
         )
     split = replace(checkpoint.split, train=tuple(s.student_id for s in students), valid=())
     return refit(
@@ -371,7 +376,8 @@ def _windows_and_targets(
 def _check_students(sequences: Sequence[EncodedSequence], ids: Sequence[str], what: str) -> None:
     if sorted(s.student_id for s in sequences) != sorted(ids):
         raise DataError(
-            f"the students given are not the {what} ({len(sequences)} given, {len(ids)} expected): read them from the file it was trained on"
+            f"the students given are not the {what} ({len(sequences)} given, {len(ids)} expected): "
+            "read them from the file it was trained on"
         )
 
 
@@ -398,7 +404,8 @@ def distill(
     """
     if not teacher.split.valid:
         raise CheckpointError(
-            f"{teacher.path}: has no validation students to choose epochs and alpha (a refit?); distill from the early-stopped teacher, then refit the student with --teacher {teacher.path}"
+            f"{teacher.path}: has no validation students to choose epochs and alpha (a refit?); "
+            f"distill from the early-stopped teacher, then refit the student with --teacher {teacher.path}"
         )
     _check_students(train_sequences, teacher.split.train, f"training students of {teacher.path}")
     _check_students(valid_sequences, teacher.split.valid, f"validation students of {teacher.path}")
@@ -480,7 +487,8 @@ def refit_distilled(
     _check_students(students, ids, f"training and validation students of {distilled.path}")
     if teacher.split.valid or sorted(teacher.split.train) != sorted(ids):
         raise CheckpointError(
-            f"{teacher.path}: was not trained on exactly the student's {len(ids)} training and validation students; give the teacher refit on them (stream-kt refit --checkpoint {recipe['teacher']['checkpoint']})"
+            f"{teacher.path}: was not trained on exactly the student's {len(ids)} training and validation students; "
+            f"give the teacher refit on them (stream-kt refit --checkpoint {recipe['teacher']['checkpoint']})"
         )
     if teacher.vocab.ids != distilled.vocab.ids or (teacher.split.test, teacher.split.test_source) != (
         distilled.split.test,
@@ -567,15 +575,19 @@ def distill_from_file(
     cache_dir: str | Path,
 ) -> Checkpoint:
     """``distill`` on the teacher's own training and validation students, read from its training file ``data``;
-    the held-out students (``test_data``, else those the teacher's split held out of ``data``) are scored, never trained on."""
+    the held-out students (``test_data``, else those the teacher's split held out of ``data``) are scored, never
+    trained on."""
     item = teacher.vocab.item_column
     train, valid = (students_of(data, fmt, item, ids) for ids in (teacher.split.train, teacher.split.valid))
     if len(train) < len(teacher.split.train) or len(valid) < len(teacher.split.valid):
         raise DataError(
-            f"{data}: holds {len(train) + len(valid)} of {teacher.path}'s {len(teacher.split.train) + len(teacher.split.valid)} training and validation students; give the file it was trained on"
+            f"{data}: holds {len(train) + len(valid)} of {teacher.path}'s "
+            f"{len(teacher.split.train) + len(teacher.split.valid)} training and validation students; "
+            "give the file it was trained on"
         )
     print(
-        f"distil {teacher.model.name} {teacher.version} into {config.model}: {len(train)} training, {len(valid)} validation students; alpha {', '.join(f'{a:g}' for a in settings.alphas)}",
+        f"distil {teacher.model.name} {teacher.version} into {config.model}: {len(train)} training, "
+        f"{len(valid)} validation students; alpha {', '.join(f'{a:g}' for a in settings.alphas)}",
         file=sys.stderr,
     )
     student = distill(

@@ -109,7 +109,8 @@ def flagged_positions(
 def held_out_students(
     checkpoint: Checkpoint, test_data: str | None, data: str | None, fmt: str
 ) -> tuple[list[StudentSequence], str]:
-    """The students to score and where they came from: a test file, or the checkpoint's held-out students of ``data``."""
+    """The students to score and where they came from: a test file, or the checkpoint's
+    held-out students of ``data``."""
     item = checkpoint.vocab.item_column
     if test_data:
         return load_students(test_data, fmt, item), test_data

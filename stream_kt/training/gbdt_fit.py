@@ -305,7 +305,8 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
                 return index
             if node.get("decision_type", "<=") != "<=" or node.get("missing_type", "None") not in ("None", None):
                 raise ConfigError(
-                    f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing {node.get('missing_type')!r}"
+                    f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing "
+                    f"{node.get('missing_type')!r}"
                 )
             threshold = np.float32(node["threshold"])
             if float(threshold) > node["threshold"]:

@@ -56,7 +56,8 @@ def all_students_of(
     students = students_of(data, fmt, item, ids)
     if len(students) < len(ids):
         raise DataError(
-            f"{data}: {len(ids) - len(students)} of {source}'s {len(ids)} {what} students are not in it; give the file it was trained on"
+            f"{data}: {len(ids) - len(students)} of {source}'s {len(ids)} {what} students are not in it; "
+            "give the file it was trained on"
         )
     return students
 

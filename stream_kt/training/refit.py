@@ -31,7 +31,8 @@ def refit_checkpoint(
         "training and validation",
     )
     print(
-        f"refit {checkpoint.path} ({checkpoint.version}): {len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs",
+        f"refit {checkpoint.path} ({checkpoint.version}): {len(students)} students, "
+        f"{checkpoint.metrics.get('best_epoch')} epochs",
         file=sys.stderr,
     )
     return refit(checkpoint, [checkpoint.vocab.encode(s) for s in students], out, seed=seed)
@@ -46,7 +47,8 @@ def refit_distilled_checkpoint(
     cache: str,
     seed: int | None = None,
 ) -> Checkpoint:
-    """``training.distill.refit_distilled`` of ``checkpoint`` against ``teacher``, on the students read from ``data``."""
+    """``training.distill.refit_distilled`` of ``checkpoint`` against ``teacher``, on the
+    students read from ``data``."""
     students = all_students_of(
         data,
         fmt,
@@ -56,7 +58,8 @@ def refit_distilled_checkpoint(
         "training and validation",
     )
     print(
-        f"refit {checkpoint.path} ({checkpoint.version}) against {teacher.path} ({teacher.version}): {len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs",
+        f"refit {checkpoint.path} ({checkpoint.version}) against {teacher.path} ({teacher.version}): "
+        f"{len(students)} students, {checkpoint.metrics.get('best_epoch')} epochs",
         file=sys.stderr,
     )
     return refit_distilled(checkpoint, teacher, [checkpoint.vocab.encode(s) for s in students], out, cache, seed=seed)
@@ -87,7 +90,8 @@ def refit_any(
     teacher: Checkpoint | None = None,
     cache: str = "runs/teacher_cache",
 ) -> Checkpoint:
-    """The refit that fits ``checkpoint``: against ``teacher`` (a distilled student), every member (an ensemble), or itself."""
+    """The refit that fits ``checkpoint``: against ``teacher`` (a distilled student), every member
+    (an ensemble), or itself."""
     if teacher is not None:
         return refit_distilled_checkpoint(checkpoint, teacher, data, fmt, out, cache, seed)
     if checkpoint.model.name == Ensemble.name:

@@ -146,9 +146,10 @@ def refit(
     the training data. Same model settings, window, learning rate and seed (``seed``:
     another initialisation and batch order, for the spread between runs of one
     recipe); the held-out students stay held out. ``split``: the split to record when
-    ``students`` are not the training plus validation students (a cross-fitted teacher's fold). The refit model's split has no validation
-    students left, so nothing can be fitted on them afterwards (ensemble weights
-    come from the checkpoints it was refit from).
+    ``students`` are not the training plus validation students (a cross-fitted teacher's
+    fold). The refit model's split has no validation students left, so nothing can be
+    fitted on them afterwards (ensemble weights come from the checkpoints it was refit
+    from).
     """
     epochs = int(checkpoint.metrics.get("best_epoch") or 0)
     if epochs < 1 or not checkpoint.split.valid:
@@ -157,7 +158,8 @@ def refit(
         )
     if "distill" in checkpoint.train_config:
         raise CheckpointError(
-            f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, the teacher refit on the same students"
+            f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, "
+            "the teacher refit on the same students"
         )
     config = train_config_of(checkpoint, seed)
     model = fresh_model(config, checkpoint.vocab)
@@ -186,7 +188,8 @@ def refit(
 
 
 def fresh_model(config: TrainConfig, vocab: Vocabulary):
-    """The untrained model ``config`` describes for ``vocab``, initialised from its seed (so a refit starts where training did)."""
+    """The untrained model ``config`` describes for ``vocab``, initialised from its seed (so a refit
+    starts where training did)."""
     fields = vocabulary_fields(config.model, len(vocab), vocab.max_skills, len(vocab.questions))
     seed_everything(config.seed)
     if config.threads:
@@ -195,7 +198,8 @@ def fresh_model(config: TrainConfig, vocab: Vocabulary):
 
 
 def train_config_of(checkpoint: Checkpoint, seed: int | None = None) -> TrainConfig:
-    """The training settings a checkpoint recorded (fields this version does not know are dropped), with ``seed`` if given."""
+    """The training settings a checkpoint recorded (fields this version does not know are
+    dropped), with ``seed`` if given."""
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
     return config if seed is None else replace(config, seed=seed)
@@ -222,7 +226,8 @@ def gradient_epoch(
     desc: str,
     progress: bool,
 ) -> dict:
-    """One Adam pass: ``loss_of(batch)`` for each of ``batches``, clipped gradients. Returns ``train_loss`` (mean) and ``seconds``."""
+    """One Adam pass: ``loss_of(batch)`` for each of ``batches``, clipped gradients. Returns
+    ``train_loss`` (mean) and ``seconds``."""
     model.train()
     started = time.perf_counter()
     losses = []

@@ -1,4 +1,5 @@
-"""``stream-kt audit``: planted multi-skill repeats are found, clean files pass, and each check counts what it claims."""
+"""``stream-kt audit``: planted multi-skill repeats are found, clean files pass, and each
+check counts what it claims."""
 
 from __future__ import annotations
 

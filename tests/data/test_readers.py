@@ -25,7 +25,8 @@ def test_assistments_one_interaction_per_order_id_sorted_by_order_id(name):
     students, report = read_dataset(FIXTURES / name, "assistments", "skill_id")
     by_id = {s.student_id: s for s in students}
     first = by_id["64525"]
-    # order_ids 33022500 < 33022537 < 33022709 < 33023000 (two skill rows -> one answer); the row without skill is dropped
+    # order_ids 33022500 < 33022537 < 33022709 < 33023000 (two skill rows -> one answer); the row without skill
+    # is dropped
     assert first.items == ("10", "10", "10", "11_13")
     assert first.correct == (0, 1, 1, 0)
     assert first.elapsed_ms == (25390, 32454, 4922, 1000)

@@ -201,7 +201,8 @@ def test_online_auc_alerts_wait_for_enough_scored_answers():
 
 
 def test_promtool_online_auc_alerts_fire_on_a_low_or_falling_auc(tmp_path: Path):
-    """Three processors for 60 minutes: p1's recent AUC is low, p2's too but on few answers, p3's has fallen below its run-long AUC."""
+    """Three processors for 60 minutes: p1's recent AUC is low, p2's too but on few answers, p3's has
+    fallen below its run-long AUC."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus)")

@@ -51,7 +51,8 @@ def process_metrics() -> set[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects, histogram series (_bucket, _sum, _count) as their histogram's name."""
+    """The metric names a PromQL expression selects, histogram series (_bucket, _sum, _count)
+    as their histogram's name."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
     text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", "", text)  # ranges ([5m], [$__rate_interval])
@@ -92,7 +93,10 @@ def exprs(dashboard) -> list[str]:
 
 
 def test_metric_names_reads_selectors_not_functions_labels_or_keywords():
-    expr = 'sum by (le, version) (rate(stream_kt_step_latency_seconds_bucket{job="x", version=~"a|b"}[$__rate_interval])) and on (instance) up > 0.5'
+    expr = (
+        'sum by (le, version) (rate(stream_kt_step_latency_seconds_bucket{job="x", version=~"a|b"}[$__rate_interval])) '
+        "and on (instance) up > 0.5"
+    )
     assert metric_names(expr) == {"stream_kt_step_latency_seconds", "up"}
     assert metric_names(
         'stream_kt_online_auc{window="recent"} < ignoring(window) stream_kt_not_exported_total - 0.05'

@@ -313,13 +313,14 @@ async def until(
     what: str | Callable[[], str] = "condition",
     poll_s: float = 0.05,
 ) -> None:
-    """Poll ``condition`` (a function or a coroutine function) every ``poll_s`` until it holds; fail after ``timeout_s``.
-    ``what`` may be a function: asked at the timeout, it can say what was seen last."""
+    """Poll ``condition`` (a function or a coroutine function) every ``poll_s`` until it holds; fail after
+    ``timeout_s``. ``what`` may be a function: asked at the timeout, it can say what was seen last."""
     await launch_until(condition, timeout_s, what, poll_s, error=AssertionError)
 
 
 async def until_committed(settings: StreamSettings, total: int, timeout_s: float = 30.0) -> None:
-    """Wait until the group's committed offsets add up to ``total``: outputs go out before the commit, so reading them is not enough."""
+    """Wait until the group's committed offsets add up to ``total``: outputs go out before the commit, so
+    reading them is not enough."""
     committed = 0
 
     async def adds_up() -> bool:
@@ -332,7 +333,8 @@ async def until_committed(settings: StreamSettings, total: int, timeout_s: float
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterable[RedisServer]:
-    """A redis-server of this test's own on a free port, persisted to an append-only file so a restart keeps the data."""
+    """A redis-server of this test's own on a free port, persisted to an append-only file so
+    a restart keeps the data."""
     if not RedisServer.available():
         pytest.skip("no redis-server binary")
     with RedisServer(tmp_path / "redis") as server:

@@ -1,4 +1,5 @@
-"""One bad message never stops the service: oversized dead letters fit, readiness tells the truth, permanent errors stop."""
+"""One bad message never stops the service: oversized dead letters fit, readiness tells the
+truth, permanent errors stop."""
 
 from __future__ import annotations
 

@@ -72,9 +72,16 @@ def test_decode_splits_a_batch_into_columns_and_dead_letters(checkpoint):
 def test_step_batch_equals_the_model_run_offline_and_builds_outputs_and_blobs(checkpoint):
     answers = [("a", "3", 1), ("b", "5", 0), ("a", "4", 0), ("c", "3", 1), ("a", "3", 1), ("b", "2", 1)]
     events = Events(
-        [s for s, _, _ in answers], [i for _, i, _ in answers], [int(i) for _, i, _ in answers], [c for _, _, c in answers],
-        [1000 * k for k in range(len(answers))], [f"e{k}" for k in range(len(answers))], [-1] * len(answers), [0] * len(answers), list(range(len(answers))),
-    )  # fmt: skip
+        [s for s, _, _ in answers],
+        [i for _, i, _ in answers],
+        [int(i) for _, i, _ in answers],
+        [c for _, _, c in answers],
+        [1000 * k for k in range(len(answers))],
+        [f"e{k}" for k in range(len(answers))],
+        [-1] * len(answers),
+        [0] * len(answers),
+        list(range(len(answers))),
+    )
     result = run(checkpoint, events, now_ms=1234)
     assert result.replays == []
     messages = [decode_mastery(v) for v in result.outputs.values]

@@ -33,7 +33,8 @@ from .conftest import (
 
 
 class LocalCluster:
-    """Three redis-server primaries on loopback (the launch layer's, as cluster nodes), joined by ``redis-cli --cluster create``."""
+    """Three redis-server primaries on loopback (the launch layer's, as cluster nodes), joined by
+    ``redis-cli --cluster create``."""
 
     def __init__(self, directory: Path, primaries: int = 3) -> None:
         self.nodes = [RedisServer(directory / f"node-{n}", persistent=False, cluster=True) for n in range(primaries)]
@@ -46,9 +47,19 @@ class LocalCluster:
         for node in self.nodes:
             node.start(timeout_s)
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=timeout_s,
-        )  # fmt: skip
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout_s,
+        )
         for node in self.nodes:
             client = node.client()
 
@@ -88,9 +99,13 @@ def test_states_on_a_redis_cluster_equal_those_on_one_redis(
     checkpoint = load_checkpoint(tiny_checkpoint)
     single = make_settings()
     clustered = make_settings(
-        in_topic=single.in_topic, out_topic=topics("out-cluster"), dlq_topic=topics("dlq-cluster"), group_id=topics("group-cluster"),
-        redis_url=redis_cluster.url, redis_cluster=True,
-    )  # fmt: skip
+        in_topic=single.in_topic,
+        out_topic=topics("out-cluster"),
+        dlq_topic=topics("dlq-cluster"),
+        group_id=topics("group-cluster"),
+        redis_url=redis_cluster.url,
+        redis_cluster=True,
+    )
     answers = synthetic_answers(checkpoint, students=12, seed=21, min_length=20, max_length=40)
     expected = expected_output_keys(answers)
 

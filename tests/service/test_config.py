@@ -1,4 +1,5 @@
-"""Settings: flag > environment > file > default, one-line validation errors, secrets masked, the TTL, Kafka security."""
+"""Settings: flag > environment > file > default, one-line validation errors, secrets
+masked, the TTL, Kafka security."""
 
 from __future__ import annotations
 

@@ -96,6 +96,6 @@ def test_a_killed_partition_leader_loses_no_output_and_no_event(
     leader, pause_s, repeats, skipped = asyncio.run(scenario())
     assert_final_states(redis_url, key_prefix, checkpoint, answers)
     print(
-        f"\nnode {leader} (leader of the busiest input partition) SIGKILLed: longest time with no new output {pause_s:.1f} s; "
-        f"{skipped} events replayed and skipped, {repeats} outputs repeated, none lost"
+        f"\nnode {leader} (leader of the busiest input partition) SIGKILLed: longest time with no new output "
+        f"{pause_s:.1f} s; {skipped} events replayed and skipped, {repeats} outputs repeated, none lost"
     )

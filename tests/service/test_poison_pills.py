@@ -1,4 +1,5 @@
-"""No event can stop the stream: out-of-range integers, events the processor fails on, a fuzzed stream (Apache Kafka)."""
+"""No event can stop the stream: out-of-range integers, events the processor fails on, a
+fuzzed stream (Apache Kafka)."""
 
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ from .conftest import (
 
 @pytest.fixture
 def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    """A primary, one replica of it and three Sentinels (skips without the binaries); every process killed at the end."""
+    """A primary, one replica of it and three Sentinels (skips without the binaries); every
+    process killed at the end."""
     reason = SentinelGroup.unavailable()
     if reason:
         pytest.skip(reason)
@@ -222,7 +223,8 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
     lost = len(answers) - applied
     with capsys.disabled():
         print(
-            f"\nmin_replicas={min_replicas}: failover {figures['failover_s']:.1f} s, all committed {figures['recovered_s']:.1f} s after the kill, {lost} of {len(answers)} answers lost"
+            f"\nmin_replicas={min_replicas}: failover {figures['failover_s']:.1f} s, "
+            f"all committed {figures['recovered_s']:.1f} s after the kill, {lost} of {len(answers)} answers lost"
         )
     if min_replicas:
         assert figures["committed_before_kill"] == third  # nothing of part 2 was committed while no replica had it

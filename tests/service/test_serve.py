@@ -73,7 +73,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(
 
     end, progress, records, code, summary, committed = asyncio.run(scenario())
     print(
-        f"seed {seed}: killed at {progress} of {len(expected)} outputs; {len(records)} outputs with repeats; final run: {summary.strip()}"
+        f"seed {seed}: killed at {progress} of {len(expected)} outputs; {len(records)} outputs with repeats; "
+        f"final run: {summary.strip()}"
     )
     assert all(p < len(expected) for p in progress), "every kill landed mid-stream"
     assert code == 0 and SUMMARY.match(summary)

@@ -1,4 +1,5 @@
-"""Start-up against an address that is not a Kafka broker's: one line within ``kafka_connect_timeout_s``; a signal meanwhile stops at once.
+"""Start-up against an address that is not a Kafka broker's: one line within ``kafka_connect_timeout_s``; a signal
+meanwhile stops at once.
 
 The address is the test Redis's: something accepts the connection there and never
 answers as Kafka does, which is what a wrong port or a firewall that drops packets
@@ -118,7 +119,8 @@ def test_serve_to_an_address_that_is_not_kafka_is_one_line_and_exit_2_within_the
     assert status == 2
     assert "Traceback" not in "".join(serve.stderr) and "Unclosed" not in "".join(serve.stderr)
     assert serve.stderr[-1].rstrip("\n") == (
-        f"stream-kt serve: error: cannot reach the Kafka broker at {address}: no Kafka answer within {timeout_s} s (is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
+        f"stream-kt serve: error: cannot reach the Kafka broker at {address}: no Kafka answer within {timeout_s} s "
+        "(is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
     )
     assert timeout_s - 0.5 < exited - connecting < timeout_s + 2
 
@@ -162,7 +164,8 @@ def test_replay_to_an_address_that_is_not_kafka_is_one_line_and_exit_2(redis_url
     elapsed = time.monotonic() - started
     assert status == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"stream-kt replay: error: cannot reach the Kafka broker at {address}: no Kafka answer within 2 s (is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
+        f"stream-kt replay: error: cannot reach the Kafka broker at {address}: no Kafka answer within 2 s "
+        "(is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
     )
     assert elapsed < 2 + 5  # reading the file and the timeout
 

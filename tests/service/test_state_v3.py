@@ -27,7 +27,8 @@ INITIAL = {"c": np.full((1, 4), 0.5, np.float32), "h": np.zeros((1, 4), np.float
 
 
 def as_schema_2(blob: bytes) -> bytes:
-    """A schema-3 row of one skill an answer and no questions, as schema 2 wrote it: the same row under the shorter header."""
+    """A schema-3 row of one skill an answer and no questions, as schema 2 wrote it: the same row
+    under the shorter header."""
     header = read_header(blob)
     assert header is not None and int(header["window_skills"]) == 1 and not int(header["window_questions"])
     old = np.zeros(1, HEADER)
@@ -101,7 +102,8 @@ def test_a_schema_2_state_of_the_served_model_is_carried_over_and_written_as_sch
 
 
 def test_a_state_of_another_version_is_rebuilt_over_its_skill_sets_and_questions():
-    """A served sets-and-questions model's window, read by a new version: each answer's skills and question reach its step."""
+    """A served sets-and-questions model's window, read by a new version: each answer's skills
+    and question reach its step."""
     old_layout = StateLayout("old", SHAPES, num_items=4, window=5, skills=2, questions=True)
     rows = old_layout.new(1, {k: v[None] for k, v in INITIAL.items()})
     for t, (skills, question) in enumerate([((0, 3), 1), ((2, 4), 2), ((1, 4), 0)]):  # V = 4 pads
@@ -129,7 +131,8 @@ def test_a_state_of_another_version_is_rebuilt_over_its_skill_sets_and_questions
         ["s"], [blob], {"old": ["10", "11", "12", "13"]}, step, {"old": ["qb", "qa"]}
     )
     assert loaded.rebuilt == 1
-    # old indexes name skills 10 and 13, then 12 (its pad dropped), then 11; old question 1 is "qb" (index 2 now), 2 is "qa" (1)
+    # old indexes name skills 10 and 13, then 12 (its pad dropped), then 11; old question 1 is "qb" (index 2 now),
+    # 2 is "qa" (1)
     assert seen == [([[0, 3]], [2]), ([[2, 5]], [1]), ([[1, 5]], [0])]
     assert decode_state(
         layout.to_blobs(loaded.rows)[0], "s", list(vocab.ids), question_ids=list(vocab.questions)

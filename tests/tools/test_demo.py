@@ -49,7 +49,8 @@ def test_demo_answers_every_event_and_exits_0(redis_url, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_demo_with_redis_unreachable_at_its_default_starts_its_own_and_stops_it(tmp_path) -> None:
-    """REDIS_URL names a port nothing listens on: the demo starts a redis-server of its own, uses it, stops it on exit."""
+    """REDIS_URL names a port nothing listens on: the demo starts a redis-server of its own,
+    uses it, stops it on exit."""
     import os
     import shutil
 
@@ -103,7 +104,8 @@ def port_taken(port: int = 0) -> Iterator[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["flag", "environment", "config"])
 def test_demo_serves_metrics_on_the_port_the_settings_name(where, tiny_checkpoint, redis_url, tmp_path) -> None:
-    """A taken port named by --metrics-port, KT_METRICS_PORT or the --config file stops the demo at serve: it was used."""
+    """A taken port named by --metrics-port, KT_METRICS_PORT or the --config file stops the
+    demo at serve: it was used."""
     with port_taken() as port:
         config = tmp_path / "demo.toml"
         config.write_text(f"metrics_port = {port}\n")
@@ -180,8 +182,8 @@ def test_the_latency_line_says_what_it_measures_and_when_it_is_mostly_queueing()
         "event-to-mastery latency (event sent to its mastery received) p50 900 ms, p95 1800 ms, p99 2100 ms" in outpaced
     )
     assert (
-        "replay sent 5,000 events/s, faster than serve answered them (400/s), so that latency is mostly time queued behind earlier events"
-        in outpaced
+        "replay sent 5,000 events/s, faster than serve answered them (400/s), "
+        "so that latency is mostly time queued behind earlier events" in outpaced
     )
     assert "--rate below 400" in outpaced
     kept_up = follow_line(SUMMARY, send_events_per_s=350.0)

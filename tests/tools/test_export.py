@@ -118,9 +118,16 @@ def test_export_writes_what_serve_would_apply_and_train_reads_it(broker, topics,
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert report == {
-        "out": str(out), "answers": 8, "students": 3, "duplicates": 1, "invalid": 5,
-        "invalid_reasons": {"bad_correct": 1, "missing_field": 1, "not_msgpack": 2, "not_a_map": 1}, "outside": 2, "partitions": 2, "records": len(messages),
-    }  # fmt: skip
+        "out": str(out),
+        "answers": 8,
+        "students": 3,
+        "duplicates": 1,
+        "invalid": 5,
+        "invalid_reasons": {"bad_correct": 1, "missing_field": 1, "not_msgpack": 2, "not_a_map": 1},
+        "outside": 2,
+        "partitions": 2,
+        "records": len(messages),
+    }
     assert (
         lines[0].startswith("wrote 8 answers of 3 students to ")
         and "1 duplicates dropped, 5 invalid skipped" in lines[0]

@@ -325,7 +325,8 @@ def test_models_not_trained_directly_are_not_offered(capsys):
     assert compare_models.default.split(",") == trainable_models()
     assert main(["compare", "--data", FIXTURES / "small.3line", "--models", "dkt,ensemble"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "stream-kt compare: error: model ensemble is not trained directly: train its members, then combine their checkpoints with stream-kt ensemble"
+        "stream-kt compare: error: model ensemble is not trained directly: train its members, "
+        "then combine their checkpoints with stream-kt ensemble"
     ]
 
 

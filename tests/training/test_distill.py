@@ -1,4 +1,5 @@
-"""Distillation: the student learns the teacher's mastery, only from training students, and is an ordinary checkpoint."""
+"""Distillation: the student learns the teacher's mastery, only from training students, and
+is an ordinary checkpoint."""
 
 import json
 import subprocess

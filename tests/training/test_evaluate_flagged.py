@@ -1,4 +1,5 @@
-"""``evaluate --exclude-flagged``: AUC without the answers ``stream-kt audit`` flags as multi-skill repeats, and on them alone."""
+"""``evaluate --exclude-flagged``: AUC without the answers ``stream-kt audit`` flags as multi-skill
+repeats, and on them alone."""
 
 from __future__ import annotations
 
