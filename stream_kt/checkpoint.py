@@ -48,7 +48,11 @@ def model_version(model: KTModel, vocab: Vocabulary) -> str:
     digest.update(json.dumps({"model": model.name, "config": model.config_dict()}, sort_keys=True).encode())
     digest.update(json.dumps(list(vocab.ids)).encode())
     if not vocab.one_entry_an_answer:  # how events map to entries
-        digest.update(json.dumps([vocab.skills, vocab.max_skills, list(vocab.questions), sorted(vocab.question_skills.items())]).encode())
+        digest.update(
+            json.dumps(
+                [vocab.skills, vocab.max_skills, list(vocab.questions), sorted(vocab.question_skills.items())]
+            ).encode()
+        )
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -67,7 +71,10 @@ def check_out_dir(path: str | Path) -> Path:
         raise CheckpointError(f"{out}: exists and is not a directory (a checkpoint is a directory): give a new path")
     if out.is_dir():
         if not (out / "config.json").is_file() and any(out.iterdir()):
-            raise CheckpointError(f"{out}: a directory with other files and no checkpoint in it: give a new or empty directory, or a checkpoint to replace")
+            raise CheckpointError(
+                f"{out}: a directory with other files and no checkpoint in it: give a new or empty directory, "
+                "or a checkpoint to replace"
+            )
         target = out
     else:
         target = next(parent for parent in out.absolute().parents if parent.exists())
@@ -78,14 +85,27 @@ def check_out_dir(path: str | Path) -> Path:
     return out
 
 
-def save_checkpoint(out_dir: str | Path, model: KTModel, vocab: Vocabulary, split: Split, train_config: dict[str, Any], metrics: dict[str, Any] | None = None) -> Checkpoint:
+def save_checkpoint(
+    out_dir: str | Path,
+    model: KTModel,
+    vocab: Vocabulary,
+    split: Split,
+    train_config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> Checkpoint:
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointError(f"{out}: cannot create checkpoint directory ({exc.strerror})") from None
     version = model_version(model, vocab)
-    config = {"format_version": FORMAT_VERSION, "model": model.name, "model_config": model.config_dict(), "train": train_config, "version": version}
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": model.name,
+        "model_config": model.config_dict(),
+        "train": train_config,
+        "version": version,
+    }
     (out / "config.json").write_text(json.dumps(config, indent=2))
     torch.save(model.state_dict(), out / "weights.pt")
     vocab.save(out / "vocab.json")
@@ -112,7 +132,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except ValueError as exc:
         raise CheckpointError(f"{path}/config.json: invalid JSON ({exc})") from None
     if config.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {config.get('format_version')!r}, this stream-kt reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format {config.get('format_version')!r}, this stream-kt reads {FORMAT_VERSION}"
+        )
     try:
         cls = model_class(config["model"])
         model = cls(cls.config_from(config["model_config"]))
@@ -121,18 +143,28 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except StreamKTError:
         raise
     except Exception as exc:  # torch raises many kinds on a corrupt or mismatched file
-        raise CheckpointError(f"{path}: cannot load weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(
+            f"{path}: cannot load weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
     model.eval()
     vocab = Vocabulary.load(path / "vocab.json")
     split = Split.from_json(json.loads((path / "split.json").read_text()))
     version = model_version(model, vocab)
     if config.get("version") != version:
-        raise CheckpointError(f"{path}: content hash {version} does not match the recorded version {config.get('version')} (files changed?)")
+        raise CheckpointError(
+            f"{path}: content hash {version} does not match the recorded version "
+            f"{config.get('version')} (files changed?)"
+        )
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
     return Checkpoint(model, vocab, split, version, config.get("train", {}), metrics, path)
 
 
-def save_ensemble(out_dir: str | Path, members: list[Checkpoint], weights: tuple[float, ...] = (), fitted: dict[str, Any] | None = None) -> Checkpoint:
+def save_ensemble(
+    out_dir: str | Path,
+    members: list[Checkpoint],
+    weights: tuple[float, ...] = (),
+    fitted: dict[str, Any] | None = None,
+) -> Checkpoint:
     """One checkpoint serving the (``weights``-weighted) mean of ``members``' predictions (``models.ensemble``).
 
     ``fitted``: how the weights were fitted (validation students and AUCs), recorded in
@@ -152,11 +184,24 @@ def save_ensemble(out_dir: str | Path, members: list[Checkpoint], weights: tuple
     first = members[0]
     for member in members[1:]:
         if member.vocab.ids != first.vocab.ids or member.vocab.item_column != first.vocab.item_column:
-            raise CheckpointError(f"{member.path}: vocabulary differs from {first.path}'s: ensemble members must be trained on the same file")
+            raise CheckpointError(
+                f"{member.path}: vocabulary differs from {first.path}'s: ensemble members must "
+                "be trained on the same file"
+            )
         if (member.split.test, member.split.test_source) != (first.split.test, first.split.test_source):
-            raise CheckpointError(f"{member.path}: held out other students than {first.path} ({member.split.test_source} vs {first.split.test_source})")
+            raise CheckpointError(
+                f"{member.path}: held out other students than {first.path} ({member.split.test_source} vs "
+                f"{first.split.test_source})"
+            )
     sources = [
-        {"checkpoint": str(m.path), "version": m.version, "model": m.model.name, "seed": m.split.seed, "valid_auc": m.metrics.get("valid_auc"), "test_auc": m.metrics.get("test", {}).get("auc")}
+        {
+            "checkpoint": str(m.path),
+            "version": m.version,
+            "model": m.model.name,
+            "seed": m.split.seed,
+            "valid_auc": m.metrics.get("valid_auc"),
+            "test_auc": m.metrics.get("test", {}).get("auc"),
+        }
         for m in members
     ]
     model = Ensemble.of([m.model for m in members], weights)

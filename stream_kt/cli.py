@@ -37,7 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensemble": ("offline", "combine trained checkpoints into one checkpoint serving their (weighted) mean prediction"),
     "evaluate": ("offline", "score held-out students with a checkpoint"),
     "audit": ("audit", "check a data set for leaks (multi-skill repeats) and what misleads an evaluation"),
-    "distill": ("distill", "train a streamable student on a teacher checkpoint's mastery vectors and the observed answers"),
+    "distill": (
+        "distill",
+        "train a streamable student on a teacher checkpoint's mastery vectors and the observed answers",
+    ),
     "compare": ("compare", "train and score several models on the same students; table, JSON and bar chart"),
     "replay": ("tools", "send a data set's answers to the input topic as concurrent students"),
     "inspect": ("tools", "show one student's state: recent answers and mastery per skill"),
@@ -86,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             return _run(sys.argv[1:] if argv is None else [str(a) for a in argv])
         finally:
             sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
-    except BrokenPipeError:  # stdout closed early (stream-kt inspect --json | head -1): stop quietly, as a killed pipe writer does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush into the closed pipe at exit
+    except (
+        BrokenPipeError
+    ):  # stdout closed early (stream-kt inspect --json | head -1): stop quietly, as a killed pipe writer does
+        os.dup2(
+            os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+        )  # nothing left to flush into the closed pipe at exit
         return 128 + signal.SIGPIPE
 
 
@@ -100,7 +107,10 @@ def _run(args: list[str]) -> int:
         raise SystemExit(exc.exit_code) from None
     except click.UsageError as exc:
         command = exc.ctx.info_name if exc.ctx is not None and exc.ctx.parent is not None else name or "stream-kt"
-        print(f"stream-kt {command}: error: {exc.format_message()}".replace("stream-kt stream-kt", "stream-kt"), file=sys.stderr)
+        print(
+            f"stream-kt {command}: error: {exc.format_message()}".replace("stream-kt stream-kt", "stream-kt"),
+            file=sys.stderr,
+        )
         return 2
     except StreamKTError as exc:
         print(f"stream-kt {name or ''}: error: {exc}".replace(" :", ":"), file=sys.stderr)

@@ -37,4 +37,6 @@ def extra(module: str, purpose: str, extra_name: str = "demo") -> object:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"{purpose} needs {module.split('.')[0]}: pip install 'stream-kt[{extra_name}]'") from None
+        raise MissingExtraError(
+            f"{purpose} needs {module.split('.')[0]}: pip install 'stream-kt[{extra_name}]'"
+        ) from None

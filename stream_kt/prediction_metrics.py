@@ -1,4 +1,5 @@
-"""Binary prediction metrics (numpy only): AUC, accuracy, RMSE, log-loss. (The Prometheus metrics are service/metrics.py.)"""
+"""Binary prediction metrics (numpy only): AUC, accuracy, RMSE, log-loss. (The Prometheus
+metrics are service/metrics.py.)"""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         "auc": auc(labels, probs),
         "acc": float(((probs >= 0.5) == (labels >= 0.5)).mean()) if len(labels) else float("nan"),
         "rmse": float(np.sqrt(np.mean((probs - labels) ** 2))) if len(labels) else float("nan"),
-        "logloss": float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))) if len(labels) else float("nan"),
+        "logloss": float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+        if len(labels)
+        else float("nan"),
         "n": int(len(labels)),
     }

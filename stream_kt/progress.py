@@ -24,7 +24,9 @@ except ImportError:  # pip install stream-kt: no progress bars, plain lines
 PLAIN_INTERVAL_S = 10.0
 
 
-def progress_bar(iterable: Iterable[Any] | None = None, *, disable: bool = False, file: IO[str] | None = None, **options: Any) -> Any:
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, disable: bool = False, file: IO[str] | None = None, **options: Any
+) -> Any:
     """tqdm(iterable, **options) on a terminal (or disabled), else ``PlainProgress`` with the same arguments."""
     stream = file if file is not None else sys.stderr
     if tqdm is not None and (disable or _is_terminal(stream)):
@@ -59,7 +61,14 @@ class PlainProgress:
     ) -> None:
         if total is None and iterable is not None:
             total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
-        self.iterable, self.total, self.desc, self.unit, self.unit_scale, self.leave = iterable, total, desc or "", unit, unit_scale, leave
+        self.iterable, self.total, self.desc, self.unit, self.unit_scale, self.leave = (
+            iterable,
+            total,
+            desc or "",
+            unit,
+            unit_scale,
+            leave,
+        )
         self.file = file if file is not None else sys.stderr
         self.interval_s = interval_s
         self.n: float = 0
@@ -105,8 +114,21 @@ class PlainProgress:
         """The bar's state as one line, in tqdm's words (no bar: there is no redrawing it)."""
         elapsed = time.monotonic() - self.started
         known_total = self.total is not None and self.total > 0
-        bar_format = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]" if known_total else None
-        return tqdm.format_meter(self.n, self.total if known_total else None, elapsed, prefix=self.desc, unit=self.unit, unit_scale=self.unit_scale, postfix=self.postfix or None, bar_format=bar_format)
+        bar_format = (
+            "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+            if known_total
+            else None
+        )
+        return tqdm.format_meter(
+            self.n,
+            self.total if known_total else None,
+            elapsed,
+            prefix=self.desc,
+            unit=self.unit,
+            unit_scale=self.unit_scale,
+            postfix=self.postfix or None,
+            bar_format=bar_format,
+        )
 
     def _write_line(self) -> None:
         self.last_line = time.monotonic()

@@ -33,7 +33,14 @@ from typing import Any, Literal, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from stream_kt.errors import ConfigError
 
@@ -82,39 +89,94 @@ def sentinel_target(url: str) -> SentinelTarget:
         username, password = unquote(user) or None, unquote(secret) if colon else None
     sentinels = []
     for host_port in hosts.split(","):
-        host, colon, port = host_port.rpartition(":") if host_port.rfind(":") > host_port.rfind("]") else (host_port, "", "")
+        host, colon, port = (
+            host_port.rpartition(":") if host_port.rfind(":") > host_port.rfind("]") else (host_port, "", "")
+        )
         host = host.strip("[]")
         if not host or (colon and not port.isdigit()) or not 0 < int(port or 26379) < 65536:
             raise ValueError(f"redis url {shown!r}: Sentinel {host_port!r} must be HOST or HOST:PORT")
         sentinels.append((host, int(port or 26379)))
     parts = path.split("/") if path else []
     if not 1 <= len(parts) <= 2 or not parts[0] or (len(parts) == 2 and not parts[1].isdigit()) or "?" in path:
-        raise ValueError(f"redis url {shown!r} must be {scheme}://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] (SERVICE: the name Sentinel monitors)")
-    return SentinelTarget(tuple(sentinels), parts[0], int(parts[1]) if len(parts) == 2 else 0, username, password, scheme == "rediss+sentinel")
+        raise ValueError(
+            f"redis url {shown!r} must be {scheme}://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB] "
+            "(SERVICE: the name Sentinel monitors)"
+        )
+    return SentinelTarget(
+        tuple(sentinels),
+        parts[0],
+        int(parts[1]) if len(parts) == 2 else 0,
+        username,
+        password,
+        scheme == "rediss+sentinel",
+    )
 
 
-def setting(default: Any, help: str = "", *, env: str | None = None, flag: str | None = None, invalid: str = "", secret: bool = False, **constraints: Any) -> Any:
+def setting(
+    default: Any,
+    help: str = "",
+    *,
+    env: str | None = None,
+    flag: str | None = None,
+    invalid: str = "",
+    secret: bool = False,
+    **constraints: Any,
+) -> Any:
     """A setting's one declaration: its default, help, pydantic ``constraints`` (``ge``, ``le``, ``min_length``) and
     ``invalid``, the message of a value they refuse (``{value}``, ``{name}``, the constraints' bounds, ``{choices}``
     and ``{either}`` for a ``Literal``).  ``env``, ``flag``: a spelling other than the name's (see the module's doc)."""
-    return Field(default, validation_alias=env, description=help, json_schema_extra={"flag": flag, "invalid": invalid, "secret": secret}, **constraints)
+    return Field(
+        default,
+        validation_alias=env,
+        description=help,
+        json_schema_extra={"flag": flag, "invalid": invalid, "secret": secret},
+        **constraints,
+    )
 
 
 class StreamSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KT_", frozen=True, extra="forbid", populate_by_name=True)
 
-    bootstrap: str = setting("127.0.0.1:9092", "Kafka HOST:PORT[,HOST:PORT...]; 'embedded' starts the bundled broker (serve)", env="KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap: str = setting(
+        "127.0.0.1:9092",
+        "Kafka HOST:PORT[,HOST:PORT...]; 'embedded' starts the bundled broker (serve)",
+        env="KAFKA_BOOTSTRAP_SERVERS",
+    )
     redis_url: str = setting(
-        "redis://127.0.0.1:6379/0", "redis://, rediss:// (TLS), user:password@ for ACL AUTH; redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] follows Sentinel",
-        env="REDIS_URL", flag="--redis",
-    )  # fmt: skip
+        "redis://127.0.0.1:6379/0",
+        "redis://, rediss:// (TLS), user:password@ for ACL AUTH; "
+        "redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB] follows Sentinel",
+        env="REDIS_URL",
+        flag="--redis",
+    )
     in_topic: str = setting("kt.answers", "answer events", min_length=1, invalid="{name} must not be empty")
     out_topic: str = setting("kt.mastery", "mastery messages", min_length=1, invalid="{name} must not be empty")
-    dlq_topic: str = setting("kt.answers.dlq", "dead letters: invalid events, with the reason", min_length=1, invalid="{name} must not be empty")
-    group_id: str = setting("stream-kt", "Kafka consumer group of the processors", flag="--group", min_length=1, invalid="{name} must not be empty")
+    dlq_topic: str = setting(
+        "kt.answers.dlq",
+        "dead letters: invalid events, with the reason",
+        min_length=1,
+        invalid="{name} must not be empty",
+    )
+    group_id: str = setting(
+        "stream-kt",
+        "Kafka consumer group of the processors",
+        flag="--group",
+        min_length=1,
+        invalid="{name} must not be empty",
+    )
     key_prefix: str = setting("kt", "every Redis key starts with it", min_length=1, invalid="{name} must not be empty")
-    batch_size: int = setting(1024, "the fixed batch shape B of the model step (the largest of its shapes: 64, 256, 1024, ...)", env="KT_BATCH", flag="--batch", ge=1, le=4096, invalid="batch size {value} must be between {ge} and {le}")
-    max_wait_ms: int = setting(5, "longest wait to fill a batch", ge=0, le=60_000, invalid="max wait {value} ms must be between {ge} and {le}")
+    batch_size: int = setting(
+        1024,
+        "the fixed batch shape B of the model step (the largest of its shapes: 64, 256, 1024, ...)",
+        env="KT_BATCH",
+        flag="--batch",
+        ge=1,
+        le=4096,
+        invalid="batch size {value} must be between {ge} and {le}",
+    )
+    max_wait_ms: int = setting(
+        5, "longest wait to fill a batch", ge=0, le=60_000, invalid="max wait {value} ms must be between {ge} and {le}"
+    )
     # How long the broker may hold a consumer's fetch that finds no new data.  Kafka answers as
     # soon as data arrives, so there a larger value costs nothing.  The embedded broker (tansu
     # 0.6) holds every fetch this long: there it is a latency floor, and a fetch whose scan
@@ -122,51 +184,122 @@ class StreamSettings(BaseSettings):
     # many small batches never catches up.  25 ms carried the full ASSISTments replay (about
     # 55,000 events a partition); 5 ms did not.
     fetch_wait_ms: int = setting(
-        25, "longest time the broker may hold an empty fetch (the embedded broker always holds it this long)", ge=1, le=60_000, invalid="fetch wait {value} ms must be between {ge} and {le}"
+        25,
+        "longest time the broker may hold an empty fetch (the embedded broker always holds it this long)",
+        ge=1,
+        le=60_000,
+        invalid="fetch wait {value} ms must be between {ge} and {le}",
     )
-    partitions: int = setting(6, "partitions of topics the processor creates", ge=1, invalid="partitions must be at least {ge}")
+    partitions: int = setting(
+        6, "partitions of topics the processor creates", ge=1, invalid="partitions must be at least {ge}"
+    )
     checkpoint: str = setting("", "the model serve serves: a checkpoint directory (stream-kt train)")
-    shadow: str = setting("", "a challenger checkpoint stepped beside the served one on the same events, with states of its own, scored online; publishes nothing unless --shadow-topic")
+    shadow: str = setting(
+        "",
+        "a challenger checkpoint stepped beside the served one on the same events, with states of its own, "
+        "scored online; publishes nothing unless --shadow-topic",
+    )
     shadow_topic: str = setting("", "where the shadow's mastery messages go; empty = nowhere")
-    backend: str = setting("auto", "the model step's backend: auto (the best available), eager, cpu, cuda or neuron")  # checked by stream_kt.backends, which lies above
-    metrics_port: int = setting(9108, "Prometheus /metrics, /healthz, /readyz; 0 = none", ge=0, le=65535, invalid="metrics port {value} must be between 1 and {le}, or 0 for none")
-    unready_after_retry_s: int = setting(30, "/readyz fails while a batch has been retrying longer than this", ge=0, invalid="unready after retry {value} s must be 0 or positive")
+    backend: str = setting(
+        "auto", "the model step's backend: auto (the best available), eager, cpu, cuda or neuron"
+    )  # checked by stream_kt.backends, which lies above
+    metrics_port: int = setting(
+        9108,
+        "Prometheus /metrics, /healthz, /readyz; 0 = none",
+        ge=0,
+        le=65535,
+        invalid="metrics port {value} must be between 1 and {le}, or 0 for none",
+    )
+    unready_after_retry_s: int = setting(
+        30,
+        "/readyz fails while a batch has been retrying longer than this",
+        ge=0,
+        invalid="unready after retry {value} s must be 0 or positive",
+    )
     log_format: LogFormat = setting("text", "text or json", invalid="log format {value!r} must be one of {choices}")
     state_ttl_s: int = setting(
-        0, "expire a student's state this long after its last write; an expired student restarts from the initial state; 0 = keep forever", ge=0,
+        0,
+        "expire a student's state this long after its last write; an expired student restarts from the "
+        "initial state; 0 = keep forever",
+        ge=0,
         invalid="state TTL {value} s must be 0 (keep forever) or positive",
-    )  # fmt: skip
-    max_event_bytes: int = setting(MAX_EVENT_BYTES, "a bigger event goes to the dead-letter topic", ge=64, le=1 << 20, invalid="max event bytes {value} must be between {ge} and {le}")
-    mastery_format: MasteryFormat = setting("v2", "mastery messages: v2 (packed floats) or v1 (a list of floats)", invalid="mastery format {value!r} must be {either}")
-    mastery_dtype: MasteryDtype = setting("float32", "float32, or float16 (v2 only: half the bytes)", invalid="mastery dtype {value!r} must be float32, or float16 with mastery format v2")
+    )
+    max_event_bytes: int = setting(
+        MAX_EVENT_BYTES,
+        "a bigger event goes to the dead-letter topic",
+        ge=64,
+        le=1 << 20,
+        invalid="max event bytes {value} must be between {ge} and {le}",
+    )
+    mastery_format: MasteryFormat = setting(
+        "v2",
+        "mastery messages: v2 (packed floats) or v1 (a list of floats)",
+        invalid="mastery format {value!r} must be {either}",
+    )
+    mastery_dtype: MasteryDtype = setting(
+        "float32",
+        "float32, or float16 (v2 only: half the bytes)",
+        invalid="mastery dtype {value!r} must be float32, or float16 with mastery format v2",
+    )
     redis_cluster: bool = setting(False, "the Redis URL names a Redis Cluster node")
     redis_min_replicas: int = setting(
-        0, "replicas a batch's state writes must reach (Redis WAIT) before its offsets are committed; 0 = no wait: a failover can lose the last writes", ge=0, le=16,
+        0,
+        "replicas a batch's state writes must reach (Redis WAIT) before its offsets are committed; 0 = no wait: "
+        "a failover can lose the last writes",
+        ge=0,
+        le=16,
         invalid="redis min replicas {value} must be between 0 (no wait) and {le}",
-    )  # fmt: skip
-    redis_replica_timeout_ms: int = setting(
-        1000, "longest wait for those replicas; a batch they have not acknowledged by then is retried", ge=1, le=60_000, invalid="redis replica timeout {value} ms must be between {ge} and {le}"
     )
-    kafka_security_protocol: SecurityProtocol = setting("PLAINTEXT", "|".join(get_args(SecurityProtocol)), invalid="kafka security protocol {value!r} must be one of {choices}")
-    kafka_sasl_mechanism: SaslMechanism = setting("PLAIN", "|".join(get_args(SaslMechanism)) + " (SASL_* protocols)", invalid="kafka SASL mechanism {value!r} must be one of {choices}")
+    redis_replica_timeout_ms: int = setting(
+        1000,
+        "longest wait for those replicas; a batch they have not acknowledged by then is retried",
+        ge=1,
+        le=60_000,
+        invalid="redis replica timeout {value} ms must be between {ge} and {le}",
+    )
+    kafka_security_protocol: SecurityProtocol = setting(
+        "PLAINTEXT",
+        "|".join(get_args(SecurityProtocol)),
+        invalid="kafka security protocol {value!r} must be one of {choices}",
+    )
+    kafka_sasl_mechanism: SaslMechanism = setting(
+        "PLAIN",
+        "|".join(get_args(SaslMechanism)) + " (SASL_* protocols)",
+        invalid="kafka SASL mechanism {value!r} must be one of {choices}",
+    )
     kafka_sasl_username: str = setting("")
     kafka_sasl_password: str = setting("", "prefer the environment: a flag shows in ps", secret=True)
     kafka_ssl_cafile: str = setting("", "PEM CA bundle for SSL and SASL_SSL; empty = the system's CAs")
     quality_window: int = setting(
-        100_000, "online quality's sliding window: the last this many scored answers of each processor", ge=1, le=10_000_000, invalid="quality window {value} must be between {ge} and {le} answers"
+        100_000,
+        "online quality's sliding window: the last this many scored answers of each processor",
+        ge=1,
+        le=10_000_000,
+        invalid="quality window {value} must be between {ge} and {le} answers",
     )
     kafka_connect_timeout_s: int = setting(
-        20, "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, a port that is not Kafka's", ge=1, le=3600,
+        20,
+        "give up start-up (one line, exit 2) when Kafka has not answered within this many seconds: a wrong address, "
+        "a port that is not Kafka's",
+        ge=1,
+        le=3600,
         invalid="kafka connect timeout {value} s must be between {ge} and {le}",
-    )  # fmt: skip
+    )
     replication_factor: int = setting(
-        0, "replicas of each topic serve creates; 0 = three where the cluster has three brokers or more, else one per broker", ge=0, le=32767,
+        0,
+        "replicas of each topic serve creates; 0 = three where the cluster has three brokers or "
+        "more, else one per broker",
+        ge=0,
+        le=32767,
         invalid="replication factor {value} must be 0 (three, or one per broker below three) or positive",
-    )  # fmt: skip
+    )
     min_insync_replicas: int = setting(
-        0, "min.insync.replicas of each replicated topic serve creates: a write needs this many in sync; 0 = 2 with three replicas or more, else 1", ge=0,
+        0,
+        "min.insync.replicas of each replicated topic serve creates: a write needs this many in sync; "
+        "0 = 2 with three replicas or more, else 1",
+        ge=0,
         invalid=_MIN_INSYNC_INVALID,
-    )  # fmt: skip
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -177,7 +310,8 @@ class StreamSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """The arguments over the environment over the TOML file (``toml_file`` of ``model_config``: none) over the defaults.
+        """The arguments over the environment over the TOML file (``toml_file`` of ``model_config``: none) over the
+        defaults.
 
         ``load_settings`` builds the same three with the flags, an environment and ``--config FILE``."""
         return init_settings, env_settings, ConfigFile(settings_cls)
@@ -186,7 +320,9 @@ class StreamSettings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            built = values.get("_build_sources")  # load_settings's; else, for where a value came from, the arguments' and the environment's
+            built = values.get(
+                "_build_sources"
+            )  # load_settings's; else, for where a value came from, the arguments' and the environment's
             sources = built[0] if built else (InitSettingsSource(type(self), values), Environment(type(self)))
             raise ConfigError(_one_line(exc, sources)) from None
 
@@ -221,7 +357,9 @@ class StreamSettings(BaseSettings):
         if scheme in SENTINEL_SCHEMES:
             sentinel_target(url)  # raises ValueError with what is wrong
         elif scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis url {mask_url(url)!r} must start with redis://, rediss://, unix:// or redis+sentinel://")
+            raise ValueError(
+                f"redis url {mask_url(url)!r} must start with redis://, rediss://, unix:// or redis+sentinel://"
+            )
         return url
 
     @model_validator(mode="after")
@@ -231,7 +369,9 @@ class StreamSettings(BaseSettings):
         if len({self.in_topic, self.out_topic, self.dlq_topic}) < 3:
             raise ValueError("input, output and dead-letter topics must be three different topics")
         if self.shadow_topic and self.shadow_topic in (self.in_topic, self.out_topic, self.dlq_topic):
-            raise ValueError(f"shadow topic {self.shadow_topic!r} must differ from the input, output and dead-letter topics")
+            raise ValueError(
+                f"shadow topic {self.shadow_topic!r} must differ from the input, output and dead-letter topics"
+            )
         if self.replication_factor and self.min_insync_replicas > self.replication_factor:
             raise ValueError(_MIN_INSYNC_INVALID.format(value=self.min_insync_replicas))
         if self.mastery_format == "v1" and self.mastery_dtype != "float32":
@@ -244,21 +384,39 @@ class StreamSettings(BaseSettings):
             return
         redis_url = urlsplit(self.redis_url)
         if redis_url.scheme in SENTINEL_SCHEMES:
-            raise ValueError(f"redis cluster: {mask_url(self.redis_url)!r} names Sentinels; a Redis Cluster fails over by itself: give one of its nodes as redis://")
+            raise ValueError(
+                f"redis cluster: {mask_url(self.redis_url)!r} names Sentinels; a Redis Cluster fails over by itself: "
+                "give one of its nodes as redis://"
+            )
         if redis_url.scheme == "unix" or redis_url.path.strip("/") not in ("", "0"):
-            raise ValueError(f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database 0 (a cluster has no other)")
+            raise ValueError(
+                f"redis cluster: {mask_url(self.redis_url)!r} must be redis:// or rediss:// with database "
+                "0 (a cluster has no other)"
+            )
         if self.redis_min_replicas:
-            raise ValueError("redis min replicas: not supported on a Redis Cluster yet (WAIT must run on each primary's writing connection); set it to 0")
+            raise ValueError(
+                "redis min replicas: not supported on a Redis Cluster yet (WAIT must run on each primary's "
+                "writing connection); set it to 0"
+            )
 
     def _check_kafka_security(self) -> None:
         protocol = self.kafka_security_protocol
         sasl = protocol.startswith("SASL_")
         if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
-            raise ValueError(f"kafka security protocol {protocol} needs {ENV['kafka_sasl_username']} and {ENV['kafka_sasl_password']}")
+            raise ValueError(
+                f"kafka security protocol {protocol} needs {ENV['kafka_sasl_username']} and "
+                f"{ENV['kafka_sasl_password']}"
+            )
         if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
-            raise ValueError(f"kafka SASL credentials are set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SASL_SSL or SASL_PLAINTEXT")
+            raise ValueError(
+                f"kafka SASL credentials are set but the security protocol is {protocol}: "
+                f"set {ENV['kafka_security_protocol']} to SASL_SSL or SASL_PLAINTEXT"
+            )
         if self.kafka_ssl_cafile and not protocol.endswith("SSL"):
-            raise ValueError(f"kafka ssl cafile is set but the security protocol is {protocol}: set {ENV['kafka_security_protocol']} to SSL or SASL_SSL")
+            raise ValueError(
+                f"kafka ssl cafile is set but the security protocol is {protocol}: "
+                f"set {ENV['kafka_security_protocol']} to SSL or SASL_SSL"
+            )
 
 
 def _extra(name: str) -> dict[str, Any]:
@@ -273,9 +431,17 @@ def _env(name: str) -> str:
 
 
 ENV: dict[str, str] = {name: _env(name) for name in StreamSettings.model_fields}
-FLAGS: dict[str, str] = {name: _extra(name)["flag"] or "--" + name.replace("_", "-") for name in StreamSettings.model_fields}
+FLAGS: dict[str, str] = {
+    name: _extra(name)["flag"] or "--" + name.replace("_", "-") for name in StreamSettings.model_fields
+}
 SECRET_FIELDS = tuple(name for name in StreamSettings.model_fields if _extra(name)["secret"])
-KAFKA_SECURITY = ("kafka_security_protocol", "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile")
+KAFKA_SECURITY = (
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+)
 _NAME_OF = {alias: name for name, alias in ENV.items()}  # an error names a setting that has an alias by it (KT_BATCH)
 
 
@@ -314,7 +480,9 @@ class ConfigFile(TomlConfigSettingsSource):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"config file {path}: No such file or directory")
         try:
-            super().__init__(settings_cls, toml_file=Path(path) if path is not None else settings_cls.model_config.get("toml_file"))
+            super().__init__(
+                settings_cls, toml_file=Path(path) if path is not None else settings_cls.model_config.get("toml_file")
+            )
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
@@ -337,19 +505,35 @@ class ConfigFile(TomlConfigSettingsSource):
 _EXPECTED: dict[object, str] = {int: "an integer", bool: "true or false", str: "a string"}
 
 
-def load_settings(flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None, config_path: str | Path | None = None) -> StreamSettings:
+def load_settings(
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
+) -> StreamSettings:
     """Flags over environment over the TOML file over defaults, then validated: ``StreamSettings``'s sources with
     ``flags`` (setting name -> the flag's text, None where not given) as the arguments, ``environ`` instead of
     ``os.environ`` where given, and ``config_path`` as the file."""
-    sources = (Flags(StreamSettings, flags or {}), Environment(StreamSettings, environ), ConfigFile(StreamSettings, config_path))
+    sources = (
+        Flags(StreamSettings, flags or {}),
+        Environment(StreamSettings, environ),
+        ConfigFile(StreamSettings, config_path),
+    )
     return StreamSettings(_build_sources=(sources, {}))
 
 
 # ---------------------------------------------------------------------- messages
 
 
-_REFUSED = ("greater_than_equal", "less_than_equal", "string_too_short", "literal_error")  # by a constraint: the setting's ``invalid``
-_NOT_PARSED = {"int_parsing": "an integer", "bool_parsing": "1/0, true/false, yes/no or on/off"}  # a flag's or variable's text
+_REFUSED = (
+    "greater_than_equal",
+    "less_than_equal",
+    "string_too_short",
+    "literal_error",
+)  # by a constraint: the setting's ``invalid``
+_NOT_PARSED = {
+    "int_parsing": "an integer",
+    "bool_parsing": "1/0, true/false, yes/no or on/off",
+}  # a flag's or variable's text
 
 
 def _one_line(exc: ValidationError, sources: tuple[PydanticBaseSettingsSource, ...]) -> str:
@@ -385,9 +569,13 @@ def _origin(name: str, sources: tuple[PydanticBaseSettingsSource, ...]) -> str:
 def _invalid(name: str, value: object) -> str:
     """The ``invalid`` message of setting ``name`` for ``value``."""
     field = StreamSettings.model_fields[name]
-    bounds = {key: getattr(rule, key) for rule in field.metadata for key in ("ge", "le", "min_length") if hasattr(rule, key)}
+    bounds = {
+        key: getattr(rule, key) for rule in field.metadata for key in ("ge", "le", "min_length") if hasattr(rule, key)
+    }
     choices = [str(choice) for choice in get_args(field.annotation)] if get_origin(field.annotation) is Literal else []
-    return str(_extra(name)["invalid"]).format(value=value, name=name, choices=", ".join(choices), either=" or ".join(choices), **bounds)
+    return str(_extra(name)["invalid"]).format(
+        value=value, name=name, choices=", ".join(choices), either=" or ".join(choices), **bounds
+    )
 
 
 def _shown(name: str, raw: object) -> str:

@@ -74,7 +74,13 @@ def run_with_stdout_closed(*args: object, timeout: float = 120) -> subprocess.Co
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "stream_kt.cli", *map(str, args)], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "stream_kt.cli", *map(str, args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+        )
     finally:
         os.close(write_end)
 
@@ -90,7 +96,10 @@ SLOW_FIXTURES = {"broker", "kafka_broker", "tansu_broker", "kafka_cluster"}
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "brokers(*names): run the test on each of these brokers (default: kafka only)")
-    config.addinivalue_line("markers", "slow: a broker, a training run, a whole pipeline or a model costing seconds a step; left out by -m 'not slow'")
+    config.addinivalue_line(
+        "markers",
+        "slow: a broker, a training run, a whole pipeline or a model costing seconds a step; left out by -m 'not slow'",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -26,14 +26,41 @@ ALLOWED = {
     "stream_kt.models": {"stream_kt.errors", "stream_kt.data", "stream_kt.prediction_metrics"},
     "stream_kt.backends": {"stream_kt.errors", "stream_kt.data", "stream_kt.models"},
     "stream_kt.checkpoint": {"stream_kt.errors", "stream_kt.data", "stream_kt.models"},
-    "stream_kt.service": {"stream_kt.errors", "stream_kt.settings", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint", "stream_kt.prediction_metrics"},
-    "stream_kt.training": {"stream_kt.errors", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint", "stream_kt.prediction_metrics", "stream_kt.progress"},
+    "stream_kt.service": {
+        "stream_kt.errors",
+        "stream_kt.settings",
+        "stream_kt.data",
+        "stream_kt.models",
+        "stream_kt.backends",
+        "stream_kt.checkpoint",
+        "stream_kt.prediction_metrics",
+    },
+    "stream_kt.training": {
+        "stream_kt.errors",
+        "stream_kt.data",
+        "stream_kt.models",
+        "stream_kt.backends",
+        "stream_kt.checkpoint",
+        "stream_kt.prediction_metrics",
+        "stream_kt.progress",
+    },
     "stream_kt.tools": {
-        "stream_kt.errors", "stream_kt.settings", "stream_kt.data", "stream_kt.models", "stream_kt.backends", "stream_kt.checkpoint",
-        "stream_kt.prediction_metrics", "stream_kt.progress", "stream_kt.service", "stream_kt.training",
+        "stream_kt.errors",
+        "stream_kt.settings",
+        "stream_kt.data",
+        "stream_kt.models",
+        "stream_kt.backends",
+        "stream_kt.checkpoint",
+        "stream_kt.prediction_metrics",
+        "stream_kt.progress",
+        "stream_kt.service",
+        "stream_kt.training",
     },  # fmt: skip
 }
-NEVER_FROM_OUTSIDE = {"benchmarks": {"stream_kt.commands", "stream_kt.cli"}, "fault_suite": {"stream_kt.commands", "stream_kt.cli"}}
+NEVER_FROM_OUTSIDE = {
+    "benchmarks": {"stream_kt.commands", "stream_kt.cli"},
+    "fault_suite": {"stream_kt.commands", "stream_kt.cli"},
+}
 
 
 def room_of(module: str) -> str:
@@ -73,7 +100,12 @@ def test_a_room_imports_only_the_rooms_below_it(room: str) -> None:
 
 @pytest.mark.parametrize("package", sorted(NEVER_FROM_OUTSIDE))
 def test_benchmarks_and_the_fault_suite_never_import_the_commands(package: str) -> None:
-    wrong = {f"{module_name(path)} imports {name}" for path in (ROOT / package).rglob("*.py") for name in imports_of(path) if room_of(name) in NEVER_FROM_OUTSIDE[package]}
+    wrong = {
+        f"{module_name(path)} imports {name}"
+        for path in (ROOT / package).rglob("*.py")
+        for name in imports_of(path)
+        if room_of(name) in NEVER_FROM_OUTSIDE[package]
+    }
     assert not wrong, sorted(wrong)
 
 

@@ -41,7 +41,13 @@ def test_plain_lines_come_every_interval_and_once_more_when_a_kept_bar_closes(mo
 
 def test_a_bar_not_kept_writes_only_its_periodic_lines_and_iterating_counts(monkeypatch) -> None:
     out = io.StringIO()
-    assert list(PlainProgress(range(5), desc="epoch 1", unit="batch", leave=False, file=out, interval_s=3600)) == [0, 1, 2, 3, 4]
+    assert list(PlainProgress(range(5), desc="epoch 1", unit="batch", leave=False, file=out, interval_s=3600)) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     assert out.getvalue() == ""
     bar = PlainProgress(iter(range(4)), desc="scoring", file=out, interval_s=3600)  # no length: counts without a total
     assert list(bar) == [0, 1, 2, 3] and bar.n == 4

@@ -50,7 +50,9 @@ class RepeatRule:
     min_agreement: float = 0.93  # mixed order: the answers agree at least this often, in both orders
     min_lift: float = 0.10  # and at least this far above the base rate of agreement at item changes (both arms)
     copy_agreement: float = 0.99  # fixed order: the answers agree at least this often in one order
-    min_both_wrong: int = 5  # and, either arm, agree on wrong answers too this many times (two always-right skills are no copies)
+    min_both_wrong: int = (
+        5  # and, either arm, agree on wrong answers too this many times (two always-right skills are no copies)
+    )
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,13 @@ class PairStat:
         return self.agree / self.count if self.count else 0.0
 
     def to_json(self) -> dict:
-        return {"first": self.first, "second": self.second, "count": self.count, "agreement": round(self.agreement, 4), "both_wrong": self.both_wrong}
+        return {
+            "first": self.first,
+            "second": self.second,
+            "count": self.count,
+            "agreement": round(self.agreement, 4),
+            "both_wrong": self.both_wrong,
+        }
 
 
 @dataclass
@@ -143,7 +151,14 @@ def repeat_signature(students: list[StudentSequence], rule: RepeatRule | None = 
         if ba is not None and id_sort_key(a) < id_sort_key(b) and high(ab) and high(ba):
             mixed.append((ab, ba) if ab.count >= ba.count else (ba, ab))
     in_mixed = {(p.first, p.second) for pair in mixed for p in pair}
-    fixed = [p for key, p in stats.items() if key not in in_mixed and p.count >= rule.min_count and p.agreement >= copy_bar and p.both_wrong >= rule.min_both_wrong]
+    fixed = [
+        p
+        for key, p in stats.items()
+        if key not in in_mixed
+        and p.count >= rule.min_count
+        and p.agreement >= copy_bar
+        and p.both_wrong >= rule.min_both_wrong
+    ]
     mixed.sort(key=lambda pair: -min(p.agreement for p in pair))
     fixed.sort(key=lambda p: (-p.count, p.first, p.second))
     pairs = frozenset(in_mixed | {(p.first, p.second) for p in fixed})
@@ -184,14 +199,22 @@ class AuditReport:
 
     def to_json(self) -> dict:
         return {
-            "data": self.path, "format": self.fmt, "item": self.item, "students": self.students, "answers": self.answers,
-            "correct_rate": round(self.correct_rate, 4), "sees": self.sees, "cannot_see": self.cannot_see,
-            "leak": bool(self.leaks), "checks": {f.check: f.to_json() for f in self.findings},
-        }  # fmt: skip
+            "data": self.path,
+            "format": self.fmt,
+            "item": self.item,
+            "students": self.students,
+            "answers": self.answers,
+            "correct_rate": round(self.correct_rate, 4),
+            "sees": self.sees,
+            "cannot_see": self.cannot_see,
+            "leak": bool(self.leaks),
+            "checks": {f.check: f.to_json() for f in self.findings},
+        }
 
     def lines(self) -> list[str]:
         out = [
-            f"audit of {self.path} ({self.fmt if self.fmt == '3line' else f'{self.fmt}, {self.item}'}): {self.students:,} students, {self.answers:,} answers, correct rate {self.correct_rate:.3f}",
+            f"audit of {self.path} ({self.fmt if self.fmt == '3line' else f'{self.fmt}, {self.item}'}): "
+            f"{self.students:,} students, {self.answers:,} answers, correct rate {self.correct_rate:.3f}",
             f"  sees: {self.sees}",
             f"  cannot see: {self.cannot_see}",
         ]
@@ -201,7 +224,14 @@ class AuditReport:
         return out
 
 
-def audit(path: str | Path, fmt: str, item: str = "skill_id", rule: RepeatRule | None = None, min_length: int = 3, examples: int = 3) -> AuditReport:
+def audit(
+    path: str | Path,
+    fmt: str,
+    item: str = "skill_id",
+    rule: RepeatRule | None = None,
+    min_length: int = 3,
+    examples: int = 3,
+) -> AuditReport:
     """Audit the file ``path`` (format ``3line`` or ``assistments``): every check on the students as stream-kt reads
     them, and for an ASSISTments CSV also its raw rows."""
     students, _ = read_dataset(path, fmt, item)
@@ -219,31 +249,58 @@ def audit(path: str | Path, fmt: str, item: str = "skill_id", rule: RepeatRule |
     answers = sum(len(s) for s in students)
     correct_rate = sum(sum(s.correct) for s in students) / answers
     if fmt == "assistments":
-        sees = "raw rows with order ids, problem ids and skill ids; students as read (one answer per order_id, sorted by order_id)"
-        cannot_see = "repeats of one answer under different order ids other than by the signature; timestamps (only order ids order the answers)"
+        sees = (
+            "raw rows with order ids, problem ids and skill ids; students as read "
+            "(one answer per order_id, sorted by order_id)"
+        )
+        cannot_see = (
+            "repeats of one answer under different order ids other than by the signature; timestamps "
+            "(only order ids order the answers)"
+        )
     else:
         sees = "items and answers in file order; students by position"
         cannot_see = (
-            "problem ids, order ids, timestamps: multi-skill repeats show only by their signature, so repeats that are not adjacent, of item pairs "
-            f"seen fewer than {(rule or RepeatRule()).min_count} times, or that do not raise agreement are not seen; time order is only hinted at"
+            "problem ids, order ids, timestamps: multi-skill repeats show only by their signature, so repeats that are "
+            f"not adjacent, of item pairs seen fewer than {(rule or RepeatRule()).min_count} times, "
+            "or that do not raise agreement are not seen; time order is only hinted at"
         )
-    return AuditReport(str(path), fmt, item, len(students), answers, correct_rate, sees, cannot_see, findings, signature)
+    return AuditReport(
+        str(path), fmt, item, len(students), answers, correct_rate, sees, cannot_see, findings, signature
+    )
 
 
 def _signature_finding(sig: RepeatSignature, examples: int) -> Finding:
     numbers = {**sig.to_json()}
     base = f"base rate of agreement at item changes {sig.base_rate:.1%} ({sig.changes:,} changes)"
     if not sig.leaks:
-        return Finding("repeat_signature", OK, f"no item pair's adjacent answers agree like copies; {base}", [], numbers)
+        return Finding(
+            "repeat_signature", OK, f"no item pair's adjacent answers agree like copies; {base}", [], numbers
+        )
     parts = []
     if sig.mixed:
         rates = [p.agreement for pair in sig.mixed for p in pair]
-        parts.append(f"{len(sig.mixed)} item pairs in both orders ({2 * len(sig.mixed)} ordered pairs) agree {min(rates):.1%}-{max(rates):.1%}")
+        parts.append(
+            f"{len(sig.mixed)} item pairs in both orders ({2 * len(sig.mixed)} ordered pairs) "
+            f"agree {min(rates):.1%}-{max(rates):.1%}"
+        )
     if sig.fixed:
-        parts.append(f"{len(sig.fixed)} ordered pairs in one order agree {min(p.agreement for p in sig.fixed):.1%}-{max(p.agreement for p in sig.fixed):.1%}")
-    summary = f"{'; '.join(parts)}, against a {base}; {sig.flagged_positions:,} positions flagged ({sig.flagged_fraction:.2%} of answers)"
-    shown = [f"{ab.first}->{ab.second} {ab.count:,} times, agree {ab.agreement:.1%}; {ba.first}->{ba.second} {ba.count:,} times, agree {ba.agreement:.1%}" for ab, ba in sig.mixed[:examples]]
-    shown += [f"{p.first}->{p.second} {p.count:,} times, agree {p.agreement:.1%} ({p.both_wrong} both wrong)" for p in sig.fixed[:examples]]
+        parts.append(
+            f"{len(sig.fixed)} ordered pairs in one order agree "
+            f"{min(p.agreement for p in sig.fixed):.1%}-{max(p.agreement for p in sig.fixed):.1%}"
+        )
+    summary = (
+        f"{'; '.join(parts)}, against a {base}; {sig.flagged_positions:,} positions flagged "
+        f"({sig.flagged_fraction:.2%} of answers)"
+    )
+    shown = [
+        f"{ab.first}->{ab.second} {ab.count:,} times, agree {ab.agreement:.1%}; "
+        f"{ba.first}->{ba.second} {ba.count:,} times, agree {ba.agreement:.1%}"
+        for ab, ba in sig.mixed[:examples]
+    ]
+    shown += [
+        f"{p.first}->{p.second} {p.count:,} times, agree {p.agreement:.1%} ({p.both_wrong} both wrong)"
+        for p in sig.fixed[:examples]
+    ]
     return Finding("repeat_signature", LEAK, summary, shown, numbers)
 
 
@@ -279,10 +336,14 @@ def _order_id_repeats(csv_rows: _Rows, examples: int) -> Finding:
     for order, ks in list(shared.items())[:examples]:
         first = rows[ks[0]]
         skills = sorted({_clean_id(get(rows[k], "skill_id")) for k in ks} - {""}, key=id_sort_key)
-        shown.append(f"order_id {order} (user {get(first, 'user_id')}, problem {_clean_id(get(first, 'problem_id'))}): {len(ks)} rows, skills {', '.join(skills)} (lines {', '.join(str(csv_rows.line[k]) for k in ks)})")
+        shown.append(
+            f"order_id {order} (user {get(first, 'user_id')}, problem {_clean_id(get(first, 'problem_id'))}): "
+            f"{len(ks)} rows, skills {', '.join(skills)} (lines {', '.join(str(csv_rows.line[k]) for k in ks)})"
+        )
     summary = (
-        f"{len(shared):,} answers on multi-skill problems span {len(shared) + extra:,} rows ({extra:,} extra rows); stream-kt's reader keeps one answer per "
-        "order_id (its skills joined, '10_23'), so they do not leak here, but a reader taking one row per answer would see each such answer before its copies"
+        f"{len(shared):,} answers on multi-skill problems span {len(shared) + extra:,} rows ({extra:,} extra rows); "
+        "stream-kt's reader keeps one answer per order_id (its skills joined, '10_23'), so they do not leak here, "
+        "but a reader taking one row per answer would see each such answer before its copies"
     )
     return Finding("multi_skill_rows", NOTE, summary, shown, numbers)
 
@@ -299,11 +360,18 @@ def _duplicate_rows(csv_rows: _Rows, examples: int) -> Finding:
     if not copies:
         return Finding("duplicate_rows", OK, "no row repeats another exactly", [], numbers)
     shown = [f"line {csv_rows.line[k]} repeats line {csv_rows.line[first]}" for first, k in copies[:examples]]
-    return Finding("duplicate_rows", WARN, f"{len(copies):,} rows repeat an earlier row exactly (stream-kt's reader merges them by order_id)", shown, numbers)
+    return Finding(
+        "duplicate_rows",
+        WARN,
+        f"{len(copies):,} rows repeat an earlier row exactly (stream-kt's reader merges them by order_id)",
+        shown,
+        numbers,
+    )
 
 
 def _duplicate_students(students: list[StudentSequence], min_length: int, examples: int) -> Finding:
-    """Students whose items and answers repeat an earlier student's; short or one-label ones are often alike by chance."""
+    """Students whose items and answers repeat an earlier student's; short or one-label ones
+    are often alike by chance."""
     first: dict[tuple, str] = {}
     copies = []
     for s in students:
@@ -317,17 +385,28 @@ def _duplicate_students(students: list[StudentSequence], min_length: int, exampl
     unlikely = [(original, s) for original, s in copies if len(s) >= DUPLICATE_LENGTH and len(set(s.correct)) == 2]
     numbers = {"students": len(copies), "answers": sum(len(s) for _, s in copies), "unlikely_by_chance": len(unlikely)}
     if not copies:
-        return Finding("duplicate_students", OK, f"no student of {min_length}+ answers repeats another's items and answers exactly", [], numbers)
-    shown = [f"{s.student_id} repeats {original} ({len(s)} answers)" for original, s in sorted(copies, key=lambda c: -len(c[1]))[:examples]]
+        return Finding(
+            "duplicate_students",
+            OK,
+            f"no student of {min_length}+ answers repeats another's items and answers exactly",
+            [],
+            numbers,
+        )
+    shown = [
+        f"{s.student_id} repeats {original} ({len(s)} answers)"
+        for original, s in sorted(copies, key=lambda c: -len(c[1]))[:examples]
+    ]
     summary = (
-        f"{len(copies):,} students of {min_length}+ answers repeat an earlier student's items and answers exactly ({numbers['answers']:,} answers); "
-        f"{len(unlikely):,} of them have {DUPLICATE_LENGTH}+ answers, right and wrong, unlikely to be alike by chance"
+        f"{len(copies):,} students of {min_length}+ answers repeat an earlier student's items and answers exactly "
+        f"({numbers['answers']:,} answers); {len(unlikely):,} of them have {DUPLICATE_LENGTH}+ answers, "
+        "right and wrong, unlikely to be alike by chance"
     )
     return Finding("duplicate_students", WARN if unlikely else NOTE, summary, shown, numbers)
 
 
 def _same_item_twice(students: list[StudentSequence], rule: RepeatRule) -> Finding:
-    """Runs of one item: usual practice on a skill; on a problem vocabulary, answers agreeing like copies are a repeat."""
+    """Runs of one item: usual practice on a skill; on a problem vocabulary, answers agreeing
+    like copies are a repeat."""
     count = agree = 0
     for s in students:
         for a, b, x, y in zip(s.items, s.items[1:], s.correct, s.correct[1:]):
@@ -337,9 +416,18 @@ def _same_item_twice(students: list[StudentSequence], rule: RepeatRule) -> Findi
     answers = sum(len(s) for s in students)
     rate = agree / count if count else 0.0
     numbers = {"positions": count, "fraction": round(count / answers, 4), "agreement": round(rate, 4)}
-    summary = f"{count:,} answers ({count / answers:.1%}) follow an answer on the same item; their answers agree {rate:.1%}"
+    summary = (
+        f"{count:,} answers ({count / answers:.1%}) follow an answer on the same item; their answers agree {rate:.1%}"
+    )
     if count >= rule.min_count and rate >= rule.copy_agreement:
-        return Finding("same_item_twice", WARN, summary + ": like copies of one answer (expected on a problem vocabulary only if problems are answered once)", [], numbers)
+        return Finding(
+            "same_item_twice",
+            WARN,
+            summary
+            + ": like copies of one answer (expected on a problem vocabulary only if problems are answered once)",
+            [],
+            numbers,
+        )
     return Finding("same_item_twice", NOTE, summary + f" (copies would agree {rule.copy_agreement:.0%}+)", [], numbers)
 
 
@@ -359,7 +447,14 @@ def _csv_order(csv_rows: _Rows, examples: int) -> Finding:
     if not backwards:
         return Finding("time_order", OK, "order ids never decrease within a student in file order", [], numbers)
     shown = [f"user {u}: {n} rows after a later order_id" for u, n in list(backwards.items())[:examples]]
-    return Finding("time_order", NOTE, f"{len(backwards):,} students have rows out of order_id order ({numbers['rows']:,} rows); stream-kt's reader sorts each student by order_id", shown, numbers)
+    return Finding(
+        "time_order",
+        NOTE,
+        f"{len(backwards):,} students have rows out of order_id order ({numbers['rows']:,} rows); "
+        "stream-kt's reader sorts each student by order_id",
+        shown,
+        numbers,
+    )
 
 
 def _sorted_items(students: list[StudentSequence], examples: int) -> Finding:
@@ -369,20 +464,40 @@ def _sorted_items(students: list[StudentSequence], examples: int) -> Finding:
     ascending = [s for s in eligible if all(a <= b for a, b in zip(keys(s), keys(s)[1:]))]
     share = len(ascending) / len(eligible) if eligible else 0.0
     numbers = {"students": len(ascending), "of": len(eligible), "fraction": round(share, 4)}
-    what = f"{len(ascending):,} of {len(eligible):,} students with 3+ distinct items ({share:.1%}) have item ids that never decrease"
-    shown = [f"{s.student_id}: {len(s)} answers on items {', '.join(dict.fromkeys(s.items))} in that order" for s in ascending[:examples]]
+    what = (
+        f"{len(ascending):,} of {len(eligible):,} students with 3+ distinct items ({share:.1%}) "
+        "have item ids that never decrease"
+    )
+    shown = [
+        f"{s.student_id}: {len(s)} answers on items {', '.join(dict.fromkeys(s.items))} in that order"
+        for s in ascending[:examples]
+    ]
     if eligible and share >= 0.5:
         return Finding("time_order", WARN, what + ": the file looks sorted by item, not by time", shown, numbers)
-    return Finding("time_order", NOTE, what + " (no timestamps to check; no sign of a file sorted by item)", shown, numbers)
+    return Finding(
+        "time_order", NOTE, what + " (no timestamps to check; no sign of a file sorted by item)", shown, numbers
+    )
 
 
 def _short_students(students: list[StudentSequence], min_length: int, examples: int) -> Finding:
     short = [s for s in students if len(s) < min_length]
-    numbers = {"students": len(short), "fraction": round(len(short) / len(students), 4), "answers": sum(len(s) for s in short), "min_length": min_length}
+    numbers = {
+        "students": len(short),
+        "fraction": round(len(short) / len(students), 4),
+        "answers": sum(len(s) for s in short),
+        "min_length": min_length,
+    }
     if not short:
         return Finding("short_students", OK, f"every student has {min_length}+ answers", [], numbers)
     shown = [f"{s.student_id}: {len(s)} answer{'s' if len(s) > 1 else ''}" for s in short[:examples]]
-    return Finding("short_students", NOTE, f"{len(short):,} students ({len(short) / len(students):.1%}) have fewer than {min_length} answers ({numbers['answers']:,} answers)", shown, numbers)
+    return Finding(
+        "short_students",
+        NOTE,
+        f"{len(short):,} students ({len(short) / len(students):.1%}) have fewer than {min_length} answers "
+        f"({numbers['answers']:,} answers)",
+        shown,
+        numbers,
+    )
 
 
 def _constant_labels(students: list[StudentSequence], examples: int) -> Finding:
@@ -392,9 +507,21 @@ def _constant_labels(students: list[StudentSequence], examples: int) -> Finding:
     correct = sum(sum(s.correct) for s in students)
     numbers = {"all_correct": len(right), "all_wrong": len(wrong), "answers": sum(len(s) for s in right + wrong)}
     if correct in (0, answers):
-        return Finding("constant_labels", WARN, f"every answer is {'correct' if correct else 'wrong'}: AUC is undefined on this file", [], numbers)
+        return Finding(
+            "constant_labels",
+            WARN,
+            f"every answer is {'correct' if correct else 'wrong'}: AUC is undefined on this file",
+            [],
+            numbers,
+        )
     if not right and not wrong:
         return Finding("constant_labels", OK, "every student has right and wrong answers", [], numbers)
-    summary = f"{len(right):,} students answer all correct, {len(wrong):,} all wrong ({numbers['answers']:,} answers, {numbers['answers'] / answers:.1%})"
-    shown = [f"{s.student_id}: {len(s)} answers, all {'correct' if s.correct[0] else 'wrong'}" for s in sorted(right + wrong, key=len, reverse=True)[:examples]]
+    summary = (
+        f"{len(right):,} students answer all correct, {len(wrong):,} all wrong ({numbers['answers']:,} answers, "
+        f"{numbers['answers'] / answers:.1%})"
+    )
+    shown = [
+        f"{s.student_id}: {len(s)} answers, all {'correct' if s.correct[0] else 'wrong'}"
+        for s in sorted(right + wrong, key=len, reverse=True)[:examples]
+    ]
     return Finding("constant_labels", NOTE, summary, shown, numbers)

@@ -36,7 +36,11 @@ class Window:
 
 # one student's rows for ``make_batch``: (items, correct[, times (n, 2) or None[, questions (n,) or None]]);
 # items are (n,) indices, or (n, K) skill sets padded with V
-Row = tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray | None] | tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+Row = (
+    tuple[np.ndarray, np.ndarray]
+    | tuple[np.ndarray, np.ndarray, np.ndarray | None]
+    | tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+)
 
 
 def row_of(sequence: EncodedSequence | Window) -> Row:
@@ -80,12 +84,22 @@ def cut_windows(sequences: Sequence[EncodedSequence], window: int) -> list[Windo
             if len(items) >= 2:
                 cut = slice(start, start + window)
                 times = None if seq.times is None else seq.times[cut]
-                out.append(Window(seq.student_id, items, correct, times, start, None if seq.questions is None else seq.questions[cut]))
+                out.append(
+                    Window(
+                        seq.student_id,
+                        items,
+                        correct,
+                        times,
+                        start,
+                        None if seq.questions is None else seq.questions[cut],
+                    )
+                )
     return out
 
 
 def make_batch(rows: Sequence[Row], pad: PadSide = "post", length: int | None = None) -> Batch:
-    """Pad ``(items, correct[, times[, questions]])`` rows into one next-step batch of width ``length`` (default: longest row).
+    """Pad ``(items, correct[, times[, questions]])`` rows into one next-step batch of width ``length``
+    (default: longest row).
 
     Skill-set rows ((n, K) items) pad with skill rows of index 0: padding is masked, never read.
     """
@@ -123,7 +137,17 @@ def make_batch(rows: Sequence[Row], pad: PadSide = "post", length: int | None = 
             next_questions[row, scored] = asked_row[1:]
     t = torch.from_numpy
     optional = lambda x: None if x is None else t(x)  # noqa: E731
-    return Batch(t(items), t(correct), t(mask), t(next_items), t(next_correct), t(next_mask), times=optional(times), questions=optional(questions), next_questions=optional(next_questions))
+    return Batch(
+        t(items),
+        t(correct),
+        t(mask),
+        t(next_items),
+        t(next_correct),
+        t(next_mask),
+        times=optional(times),
+        questions=optional(questions),
+        next_questions=optional(next_questions),
+    )
 
 
 def batch_indices(n: int, batch_size: int, shuffle: bool, seed: int = 0) -> Iterator[np.ndarray]:
@@ -133,7 +157,9 @@ def batch_indices(n: int, batch_size: int, shuffle: bool, seed: int = 0) -> Iter
         yield order[start : start + batch_size]
 
 
-def iterate_batches(windows: Sequence[Window], batch_size: int, shuffle: bool, seed: int = 0, pad: PadSide = "post") -> Iterator[Batch]:
+def iterate_batches(
+    windows: Sequence[Window], batch_size: int, shuffle: bool, seed: int = 0, pad: PadSide = "post"
+) -> Iterator[Batch]:
     for index in batch_indices(len(windows), batch_size, shuffle, seed):
         chunk = [windows[i] for i in index]
         yield make_batch([row_of(w) for w in chunk], pad=pad)

@@ -60,7 +60,9 @@ class ReadReport:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
 
 
-def read_dataset(path: str | Path, fmt: str = "3line", item: str = "skill_id") -> tuple[list[StudentSequence], ReadReport]:
+def read_dataset(
+    path: str | Path, fmt: str = "3line", item: str = "skill_id"
+) -> tuple[list[StudentSequence], ReadReport]:
     """Read ``path`` in format ``fmt``; raise ``DataError`` with one clear line on any problem."""
     path = Path(path)
     if item not in ITEM_COLUMNS:
@@ -82,7 +84,8 @@ def read_dataset(path: str | Path, fmt: str = "3line", item: str = "skill_id") -
 
 
 def read_text(path: str | Path, fmt: str) -> str:
-    """The text of a data file in format ``fmt`` (gunzipped, decoded); ``DataError`` with one clear line on any problem."""
+    """The text of a data file in format ``fmt`` (gunzipped, decoded); ``DataError`` with one
+    clear line on any problem."""
     path = Path(path)
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -134,7 +137,8 @@ def _parse_3line(text: str, path: Path) -> tuple[list[StudentSequence], ReadRepo
         answers = [x.strip() for x in answer_line.split(",") if x.strip()]
         if len(items) != count or len(answers) != count:
             raise DataError(
-                f"{path}:{line_no}: header says {count} answers but found {len(items)} items and {len(answers)} responses"
+                f"{path}:{line_no}: header says {count} answers but found {len(items)} items "
+                f"and {len(answers)} responses"
             )
         if any(a not in ("0", "1") for a in answers):
             raise DataError(f"{path}:{line_no + 2}: responses must be 0 or 1")
@@ -150,7 +154,9 @@ def _parse_assistments(text: str, path: Path, item: str) -> tuple[list[StudentSe
     header = reader.fieldnames or []
     missing = [c for c in ASSISTMENTS_REQUIRED if c not in header]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (ASSISTments CSV needs {', '.join(ASSISTMENTS_REQUIRED)})")
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} (ASSISTments CSV needs {', '.join(ASSISTMENTS_REQUIRED)})"
+        )
     report = ReadReport()
     # order_id -> merged row; several rows share an order_id when a problem has several skills (trap 1)
     orders: dict[int, dict] = {}
@@ -217,7 +223,9 @@ def _parse_csv(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport
     missing = [c for c in CSV_REQUIRED if c not in header]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (the csv format has {','.join(CSV_COLUMNS)})")
-    rows: dict[str, list[tuple[str, int, int | None, int | None, str]]] = {}  # student -> (item, correct, ts, elapsed, question), first appearance first
+    rows: dict[
+        str, list[tuple[str, int, int | None, int | None, str]]
+    ] = {}  # student -> (item, correct, ts, elapsed, question), first appearance first
     for line_no, row in enumerate(reader, start=2):
         student, item = (row["student_id"] or "").strip(), skill_set_id(row["item_id"] or "")
         if not student or not item:
@@ -225,7 +233,9 @@ def _parse_csv(text: str, path: Path) -> tuple[list[StudentSequence], ReadReport
         if (row["correct"] or "").strip() not in ("0", "1"):
             raise DataError(f"{path}:{line_no}: correct must be 0 or 1, got {row['correct']!r}")
         ts, elapsed = (_optional_int(row.get(name), name, path, line_no) for name in ("ts_ms", "elapsed_ms"))
-        rows.setdefault(student, []).append((item, int(row["correct"]), ts, elapsed, (row.get("question_id") or "").strip()))
+        rows.setdefault(student, []).append(
+            (item, int(row["correct"]), ts, elapsed, (row.get("question_id") or "").strip())
+        )
     students = []
     for student, answers in rows.items():
         ts_ms = tuple(a[2] for a in answers if a[2] is not None)
@@ -254,7 +264,13 @@ def _parse_pykt(text: str, path: Path) -> tuple[list[StudentSequence], ReadRepor
             raise DataError(f"{path}:{start + 1}: expected 'uid,length', got {head[:40]!r}")
         count = int(count_text)
         columns = {}
-        for offset, name, line in ((1, "questions", questions), (2, "concepts", concepts), (3, "responses", responses), (4, "timestamps", stamps), (5, "times spent", spent)):
+        for offset, name, line in (
+            (1, "questions", questions),
+            (2, "concepts", concepts),
+            (3, "responses", responses),
+            (4, "timestamps", stamps),
+            (5, "times spent", spent),
+        ):
             if line.upper() == "NA" and name not in ("concepts", "responses"):
                 continue
             values = [x.strip() for x in line.split(",")]
@@ -262,7 +278,9 @@ def _parse_pykt(text: str, path: Path) -> tuple[list[StudentSequence], ReadRepor
                 raise DataError(f"{path}:{start + offset + 1}: {len(values)} {name} for a sequence of {count}")
             columns[name] = values
         if "concepts" not in columns or "responses" not in columns:
-            raise DataError(f"{path}:{start + 3}: every student needs concepts and responses (NA is only for questions and times)")
+            raise DataError(
+                f"{path}:{start + 3}: every student needs concepts and responses (NA is only for questions and times)"
+            )
         if any(r not in ("0", "1") for r in columns["responses"]):
             raise DataError(f"{path}:{start + 4}: responses must be 0 or 1")
         if any(not skill_set_id(c) for c in columns["concepts"]):
@@ -317,8 +335,6 @@ def _clean_id(value: str) -> str:
     return value
 
 
-
-
 def item_names(students: list[StudentSequence]) -> dict[str, str]:
     """Names for raw item ids, where the source carries them (ASSISTments skill_name)."""
     names: dict[str, str] = {}
@@ -351,7 +367,16 @@ def write_assistments(students: list[StudentSequence], path: str | Path) -> None
                 order_id += 1
                 problem = s.questions[k] if s.questions is not None and s.questions[k] else item
                 for skill in skills_of(item):
-                    writer.writerow([order_id, s.student_id, problem, skill, answer, "" if s.elapsed_ms is None else s.elapsed_ms[k]])
+                    writer.writerow(
+                        [
+                            order_id,
+                            s.student_id,
+                            problem,
+                            skill,
+                            answer,
+                            "" if s.elapsed_ms is None else s.elapsed_ms[k],
+                        ]
+                    )
 
 
 def write_csv(students: list[StudentSequence], path: str | Path) -> None:
@@ -374,7 +399,10 @@ def write_pykt(students: list[StudentSequence], path: str | Path) -> None:
     line = lambda values: "NA" if values is None else ",".join(map(str, values))  # noqa: E731
     with open(path, "w", encoding="utf-8") as out:
         for s in students:
-            out.write(f"{s.student_id},{len(s)}\n{line(s.questions)}\n{line(s.items)}\n{line(s.correct)}\n{line(s.ts_ms)}\n{line(s.elapsed_ms)}\n")
+            out.write(
+                f"{s.student_id},{len(s)}\n{line(s.questions)}\n{line(s.items)}\n"
+                f"{line(s.correct)}\n{line(s.ts_ms)}\n{line(s.elapsed_ms)}\n"
+            )
 
 
 WRITERS = {"3line": write_3line, "assistments": write_assistments, "csv": write_csv, "pykt": write_pykt}

@@ -49,13 +49,17 @@ class StudentSequence:
         if len(self.items) != len(self.correct):
             raise ValueError(f"student {self.student_id}: {len(self.items)} items but {len(self.correct)} responses")
         if self.questions is not None and len(self.questions) != len(self.items):
-            raise ValueError(f"student {self.student_id}: {len(self.items)} items but {len(self.questions)} question ids")
+            raise ValueError(
+                f"student {self.student_id}: {len(self.items)} items but {len(self.questions)} question ids"
+            )
 
     def __len__(self) -> int:
         return len(self.items)
 
 
-def times_s(elapsed_ms: np.ndarray, ts_ms: np.ndarray, previous_ts_ms: np.ndarray, has_previous: np.ndarray) -> np.ndarray:
+def times_s(
+    elapsed_ms: np.ndarray, ts_ms: np.ndarray, previous_ts_ms: np.ndarray, has_previous: np.ndarray
+) -> np.ndarray:
     """(n, 2) float32 [elapsed, lag] seconds of n interactions: elapsed as given (negative: unknown, 0), lag
     since the student's previous interaction (none: 0; a clock going back: 0).  The one rule for offline
     data (``interaction_times``) and the stream (``service.batcher.event_times``)."""

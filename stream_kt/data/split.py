@@ -17,11 +17,19 @@ class Split:
     test_source: str  # "file:<path>" or "holdout" (a fraction of --data)
 
     def to_json(self) -> dict:
-        return {"seed": self.seed, "test_source": self.test_source, "train": list(self.train), "valid": list(self.valid), "test": list(self.test)}
+        return {
+            "seed": self.seed,
+            "test_source": self.test_source,
+            "train": list(self.train),
+            "valid": list(self.valid),
+            "test": list(self.test),
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Split:
-        return cls(tuple(data["train"]), tuple(data["valid"]), tuple(data["test"]), int(data["seed"]), data["test_source"])
+        return cls(
+            tuple(data["train"]), tuple(data["valid"]), tuple(data["test"]), int(data["seed"]), data["test_source"]
+        )
 
 
 def _shuffled(student_ids: list[str], seed: int) -> list[str]:
@@ -30,7 +38,13 @@ def _shuffled(student_ids: list[str], seed: int) -> list[str]:
     return ids
 
 
-def split_students(student_ids: list[str], seed: int, valid_fraction: float = 0.1, test_fraction: float = 0.0, test_source: str = "holdout") -> Split:
+def split_students(
+    student_ids: list[str],
+    seed: int,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    test_source: str = "holdout",
+) -> Split:
     """Shuffle students with ``seed`` and cut off test then validation students."""
     if not 0 <= valid_fraction < 1 or not 0 <= test_fraction < 1 or valid_fraction + test_fraction >= 1:
         raise ValueError("fractions must be in [0, 1) and leave training students")

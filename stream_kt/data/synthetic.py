@@ -24,7 +24,8 @@ sets: question ``q`` tests 1 to ``max_skills`` of the ``concepts`` skills (drawn
 difficulty and a learning rate of its own, and each question a difficulty
 (``question_spread``: its standard deviation; 0, none).  The rule is compensatory:
 
-    P(correct) = guess + (1 - guess) * sigmoid(mean over its skills s of (ability[s] - difficulty[s]) - question difficulty)
+    P(correct) = guess + (1 - guess)
+                 * sigmoid(mean over its skills s of (ability[s] - difficulty[s]) - question difficulty)
 
 and every skill of the answered question is practised (its rate, half after a wrong
 answer).  Students work in runs on one skill, answering questions that test it.  An
@@ -54,23 +55,30 @@ class SyntheticConfig:
     bank_seed: int = 0  # the items' difficulties: the same bank whatever the seed
     start_ts_ms: int = 1_700_000_000_000
     time_signal: float = 1.5  # log-seconds of response time per unit of P(correct); 0: times say nothing
-    max_skills: int = 1  # above 1: questions with 1..max_skills skills each (generate_sets); ``items`` is then the number of questions
+    # above 1: questions with 1..max_skills skills each (generate_sets); ``items`` is then the number of questions
+    max_skills: int = 1
     question_spread: float = 0.0  # with max_skills > 1: standard deviation of the questions' own difficulties
 
 
 def item_bank(config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(concept, difficulty) of each item: item ``i`` tests concept ``i % concepts``; difficulties are drawn from ``bank_seed``."""
-    return np.arange(config.items) % config.concepts, np.random.default_rng(config.bank_seed).normal(0.0, 1.0, config.items)
+    """(concept, difficulty) of each item: item ``i`` tests concept ``i % concepts``; difficulties are
+    drawn from ``bank_seed``."""
+    return np.arange(config.items) % config.concepts, np.random.default_rng(config.bank_seed).normal(
+        0.0, 1.0, config.items
+    )
 
 
 def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequence]:
-    """Simulated students: one concept an item (the DKT paper's setting), or questions with skill sets when ``max_skills`` > 1."""
+    """Simulated students: one concept an item (the DKT paper's setting), or questions with skill
+    sets when ``max_skills`` > 1."""
     if config.max_skills > 1:
         return generate_sets(config)
     rng = np.random.default_rng(config.seed)
     time_rng = np.random.default_rng([config.seed, 1])  # response times: a stream of their own
     item_concept, difficulty = item_bank(config)
-    rng.normal(0.0, 1.0, config.items)  # discarded: the students' draws stay those of before the bank had a seed of its own
+    rng.normal(
+        0.0, 1.0, config.items
+    )  # discarded: the students' draws stay those of before the bank had a seed of its own
     items_of = [np.flatnonzero(item_concept == c) for c in range(config.concepts)]
     students = []
     for k in range(config.students):
@@ -85,13 +93,19 @@ def generate(config: SyntheticConfig = SyntheticConfig()) -> list[StudentSequenc
             item = int(rng.choice(items_of[concept]))
             p = config.guess + (1 - config.guess) / (1 + np.exp(-(ability[concept] - difficulty[item])))
             answer = int(rng.random() < p)
-            elapsed.append(int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3))))
+            elapsed.append(
+                int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3)))
+            )
             ability[concept] += config.learn_rate * (1.0 if answer else 0.5)
             ts += int(rng.integers(5_000, 120_000))
             items.append(str(item))
             correct.append(answer)
             stamps.append(ts)
-        students.append(StudentSequence(f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps), elapsed_ms=tuple(elapsed)))
+        students.append(
+            StudentSequence(
+                f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps), elapsed_ms=tuple(elapsed)
+            )
+        )
     return students
 
 
@@ -111,7 +125,9 @@ class QuestionBank:
 def question_bank(config: SyntheticConfig) -> QuestionBank:
     """The question bank of ``generate_sets``, from ``bank_seed`` alone."""
     if not 1 <= config.max_skills <= config.concepts:
-        raise ValueError(f"max_skills must be between 1 and the number of skills ({config.concepts}), got {config.max_skills}")
+        raise ValueError(
+            f"max_skills must be between 1 and the number of skills ({config.concepts}), got {config.max_skills}"
+        )
     rng = np.random.default_rng([config.bank_seed, 2])
     sizes = rng.integers(1, config.max_skills + 1, config.items)
     skills = [np.sort(rng.choice(config.concepts, size, replace=False)) for size in sizes]
@@ -151,12 +167,23 @@ def generate_sets(config: SyntheticConfig) -> list[StudentSequence]:
             logit = float(np.mean(ability[skills] - bank.skill_difficulty[skills]) - bank.question_difficulty[question])
             p = config.guess + (1 - config.guess) / (1 + np.exp(-logit))
             answer = int(rng.random() < p)
-            elapsed.append(int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3))))
+            elapsed.append(
+                int(1000 * np.exp(np.log(20.0) - config.time_signal * (p - 0.5) + time_rng.normal(0.0, 0.3)))
+            )
             ability[skills] += bank.learn_rate[skills] * (1.0 if answer else 0.5)
             ts += int(rng.integers(5_000, 120_000))
             items.append(bank.skill_set_id(question))
             questions.append(f"q{question}")
             correct.append(answer)
             stamps.append(ts)
-        students.append(StudentSequence(f"synthetic:{k}", tuple(items), tuple(correct), ts_ms=tuple(stamps), elapsed_ms=tuple(elapsed), questions=tuple(questions)))
+        students.append(
+            StudentSequence(
+                f"synthetic:{k}",
+                tuple(items),
+                tuple(correct),
+                ts_ms=tuple(stamps),
+                elapsed_ms=tuple(elapsed),
+                questions=tuple(questions),
+            )
+        )
     return students

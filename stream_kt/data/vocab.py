@@ -49,7 +49,9 @@ class EncodedSequence:
     correct: np.ndarray  # (n,) int64 0/1
     n_unknown: int = 0
     times: np.ndarray | None = None  # (n, 2) float32 [elapsed, lag] seconds, where the source has them
-    questions: np.ndarray | None = None  # (n,) int64 question index (0: none or unseen), where the vocabulary has questions
+    questions: np.ndarray | None = (
+        None  # (n,) int64 question index (0: none or unseen), where the vocabulary has questions
+    )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -63,7 +65,9 @@ class Vocabulary:
     skills: str = "combined"  # one of SKILL_MODES
     max_skills: int = 1  # K: the width of an answer's row of skills ("sets")
     questions: tuple[str, ...] = ()  # question ids seen in training: index q + 1
-    question_skills: dict[str, str] = field(default_factory=dict, compare=False)  # question id -> its skill set's raw id
+    question_skills: dict[str, str] = field(
+        default_factory=dict, compare=False
+    )  # question id -> its skill set's raw id
 
     def __post_init__(self) -> None:
         if self.skills not in SKILL_MODES:
@@ -73,7 +77,13 @@ class Vocabulary:
 
     @classmethod
     def build(
-        cls, students: Iterable[StudentSequence], item_column: str, names: dict[str, str] | None = None, skills: str = "combined", questions: bool = False, max_skills: int = MAX_SKILLS
+        cls,
+        students: Iterable[StudentSequence],
+        item_column: str,
+        names: dict[str, str] | None = None,
+        skills: str = "combined",
+        questions: bool = False,
+        max_skills: int = MAX_SKILLS,
     ) -> Vocabulary:
         """The vocabulary of ``students``: entries as ``skills`` says; with ``questions``, their question ids too
         (``DataError`` when they have none).  ``max_skills`` caps a set's width: a larger set keeps its first ones."""
@@ -89,8 +99,13 @@ class Vocabulary:
         width = min(max((len(skills_of(item)) for item in raw), default=1), max_skills) if skills == "sets" else 1
         known_names = {k: v for k, v in (names or {}).items() if k in seen}
         if questions and not any(s.questions is not None for s in students):
-            raise DataError("--questions: these students have no question ids (the 3-line format has none; use ASSISTments CSV, csv with question_id, or pyKT's format)")
-        counts: dict[str, dict[str, int]] = {}  # question -> skill set -> answers: the map, whether or not the model reads questions
+            raise DataError(
+                "--questions: these students have no question ids (the 3-line format has none; use ASSISTments CSV, "
+                "csv with question_id, or pyKT's format)"
+            )
+        counts: dict[
+            str, dict[str, int]
+        ] = {}  # question -> skill set -> answers: the map, whether or not the model reads questions
         for s in students:
             for question, item in zip(s.questions or (), s.items):
                 if question:
@@ -105,7 +120,8 @@ class Vocabulary:
 
     @property
     def one_entry_an_answer(self) -> bool:
-        """Combined skills and no question ids: what every vocabulary was before skill sets (saved and versioned as then)."""
+        """Combined skills and no question ids: what every vocabulary was before skill sets
+        (saved and versioned as then)."""
         return self.skills == "combined" and not self.questions and not self.question_skills
 
     def index(self, raw_id: object) -> int | None:
@@ -113,7 +129,8 @@ class Vocabulary:
         return self._index.get(str(raw_id).strip())  # type: ignore[attr-defined]
 
     def question_index(self, raw_id: str) -> int:
-        """Index of a question id: 1.. for one seen in training, 0 for none or an unseen one (the model falls back to its skills)."""
+        """Index of a question id: 1.. for one seen in training, 0 for none or an unseen one (the model
+        falls back to its skills)."""
         return self._question_index.get(raw_id.strip(), 0)  # type: ignore[attr-defined]
 
     def entry(self, item: str) -> int | list[int] | None:
@@ -159,7 +176,12 @@ class Vocabulary:
     def save(self, path: Path) -> None:
         saved: dict[str, object] = {"item_column": self.item_column, "ids": list(self.ids), "names": self.names}
         if not self.one_entry_an_answer:
-            saved.update(skills=self.skills, max_skills=self.max_skills, questions=list(self.questions), question_skills=self.question_skills)
+            saved.update(
+                skills=self.skills,
+                max_skills=self.max_skills,
+                questions=list(self.questions),
+                question_skills=self.question_skills,
+            )
         path.write_text(json.dumps(saved))
 
     @classmethod

@@ -13,8 +13,14 @@ from stream_kt.service.processor import ProcessorStats, run_processor
 from stream_kt.settings import StreamSettings
 
 
-async def serve(settings: StreamSettings, checkpoint: Checkpoint, on_ready: Callable[[], None] = lambda: None, shadow: Checkpoint | None = None) -> ProcessorStats:
-    """Run the processor with ``/metrics``, ``/healthz`` and ``/readyz`` until a signal; ``on_ready`` once partitions are assigned.
+async def serve(
+    settings: StreamSettings,
+    checkpoint: Checkpoint,
+    on_ready: Callable[[], None] = lambda: None,
+    shadow: Checkpoint | None = None,
+) -> ProcessorStats:
+    """Run the processor with ``/metrics``, ``/healthz`` and ``/readyz`` until a signal; ``on_ready`` once
+    partitions are assigned.
 
     A signal lets the in-flight batch finish and commit before everything closes.
     """
@@ -30,7 +36,18 @@ async def serve(settings: StreamSettings, checkpoint: Checkpoint, on_ready: Call
     metrics, readiness = Metrics(), http.Readiness()
     announcing = asyncio.create_task(announce())
     try:
-        async with http.serving(metrics, readiness, settings.metrics_port):  # up first: /healthz answers during start-up
-            return await run_processor(settings, checkpoint, backend=settings.backend, stop=stop, ready=ready, metrics=metrics, readiness=readiness, shadow=shadow)
+        async with http.serving(
+            metrics, readiness, settings.metrics_port
+        ):  # up first: /healthz answers during start-up
+            return await run_processor(
+                settings,
+                checkpoint,
+                backend=settings.backend,
+                stop=stop,
+                ready=ready,
+                metrics=metrics,
+                readiness=readiness,
+                shadow=shadow,
+            )
     finally:
         announcing.cancel()

@@ -56,7 +56,9 @@ class Events:
 
     students: list[str] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
-    items: list[Entry] = field(default_factory=list)  # the model's input: vocabulary index, or a skill set padded to K with V
+    items: list[Entry] = field(
+        default_factory=list
+    )  # the model's input: vocabulary index, or a skill set padded to K with V
     correct: list[int] = field(default_factory=list)
     ts: list[int] = field(default_factory=list)
     event_ids: list[Any] = field(default_factory=list)
@@ -64,7 +66,9 @@ class Events:
     sources: list[int] = field(default_factory=list)  # index into the batch's (topic, partition) sources
     offsets: list[int] = field(default_factory=list)
     question_ids: list[str] = field(default_factory=list)  # "" where the event names none
-    questions: list[int] = field(default_factory=list)  # the model's question index (0: none or unknown; 0 for models that read none)
+    questions: list[int] = field(
+        default_factory=list
+    )  # the model's question index (0: none or unknown; 0 for models that read none)
 
     def __len__(self) -> int:
         return len(self.students)
@@ -108,7 +112,9 @@ class BatchResult(NamedTuple):
     @classmethod
     def empty(cls) -> BatchResult:
         nothing = np.zeros(0, np.int64)
-        return cls(Outputs([], [], [], []), StateWrites([], [], []), [], Answers(np.zeros(0, np.float32), nothing, nothing))
+        return cls(
+            Outputs([], [], [], []), StateWrites([], [], []), [], Answers(np.zeros(0, np.float32), nothing, nothing)
+        )
 
 
 DeadLetterHeaders = Callable[[str, str, int, int], Headers]  # (reason, detail, source, offset) -> headers
@@ -133,13 +139,26 @@ def decode_batch(
     decode = answer_fields
     for record in records:
         try:
-            student, item_id, item, correct, ts, event_id, elapsed, question = decode(record.value, index_of, max_bytes, question_skills)
+            student, item_id, item, correct, ts, event_id, elapsed, question = decode(
+                record.value, index_of, max_bytes, question_skills
+            )
         except InvalidEvent as exc:
-            letters.append(DeadLetter(exc.reason, record.key, record.value, headers(exc.reason, exc.detail, record.source, record.offset)))
+            letters.append(
+                DeadLetter(
+                    exc.reason, record.key, record.value, headers(exc.reason, exc.detail, record.source, record.offset)
+                )
+            )
             continue
         except Exception as exc:  # a bug in the decoder: this event must not stop the stream
             log.error("offset %d: the decoder failed", record.offset, exc_info=exc)
-            letters.append(DeadLetter(PROCESSING_ERROR, record.key, record.value, headers(PROCESSING_ERROR, one_line(exc), record.source, record.offset)))
+            letters.append(
+                DeadLetter(
+                    PROCESSING_ERROR,
+                    record.key,
+                    record.value,
+                    headers(PROCESSING_ERROR, one_line(exc), record.source, record.offset),
+                )
+            )
             continue
         events.students.append(student)
         events.item_ids.append(item_id)
@@ -168,9 +187,20 @@ class Stepper:
         self.fills: list[float] = []
         self.seconds: list[float] = []
 
-    def __call__(self, rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, times: np.ndarray, questions: np.ndarray | None = None) -> StepOutput:
-        """Rows ``at`` answer ``items`` ((n,), or (n, K) skill sets padded with V); ``questions`` (n,) where the model reads them."""
-        backend = next((b for size, b in self.backends.items() if size >= len(at)), next(reversed(self.backends.values())))
+    def __call__(
+        self,
+        rows: np.ndarray,
+        at: np.ndarray,
+        items: np.ndarray,
+        correct: np.ndarray,
+        times: np.ndarray,
+        questions: np.ndarray | None = None,
+    ) -> StepOutput:
+        """Rows ``at`` answer ``items`` ((n,), or (n, K) skill sets padded with V); ``questions`` (n,)
+        where the model reads them."""
+        backend = next(
+            (b for size, b in self.backends.items() if size >= len(at)), next(reversed(self.backends.values()))
+        )
         state = {k: torch.from_numpy(rows[f"state.{k}"][at]) for k in self.state_names}  # each (n, L, H), a copy
         started = time.perf_counter()
         asked = None if questions is None else torch.from_numpy(questions)
@@ -209,7 +239,11 @@ def step_batch(
     """
     if not len(events):
         return BatchResult.empty()
-    items, correct, ts = np.asarray(events.items, np.int64), np.asarray(events.correct, np.int64), np.asarray(events.ts, np.int64)
+    items, correct, ts = (
+        np.asarray(events.items, np.int64),
+        np.asarray(events.correct, np.int64),
+        np.asarray(events.ts, np.int64),
+    )
     questions = np.asarray(events.questions, np.int64) if "win_question" in (rows.dtype.names or ()) else None
     elapsed_ms, offsets = np.asarray(events.elapsed_ms, np.int64), np.asarray(events.offsets, np.int64)
     sources = source_hashes[np.asarray(events.sources, np.int64)]
@@ -232,16 +266,28 @@ def step_batch(
     changed = np.unique(codes[live])
     rows["updated_ms"][changed] = now_ms
     num_items = rows["mastery"].shape[1]
-    kept = {position: ids for position, row in enumerate(changed.tolist()) if (ids := extras.get(row)) and still_held(rows, row, num_items)}
-    writes = StateWrites([students[i] for i in changed.tolist()], StateLayout.to_blobs(rows[changed], kept), rows["events"][changed].tolist())
+    kept = {
+        position: ids
+        for position, row in enumerate(changed.tolist())
+        if (ids := extras.get(row)) and still_held(rows, row, num_items)
+    }
+    writes = StateWrites(
+        [students[i] for i in changed.tolist()],
+        StateLayout.to_blobs(rows[changed], kept),
+        rows["events"][changed].tolist(),
+    )
     order = live.tolist()
     who = [events.students[i] for i in order]
     values = encoder.encode(
         who, seq[live].tolist(), [events.event_ids[i] for i in order], [events.ts[i] for i in order],
         [events.item_ids[i] for i in order], p_correct[live].tolist(), mastery[live],
     )  # fmt: skip
-    outputs = Outputs([student.encode() for student in who], values, [partition_of(s) for s in who], [events.ts[i] for i in order])
-    return BatchResult(outputs, writes, np.flatnonzero(replays).tolist(), Answers(p_correct[live], correct[live], seq[live]))
+    outputs = Outputs(
+        [student.encode() for student in who], values, [partition_of(s) for s in who], [events.ts[i] for i in order]
+    )
+    return BatchResult(
+        outputs, writes, np.flatnonzero(replays).tolist(), Answers(p_correct[live], correct[live], seq[live])
+    )
 
 
 def one_line(exc: BaseException) -> str:

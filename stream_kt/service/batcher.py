@@ -40,7 +40,9 @@ def round_index(codes: np.ndarray) -> np.ndarray:
     return rank
 
 
-def applied_before(src_hash: np.ndarray, src_offset: np.ndarray, sources: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def applied_before(
+    src_hash: np.ndarray, src_offset: np.ndarray, sources: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:
     """Which events a student's stored state has applied already (a replay): its offset is at or below the
     state's last applied offset for the event's source.  ``src_hash``/``src_offset`` are the events'
     students' source slots, (n, slots); ``sources`` the events' source hashes, (n,)."""
@@ -64,7 +66,14 @@ def record_sources(rows: np.ndarray, at: np.ndarray, sources: np.ndarray, offset
         slot_offset[fresh, 0] = offsets[~known]
 
 
-def push_window(rows: np.ndarray, at: np.ndarray, items: np.ndarray, correct: np.ndarray, ts: np.ndarray, questions: np.ndarray | None = None) -> None:
+def push_window(
+    rows: np.ndarray,
+    at: np.ndarray,
+    items: np.ndarray,
+    correct: np.ndarray,
+    ts: np.ndarray,
+    questions: np.ndarray | None = None,
+) -> None:
     """Append one interaction to each of rows ``at`` (distinct): the window is a ring of its capacity.
 
     ``items`` (n,), or (n, K) skill sets padded with V (stored as ``state.NO_SKILL``);

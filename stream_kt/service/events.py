@@ -43,7 +43,11 @@ import numpy as np
 
 from stream_kt.data.sequences import SKILL_SEPARATOR, join_skills, skills_of
 from stream_kt.service.exceptions import InvalidEvent
-from stream_kt.settings import MASTERY_DTYPES, MASTERY_FORMATS, MAX_EVENT_BYTES  # the choices of KT_MASTERY_*, the default KT_MAX_EVENT_BYTES
+from stream_kt.settings import (
+    MASTERY_DTYPES,
+    MASTERY_FORMATS,
+    MAX_EVENT_BYTES,
+)  # the choices of KT_MASTERY_*, the default KT_MAX_EVENT_BYTES
 
 if TYPE_CHECKING:
     from stream_kt.data.vocab import Vocabulary
@@ -80,13 +84,26 @@ class ItemIndex(dict[str, Entry]):
 
 
 def index_for(vocab: Vocabulary) -> Mapping[str, Entry]:
-    """What the decoder looks an event's raw item id up in: a plain dict for one entry an answer, else an ``ItemIndex``."""
+    """What the decoder looks an event's raw item id up in: a plain dict for one entry an
+    answer, else an ``ItemIndex``."""
     if vocab.skills == "combined":
         return {item: i for i, item in enumerate(vocab.ids)}
     return ItemIndex(vocab)
 
+
 FORMAT_VERSION = 1
-REASONS = ("oversized", "not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "bad_skills", "unknown_item")
+REASONS = (
+    "oversized",
+    "not_msgpack",
+    "not_a_map",
+    "bad_version",
+    "missing_field",
+    "bad_type",
+    "bad_correct",
+    "out_of_range",
+    "bad_skills",
+    "unknown_item",
+)
 PROCESSING_ERROR = "processing_error"  # not the event's form: an event the processor failed on twice (processor.py)
 
 TS_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last ms a calendar date (and datetime) can name
@@ -138,7 +155,12 @@ def encode_answer(
 Fields = tuple[str, str, Any, int, int, "str | int | None", "int | None", "str | None"]
 
 
-def answer_fields(raw: bytes | None, index_of: Mapping[str, Entry], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> Fields:
+def answer_fields(
+    raw: bytes | None,
+    index_of: Mapping[str, Entry],
+    max_bytes: int = MAX_EVENT_BYTES,
+    question_skills: dict[str, str] | None = None,
+) -> Fields:
     """``decode_answer``'s fields as a tuple, with no object per event: the processor's hot path.
 
     The common valid event is accepted by a few type checks; anything else goes through
@@ -150,8 +172,18 @@ def answer_fields(raw: bytes | None, index_of: Mapping[str, Entry], max_bytes: i
             event = _unpack(raw, raw=False, strict_map_key=False)
         except Exception:  # garbage: decode_answer says why
             event = None
-        if type(event) is dict and "skill_id" in event and "skill_ids" not in event and ("v" not in event or (type(event["v"]) is int and event["v"] == FORMAT_VERSION)):
-            student, item, correct, ts = event.get("student_id"), event["skill_id"], event.get("correct"), event.get("ts")
+        if (
+            type(event) is dict
+            and "skill_id" in event
+            and "skill_ids" not in event
+            and ("v" not in event or (type(event["v"]) is int and event["v"] == FORMAT_VERSION))
+        ):
+            student, item, correct, ts = (
+                event.get("student_id"),
+                event["skill_id"],
+                event.get("correct"),
+                event.get("ts"),
+            )
             event_id, elapsed = event.get("event_id"), event.get("elapsed_ms")
             if (
                 ((type(student) is str and 0 < len(student) <= MAX_ID_CHARS) or type(student) is int)
@@ -159,7 +191,11 @@ def answer_fields(raw: bytes | None, index_of: Mapping[str, Entry], max_bytes: i
                 and (correct is True or correct is False or (type(correct) is int and correct in (0, 1)))
                 and type(ts) is int
                 and 0 <= ts <= TS_MAX_MS
-                and (event_id is None or type(event_id) is int or (type(event_id) is str and len(event_id) <= MAX_ID_CHARS))
+                and (
+                    event_id is None
+                    or type(event_id) is int
+                    or (type(event_id) is str and len(event_id) <= MAX_ID_CHARS)
+                )
                 and (elapsed is None or (type(elapsed) is int and 0 <= elapsed <= ELAPSED_MAX_MS))
                 and type(event.get("question_id")) in (NoneType, str, int)
             ):
@@ -167,15 +203,38 @@ def answer_fields(raw: bytes | None, index_of: Mapping[str, Entry], max_bytes: i
                 index = index_of.get(item_id)
                 if index is not None:
                     question = event.get("question_id")
-                    return str(student), item_id, index, int(correct), ts, event_id, elapsed, None if question is None else str(question).strip()
+                    return (
+                        str(student),
+                        item_id,
+                        index,
+                        int(correct),
+                        ts,
+                        event_id,
+                        elapsed,
+                        None if question is None else str(question).strip(),
+                    )
     event_ = decode_answer(raw, index_of.get, max_bytes, question_skills)  # raises InvalidEvent with the reason
-    return event_.student_id, event_.item_id, event_.item_index, event_.correct, event_.ts_ms, event_.event_id, event_.elapsed_ms, event_.question_id
+    return (
+        event_.student_id,
+        event_.item_id,
+        event_.item_index,
+        event_.correct,
+        event_.ts_ms,
+        event_.event_id,
+        event_.elapsed_ms,
+        event_.question_id,
+    )
 
 
 _unpack = msgpack.unpackb
 
 
-def decode_answer(raw: bytes | None, item_index: Callable[[str], Entry | None], max_bytes: int = MAX_EVENT_BYTES, question_skills: dict[str, str] | None = None) -> AnswerEvent:
+def decode_answer(
+    raw: bytes | None,
+    item_index: Callable[[str], Entry | None],
+    max_bytes: int = MAX_EVENT_BYTES,
+    question_skills: dict[str, str] | None = None,
+) -> AnswerEvent:
     """Validate ``raw``; raise ``InvalidEvent`` with a reason code from ``REASONS``.
 
     ``question_skills``: the checkpoint's question id -> skill set (raw id), for events that name only their question.
@@ -196,7 +255,9 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], Entry | None], 
     item_key = "skill_id" if "skill_id" in event else "item_id"
     if "skill_ids" in event or (item_key not in event and "question_id" in event):
         item_key = "skill_ids"  # read below, once the fields every event has are checked
-    for name in ("student_id", "correct", "ts") if item_key == "skill_ids" else ("student_id", item_key, "correct", "ts"):
+    for name in (
+        ("student_id", "correct", "ts") if item_key == "skill_ids" else ("student_id", item_key, "correct", "ts")
+    ):
         if name not in event:
             raise InvalidEvent("missing_field", name)
     student, correct, ts = event["student_id"], event["correct"], event["ts"]
@@ -220,7 +281,9 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], Entry | None], 
     if isinstance(event_id, str) and len(event_id) > MAX_ID_CHARS:
         raise InvalidEvent("out_of_range", f"event_id has {len(event_id)} characters, more than {MAX_ID_CHARS}")
     if not 0 <= ts <= TS_MAX_MS:
-        raise InvalidEvent("out_of_range", f"ts {ts} is outside [0, {TS_MAX_MS}] (ms since epoch, 1970 to the end of 9999)")
+        raise InvalidEvent(
+            "out_of_range", f"ts {ts} is outside [0, {TS_MAX_MS}] (ms since epoch, 1970 to the end of 9999)"
+        )
     if elapsed is not None and elapsed > ELAPSED_MAX_MS:
         raise InvalidEvent("out_of_range", f"elapsed_ms {elapsed} is more than {ELAPSED_MAX_MS}")
     item_id = str(item).strip()  # the vocabulary's spelling: " 3" and "3" are one skill
@@ -230,7 +293,16 @@ def decode_answer(raw: bytes | None, item_index: Callable[[str], Entry | None], 
     question = event.get("question_id")
     if question is not None and not _is_id(question):
         raise InvalidEvent("bad_type", "question_id must be a string or an integer")
-    return AnswerEvent(str(student), item_id, index, int(correct), ts, event_id, elapsed, None if question is None else str(question).strip())
+    return AnswerEvent(
+        str(student),
+        item_id,
+        index,
+        int(correct),
+        ts,
+        event_id,
+        elapsed,
+        None if question is None else str(question).strip(),
+    )
 
 
 def _skill_set(event: dict[Any, Any], question_skills: dict[str, str] | None) -> str:
@@ -244,17 +316,23 @@ def _skill_set(event: dict[Any, Any], question_skills: dict[str, str] | None) ->
         if len(skills) > MAX_SKILL_IDS:
             raise InvalidEvent("bad_skills", f"skill_ids lists {len(skills)} skills, more than {MAX_SKILL_IDS}")
         if not all(_is_id(skill) and str(skill).strip() for skill in skills):
-            raise InvalidEvent("bad_skills", f"every skill id must be a non-empty string or an integer, got {_short(skills)}")
+            raise InvalidEvent(
+                "bad_skills", f"every skill id must be a non-empty string or an integer, got {_short(skills)}"
+            )
         ids = [str(skill).strip() for skill in skills]
         if len(set(ids)) != len(ids) or any(SKILL_SEPARATOR in i for i in ids):
-            raise InvalidEvent("bad_skills", f"skill_ids must be distinct single ids (no {SKILL_SEPARATOR!r}), got {_short(skills)}")
+            raise InvalidEvent(
+                "bad_skills", f"skill_ids must be distinct single ids (no {SKILL_SEPARATOR!r}), got {_short(skills)}"
+            )
         return join_skills(ids)
     question = event["question_id"]
     if not _is_id(question):
         raise InvalidEvent("bad_type", "question_id must be a string or an integer")
     known = (question_skills or {}).get(str(question).strip())
     if known is None:
-        raise InvalidEvent("unknown_item", f"question_id {_short(question)} names no skills and the model does not know the question")
+        raise InvalidEvent(
+            "unknown_item", f"question_id {_short(question)} names no skills and the model does not know the question"
+        )
     return known
 
 
@@ -273,17 +351,31 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 class MasteryEncoder:
-    """Mastery messages of a batch: ``encode`` one per applied event, ``format`` "v2" (packed floats) or "v1" (a list)."""
+    """Mastery messages of a batch: ``encode`` one per applied event, ``format`` "v2" (packed
+    floats) or "v1" (a list)."""
 
     def __init__(self, model_version: str, format: str = "v2", dtype: str = "float32") -> None:
         if format not in MASTERY_FORMATS:
             raise ValueError(f"mastery format {format!r}: choose {' or '.join(MASTERY_FORMATS)}")
         if dtype not in MASTERY_DTYPES or (format == "v1" and dtype != "float32"):
             raise ValueError(f"mastery dtype {dtype!r}: float32, or float16 with format v2")
-        self.model_version, self.format, self.dtype = model_version, format, np.dtype(dtype).newbyteorder("<").str  # "<f4", "<f2"
+        self.model_version, self.format, self.dtype = (
+            model_version,
+            format,
+            np.dtype(dtype).newbyteorder("<").str,
+        )  # "<f4", "<f2"
         self.packer = msgpack.Packer(use_single_float=True, autoreset=True)
 
-    def encode(self, students: list[str], seqs: list[int], event_ids: list[Any], ts: list[int], item_ids: list[str], p_correct: list[float], mastery: np.ndarray) -> list[bytes]:
+    def encode(
+        self,
+        students: list[str],
+        seqs: list[int],
+        event_ids: list[Any],
+        ts: list[int],
+        item_ids: list[str],
+        p_correct: list[float],
+        mastery: np.ndarray,
+    ) -> list[bytes]:
         """One message per event: parallel lists, and ``mastery`` (n, V) float32."""
         pack, version = self.packer.pack, self.model_version
         if self.format == "v1":
@@ -297,7 +389,17 @@ class MasteryEncoder:
         short = self.dtype[1:]  # "f4" / "f2"
         out = []
         for student, seq, event_id, t, item_id, p, row in zip(students, seqs, event_ids, ts, item_ids, p_correct, rows):
-            message = {"v": v, "student_id": student, "seq": seq, "event_id": event_id, "ts": t, "model_version": version, "item_id": item_id, "p_correct": p, "mastery": row}
+            message = {
+                "v": v,
+                "student_id": student,
+                "seq": seq,
+                "event_id": event_id,
+                "ts": t,
+                "model_version": version,
+                "item_id": item_id,
+                "p_correct": p,
+                "mastery": row,
+            }
             if v == 2:
                 message["dtype"] = short
             out.append(pack(message))

@@ -54,7 +54,10 @@ class Readiness:
             return "starting: model not loaded"
         if self.redis_client is None or self.kafka_client is None:
             return "not connected to Redis and Kafka (starting or stopping)"
-        problems = [self.processor_problem() if self.processor_problem else None, *await asyncio.gather(self._redis_problem(), self._kafka_problem())]
+        problems = [
+            self.processor_problem() if self.processor_problem else None,
+            *await asyncio.gather(self._redis_problem(), self._kafka_problem()),
+        ]
         return "; ".join(p for p in problems if p) or None
 
     async def _redis_problem(self) -> str | None:
@@ -83,11 +86,15 @@ class ObservabilityServer:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        """Listen; ``StreamError`` (one line) when the port cannot be bound: serve without its probes would look dead or never ready."""
+        """Listen; ``StreamError`` (one line) when the port cannot be bound: serve without its probes would
+        look dead or never ready."""
         try:
             self.server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as exc:
-            raise StreamError(f"metrics port {self.port}: cannot listen ({exc.strerror or exc}); free it, or set --metrics-port / KT_METRICS_PORT (0: no endpoint)") from None
+            raise StreamError(
+                f"metrics port {self.port}: cannot listen ({exc.strerror or exc}); free it, "
+                "or set --metrics-port / KT_METRICS_PORT (0: no endpoint)"
+            ) from None
         log.info("metrics, /healthz and /readyz on port %d", self.port)
 
     async def stop(self) -> None:
@@ -104,7 +111,9 @@ class ObservabilityServer:
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
             problem = await self.readiness.problem()
-            return (503, "text/plain", f"not ready: {problem}\n".encode()) if problem else (200, "text/plain", b"ready\n")
+            return (
+                (503, "text/plain", f"not ready: {problem}\n".encode()) if problem else (200, "text/plain", b"ready\n")
+            )
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
         if path == "/quality":
@@ -112,7 +121,9 @@ class ObservabilityServer:
         return 404, "text/plain", b"not found: /metrics, /healthz, /readyz, /quality\n"
 
     async def quality(self) -> tuple[int, str, bytes]:
-        versions: dict[str, dict[str, Any]] = {version: {"process": windows} for version, windows in self.metrics.quality_summary().items()}
+        versions: dict[str, dict[str, Any]] = {
+            version: {"process": windows} for version, windows in self.metrics.quality_summary().items()
+        }
         fleet_error = None
         if self.metrics.fleet_quality is not None:
             try:
@@ -132,7 +143,10 @@ class ObservabilityServer:
                 pass  # headers: nothing here needs them
             method, target, _ = request_line.decode("latin-1").split(" ", 2)
             status, content_type, body = await self.respond(method, target.split("?", 1)[0])
-            head = f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            head = (
+                f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
             writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
             await writer.drain()
         except (TimeoutError, ValueError, ConnectionError):

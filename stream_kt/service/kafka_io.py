@@ -3,9 +3,10 @@
 Topics (``ensure_topics``), the processor's consumer and producer, the tools' producer
 and group-less reader, starting any of them (``start``: an unreachable broker is one
 line), the bound on a start-up's first contacts (``connecting``: an address that is not
-a Kafka broker's is one line too, after ``kafka_connect_timeout_s``), dead-letter headers.  Every client gets the same security options
-(``client_options``): TLS and SASL from the ``kafka_*`` settings.  Nothing here decides
-when to commit; ``processor.py`` owns the commit order.
+a Kafka broker's is one line too, after ``kafka_connect_timeout_s``), dead-letter headers.
+Every client gets the same security options (``client_options``): TLS and SASL from the
+``kafka_*`` settings.  Nothing here decides when to commit; ``processor.py`` owns the
+commit order.
 """
 
 from __future__ import annotations
@@ -46,10 +47,15 @@ MAX_DETAIL_CHARS = 300  # a dead letter's detail header: what was wrong, never a
 
 
 def dead_letter_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """``source`` ("topic/partition/offset") identifies the event: a dead letter sent again after a crash or a retry repeats it."""
+    """``source`` ("topic/partition/offset") identifies the event: a dead letter sent again after a
+    crash or a retry repeats it."""
     if len(detail) > MAX_DETAIL_CHARS:
         detail = detail[: MAX_DETAIL_CHARS - 3] + "..."
-    return [("reason", reason.encode()), ("detail", detail.encode(errors="replace")), ("source", f"{source(topic, partition)}/{offset}".encode())]
+    return [
+        ("reason", reason.encode()),
+        ("detail", detail.encode(errors="replace")),
+        ("source", f"{source(topic, partition)}/{offset}".encode()),
+    ]
 
 
 PRODUCER_MAX_REQUEST_BYTES = 1_048_576  # aiokafka's max_request_size, which make_producer keeps
@@ -57,7 +63,9 @@ KAFKA_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's default message.max.bytes (a topi
 RECORD_OVERHEAD_BYTES = 512  # record batch and record framing, varints, header names: what a limit keeps free
 
 
-def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], limit_bytes: int) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+def dead_letter(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]], limit_bytes: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """A dead letter that fits in ``limit_bytes`` (the smallest of the producer's and the topic's limits).
 
     The original key and bytes when they fit; otherwise the value becomes a prefix of
@@ -68,29 +76,45 @@ def dead_letter(key: bytes | None, value: bytes | None, headers: list[tuple[str,
     room = limit_bytes - RECORD_OVERHEAD_BYTES - header_bytes - len(key or b"")
     if value is None or len(value) <= room:
         return key, value, headers
-    marks = [("truncated", b"true"), ("original_size", str(len(value)).encode()), ("sha256", hashlib.sha256(value).hexdigest().encode())]
+    marks = [
+        ("truncated", b"true"),
+        ("original_size", str(len(value)).encode()),
+        ("sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
     room -= sum(len(name) + len(data) for name, data in marks)
     return key, value[: max(0, room)], headers + marks
 
 
 def permanent(exc: BaseException) -> bool:
     """A Kafka error that retrying cannot fix (a record too large, no authorization, an invalid topic)?"""
-    return isinstance(exc, KafkaError) and not getattr(exc, "retriable", False) and not isinstance(exc, (KafkaConnectionError, KafkaTimeoutError))
+    return (
+        isinstance(exc, KafkaError)
+        and not getattr(exc, "retriable", False)
+        and not isinstance(exc, (KafkaConnectionError, KafkaTimeoutError))
+    )
 
 
 async def topic_message_limit(bootstrap: str, topic: str, security: dict[str, Any] | None = None) -> int:
-    """The largest record ``topic`` accepts: its ``max.message.bytes``, or Kafka's default where the broker will not say."""
+    """The largest record ``topic`` accepts: its ``max.message.bytes``, or Kafka's default
+    where the broker will not say."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     try:
         await admin.start()
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})])
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
+        )
         for response in responses:
             for resource in response.resources:
                 for entry in resource[4]:  # (name, value, read_only, ...) of each config entry
                     if entry[0] == "max.message.bytes" and entry[1] is not None:
                         return int(entry[1])
     except (KafkaError, ValueError, IndexError, TypeError) as exc:  # the embedded broker has no DescribeConfigs
-        log.info("topic %s: max.message.bytes unknown (%s); assuming Kafka's default %d", topic, type(exc).__name__, KAFKA_MAX_MESSAGE_BYTES)
+        log.info(
+            "topic %s: max.message.bytes unknown (%s); assuming Kafka's default %d",
+            topic,
+            type(exc).__name__,
+            KAFKA_MAX_MESSAGE_BYTES,
+        )
     finally:
         await admin.close()
     return KAFKA_MAX_MESSAGE_BYTES
@@ -115,7 +139,11 @@ def client_options(settings: StreamSettings) -> dict[str, Any]:
             raise ConfigError(f"kafka ssl cafile {cafile}: not a PEM CA bundle ({exc.reason})") from None
     if protocol.startswith("SASL_"):
         # aiokafka takes SCRAM credentials through the sasl_plain_* arguments too
-        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username, sasl_plain_password=settings.kafka_sasl_password)
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
     return options
 
 
@@ -160,15 +188,24 @@ async def ensure_topics(
             await admin.start()
             missing = [t for t in topics if t not in set(await admin.list_topics())]
             if not missing:
-                return  # no CreateTopics: a request the client sends to one broker it takes for the controller, maybe one just lost
+                # no CreateTopics: a request the client sends to one broker it takes for the controller,
+                # maybe one just lost
+                return
             brokers = len((await admin.describe_cluster()).get("brokers") or ())
             factor, min_isr = replication(brokers, replication_factor, min_insync_replicas)
             topic_configs = {**({"min.insync.replicas": str(min_isr)} if factor > 1 else {}), **(configs or {})}
-            response = await admin.create_topics([NewTopic(t, partitions, factor, topic_configs=topic_configs) for t in missing])
-        except (KafkaError, TimeoutError) as exc:  # TimeoutError: a request to a broker that died after the metadata named it
+            response = await admin.create_topics(
+                [NewTopic(t, partitions, factor, topic_configs=topic_configs) for t in missing]
+            )
+        except (
+            KafkaError,
+            TimeoutError,
+        ) as exc:  # TimeoutError: a request to a broker that died after the metadata named it
             log.warning("broker %s: attempt %d/%d failed: %s", bootstrap, attempt, attempts, exc or type(exc).__name__)
             if attempt == attempts:
-                raise StreamError(f"cannot reach the Kafka broker at {bootstrap}: {exc or type(exc).__name__}") from None
+                raise StreamError(
+                    f"cannot reach the Kafka broker at {bootstrap}: {exc or type(exc).__name__}"
+                ) from None
             await asyncio.sleep(delay_s)
             delay_s *= 2
             continue
@@ -176,15 +213,28 @@ async def ensure_topics(
             await admin.close()
         for topic, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
-                raise StreamError(f"cannot create topic {topic!r} on {bootstrap} ({partitions} partitions, {factor} replicas, {brokers} brokers): error {code} ({message})")
+                raise StreamError(
+                    f"cannot create topic {topic!r} on {bootstrap} ({partitions} partitions, {factor} replicas, "
+                    f"{brokers} brokers): error {code} ({message})"
+                )
             if code == 0:
-                log.info("created topic %s with %d partitions, %d replicas (min.insync.replicas %d)", topic, partitions, factor, min_isr if factor > 1 else 1)
+                log.info(
+                    "created topic %s with %d partitions, %d replicas (min.insync.replicas %d)",
+                    topic,
+                    partitions,
+                    factor,
+                    min_isr if factor > 1 else 1,
+                )
         return
 
 
 def topic_options(settings: StreamSettings) -> dict[str, Any]:
     """``ensure_topics``' keyword arguments from the settings: security and replication."""
-    return {"security": client_options(settings), "replication_factor": settings.replication_factor, "min_insync_replicas": settings.min_insync_replicas}
+    return {
+        "security": client_options(settings),
+        "replication_factor": settings.replication_factor,
+        "min_insync_replicas": settings.min_insync_replicas,
+    }
 
 
 async def check_reachable(bootstrap: str, security: dict[str, Any] | None = None) -> None:
@@ -219,7 +269,12 @@ def make_producer(settings: StreamSettings) -> AIOKafkaProducer:
     ``enable_idempotence`` would stop serve there.  A repeat (the client's retry of a send whose ack
     was lost with a leader, a replayed batch) has the same (student_id, seq) and values; consumers drop it.
     """
-    return AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", max_request_size=PRODUCER_MAX_REQUEST_BYTES, **client_options(settings))
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        acks="all",
+        max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+        **client_options(settings),
+    )
 
 
 def make_tool_producer(bootstrap: str, security: dict[str, Any] | None = None, **options: object) -> AIOKafkaProducer:
@@ -227,13 +282,22 @@ def make_tool_producer(bootstrap: str, security: dict[str, Any] | None = None, *
     return AIOKafkaProducer(bootstrap_servers=bootstrap, **(security or {}), **options)
 
 
-def make_reader(bootstrap: str, topics: list[str], security: dict[str, Any] | None = None, **options: object) -> AIOKafkaConsumer:
+def make_reader(
+    bootstrap: str, topics: list[str], security: dict[str, Any] | None = None, **options: object
+) -> AIOKafkaConsumer:
     """A consumer of every partition of ``topics`` from the beginning, with no group: it commits
     nothing and never disturbs a processor's group.  (A subscription, not ``assign``: Kafka only
     returns metadata for the topics a client tracks.  Its metadata is refreshed every 2 s, so a
     topic created just before, whose partitions the first refresh may miss, is read soon.)"""
     options = {"metadata_max_age_ms": 2000, **options}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **(security or {}),
+        **options,
+    )
     consumer.subscribe(topics)
     return consumer
 
@@ -243,9 +307,13 @@ async def start(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClien
     try:
         await client.start()
     except KafkaConnectionError:
-        raise StreamError(f"cannot reach Kafka at {bootstrap} (start one: `stream-kt broker`, or pass --bootstrap HOST:PORT)") from None
+        raise StreamError(
+            f"cannot reach Kafka at {bootstrap} (start one: `stream-kt broker`, or pass --bootstrap HOST:PORT)"
+        ) from None
     except KafkaError as exc:
-        raise StreamError(f"cannot start a Kafka {type(client).__name__} on {bootstrap}: {type(exc).__name__}: {exc}") from None
+        raise StreamError(
+            f"cannot start a Kafka {type(client).__name__} on {bootstrap}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 @contextlib.asynccontextmanager
@@ -259,7 +327,9 @@ async def connecting(bootstrap: str, timeout_s: float) -> AsyncIterator[None]:
     The body's clients must be closed by whoever made them (``finally``, an exit stack): the
     timeout cancels whatever it was waiting for.
     """
-    log.info("connecting to Kafka at %s (giving up after %g s, %s)", bootstrap, timeout_s, ENV["kafka_connect_timeout_s"])
+    log.info(
+        "connecting to Kafka at %s (giving up after %g s, %s)", bootstrap, timeout_s, ENV["kafka_connect_timeout_s"]
+    )
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
@@ -268,7 +338,8 @@ async def connecting(bootstrap: str, timeout_s: float) -> AsyncIterator[None]:
         if not deadline.expired():
             raise
         raise StreamError(
-            f"cannot reach the Kafka broker at {bootstrap}: no Kafka answer within {timeout_s:g} s (is that a Kafka broker's address? {ENV['kafka_connect_timeout_s']} sets the wait)"
+            f"cannot reach the Kafka broker at {bootstrap}: no Kafka answer within {timeout_s:g} s "
+            f"(is that a Kafka broker's address? {ENV['kafka_connect_timeout_s']} sets the wait)"
         ) from None
 
 
@@ -280,7 +351,9 @@ def partition_of(key: bytes, partitions: list[int]) -> int:
     return int(_partitioner(key, partitions, partitions))
 
 
-async def send_keyed(producer: AIOKafkaProducer, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int]) -> list[asyncio.Future[Any]]:
+async def send_keyed(
+    producer: AIOKafkaProducer, topic: str, keys: list[bytes], values: list[bytes], partitions: list[int]
+) -> list[asyncio.Future[Any]]:
     """Send messages, ``partitions`` given (``partition_of``), as record batches per partition; the delivery futures.
 
     Each partition's messages keep their order, as ``producer.send`` one by one would, at
@@ -322,13 +395,22 @@ async def read_to_end(
     progress for ``stall_timeout_s``, is a ``StreamError``.
     """
     options = {"metadata_max_age_ms": 2000, **options}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **(security or {}), **options)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **(security or {}),
+        **options,
+    )
     try:
         await start(consumer, bootstrap)
         try:
             if topic not in await consumer.topics():
                 raise StreamError(f"no topic {topic!r} on {bootstrap}")
-            consumer.subscribe([topic])  # with no group: every partition, once the metadata names them (see make_reader)
+            consumer.subscribe(
+                [topic]
+            )  # with no group: every partition, once the metadata names them (see make_reader)
             deadline = time.monotonic() + stall_timeout_s
             while not consumer.assignment():
                 if time.monotonic() > deadline:
@@ -338,7 +420,9 @@ async def read_to_end(
             firsts = await consumer.beginning_offsets(partitions)
             ends = await consumer.end_offsets(partitions)
         except KafkaError as exc:
-            raise StreamError(f"cannot read the offsets of {topic!r} on {bootstrap}: {type(exc).__name__}: {exc}") from None
+            raise StreamError(
+                f"cannot read the offsets of {topic!r} on {bootstrap}: {type(exc).__name__}: {exc}"
+            ) from None
         for tp in partitions:
             consumer.seek(tp, firsts[tp])
         if on_start is not None:
@@ -361,23 +445,33 @@ async def read_to_end(
                     consumer.pause(tp)
             if pending and time.monotonic() - progressed > stall_timeout_s:
                 positions = [await consumer.position(tp) for tp in pending]
-                behind = ", ".join(f"{tp.partition} at {position} of {ends[tp]}" for tp, position in zip(pending, positions))
-                raise StreamError(f"reading {topic!r} on {bootstrap} made no progress for {stall_timeout_s:.0f} s (partitions {behind})")
+                behind = ", ".join(
+                    f"{tp.partition} at {position} of {ends[tp]}" for tp, position in zip(pending, positions)
+                )
+                raise StreamError(
+                    f"reading {topic!r} on {bootstrap} made no progress for "
+                    f"{stall_timeout_s:.0f} s (partitions {behind})"
+                )
     finally:
         await consumer.stop()
     return read
 
 
-# ---------------------------------------------------------------------- for the tools and the tests: a group's progress, a broker's readiness
+# ---------------------------------------------------------------------- for the tools and the tests:
+# a group's progress, a broker's readiness
 
 
-async def committed_offsets(bootstrap: str, group_id: str, topic: str, partitions: list[int], security: dict[str, Any] | None = None) -> dict[int, int]:
+async def committed_offsets(
+    bootstrap: str, group_id: str, topic: str, partitions: list[int], security: dict[str, Any] | None = None
+) -> dict[int, int]:
     """``group_id``'s committed offset on each of ``partitions`` of ``topic`` (those without one left out).
 
     The consumer asks the group's coordinator and never subscribes: it joins nothing and
     disturbs no member.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **(security or {}))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False, **(security or {})
+    )
     await consumer.start()
     try:
         committed = {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
@@ -415,12 +509,15 @@ async def under_replicated(bootstrap: str, topics: list[str] | None = None, time
             continue
         for p in topic["partitions"]:
             if set(p["isr"]) != set(p["replicas"]):
-                found.append(f"{topic['topic']}/{p['partition']}: in sync {sorted(p['isr'])} of {sorted(p['replicas'])}")
+                found.append(
+                    f"{topic['topic']}/{p['partition']}: in sync {sorted(p['isr'])} of {sorted(p['replicas'])}"
+                )
     return sorted(found)
 
 
 async def lists_a_live_broker(bootstrap: str, timeout_s: float) -> bool:
-    """Does a metadata request to ``bootstrap`` list a live broker?  False while it does not answer (a broker starting)."""
+    """Does a metadata request to ``bootstrap`` list a live broker?  False while it does not
+    answer (a broker starting)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
     try:
         await admin.start()

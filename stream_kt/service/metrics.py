@@ -11,10 +11,12 @@ when ``/metrics`` is scraped.  Everything runs on the event loop's thread, so no
     stream_kt_batch_fill_ratio                histogram: students in a model step / B
     stream_kt_step_latency_seconds            histogram: one model step
     stream_kt_end_to_end_latency_seconds      histogram: output delivered - event ``ts``
-    stream_kt_consumer_lag{topic,partition}   gauge: the broker's high-water mark - the committed offset, assigned partitions
+    stream_kt_consumer_lag{topic,partition}   gauge: the broker's high-water mark - the committed offset,
+                                              assigned partitions
     stream_kt_batch_retry_seconds             gauge: how long the current batch has been retrying (0: none is)
     stream_kt_redis_errors_total              failed Redis round trips (each is retried)
-    stream_kt_redis_wait_failures_total       batches whose state writes reached fewer than redis_min_replicas replicas (retried)
+    stream_kt_redis_wait_failures_total       batches whose state writes reached fewer than redis_min_replicas
+                                              replicas (retried)
     stream_kt_kafka_errors_total              failed deliveries and refused commits
     stream_kt_corrupt_states_total            stored states that could not be read (quarantined; the student restarted)
     stream_kt_processing_errors_total         events the processor failed on (dead letters, reason processing_error)
@@ -97,7 +99,9 @@ class BatchHistogram:
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         cumulative = np.cumsum(self.counts).tolist()
-        buckets = [(floatToGoString(b), c) for b, c in zip(self.upper_bounds.tolist(), cumulative)] + [("+Inf", cumulative[-1])]  # type: ignore[no-untyped-call]
+        buckets = [(floatToGoString(b), c) for b, c in zip(self.upper_bounds.tolist(), cumulative)] + [  # type: ignore[no-untyped-call]
+            ("+Inf", cumulative[-1])
+        ]
         return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.sum)
 
 
@@ -150,7 +154,10 @@ class Metrics(Collector):
 
     def quality_summary(self) -> dict[str, dict[str, dict[str, Any]]]:
         """version -> {"run": ..., "recent": ...}: this process's online quality."""
-        return {version: {"run": scores.summary(), "recent": self.recent[version].summary()} for version, scores in sorted(self.quality.items())}
+        return {
+            version: {"run": scores.summary(), "recent": self.recent[version].summary()}
+            for version, scores in sorted(self.quality.items())
+        }
 
     def record_steps(self, fills: list[float], seconds: list[float]) -> None:
         """Model steps: each one's rows / B and duration."""
@@ -163,9 +170,17 @@ class Metrics(Collector):
             self.end_to_end_latency.observe_many((delivered_ms - np.asarray(event_ts_ms, dtype=np.float64)) / 1000.0)
 
     def quality_families(self) -> Iterator[Metric]:
-        scored = CounterMetricFamily("stream_kt_online_scored_total", "Answers scored online (a student's first answer is not).", labels=["version"])
+        scored = CounterMetricFamily(
+            "stream_kt_online_scored_total",
+            "Answers scored online (a student's first answer is not).",
+            labels=["version"],
+        )
         gauges = {
-            name: GaugeMetricFamily(f"stream_kt_online_{name}", f"Online {label} of p_correct against the answer, per model version and window.", labels=["version", "window"])
+            name: GaugeMetricFamily(
+                f"stream_kt_online_{name}",
+                f"Online {label} of p_correct against the answer, per model version and window.",
+                labels=["version", "window"],
+            )
             for name, label in (("auc", "AUC"), ("logloss", "log-loss"), ("rmse", "RMSE"), ("accuracy", "accuracy"))
         }
         for version, windows in self.quality_summary().items():
@@ -177,29 +192,77 @@ class Metrics(Collector):
         yield from gauges.values()
 
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily("stream_kt_events_in_total", "Records consumed from the input topic (valid and invalid).", value=self.events_in)
-        yield CounterMetricFamily("stream_kt_events_out_total", "Mastery messages of committed batches.", value=self.events_out)
+        yield CounterMetricFamily(
+            "stream_kt_events_in_total",
+            "Records consumed from the input topic (valid and invalid).",
+            value=self.events_in,
+        )
+        yield CounterMetricFamily(
+            "stream_kt_events_out_total", "Mastery messages of committed batches.", value=self.events_out
+        )
         dlq = CounterMetricFamily("stream_kt_dlq_total", "Dead letters delivered, by reason.", labels=["reason"])
         for reason, count in sorted(self.dlq.items()):
             dlq.add_metric([reason], count)
         yield dlq
-        yield CounterMetricFamily("stream_kt_replays_skipped_total", "Events a stored state had already applied (replays).", value=self.replays_skipped)
-        yield CounterMetricFamily("stream_kt_redis_errors_total", "Failed Redis round trips (the batch is retried).", value=self.redis_errors)
-        yield CounterMetricFamily("stream_kt_redis_wait_failures_total", "Batches whose state writes reached fewer replicas than redis_min_replicas (retried).", value=self.redis_wait_failures)
-        yield CounterMetricFamily("stream_kt_kafka_errors_total", "Failed Kafka deliveries and refused commits.", value=self.kafka_errors)
-        yield CounterMetricFamily("stream_kt_corrupt_states_total", "Stored states that could not be read: quarantined, the student restarted.", value=self.corrupt_states)
-        yield CounterMetricFamily("stream_kt_processing_errors_total", "Events the processor failed on: dead letters with reason processing_error.", value=self.processing_errors)
-        yield CounterMetricFamily("stream_kt_state_rebuilds_total", "States of another model version rebuilt over their windows.", value=self.state_rebuilds)
-        yield CounterMetricFamily("stream_kt_warm_promotions_total", "States of another model version replaced by this version's shadow state (no rebuild).", value=self.warm_promotions)
-        yield CounterMetricFamily("stream_kt_shadow_errors_total", "Batches the shadow model failed on and skipped (the served model went on).", value=self.shadow_errors)
+        yield CounterMetricFamily(
+            "stream_kt_replays_skipped_total",
+            "Events a stored state had already applied (replays).",
+            value=self.replays_skipped,
+        )
+        yield CounterMetricFamily(
+            "stream_kt_redis_errors_total", "Failed Redis round trips (the batch is retried).", value=self.redis_errors
+        )
+        yield CounterMetricFamily(
+            "stream_kt_redis_wait_failures_total",
+            "Batches whose state writes reached fewer replicas than redis_min_replicas (retried).",
+            value=self.redis_wait_failures,
+        )
+        yield CounterMetricFamily(
+            "stream_kt_kafka_errors_total", "Failed Kafka deliveries and refused commits.", value=self.kafka_errors
+        )
+        yield CounterMetricFamily(
+            "stream_kt_corrupt_states_total",
+            "Stored states that could not be read: quarantined, the student restarted.",
+            value=self.corrupt_states,
+        )
+        yield CounterMetricFamily(
+            "stream_kt_processing_errors_total",
+            "Events the processor failed on: dead letters with reason processing_error.",
+            value=self.processing_errors,
+        )
+        yield CounterMetricFamily(
+            "stream_kt_state_rebuilds_total",
+            "States of another model version rebuilt over their windows.",
+            value=self.state_rebuilds,
+        )
+        yield CounterMetricFamily(
+            "stream_kt_warm_promotions_total",
+            "States of another model version replaced by this version's shadow state (no rebuild).",
+            value=self.warm_promotions,
+        )
+        yield CounterMetricFamily(
+            "stream_kt_shadow_errors_total",
+            "Batches the shadow model failed on and skipped (the served model went on).",
+            value=self.shadow_errors,
+        )
         yield self.batch_fill.family("stream_kt_batch_fill_ratio", "Students in a model step / the batch shape B.")
         yield self.step_latency.family("stream_kt_step_latency_seconds", "Duration of one model step.")
-        yield self.end_to_end_latency.family("stream_kt_end_to_end_latency_seconds", "Output delivered minus the event's ts.")
-        lag = GaugeMetricFamily("stream_kt_consumer_lag", "The broker's high-water mark minus the committed offset, per assigned input partition.", labels=["topic", "partition"])
+        yield self.end_to_end_latency.family(
+            "stream_kt_end_to_end_latency_seconds", "Output delivered minus the event's ts."
+        )
+        lag = GaugeMetricFamily(
+            "stream_kt_consumer_lag",
+            "The broker's high-water mark minus the committed offset, per assigned input partition.",
+            labels=["topic", "partition"],
+        )
         for (topic, partition), value in sorted(self.consumer_lag.items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
-        yield GaugeMetricFamily("stream_kt_batch_retry_seconds", "How long the current batch has been retrying (0: none is).", value=self.batch_retry_seconds())
+        yield GaugeMetricFamily(
+            "stream_kt_batch_retry_seconds",
+            "How long the current batch has been retrying (0: none is).",
+            value=self.batch_retry_seconds(),
+        )
         yield from self.quality_families()
         info = GaugeMetricFamily("stream_kt_model_info", "The served model version (value 1).", labels=["version"])
         if self.model_version is not None:

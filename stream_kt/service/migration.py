@@ -27,11 +27,24 @@ from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import StepOutput
 from stream_kt.service.events import index_for
 from stream_kt.service.exceptions import StreamError
-from stream_kt.service.state import NO_SKILL, SCHEMA_V3, SOURCES, StateLayout, StudentState, decode_state, extra_ids, read_header, source_hash, window_steps
+from stream_kt.service.state import (
+    NO_SKILL,
+    SCHEMA_V3,
+    SOURCES,
+    StateLayout,
+    StudentState,
+    decode_state,
+    extra_ids,
+    read_header,
+    source_hash,
+    window_steps,
+)
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], StepOutput]  # (rows, at, items, correct, times, questions)
+Step = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], StepOutput
+]  # (rows, at, items, correct, times, questions)
 
 
 class LoadedRows(NamedTuple):
@@ -64,10 +77,19 @@ class Migration:
         return versions
 
     def has_tail(self, blob: bytes, header: np.void) -> bool:
-        return bool(header["schema"] == SCHEMA_V3 and header["model_version"].rstrip(b"\0") == self.layout.version_bytes and len(blob) > self.layout.size)
+        return bool(
+            header["schema"] == SCHEMA_V3
+            and header["model_version"].rstrip(b"\0") == self.layout.version_bytes
+            and len(blob) > self.layout.size
+        )
 
     def rows(
-        self, students: Sequence[str], blobs: Sequence[bytes | None], vocab_ids_of: Mapping[str, list[str] | None], step: Step, question_ids_of: Mapping[str, list[str]] | None = None
+        self,
+        students: Sequence[str],
+        blobs: Sequence[bytes | None],
+        vocab_ids_of: Mapping[str, list[str] | None],
+        step: Step,
+        question_ids_of: Mapping[str, list[str]] | None = None,
     ) -> LoadedRows:
         """One row per student: bulk where a blob is this model's row, one by one where it is not.
 
@@ -103,7 +125,9 @@ class Migration:
             for slot, (source, offset) in enumerate(list(state.offsets.items())[-SOURCES:][::-1]):
                 rows[i]["src_hash"][slot] = int(source[1:], 16) if source.startswith("#") else source_hash(source)
                 rows[i]["src_offset"][slot] = offset
-            if state.model_version == self.layout.model_version and all(state.model_state.get(k) is not None for k in self.initial_rows):
+            if state.model_version == self.layout.model_version and all(
+                state.model_state.get(k) is not None for k in self.initial_rows
+            ):
                 for k in self.initial_rows:  # a schema-1 or 2 state of this model: carried over as it is
                     rows[i][f"state.{k}"] = state.model_state[k]
                 if state.mastery is not None:
@@ -115,7 +139,13 @@ class Migration:
             self.rebuild(rows, stale, extras, step)
         return LoadedRows(rows, extras, unreadable, len(stale))
 
-    def readable(self, blob: bytes, student: str, vocab_ids_of: Mapping[str, list[str] | None], question_ids_of: Mapping[str, list[str]]) -> StudentState:
+    def readable(
+        self,
+        blob: bytes,
+        student: str,
+        vocab_ids_of: Mapping[str, list[str] | None],
+        question_ids_of: Mapping[str, list[str]],
+    ) -> StudentState:
         """A state of another model version or schema as a ``StudentState`` whose window names its items."""
         header = read_header(blob)
         if header is None:
@@ -123,10 +153,17 @@ class Migration:
         version = header["model_version"].rstrip(b"\0").decode(errors="replace")
         ids = vocab_ids_of.get(version)
         if version == self.layout.model_version:  # a schema-2 state of this model: carried over
-            return decode_state(blob, student, list(self.vocab.ids), self.layout.state_shapes, question_ids=list(self.vocab.questions))
+            return decode_state(
+                blob, student, list(self.vocab.ids), self.layout.state_shapes, question_ids=list(self.vocab.questions)
+            )
         state = decode_state(blob, student, ids, question_ids=list(question_ids_of.get(version) or ()))
         if ids is None:
-            log.warning("student %s: state of model %s, whose vocabulary is not in Redis: rebuilt from the initial state, its window dropped", student, version)
+            log.warning(
+                "student %s: state of model %s, whose vocabulary is not in Redis: "
+                "rebuilt from the initial state, its window dropped",
+                student,
+                version,
+            )
             state.window = []
         return state
 
@@ -166,7 +203,9 @@ class Migration:
                 asked = state.questions[start:] if len(state.questions) == len(state.window) else [""] * len(kept)
                 rows["win_question"][row, : len(kept)] = [self.vocab.question_index(q) if q else 0 for q in asked]
 
-    def rebuild(self, rows: np.ndarray, stale: list[tuple[int, StudentState]], extras: dict[int, list[str]], step: Step) -> None:
+    def rebuild(
+        self, rows: np.ndarray, stale: list[tuple[int, StudentState]], extras: dict[int, list[str]], step: Step
+    ) -> None:
         """Re-run this model over each stale state's window from the initial state: another model version.
 
         ``events`` and the offsets are kept; window ids this vocabulary does not know are
@@ -175,13 +214,21 @@ class Migration:
         plans = []
         question_index = self.vocab.question_index if self.layout.questions else None
         for row, state in stale:
-            log.info("student row %d: state rebuilt with %s from its %d-event window", row, self.layout.model_version, len(state.window))
+            log.info(
+                "student row %d: state rebuilt with %s from its %d-event window",
+                row,
+                self.layout.model_version,
+                len(state.window),
+            )
             plans.append((row, window_steps(state.window, self.entry_of.get, state.questions, question_index)))
             self.set_window(rows, row, state, extras)
         for t in range(max((len(steps) for _, steps in plans), default=0)):  # position t of every window is one round
             live = [(row, steps[t]) for row, steps in plans if len(steps) > t]
             at = np.asarray([row for row, _ in live], np.int64)
-            items, correct = np.asarray([s.item_index for _, s in live], np.int64), np.asarray([s.correct for _, s in live], np.int64)
+            items, correct = (
+                np.asarray([s.item_index for _, s in live], np.int64),
+                np.asarray([s.correct for _, s in live], np.int64),
+            )
             questions = np.asarray([s.question for _, s in live], np.int64) if self.layout.questions else None
             step(rows, at, items, correct, np.asarray([s.times for _, s in live], np.float32), questions)
 

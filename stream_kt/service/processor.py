@@ -147,7 +147,9 @@ class ProcessorStats:
 
     @classmethod
     def of(cls, metrics: Metrics) -> ProcessorStats:
-        return cls(metrics.events_in, metrics.events_out, sum(metrics.dlq.values()), metrics.replays_skipped, metrics.batches)
+        return cls(
+            metrics.events_in, metrics.events_out, sum(metrics.dlq.values()), metrics.replays_skipped, metrics.batches
+        )
 
 
 class Stage(enum.Enum):
@@ -182,10 +184,18 @@ class Model:
         self.vocab = checkpoint.vocab
         self.index_of = index_for(checkpoint.vocab)  # raw item id -> the model's input (a skill set padded to K)
         self.question_index = checkpoint.vocab.question_index if checkpoint.model.reads_questions else None
-        initial_rows = {k: v[0].numpy().copy() for k, v in next(iter(backends.values())).initial_state(1).items()}  # one student's (L, H) rows
+        initial_rows = {
+            k: v[0].numpy().copy() for k, v in next(iter(backends.values())).initial_state(1).items()
+        }  # one student's (L, H) rows
         self.stepper = Stepper(backends, initial_rows)
         shapes = {k: v.shape for k, v in initial_rows.items()}
-        layout = StateLayout(self.version, shapes, len(self.vocab), skills=checkpoint.model.input_width, questions=checkpoint.model.reads_questions)
+        layout = StateLayout(
+            self.version,
+            shapes,
+            len(self.vocab),
+            skills=checkpoint.model.input_width,
+            questions=checkpoint.model.reads_questions,
+        )
         self.migration = Migration(layout, initial_rows, self.vocab)
         self.encoder = MasteryEncoder(self.version, settings.mastery_format, settings.mastery_dtype)
 
@@ -194,7 +204,9 @@ class Model:
         vocabulary may differ)."""
         keep = [i for i, item in enumerate(events.item_ids) if self.index_of.get(item) is not None]
         known = events.take(keep)
-        known.items = [entry for item in known.item_ids if (entry := self.index_of.get(item)) is not None]  # every one: kept above
+        known.items = [
+            entry for item in known.item_ids if (entry := self.index_of.get(item)) is not None
+        ]  # every one: kept above
         index = self.question_index
         known.questions = [index(q) if q and index is not None else 0 for q in known.question_ids]
         return known
@@ -234,7 +246,9 @@ class Processor:
         self.metrics.batch_retry_seconds = self.retry_seconds
         self.source_hashes: dict[tuple[str, int], int] = {}
         self.partition_of: dict[str, int] = {}  # student -> output partition (murmur2 of the key, as the Java client)
-        self.vocab_ids_of: dict[str, list[str] | None] = {}  # other model versions' vocabularies (from Redis), for rebuilds
+        self.vocab_ids_of: dict[
+            str, list[str] | None
+        ] = {}  # other model versions' vocabularies (from Redis), for rebuilds
         self.question_ids_of: dict[str, list[str]] = {}  # and their question lists
         self.out_partitions: list[int] = [0]  # the mastery topic's partitions (run_processor asks the broker)
         self.shadow_partitions: list[int] = [0]  # the shadow topic's, where outputs of the shadow go out
@@ -274,11 +288,16 @@ class Processor:
         for tp, batch in records.items():
             if batch and tp in owned:
                 self.consumer.seek(tp, batch[0].offset)
-        log.info("batch %s: polled across a rebalance, dropped; partitions still owned rewound to re-read it", describe(records))
+        log.info(
+            "batch %s: polled across a rebalance, dropped; partitions still owned rewound to re-read it",
+            describe(records),
+        )
 
     async def poll(self, stop: asyncio.Event) -> Records:
         """1: getmany, abandoned when ``stop`` is set (it waits out a group join, ignoring its timeout)."""
-        fetch = asyncio.ensure_future(self.consumer.getmany(timeout_ms=self.settings.max_wait_ms, max_records=self.settings.batch_size))
+        fetch = asyncio.ensure_future(
+            self.consumer.getmany(timeout_ms=self.settings.max_wait_ms, max_records=self.settings.batch_size)
+        )
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
@@ -299,18 +318,26 @@ class Processor:
                 deliveries = await self.send_dead_letters(letters)  # 2
                 stage = Stage.STATES
                 result = await self.apply(events, tps)  # 3, 4, 5
-                shadowed = await self.apply_shadow_safely(events, tps, records) if self.shadow else None  # 3, 4, 5 for the challenger
+                shadowed = (
+                    await self.apply_shadow_safely(events, tps, records) if self.shadow else None
+                )  # 3, 4, 5 for the challenger
                 stage = Stage.OUTPUTS
                 outputs = result.outputs
-                sending = await kafka_io.send_keyed(self.producer, self.settings.out_topic, outputs.keys, outputs.values, outputs.partitions)  # 6
+                sending = await kafka_io.send_keyed(
+                    self.producer, self.settings.out_topic, outputs.keys, outputs.values, outputs.partitions
+                )  # 6
                 if shadowed is not None and self.settings.shadow_topic:
                     o = shadowed.outputs
-                    sending += await kafka_io.send_keyed(self.producer, self.settings.shadow_topic, o.keys, o.values, o.partitions)
+                    sending += await kafka_io.send_keyed(
+                        self.producer, self.settings.shadow_topic, o.keys, o.values, o.partitions
+                    )
                 await asyncio.gather(*sending)
                 delivered_ms = time.time_ns() // 1_000_000
                 stage = Stage.STATES
                 scored = await self.write(result, self.model, records)  # 7
-                shadow_scored = await self.write(shadowed, self.shadow, records) if shadowed is not None and self.shadow else None
+                shadow_scored = (
+                    await self.write(shadowed, self.shadow, records) if shadowed is not None and self.shadow else None
+                )
                 stage = Stage.DEAD_LETTERS
                 await asyncio.gather(*deliveries)  # 2's deliveries, before 8
                 break
@@ -324,16 +351,32 @@ class Processor:
                 if self.retrying_since is None:
                     self.retrying_since = time.monotonic()
                 delay_s = self.backoff.delay_s(attempt)
-                log.error("batch %s: attempt %d failed (%s: %s); nothing committed, retrying in %.1f s", describe(records), attempt, type(exc).__name__, exc, delay_s)
+                log.error(
+                    "batch %s: attempt %d failed (%s: %s); nothing committed, retrying in %.1f s",
+                    describe(records),
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    delay_s,
+                )
                 await wait_unless_stopped(stop, delay_s)
                 if stop.is_set():
-                    log.warning("batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records))
+                    log.warning(
+                        "batch %s: stopping with the batch uncommitted; the next owner replays it", describe(records)
+                    )
                     return
             except FatalStreamError:
                 raise
             except Exception as exc:  # not an outage: an event this processor cannot handle, or a bug
                 failures += 1
-                log.error("batch %s: failed in %s (%s: %s); nothing committed", describe(records), stage.value, type(exc).__name__, exc, exc_info=exc)
+                log.error(
+                    "batch %s: failed in %s (%s: %s); nothing committed",
+                    describe(records),
+                    stage.value,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=exc,
+                )
                 if failures < 2:
                     continue  # once more from a fresh read: it may not be an event's fault
                 culprit = await self.first_failing(events, tps)
@@ -346,14 +389,22 @@ class Processor:
         self.retrying_since = None
         await self.commit(records)  # 8
         events_in = sum(len(rs) for rs in records.values())
-        self.metrics.record_batch(events_in, len(result.outputs.values), len(result.replays), (letter.reason for letter in letters))
+        self.metrics.record_batch(
+            events_in, len(result.outputs.values), len(result.replays), (letter.reason for letter in letters)
+        )
         self.metrics.record_steps(*self.model.stepper.take_stats())
         self.metrics.record_latencies_ms(delivered_ms, result.outputs.event_ts_ms)
         self.metrics.record_quality(self.version, *scored)
         if self.shadow is not None and shadow_scored is not None:
             self.shadow.stepper.take_stats()
             self.metrics.record_quality(self.shadow.version, *shadow_scored)
-        log.debug("batch %s: %d applied, %d skipped, %d dead letters", describe(records), len(result.outputs.values), len(result.replays), len(letters))
+        log.debug(
+            "batch %s: %d applied, %d skipped, %d dead letters",
+            describe(records),
+            len(result.outputs.values),
+            len(result.replays),
+            len(letters),
+        )
 
     def decode(self, records: Records) -> tuple[Events, list[DeadLetter]]:
         """2: the valid events as columns, and the dead letters to send (``batch.decode_batch``)."""
@@ -367,7 +418,14 @@ class Processor:
             return kafka_io.dead_letter_headers(reason, detail, tp.topic, tp.partition, offset)
 
         flat = (Record(source, r.offset, r.key, r.value) for source, rs in enumerate(records.values()) for r in rs)
-        events, letters = decode_batch(flat, self.index_of, self.settings.max_event_bytes, headers, self.vocab.question_skills, self.model.question_index)
+        events, letters = decode_batch(
+            flat,
+            self.index_of,
+            self.settings.max_event_bytes,
+            headers,
+            self.vocab.question_skills,
+            self.model.question_index,
+        )
         self.metrics.processing_errors += sum(letter.reason == PROCESSING_ERROR for letter in letters)
         return events, letters
 
@@ -391,11 +449,20 @@ class Processor:
             good, bad = (good, middle) if await fails(middle) else (middle, bad)
         return bad - 1
 
-    def set_aside(self, events: Events, culprit: int, records: Records, tps: list[TopicPartition], exc: Exception) -> tuple[Events, DeadLetter]:
+    def set_aside(
+        self, events: Events, culprit: int, records: Records, tps: list[TopicPartition], exc: Exception
+    ) -> tuple[Events, DeadLetter]:
         """``events`` without event ``culprit``, and that event's ``processing_error`` dead letter."""
         tp, offset = tps[events.sources[culprit]], events.offsets[culprit]
         record = next(r for r in records[tp] if r.offset == offset)
-        log.error("%s/%d/%d: dead letter (%s): the batch failed on this event twice (%s)", tp.topic, tp.partition, offset, PROCESSING_ERROR, one_line(exc))
+        log.error(
+            "%s/%d/%d: dead letter (%s): the batch failed on this event twice (%s)",
+            tp.topic,
+            tp.partition,
+            offset,
+            PROCESSING_ERROR,
+            one_line(exc),
+        )
         headers = kafka_io.dead_letter_headers(PROCESSING_ERROR, one_line(exc), tp.topic, tp.partition, offset)
         rest = events.take([i for i in range(len(events)) if i != culprit])
         return rest, DeadLetter(PROCESSING_ERROR, record.key, record.value, headers)
@@ -407,19 +474,38 @@ class Processor:
             key, value, headers = kafka_io.dead_letter(key, value, headers, self.dlq_limit_bytes)
             if headers and headers[-1][0] == "sha256":
                 source = dict(headers).get("source", b"?").decode()
-                log.warning("%s: dead letter (%s) truncated to %d bytes to fit the dead-letter topic; the original size and SHA-256 are in its headers", source, reason, len(value or b""))
+                log.warning(
+                    "%s: dead letter (%s) truncated to %d bytes to fit the dead-letter topic; "
+                    "the original size and SHA-256 are in its headers",
+                    source,
+                    reason,
+                    len(value or b""),
+                )
             deliveries.append(await self.producer.send(self.settings.dlq_topic, value, key=key, headers=headers))
         return deliveries
 
     def on_permanent_error(self, exc: KafkaError, stage: Stage, records: Records) -> None:
-        """A Kafka error retrying cannot fix: shrink the dead letters if it was their size, else stop (see the docstring)."""
+        """A Kafka error retrying cannot fix: shrink the dead letters if it was their size, else
+        stop (see the docstring)."""
         if not kafka_io.permanent(exc):
             return
-        if stage is Stage.DEAD_LETTERS and isinstance(exc, MessageSizeTooLargeError) and self.dlq_limit_bytes > MIN_DLQ_LIMIT_BYTES:
+        if (
+            stage is Stage.DEAD_LETTERS
+            and isinstance(exc, MessageSizeTooLargeError)
+            and self.dlq_limit_bytes > MIN_DLQ_LIMIT_BYTES
+        ):
             self.dlq_limit_bytes = max(MIN_DLQ_LIMIT_BYTES, self.dlq_limit_bytes // 4)
-            log.error("batch %s: a dead letter was too large for the broker (%s); dead letters now keep at most %d bytes", describe(records), exc, self.dlq_limit_bytes)
+            log.error(
+                "batch %s: a dead letter was too large for the broker (%s); dead letters now keep at most %d bytes",
+                describe(records),
+                exc,
+                self.dlq_limit_bytes,
+            )
             return
-        raise FatalStreamError(f"cannot write {stage.value} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, so serve stops with batch {describe(records)} uncommitted")
+        raise FatalStreamError(
+            f"cannot write {stage.value} to Kafka ({type(exc).__name__}: {exc}); retrying cannot fix this, "
+            f"so serve stops with batch {describe(records)} uncommitted"
+        )
 
     async def apply(self, events: Events, tps: list[TopicPartition]) -> BatchResult:
         """3: read the states; 4, 5 and the payloads of 6 and 7: ``batch.step_batch``."""
@@ -431,13 +517,32 @@ class Processor:
         rows, extras = await self.load_rows(students, blobs)
         hashes = np.asarray([self.source_hash(tp) for tp in tps], np.uint64)
         model = self.model
-        result = step_batch(events, codes, students, rows, extras, hashes, model.stepper, model.encoder, self.partition, time.time_ns() // 1_000_000)  # 4, 5
+        result = step_batch(
+            events,
+            codes,
+            students,
+            rows,
+            extras,
+            hashes,
+            model.stepper,
+            model.encoder,
+            self.partition,
+            time.time_ns() // 1_000_000,
+        )  # 4, 5
         for i in result.replays:
             tp = tps[events.sources[i]]
-            log.info("%s/%d/%d: skipped, student %s applied it before (replay)", tp.topic, tp.partition, events.offsets[i], events.students[i])
+            log.info(
+                "%s/%d/%d: skipped, student %s applied it before (replay)",
+                tp.topic,
+                tp.partition,
+                events.offsets[i],
+                events.students[i],
+            )
         return result
 
-    async def apply_shadow_safely(self, events: Events, tps: list[TopicPartition], records: Records) -> BatchResult | None:
+    async def apply_shadow_safely(
+        self, events: Events, tps: list[TopicPartition], records: Records
+    ) -> BatchResult | None:
         """``apply_shadow``, where a failure of the challenger's own (not Redis's or Kafka's) never touches the served
         model: the shadow skips the batch (None), its states fall behind, and a promotion rebuilds those students."""
         try:
@@ -446,7 +551,12 @@ class Processor:
             raise
         except Exception as exc:
             self.metrics.shadow_errors += 1
-            log.error("batch %s: the shadow model failed (%s); it skips this batch", describe(records), one_line(exc), exc_info=exc)
+            log.error(
+                "batch %s: the shadow model failed (%s); it skips this batch",
+                describe(records),
+                one_line(exc),
+                exc_info=exc,
+            )
             return None
 
     async def apply_shadow(self, events: Events, tps: list[TopicPartition]) -> BatchResult:
@@ -466,19 +576,38 @@ class Processor:
         rows, extras = await self.load_rows(students, blobs, shadow)
         hashes = np.asarray([self.source_hash(tp) for tp in tps], np.uint64)
         partition_of = self.shadow_partition if self.settings.shadow_topic else (lambda student: 0)
-        return step_batch(known, codes, students, rows, extras, hashes, shadow.stepper, shadow.encoder, partition_of, time.time_ns() // 1_000_000)
+        return step_batch(
+            known,
+            codes,
+            students,
+            rows,
+            extras,
+            hashes,
+            shadow.stepper,
+            shadow.encoder,
+            partition_of,
+            time.time_ns() // 1_000_000,
+        )
 
     async def write(self, result: BatchResult, model: Model, records: Records) -> tuple[np.ndarray, np.ndarray]:
         """7: a model's changed states (the shadow's under its own keys), then its scored answers; those answers."""
         shadow = model is not self.model
         writes = result.writes
         try:
-            refused = await self.store.write_blobs(writes.students, writes.blobs, writes.events, shadow=model.version if shadow else None)
+            refused = await self.store.write_blobs(
+                writes.students, writes.blobs, writes.events, shadow=model.version if shadow else None
+            )
         except ReplicasNotReached:
             self.metrics.redis_wait_failures += 1  # and retried as any Redis error: nothing committed
             raise
         if refused:
-            log.warning("batch %s: %d students' %sstates in Redis were as new or newer (another processor wrote them): left as they are", describe(records), len(refused), "shadow " if shadow else "")
+            log.warning(
+                "batch %s: %d students' %sstates in Redis were as new or newer "
+                "(another processor wrote them): left as they are",
+                describe(records),
+                len(refused),
+                "shadow " if shadow else "",
+            )
         scored = scored_answers(result, refused)
         if len(scored[0]):
             await self.store.add_quality(model.version, Scores.of(*scored))  # the fleet's online quality
@@ -488,7 +617,9 @@ class Processor:
         """Promotion with warm states: where a student's served state is another model version's, a shadow state of
         this version that has applied exactly as many events replaces it (it is what serving this version from the
         shadow's start would have made), so it is not rebuilt.  ``blobs`` are replaced in place."""
-        others = [i for i, blob in enumerate(blobs) if blob is not None and not self.model.migration.layout.is_mine(blob)]
+        others = [
+            i for i, blob in enumerate(blobs) if blob is not None and not self.model.migration.layout.is_mine(blob)
+        ]
         if not others:
             return
         warm = await self.store.read_blobs([students[i] for i in others], shadow=self.version)
@@ -500,9 +631,16 @@ class Processor:
             if header is not None and own is not None and int(header["events"]) == int(own["events"]):
                 blobs[i] = candidate
                 self.metrics.warm_promotions += 1
-                log.info("student %s: the shadow state of %s takes over (%d events, no rebuild)", students[i], self.version, int(own["events"]))
+                log.info(
+                    "student %s: the shadow state of %s takes over (%d events, no rebuild)",
+                    students[i],
+                    self.version,
+                    int(own["events"]),
+                )
 
-    async def load_rows(self, students: list[str], blobs: list[bytes | None], model: Model | None = None) -> tuple[np.ndarray, dict[int, list[str]]]:
+    async def load_rows(
+        self, students: list[str], blobs: list[bytes | None], model: Model | None = None
+    ) -> tuple[np.ndarray, dict[int, list[str]]]:
         """3: one schema-2 row per student (``migration.py``), and the window ids rows hold that this vocabulary lacks.
 
         Reads the vocabularies of other model versions it needs from Redis first, and
@@ -529,7 +667,12 @@ class Processor:
         """Keep an unreadable state under ``keys.quarantine_key``; the student starts again from the initial state."""
         await self.store.quarantine(student, blob)
         self.metrics.corrupt_states += 1
-        log.error("student %s: stored state unreadable (%s): copied to %s, the student starts again from the initial state", student, why, keys.quarantine_key(student, self.store.prefix))
+        log.error(
+            "student %s: stored state unreadable (%s): copied to %s, the student starts again from the initial state",
+            student,
+            why,
+            keys.quarantine_key(student, self.store.prefix),
+        )
 
     def source_hash(self, tp: TopicPartition) -> int:
         key = (tp.topic, tp.partition)
@@ -546,7 +689,9 @@ class Processor:
         if found is None:
             if len(self.partition_of) > PARTITION_CACHE:
                 self.partition_of.clear()
-            found = self.partition_of[student] = kafka_io.partition_of(kafka_io.message_key(student), self.out_partitions)
+            found = self.partition_of[student] = kafka_io.partition_of(
+                kafka_io.message_key(student), self.out_partitions
+            )
         return found
 
     async def commit(self, records: Records) -> None:
@@ -601,10 +746,14 @@ class RebalanceGate(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafk
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.lock:  # the in-flight batch runs through 8 before the partitions go
             self.revocations += 1
-            log.info("partitions revoked: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in revoked)) or "none")
+            log.info(
+                "partitions revoked: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in revoked)) or "none"
+            )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none")
+        log.info(
+            "partitions assigned: %s", ", ".join(sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)) or "none"
+        )
         self.ready.set()
 
 
@@ -639,8 +788,18 @@ def vocab_payload(checkpoint: Checkpoint) -> dict[str, Any]:
     version read this one's windows (their skills and questions)."""
     vocab = checkpoint.vocab
     path = str(Path(checkpoint.path).resolve()) if checkpoint.path else None
-    payload: dict[str, Any] = {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": path, "model": checkpoint.model.name}
-    return payload | ({"skills": vocab.skills, "max_skills": vocab.max_skills, "questions": list(vocab.questions)} if not vocab.one_entry_an_answer else {})
+    payload: dict[str, Any] = {
+        "item_column": vocab.item_column,
+        "ids": list(vocab.ids),
+        "names": vocab.names,
+        "checkpoint": path,
+        "model": checkpoint.model.name,
+    }
+    return payload | (
+        {"skills": vocab.skills, "max_skills": vocab.max_skills, "questions": list(vocab.questions)}
+        if not vocab.one_entry_an_answer
+        else {}
+    )
 
 
 async def wait_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
@@ -712,10 +871,23 @@ async def run_processor(
     metrics = metrics or Metrics(process_metrics=False)
     readiness = readiness or Readiness()
     security = kafka_io.client_options(settings)  # a bad CA file fails here, before any connection
-    backends = {size: make_backend(backend or settings.backend, checkpoint.model, size) for size in bucket_sizes(settings.batch_size)}
+    backends = {
+        size: make_backend(backend or settings.backend, checkpoint.model, size)
+        for size in bucket_sizes(settings.batch_size)
+    }
     if shadow is not None and shadow.version == checkpoint.version:
         raise ConfigError(f"the shadow is the served model itself ({shadow.version}): shadow a different checkpoint")
-    shadowing = (shadow, {size: make_backend(backend or settings.backend, shadow.model, size) for size in bucket_sizes(settings.batch_size)}) if shadow else None
+    shadowing = (
+        (
+            shadow,
+            {
+                size: make_backend(backend or settings.backend, shadow.model, size)
+                for size in bucket_sizes(settings.batch_size)
+            },
+        )
+        if shadow
+        else None
+    )
     metrics.model_version = readiness.model_version = checkpoint.version
     metrics.quality_window = settings.quality_window
     gate = RebalanceGate(ready)
@@ -725,8 +897,12 @@ async def run_processor(
                 store = await StudentStore.from_settings(settings)
                 closing.push_async_callback(store.close)
                 async with kafka_io.connecting(settings.bootstrap, settings.kafka_connect_timeout_s):
-                    topics = [settings.in_topic, settings.out_topic, settings.dlq_topic] + ([settings.shadow_topic] if shadow and settings.shadow_topic else [])
-                    await kafka_io.ensure_topics(settings.bootstrap, topics, settings.partitions, **kafka_io.topic_options(settings))
+                    topics = [settings.in_topic, settings.out_topic, settings.dlq_topic] + (
+                        [settings.shadow_topic] if shadow and settings.shadow_topic else []
+                    )
+                    await kafka_io.ensure_topics(
+                        settings.bootstrap, topics, settings.partitions, **kafka_io.topic_options(settings)
+                    )
                     await store.write_model_vocab(checkpoint.version, vocab_payload(checkpoint))
                     if shadow is not None:
                         await store.write_model_vocab(shadow.version, vocab_payload(shadow))
@@ -738,7 +914,17 @@ async def run_processor(
                     await kafka_io.start(consumer, settings.bootstrap)
                     readiness.redis_client, readiness.kafka_client = store.client, producer.client
                     closing.callback(setattr, readiness, "kafka_client", None)  # closed clients: not ready any more
-                    processor = Processor(settings, checkpoint, backends, consumer, producer, store, gate, metrics=metrics, shadow=shadowing)
+                    processor = Processor(
+                        settings,
+                        checkpoint,
+                        backends,
+                        consumer,
+                        producer,
+                        store,
+                        gate,
+                        metrics=metrics,
+                        shadow=shadowing,
+                    )
                     processor.out_partitions = sorted(await producer.partitions_for(settings.out_topic))
                     if shadow is not None and settings.shadow_topic:
                         processor.shadow_partitions = sorted(await producer.partitions_for(settings.shadow_topic))
@@ -751,8 +937,19 @@ async def run_processor(
         metrics.fleet_quality = store.read_quality
         closing.callback(setattr, metrics, "fleet_quality", None)
         closing.callback(setattr, readiness, "processor_problem", None)
-        log.info("processing %s -> %s with model %s (group %s, batch %d)", settings.in_topic, settings.out_topic, checkpoint.version, settings.group_id, settings.batch_size)
+        log.info(
+            "processing %s -> %s with model %s (group %s, batch %d)",
+            settings.in_topic,
+            settings.out_topic,
+            checkpoint.version,
+            settings.group_id,
+            settings.batch_size,
+        )
         if shadow is not None:
-            log.info("shadow model %s: stepped on the same events, scored online, outputs to %s", shadow.version, settings.shadow_topic or "nowhere")
+            log.info(
+                "shadow model %s: stepped on the same events, scored online, outputs to %s",
+                shadow.version,
+                settings.shadow_topic or "nowhere",
+            )
         await processor.run(stop)
     return ProcessorStats.of(metrics)

@@ -97,7 +97,12 @@ class Scores:
         per_decile_correct = self.correct.reshape(DECILES, -1).sum(axis=1)
         per_decile = per_decile_correct + self.wrong.reshape(DECILES, -1).sum(axis=1)
         calibration = [
-            {"bin": f"{k / DECILES:.1f}-{(k + 1) / DECILES:.1f}", "count": int(c), "mean_p": float(self.decile_p_sum[k] / c) if c else None, "observed": float(per_decile_correct[k] / c) if c else None}
+            {
+                "bin": f"{k / DECILES:.1f}-{(k + 1) / DECILES:.1f}",
+                "count": int(c),
+                "mean_p": float(self.decile_p_sum[k] / c) if c else None,
+                "observed": float(per_decile_correct[k] / c) if c else None,
+            }
             for k, c in enumerate(per_decile.tolist())
         ]
         return {

@@ -74,7 +74,7 @@ for i, key in ipairs(KEYS) do
   end
 end
 return refused
-"""
+"""  # noqa: E501 (the Lua script's fence condition: splitting it would change the script)
 
 # KEYS: one quality hash; ARGV: how many integer fields, then (field, increment) pairs, integers first.
 QUALITY_ADD = """
@@ -103,7 +103,8 @@ class ReplicasNotReached(redis.RedisError):
 
 
 class SentinelRedis(aioredis.Redis):
-    """The client of a Sentinel service's primary (``Sentinel.master_for``); closing it closes the Sentinel clients too."""
+    """The client of a Sentinel service's primary (``Sentinel.master_for``); closing it closes
+    the Sentinel clients too."""
 
     sentinels: Sentinel | None = None
 
@@ -137,10 +138,14 @@ def redis_client(url: str, *, cluster: bool = False, socket_timeout_s: float = 5
         # the cluster client keeps its own few retries: they follow MOVED/ASK and failovers
         return RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
     # no client-side retries: the processor's batch retry logs every failure
-    return aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
+    return aioredis.Redis.from_url(
+        url, retry=Retry(NoBackoff(), 0), socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+    )
 
 
-def redis_client_sync(url: str, *, cluster: bool = False, socket_timeout_s: float | None = None, connect_timeout_s: float | None = None) -> redis.Redis | redis.RedisCluster:
+def redis_client_sync(
+    url: str, *, cluster: bool = False, socket_timeout_s: float | None = None, connect_timeout_s: float | None = None
+) -> redis.Redis | redis.RedisCluster:
     """A blocking client for ``url``, for tools and tests outside an event loop (a launcher's PING, a
     suite's final read).  None: no timeout; ``connect_timeout_s`` None: as ``socket_timeout_s``.
     A ``redis+sentinel://`` URL gives the client of the service's primary, as ``redis_client``."""
@@ -148,15 +153,26 @@ def redis_client_sync(url: str, *, cluster: bool = False, socket_timeout_s: floa
         target = sentinel_target(url)
         timeouts = {"socket_timeout": socket_timeout_s, "socket_connect_timeout": connect_timeout_s or socket_timeout_s}
         sentinels = SyncSentinel(list(target.sentinels), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-        primary: redis.Redis = sentinels.master_for(target.service, db=target.db, username=target.username, password=target.password, ssl=target.tls, **timeouts)  # type: ignore[no-untyped-call]
+        primary: redis.Redis = sentinels.master_for(
+            target.service, db=target.db, username=target.username, password=target.password, ssl=target.tls, **timeouts
+        )  # type: ignore[no-untyped-call]
         return primary
     if cluster:
-        return redis.RedisCluster.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)
+        return redis.RedisCluster.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s
+        )
     return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=connect_timeout_s)
 
 
 class StudentStore:
-    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str, state_ttl_s: int = 0, min_replicas: int = 0, replica_timeout_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        prefix: str,
+        state_ttl_s: int = 0,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
+    ) -> None:
         self.client = client
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
@@ -214,7 +230,8 @@ class StudentStore:
         )
 
     def names(self, student_ids: Sequence[str], shadow: str | None) -> list[str]:
-        """The state keys of ``student_ids``: served states, or (``shadow``: a model version) that version's shadow states."""
+        """The state keys of ``student_ids``: served states, or (``shadow``: a model version)
+        that version's shadow states."""
         if shadow is None:
             return [keys.student_key(student_id, self.prefix) for student_id in student_ids]
         return [keys.shadow_key(student_id, shadow, self.prefix) for student_id in student_ids]
@@ -233,7 +250,9 @@ class StudentStore:
             return blobs
         return list(await self.client.mget(names))  # type: ignore[arg-type]  # bytes: the client does not decode
 
-    async def write_blobs(self, student_ids: Sequence[str], blobs: Sequence[bytes], events: Sequence[int], shadow: str | None = None) -> list[int]:
+    async def write_blobs(
+        self, student_ids: Sequence[str], blobs: Sequence[bytes], events: Sequence[int], shadow: str | None = None
+    ) -> list[int]:
         """Write each state whole under its own key, unless the stored state is as new or newer; the refused indexes.
 
         Fencing: a write carries the student's events applied, and the script (``FENCED_SET``)
@@ -275,7 +294,8 @@ class StudentStore:
         return refused
 
     async def fenced_set_and_wait(self, names: list[str], args: list[bytes | str | int]) -> list[int]:
-        """``FENCED_SET``, a PUBLISH, then WAIT, on one connection (one pipeline): the refused indexes, or ``ReplicasNotReached``.
+        """``FENCED_SET``, a PUBLISH, then WAIT, on one connection (one pipeline): the refused indexes, or
+        ``ReplicasNotReached``.
 
         WAIT waits for the replication offset of its connection's last write.  The PUBLISH
         (replicated, and no key) is that write even when the script writes nothing: a batch
@@ -296,7 +316,10 @@ class StudentStore:
                 await self.client.script_load(FENCED_SET)
                 continue
             if int(acknowledged) < self.min_replicas:
-                raise ReplicasNotReached(f"state writes reached {acknowledged} of {self.min_replicas} replicas within {self.replica_timeout_ms} ms")
+                raise ReplicasNotReached(
+                    f"state writes reached {acknowledged} of {self.min_replicas} replicas within "
+                    f"{self.replica_timeout_ms} ms"
+                )
             return [int(i) - 1 for i in results[0]] if results else []
         raise AssertionError("unreachable")
 
@@ -321,7 +344,9 @@ class StudentStore:
                 payload = await self.read_model_vocab(version.decode())
                 vocabularies[version] = list(payload["ids"]) if payload and "ids" in payload else None
                 questions[version] = list(payload.get("questions") or ()) if payload else None
-            states[student] = decode_state(blob, student, vocabularies.get(version), None, names, questions.get(version))
+            states[student] = decode_state(
+                blob, student, vocabularies.get(version), None, names, questions.get(version)
+            )
         return states
 
     async def quarantine(self, student_id: str, blob: bytes) -> None:
@@ -335,7 +360,8 @@ class StudentStore:
         await self.delete_if_same(keys=[keys.student_key(student_id, self.prefix)], args=[blob])
 
     async def delete(self, student_id: str) -> bool:
-        """Erase a student's state, and its shadow states of every model version served here; True when there was one."""
+        """Erase a student's state, and its shadow states of every model version served
+        here; True when there was one."""
         doomed = [keys.student_key(student_id, self.prefix)]
         async for key in self.client.scan_iter(match=keys.model_vocab_pattern(self.prefix), count=1000):
             version = keys.version_of_vocab_key(key.decode() if isinstance(key, bytes) else key, self.prefix)
@@ -349,21 +375,26 @@ class StudentStore:
         await self.client.set(keys.model_vocab_key(model_version, self.prefix), json.dumps(payload))
 
     async def read_model_vocab(self, model_version: str) -> dict[str, Any] | None:
-        """What ``write_model_vocab`` stored for ``model_version`` (None: nothing); ``StreamError`` if it is not JSON."""
+        """What ``write_model_vocab`` stored for ``model_version`` (None: nothing);
+        ``StreamError`` if it is not JSON."""
         raw = await self.client.get(keys.model_vocab_key(model_version, self.prefix))
         if raw is None:
             return None
         try:
             payload: dict[str, Any] = json.loads(raw)
         except ValueError:
-            raise StreamError(f"{keys.model_vocab_key(model_version, self.prefix)}: not a stream-kt vocabulary") from None
+            raise StreamError(
+                f"{keys.model_vocab_key(model_version, self.prefix)}: not a stream-kt vocabulary"
+            ) from None
         return payload
 
     async def add_quality(self, model_version: str, scores: Scores) -> None:
         """Add a batch's online quality counts to the model version's hash: one key, one script (cluster-safe)."""
         fields = scores.to_fields()
         ints: list[tuple[str, str | int]] = [(name, value) for name, value in fields.items() if isinstance(value, int)]
-        floats: list[tuple[str, str | int]] = [(name, repr(float(value))) for name, value in fields.items() if not isinstance(value, int)]
+        floats: list[tuple[str, str | int]] = [
+            (name, repr(float(value))) for name, value in fields.items() if not isinstance(value, int)
+        ]
         args: list[str | int] = [len(ints)]
         for name, value in ints + floats:
             args += [name, value]

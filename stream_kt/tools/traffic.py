@@ -57,13 +57,22 @@ async def send_in_order(
 
 
 class TopicReader:
-    """Every record of ``topics`` (one or a list) from the beginning, with no group; ``records`` keeps them (unless ``keep`` is False).
+    """Every record of ``topics`` (one or a list) from the beginning, with no group; ``records`` keeps them
+    (unless ``keep`` is False).
 
     ``options`` are aiokafka's consumer options (``kafka_io.make_reader``).  Usable as an
     async context manager.
     """
 
-    def __init__(self, bootstrap: str, topics: str | list[str], security: dict[str, Any] | None = None, *, keep: bool = True, **options: object) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: str | list[str],
+        security: dict[str, Any] | None = None,
+        *,
+        keep: bool = True,
+        **options: object,
+    ) -> None:
         self.bootstrap, self.topics, self.keep = bootstrap, [topics] if isinstance(topics, str) else list(topics), keep
         self.consumer = kafka_io.make_reader(bootstrap, self.topics, security, **options)
         self.records: list[ConsumerRecord] = []
@@ -95,7 +104,9 @@ class TopicReader:
             self.records.extend(new)
         return new
 
-    async def read_until(self, done: Callable[[list[ConsumerRecord]], bool], timeout_s: float = 60.0) -> list[ConsumerRecord]:
+    async def read_until(
+        self, done: Callable[[list[ConsumerRecord]], bool], timeout_s: float = 60.0
+    ) -> list[ConsumerRecord]:
         """Read until ``done(records)``; ``StreamError`` after ``timeout_s``."""
 
         async def read_done() -> bool:
@@ -104,12 +115,19 @@ class TopicReader:
             await self.read()
             return False
 
-        await until(read_done, timeout_s, lambda: f"{', '.join(self.topics)}: condition met ({len(self.records)} records)", poll_s=0)
+        await until(
+            read_done,
+            timeout_s,
+            lambda: f"{', '.join(self.topics)}: condition met ({len(self.records)} records)",
+            poll_s=0,
+        )
         return self.records
 
-    def read_in_background(self, on_records: Callable[[list[ConsumerRecord]], None], timeout_ms: int = 200, max_records: int = 5000) -> None:
-        """Read until ``stop``, handing each fetch to ``on_records``; a failed fetch (the broker restarting) is counted and
-        retried: the consumer reconnects and keeps its positions."""
+    def read_in_background(
+        self, on_records: Callable[[list[ConsumerRecord]], None], timeout_ms: int = 200, max_records: int = 5000
+    ) -> None:
+        """Read until ``stop``, handing each fetch to ``on_records``; a failed fetch (the broker restarting) is
+        counted and retried: the consumer reconnects and keeps its positions."""
 
         async def forever() -> None:
             while True:

@@ -48,12 +48,17 @@ class CompareSetup:
     options: dict[str, dict]
 
 
-def parse_setup(models: str, learning_rates: Sequence[tuple[str | None, float]], options: Sequence[tuple[str, object]], window: int) -> CompareSetup:
-    """Model list, per-model learning rates (``(None, lr)``: every model; else each model's own) and ``MODEL.KEY`` options, validated: a bad one is one clear error."""
+def parse_setup(
+    models: str, learning_rates: Sequence[tuple[str | None, float]], options: Sequence[tuple[str, object]], window: int
+) -> CompareSetup:
+    """Model list, per-model learning rates (``(None, lr)``: every model; else each model's own) and ``MODEL.KEY``
+    options, validated: a bad one is one clear error."""
     names = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown or not names:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(trainable_models())}")
+        raise ConfigError(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(trainable_models())}"
+        )
     for model in names:
         require_trainable(model)
     if window < 2:
@@ -79,7 +84,13 @@ def parse_setup(models: str, learning_rates: Sequence[tuple[str | None, float]],
     return CompareSetup(names, rates, {m: config_options(m, pairs[m]) for m in names})
 
 
-def make_splits(students: list[StudentSequence], held_out: list[StudentSequence] | None, folds: int, seeds: int, test_name: str | None) -> list[Split]:
+def make_splits(
+    students: list[StudentSequence],
+    held_out: list[StudentSequence] | None,
+    folds: int,
+    seeds: int,
+    test_name: str | None,
+) -> list[Split]:
     ids = [s.student_id for s in students]
     if held_out is not None:
         return [split_students(ids, seed, 0.1, 0.0, test_source=f"file:{test_name}") for seed in range(seeds)]
@@ -104,7 +115,11 @@ def step_cost_us(model: KTModel, batch_size: int, steps: int = 30, warmup: int =
         width = model.input_width  # skill sets: K skills an answer, as the stream would pass them
         items = torch.randint(0, num_items, (batch_size, width) if width > 1 else (batch_size,), generator=generator)
         correct = torch.randint(0, 2, (batch_size,), generator=generator)
-        questions = torch.randint(0, model.config.num_questions + 1, (batch_size,), generator=generator) if model.reads_questions else None
+        questions = (
+            torch.randint(0, model.config.num_questions + 1, (batch_size,), generator=generator)
+            if model.reads_questions
+            else None
+        )
         state = backend.step(state, items, correct, questions=questions).state
     return (time.perf_counter() - started) / (steps * batch_size) * 1e6
 
@@ -113,7 +128,11 @@ def summarise(runs: list[dict], step_costs: dict[str, float], models: list[str])
     summary = {}
     for name in models:
         mine = [r for r in runs if r["model"] == name]
-        row = {"runs": len(mine), "train_seconds": float(np.mean([r["train_seconds"] for r in mine])), "step_us_per_event": step_costs[name]}
+        row = {
+            "runs": len(mine),
+            "train_seconds": float(np.mean([r["train_seconds"] for r in mine])),
+            "step_us_per_event": step_costs[name],
+        }
         for key in REPORTED:
             values = np.array([r[key] for r in mine], dtype=np.float64)
             row[f"{key}_mean"], row[f"{key}_std"] = float(values.mean()), float(values.std())
@@ -126,12 +145,15 @@ def format_table(summary: dict[str, dict]) -> str:
     lines = [header, "-" * len(header)]
     for name, row in sorted(summary.items(), key=lambda kv: -kv[1]["auc_mean"]):
         cells = " ".join(f"{row[f'{k}_mean']:>8.4f} ± {row[f'{k}_std']:.4f}" for k in REPORTED)
-        lines.append(f"{name:<12} {cells} {row['train_seconds']:>9.1f} {row['step_us_per_event']:>9.1f} {row['runs']:>5}")
+        lines.append(
+            f"{name:<12} {cells} {row['train_seconds']:>9.1f} {row['step_us_per_event']:>9.1f} {row['runs']:>5}"
+        )
     return "\n".join(lines)
 
 
 def plot_auc(summary: dict[str, dict], path: Path, title: str, references: dict[str, float] | None = None) -> None:
-    """Bars of each model's held-out AUC (mean ± std), best first; ``references``: labelled horizontal lines (published figures, targets)."""
+    """Bars of each model's held-out AUC (mean ± std), best first; ``references``: labelled horizontal lines
+    (published figures, targets)."""
     extra("matplotlib", "compare's chart")
     import matplotlib
 
@@ -179,7 +201,8 @@ class CompareRun:
 
 
 def compare(setup: CompareSetup, run: CompareRun) -> dict:
-    """Train every model on every split, score it on the split's held-out students; the report (also ``out/compare.json``)."""
+    """Train every model on every split, score it on the split's held-out students; the report
+    (also ``out/compare.json``)."""
     students = load_students(run.data, run.fmt, run.item)
     held_out = load_students(run.test_data, run.fmt, run.item) if run.test_data else None
     splits = make_splits(students, held_out, run.folds, run.seeds, Path(run.test_data).name if run.test_data else None)
@@ -188,14 +211,28 @@ def compare(setup: CompareSetup, run: CompareRun) -> dict:
     names = item_names(students)
     runs: list[dict] = []
     step_costs: dict[str, float] = {}
-    protocol = f"held-out file {Path(run.test_data).name}, {run.seeds} seed(s)" if run.test_data else f"{run.folds}-fold by student, {run.seeds} seed(s)"
+    protocol = (
+        f"held-out file {Path(run.test_data).name}, {run.seeds} seed(s)"
+        if run.test_data
+        else f"{run.folds}-fold by student, {run.seeds} seed(s)"
+    )
     prepared: list[tuple[Split, Vocabulary, list[EncodedSequence], list[EncodedSequence], list[EncodedSequence]]] = []
     for split in splits:
         train_students, valid_students = [by_id[i] for i in split.train], [by_id[i] for i in split.valid]
         # the vocabulary comes from training and validation students only, as in `train`
-        vocab = Vocabulary.build(train_students + valid_students, run.item, names, skills=run.skills, questions=run.questions)
+        vocab = Vocabulary.build(
+            train_students + valid_students, run.item, names, skills=run.skills, questions=run.questions
+        )
         test_students = held_out if held_out is not None else [by_id[i] for i in split.test]
-        prepared.append((split, vocab, [vocab.encode(s) for s in train_students], [vocab.encode(s) for s in valid_students], [vocab.encode(s) for s in test_students]))
+        prepared.append(
+            (
+                split,
+                vocab,
+                [vocab.encode(s) for s in train_students],
+                [vocab.encode(s) for s in valid_students],
+                [vocab.encode(s) for s in test_students],
+            )
+        )
     bar = progress_bar(total=len(splits) * len(setup.models), desc="compare", unit="run", file=sys.stderr)
     # model by model: an interrupted comparison still has every split of the models it finished
     for name in setup.models:
@@ -217,7 +254,9 @@ def compare(setup: CompareSetup, run: CompareRun) -> dict:
                 "n": metrics["n"], **{k: metrics[k] for k in REPORTED},
             })  # fmt: skip
             # after every run, so a long comparison cut short keeps what it measured
-            (out / "compare_runs.json").write_text(json.dumps({"data": str(run.data), "protocol": protocol, "runs": runs}, indent=2))
+            (out / "compare_runs.json").write_text(
+                json.dumps({"data": str(run.data), "protocol": protocol, "runs": runs}, indent=2)
+            )
             bar.update()
     bar.close()
     summary = summarise(runs, step_costs, setup.models)

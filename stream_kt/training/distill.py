@@ -75,7 +75,8 @@ from stream_kt.training.train import TrainConfig, early_stopped, fresh_model, gr
 # DKT+ alone stops at 11-14
 DISTILL_EPOCHS = 150
 TARGET_DTYPE = np.float16  # cached teacher probabilities: three significant digits are plenty for a target
-TEACHER_CHUNK = 64  # students stepped together for teacher mastery: boosted trees cost 2.5x less per event at 64 rows than at 256 (cache)
+# students stepped together for teacher mastery: boosted trees cost 2.5x less per event at 64 rows than at 256 (cache)
+TEACHER_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,12 @@ def teacher_mastery(teacher: KTModel, sequences: Sequence[EncodedSequence], prog
             students = [sequences[i] for i in rows[:active]]
             items = torch.tensor(np.array([s.items[t] for s in students]))
             correct = torch.tensor(np.array([s.correct[t] for s in students]))
-            times = torch.tensor(np.array([np.zeros(2, np.float32) if s.times is None else s.times[t] for s in students]))
-            questions = None if students[0].questions is None else torch.tensor(np.array([s.questions[t] for s in students]))  # type: ignore[index]
+            times = torch.tensor(
+                np.array([np.zeros(2, np.float32) if s.times is None else s.times[t] for s in students])
+            )
+            questions = (
+                None if students[0].questions is None else torch.tensor(np.array([s.questions[t] for s in students]))  # type: ignore[index]
+            )
             step = teacher.step({k: v[:active] for k, v in state.items()}, items, correct, times, questions)
             for k, v in step.state.items():
                 state[k][:active] = v
@@ -158,29 +163,47 @@ def _read_cache(path: Path, sequences: Sequence[EncodedSequence]) -> dict[str, n
         return dict(zip(ids, np.split(cached["mastery"], np.cumsum(lengths)[:-1])))
 
 
-def _write_cache(path: Path, teacher_version: str, sequences: Sequence[EncodedSequence], mastery: dict[str, np.ndarray]) -> None:
-    """Whole or not at all (a temporary file renamed), so an interrupted run leaves nothing half-written to be read later."""
+def _write_cache(
+    path: Path, teacher_version: str, sequences: Sequence[EncodedSequence], mastery: dict[str, np.ndarray]
+) -> None:
+    """Whole or not at all (a temporary file renamed), so an interrupted run leaves nothing
+    half-written to be read later."""
     ordered = [mastery[s.student_id] for s in sequences]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         with open(partial, "wb") as f:
-            np.savez(f, mastery=np.concatenate(ordered), lengths=np.array([len(m) for m in ordered]), student_ids=np.array([s.student_id for s in sequences]), teacher_version=np.array(teacher_version))
+            np.savez(
+                f,
+                mastery=np.concatenate(ordered),
+                lengths=np.array([len(m) for m in ordered]),
+                student_ids=np.array([s.student_id for s in sequences]),
+                teacher_version=np.array(teacher_version),
+            )
         os.replace(partial, path)
     except OSError as exc:
         raise DataError(f"{path}: cannot write the teacher cache ({exc.strerror})") from None
 
 
-def cached_teacher_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequence], cache_dir: str | Path, progress: bool = False) -> tuple[dict[str, np.ndarray], Path]:
+def cached_teacher_mastery(
+    teacher: Checkpoint, sequences: Sequence[EncodedSequence], cache_dir: str | Path, progress: bool = False
+) -> tuple[dict[str, np.ndarray], Path]:
     """``teacher_mastery`` by student id, read from ``cache_dir`` or computed once and written there.
 
     The file is named by the teacher's version and a hash of the students' answers.
     """
     path = Path(cache_dir) / f"{teacher.version}-{_students_key(sequences)}.npz"
-    return _cached(path, teacher.version, sequences, lambda: dict(zip((s.student_id for s in sequences), teacher_mastery(teacher.model, sequences, progress)))), path
+    return _cached(
+        path,
+        teacher.version,
+        sequences,
+        lambda: dict(zip((s.student_id for s in sequences), teacher_mastery(teacher.model, sequences, progress))),
+    ), path
 
 
-def _cached(path: Path, teacher_version: str, sequences: Sequence[EncodedSequence], compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def _cached(
+    path: Path, teacher_version: str, sequences: Sequence[EncodedSequence], compute: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """The targets cached at ``path`` for exactly these students, else ``compute()``'s, written there."""
     mastery = _read_cache(path, sequences)
     if mastery is None:
@@ -196,7 +219,9 @@ def folds_of(sequences: Sequence[EncodedSequence], folds: int, seed: int) -> dic
     return {sid: i % folds for i, sid in enumerate(ids)}
 
 
-def cross_fitted_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: str | Path, progress: bool = False) -> tuple[dict[str, np.ndarray], Path]:
+def cross_fitted_mastery(
+    teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: str | Path, progress: bool = False
+) -> tuple[dict[str, np.ndarray], Path]:
     """Teacher mastery of each student from the teacher's recipe retrained without that student's fold.
 
     Each fold's teacher (``retrained``) is a checkpoint under ``cache_dir`` (reused if
@@ -205,11 +230,19 @@ def cross_fitted_mastery(teacher: Checkpoint, sequences: Sequence[EncodedSequenc
     """
     key = f"{teacher.version}-{_students_key(sequences)}-cv{folds}"
     path = Path(cache_dir) / f"{key}.npz"
-    return _cached(path, teacher.version, sequences, lambda: _fold_targets(teacher, sequences, folds, Path(cache_dir), key, progress)), path
+    return _cached(
+        path,
+        teacher.version,
+        sequences,
+        lambda: _fold_targets(teacher, sequences, folds, Path(cache_dir), key, progress),
+    ), path
 
 
-def _fold_targets(teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: Path, key: str, progress: bool) -> dict[str, np.ndarray]:
-    """Each student's targets from the fold teacher that never saw them; fold k's teacher and its targets in ``cache_dir/{key}-fold{k}``."""
+def _fold_targets(
+    teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: Path, key: str, progress: bool
+) -> dict[str, np.ndarray]:
+    """Each student's targets from the fold teacher that never saw them; fold k's teacher and its targets in
+    ``cache_dir/{key}-fold{k}``."""
     fold = folds_of(sequences, folds, teacher.split.seed)
     mastery: dict[str, np.ndarray] = {}
     for k in range(folds):
@@ -222,44 +255,64 @@ def _fold_targets(teacher: Checkpoint, sequences: Sequence[EncodedSequence], fol
             fold_teacher = retrained(teacher, inside, fold_dir, progress)
         if set(fold_teacher.split.train) & {s.student_id for s in outside}:
             raise CheckpointError(f"{fold_dir}: trained on students of the fold it must predict; delete it")
-        fold_targets, _ = cached_teacher_mastery(fold_teacher, outside, fold_dir, progress)  # a run cut short resumes at its fold
+        fold_targets, _ = cached_teacher_mastery(
+            fold_teacher, outside, fold_dir, progress
+        )  # a run cut short resumes at its fold
         mastery.update(fold_targets)
     return mastery
 
 
-def retrained(teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = False) -> Checkpoint:
-    """``teacher``'s recipe trained again on ``students`` only: each member (an ensemble) for the epochs (trees) validation picked, the same weights."""
+def retrained(
+    teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = False
+) -> Checkpoint:
+    """``teacher``'s recipe trained again on ``students`` only: each member (an ensemble) for the epochs (trees)
+    validation picked, the same weights."""
     if not isinstance(teacher.model, Ensemble):
         return _retrained_model(teacher, students, Path(out_dir), progress)
     members = []
     for i, source in enumerate(teacher.train_config.get("ensemble_of", [])):
         member = load_checkpoint(source["checkpoint"])
         if member.version != source["version"]:
-            raise CheckpointError(f"{source['checkpoint']}: holds {member.version} now, the ensemble was built from {source['version']}")
-        members.append(_retrained_model(member, students, Path(out_dir) / "members" / f"{i}-{member.model.name}", progress))
+            raise CheckpointError(
+                f"{source['checkpoint']}: holds {member.version} now, the ensemble was built from {source['version']}"
+            )
+        members.append(
+            _retrained_model(member, students, Path(out_dir) / "members" / f"{i}-{member.model.name}", progress)
+        )
     return save_ensemble(out_dir, members, tuple(teacher.model.weights.tolist()))
 
 
-def _retrained_model(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: Path, progress: bool) -> Checkpoint:
+def _retrained_model(
+    checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: Path, progress: bool
+) -> Checkpoint:
     # a refit checkpoint's epoch count was chosen for the early-stopped one it was refit from: retrain that recipe
     if checkpoint.split.valid:
         early = checkpoint
     elif "refit_of" in checkpoint.metrics:
         early = load_checkpoint(checkpoint.metrics["refit_of"]["checkpoint"])
     else:
-        raise CheckpointError(f"{checkpoint.path}: neither early-stopped nor a refit: no epoch count chosen on validation to retrain it with")
+        raise CheckpointError(
+            f"{checkpoint.path}: neither early-stopped nor a refit: no epoch count chosen on "
+            "validation to retrain it with"
+        )
     split = replace(checkpoint.split, train=tuple(s.student_id for s in students), valid=())
-    return refit(early, students, out_dir, progress, seed=int(checkpoint.train_config.get("seed", early.split.seed)), split=split)
+    return refit(
+        early, students, out_dir, progress, seed=int(checkpoint.train_config.get("seed", early.split.seed)), split=split
+    )
 
 
-def teacher_targets(teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: str | Path, progress: bool) -> tuple[dict[str, np.ndarray], Path]:
+def teacher_targets(
+    teacher: Checkpoint, sequences: Sequence[EncodedSequence], folds: int, cache_dir: str | Path, progress: bool
+) -> tuple[dict[str, np.ndarray], Path]:
     if folds >= 2:
         return cross_fitted_mastery(teacher, sequences, folds, cache_dir, progress)
     return cached_teacher_mastery(teacher, sequences, cache_dir, progress)
 
 
 # ---- 2. the loss ----------------------------------------------------------------
-def soft_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """KL(teacher || student) of the mastery vectors, summed over items, averaged over real interactions, times T^2.
 
     ``student_logits`` and ``teacher_probs`` (B, T, V), ``mask`` (B, T).  Each item's
@@ -283,7 +336,17 @@ def padded_targets(targets: Sequence[np.ndarray], width: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _distill_epoch(model: KTModel, optimizer: torch.optim.Optimizer, windows: list[Window], targets: list[np.ndarray], config: TrainConfig, alpha: float, temperature: float, epoch: int, progress: bool) -> dict:
+def _distill_epoch(
+    model: KTModel,
+    optimizer: torch.optim.Optimizer,
+    windows: list[Window],
+    targets: list[np.ndarray],
+    config: TrainConfig,
+    alpha: float,
+    temperature: float,
+    epoch: int,
+    progress: bool,
+) -> dict:
     """One pass over the shuffled windows (the same order ``train`` would use) on the mixed loss."""
     own_losses, soft_losses = [], []
 
@@ -302,7 +365,9 @@ def _distill_epoch(model: KTModel, optimizer: torch.optim.Optimizer, windows: li
     return {**stats, "own_loss": float(np.mean(own_losses)), "soft_loss": float(np.mean(soft_losses))}
 
 
-def _windows_and_targets(sequences: Sequence[EncodedSequence], mastery: dict[str, np.ndarray], window: int) -> tuple[list[Window], list[np.ndarray]]:
+def _windows_and_targets(
+    sequences: Sequence[EncodedSequence], mastery: dict[str, np.ndarray], window: int
+) -> tuple[list[Window], list[np.ndarray]]:
     windows = cut_windows(sequences, window)
     return windows, [mastery[w.student_id][w.start : w.start + len(w.items)] for w in windows]
 
@@ -310,7 +375,10 @@ def _windows_and_targets(sequences: Sequence[EncodedSequence], mastery: dict[str
 # ---- 3. validation chooses ------------------------------------------------------
 def _check_students(sequences: Sequence[EncodedSequence], ids: Sequence[str], what: str) -> None:
     if sorted(s.student_id for s in sequences) != sorted(ids):
-        raise DataError(f"the students given are not the {what} ({len(sequences)} given, {len(ids)} expected): read them from the file it was trained on")
+        raise DataError(
+            f"the students given are not the {what} ({len(sequences)} given, {len(ids)} expected): "
+            "read them from the file it was trained on"
+        )
 
 
 def teacher_record(teacher: Checkpoint) -> dict:
@@ -335,7 +403,10 @@ def distill(
     validation AUC in its metrics.
     """
     if not teacher.split.valid:
-        raise CheckpointError(f"{teacher.path}: has no validation students to choose epochs and alpha (a refit?); distill from the early-stopped teacher, then refit the student with --teacher {teacher.path}")
+        raise CheckpointError(
+            f"{teacher.path}: has no validation students to choose epochs and alpha (a refit?); "
+            f"distill from the early-stopped teacher, then refit the student with --teacher {teacher.path}"
+        )
     _check_students(train_sequences, teacher.split.train, f"training students of {teacher.path}")
     _check_students(valid_sequences, teacher.split.valid, f"validation students of {teacher.path}")
     if not distillable(model_class(config.model)):
@@ -350,7 +421,9 @@ def distill(
         optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate))
         metrics = early_stopped(
             model,
-            lambda epoch: _distill_epoch(model, optimizer, windows, targets, config, alpha, settings.temperature, epoch, progress),
+            lambda epoch: _distill_epoch(
+                model, optimizer, windows, targets, config, alpha, settings.temperature, epoch, progress
+            ),
             valid_sequences,
             config,
             progress,
@@ -361,13 +434,40 @@ def distill(
             best = (alpha, model, metrics)
     assert best is not None
     alpha, model, metrics = best
-    recipe = {"teacher": teacher_record(teacher), "alpha": alpha, "temperature": settings.temperature, "folds": settings.folds}
-    metrics.update(train_windows=len(windows), teacher_seconds=teacher_seconds, teacher_cache=str(cache), distill={**recipe, "candidates": candidates})
-    return _save(out_dir, model, teacher.vocab, teacher.split, config, recipe, metrics, f"{config.model} distilled from {teacher.version}: {len(train_sequences)} training students")
+    recipe = {
+        "teacher": teacher_record(teacher),
+        "alpha": alpha,
+        "temperature": settings.temperature,
+        "folds": settings.folds,
+    }
+    metrics.update(
+        train_windows=len(windows),
+        teacher_seconds=teacher_seconds,
+        teacher_cache=str(cache),
+        distill={**recipe, "candidates": candidates},
+    )
+    return _save(
+        out_dir,
+        model,
+        teacher.vocab,
+        teacher.split,
+        config,
+        recipe,
+        metrics,
+        f"{config.model} distilled from {teacher.version}: {len(train_sequences)} training students",
+    )
 
 
 # ---- 4. refit -------------------------------------------------------------------
-def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, cache_dir: str | Path, progress: bool = True, seed: int | None = None) -> Checkpoint:
+def refit_distilled(
+    distilled: Checkpoint,
+    teacher: Checkpoint,
+    students: Sequence[EncodedSequence],
+    out_dir: str | Path,
+    cache_dir: str | Path,
+    progress: bool = True,
+    seed: int | None = None,
+) -> Checkpoint:
     """A fresh student of ``distilled``'s model trained on its training plus validation ``students``.
 
     ``teacher`` is the distilled checkpoint's teacher refit on exactly those students
@@ -380,12 +480,20 @@ def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequen
     if not recipe:
         raise CheckpointError(f"{distilled.path}: was not distilled; refit it without --teacher")
     if epochs < 1 or not distilled.split.valid:
-        raise CheckpointError(f"{distilled.path}: not an early-stopped student (no validation students or epoch count to refit with)")
+        raise CheckpointError(
+            f"{distilled.path}: not an early-stopped student (no validation students or epoch count to refit with)"
+        )
     ids = distilled.split.train + distilled.split.valid
     _check_students(students, ids, f"training and validation students of {distilled.path}")
     if teacher.split.valid or sorted(teacher.split.train) != sorted(ids):
-        raise CheckpointError(f"{teacher.path}: was not trained on exactly the student's {len(ids)} training and validation students; give the teacher refit on them (stream-kt refit --checkpoint {recipe['teacher']['checkpoint']})")
-    if teacher.vocab.ids != distilled.vocab.ids or (teacher.split.test, teacher.split.test_source) != (distilled.split.test, distilled.split.test_source):
+        raise CheckpointError(
+            f"{teacher.path}: was not trained on exactly the student's {len(ids)} training and validation students; "
+            f"give the teacher refit on them (stream-kt refit --checkpoint {recipe['teacher']['checkpoint']})"
+        )
+    if teacher.vocab.ids != distilled.vocab.ids or (teacher.split.test, teacher.split.test_source) != (
+        distilled.split.test,
+        distilled.split.test_source,
+    ):
         raise CheckpointError(f"{teacher.path}: another vocabulary or other held-out students than {distilled.path}")
     config = train_config_of(distilled, seed)
     alpha, temperature, folds = float(recipe["alpha"]), float(recipe["temperature"]), int(recipe.get("folds", 1))
@@ -397,11 +505,22 @@ def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequen
     optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate))
     started = time.perf_counter()
     history = [
-        {"epoch": epoch, **_distill_epoch(model, optimizer, windows, targets, config, alpha, temperature, epoch, progress)}
-        for epoch in progress_bar(range(1, epochs + 1), desc=f"refit distilled {config.model}", unit="epoch", disable=not progress)
+        {
+            "epoch": epoch,
+            **_distill_epoch(model, optimizer, windows, targets, config, alpha, temperature, epoch, progress),
+        }
+        for epoch in progress_bar(
+            range(1, epochs + 1), desc=f"refit distilled {config.model}", unit="epoch", disable=not progress
+        )
     ]
     model.eval()
-    refit_recipe = {"teacher": teacher_record(teacher), "alpha": alpha, "temperature": temperature, "folds": folds, "chosen_with_teacher": recipe["teacher"]}
+    refit_recipe = {
+        "teacher": teacher_record(teacher),
+        "alpha": alpha,
+        "temperature": temperature,
+        "folds": folds,
+        "chosen_with_teacher": recipe["teacher"],
+    }
     metrics = {
         "best_epoch": epochs,
         "train_windows": len(windows),
@@ -409,30 +528,84 @@ def refit_distilled(distilled: Checkpoint, teacher: Checkpoint, students: Sequen
         "seconds_per_epoch": (time.perf_counter() - started) / epochs,
         "teacher_seconds": teacher_seconds,
         "teacher_cache": str(cache),
-        "refit_of": {"checkpoint": str(distilled.path), "version": distilled.version, "valid_auc": distilled.metrics.get("valid_auc")},
+        "refit_of": {
+            "checkpoint": str(distilled.path),
+            "version": distilled.version,
+            "valid_auc": distilled.metrics.get("valid_auc"),
+        },
         "distill": refit_recipe,
     }
     split = replace(distilled.split, train=ids, valid=())
-    return _save(out_dir, model, distilled.vocab, split, config, refit_recipe, metrics, f"{config.model} refit, distilled from {teacher.version}: {len(students)} students")
+    return _save(
+        out_dir,
+        model,
+        distilled.vocab,
+        split,
+        config,
+        refit_recipe,
+        metrics,
+        f"{config.model} refit, distilled from {teacher.version}: {len(students)} students",
+    )
 
 
-def _save(out_dir: str | Path, model: KTModel, vocab: Vocabulary, split: Split, config: TrainConfig, recipe: dict, metrics: dict, title: str) -> Checkpoint:
+def _save(
+    out_dir: str | Path,
+    model: KTModel,
+    vocab: Vocabulary,
+    split: Split,
+    config: TrainConfig,
+    recipe: dict,
+    metrics: dict,
+    title: str,
+) -> Checkpoint:
     """An ordinary checkpoint of the student; the recipe (teacher, alpha, temperature) sits in its training settings."""
     checkpoint = save_checkpoint(out_dir, model, vocab, split, {**asdict(config), "distill": recipe}, metrics)
     plot_learning_curves(metrics["history"], Path(out_dir) / "learning_curves.png", title)
     return checkpoint
 
 
-def distill_from_file(teacher: Checkpoint, data: str, fmt: str, test_data: str | None, config: TrainConfig, settings: DistillSettings, out_dir: str | Path, cache_dir: str | Path) -> Checkpoint:
+def distill_from_file(
+    teacher: Checkpoint,
+    data: str,
+    fmt: str,
+    test_data: str | None,
+    config: TrainConfig,
+    settings: DistillSettings,
+    out_dir: str | Path,
+    cache_dir: str | Path,
+) -> Checkpoint:
     """``distill`` on the teacher's own training and validation students, read from its training file ``data``;
-    the held-out students (``test_data``, else those the teacher's split held out of ``data``) are scored, never trained on."""
+    the held-out students (``test_data``, else those the teacher's split held out of ``data``) are scored, never
+    trained on."""
     item = teacher.vocab.item_column
     train, valid = (students_of(data, fmt, item, ids) for ids in (teacher.split.train, teacher.split.valid))
     if len(train) < len(teacher.split.train) or len(valid) < len(teacher.split.valid):
-        raise DataError(f"{data}: holds {len(train) + len(valid)} of {teacher.path}'s {len(teacher.split.train) + len(teacher.split.valid)} training and validation students; give the file it was trained on")
-    print(f"distil {teacher.model.name} {teacher.version} into {config.model}: {len(train)} training, {len(valid)} validation students; alpha {', '.join(f'{a:g}' for a in settings.alphas)}", file=sys.stderr)
-    student = distill(teacher, [teacher.vocab.encode(s) for s in train], [teacher.vocab.encode(s) for s in valid], config, settings, out_dir, cache_dir)
-    held_out = load_students(test_data, fmt, item) if test_data else students_of(data, fmt, item, teacher.split.test) if teacher.split.test else []
+        raise DataError(
+            f"{data}: holds {len(train) + len(valid)} of {teacher.path}'s "
+            f"{len(teacher.split.train) + len(teacher.split.valid)} training and validation students; "
+            "give the file it was trained on"
+        )
+    print(
+        f"distil {teacher.model.name} {teacher.version} into {config.model}: {len(train)} training, "
+        f"{len(valid)} validation students; alpha {', '.join(f'{a:g}' for a in settings.alphas)}",
+        file=sys.stderr,
+    )
+    student = distill(
+        teacher,
+        [teacher.vocab.encode(s) for s in train],
+        [teacher.vocab.encode(s) for s in valid],
+        config,
+        settings,
+        out_dir,
+        cache_dir,
+    )
+    held_out = (
+        load_students(test_data, fmt, item)
+        if test_data
+        else students_of(data, fmt, item, teacher.split.test)
+        if teacher.split.test
+        else []
+    )
     if held_out:
         student.metrics["test"] = evaluate(student.model, [student.vocab.encode(s) for s in held_out], progress=True)
         write_metrics(student)

@@ -29,7 +29,9 @@ from stream_kt.training.prepare import load_students, students_of
 
 
 @torch.no_grad()
-def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict_sequences(
+    model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 32, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) for every scored answer, students in the given order."""
     was_training = model.training
     model.eval()
@@ -53,7 +55,12 @@ def predict_sequences(model: KTModel, sequences: Sequence[EncodedSequence], batc
     return labels, probs
 
 
-def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: bool = False, flagged: Sequence[np.ndarray] | None = None) -> dict:
+def evaluate(
+    model: KTModel,
+    sequences: Sequence[EncodedSequence],
+    progress: bool = False,
+    flagged: Sequence[np.ndarray] | None = None,
+) -> dict:
     """Metrics over every scored answer; with ``flagged`` (a bool per position of each sequence, ``flagged_positions``)
     also without the flagged answers (``auc_unflagged``) and on them alone (``auc_flagged``)."""
     labels, probs = predict_sequences(model, sequences, progress=progress)
@@ -62,21 +69,34 @@ def evaluate(model: KTModel, sequences: Sequence[EncodedSequence], progress: boo
     metrics["n_unknown"] = int(sum(s.n_unknown for s in sequences))
     if flagged is not None:
         metrics.update(split_by_flags(sequences, flagged, labels, probs))
-    metrics.update(model.extra_metrics(sequences))  # a model's own scores beyond next-answer prediction (DKT+: consistency)
+    metrics.update(
+        model.extra_metrics(sequences)
+    )  # a model's own scores beyond next-answer prediction (DKT+: consistency)
     return metrics
 
 
-def split_by_flags(sequences: Sequence[EncodedSequence], flagged: Sequence[np.ndarray], labels: np.ndarray, probs: np.ndarray) -> dict:
+def split_by_flags(
+    sequences: Sequence[EncodedSequence], flagged: Sequence[np.ndarray], labels: np.ndarray, probs: np.ndarray
+) -> dict:
     """AUC without and on the flagged answers, ``labels`` and ``probs`` as ``predict_sequences`` orders them."""
-    parts = [np.asarray(f, bool)[1:] for s, f in zip(sequences, flagged) if len(s) >= 2]  # every answer but each student's first is scored
+    parts = [
+        np.asarray(f, bool)[1:] for s, f in zip(sequences, flagged) if len(s) >= 2
+    ]  # every answer but each student's first is scored
     mask = np.concatenate(parts) if parts else np.zeros(0, bool)
     if len(mask) != len(labels):
         raise ValueError(f"{len(mask)} flags for {len(labels)} scored answers")
     clean, leaky = binary_metrics(labels[~mask], probs[~mask]), binary_metrics(labels[mask], probs[mask])
-    return {"auc_unflagged": clean["auc"], "n_unflagged": clean["n"], "auc_flagged": leaky["auc"], "n_flagged": leaky["n"]}
+    return {
+        "auc_unflagged": clean["auc"],
+        "n_unflagged": clean["n"],
+        "auc_flagged": leaky["auc"],
+        "n_flagged": leaky["n"],
+    }
 
 
-def flagged_positions(vocab: Vocabulary, students: Sequence[StudentSequence], signature: RepeatSignature) -> list[np.ndarray]:
+def flagged_positions(
+    vocab: Vocabulary, students: Sequence[StudentSequence], signature: RepeatSignature
+) -> list[np.ndarray]:
     """Per student, the positions ``signature`` flags (``stream-kt audit``'s multi-skill repeats), aligned with
     ``vocab.encode(student)``: positions on items the vocabulary lacks are dropped as encoding drops them."""
     out = []
@@ -86,8 +106,11 @@ def flagged_positions(vocab: Vocabulary, students: Sequence[StudentSequence], si
     return out
 
 
-def held_out_students(checkpoint: Checkpoint, test_data: str | None, data: str | None, fmt: str) -> tuple[list[StudentSequence], str]:
-    """The students to score and where they came from: a test file, or the checkpoint's held-out students of ``data``."""
+def held_out_students(
+    checkpoint: Checkpoint, test_data: str | None, data: str | None, fmt: str
+) -> tuple[list[StudentSequence], str]:
+    """The students to score and where they came from: a test file, or the checkpoint's
+    held-out students of ``data``."""
     item = checkpoint.vocab.item_column
     if test_data:
         return load_students(test_data, fmt, item), test_data
@@ -95,7 +118,9 @@ def held_out_students(checkpoint: Checkpoint, test_data: str | None, data: str |
         raise DataError("evaluate needs --test-data PATH (or --data PATH to score the checkpoint's held-out students)")
     held_out = checkpoint.split.test
     if not held_out:
-        raise DataError(f"{checkpoint.path} held out a separate file ({checkpoint.split.test_source}): pass it with --test-data")
+        raise DataError(
+            f"{checkpoint.path} held out a separate file ({checkpoint.split.test_source}): pass it with --test-data"
+        )
     students = students_of(data, fmt, item, held_out)
     if not students:
         raise DataError(f"{data}: none of the checkpoint's {len(held_out)} held-out students are in this file")

@@ -31,4 +31,6 @@ def fitter_of(model: KTModel) -> Fitter:
     try:
         return FITTERS[type(model)]
     except KeyError:
-        raise ConfigError(f"{model.name} is not trained by gradient descent and no fitter is registered for it") from None
+        raise ConfigError(
+            f"{model.name} is not trained by gradient descent and no fitter is registered for it"
+        ) from None

@@ -26,7 +26,9 @@ def event_times(sequence: EncodedSequence, t: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def streamed_predictions(model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def streamed_predictions(
+    model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 64, progress: bool = False
+) -> np.ndarray:
     """P(correct) streamed for every answer but each student's first, in ``predict_sequences``' order."""
     backend = make_backend("eager", model, batch_size)
     # longest first, so the students still answering at step t are always the first rows
@@ -40,8 +42,14 @@ def streamed_predictions(model: KTModel, sequences: Sequence[EncodedSequence], b
         items = torch.from_numpy(np.array([sequences[i].items[t] for i in order[:active]]))  # (n,) or (n, K) skill sets
         correct = torch.tensor([sequences[i].correct[t] for i in order[:active]])
         times = torch.tensor(np.array([event_times(sequences[i], t) for i in order[:active]]))
-        questions = None if sequences[order[0]].questions is None else torch.tensor([sequences[i].questions[t] for i in order[:active]])  # type: ignore[index]
-        out = backend.step({k: torch.from_numpy(v[:active]) for k, v in state.items()}, items, correct, times, questions)
+        questions = (
+            None
+            if sequences[order[0]].questions is None
+            else torch.tensor([sequences[i].questions[t] for i in order[:active]])  # type: ignore[index]
+        )
+        out = backend.step(
+            {k: torch.from_numpy(v[:active]) for k, v in state.items()}, items, correct, times, questions
+        )
         for k, v in out.state.items():  # what the stream writes back: float32 rows
             state[k][:active] = v.numpy().astype(np.float32)
         if t >= 1:
@@ -51,7 +59,9 @@ def streamed_predictions(model: KTModel, sequences: Sequence[EncodedSequence], b
     return np.concatenate([by_student[i] for i in sorted(by_student)]) if by_student else np.zeros(0, np.float32)
 
 
-def parity_max_abs_diff(model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 64, progress: bool = False) -> float:
+def parity_max_abs_diff(
+    model: KTModel, sequences: Sequence[EncodedSequence], batch_size: int = 64, progress: bool = False
+) -> float:
     """max |streamed - offline| P(correct) over every scored answer (0.0 when nothing is scored)."""
     _, offline = predict_sequences(model, sequences, progress=progress)
     streamed = streamed_predictions(model, sequences, batch_size, progress)

@@ -20,6 +20,7 @@ def plot_learning_curves(history: list[dict], path: Path, title: str) -> None:
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     epochs = [h["epoch"] for h in history]
     validated = all("valid_auc" in h for h in history)
     fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(10 if validated else 5, 4), squeeze=False)

@@ -49,11 +49,16 @@ def students_of(data: str | Path, fmt: str, item: str, ids: Sequence[str]) -> li
     return [s for s in load_students(data, fmt, item) if s.student_id in wanted]
 
 
-def all_students_of(data: str | Path, fmt: str, item: str, ids: Sequence[str], source: str | Path, what: str) -> list[StudentSequence]:
+def all_students_of(
+    data: str | Path, fmt: str, item: str, ids: Sequence[str], source: str | Path, what: str
+) -> list[StudentSequence]:
     """``students_of``, and a ``DataError`` naming ``source`` when ``data`` lacks any of them (the wrong file)."""
     students = students_of(data, fmt, item, ids)
     if len(students) < len(ids):
-        raise DataError(f"{data}: {len(ids) - len(students)} of {source}'s {len(ids)} {what} students are not in it; give the file it was trained on")
+        raise DataError(
+            f"{data}: {len(ids) - len(students)} of {source}'s {len(ids)} {what} students are not in it; "
+            "give the file it was trained on"
+        )
     return students
 
 
@@ -67,7 +72,15 @@ class Prepared:
 
 
 def prepare(
-    data: str | Path, fmt: str, item: str, test_data: str | Path | None, seed: int, valid_fraction: float = 0.1, test_fraction: float = 0.2, skills: str = "combined", questions: bool = False
+    data: str | Path,
+    fmt: str,
+    item: str,
+    test_data: str | Path | None,
+    seed: int,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    skills: str = "combined",
+    questions: bool = False,
 ) -> Prepared:
     """Split ``data`` by student (held-out students from ``test_data`` when given) and encode.
 
@@ -78,7 +91,9 @@ def prepare(
     students = load_students(data, fmt, item)
     if test_data is not None:
         held_out = load_students(test_data, fmt, item)
-        split = split_students([s.student_id for s in students], seed, valid_fraction, 0.0, test_source=f"file:{Path(test_data).name}")
+        split = split_students(
+            [s.student_id for s in students], seed, valid_fraction, 0.0, test_source=f"file:{Path(test_data).name}"
+        )
     else:
         split = split_students([s.student_id for s in students], seed, valid_fraction, test_fraction)
         held_out = []
@@ -87,6 +102,14 @@ def prepare(
     valid_students = [by_id[i] for i in split.valid]
     if not train_students or not valid_students:
         raise DataError(f"{data}: {len(students)} students are too few to split into training and validation")
-    vocab = Vocabulary.build(train_students + valid_students, item, item_names(students), skills=skills, questions=questions)
+    vocab = Vocabulary.build(
+        train_students + valid_students, item, item_names(students), skills=skills, questions=questions
+    )
     test_students = held_out or [by_id[i] for i in split.test]
-    return Prepared(vocab, split, [vocab.encode(s) for s in train_students], [vocab.encode(s) for s in valid_students], [vocab.encode(s) for s in test_students])
+    return Prepared(
+        vocab,
+        split,
+        [vocab.encode(s) for s in train_students],
+        [vocab.encode(s) for s in valid_students],
+        [vocab.encode(s) for s in test_students],
+    )

@@ -33,7 +33,9 @@ class TrainConfig:
     window: int = 100  # training windows: long sequences are cut into consecutive windows
     batch_size: int = 64
     epochs: int = 30
-    learning_rate: float = 0.0  # Adam's step size; 0: the model's own (KTModel.default_learning_rate), filled in on construction
+    learning_rate: float = (
+        0.0  # Adam's step size; 0: the model's own (KTModel.default_learning_rate), filled in on construction
+    )
     patience: int = 5  # epochs without a better validation AUC before stopping
     grad_clip: float = 1.0
     seed: int = 0
@@ -70,7 +72,13 @@ def train(
         return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
     optimizer = torch.optim.Adam(model.parameter_groups(config.learning_rate))
     windows = cut_windows(train_sequences, config.window)
-    metrics = early_stopped(model, lambda epoch: _train_epoch(model, optimizer, windows, config, epoch, progress), valid_sequences, config, progress)
+    metrics = early_stopped(
+        model,
+        lambda epoch: _train_epoch(model, optimizer, windows, config, epoch, progress),
+        valid_sequences,
+        config,
+        progress,
+    )
     metrics["train_windows"] = len(windows)
     return _save(out_dir, model, vocab, split, config, metrics, len(train_sequences))
 
@@ -82,7 +90,14 @@ def require_trainable(name: str) -> None:
         raise ConfigError(f"model {name} is not trained directly: {cls.made_by}")
 
 
-def early_stopped(model, run_epoch: Callable[[int], dict], valid_sequences: Sequence[EncodedSequence], config: TrainConfig, progress: bool, desc: str | None = None) -> dict:
+def early_stopped(
+    model,
+    run_epoch: Callable[[int], dict],
+    valid_sequences: Sequence[EncodedSequence],
+    config: TrainConfig,
+    progress: bool,
+    desc: str | None = None,
+) -> dict:
     """Train epoch after epoch until validation AUC has not improved for ``config.patience`` epochs; keep the best.
 
     ``run_epoch(epoch)`` trains ``model`` one epoch and returns its statistics
@@ -92,22 +107,38 @@ def early_stopped(model, run_epoch: Callable[[int], dict], valid_sequences: Sequ
     """
     history: list[dict] = []
     best_auc, best_state, best_epoch = -1.0, copy.deepcopy(model.state_dict()), 0
-    bar = progress_bar(range(1, config.epochs + 1), desc=desc or f"train {config.model}", unit="epoch", disable=not progress)
+    bar = progress_bar(
+        range(1, config.epochs + 1), desc=desc or f"train {config.model}", unit="epoch", disable=not progress
+    )
     for epoch in bar:
         stats = run_epoch(epoch)
         valid = evaluate(model, valid_sequences)
         history.append({"epoch": epoch, **stats, "valid_auc": valid["auc"], "valid_logloss": valid["logloss"]})
-        bar.set_postfix(loss=f"{stats['train_loss']:.4f}", valid_auc=f"{valid['auc']:.4f}", s_per_epoch=f"{stats['seconds']:.1f}")
+        bar.set_postfix(
+            loss=f"{stats['train_loss']:.4f}", valid_auc=f"{valid['auc']:.4f}", s_per_epoch=f"{stats['seconds']:.1f}"
+        )
         if valid["auc"] > best_auc:
             best_auc, best_state, best_epoch = valid["auc"], copy.deepcopy(model.state_dict()), epoch
         elif epoch - best_epoch >= config.patience:
             break
     model.load_state_dict(best_state)
     model.eval()
-    return {"best_epoch": best_epoch, "valid_auc": best_auc, "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])), "history": history}
+    return {
+        "best_epoch": best_epoch,
+        "valid_auc": best_auc,
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+        "history": history,
+    }
 
 
-def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: str | Path, progress: bool = True, seed: int | None = None, split: Split | None = None) -> Checkpoint:
+def refit(
+    checkpoint: Checkpoint,
+    students: Sequence[EncodedSequence],
+    out_dir: str | Path,
+    progress: bool = True,
+    seed: int | None = None,
+    split: Split | None = None,
+) -> Checkpoint:
     """A fresh model trained on ``students`` for the epochs (boosting rounds) early stopping picked for ``checkpoint``.
 
     ``students`` are the checkpoint's training plus validation students: the validation
@@ -115,15 +146,21 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
     the training data. Same model settings, window, learning rate and seed (``seed``:
     another initialisation and batch order, for the spread between runs of one
     recipe); the held-out students stay held out. ``split``: the split to record when
-    ``students`` are not the training plus validation students (a cross-fitted teacher's fold). The refit model's split has no validation
-    students left, so nothing can be fitted on them afterwards (ensemble weights
-    come from the checkpoints it was refit from).
+    ``students`` are not the training plus validation students (a cross-fitted teacher's
+    fold). The refit model's split has no validation students left, so nothing can be
+    fitted on them afterwards (ensemble weights come from the checkpoints it was refit
+    from).
     """
     epochs = int(checkpoint.metrics.get("best_epoch") or 0)
     if epochs < 1 or not checkpoint.split.valid:
-        raise CheckpointError(f"{checkpoint.path}: not an early-stopped checkpoint (no validation students or epoch count to refit with)")
+        raise CheckpointError(
+            f"{checkpoint.path}: not an early-stopped checkpoint (no validation students or epoch count to refit with)"
+        )
     if "distill" in checkpoint.train_config:
-        raise CheckpointError(f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, the teacher refit on the same students")
+        raise CheckpointError(
+            f"{checkpoint.path}: was distilled from a teacher; refit it with --teacher, "
+            "the teacher refit on the same students"
+        )
     config = train_config_of(checkpoint, seed)
     model = fresh_model(config, checkpoint.vocab)
     started = time.perf_counter()
@@ -134,18 +171,25 @@ def refit(checkpoint: Checkpoint, students: Sequence[EncodedSequence], out_dir: 
         windows = cut_windows(students, config.window)
         history = [
             {"epoch": epoch, **_train_epoch(model, optimizer, windows, config, epoch, progress)}
-            for epoch in progress_bar(range(1, epochs + 1), desc=f"refit {config.model}", unit="epoch", disable=not progress)
+            for epoch in progress_bar(
+                range(1, epochs + 1), desc=f"refit {config.model}", unit="epoch", disable=not progress
+            )
         ]
         model.eval()
         metrics = {"best_epoch": epochs, "train_windows": len(windows), "history": history}
     metrics["seconds_per_epoch"] = (time.perf_counter() - started) / epochs
-    metrics["refit_of"] = {"checkpoint": str(checkpoint.path), "version": checkpoint.version, "valid_auc": checkpoint.metrics.get("valid_auc")}
+    metrics["refit_of"] = {
+        "checkpoint": str(checkpoint.path),
+        "version": checkpoint.version,
+        "valid_auc": checkpoint.metrics.get("valid_auc"),
+    }
     split = split or replace(checkpoint.split, train=checkpoint.split.train + checkpoint.split.valid, valid=())
     return _save(out_dir, model, checkpoint.vocab, split, config, metrics, len(students))
 
 
 def fresh_model(config: TrainConfig, vocab: Vocabulary):
-    """The untrained model ``config`` describes for ``vocab``, initialised from its seed (so a refit starts where training did)."""
+    """The untrained model ``config`` describes for ``vocab``, initialised from its seed (so a refit
+    starts where training did)."""
     fields = vocabulary_fields(config.model, len(vocab), vocab.max_skills, len(vocab.questions))
     seed_everything(config.seed)
     if config.threads:
@@ -154,21 +198,36 @@ def fresh_model(config: TrainConfig, vocab: Vocabulary):
 
 
 def train_config_of(checkpoint: Checkpoint, seed: int | None = None) -> TrainConfig:
-    """The training settings a checkpoint recorded (fields this version does not know are dropped), with ``seed`` if given."""
+    """The training settings a checkpoint recorded (fields this version does not know are
+    dropped), with ``seed`` if given."""
     known = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in checkpoint.train_config.items() if k in known})
     return config if seed is None else replace(config, seed=seed)
 
 
-def _train_epoch(model, optimizer: torch.optim.Optimizer, windows, config: TrainConfig, epoch: int, progress: bool) -> dict:
+def _train_epoch(
+    model, optimizer: torch.optim.Optimizer, windows, config: TrainConfig, epoch: int, progress: bool
+) -> dict:
     """One pass over the shuffled training windows on the model's own loss: ``train_loss`` (mean) and ``seconds``."""
     n_batches = (len(windows) + config.batch_size - 1) // config.batch_size
     batches = iterate_batches(windows, config.batch_size, shuffle=True, seed=config.seed + epoch)
-    return gradient_epoch(model, optimizer, batches, n_batches, model.loss, config.grad_clip, f"epoch {epoch}", progress)
+    return gradient_epoch(
+        model, optimizer, batches, n_batches, model.loss, config.grad_clip, f"epoch {epoch}", progress
+    )
 
 
-def gradient_epoch(model, optimizer: torch.optim.Optimizer, batches: Iterable[T], n_batches: int, loss_of: Callable[[T], torch.Tensor], grad_clip: float, desc: str, progress: bool) -> dict:
-    """One Adam pass: ``loss_of(batch)`` for each of ``batches``, clipped gradients. Returns ``train_loss`` (mean) and ``seconds``."""
+def gradient_epoch(
+    model,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[T],
+    n_batches: int,
+    loss_of: Callable[[T], torch.Tensor],
+    grad_clip: float,
+    desc: str,
+    progress: bool,
+) -> dict:
+    """One Adam pass: ``loss_of(batch)`` for each of ``batches``, clipped gradients. Returns
+    ``train_loss`` (mean) and ``seconds``."""
     model.train()
     started = time.perf_counter()
     losses = []
@@ -184,7 +243,11 @@ def gradient_epoch(model, optimizer: torch.optim.Optimizer, batches: Iterable[T]
     return {"train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - started}
 
 
-def _save(out_dir: str | Path, model, vocab: Vocabulary, split: Split, config: TrainConfig, metrics: dict, n_students: int) -> Checkpoint:
+def _save(
+    out_dir: str | Path, model, vocab: Vocabulary, split: Split, config: TrainConfig, metrics: dict, n_students: int
+) -> Checkpoint:
     checkpoint = save_checkpoint(out_dir, model, vocab, split, asdict(config), metrics)
-    plot_learning_curves(metrics["history"], Path(out_dir) / "learning_curves.png", f"{config.model}: {n_students} training students")
+    plot_learning_curves(
+        metrics["history"], Path(out_dir) / "learning_curves.png", f"{config.model}: {n_students} training students"
+    )
     return checkpoint

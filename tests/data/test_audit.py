@@ -1,4 +1,5 @@
-"""``stream-kt audit``: planted multi-skill repeats are found, clean files pass, and each check counts what it claims."""
+"""``stream-kt audit``: planted multi-skill repeats are found, clean files pass, and each
+check counts what it claims."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def write_3line(path: Path, students: list[tuple[list[str], list[int]]]) -> Path:
-    path.write_text("".join(f"{len(items)}\n{','.join(items)}\n{','.join(map(str, correct))}\n" for items, correct in students))
+    path.write_text(
+        "".join(f"{len(items)}\n{','.join(items)}\n{','.join(map(str, correct))}\n" for items, correct in students)
+    )
     return path
 
 
-def planted(copies: str, students: int = 60, length: int = 40, seed: int = 0) -> tuple[list[tuple[list[str], list[int]]], list[list[int]]]:
+def planted(
+    copies: str, students: int = 60, length: int = 40, seed: int = 0
+) -> tuple[list[tuple[list[str], list[int]]], list[list[int]]]:
     """Students answering skills 3..11 independently (60% right), and now and then a problem tagged with skills 1 and 2.
 
     ``copies``: "mixed" keeps its answer once per skill, in either order; "fixed" always 1 then 2; "none" is
@@ -99,7 +104,9 @@ def test_csv_answers_spread_over_rows_by_order_id_are_counted_but_merged_by_the_
     report = audit(FIXTURES / "skill_builder_small.csv", "assistments")
     checks = report.to_json()["checks"]
     assert checks["multi_skill_rows"]["order_ids"] == 1 and checks["multi_skill_rows"]["extra_rows"] == 1
-    assert checks["multi_skill_rows"]["examples"] == ["order_id 33023000 (user 64525, problem 51450): 2 rows, skills 11, 13 (lines 5, 6)"]
+    assert checks["multi_skill_rows"]["examples"] == [
+        "order_id 33023000 (user 64525, problem 51450): 2 rows, skills 11, 13 (lines 5, 6)"
+    ]
     assert checks["time_order"]["students"] == 1 and checks["time_order"]["rows"] == 1  # 33022500 after 33022709
     assert checks["duplicate_rows"]["rows"] == 0
     assert not report.leaks  # one answer per order_id as read: nothing repeats
@@ -112,7 +119,11 @@ def test_csv_exact_duplicate_rows(tmp_path):
     path.write_bytes(b"".join(lines + [b"\n", lines[1], lines[1], lines[2], longer]))
     checks = audit(path, "assistments").to_json()["checks"]
     assert checks["duplicate_rows"]["rows"] == 3
-    assert checks["duplicate_rows"]["examples"] == ["line 11 repeats line 2", "line 12 repeats line 2", "line 13 repeats line 3"]  # line 10 is blank
+    assert checks["duplicate_rows"]["examples"] == [
+        "line 11 repeats line 2",
+        "line 12 repeats line 2",
+        "line 13 repeats line 3",
+    ]  # line 10 is blank
 
 
 def test_duplicate_short_and_constant_students_are_counted(tmp_path):
@@ -130,17 +141,25 @@ def test_duplicate_short_and_constant_students_are_counted(tmp_path):
 
 
 def test_a_file_sorted_by_item_is_called_so(tmp_path):
-    students = [([str(i) for i in sorted(np.random.default_rng(k).integers(0, 20, 12))], [k % 2, 1] * 6) for k in range(20)]
+    students = [
+        ([str(i) for i in sorted(np.random.default_rng(k).integers(0, 20, 12))], [k % 2, 1] * 6) for k in range(20)
+    ]
     checks = audit(write_3line(tmp_path / "sorted.txt", students), "3line").to_json()["checks"]
     assert checks["time_order"]["level"] == "warn" and checks["time_order"]["fraction"] == 1.0
     shuffled = [(list(reversed(items)), correct) for items, correct in students]
-    assert audit(write_3line(tmp_path / "back.txt", shuffled), "3line").to_json()["checks"]["time_order"]["level"] == "note"
+    assert (
+        audit(write_3line(tmp_path / "back.txt", shuffled), "3line").to_json()["checks"]["time_order"]["level"]
+        == "note"
+    )
 
 
 def test_strict_fails_on_a_leak_with_one_line_and_passes_a_clean_file(mixed_file, tmp_path, capsys):
     path, seconds = mixed_file
     assert main(["audit", path]) == 0  # a report, not a verdict, without --strict
-    assert "LEAK  repeat_signature: 1 item pairs in both orders (2 ordered pairs) agree 100.0%-100.0%" in capsys.readouterr().out
+    assert (
+        "LEAK  repeat_signature: 1 item pairs in both orders (2 ordered pairs) agree 100.0%-100.0%"
+        in capsys.readouterr().out
+    )
     assert main(["audit", "--strict", path]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"stream-kt audit: leak in {path}: repeat_signature:")
@@ -157,7 +176,14 @@ def test_json_report_parses_and_says_what_a_3line_file_cannot_show(mixed_file, c
     assert report["leak"] is True and report["format"] == "3line"
     assert report["checks"]["repeat_signature"]["positions_flagged"] == sum(map(len, seconds))
     assert "problem ids, order ids, timestamps" in report["cannot_see"]
-    assert set(report["checks"]) == {"repeat_signature", "duplicate_students", "same_item_twice", "time_order", "short_students", "constant_labels"}
+    assert set(report["checks"]) == {
+        "repeat_signature",
+        "duplicate_students",
+        "same_item_twice",
+        "time_order",
+        "short_students",
+        "constant_labels",
+    }
 
 
 @pytest.mark.parametrize(
@@ -165,7 +191,10 @@ def test_json_report_parses_and_says_what_a_3line_file_cannot_show(mixed_file, c
     [
         (["audit", "/nonexistent/x.csv"], "stream-kt audit: error: /nonexistent/x.csv: no such file"),
         (["audit", FIXTURES / "small.3line", "--format", "assistments"], "missing column(s)"),
-        (["audit", FIXTURES / "small.3line", "--min-agreement", "2"], "stream-kt audit: error: Invalid value for '--min-agreement'"),
+        (
+            ["audit", FIXTURES / "small.3line", "--min-agreement", "2"],
+            "stream-kt audit: error: Invalid value for '--min-agreement'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, capsys):
@@ -187,10 +216,15 @@ def test_shared_assist2009_files(name, capsys):
     expected = SHARED_FILES[name]
     assert main(["audit", "--strict", "--json", SHARED / name]) == expected["rc"]
     signature = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checks"]["repeat_signature"]
-    assert len(signature["mixed_order_pairs"]) == expected["mixed"] and len(signature["fixed_order_pairs"]) == expected["fixed"]
+    assert (
+        len(signature["mixed_order_pairs"]) == expected["mixed"]
+        and len(signature["fixed_order_pairs"]) == expected["fixed"]
+    )
     assert signature["positions_flagged"] == expected["positions"]
     assert signature["base_rate"] == pytest.approx(expected["base"], abs=5e-4)
-    if name.endswith("skill_id_train.csv"):  # the DKT+ split's signature: 31->48 and 48->31 among the pairs, agreeing 93-98%
+    if name.endswith(
+        "skill_id_train.csv"
+    ):  # the DKT+ split's signature: 31->48 and 48->31 among the pairs, agreeing 93-98%
         pairs = {(p["first"], p["second"]): p["agreement"] for pair in signature["mixed_order_pairs"] for p in pair}
         assert ("31", "48") in pairs and ("48", "31") in pairs
         assert 0.93 <= min(pairs.values()) and max(pairs.values()) <= 0.98

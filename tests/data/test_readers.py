@@ -25,7 +25,8 @@ def test_assistments_one_interaction_per_order_id_sorted_by_order_id(name):
     students, report = read_dataset(FIXTURES / name, "assistments", "skill_id")
     by_id = {s.student_id: s for s in students}
     first = by_id["64525"]
-    # order_ids 33022500 < 33022537 < 33022709 < 33023000 (two skill rows -> one answer); the row without skill is dropped
+    # order_ids 33022500 < 33022537 < 33022709 < 33023000 (two skill rows -> one answer); the row without skill
+    # is dropped
     assert first.items == ("10", "10", "10", "11_13")
     assert first.correct == (0, 1, 1, 0)
     assert first.elapsed_ms == (25390, 32454, 4922, 1000)
@@ -83,7 +84,9 @@ def test_write_3line_round_trips(tmp_path):
 
 def test_csv_keeps_file_order_per_student_and_times_where_every_answer_has_one(tmp_path):
     path = tmp_path / "export.csv"
-    path.write_text("student_id,item_id,correct,ts_ms,elapsed_ms\nb,9,1,300,\na,x_1,0,200,1500\nb,7,0,100,\na,x_1,1,,40\n")
+    path.write_text(
+        "student_id,item_id,correct,ts_ms,elapsed_ms\nb,9,1,300,\na,x_1,0,200,1500\nb,7,0,100,\na,x_1,1,,40\n"
+    )
     students, report = read_dataset(path, "csv", item="problem_id")  # --item does not apply: item_id is the events' id
     assert [(s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in students] == [
         ("b", ("9", "7"), (1, 0), (300, 100), None),  # file order, not ts order
@@ -93,10 +96,15 @@ def test_csv_keeps_file_order_per_student_and_times_where_every_answer_has_one(t
 
 
 def test_write_csv_round_trips_items_answers_and_times(tmp_path):
-    students = [StudentSequence("s 1", ("a", "b"), (1, 0), ts_ms=(5, 6), elapsed_ms=(0, 7)), StudentSequence("2", ("c",), (1,))]
+    students = [
+        StudentSequence("s 1", ("a", "b"), (1, 0), ts_ms=(5, 6), elapsed_ms=(0, 7)),
+        StudentSequence("2", ("c",), (1,)),
+    ]
     write_csv(students, tmp_path / "out.csv")
     again, _ = read_dataset(tmp_path / "out.csv", "csv")
-    assert [(s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in again] == [(s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in students]
+    assert [(s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in again] == [
+        (s.student_id, s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in students
+    ]
 
 
 def test_synthetic_students_round_trip_through_the_assistments_csv_with_their_response_times(tmp_path):
@@ -106,13 +114,19 @@ def test_synthetic_students_round_trip_through_the_assistments_csv_with_their_re
     assert not report.dropped
     by_id = {s.student_id: s for s in again}
     for s in students:
-        assert (by_id[s.student_id].items, by_id[s.student_id].correct, by_id[s.student_id].elapsed_ms) == (s.items, s.correct, s.elapsed_ms)
+        assert (by_id[s.student_id].items, by_id[s.student_id].correct, by_id[s.student_id].elapsed_ms) == (
+            s.items,
+            s.correct,
+            s.elapsed_ms,
+        )
 
 
 def test_synthetic_response_times_are_shorter_when_the_answer_is_likelier_right():
     timed = generate(SyntheticConfig(students=200, seed=3))
     flat = generate(SyntheticConfig(students=200, seed=3, time_signal=0.0))
-    assert [(s.items, s.correct, s.ts_ms) for s in timed] == [(s.items, s.correct, s.ts_ms) for s in flat]  # only the times differ
+    assert [(s.items, s.correct, s.ts_ms) for s in timed] == [
+        (s.items, s.correct, s.ts_ms) for s in flat
+    ]  # only the times differ
 
     def log_seconds_by_answer(students):
         seconds = np.log(np.concatenate([s.elapsed_ms for s in students]) / 1000)

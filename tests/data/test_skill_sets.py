@@ -11,7 +11,14 @@ from stream_kt.errors import DataError
 from stream_kt.training.prepare import detect_format
 
 STUDENTS = [
-    StudentSequence("a", ("10_23", "23", "7"), (1, 0, 1), ts_ms=(1000, 2000, 3000), elapsed_ms=(5, 6, 7), questions=("q1", "q2", "q3")),
+    StudentSequence(
+        "a",
+        ("10_23", "23", "7"),
+        (1, 0, 1),
+        ts_ms=(1000, 2000, 3000),
+        elapsed_ms=(5, 6, 7),
+        questions=("q1", "q2", "q3"),
+    ),
     StudentSequence("b", ("7", "10_23"), (0, 1), ts_ms=(1500, 2500), elapsed_ms=(8, 9), questions=("q3", "q1")),
 ]
 
@@ -25,14 +32,25 @@ def test_skill_sets_and_questions_survive_a_write_and_a_read(tmp_path, fmt):
     by_id = {s.student_id: s for s in students}
     for original in STUDENTS:
         read = by_id[original.student_id]
-        assert (read.items, read.correct, read.questions, read.elapsed_ms) == (original.items, original.correct, original.questions, original.elapsed_ms)
+        assert (read.items, read.correct, read.questions, read.elapsed_ms) == (
+            original.items,
+            original.correct,
+            original.questions,
+            original.elapsed_ms,
+        )
 
 
 def test_pykt_reads_na_and_checks_lengths(tmp_path):
     path = tmp_path / "data.txt"
     path.write_text("u1,3\nNA\n5,5_9,9\n1,0,1\nNA\nNA\n")
     (student,), _ = read_dataset(path, "pykt")
-    assert (student.student_id, student.items, student.correct, student.questions, student.ts_ms) == ("u1", ("5", "5_9", "9"), (1, 0, 1), None, None)
+    assert (student.student_id, student.items, student.correct, student.questions, student.ts_ms) == (
+        "u1",
+        ("5", "5_9", "9"),
+        (1, 0, 1),
+        None,
+        None,
+    )
     path.write_text("u1,3\nNA\n5,5_9\n1,0,1\nNA\nNA\n")
     with pytest.raises(DataError, match=r"data.txt:3: 2 concepts for a sequence of 3"):
         read_dataset(path, "pykt")
@@ -56,14 +74,22 @@ def test_vocabulary_modes():
     assert sets.question_skills == {"q1": "10_23", "q2": "23", "q3": "7"}
     unseen = StudentSequence("c", ("10_99", "99"), (1, 1), questions=("q9", "q1"))
     encoded = sets.encode(unseen)
-    assert encoded.items.tolist() == [[1, 3]] and encoded.questions.tolist() == [0] and encoded.n_unknown == 1  # 99 is unknown; q9 unseen
+    assert (
+        encoded.items.tolist() == [[1, 3]] and encoded.questions.tolist() == [0] and encoded.n_unknown == 1
+    )  # 99 is unknown; q9 unseen
 
 
 def test_vocabulary_round_trips_through_json(tmp_path):
     sets = Vocabulary.build(STUDENTS, "skill_id", skills="sets", questions=True)
     sets.save(tmp_path / "vocab.json")
     loaded = Vocabulary.load(tmp_path / "vocab.json")
-    assert (loaded.ids, loaded.skills, loaded.max_skills, loaded.questions, loaded.question_skills) == (sets.ids, "sets", 2, sets.questions, sets.question_skills)
+    assert (loaded.ids, loaded.skills, loaded.max_skills, loaded.questions, loaded.question_skills) == (
+        sets.ids,
+        "sets",
+        2,
+        sets.questions,
+        sets.question_skills,
+    )
 
 
 def test_questions_need_question_ids():

@@ -33,7 +33,10 @@ def test_windows_cut_long_sequences_instead_of_truncating():
     assert [len(w.items) for w in windows] == [100, 100, 50]
     assert np.array_equal(np.concatenate([w.items for w in windows]), np.arange(250))
     # a trailing window of one interaction has nothing to score
-    assert [len(w.items) for w in cut_windows([EncodedSequence("b", np.arange(201), np.ones(201, np.int64))], 100)] == [100, 100]
+    assert [len(w.items) for w in cut_windows([EncodedSequence("b", np.arange(201), np.ones(201, np.int64))], 100)] == [
+        100,
+        100,
+    ]
 
 
 @pytest.mark.parametrize("pad", ["post", "pre"])
@@ -72,9 +75,17 @@ def test_synthetic_students_learn_over_time():
 
 def test_times_are_elapsed_and_lag_seconds_between_the_kept_interactions():
     assert interaction_times(None, None) is None
-    np.testing.assert_allclose(interaction_times([1_000, 4_000, 3_500, 10_000], None), [[0, 0], [0, 3], [0, 0], [0, 6.5]])  # a clock going back is lag 0
+    np.testing.assert_allclose(
+        interaction_times([1_000, 4_000, 3_500, 10_000], None), [[0, 0], [0, 3], [0, 0], [0, 6.5]]
+    )  # a clock going back is lag 0
     np.testing.assert_allclose(interaction_times(None, [2_500, 0]), [[2.5, 0], [0, 0]])
-    student = StudentSequence("a", ("1", "x", "2", "1"), (1, 0, 1, 1), ts_ms=(0, 5_000, 9_000, 20_000), elapsed_ms=(1_000, 2_000, 3_000, 4_000))
+    student = StudentSequence(
+        "a",
+        ("1", "x", "2", "1"),
+        (1, 0, 1, 1),
+        ts_ms=(0, 5_000, 9_000, 20_000),
+        elapsed_ms=(1_000, 2_000, 3_000, 4_000),
+    )
     encoded = Vocabulary("skill_id", ("1", "2")).encode(student)
     assert encoded.items.tolist() == [0, 1, 0] and encoded.n_unknown == 1
     # the unknown "x" is dropped, so "2"'s lag runs from "1" (9 s), as in the stream, which never applies "x"
@@ -82,13 +93,17 @@ def test_times_are_elapsed_and_lag_seconds_between_the_kept_interactions():
 
 
 def test_batches_carry_times_only_when_the_data_has_them():
-    timed = EncodedSequence("t", np.arange(150) % 5, np.ones(150, np.int64), times=np.arange(300, dtype=np.float32).reshape(150, 2))
+    timed = EncodedSequence(
+        "t", np.arange(150) % 5, np.ones(150, np.int64), times=np.arange(300, dtype=np.float32).reshape(150, 2)
+    )
     untimed = EncodedSequence("u", np.arange(30) % 5, np.zeros(30, np.int64))
     windows = cut_windows([timed, untimed], 100)
     assert [w.times is None for w in windows] == [False, False, True]
     np.testing.assert_array_equal(windows[1].times, timed.times[100:])
     batch = next(iterate_batches(windows, batch_size=3, shuffle=False, pad="pre"))
     assert batch.times.shape == (3, 100, 2)
-    np.testing.assert_array_equal(batch.times[1, 50:].numpy(), timed.times[100:])  # pre-padded: the real span is at the end
+    np.testing.assert_array_equal(
+        batch.times[1, 50:].numpy(), timed.times[100:]
+    )  # pre-padded: the real span is at the end
     assert not batch.times[2].any() and not batch.times[1, :50].any()  # rows without times and padding are zeros
     assert make_batch([(untimed.items, untimed.correct)]).times is None

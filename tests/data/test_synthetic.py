@@ -48,7 +48,8 @@ def test_students_of_other_seeds_answer_the_same_items_alike_and_other_banks_not
     ids=["seed 0", "seed 7 of bank 7"],
 )
 def test_data_sets_written_before_the_bank_had_its_own_seed_are_written_again(tmp_path, args, sha256):
-    """What ``synth --students 20 --seed S`` wrote when the seed drew the bank too: seed 0 as it is, another seed with --bank-seed S."""
+    """What ``synth --students 20 --seed S`` wrote when the seed drew the bank too: seed 0 as it is,
+    another seed with --bank-seed S."""
     out = tmp_path / "s.txt"
     assert main(["synth", "--out", str(out), "--students", "20", *args]) == 0
     assert hashlib.sha256(out.read_bytes()).hexdigest() == sha256

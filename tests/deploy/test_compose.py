@@ -35,7 +35,9 @@ def test_every_yaml_file_under_deploy_parses():
 
 
 def test_kafka_runs_in_kraft_mode_without_zookeeper(compose):
-    assert not any("zookeeper" in name or "zookeeper" in str(svc.get("image", "")) for name, svc in compose["services"].items())
+    assert not any(
+        "zookeeper" in name or "zookeeper" in str(svc.get("image", "")) for name, svc in compose["services"].items()
+    )
     kafka = env_of(compose["services"]["kafka"])
     assert set(kafka["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert not any("ZOOKEEPER" in name for name in kafka)
@@ -88,7 +90,12 @@ def test_processor_environment_is_known_and_valid(compose):
 
 def test_prometheus_scrapes_every_processor_replica(compose):
     (config,) = load_all(DEPLOY / "prometheus" / "prometheus.yml")
-    mounts = {target: DEPLOY / source for source, target, *_ in (v.split(":") for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./"))}
+    mounts = {
+        target: DEPLOY / source
+        for source, target, *_ in (
+            v.split(":") for v in compose["services"]["prometheus"]["volumes"] if v.startswith("./")
+        )
+    }
     for path in mounts.values():
         assert path.is_file(), path
     assert set(config["rule_files"]) <= set(mounts)
@@ -100,14 +107,21 @@ def test_prometheus_scrapes_every_processor_replica(compose):
 
 def test_grafana_provisions_the_compose_prometheus_and_the_dashboard(compose):
     grafana, prometheus = compose["services"]["grafana"], compose["services"]["prometheus"]
-    mounts = {target: DEPLOY / source for source, target, *_ in (v.split(":") for v in grafana["volumes"] if v.startswith("./"))}
+    mounts = {
+        target: DEPLOY / source
+        for source, target, *_ in (v.split(":") for v in grafana["volumes"] if v.startswith("./"))
+    }
     for path in mounts.values():
         assert path.exists(), path
     provisioning = mounts["/etc/grafana/provisioning"]
     (datasources,) = load_all(provisioning / "datasources" / "prometheus.yml")
     (source,) = datasources["datasources"]
     prometheus_port = prometheus["ports"][0].rsplit(":", 1)[1]
-    assert source["type"] == "prometheus" and source["isDefault"] and source["url"] == f"http://prometheus:{prometheus_port}"
+    assert (
+        source["type"] == "prometheus"
+        and source["isDefault"]
+        and source["url"] == f"http://prometheus:{prometheus_port}"
+    )
     (dashboards,) = load_all(provisioning / "dashboards" / "stream-kt.yml")
     (provider,) = dashboards["providers"]
     shown = {target: path for target, path in mounts.items() if target.startswith(provider["options"]["path"] + "/")}
@@ -119,7 +133,9 @@ def test_grafana_provisions_the_compose_prometheus_and_the_dashboard(compose):
 def test_alerts_use_only_exported_metrics():
     (rules,) = load_all(DEPLOY / "prometheus" / "alerts.yml")
     exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
-    used = {re.sub(r"_(bucket|sum|count)$", "", name) for expr in exprs for name in re.findall(r"stream_kt_[a-z_]+", expr)}
+    used = {
+        re.sub(r"_(bucket|sum|count)$", "", name) for expr in exprs for name in re.findall(r"stream_kt_[a-z_]+", expr)
+    }
     assert used and used <= METRICS, used - METRICS
 
 
@@ -143,7 +159,10 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path):
     env.update(KT_REPLICAS="3", KT_MODEL_DIR=str(tmp_path))
     result = subprocess.run(
         [*command, "-f", str(DEPLOY / "compose.yaml"), "config", "--format", "json"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     rendered = json.loads(result.stdout)
@@ -162,7 +181,9 @@ def test_promtool_checks_config_and_rules(tmp_path: Path):
     # the config names the rules by their path inside the container: point it at ours
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", str(alerts))
     (tmp_path / "prometheus.yml").write_text(config)
-    checked = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60)
+    checked = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=60
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -180,7 +201,8 @@ def test_online_auc_alerts_wait_for_enough_scored_answers():
 
 
 def test_promtool_online_auc_alerts_fire_on_a_low_or_falling_auc(tmp_path: Path):
-    """Three processors for 60 minutes: p1's recent AUC is low, p2's too but on few answers, p3's has fallen below its run-long AUC."""
+    """Three processors for 60 minutes: p1's recent AUC is low, p2's too but on few answers, p3's has
+    fallen below its run-long AUC."""
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus)")
@@ -198,9 +220,19 @@ def test_promtool_online_auc_alerts_fire_on_a_low_or_falling_auc(tmp_path: Path)
 
     def fired(name: str, instance: str, value: float, window: str | None = "recent") -> dict[str, Any]:
         """The alert as promtool renders it; comparing recent with run ``ignoring(window)`` drops the window label."""
-        labels = {"severity": "warning", "instance": instance, "job": "stream-kt", "version": "dkt-1"} | ({"window": window} if window else {})
-        summary = rules[name]["annotations"]["summary"].replace("{{ $labels.version }}", "dkt-1").replace("{{ $labels.instance }}", instance).replace("{{ $value }}", str(value))
-        return {"exp_labels": labels, "exp_annotations": {"summary": summary, "description": rules[name]["annotations"]["description"]}}
+        labels = {"severity": "warning", "instance": instance, "job": "stream-kt", "version": "dkt-1"} | (
+            {"window": window} if window else {}
+        )
+        summary = (
+            rules[name]["annotations"]["summary"]
+            .replace("{{ $labels.version }}", "dkt-1")
+            .replace("{{ $labels.instance }}", instance)
+            .replace("{{ $value }}", str(value))
+        )
+        return {
+            "exp_labels": labels,
+            "exp_annotations": {"summary": summary, "description": rules[name]["annotations"]["description"]},
+        }
 
     test = {
         "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
@@ -208,12 +240,26 @@ def test_promtool_online_auc_alerts_fire_on_a_low_or_falling_auc(tmp_path: Path)
         "tests": [
             {
                 "interval": "1m",
-                "input_series": series("p1", 0.6, 0.6, 10_000) + series("p2", 0.5, 0.5, 100) + series("p3", 0.8, 0.9, 10_000),
+                "input_series": series("p1", 0.6, 0.6, 10_000)
+                + series("p2", 0.5, 0.5, 100)
+                + series("p3", 0.8, 0.9, 10_000),
                 "alert_rule_test": [
-                    {"eval_time": "10m", "alertname": "StreamKtOnlineAucLow", "exp_alerts": []},  # pending for 15m first
-                    {"eval_time": "20m", "alertname": "StreamKtOnlineAucLow", "exp_alerts": [fired("StreamKtOnlineAucLow", "p1", 0.6)]},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "StreamKtOnlineAucLow",
+                        "exp_alerts": [],
+                    },  # pending for 15m first
+                    {
+                        "eval_time": "20m",
+                        "alertname": "StreamKtOnlineAucLow",
+                        "exp_alerts": [fired("StreamKtOnlineAucLow", "p1", 0.6)],
+                    },
                     {"eval_time": "20m", "alertname": "StreamKtOnlineAucDropped", "exp_alerts": []},
-                    {"eval_time": "40m", "alertname": "StreamKtOnlineAucDropped", "exp_alerts": [fired("StreamKtOnlineAucDropped", "p3", 0.8, window=None)]},
+                    {
+                        "eval_time": "40m",
+                        "alertname": "StreamKtOnlineAucDropped",
+                        "exp_alerts": [fired("StreamKtOnlineAucDropped", "p3", 0.8, window=None)],
+                    },
                 ],
             }
         ],

@@ -24,7 +24,21 @@ SHOWN = {
     "stream_kt_redis_errors_total", "stream_kt_kafka_errors_total", "stream_kt_processing_errors_total",
 }  # fmt: skip
 # Words in a query that are not metric names: aggregations, functions are followed by "(", and these.
-KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"}
+KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def histograms() -> set[str]:
@@ -37,15 +51,25 @@ def process_metrics() -> set[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects, histogram series (_bucket, _sum, _count) as their histogram's name."""
+    """The metric names a PromQL expression selects, histogram series (_bucket, _sum, _count)
+    as their histogram's name."""
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
     text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
     text = re.sub(r"\[[^\]]*\]", "", text)  # ranges ([5m], [$__rate_interval])
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)  # label lists: "sum by (le) (" is "sum ("
+    text = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text
+    )  # label lists: "sum by (le) (" is "sum ("
     text = re.sub(r"\$\{?\w+\}?", "", text)  # Grafana variables
-    names = {m.group(1) for m in re.finditer(r"(?<![\w.:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", text) if m.group(1).lower() not in KEYWORDS}
+    names = {
+        m.group(1)
+        for m in re.finditer(r"(?<![\w.:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", text)
+        if m.group(1).lower() not in KEYWORDS
+    }
     known_histograms = histograms()
-    return {re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n) in known_histograms else n for n in names}
+    return {
+        re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n) in known_histograms else n
+        for n in names
+    }
 
 
 def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -69,10 +93,17 @@ def exprs(dashboard) -> list[str]:
 
 
 def test_metric_names_reads_selectors_not_functions_labels_or_keywords():
-    expr = 'sum by (le, version) (rate(stream_kt_step_latency_seconds_bucket{job="x", version=~"a|b"}[$__rate_interval])) and on (instance) up > 0.5'
+    expr = (
+        'sum by (le, version) (rate(stream_kt_step_latency_seconds_bucket{job="x", version=~"a|b"}[$__rate_interval])) '
+        "and on (instance) up > 0.5"
+    )
     assert metric_names(expr) == {"stream_kt_step_latency_seconds", "up"}
-    assert metric_names("stream_kt_online_auc{window=\"recent\"} < ignoring(window) stream_kt_not_exported_total - 0.05") == {"stream_kt_online_auc", "stream_kt_not_exported_total"}
-    assert metric_names("stream_kt_events_in_total_count") == {"stream_kt_events_in_total_count"}  # only a histogram's series lose the suffix
+    assert metric_names(
+        'stream_kt_online_auc{window="recent"} < ignoring(window) stream_kt_not_exported_total - 0.05'
+    ) == {"stream_kt_online_auc", "stream_kt_not_exported_total"}
+    assert metric_names("stream_kt_events_in_total_count") == {
+        "stream_kt_events_in_total_count"
+    }  # only a histogram's series lose the suffix
 
 
 def test_every_query_names_only_metrics_serve_exports(exprs):
@@ -106,7 +137,10 @@ def test_promtool_parses_every_query(exprs, tmp_path: Path):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus)")
-    rules = [f"      - record: dashboard:query_{i}\n        expr: {json.dumps(expr.replace('$__rate_interval', '5m'))}\n" for i, expr in enumerate(exprs)]
+    rules = [
+        f"      - record: dashboard:query_{i}\n        expr: {json.dumps(expr.replace('$__rate_interval', '5m'))}\n"
+        for i, expr in enumerate(exprs)
+    ]
     path = tmp_path / "dashboard-queries.yml"
     path.write_text("groups:\n  - name: dashboard\n    rules:\n" + "".join(rules))
     checked = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)

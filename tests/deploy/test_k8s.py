@@ -43,13 +43,21 @@ def container(deployment):
 
 @pytest.fixture(scope="module")
 def config(k8s_objects, deployment) -> dict[str, str]:
-    (ref,) = [source["configMapRef"]["name"] for source in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "configMapRef" in source]
+    (ref,) = [
+        source["configMapRef"]["name"]
+        for source in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        if "configMapRef" in source
+    ]
     return k8s_objects[("ConfigMap", ref)]["data"]
 
 
 @pytest.fixture(scope="module")
 def secret(k8s_objects, deployment) -> dict[str, str]:
-    (ref,) = [source["secretRef"]["name"] for source in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "secretRef" in source]
+    (ref,) = [
+        source["secretRef"]["name"]
+        for source in deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        if "secretRef" in source
+    ]
     return k8s_objects[("Secret", ref)]["stringData"]
 
 
@@ -110,7 +118,9 @@ def test_kubectl_kustomize_renders(k8s_docs):
     assert result.returncode == 0, result.stderr
     rendered = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     listed = [doc for name, docs in k8s_docs.items() if name not in NOT_APPLIED for doc in docs]
-    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted((d["kind"], d["metadata"]["name"]) for d in listed)
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in listed
+    )
     assert all(d["metadata"].get("namespace") == NAMESPACE for d in rendered if d["kind"] != "Namespace")
 
 
@@ -172,7 +182,9 @@ def test_metrics_service_and_servicemonitor_reach_the_pods(k8s_objects, deployme
     (port,) = service["spec"]["ports"]
     assert service["spec"]["type"] == "ClusterIP" and port["port"] == 9108
     assert selects(service["spec"]["selector"], pod_labels(deployment))
-    assert port["targetPort"] in {p["name"] for p in container["ports"]} | {p["containerPort"] for p in container["ports"]}
+    assert port["targetPort"] in {p["name"] for p in container["ports"]} | {
+        p["containerPort"] for p in container["ports"]
+    }
     annotations = service["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == str(port["port"])
     monitor = one(k8s_objects, "ServiceMonitor")

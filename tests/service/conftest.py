@@ -51,11 +51,26 @@ class Answer:
         return encode_answer(self.student_id, self.item_id, self.correct, self.ts_ms, elapsed_ms=self.elapsed_ms)
 
 
-def synthetic_answers(checkpoint: Checkpoint, students: int, seed: int = 0, min_length: int = 60, max_length: int = 150) -> list[Answer]:
+def synthetic_answers(
+    checkpoint: Checkpoint, students: int, seed: int = 0, min_length: int = 60, max_length: int = 150
+) -> list[Answer]:
     """Synthetic students over the checkpoint's items "0".."V-1", interleaved the way a live stream is."""
-    sequences = generate(SyntheticConfig(students=students, items=len(checkpoint.vocab), concepts=3, min_length=min_length, max_length=max_length, seed=seed))
+    sequences = generate(
+        SyntheticConfig(
+            students=students,
+            items=len(checkpoint.vocab),
+            concepts=3,
+            min_length=min_length,
+            max_length=max_length,
+            seed=seed,
+        )
+    )
     run = uuid.uuid4().hex[:6]  # student ids unique per test: nothing is shared through Redis
-    answers = [Answer(f"{run}-{s.student_id}", item, c, ts) for s in sequences for item, c, ts in zip(s.items, s.correct, s.ts_ms)]
+    answers = [
+        Answer(f"{run}-{s.student_id}", item, c, ts)
+        for s in sequences
+        for item, c, ts in zip(s.items, s.correct, s.ts_ms)
+    ]
     return sorted(answers, key=lambda a: a.ts_ms)  # per student ts increase, so each student's order is kept
 
 
@@ -112,7 +127,9 @@ async def produce(settings: StreamSettings, messages: Iterable[tuple[bytes | Non
     delivery reports: the embedded broker's ListOffsets answers the last batch's base
     offset + 1 instead, so ``end_offsets`` cannot be trusted there.
     """
-    await ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions)
+    await ensure_topics(
+        settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions
+    )
     producer = make_tool_producer(settings.bootstrap, acks="all")
     await producer.start()
     try:
@@ -135,20 +152,30 @@ def dedupe_outputs(records: Iterable) -> dict[tuple[str, int], dict]:
         message = decode_mastery(record.value)
         key = (message["student_id"], message["seq"])
         if key in out:
-            assert out[key]["p_correct"] == message["p_correct"] and out[key]["mastery"] == message["mastery"], f"repeat of {key} differs"
+            assert out[key]["p_correct"] == message["p_correct"] and out[key]["mastery"] == message["mastery"], (
+                f"repeat of {key} differs"
+            )
         out[key] = message
     return out
 
 
 @contextlib.asynccontextmanager
 async def running_processor(
-    settings: StreamSettings, checkpoint: Checkpoint, timeout_s: float = 60.0, metrics: Metrics | None = None, shadow: Checkpoint | None = None
+    settings: StreamSettings,
+    checkpoint: Checkpoint,
+    timeout_s: float = 60.0,
+    metrics: Metrics | None = None,
+    shadow: Checkpoint | None = None,
 ) -> AsyncIterator[list[ProcessorStats]]:
     """Run ``run_processor`` in this loop until the block ends; the yielded list gets its stats."""
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_processor(settings, checkpoint, stop=stop, ready=ready, metrics=metrics, shadow=shadow))
+    task = asyncio.create_task(
+        run_processor(settings, checkpoint, stop=stop, ready=ready, metrics=metrics, shadow=shadow)
+    )
     stats: list[ProcessorStats] = []
-    ready_or_done = await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    ready_or_done = await asyncio.wait(
+        {task, asyncio.ensure_future(ready.wait())}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+    )
     if task in ready_or_done[0]:
         task.result()  # it failed: raise its error
     assert ready.is_set(), f"processor got no partitions within {timeout_s} s"
@@ -159,11 +186,19 @@ async def running_processor(
         stats.append(await asyncio.wait_for(task, timeout_s))
 
 
-def read_states(redis_url: str, prefix: str, student_ids: Iterable[str], checkpoint: Checkpoint | None = None, sources: Iterable[str] = ()) -> dict[str, StudentState | None]:
+def read_states(
+    redis_url: str,
+    prefix: str,
+    student_ids: Iterable[str],
+    checkpoint: Checkpoint | None = None,
+    sources: Iterable[str] = (),
+) -> dict[str, StudentState | None]:
     """Stored states (schema 1 or 2) as ``StudentState``s: window items named by the writer's vocabulary (from
     Redis, where serve records it), model state split by ``checkpoint``'s state shapes, ``sources`` named."""
     client = redis_client_sync(redis_url)
-    shapes = None if checkpoint is None else {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
+    shapes = (
+        None if checkpoint is None else {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
+    )
     try:
         states: dict[str, StudentState | None] = {}
         for s in student_ids:
@@ -172,7 +207,11 @@ def read_states(redis_url: str, prefix: str, student_ids: Iterable[str], checkpo
                 states[s] = None
                 continue
             header = read_header(raw)
-            vocab = client.get(keys.model_vocab_key(header["model_version"].rstrip(b"\0").decode(), prefix)) if header is not None else None
+            vocab = (
+                client.get(keys.model_vocab_key(header["model_version"].rstrip(b"\0").decode(), prefix))
+                if header is not None
+                else None
+            )
             ids = json.loads(vocab)["ids"] if vocab else (list(checkpoint.vocab.ids) if checkpoint else None)
             states[s] = decode_state(raw, s, ids, shapes, sources)
         return states
@@ -189,7 +228,9 @@ class Expected:
     state: dict[str, np.ndarray] = field(default_factory=dict)  # final (L, H) rows
 
 
-def served_outputs(settings: StreamSettings, checkpoint: Checkpoint, answers: list[Answer]) -> dict[tuple[str, int], dict]:
+def served_outputs(
+    settings: StreamSettings, checkpoint: Checkpoint, answers: list[Answer]
+) -> dict[tuple[str, int], dict]:
     """Produce ``answers``, serve them with ``checkpoint`` until every one has an output; outputs by (student, seq)."""
 
     async def scenario():
@@ -216,7 +257,9 @@ def reference_run(checkpoint: Checkpoint, answers: list[Answer]) -> Expected:
     return expected
 
 
-def assert_final_states(redis_url: str, prefix: str, checkpoint: Checkpoint, answers: list[Answer], tol: float = 1e-5) -> None:
+def assert_final_states(
+    redis_url: str, prefix: str, checkpoint: Checkpoint, answers: list[Answer], tol: float = 1e-5
+) -> None:
     """Every student's stored state equals the reference run over all their answers."""
     students = by_student(answers)
     states = read_states(redis_url, prefix, students, checkpoint)
@@ -238,7 +281,9 @@ def expected_output_keys(answers: Iterable[Answer]) -> set[tuple[str, int]]:
 
 async def committed_offsets(settings: StreamSettings) -> dict[int, int]:
     """The group's committed offset per partition of the input topic (partitions without one left out)."""
-    return await kafka_committed_offsets(settings.bootstrap, settings.group_id, settings.in_topic, list(range(settings.partitions)))
+    return await kafka_committed_offsets(
+        settings.bootstrap, settings.group_id, settings.in_topic, list(range(settings.partitions))
+    )
 
 
 @pytest.fixture
@@ -248,7 +293,12 @@ def serve_process(tmp_path: Path) -> Iterable[Callable[..., ServeProcess]]:
 
     def start(settings: StreamSettings, checkpoint: Path, *extra: str) -> ServeProcess:
         # metrics port 0: several on one machine (a test that wants the endpoint passes its own port in extra)
-        proc = ServeProcess(settings.replace(checkpoint=str(checkpoint), metrics_port=0), tmp_path / f"serve-{len(started)}.log", *extra, cwd=REPO)
+        proc = ServeProcess(
+            settings.replace(checkpoint=str(checkpoint), metrics_port=0),
+            tmp_path / f"serve-{len(started)}.log",
+            *extra,
+            cwd=REPO,
+        )
         started.append(proc.start())
         return proc
 
@@ -257,14 +307,20 @@ def serve_process(tmp_path: Path) -> Iterable[Callable[..., ServeProcess]]:
         proc.kill()
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 30.0, what: str | Callable[[], str] = "condition", poll_s: float = 0.05) -> None:
-    """Poll ``condition`` (a function or a coroutine function) every ``poll_s`` until it holds; fail after ``timeout_s``.
-    ``what`` may be a function: asked at the timeout, it can say what was seen last."""
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float = 30.0,
+    what: str | Callable[[], str] = "condition",
+    poll_s: float = 0.05,
+) -> None:
+    """Poll ``condition`` (a function or a coroutine function) every ``poll_s`` until it holds; fail after
+    ``timeout_s``. ``what`` may be a function: asked at the timeout, it can say what was seen last."""
     await launch_until(condition, timeout_s, what, poll_s, error=AssertionError)
 
 
 async def until_committed(settings: StreamSettings, total: int, timeout_s: float = 30.0) -> None:
-    """Wait until the group's committed offsets add up to ``total``: outputs go out before the commit, so reading them is not enough."""
+    """Wait until the group's committed offsets add up to ``total``: outputs go out before the commit, so
+    reading them is not enough."""
     committed = 0
 
     async def adds_up() -> bool:
@@ -277,7 +333,8 @@ async def until_committed(settings: StreamSettings, total: int, timeout_s: float
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterable[RedisServer]:
-    """A redis-server of this test's own on a free port, persisted to an append-only file so a restart keeps the data."""
+    """A redis-server of this test's own on a free port, persisted to an append-only file so
+    a restart keeps the data."""
     if not RedisServer.available():
         pytest.skip("no redis-server binary")
     with RedisServer(tmp_path / "redis") as server:

@@ -1,4 +1,5 @@
-"""One bad message never stops the service: oversized dead letters fit, readiness tells the truth, permanent errors stop."""
+"""One bad message never stops the service: oversized dead letters fit, readiness tells the
+truth, permanent errors stop."""
 
 from __future__ import annotations
 
@@ -17,7 +18,17 @@ from stream_kt.service.processor import run_processor
 from stream_kt.service.redis_store import redis_client_sync
 from stream_kt.tools.brokers import free_port
 
-from .conftest import TopicReader, answer_messages, committed_offsets, dedupe_outputs, expected_output_keys, produce, running_processor, synthetic_answers, until
+from .conftest import (
+    TopicReader,
+    answer_messages,
+    committed_offsets,
+    dedupe_outputs,
+    expected_output_keys,
+    produce,
+    running_processor,
+    synthetic_answers,
+    until,
+)
 from .test_observability import samples, scrape
 
 MIB = 1 << 20
@@ -42,19 +53,28 @@ async def produce_large(bootstrap: str, topic: str, messages: list[tuple[bytes, 
 
 
 @pytest.mark.brokers("kafka", "tansu")
-def test_oversized_events_get_dead_letters_that_fit_and_every_other_event_is_answered(broker, make_settings, tiny_checkpoint) -> None:
+def test_oversized_events_get_dead_letters_that_fit_and_every_other_event_is_answered(
+    broker, make_settings, tiny_checkpoint
+) -> None:
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings(partitions=1)
     answers = synthetic_answers(checkpoint, students=3, seed=21, min_length=10, max_length=15)
-    oversized = [(b"big", bytes([0x80 + i]) + b"x" * (size - 1)) for i, size in enumerate(SIZES)]  # not msgpack maps, and too big anyway
+    oversized = [
+        (b"big", bytes([0x80 + i]) + b"x" * (size - 1)) for i, size in enumerate(SIZES)
+    ]  # not msgpack maps, and too big anyway
     half = len(answers) // 2
     messages = answer_messages(answers[:half]) + oversized + answer_messages(answers[half:])
 
     async def scenario():
-        await create_topic(broker.bootstrap, settings.in_topic, 1, max_message_bytes=8 * MIB)  # so Kafka takes the 5 MB event in
+        await create_topic(
+            broker.bootstrap, settings.in_topic, 1, max_message_bytes=8 * MIB
+        )  # so Kafka takes the 5 MB event in
         await produce(settings, [])  # the other topics, defaults (the dead-letter topic keeps Kafka's 1 MB limit)
         await produce_large(broker.bootstrap, settings.in_topic, messages)
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out, TopicReader(settings.bootstrap, settings.dlq_topic) as dlq:
+        async with (
+            TopicReader(settings.bootstrap, settings.out_topic) as out,
+            TopicReader(settings.bootstrap, settings.dlq_topic) as dlq,
+        ):
             async with running_processor(settings, checkpoint):
                 await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=120)
                 await dlq.read_until(lambda rs: len(rs) >= len(SIZES), timeout_s=60)
@@ -70,12 +90,20 @@ def test_oversized_events_get_dead_letters_that_fit_and_every_other_event_is_ans
         assert headers["reason"] == "oversized" and headers["source"].startswith(f"{settings.in_topic}/0/")
         assert len(record.value) + len(record.key) + sum(len(n) + len(v) for n, v in record.headers) <= MIB
         if headers.get("truncated") == "true":
-            assert int(headers["original_size"]) == len(original) and headers["sha256"] == hashlib.sha256(original).hexdigest()
+            assert (
+                int(headers["original_size"]) == len(original)
+                and headers["sha256"] == hashlib.sha256(original).hexdigest()
+            )
             assert original.startswith(record.value) and len(record.value) > MIB // 2
         else:
             assert record.value == original and len(original) < MIB
-    sizes = {len(original): dict(r.headers).get("truncated") for r, (_, original) in zip(sorted(dead, key=lambda r: r.offset), oversized)}
-    assert sizes[5 * 1000 * 1000] == b"true" and sizes[MIB + 1_000] == b"true" and sizes[1_048_446] == b"true"  # they would not have fitted
+    sizes = {
+        len(original): dict(r.headers).get("truncated")
+        for r, (_, original) in zip(sorted(dead, key=lambda r: r.offset), oversized)
+    }
+    assert (
+        sizes[5 * 1000 * 1000] == b"true" and sizes[MIB + 1_000] == b"true" and sizes[1_048_446] == b"true"
+    )  # they would not have fitted
 
 
 def test_dead_letters_fit_a_dead_letter_topic_with_a_small_limit(broker, make_settings, tiny_checkpoint) -> None:
@@ -95,10 +123,17 @@ def test_dead_letters_fit_a_dead_letter_topic_with_a_small_limit(broker, make_se
     record = asyncio.run(scenario())
     headers = dict(record.headers)
     assert headers["reason"] == b"oversized"
-    assert headers["truncated"] == b"true" and int(headers["original_size"]) == len(bad) and len(record.value) < 8_000 and bad.startswith(record.value)
+    assert (
+        headers["truncated"] == b"true"
+        and int(headers["original_size"]) == len(bad)
+        and len(record.value) < 8_000
+        and bad.startswith(record.value)
+    )
 
 
-def test_a_permanent_error_on_the_mastery_topic_stops_the_processor_with_the_batch_uncommitted(broker, make_settings, tiny_checkpoint) -> None:
+def test_a_permanent_error_on_the_mastery_topic_stops_the_processor_with_the_batch_uncommitted(
+    broker, make_settings, tiny_checkpoint
+) -> None:
     """Outputs the broker refuses for good (too large for the mastery topic): stop, do not spin, do not skip."""
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings(partitions=1)
@@ -107,14 +142,19 @@ def test_a_permanent_error_on_the_mastery_topic_stops_the_processor_with_the_bat
     async def scenario():
         await create_topic(broker.bootstrap, settings.out_topic, 1, max_message_bytes=64)  # no mastery message fits
         await produce(settings, answer_messages(answers))
-        with pytest.raises(FatalStreamError, match="cannot write mastery outputs to Kafka .*MessageSizeTooLarge.*retrying cannot fix this"):
+        with pytest.raises(
+            FatalStreamError,
+            match="cannot write mastery outputs to Kafka .*MessageSizeTooLarge.*retrying cannot fix this",
+        ):
             await asyncio.wait_for(run_processor(settings, checkpoint), 60)
         return await committed_offsets(settings)
 
     assert asyncio.run(scenario()) == {}
 
 
-def test_readyz_turns_unready_and_lag_grows_while_a_batch_retries_then_both_recover(make_settings, tiny_checkpoint, own_redis) -> None:
+def test_readyz_turns_unready_and_lag_grows_while_a_batch_retries_then_both_recover(
+    make_settings, tiny_checkpoint, own_redis
+) -> None:
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings(redis_url=own_redis.url, unready_after_retry_s=1, partitions=1)
     answers = synthetic_answers(checkpoint, students=4, seed=23, min_length=20, max_length=30)
@@ -128,7 +168,9 @@ def test_readyz_turns_unready_and_lag_grows_while_a_batch_retries_then_both_reco
         await produce(settings, answer_messages(parts[0]))
         async with http.serving(metrics, readiness, port), TopicReader(settings.bootstrap, settings.out_topic) as out:
             stop, ready = asyncio.Event(), asyncio.Event()
-            task = asyncio.create_task(run_processor(settings, checkpoint, stop=stop, ready=ready, metrics=metrics, readiness=readiness))
+            task = asyncio.create_task(
+                run_processor(settings, checkpoint, stop=stop, ready=ready, metrics=metrics, readiness=readiness)
+            )
             await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(parts[0]))
 
             async def get(path: str) -> tuple[int, str]:
@@ -176,12 +218,30 @@ def test_readyz_turns_unready_and_lag_grows_while_a_batch_retries_then_both_reco
     assert observed["after"] == ((200, "ready\n"), 0.0)
 
 
-def test_serve_exits_with_one_line_when_its_metrics_port_is_taken(tiny_checkpoint, broker, redis_url, key_prefix, capsys) -> None:
+def test_serve_exits_with_one_line_when_its_metrics_port_is_taken(
+    tiny_checkpoint, broker, redis_url, key_prefix, capsys
+) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status = main(["serve", "--checkpoint", str(tiny_checkpoint), "--bootstrap", broker.bootstrap, "--redis", redis_url, "--key-prefix", key_prefix, "--metrics-port", str(port)])
+        status = main(
+            [
+                "serve",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--bootstrap",
+                broker.bootstrap,
+                "--redis",
+                redis_url,
+                "--key-prefix",
+                key_prefix,
+                "--metrics-port",
+                str(port),
+            ]
+        )
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1
-    assert err[0].startswith(f"stream-kt serve: error: metrics port {port}: cannot listen") and "KT_METRICS_PORT" in err[0]
+    assert (
+        err[0].startswith(f"stream-kt serve: error: metrics port {port}: cannot listen") and "KT_METRICS_PORT" in err[0]
+    )

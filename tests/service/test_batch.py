@@ -44,7 +44,9 @@ def run(checkpoint: Checkpoint, events: Events, blobs: dict[str, bytes] | None =
     codes, students = batcher.codes_of(events.students)
     stored = [(blobs or {}).get(s) for s in students]
     loaded = migration.rows(students, stored, {}, stepper)
-    return step_batch(events, codes, students, loaded.rows, loaded.extras, SOURCES, stepper, encoder, lambda s: len(s) % 3, now_ms)
+    return step_batch(
+        events, codes, students, loaded.rows, loaded.extras, SOURCES, stepper, encoder, lambda s: len(s) % 3, now_ms
+    )
 
 
 def test_decode_splits_a_batch_into_columns_and_dead_letters(checkpoint):
@@ -56,22 +58,49 @@ def test_decode_splits_a_batch_into_columns_and_dead_letters(checkpoint):
         Record(0, 12, b"a", msgpack.packb({"student_id": "a", "skill_id": "1", "correct": 1, "ts": 2**64 - 1})),
     ]
     events, letters = decode_batch(records, {item: i for i, item in enumerate(checkpoint.vocab.ids)}, 4096, headers)
-    assert events == Events(["a", "a"], ["3", "4"], [3, 4], [1, 0], [1000, 2000], ["e1", None], [-1, 30], [0, 0], [10, 11], ["", ""], [0, 0])
-    assert [(d.reason, d.key, d.value) for d in letters] == [("not_msgpack", b"x", b"\xc1"), ("unknown_item", b"b", records[2].value), ("out_of_range", b"a", records[4].value)]
+    assert events == Events(
+        ["a", "a"], ["3", "4"], [3, 4], [1, 0], [1000, 2000], ["e1", None], [-1, 30], [0, 0], [10, 11], ["", ""], [0, 0]
+    )
+    assert [(d.reason, d.key, d.value) for d in letters] == [
+        ("not_msgpack", b"x", b"\xc1"),
+        ("unknown_item", b"b", records[2].value),
+        ("out_of_range", b"a", records[4].value),
+    ]
     assert [dict(d.headers)["source"] for d in letters] == [b"in/1/4", b"in/1/5", b"in/0/12"]
 
 
 def test_step_batch_equals_the_model_run_offline_and_builds_outputs_and_blobs(checkpoint):
     answers = [("a", "3", 1), ("b", "5", 0), ("a", "4", 0), ("c", "3", 1), ("a", "3", 1), ("b", "2", 1)]
     events = Events(
-        [s for s, _, _ in answers], [i for _, i, _ in answers], [int(i) for _, i, _ in answers], [c for _, _, c in answers],
-        [1000 * k for k in range(len(answers))], [f"e{k}" for k in range(len(answers))], [-1] * len(answers), [0] * len(answers), list(range(len(answers))),
-    )  # fmt: skip
+        [s for s, _, _ in answers],
+        [i for _, i, _ in answers],
+        [int(i) for _, i, _ in answers],
+        [c for _, _, c in answers],
+        [1000 * k for k in range(len(answers))],
+        [f"e{k}" for k in range(len(answers))],
+        [-1] * len(answers),
+        [0] * len(answers),
+        list(range(len(answers))),
+    )
     result = run(checkpoint, events, now_ms=1234)
     assert result.replays == []
     messages = [decode_mastery(v) for v in result.outputs.values]
-    assert [(m["student_id"], m["seq"], m["event_id"], m["item_id"]) for m in messages] == [("a", 1, "e0", "3"), ("b", 1, "e1", "5"), ("a", 2, "e2", "4"), ("c", 1, "e3", "3"), ("a", 3, "e4", "3"), ("b", 2, "e5", "2")]
-    assert result.outputs.keys == [s.encode() for s, _, _ in answers] and result.outputs.partitions == [1, 1, 1, 1, 1, 1]
+    assert [(m["student_id"], m["seq"], m["event_id"], m["item_id"]) for m in messages] == [
+        ("a", 1, "e0", "3"),
+        ("b", 1, "e1", "5"),
+        ("a", 2, "e2", "4"),
+        ("c", 1, "e3", "3"),
+        ("a", 3, "e4", "3"),
+        ("b", 2, "e5", "2"),
+    ]
+    assert result.outputs.keys == [s.encode() for s, _, _ in answers] and result.outputs.partitions == [
+        1,
+        1,
+        1,
+        1,
+        1,
+        1,
+    ]
     assert result.outputs.event_ts_ms == events.ts
     model = checkpoint.model.eval()
     for student in "abc":  # each student's outputs are the offline model's, step by step
@@ -91,7 +120,9 @@ def test_step_batch_equals_the_model_run_offline_and_builds_outputs_and_blobs(ch
 
 def test_a_flipped_answer_changes_the_next_prediction_not_its_own(checkpoint):
     def outputs(first_correct: int) -> list[dict]:
-        events = Events(["a", "a"], ["3", "4"], [3, 4], [first_correct, 1], [1, 2], [None, None], [-1, -1], [0, 0], [0, 1])
+        events = Events(
+            ["a", "a"], ["3", "4"], [3, 4], [first_correct, 1], [1, 2], [None, None], [-1, -1], [0, 0], [0, 1]
+        )
         return [decode_mastery(v) for v in run(checkpoint, events).outputs.values]
 
     right, wrong = outputs(1), outputs(0)
@@ -102,7 +133,9 @@ def test_a_flipped_answer_changes_the_next_prediction_not_its_own(checkpoint):
 def test_events_a_stored_state_applied_before_are_replays_and_change_nothing(checkpoint):
     first = Events(["a", "a"], ["3", "4"], [3, 4], [1, 0], [1, 2], [None, None], [-1, -1], [0, 0], [10, 11])
     stored = run(checkpoint, first)
-    again = Events(["a", "a", "a"], ["3", "4", "5"], [3, 4, 5], [1, 0, 1], [1, 2, 3], [None] * 3, [-1] * 3, [0, 0, 0], [10, 11, 12])
+    again = Events(
+        ["a", "a", "a"], ["3", "4", "5"], [3, 4, 5], [1, 0, 1], [1, 2, 3], [None] * 3, [-1] * 3, [0, 0, 0], [10, 11, 12]
+    )
     result = run(checkpoint, again, blobs={"a": stored.writes.blobs[0]})
     assert result.replays == [0, 1]
     assert [decode_mastery(v)["seq"] for v in result.outputs.values] == [3] and result.writes.events == [3]
@@ -119,4 +152,8 @@ def test_the_pure_modules_import_no_kafka_and_no_redis(module):
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not {n for n in names if n.split(".")[0] in ("aiokafka", "redis", "confluent_kafka")}
-    assert not {n for n in names if n in ("stream_kt.service.kafka_io", "stream_kt.service.redis_store", "stream_kt.service.processor")}
+    assert not {
+        n
+        for n in names
+        if n in ("stream_kt.service.kafka_io", "stream_kt.service.redis_store", "stream_kt.service.processor")
+    }

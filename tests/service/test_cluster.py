@@ -19,11 +19,22 @@ from stream_kt.service.redis_store import REDIS_ERRORS, redis_client_sync
 from stream_kt.service.state import decode_state
 from stream_kt.tools.processes import RedisServer, wait_until
 
-from .conftest import TopicReader, answer_messages, by_student, dedupe_outputs, expected_output_keys, produce, read_states, running_processor, synthetic_answers
+from .conftest import (
+    TopicReader,
+    answer_messages,
+    by_student,
+    dedupe_outputs,
+    expected_output_keys,
+    produce,
+    read_states,
+    running_processor,
+    synthetic_answers,
+)
 
 
 class LocalCluster:
-    """Three redis-server primaries on loopback (the launch layer's, as cluster nodes), joined by ``redis-cli --cluster create``."""
+    """Three redis-server primaries on loopback (the launch layer's, as cluster nodes), joined by
+    ``redis-cli --cluster create``."""
 
     def __init__(self, directory: Path, primaries: int = 3) -> None:
         self.nodes = [RedisServer(directory / f"node-{n}", persistent=False, cluster=True) for n in range(primaries)]
@@ -36,14 +47,26 @@ class LocalCluster:
         for node in self.nodes:
             node.start(timeout_s)
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{node.port}" for node in self.nodes), "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=timeout_s,
-        )  # fmt: skip
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout_s,
+        )
         for node in self.nodes:
             client = node.client()
 
             def cluster_ok() -> bool:
-                assert all(n.process is not None and n.process.poll() is None for n in self.nodes), "a redis-server exited"
+                assert all(n.process is not None and n.process.poll() is None for n in self.nodes), (
+                    "a redis-server exited"
+                )
                 with contextlib.suppress(*REDIS_ERRORS):
                     return client.cluster("info")["cluster_state"] == "ok"
                 return False
@@ -70,13 +93,19 @@ def redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         cluster.stop()
 
 
-def test_states_on_a_redis_cluster_equal_those_on_one_redis(make_settings, tiny_checkpoint, redis_url, redis_cluster, topics):
+def test_states_on_a_redis_cluster_equal_those_on_one_redis(
+    make_settings, tiny_checkpoint, redis_url, redis_cluster, topics
+):
     checkpoint = load_checkpoint(tiny_checkpoint)
     single = make_settings()
     clustered = make_settings(
-        in_topic=single.in_topic, out_topic=topics("out-cluster"), dlq_topic=topics("dlq-cluster"), group_id=topics("group-cluster"),
-        redis_url=redis_cluster.url, redis_cluster=True,
-    )  # fmt: skip
+        in_topic=single.in_topic,
+        out_topic=topics("out-cluster"),
+        dlq_topic=topics("dlq-cluster"),
+        group_id=topics("group-cluster"),
+        redis_url=redis_cluster.url,
+        redis_cluster=True,
+    )
     answers = synthetic_answers(checkpoint, students=12, seed=21, min_length=20, max_length=40)
     expected = expected_output_keys(answers)
 
@@ -95,7 +124,9 @@ def test_states_on_a_redis_cluster_equal_those_on_one_redis(make_settings, tiny_
     client = redis_client_sync(redis_cluster.url, cluster=True)
     try:
         student_keys = [keys.student_key(s, clustered.key_prefix) for s in students]
-        on_cluster = {s: decode_state(client.get(k), s, checkpoint.vocab.ids, shapes) for s, k in zip(students, student_keys)}
+        on_cluster = {
+            s: decode_state(client.get(k), s, checkpoint.vocab.ids, shapes) for s, k in zip(students, student_keys)
+        }
         primaries = {client.get_node_from_key(k).port for k in student_keys}
     finally:
         client.close()

@@ -1,4 +1,5 @@
-"""Settings: flag > environment > file > default, one-line validation errors, secrets masked, the TTL, Kafka security."""
+"""Settings: flag > environment > file > default, one-line validation errors, secrets
+masked, the TTL, Kafka security."""
 
 from __future__ import annotations
 
@@ -50,7 +51,12 @@ def test_flag_beats_environment_beats_file_beats_default(tmp_path):
     from_env = settings_from_options(parse(["--config", str(config)]), env)
     assert (from_env.batch_size, from_env.redis_cluster) == (48, True)
     from_file = settings_from_options(parse(["--config", str(config)]), {})
-    assert (from_file.batch_size, from_file.max_wait_ms, from_file.log_format, from_file.redis_cluster) == (32, 7, "json", False)
+    assert (from_file.batch_size, from_file.max_wait_ms, from_file.log_format, from_file.redis_cluster) == (
+        32,
+        7,
+        "json",
+        False,
+    )
     assert settings_from_options(parse([]), {}) == StreamSettings()
     assert settings_from_options(parse(["--no-redis-cluster"]), env).redis_cluster is False
 
@@ -77,16 +83,40 @@ def test_a_bad_config_file_is_one_clear_error(tmp_path, text, message):
         (["--batch", "0"], {}, "batch size 0 must be between 1 and 4096"),
         (["--batch", "many"], {}, "--batch: expected an integer, got 'many'"),
         (["--config", "/nonexistent/kt.toml"], {}, "config file /nonexistent/kt.toml: No such file or directory"),
-        ([], {"KT_REDIS_CLUSTER": "maybe"}, "KT_REDIS_CLUSTER: expected 1/0, true/false, yes/no or on/off, got 'maybe'"),
+        (
+            [],
+            {"KT_REDIS_CLUSTER": "maybe"},
+            "KT_REDIS_CLUSTER: expected 1/0, true/false, yes/no or on/off, got 'maybe'",
+        ),
         ([], {"KT_METRICS_PORT": "70000"}, "metrics port 70000 must be between 1 and 65535, or 0 for none"),
         ([], {"KT_LOG_FORMAT": "xml"}, "log format 'xml' must be one of text, json"),
         ([], {"KT_STATE_TTL_S": "-1"}, "state TTL -1 s must be 0 (keep forever) or positive"),
         ([], {"KT_MAX_EVENT_BYTES": "10"}, "max event bytes 10 must be between 64 and 1048576"),
-        ([], {"KT_REDIS_CLUSTER": "1", "REDIS_URL": "redis://h:6379/3"}, "redis cluster: 'redis://h:6379/3' must be redis:// or rediss:// with database 0"),
-        ([], {"KT_KAFKA_SECURITY_PROTOCOL": "TLS"}, "kafka security protocol 'TLS' must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
-        ([], {"KT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KT_KAFKA_SASL_MECHANISM": "GSSAPI"}, "kafka SASL mechanism 'GSSAPI' must be one of PLAIN"),
-        ([], {"KT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "kafka security protocol SASL_SSL needs KT_KAFKA_SASL_USERNAME and KT_KAFKA_SASL_PASSWORD"),
-        ([], {"KT_KAFKA_SASL_PASSWORD": SECRET}, "kafka SASL credentials are set but the security protocol is PLAINTEXT"),
+        (
+            [],
+            {"KT_REDIS_CLUSTER": "1", "REDIS_URL": "redis://h:6379/3"},
+            "redis cluster: 'redis://h:6379/3' must be redis:// or rediss:// with database 0",
+        ),
+        (
+            [],
+            {"KT_KAFKA_SECURITY_PROTOCOL": "TLS"},
+            "kafka security protocol 'TLS' must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+        ),
+        (
+            [],
+            {"KT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KT_KAFKA_SASL_MECHANISM": "GSSAPI"},
+            "kafka SASL mechanism 'GSSAPI' must be one of PLAIN",
+        ),
+        (
+            [],
+            {"KT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            "kafka security protocol SASL_SSL needs KT_KAFKA_SASL_USERNAME and KT_KAFKA_SASL_PASSWORD",
+        ),
+        (
+            [],
+            {"KT_KAFKA_SASL_PASSWORD": SECRET},
+            "kafka SASL credentials are set but the security protocol is PLAINTEXT",
+        ),
         ([], {"KT_KAFKA_SSL_CAFILE": "/ca.pem"}, "kafka ssl cafile is set but the security protocol is PLAINTEXT"),
         ([], {"REDIS_URL": f"http://user:{SECRET}@h"}, "redis url 'http://user:***@h' must start with redis://"),
     ],
@@ -102,7 +132,12 @@ def test_invalid_settings_exit_2_with_one_line_and_no_secret(args, env, message,
 
 
 def test_repr_and_urls_mask_passwords():
-    settings = StreamSettings(redis_url=f"rediss://kt:{SECRET}@redis:6379/0", kafka_security_protocol="SASL_SSL", kafka_sasl_username="kt", kafka_sasl_password=SECRET)
+    settings = StreamSettings(
+        redis_url=f"rediss://kt:{SECRET}@redis:6379/0",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="kt",
+        kafka_sasl_password=SECRET,
+    )
     assert SECRET not in repr(settings) and SECRET not in str(settings)
     assert "rediss://kt:***@redis:6379/0" in repr(settings) and "kafka_sasl_password='***'" in repr(settings)
     assert mask_url(f"redis://:{SECRET}@h:1/0") == "redis://:***@h:1/0"
@@ -122,7 +157,9 @@ def test_state_ttl_sets_an_expiry_on_every_write(ttl_s, redis_url, key_prefix):
     async def write() -> None:
         store = await StudentStore.connect(redis_url, key_prefix, state_ttl_s=ttl_s)
         try:
-            await store.write_blobs(["s1", "s2"], [StudentState("s1", "v1").to_bytes(), StudentState("s2", "v1").to_bytes()], [0, 0])
+            await store.write_blobs(
+                ["s1", "s2"], [StudentState("s1", "v1").to_bytes(), StudentState("s2", "v1").to_bytes()], [0, 0]
+            )
         finally:
             await store.close()
 
@@ -162,16 +199,26 @@ def test_kafka_security_reaches_consumer_producer_and_admin(monkeypatch):
 
         return Client
 
-    for name, kind in (("AIOKafkaConsumer", "consumer"), ("AIOKafkaProducer", "producer"), ("AIOKafkaAdminClient", "admin")):
+    for name, kind in (
+        ("AIOKafkaConsumer", "consumer"),
+        ("AIOKafkaProducer", "producer"),
+        ("AIOKafkaAdminClient", "admin"),
+    ):
         monkeypatch.setattr(kafka_io, name, recorder(kind))
     ca_file = ca_bundle()
     settings = StreamSettings(
-        kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="kt", kafka_sasl_password=SECRET, kafka_ssl_cafile=ca_file
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="kt",
+        kafka_sasl_password=SECRET,
+        kafka_ssl_cafile=ca_file,
     )
     kafka_io.make_consumer(settings, listener=None)
     kafka_io.make_producer(settings)
     with pytest.raises(StreamError):
-        asyncio.run(kafka_io.ensure_topics(settings.bootstrap, ["t"], 1, attempts=1, security=kafka_io.client_options(settings)))
+        asyncio.run(
+            kafka_io.ensure_topics(settings.bootstrap, ["t"], 1, attempts=1, security=kafka_io.client_options(settings))
+        )
     for kind in ("consumer", "producer", "admin"):
         options = captured[kind]
         assert options["security_protocol"] == "SASL_SSL" and options["sasl_mechanism"] == "SCRAM-SHA-512", kind

@@ -13,8 +13,17 @@ from stream_kt.service.exceptions import InvalidEvent
 
 INDEX = {str(i): i for i in range(5)} | {"x y": 5}
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**64 - 1), st.floats(allow_nan=False), st.text(max_size=4), st.binary(max_size=3))
-near_misses = st.sampled_from([None, True, False, 0, 1, 2, -1, 1.0, 0.5, "1", "", " ", b"1", [1], {"a": 1}, 2**63, -(2**63)])
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=4),
+    st.binary(max_size=3),
+)
+near_misses = st.sampled_from(
+    [None, True, False, 0, 1, 2, -1, 1.0, 0.5, "1", "", " ", b"1", [1], {"a": 1}, 2**63, -(2**63)]
+)
 fields = {  # replacements: mostly near misses of a valid value, sometimes anything
     "v": st.one_of(near_misses, scalars),
     "student_id": st.one_of(near_misses, st.text(max_size=3), scalars),
@@ -26,8 +35,17 @@ fields = {  # replacements: mostly near misses of a valid value, sometimes anyth
     "elapsed_ms": st.one_of(near_misses, st.integers(-2, 3), scalars),
 }
 valid = st.fixed_dictionaries(
-    {"student_id": st.one_of(st.text(min_size=1, max_size=3), st.integers(-5, 5)), "skill_id": st.sampled_from(["0", "3", " 4", "x y", 2]), "correct": st.sampled_from([0, 1, True, False]), "ts": st.integers(0, 2**40)},
-    optional={"v": st.just(1), "event_id": st.one_of(st.text(max_size=3), st.integers(-5, 5)), "elapsed_ms": st.integers(0, 10**6)},
+    {
+        "student_id": st.one_of(st.text(min_size=1, max_size=3), st.integers(-5, 5)),
+        "skill_id": st.sampled_from(["0", "3", " 4", "x y", 2]),
+        "correct": st.sampled_from([0, 1, True, False]),
+        "ts": st.integers(0, 2**40),
+    },
+    optional={
+        "v": st.just(1),
+        "event_id": st.one_of(st.text(max_size=3), st.integers(-5, 5)),
+        "elapsed_ms": st.integers(0, 10**6),
+    },
 )
 
 
@@ -42,7 +60,12 @@ def events(draw):
     return event
 
 
-messages = st.one_of(events().map(lambda e: msgpack.packb(e)), st.binary(max_size=12), st.lists(st.integers(-9, 9), max_size=3).map(msgpack.packb), st.none())
+messages = st.one_of(
+    events().map(lambda e: msgpack.packb(e)),
+    st.binary(max_size=12),
+    st.lists(st.integers(-9, 9), max_size=3).map(msgpack.packb),
+    st.none(),
+)
 
 
 def reference(raw: bytes | None, max_bytes: int):
@@ -71,23 +94,40 @@ def test_a_common_event_is_decoded_by_the_fast_path():
     assert answer_fields(raw, INDEX) == ("s", "3", 3, 1, 5, 9, None, None)
 
 
-@pytest.mark.parametrize(("fmt", "dtype", "atol"), [("v2", "float32", 0.0), ("v2", "float16", 5e-4), ("v1", "float32", 0.0)])
+@pytest.mark.parametrize(
+    ("fmt", "dtype", "atol"), [("v2", "float32", 0.0), ("v2", "float16", 5e-4), ("v1", "float32", 0.0)]
+)
 def test_mastery_messages_of_both_versions_decode_to_the_same_vector(fmt, dtype, atol):
     mastery = np.random.default_rng(0).random((3, 7), dtype=np.float32)
     encoder = MasteryEncoder("dkt-1", fmt, dtype)
-    raws = encoder.encode(["a", "b", "c"], [1, 2, 3], [None, "e", 4], [10, 20, 30], ["3", "4", "x y"], [0.25, 0.5, 0.75], mastery)
+    raws = encoder.encode(
+        ["a", "b", "c"], [1, 2, 3], [None, "e", 4], [10, 20, 30], ["3", "4", "x y"], [0.25, 0.5, 0.75], mastery
+    )
     for row, raw in enumerate(raws):
         message = decode_mastery(raw)
         assert message["v"] == (2 if fmt == "v2" else 1)
-        assert (message["student_id"], message["seq"], message["ts"], message["item_id"], message["model_version"]) == ("abc"[row], row + 1, 10 * (row + 1), ["3", "4", "x y"][row], "dkt-1")
+        assert (message["student_id"], message["seq"], message["ts"], message["item_id"], message["model_version"]) == (
+            "abc"[row],
+            row + 1,
+            10 * (row + 1),
+            ["3", "4", "x y"][row],
+            "dkt-1",
+        )
         assert message["p_correct"] == [0.25, 0.5, 0.75][row]
         np.testing.assert_allclose(message["mastery"], mastery[row], atol=atol, rtol=0)
     if fmt == "v2":
         raw = msgpack.unpackb(raws[0])
-        assert raw["dtype"] == ("f4" if dtype == "float32" else "f2") and len(raw["mastery"]) == 7 * (4 if dtype == "float32" else 2)
+        assert raw["dtype"] == ("f4" if dtype == "float32" else "f2") and len(raw["mastery"]) == 7 * (
+            4 if dtype == "float32" else 2
+        )
 
 
 def test_a_v1_message_keeps_its_list_and_half_precision_needs_v2():
-    assert isinstance(msgpack.unpackb(MasteryEncoder("m", "v1").encode(["a"], [1], [None], [0], ["0"], [0.5], np.zeros((1, 2), np.float32))[0])["mastery"], list)
+    assert isinstance(
+        msgpack.unpackb(
+            MasteryEncoder("m", "v1").encode(["a"], [1], [None], [0], ["0"], [0.5], np.zeros((1, 2), np.float32))[0]
+        )["mastery"],
+        list,
+    )
     with pytest.raises(ValueError, match="float16 with format v2"):
         MasteryEncoder("m", "v1", "float16")

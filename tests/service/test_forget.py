@@ -16,7 +16,14 @@ def test_forget_deletes_one_students_state_and_is_fine_when_there_is_none(redis_
     async def write() -> None:
         store = await StudentStore.connect(redis_url, key_prefix)
         try:
-            await store.write_blobs(["alice", "bob"], [StudentState("alice", "v1", events_applied=3).to_bytes(), StudentState("bob", "v1", events_applied=5).to_bytes()], [3, 5])
+            await store.write_blobs(
+                ["alice", "bob"],
+                [
+                    StudentState("alice", "v1", events_applied=3).to_bytes(),
+                    StudentState("bob", "v1", events_applied=5).to_bytes(),
+                ],
+                [3, 5],
+            )
         finally:
             await store.close()
 
@@ -40,4 +47,6 @@ def test_forget_help_says_kafka_retention_must_be_covered_too(capsys):
         main(["forget", "--help"])
     assert exited.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "answer events stay in the input topic" in help_text and "must also cover those topics' retention" in help_text
+    assert (
+        "answer events stay in the input topic" in help_text and "must also cover those topics' retention" in help_text
+    )

@@ -24,7 +24,9 @@ from .conftest import assert_final_states, by_student, reference_run, running_pr
 
 def produce_with_librdkafka(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
     # murmur2_random: the Java client's (and aiokafka's) partitioner, so a student keeps one partition whoever produces
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "acks": "all", "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "acks": "all", "linger.ms": 5}
+    )
     failures: list[str] = []
     for key, value in messages:
         producer.produce(topic, value, key, on_delivery=lambda err, msg: failures.append(str(err)) if err else None)
@@ -34,13 +36,22 @@ def produce_with_librdkafka(bootstrap: str, topic: str, messages: list[tuple[byt
 
 
 def consume_with_librdkafka(bootstrap: str, topic: str, group: str, count: int, timeout_s: float = 60.0) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     records: list = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(records) < count:
-            assert time.monotonic() < deadline, f"librdkafka read {len(records)} of {count} records within {timeout_s} s"
+            assert time.monotonic() < deadline, (
+                f"librdkafka read {len(records)} of {count} records within {timeout_s} s"
+            )
             message = consumer.poll(0.2)
             if message is None:
                 continue
@@ -53,16 +64,30 @@ def consume_with_librdkafka(bootstrap: str, topic: str, group: str, count: int, 
 
 
 @pytest.mark.brokers("kafka", "tansu")
-def test_a_librdkafka_producer_and_consumer_group_interoperate_with_the_processor(make_settings, tiny_checkpoint: Path, redis_url) -> None:
+def test_a_librdkafka_producer_and_consumer_group_interoperate_with_the_processor(
+    make_settings, tiny_checkpoint: Path, redis_url
+) -> None:
     settings = make_settings()
     checkpoint = load_checkpoint(tiny_checkpoint)
     answers = synthetic_answers(checkpoint, students=6, seed=3, min_length=20, max_length=40)
-    asyncio.run(ensure_topics(settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions))
-    produce_with_librdkafka(settings.bootstrap, settings.in_topic, [(a.student_id.encode(), a.encode()) for a in answers])
+    asyncio.run(
+        ensure_topics(
+            settings.bootstrap, [settings.in_topic, settings.out_topic, settings.dlq_topic], settings.partitions
+        )
+    )
+    produce_with_librdkafka(
+        settings.bootstrap, settings.in_topic, [(a.student_id.encode(), a.encode()) for a in answers]
+    )
 
     async def serve_until_answered() -> None:
         async with running_processor(settings, checkpoint) as stats:
-            await asyncio.to_thread(lambda: outputs.extend(consume_with_librdkafka(settings.bootstrap, settings.out_topic, settings.group_id + "-reader", len(answers))))
+            await asyncio.to_thread(
+                lambda: outputs.extend(
+                    consume_with_librdkafka(
+                        settings.bootstrap, settings.out_topic, settings.group_id + "-reader", len(answers)
+                    )
+                )
+            )
         assert stats[0].events_in == len(answers)
 
     outputs: list = []

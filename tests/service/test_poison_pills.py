@@ -1,4 +1,5 @@
-"""No event can stop the stream: out-of-range integers, events the processor fails on, a fuzzed stream (Apache Kafka)."""
+"""No event can stop the stream: out-of-range integers, events the processor fails on, a
+fuzzed stream (Apache Kafka)."""
 
 from __future__ import annotations
 
@@ -35,13 +36,22 @@ def with_bad_events(answers, bad: list[dict]) -> tuple[list[tuple[bytes, bytes]]
     messages = answer_messages(answers)
     raws = []
     for n, change in enumerate(bad):
-        event = {"v": 1, "student_id": answers[0].student_id, "skill_id": "1", "correct": 1, "ts": 1_700_000_000_000, **change}
+        event = {
+            "v": 1,
+            "student_id": answers[0].student_id,
+            "skill_id": "1",
+            "correct": 1,
+            "ts": 1_700_000_000_000,
+            **change,
+        }
         raws.append(msgpack.packb(event))
         messages.insert((n + 1) * len(messages) // (len(bad) + 1), (answers[n].student_id.encode(), raws[-1]))
     return messages, raws
 
 
-def test_huge_integers_are_dead_lettered_and_serve_keeps_serving(make_settings, tiny_checkpoint, serve_process, redis_url):
+def test_huge_integers_are_dead_lettered_and_serve_keeps_serving(
+    make_settings, tiny_checkpoint, serve_process, redis_url
+):
     """The poison pill a new user found: ts or elapsed_ms = 2**64 - 1 crash-looped serve (OverflowError)."""
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings()
@@ -52,7 +62,10 @@ def test_huge_integers_are_dead_lettered_and_serve_keeps_serving(make_settings, 
         end = await produce(settings, messages)
         proc = serve_process(settings, tiny_checkpoint)
         await asyncio.to_thread(proc.wait_line, "serving")
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out, TopicReader(settings.bootstrap, settings.dlq_topic) as dlq:
+        async with (
+            TopicReader(settings.bootstrap, settings.out_topic) as out,
+            TopicReader(settings.bootstrap, settings.dlq_topic) as dlq,
+        ):
             await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=90)
             await dlq.read_until(lambda rs: len(rs) >= len(bad))
         still_running = proc.process.poll() is None
@@ -69,7 +82,9 @@ def test_huge_integers_are_dead_lettered_and_serve_keeps_serving(make_settings, 
     assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)
 
 
-def test_an_event_the_processor_fails_on_twice_is_dead_lettered_and_its_batch_commits(make_settings, tiny_checkpoint, redis_url, monkeypatch):
+def test_an_event_the_processor_fails_on_twice_is_dead_lettered_and_its_batch_commits(
+    make_settings, tiny_checkpoint, redis_url, monkeypatch
+):
     """The crash-loop guard, on the real failure: with the range check off, 2**64 - 1 reaches numpy and raises."""
     monkeypatch.setattr(events, "TS_MAX_MS", 2**70)
     monkeypatch.setattr(events, "ELAPSED_MAX_MS", 2**70)
@@ -81,7 +96,10 @@ def test_an_event_the_processor_fails_on_twice_is_dead_lettered_and_its_batch_co
 
     async def scenario():
         end = await produce(settings, messages)
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out, TopicReader(settings.bootstrap, settings.dlq_topic) as dlq:
+        async with (
+            TopicReader(settings.bootstrap, settings.out_topic) as out,
+            TopicReader(settings.bootstrap, settings.dlq_topic) as dlq,
+        ):
             async with running_processor(settings, checkpoint, metrics=metrics):
                 await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=90)
                 await dlq.read_until(lambda rs: len({r.value for r in rs}) >= len(bad))
@@ -98,7 +116,9 @@ def test_an_event_the_processor_fails_on_twice_is_dead_lettered_and_its_batch_co
     assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)
 
 
-def test_a_fuzzed_stream_is_answered_or_dead_lettered_and_every_batch_commits(make_settings, tiny_checkpoint, redis_url):
+def test_a_fuzzed_stream_is_answered_or_dead_lettered_and_every_batch_commits(
+    make_settings, tiny_checkpoint, redis_url
+):
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings()
     answers = synthetic_answers(checkpoint, students=10, seed=33, min_length=20, max_length=30)
@@ -121,9 +141,15 @@ def test_a_fuzzed_stream_is_answered_or_dead_lettered_and_every_batch_commits(ma
 
     async def scenario():
         end = await produce(settings, messages)
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out, TopicReader(settings.bootstrap, settings.dlq_topic) as dlq:
+        async with (
+            TopicReader(settings.bootstrap, settings.out_topic) as out,
+            TopicReader(settings.bootstrap, settings.dlq_topic) as dlq,
+        ):
             async with running_processor(settings, checkpoint) as stats:
-                await out.read_until(lambda rs: len(dedupe_outputs(rs)) >= len(expected_output_keys(answers)) + len(answered), timeout_s=120)
+                await out.read_until(
+                    lambda rs: len(dedupe_outputs(rs)) >= len(expected_output_keys(answers)) + len(answered),
+                    timeout_s=120,
+                )
                 await dlq.read_until(lambda rs: len(rs) >= len(lettered))
             return end, out.records, dlq.records, await committed_offsets(settings), stats[0]
 
@@ -131,7 +157,9 @@ def test_a_fuzzed_stream_is_answered_or_dead_lettered_and_every_batch_commits(ma
     real = {a.student_id for a in answers}
     by_key = dedupe_outputs(outputs)
     assert {k for k in by_key if k[0] in real} == expected_output_keys(answers)
-    assert sorted(((m["student_id"], m["event_id"]) for k, m in by_key.items() if k[0] not in real), key=repr) == sorted(answered, key=repr)
+    assert sorted(
+        ((m["student_id"], m["event_id"]) for k, m in by_key.items() if k[0] not in real), key=repr
+    ) == sorted(answered, key=repr)
     assert all(m["seq"] == 1 for k, m in by_key.items() if k[0] not in real)  # each fuzzed student answered once
     assert sorted(dict(r.headers)["reason"].decode() for r in dead) == lettered
     assert committed == end and stats.events_in == len(messages)

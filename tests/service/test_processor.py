@@ -61,7 +61,13 @@ def test_events_apply_in_production_order_and_a_stop_commits_what_was_applied(ma
                 end[partition] = offset
             async with running_processor(settings, checkpoint) as second:
                 await out.read_until(lambda rs: len(rs) >= len(answers))
-            return first[0], second[0], (after_stop, end_after_stop), (await committed_offsets(settings), end), out.records
+            return (
+                first[0],
+                second[0],
+                (after_stop, end_after_stop),
+                (await committed_offsets(settings), end),
+                out.records,
+            )
 
     first, second, (committed, end), (final_committed, final_end), records = asyncio.run(scenario())
 
@@ -70,7 +76,12 @@ def test_events_apply_in_production_order_and_a_stop_commits_what_was_applied(ma
     assert (first.events_in, first.outputs, first.skipped_replays) == (len(first_half), len(first_half), 0)
     assert (second.events_in, second.outputs, second.skipped_replays) == (len(second_half), len(second_half), 0)
     assert final_committed == final_end and sum(final_end.values()) == len(answers)
-    states = read_states(redis_url, settings.key_prefix, by_student(answers), sources=[f"{settings.in_topic}/{p}" for p in range(settings.partitions)])
+    states = read_states(
+        redis_url,
+        settings.key_prefix,
+        by_student(answers),
+        sources=[f"{settings.in_topic}/{p}" for p in range(settings.partitions)],
+    )
     last_applied: dict[int, int] = {}
     for state in states.values():
         for source, offset in state.offsets.items():
@@ -82,10 +93,14 @@ def test_events_apply_in_production_order_and_a_stop_commits_what_was_applied(ma
     assert len(records) == len(answers)  # no repeats: nothing was replayed
     outputs = dedupe_outputs(records)
     for student, seq in by_student(answers).items():
-        assert [(outputs[(student, k)]["item_id"], outputs[(student, k)]["ts"]) for k in range(1, len(seq) + 1)] == [(a.item_id, a.ts_ms) for a in seq]
+        assert [(outputs[(student, k)]["item_id"], outputs[(student, k)]["ts"]) for k in range(1, len(seq) + 1)] == [
+            (a.item_id, a.ts_ms) for a in seq
+        ]
     assert_final_states(redis_url, settings.key_prefix, checkpoint, answers)
 
-    vocab_entry = json.loads(redis_client_sync(redis_url).get(keys.model_vocab_key(checkpoint.version, settings.key_prefix)))
+    vocab_entry = json.loads(
+        redis_client_sync(redis_url).get(keys.model_vocab_key(checkpoint.version, settings.key_prefix))
+    )
     assert vocab_entry == {
         "item_column": "skill_id",
         "ids": list(checkpoint.vocab.ids),
@@ -103,8 +118,16 @@ def invalid_messages(student: str, n: int) -> list[tuple[bytes, str]]:
         (msgpack.packb({"v": 1, "student_id": student, "correct": 1, "ts": ts}), "missing_field"),
         (msgpack.packb({"v": 1, "student_id": 1.5, "skill_id": "1", "correct": 1, "ts": ts}), "bad_type"),
         (msgpack.packb({"v": 1, "student_id": student, "skill_id": "1", "correct": 2, "ts": ts}), "bad_correct"),
-        (msgpack.packb({"v": 1, "student_id": student, "skill_id": "no-such-skill", "correct": 1, "ts": ts}), "unknown_item"),
-        (msgpack.packb({"v": 1, "student_id": student, "skill_id": "1", "correct": 1, "ts": ts, "pad": "x" * MAX_EVENT_BYTES}), "oversized"),
+        (
+            msgpack.packb({"v": 1, "student_id": student, "skill_id": "no-such-skill", "correct": 1, "ts": ts}),
+            "unknown_item",
+        ),
+        (
+            msgpack.packb(
+                {"v": 1, "student_id": student, "skill_id": "1", "correct": 1, "ts": ts, "pad": "x" * MAX_EVENT_BYTES}
+            ),
+            "oversized",
+        ),
         (msgpack.packb([student, "1", 1, ts]), "not_a_map"),
         (msgpack.packb({"v": 2, "student_id": student, "skill_id": "1", "correct": 1, "ts": ts}), "bad_version"),
     ]
@@ -126,7 +149,10 @@ def test_every_valid_event_gives_one_output_and_every_invalid_one_a_dead_letter(
         await produce(settings, messages)
         async with TopicReader(settings.bootstrap, settings.in_topic) as source:
             await source.read_until(lambda rs: len(rs) == len(messages))
-        async with TopicReader(settings.bootstrap, settings.out_topic) as out, TopicReader(settings.bootstrap, settings.dlq_topic) as dlq:
+        async with (
+            TopicReader(settings.bootstrap, settings.out_topic) as out,
+            TopicReader(settings.bootstrap, settings.dlq_topic) as dlq,
+        ):
             async with running_processor(settings, checkpoint) as stats:
                 await out.read_until(lambda rs: len(rs) >= len(answers))
                 await dlq.read_until(lambda rs: len(rs) >= len(invalid))
@@ -158,7 +184,10 @@ def test_streamed_predictions_equal_the_offline_model(make_settings, checkpoint)
     outputs = served_outputs(settings, checkpoint, answers)
     model, vocab = checkpoint.model, checkpoint.vocab
     ids = list(students)
-    rows = [(np.array([vocab.index(a.item_id) for a in students[s]]), np.array([a.correct for a in students[s]])) for s in ids]
+    rows = [
+        (np.array([vocab.index(a.item_id) for a in students[s]]), np.array([a.correct for a in students[s]]))
+        for s in ids
+    ]
     batch = make_batch(rows)
     with torch.no_grad():
         logits = model(batch)  # (S, T): position t predicts event t + 1
@@ -171,13 +200,19 @@ def test_streamed_predictions_equal_the_offline_model(make_settings, checkpoint)
             offline_p = first_p[rows[row][0][0]] if t == 0 else torch.sigmoid(logits[row, t - 1])
             assert message["model_version"] == checkpoint.version
             assert message["p_correct"] == pytest.approx(float(offline_p), abs=1e-5), f"{student} event {t}"
-            np.testing.assert_allclose(message["mastery"], mastery[row, t].numpy(), atol=1e-5, err_msg=f"{student} event {t}")
+            np.testing.assert_allclose(
+                message["mastery"], mastery[row, t].numpy(), atol=1e-5, err_msg=f"{student} event {t}"
+            )
 
 
 def test_an_ensemble_is_served_like_any_model(make_settings, tmp_path, redis_url):
     """Three members' states in one Redis row; every output is the mean the offline ensemble steps to."""
     torch.manual_seed(0)
-    members = ({"model": "dkt", "embed_dim": 8, "hidden_size": 16}, {"model": "lastquery", "dim": 8, "heads": 2, "hidden_size": 16}, {"model": "bkt"})
+    members = (
+        {"model": "dkt", "embed_dim": 8, "hidden_size": 16},
+        {"model": "lastquery", "dim": 8, "heads": 2, "hidden_size": 16},
+        {"model": "bkt"},
+    )
     model = build_model("ensemble", num_items=TINY_ITEMS, members=members)
     checkpoint = load_checkpoint(save_model_checkpoint(tmp_path / "ensemble", model))
     settings = make_settings(batch_size=4)
@@ -204,7 +239,10 @@ def test_a_time_aware_model_gets_each_events_elapsed_and_lag_times(make_settings
     vocab = checkpoint.vocab
     settings = make_settings(batch_size=4)
     rng = np.random.default_rng(6)
-    answers = [dataclasses.replace(a, elapsed_ms=int(rng.integers(0, 90_000))) for a in synthetic_answers(checkpoint, students=4, seed=6, min_length=20, max_length=40)]
+    answers = [
+        dataclasses.replace(a, elapsed_ms=int(rng.integers(0, 90_000)))
+        for a in synthetic_answers(checkpoint, students=4, seed=6, min_length=20, max_length=40)
+    ]
 
     outputs = served_outputs(settings, checkpoint, answers)
     students = by_student(answers)
@@ -223,7 +261,9 @@ def test_a_time_aware_model_gets_each_events_elapsed_and_lag_times(make_settings
             assert streamed == pytest.approx(float(timed[row, t - 1]), abs=1e-5), f"{student} event {t}"
 
 
-def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settings, checkpoint, checkpoint_factory, redis_url):
+def test_a_state_of_another_model_version_is_rebuilt_from_its_window(
+    make_settings, checkpoint, checkpoint_factory, redis_url
+):
     upgraded = load_checkpoint(checkpoint_factory(seed=7, num_items=len(checkpoint.vocab) + 2))
     assert upgraded.version != checkpoint.version
     settings = make_settings()
@@ -242,7 +282,10 @@ def test_a_state_of_another_model_version_is_rebuilt_from_its_window(make_settin
             mastery=old.mastery[-1],
             offsets={"retired-topic/0": 41},
         )
-        new_events[student] = (Answer(student, str(len(upgraded.vocab) - 1), 1, seq[-1].ts_ms + 1), window)  # an item only the new model has
+        new_events[student] = (
+            Answer(student, str(len(upgraded.vocab) - 1), 1, seq[-1].ts_ms + 1),
+            window,
+        )  # an item only the new model has
     client = redis_client_sync(redis_url)
     for state in old_states.values():
         client.set(keys.student_key(state.student_id, settings.key_prefix), state.to_bytes())
@@ -298,7 +341,9 @@ def test_a_batch_polled_across_a_rebalance_is_rewound_not_skipped(broker, topics
         for i in range(10):
             await producer.send_and_wait(topic, f"event-{i}".encode(), partition=i % 2)
         await producer.stop()
-        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
         await consumer.start()
         consumer.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
         first: dict = {}
@@ -310,7 +355,9 @@ def test_a_batch_polled_across_a_rebalance_is_rewound_not_skipped(broker, topics
         Processor.rewind(types.SimpleNamespace(consumer=consumer), first)
         again = await consumer.getmany(timeout_ms=2000)
         await consumer.stop()
-        return [r.offset for r in first[TopicPartition(topic, 1)]], [r.offset for r in again.get(TopicPartition(topic, 1), [])]
+        return [r.offset for r in first[TopicPartition(topic, 1)]], [
+            r.offset for r in again.get(TopicPartition(topic, 1), [])
+        ]
 
     first_offsets, reread_offsets = asyncio.run(scenario())
     assert first_offsets == [0, 1, 2, 3, 4]

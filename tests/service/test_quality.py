@@ -44,7 +44,9 @@ def test_the_other_metrics_equal_the_offline_ones():
         if c["count"]:
             low, high = (float(x) for x in c["bin"].split("-"))
             inside = (p >= low) & (p < high) if high < 1 else p >= low
-            assert c["count"] == inside.sum() and c["mean_p"] == pytest.approx(float(p[inside].astype(np.float64).mean()), rel=1e-9)
+            assert c["count"] == inside.sum() and c["mean_p"] == pytest.approx(
+                float(p[inside].astype(np.float64).mean()), rel=1e-9
+            )
             assert c["observed"] == pytest.approx(y[inside].mean())
 
 
@@ -55,11 +57,19 @@ def test_counts_add_up_in_any_split_and_survive_a_redis_hash(seed, first, second
     whole = Scores.of(p, y)
     parts = Scores.of(p[:first], y[:first])
     parts.merge(Scores.of(p[first:], y[first:]))
-    fields = {name.encode(): str(value).encode() for name, value in parts.to_fields().items()}  # as HGETALL returns them
+    fields = {
+        name.encode(): str(value).encode() for name, value in parts.to_fields().items()
+    }  # as HGETALL returns them
     again = Scores.from_fields(fields)
     for scores in (parts, again):
-        assert (scores.correct == whole.correct).all() and (scores.wrong == whole.wrong).all() and scores.hits == whole.hits
-        assert scores.log_loss_sum == pytest.approx(whole.log_loss_sum, rel=1e-9) and scores.squared_error_sum == pytest.approx(whole.squared_error_sum, rel=1e-9)
+        assert (
+            (scores.correct == whole.correct).all()
+            and (scores.wrong == whole.wrong).all()
+            and scores.hits == whole.hits
+        )
+        assert scores.log_loss_sum == pytest.approx(
+            whole.log_loss_sum, rel=1e-9
+        ) and scores.squared_error_sum == pytest.approx(whole.squared_error_sum, rel=1e-9)
 
 
 def test_one_class_only_has_no_auc_and_json_says_null():
@@ -74,4 +84,8 @@ def test_the_recent_window_holds_exactly_the_last_answers():
         recent.add(p[start : start + 300], y[start : start + 300])
     expected = binary_metrics(y[-1000:], p[-1000:])
     summary = recent.summary()
-    assert summary["count"] == 1000 and summary["auc"] == pytest.approx(expected["auc"]) and summary["logloss"] == pytest.approx(expected["logloss"])
+    assert (
+        summary["count"] == 1000
+        and summary["auc"] == pytest.approx(expected["auc"])
+        and summary["logloss"] == pytest.approx(expected["logloss"])
+    )

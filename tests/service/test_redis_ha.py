@@ -47,7 +47,8 @@ from .conftest import (
 
 @pytest.fixture
 def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    """A primary, one replica of it and three Sentinels (skips without the binaries); every process killed at the end."""
+    """A primary, one replica of it and three Sentinels (skips without the binaries); every
+    process killed at the end."""
     reason = SentinelGroup.unavailable()
     if reason:
         pytest.skip(reason)
@@ -58,7 +59,13 @@ def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
 def test_sentinel_urls_are_parsed_and_bad_ones_are_one_line():
     target = sentinel_target("redis+sentinel://app:p%40ss@10.0.0.1:26379,[::1]:26380,sentinel-c/kt-main/2")
     assert target.sentinels == (("10.0.0.1", 26379), ("::1", 26380), ("sentinel-c", 26379))
-    assert (target.service, target.db, target.username, target.password, target.tls) == ("kt-main", 2, "app", "p@ss", False)
+    assert (target.service, target.db, target.username, target.password, target.tls) == (
+        "kt-main",
+        2,
+        "app",
+        "p@ss",
+        False,
+    )
     assert sentinel_target("rediss+sentinel://s1/m").tls
     assert StreamSettings(redis_url="redis+sentinel://s1:26379/m", redis_min_replicas=1).redis_min_replicas == 1
     bad = {
@@ -94,12 +101,16 @@ def test_state_writes_wait_for_replicas_and_a_sentinel_client_follows_a_failover
 
     async def scenario():
         store = await StudentStore.connect(group.url, prefix, attempts=1, min_replicas=1, replica_timeout_ms=200)
-        plain = await StudentStore.connect(f"redis://127.0.0.1:{primary.port}/0", prefix, attempts=1, min_replicas=1, replica_timeout_ms=200)
+        plain = await StudentStore.connect(
+            f"redis://127.0.0.1:{primary.port}/0", prefix, attempts=1, min_replicas=1, replica_timeout_ms=200
+        )
         two = await StudentStore.connect(group.url, prefix, attempts=1, min_replicas=2, replica_timeout_ms=200)
         fresh = await StudentStore.connect(group.url, prefix, attempts=1, min_replicas=1, replica_timeout_ms=200)
         try:
             assert await store.write_blobs(["s1", "s2"], [fake_state(1), b"two"], [1, 1]) == []
-            assert replica.client().get(keys.student_key("s1", prefix)) == fake_state(1)  # it returned: the replica has it
+            assert replica.client().get(keys.student_key("s1", prefix)) == fake_state(
+                1
+            )  # it returned: the replica has it
             with pytest.raises(ReplicasNotReached, match="reached 1 of 2 replicas"):
                 await two.write_blobs(["s2"], [b"two-b"], [2])
 
@@ -151,7 +162,9 @@ def test_state_writes_wait_for_replicas_and_a_sentinel_client_follows_a_failover
 
 
 @pytest.mark.parametrize("min_replicas", [1, 0])
-def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batches_with_none(min_replicas, make_settings, tiny_checkpoint, sentinel_group: SentinelGroup, caplog, capsys):
+def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batches_with_none(
+    min_replicas, make_settings, tiny_checkpoint, sentinel_group: SentinelGroup, caplog, capsys
+):
     """The replica stops receiving (its link pointed at a port nothing listens on), answers go on, the primary is
     SIGKILLed and the Sentinels promote the replica.  With ``redis_min_replicas=1`` those answers' batches are not
     committed until a replica has their states, so the promoted replica's processor redoes them: nothing lost.
@@ -177,7 +190,9 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
                 group.cut_off(spare)  # the replica stops receiving, keeps its data
                 await send(parts[1])
                 if min_replicas:
-                    await until(lambda: metrics.redis_wait_failures >= 2, what="two batches not acknowledged by a replica")
+                    await until(
+                        lambda: metrics.redis_wait_failures >= 2, what="two batches not acknowledged by a replica"
+                    )
                     figures["committed_before_kill"] = sum((await committed_offsets(settings)).values())
                 else:
                     await until_committed(settings, 2 * third)
@@ -188,12 +203,16 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
                 assert new is spare
                 if min_replicas:  # a replica for the new primary: the old one, restarted empty
                     await asyncio.to_thread(group.restart_as_replica, old, new)
-                    assert old.client().config_get("replica-priority") == {"replica-priority": "100"}  # 0 only until in sync
+                    assert old.client().config_get("replica-priority") == {
+                        "replica-priority": "100"
+                    }  # 0 only until in sync
                 await send(parts[2])
                 await until_committed(settings, len(answers), timeout_s=90)
                 figures["recovered_s"] = time.monotonic() - killed
                 if min_replicas:  # with 0, the seqs of the lost answers are given again to later ones
-                    await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=30)
+                    await out.read_until(
+                        lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=30
+                    )
             return out.records
 
     with caplog.at_level(logging.INFO, logger="stream_kt"):
@@ -203,7 +222,10 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
     applied = sum(state.events_applied for state in states.values() if state is not None)
     lost = len(answers) - applied
     with capsys.disabled():
-        print(f"\nmin_replicas={min_replicas}: failover {figures['failover_s']:.1f} s, all committed {figures['recovered_s']:.1f} s after the kill, {lost} of {len(answers)} answers lost")
+        print(
+            f"\nmin_replicas={min_replicas}: failover {figures['failover_s']:.1f} s, "
+            f"all committed {figures['recovered_s']:.1f} s after the kill, {lost} of {len(answers)} answers lost"
+        )
     if min_replicas:
         assert figures["committed_before_kill"] == third  # nothing of part 2 was committed while no replica had it
         assert metrics.redis_wait_failures >= 2 and lost == 0
@@ -212,7 +234,10 @@ def test_a_failover_mid_stream_loses_nothing_with_one_replica_and_the_last_batch
         # the tools reach the promoted primary through the same URL
         student = answers[0].student_id
         capsys.readouterr()
-        assert main(["inspect", student, "--redis", settings.redis_url, "--key-prefix", settings.key_prefix, "--json"]) == 0
+        assert (
+            main(["inspect", student, "--redis", settings.redis_url, "--key-prefix", settings.key_prefix, "--json"])
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)["events_applied"] == len(by_student(answers)[student])
         assert main(["forget", student, "--redis", settings.redis_url, "--key-prefix", settings.key_prefix]) == 0
         assert spare.client().get(keys.student_key(student, settings.key_prefix)) is None

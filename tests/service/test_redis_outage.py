@@ -23,7 +23,9 @@ from .conftest import (
 )
 
 
-def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(make_settings, tiny_checkpoint, own_redis, caplog):
+def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(
+    make_settings, tiny_checkpoint, own_redis, caplog
+):
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings(redis_url=own_redis.url)
     answers = synthetic_answers(checkpoint, students=6, seed=8, min_length=30, max_length=45)
@@ -33,7 +35,11 @@ def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(m
     admin = redis_client_sync(own_redis.url)
 
     def failures() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "stream_kt.service.processor" and r.levelno == logging.ERROR]
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "stream_kt.service.processor" and r.levelno == logging.ERROR
+        ]
 
     async def scenario():
         end: dict[int, int] = {}
@@ -76,7 +82,9 @@ def test_failed_state_writes_and_a_redis_outage_are_retried_without_committing(m
     # no offset of a batch whose state write failed was committed
     assert [sum(c.values()) for c in committed_while_failing] == [third, 2 * third]
     assert committed == end and sum(end.values()) == len(answers)
-    assert all(f"{settings.in_topic}/" in f and "@" in f and "nothing committed" in f for f in failures())  # topic/partition@offsets
+    assert all(
+        f"{settings.in_topic}/" in f and "@" in f and "nothing committed" in f for f in failures()
+    )  # topic/partition@offsets
     outputs = dedupe_outputs(records)  # repeats (from retried step 6) carry the same values
     assert set(outputs) == expected and len(records) > len(answers)
     assert stats.events_in == len(answers) and stats.skipped_replays == 0

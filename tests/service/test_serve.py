@@ -26,7 +26,9 @@ from .conftest import (
     synthetic_answers,
 )
 
-SUMMARY = re.compile(r"stopped: (\d+) events in, (\d+) outputs, (\d+) dead letters, (\d+) replays skipped, (\d+) batches")
+SUMMARY = re.compile(
+    r"stopped: (\d+) events in, (\d+) outputs, (\d+) dead letters, (\d+) replays skipped, (\d+) batches"
+)
 
 
 def complete(expected: set) -> Callable[[list], bool]:
@@ -34,10 +36,14 @@ def complete(expected: set) -> Callable[[list], bool]:
     return lambda records: len(records) >= len(expected) and set(dedupe_outputs(records)) >= expected
 
 
-def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(make_settings, tiny_checkpoint, serve_process, redis_url):
+def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(
+    make_settings, tiny_checkpoint, serve_process, redis_url
+):
     checkpoint = load_checkpoint(tiny_checkpoint)
     settings = make_settings()
-    answers = synthetic_answers(checkpoint, students=90, seed=5)  # long enough that a restarted member cannot finish before the kill
+    answers = synthetic_answers(
+        checkpoint, students=90, seed=5
+    )  # long enough that a restarted member cannot finish before the kill
     expected = expected_output_keys(answers)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -51,7 +57,9 @@ def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(make_s
             for fraction in fractions:
                 proc = serve_process(settings, tiny_checkpoint)
                 await asyncio.to_thread(proc.wait_line, "serving")
-                await out.read_until(lambda rs: len(dedupe_outputs(rs)) >= fraction * len(answers), timeout_s=90)  # new outputs, not replayed repeats
+                await out.read_until(
+                    lambda rs: len(dedupe_outputs(rs)) >= fraction * len(answers), timeout_s=90
+                )  # new outputs, not replayed repeats
                 await asyncio.sleep(rng.uniform(0, 0.05))  # somewhere inside a batch's steps
                 proc.kill()
                 progress.append(len(dedupe_outputs(out.records)))
@@ -64,7 +72,10 @@ def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(make_s
             return end, progress, out.records, code, summary, await committed_offsets(settings)
 
     end, progress, records, code, summary, committed = asyncio.run(scenario())
-    print(f"seed {seed}: killed at {progress} of {len(expected)} outputs; {len(records)} outputs with repeats; final run: {summary.strip()}")
+    print(
+        f"seed {seed}: killed at {progress} of {len(expected)} outputs; {len(records)} outputs with repeats; "
+        f"final run: {summary.strip()}"
+    )
     assert all(p < len(expected) for p in progress), "every kill landed mid-stream"
     assert code == 0 and SUMMARY.match(summary)
     assert set(dedupe_outputs(records)) == expected  # repeats carry equal values (checked in dedupe_outputs)
@@ -108,7 +119,9 @@ def test_sigterm_and_a_member_joining_mid_stream_lose_nothing(make_settings, tin
             await producing
             await out.read_until(lambda rs: len(rs) >= third)
             leaving = asyncio.create_task(trickle(answers[2 * third :], asyncio.Event()))
-            first.signal(signal.SIGTERM)  # mid-stream: its in-flight batch finishes and commits, then its partitions move
+            first.signal(
+                signal.SIGTERM
+            )  # mid-stream: its in-flight batch finishes and commits, then its partitions move
             first_code = await asyncio.to_thread(first.wait)
             await leaving
             await out.read_until(complete(expected), timeout_s=90)
@@ -134,12 +147,27 @@ def test_a_missing_checkpoint_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("unreachable", ["--bootstrap", "--redis"])
-def test_an_unreachable_broker_or_redis_is_one_line_and_exit_2(unreachable, tiny_checkpoint, broker, redis_url, key_prefix, capsys):
+def test_an_unreachable_broker_or_redis_is_one_line_and_exit_2(
+    unreachable, tiny_checkpoint, broker, redis_url, key_prefix, capsys
+):
     port = free_port()  # nothing listens there
     address = {"--bootstrap": f"127.0.0.1:{port}", "--redis": f"redis://127.0.0.1:{port}/0"}[unreachable]
-    args = ["serve", "--checkpoint", str(tiny_checkpoint), "--bootstrap", broker.bootstrap, "--redis", redis_url, "--key-prefix", key_prefix]
+    args = [
+        "serve",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--bootstrap",
+        broker.bootstrap,
+        "--redis",
+        redis_url,
+        "--key-prefix",
+        key_prefix,
+    ]
     args[args.index(unreachable) + 1] = address
     assert main(args) == 2
     err = capsys.readouterr().err
-    what = {"--bootstrap": f"cannot reach the Kafka broker at {address}", "--redis": f"cannot reach Redis at {address}"}[unreachable]
+    what = {
+        "--bootstrap": f"cannot reach the Kafka broker at {address}",
+        "--redis": f"cannot reach Redis at {address}",
+    }[unreachable]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"stream-kt serve: error: {what}")

@@ -34,11 +34,15 @@ def scored(metrics: Metrics, version: str) -> int:
     return metrics.quality[version].count if version in metrics.quality else 0
 
 
-def test_promoting_the_shadow_uses_its_states_and_ends_where_serving_it_throughout_would(make_settings, tiny_checkpoint, checkpoint_factory, redis_url, capsys):
+def test_promoting_the_shadow_uses_its_states_and_ends_where_serving_it_throughout_would(
+    make_settings, tiny_checkpoint, checkpoint_factory, redis_url, capsys
+):
     served, challenger = load_checkpoint(tiny_checkpoint), load_checkpoint(checkpoint_factory(seed=7))
     settings = make_settings()
     answers = synthetic_answers(served, students=12, seed=51, min_length=20, max_length=40)
-    cut = {student: len(student_answers) // 2 for student, student_answers in by_student(answers).items()}  # each student's first half
+    cut = {
+        student: len(student_answers) // 2 for student, student_answers in by_student(answers).items()
+    }  # each student's first half
     position: dict[str, int] = {}
     first, second = [], []
     for a in answers:
@@ -53,18 +57,24 @@ def test_promoting_the_shadow_uses_its_states_and_ends_where_serving_it_througho
                 await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(first), timeout_s=90)
                 await until(lambda: before.events_in >= len(first), what="the first part committed")
             await produce(settings, answer_messages(second))
-            async with running_processor(settings, challenger, metrics=after):  # B promoted: a restart with B as the served model
+            async with running_processor(
+                settings, challenger, metrics=after
+            ):  # B promoted: a restart with B as the served model
                 await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=90)
                 await until(lambda: after.events_in >= len(second), what="the second part committed")
         return out.records
 
     records = asyncio.run(scenario())
     seen = set(by_student(first))
-    assert len(seen) == 12 and after.warm_promotions == len(seen) and after.state_rebuilds == 0  # every student the shadow saw: no rebuild
+    assert (
+        len(seen) == 12 and after.warm_promotions == len(seen) and after.state_rebuilds == 0
+    )  # every student the shadow saw: no rebuild
     assert before.state_rebuilds == 0  # the shadow started with the stream: nothing to rebuild either
     assert_final_states(redis_url, settings.key_prefix, challenger, answers)  # as if B had served from the start
     outputs = dedupe_outputs(records)
-    for student, student_answers in by_student(answers).items():  # the second part's outputs are B's, from B's own history
+    for student, student_answers in by_student(
+        answers
+    ).items():  # the second part's outputs are B's, from B's own history
         expected = reference_run(challenger, student_answers)
         for seq in range(len([a for a in first if a.student_id == student]) + 1, len(student_answers) + 1):
             message = outputs[(student, seq)]
@@ -74,21 +84,35 @@ def test_promoting_the_shadow_uses_its_states_and_ends_where_serving_it_througho
     capsys.readouterr()
     assert main(["quality", "--json", "--redis", settings.redis_url, "--key-prefix", settings.key_prefix]) == 0
     versions = json.loads(capsys.readouterr().out)["versions"]
-    assert versions[served.version]["count"] == scored(before, served.version) == scored(before, challenger.version) == len(first) - len(seen)
-    assert versions[challenger.version]["count"] == scored(before, challenger.version) + scored(after, challenger.version)
+    assert (
+        versions[served.version]["count"]
+        == scored(before, served.version)
+        == scored(before, challenger.version)
+        == len(first) - len(seen)
+    )
+    assert versions[challenger.version]["count"] == scored(before, challenger.version) + scored(
+        after, challenger.version
+    )
 
 
-def test_the_shadow_topic_gets_the_challengers_outputs_and_forget_erases_shadow_states(make_settings, tiny_checkpoint, checkpoint_factory, topics, redis_url):
+def test_the_shadow_topic_gets_the_challengers_outputs_and_forget_erases_shadow_states(
+    make_settings, tiny_checkpoint, checkpoint_factory, topics, redis_url
+):
     served, challenger = load_checkpoint(tiny_checkpoint), load_checkpoint(checkpoint_factory(seed=8))
     settings = make_settings(shadow_topic=topics("shadow"))
     answers = synthetic_answers(served, students=6, seed=52, min_length=10, max_length=20)
 
     async def scenario():
         await produce(settings, answer_messages(answers))
-        async with TopicReader(settings.bootstrap, settings.shadow_topic) as shadow_out, TopicReader(settings.bootstrap, settings.out_topic) as out:
+        async with (
+            TopicReader(settings.bootstrap, settings.shadow_topic) as shadow_out,
+            TopicReader(settings.bootstrap, settings.out_topic) as out,
+        ):
             async with running_processor(settings, served, shadow=challenger):
                 await out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=90)
-                await shadow_out.read_until(lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=90)
+                await shadow_out.read_until(
+                    lambda rs: set(dedupe_outputs(rs)) >= expected_output_keys(answers), timeout_s=90
+                )
         return out.records, shadow_out.records
 
     records, shadow_records = asyncio.run(scenario())
@@ -109,7 +133,9 @@ def test_the_shadow_topic_gets_the_challengers_outputs_and_forget_erases_shadow_
         client.close()
 
 
-def test_a_failing_shadow_never_stops_the_served_model(make_settings, tiny_checkpoint, checkpoint_factory, redis_url, monkeypatch):
+def test_a_failing_shadow_never_stops_the_served_model(
+    make_settings, tiny_checkpoint, checkpoint_factory, redis_url, monkeypatch
+):
     served, challenger = load_checkpoint(tiny_checkpoint), load_checkpoint(checkpoint_factory(seed=9))
     settings = make_settings()
     answers = synthetic_answers(served, students=6, seed=53, min_length=10, max_length=20)

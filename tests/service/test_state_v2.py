@@ -17,7 +17,17 @@ from stream_kt.service.metrics import Metrics
 from stream_kt.service.redis_store import StudentStore, redis_client_sync
 from stream_kt.service.state import WINDOW, StateLayout, StudentState, decode_state, extra_ids, read_header, source_hash
 
-from .conftest import TopicReader, answer_messages, by_student, dedupe_outputs, produce, read_states, reference_run, running_processor, synthetic_answers
+from .conftest import (
+    TopicReader,
+    answer_messages,
+    by_student,
+    dedupe_outputs,
+    produce,
+    read_states,
+    reference_run,
+    running_processor,
+    synthetic_answers,
+)
 
 SHAPES = {"c": (1, 4), "h": (1, 4)}
 
@@ -58,7 +68,9 @@ def test_window_ids_the_vocabulary_lacks_ride_in_the_tail():
     assert decode_state(blob, "s", list("abcdef")).window == [("retired", 0, 0)]
 
 
-@pytest.mark.parametrize("blob", [b"KTS2", b"KTS2" + bytes(200), b"KTS3", b"KTS3" + bytes(200), b"\xc1garbage", msgpack.packb([1, 2])])
+@pytest.mark.parametrize(
+    "blob", [b"KTS2", b"KTS2" + bytes(200), b"KTS3", b"KTS3" + bytes(200), b"\xc1garbage", msgpack.packb([1, 2])]
+)
 def test_an_unreadable_blob_is_a_stream_error_not_a_crash(blob):
     with pytest.raises(StreamError):
         decode_state(blob, "s")
@@ -130,7 +142,11 @@ def test_an_unreadable_state_is_quarantined_and_its_student_starts_again(make_se
     answers = synthetic_answers(checkpoint, students=3, seed=8, min_length=4, max_length=6)
     students = by_student(answers)
     garbage, cut, _ = students
-    layout = StateLayout(checkpoint.version, {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}, len(checkpoint.vocab))
+    layout = StateLayout(
+        checkpoint.version,
+        {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()},
+        len(checkpoint.vocab),
+    )
     rows = layout.new(1, {k: v.numpy() for k, v in checkpoint.model.initial_state(1).items()})
     rows["events"] = 10**9  # a state from far ahead, cut short: it must not fence the student's next writes out
     unreadable = {garbage: b"\xc1 not a state", cut: layout.to_blobs(rows)[0][:80]}
@@ -148,7 +164,9 @@ def test_an_unreadable_state_is_quarantined_and_its_student_starts_again(make_se
 
     with caplog.at_level(logging.ERROR, "stream_kt.service.processor"):
         outputs = asyncio.run(scenario())
-    assert set(outputs) == {(s, k) for s, seq in students.items() for k in range(1, len(seq) + 1)}  # counted again from 1
+    assert set(outputs) == {
+        (s, k) for s, seq in students.items() for k in range(1, len(seq) + 1)
+    }  # counted again from 1
     states = read_states(redis_url, settings.key_prefix, students, checkpoint)
     for student, seq in students.items():
         expected = reference_run(checkpoint, seq)
@@ -195,7 +213,9 @@ def test_a_schema_1_state_is_upgraded_on_the_next_event_and_nothing_is_lost(make
     for student, seq in by_student(history).items():
         expected = reference_run(checkpoint, seq)  # as if one stream-kt had applied them all
         state = states[student]
-        assert client.get(keys.student_key(student, settings.key_prefix))[:4] == b"KTS3"  # written as the current schema
+        assert (
+            client.get(keys.student_key(student, settings.key_prefix))[:4] == b"KTS3"
+        )  # written as the current schema
         assert state.events_applied == len(seq)
         assert state.window == [(a.item_id, a.correct, a.ts_ms) for a in seq[-WINDOW:]]
         assert state.offsets["an-older-topic/3"] == 17 and len(state.offsets) == 2

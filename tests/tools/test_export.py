@@ -38,7 +38,15 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes | None]]
     asyncio.run(run())
 
 
-def answer(student: str | int, item: str | int, correct: int, ts: int, event_id: str | int | None = None, elapsed: int | None = None, field: str = "skill_id") -> tuple[str, bytes]:
+def answer(
+    student: str | int,
+    item: str | int,
+    correct: int,
+    ts: int,
+    event_id: str | int | None = None,
+    elapsed: int | None = None,
+    field: str = "skill_id",
+) -> tuple[str, bytes]:
     return str(student), encode_answer(student, item, correct, ts, event_id, field, elapsed)
 
 
@@ -60,7 +68,10 @@ def test_the_tally_dedups_per_student_skips_invalid_events_and_filters_on_ts() -
     tally.add(0, 4, b"\xc1")
     tally.add(0, 5, None)
     students = tally.students()
-    assert [(s.student_id, s.items, s.correct, s.ts_ms) for s in students] == [("a", ("x",), (1,), (JAN,)), ("b", ("y",), (0,), (JAN + 2,))]
+    assert [(s.student_id, s.items, s.correct, s.ts_ms) for s in students] == [
+        ("a", ("x",), (1,), (JAN,)),
+        ("b", ("y",), (0,), (JAN + 2,)),
+    ]
     assert (tally.records, tally.duplicates, tally.outside, dict(tally.invalid)) == (6, 1, 1, {"not_msgpack": 2})
 
 
@@ -87,45 +98,132 @@ def test_export_writes_what_serve_would_apply_and_train_reads_it(broker, topics,
     ]
     produce(broker.bootstrap, topic, messages)
     out = tmp_path / "answers.csv"
-    status = main(["export", "--topic", topic, "--out", str(out), "--since", "2026-01-01", "--until", "2026-02-01T00:00:00Z", "--bootstrap", broker.bootstrap, "--json"])
+    status = main(
+        [
+            "export",
+            "--topic",
+            topic,
+            "--out",
+            str(out),
+            "--since",
+            "2026-01-01",
+            "--until",
+            "2026-02-01T00:00:00Z",
+            "--bootstrap",
+            broker.bootstrap,
+            "--json",
+        ]
+    )
     assert status == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])
     assert report == {
-        "out": str(out), "answers": 8, "students": 3, "duplicates": 1, "invalid": 5,
-        "invalid_reasons": {"bad_correct": 1, "missing_field": 1, "not_msgpack": 2, "not_a_map": 1}, "outside": 2, "partitions": 2, "records": len(messages),
-    }  # fmt: skip
-    assert lines[0].startswith("wrote 8 answers of 3 students to ") and "1 duplicates dropped, 5 invalid skipped" in lines[0]
+        "out": str(out),
+        "answers": 8,
+        "students": 3,
+        "duplicates": 1,
+        "invalid": 5,
+        "invalid_reasons": {"bad_correct": 1, "missing_field": 1, "not_msgpack": 2, "not_a_map": 1},
+        "outside": 2,
+        "partitions": 2,
+        "records": len(messages),
+    }
+    assert (
+        lines[0].startswith("wrote 8 answers of 3 students to ")
+        and "1 duplicates dropped, 5 invalid skipped" in lines[0]
+    )
 
     assert detect_format(out) == "csv"
     students, _ = read_dataset(out, "csv")
     got = {s.student_id: (s.items, s.correct, s.ts_ms, s.elapsed_ms) for s in students}
     assert got == {
-        "alice": (("s1", "s2", "s3", "s3", "s3"), (1, 0, 1, 1, 1), (t, t + 5_000, t - 60_000, t + 7_000, t + 7_000), (1200, 0, 3000, 0, 0)),
+        "alice": (
+            ("s1", "s2", "s3", "s3", "s3"),
+            (1, 0, 1, 1, 1),
+            (t, t + 5_000, t - 60_000, t + 7_000, t + 7_000),
+            (1200, 0, 3000, 0, 0),
+        ),
         "bob": (("s2", "s9"), (1, 0), (JAN, t), None),
         "42": (("7",), (1,), (t,), (0,)),
     }
 
     # a second export of the same retained answers writes the same file
     again = tmp_path / "again.csv"
-    assert main(["export", "--topic", topic, "--out", str(again), "--since", str(JAN), "--until", str(FEB), "--bootstrap", broker.bootstrap]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--topic",
+                topic,
+                "--out",
+                str(again),
+                "--since",
+                str(JAN),
+                "--until",
+                str(FEB),
+                "--bootstrap",
+                broker.bootstrap,
+            ]
+        )
+        == 0
+    )
     assert again.read_text() == out.read_text()
 
 
 def test_replayed_twice_exports_once_and_trains(broker, topics, tmp_path: Path, capsys) -> None:
     data = tmp_path / "synth.csv"
-    assert main(["synth", "--out", str(data), "--students", "24", "--items", "8", "--concepts", "2", "--format", "assistments"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(data),
+                "--students",
+                "24",
+                "--items",
+                "8",
+                "--concepts",
+                "2",
+                "--format",
+                "assistments",
+            ]
+        )
+        == 0
+    )
     topic = topics("answers")
     for _ in range(2):  # the same answers sent twice, with the same event ids ("<student>#<position>")
-        assert main(["replay", "--data", str(data), "--bootstrap", broker.bootstrap, "--in-topic", topic, "--partitions", "3"]) == 0
+        assert (
+            main(
+                [
+                    "replay",
+                    "--data",
+                    str(data),
+                    "--bootstrap",
+                    broker.bootstrap,
+                    "--in-topic",
+                    topic,
+                    "--partitions",
+                    "3",
+                ]
+            )
+            == 0
+        )
     out = tmp_path / "export.csv"
     assert main(["export", "--topic", topic, "--out", str(out), "--bootstrap", broker.bootstrap, "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     source = {s.student_id: s for s in load_students(data)}
     total = sum(len(s) for s in source.values())
-    assert (report["answers"], report["students"], report["duplicates"], report["invalid"], report["partitions"]) == (total, 24, total, 0, 3)
+    assert (report["answers"], report["students"], report["duplicates"], report["invalid"], report["partitions"]) == (
+        total,
+        24,
+        total,
+        0,
+        3,
+    )
     exported = {s.student_id: s for s in load_students(out)}
-    assert {k: (s.items, s.correct, s.elapsed_ms) for k, s in exported.items()} == {k: (s.items, s.correct, s.elapsed_ms) for k, s in source.items()}
+    assert {k: (s.items, s.correct, s.elapsed_ms) for k, s in exported.items()} == {
+        k: (s.items, s.correct, s.elapsed_ms) for k, s in source.items()
+    }
 
     checkpoint = tmp_path / "model"
     assert main(["train", "--data", str(out), "--format", "csv", "--epochs", "1", "--out", str(checkpoint)]) == 0
@@ -135,7 +233,9 @@ def test_replayed_twice_exports_once_and_trains(broker, topics, tmp_path: Path, 
 def test_export_of_a_missing_topic_is_one_line(broker, topics, tmp_path: Path, capsys) -> None:
     missing = topics("missing")
     assert main(["export", "--topic", missing, "--out", str(tmp_path / "x.csv"), "--bootstrap", broker.bootstrap]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"stream-kt export: error: no topic {missing!r} on {broker.bootstrap}"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"stream-kt export: error: no topic {missing!r} on {broker.bootstrap}"
+    ]
     assert not (tmp_path / "x.csv").exists()
 
 

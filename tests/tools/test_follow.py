@@ -17,7 +17,15 @@ from stream_kt.tools.follow import FollowTally, follow_outputs, now_ms
 def mastery(student_id: str, seq: int, ts_ms: int, format: str = "v2") -> bytes:
     """One mastery message as serve writes it, in either format (the follower reads both)."""
     encoder = MasteryEncoder("dkt-test", format)
-    return encoder.encode([student_id], [seq], [f"{student_id}#{seq - 1}"], [ts_ms], ["3"], [0.7], np.array([[0.5, 0.6, 0.7, 0.8]], np.float32))[0]
+    return encoder.encode(
+        [student_id],
+        [seq],
+        [f"{student_id}#{seq - 1}"],
+        [ts_ms],
+        ["3"],
+        [0.7],
+        np.array([[0.5, 0.6, 0.7, 0.8]], np.float32),
+    )[0]
 
 
 async def produce(bootstrap: str, messages: list[tuple[str, bytes, list[tuple[str, bytes]] | None]]) -> None:
@@ -80,16 +88,27 @@ def test_follow_stops_as_soon_as_every_event_is_answered(broker, topics) -> None
 @pytest.mark.brokers("kafka", "tansu")
 def test_follow_from_the_end_never_reads_what_was_produced_before_it(broker, topics) -> None:
     out_topic = topics("mastery")
-    asyncio.run(produce(broker.bootstrap, [(out_topic, mastery(f"old{n}", 1, now_ms()), None) for n in range(5)]))  # an earlier run's outputs
+    asyncio.run(
+        produce(broker.bootstrap, [(out_topic, mastery(f"old{n}", 1, now_ms()), None) for n in range(5)])
+    )  # an earlier run's outputs
     time.sleep(0.01)
     tally = FollowTally(since_ms=now_ms(), expected=2)
 
     async def run() -> None:
         positioned = asyncio.Event()
-        follower = asyncio.create_task(follow_outputs(broker.bootstrap, out_topic, tally, timeout_s=60, from_end=True, positioned=positioned))
+        follower = asyncio.create_task(
+            follow_outputs(broker.bootstrap, out_topic, tally, timeout_s=60, from_end=True, positioned=positioned)
+        )
         await asyncio.wait_for(positioned.wait(), 15)
-        await produce(broker.bootstrap, [(out_topic, mastery("a", 1, now_ms()), None), (out_topic, mastery("b", 1, now_ms()), None)])
+        await produce(
+            broker.bootstrap,
+            [(out_topic, mastery("a", 1, now_ms()), None), (out_topic, mastery("b", 1, now_ms()), None)],
+        )
         await asyncio.wait_for(follower, 15)
 
     asyncio.run(run())
-    assert (tally.outputs, tally.stale, tally.duplicates) == (2, 0, 0)  # the 5 earlier outputs were skipped, not read and dropped
+    assert (tally.outputs, tally.stale, tally.duplicates) == (
+        2,
+        0,
+        0,
+    )  # the 5 earlier outputs were skipped, not read and dropped

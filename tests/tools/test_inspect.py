@@ -23,11 +23,19 @@ from tests.conftest import run_with_stdout_closed
 VOCAB = Vocabulary("skill_id", ("3", "7", "10", "12"), {"3": "Fractions", "10": "Angles"})
 
 
-def store(redis_url: str, prefix: str, state: StudentState, vocab: Vocabulary | None = VOCAB, checkpoint: Path | None = None) -> None:
+def store(
+    redis_url: str, prefix: str, state: StudentState, vocab: Vocabulary | None = VOCAB, checkpoint: Path | None = None
+) -> None:
     client = redis_client_sync(redis_url)
     client.set(keys.student_key(state.student_id, prefix), state.to_bytes())
     if vocab is not None:
-        record = {"item_column": vocab.item_column, "ids": list(vocab.ids), "names": vocab.names, "checkpoint": str(checkpoint) if checkpoint else None, "model": "dkt"}
+        record = {
+            "item_column": vocab.item_column,
+            "ids": list(vocab.ids),
+            "names": vocab.names,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "model": "dkt",
+        }
         client.set(keys.model_vocab_key(state.model_version, prefix), json.dumps(record))
     client.close()
 
@@ -60,7 +68,12 @@ def test_inspect_json_reports_the_stored_state_with_mastery_strongest_first(redi
         {"item_id": "3", "correct": 1, "ts_ms": 1_700_000_002_000},
         {"item_id": "12", "correct": 1, "ts_ms": 1_700_000_003_000},
     ]
-    assert [(m["item_id"], m["name"], m["practised"]) for m in report["mastery"]] == [("12", "12", 1), ("3", "Fractions", 2), ("10", "Angles", 0), ("7", "7", 1)]
+    assert [(m["item_id"], m["name"], m["practised"]) for m in report["mastery"]] == [
+        ("12", "12", 1),
+        ("3", "Fractions", 2),
+        ("10", "Angles", 0),
+        ("7", "7", 1),
+    ]
     assert [m["p_correct"] for m in report["mastery"]] == pytest.approx([0.93, 0.81, 0.55, 0.12], abs=1e-4)
 
 
@@ -86,14 +99,21 @@ def test_inspect_with_redis_unreachable_is_one_line_error(capsys) -> None:
     assert "cannot reach Redis" in one_line(capsys.readouterr().err)
 
 
-def test_inspect_plot_writes_a_png_heatmap_with_the_model_recorded_in_redis(redis_url, key_prefix, tmp_path, capsys) -> None:
+def test_inspect_plot_writes_a_png_heatmap_with_the_model_recorded_in_redis(
+    redis_url, key_prefix, tmp_path, capsys
+) -> None:
     torch.manual_seed(0)
     model = build_model("dkt", num_items=len(VOCAB), embed_dim=8, hidden_size=8, dropout=0.0)
-    checkpoint = save_checkpoint(tmp_path / "checkpoint", model, VOCAB, Split(("train:0",), (), (), 0, "holdout"), {"note": "random init"})
+    checkpoint = save_checkpoint(
+        tmp_path / "checkpoint", model, VOCAB, Split(("train:0",), (), (), 0, "holdout"), {"note": "random init"}
+    )
     state = make_state(model_version=checkpoint.version)
     store(redis_url, key_prefix, state, checkpoint=(tmp_path / "checkpoint").resolve())
     plot = tmp_path / "mastery.png"
-    assert main(["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--plot", str(plot), "--json"]) == 0
+    assert (
+        main(["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--plot", str(plot), "--json"])
+        == 0
+    )
     assert json.loads(one_line(capsys.readouterr().out))["plot"] == str(plot)
     data = plot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -117,19 +137,37 @@ def test_the_heatmap_keeps_every_label_inside_the_figure_and_names_its_axes(even
     model = build_model("dkt", num_items=len(VOCAB), embed_dim=8, hidden_size=8, dropout=0.0).eval()
     state = StudentState("train:5", "dkt-0123456789ab")
     for offset in range(events):
-        state.record(VOCAB.ids[offset * 7 % len(VOCAB)], int(offset % 3 != 0), 1_700_000_000_000 + offset * 1000, "answers/0", offset)
+        state.record(
+            VOCAB.ids[offset * 7 % len(VOCAB)],
+            int(offset % 3 != 0),
+            1_700_000_000_000 + offset * 1000,
+            "answers/0",
+            offset,
+        )
     history, positions = mastery_over_window(model, VOCAB, state.window)
     figure = mastery_heatmap(state, VOCAB, history, positions, "dkt-0123456789ab")
     try:
         figure.canvas.draw()
         renderer, frame = figure.canvas.get_renderer(), figure.bbox
         texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text()]
-        clipped = [t.get_text() for t in texts if not frame.padded(1).contains(*t.get_window_extent(renderer).p0) or not frame.padded(1).contains(*t.get_window_extent(renderer).p1)]
+        clipped = [
+            t.get_text()
+            for t in texts
+            if not frame.padded(1).contains(*t.get_window_extent(renderer).p0)
+            or not frame.padded(1).contains(*t.get_window_extent(renderer).p1)
+        ]
         assert clipped == []
         axes = figure.axes[0]
-        assert axes.get_ylabel() and axes.get_xlabel() and figure.get_suptitle().startswith(f"student train:5: mastery over the last {events} of {events}")
+        assert (
+            axes.get_ylabel()
+            and axes.get_xlabel()
+            and figure.get_suptitle().startswith(f"student train:5: mastery over the last {events} of {events}")
+        )
         labels = [label.get_text() for label in axes.get_xticklabels()]
-        assert len(labels) <= PLOT_MAX_X_LABELS and labels[-1] == f"{state.window[-1][0]} {'✓' if state.window[-1][1] else '✗'}"  # the newest always labelled
+        assert (
+            len(labels) <= PLOT_MAX_X_LABELS
+            and labels[-1] == f"{state.window[-1][0]} {'✓' if state.window[-1][1] else '✗'}"
+        )  # the newest always labelled
         assert figure.get_size_inches()[0] <= 16
     finally:
         plt.close(figure)
@@ -137,7 +175,12 @@ def test_the_heatmap_keeps_every_label_inside_the_figure_and_names_its_axes(even
 
 def test_inspect_plot_without_a_known_checkpoint_is_one_line_error(redis_url, key_prefix, tmp_path, capsys) -> None:
     store(redis_url, key_prefix, make_state(), vocab=None)
-    assert main(["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--plot", str(tmp_path / "m.png")]) == 2
+    assert (
+        main(
+            ["inspect", "train:5", "--redis", redis_url, "--key-prefix", key_prefix, "--plot", str(tmp_path / "m.png")]
+        )
+        == 2
+    )
     assert "pass --checkpoint DIR" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "m.png").exists()
 
@@ -170,14 +213,29 @@ def test_inspect_recomputes_a_time_aware_models_mastery_as_serve_rebuilds_it(tmp
     model = build_model("saint_plus", num_items=len(VOCAB), dim=16, heads=2, encoder_layers=1, decoder_layers=1).eval()
     with torch.no_grad():  # make the lags matter for sure
         model.time_projection.weight.mul_(20)
-    checkpoint = save_checkpoint(tmp_path / "saint_plus", model, VOCAB, Split(("train:0",), (), (), 0, "holdout"), {"note": "random init"})
+    checkpoint = save_checkpoint(
+        tmp_path / "saint_plus", model, VOCAB, Split(("train:0",), (), (), 0, "holdout"), {"note": "random init"}
+    )
     gaps_ms = [0, 5_000, 600_000, 2_000, 90_000, 30_000]
-    window = [(item, correct, 1_700_000_000_000 + sum(gaps_ms[: k + 1])) for k, (item, correct) in enumerate([("3", 1), ("7", 0), ("unknown", 1), ("10", 1), ("3", 0), ("12", 1)])]
+    window = [
+        (item, correct, 1_700_000_000_000 + sum(gaps_ms[: k + 1]))
+        for k, (item, correct) in enumerate([("3", 1), ("7", 0), ("unknown", 1), ("10", 1), ("3", 0), ("12", 1)])
+    ]
 
     stale = StudentState("s", "an-older-model", events_applied=len(window), window=list(window))
     settings = StreamSettings(batch_size=4)
-    processor = Processor(settings, checkpoint, {4: make_backend("eager", checkpoint.model, 4)}, None, None, None, RebalanceGate(asyncio.Event()))  # type: ignore[arg-type]
-    rows, _ = asyncio.run(processor.load_rows(["s"], [stale.to_bytes()]))  # what serve does with a state of another model version
+    processor = Processor(
+        settings,
+        checkpoint,
+        {4: make_backend("eager", checkpoint.model, 4)},
+        None,
+        None,
+        None,
+        RebalanceGate(asyncio.Event()),
+    )  # type: ignore[arg-type]
+    rows, _ = asyncio.run(
+        processor.load_rows(["s"], [stale.to_bytes()])
+    )  # what serve does with a state of another model version
     rebuilt = rows["mastery"][0]
 
     history, positions = mastery_over_window(checkpoint.model, checkpoint.vocab, window)

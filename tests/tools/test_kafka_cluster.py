@@ -32,9 +32,13 @@ async def describe(bootstrap: str, topic: str) -> tuple[list[dict[str, Any]], st
     await admin.start()
     try:
         deadline = time.monotonic() + 30
-        while not (described := (await admin.describe_topics([topic]))[0])["partitions"] and time.monotonic() < deadline:
+        while (
+            not (described := (await admin.describe_topics([topic]))[0])["partitions"] and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.25)
-        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})])
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"min.insync.replicas": None})]
+        )
         entries = {entry[0]: entry[1] for entry in response.resources[0][4]}
         return sorted(described["partitions"], key=lambda p: p["partition"]), entries.get("min.insync.replicas")
     finally:
@@ -62,8 +66,13 @@ def live(cluster: KafkaCluster) -> str:
 
 def test_three_nodes_replicate_a_topic_and_lose_nothing_when_its_leader_is_killed(kafka_cluster: KafkaCluster) -> None:
     cluster = kafka_cluster
-    assert len(cluster.bootstrap.split(",")) == 3 and all(a.startswith("127.0.0.1:") for a in cluster.bootstrap.split(","))
-    ids = {(node.data_dir / "kafka-logs" / "meta.properties").read_text().split("cluster.id=")[1].split()[0] for node in cluster.nodes.values()}
+    assert len(cluster.bootstrap.split(",")) == 3 and all(
+        a.startswith("127.0.0.1:") for a in cluster.bootstrap.split(",")
+    )
+    ids = {
+        (node.data_dir / "kafka-logs" / "meta.properties").read_text().split("cluster.id=")[1].split()[0]
+        for node in cluster.nodes.values()
+    }
     assert ids == {cluster.cluster_id}  # one cluster id, three log directories
     topic = f"cluster-{uuid.uuid4().hex[:8]}"
     asyncio.run(kafka_io.ensure_topics(cluster.bootstrap, [topic], 2))  # the default: three replicas, two in sync
@@ -86,7 +95,9 @@ def test_three_nodes_replicate_a_topic_and_lose_nothing_when_its_leader_is_kille
     def back_in_sync() -> bool:
         return all(sorted(p["isr"]) == [1, 2, 3] for p in asyncio.run(describe(cluster.bootstrap, topic))[0])
 
-    wait_until(back_in_sync, 60, f"node {leader} back in every partition's in-sync replicas", poll_s=0.5, error=AssertionError)
+    wait_until(
+        back_in_sync, 60, f"node {leader} back in every partition's in-sync replicas", poll_s=0.5, error=AssertionError
+    )
     # the restarted node holds every record: with the other two killed in turn it could lead; here it is enough
     # that it is in sync (it has the log up to the high-water mark) and the cluster reads all six through it
     assert asyncio.run(read(cluster.nodes[leader].bootstrap, topic, 6)) == [b"a0", b"a1", b"a2", b"b0", b"b1", b"b2"]
@@ -98,7 +109,11 @@ def test_a_single_broker_gets_one_replica_and_an_explicit_factor_it_cannot_hold_
     partitions, _ = asyncio.run(describe(kafka_broker.bootstrap, topic))
     assert [p["replicas"] for p in partitions] == [[1]]
     try:
-        asyncio.run(kafka_io.ensure_topics(kafka_broker.bootstrap, [topic + "-3"], 1, replication_factor=3, min_insync_replicas=2))
+        asyncio.run(
+            kafka_io.ensure_topics(
+                kafka_broker.bootstrap, [topic + "-3"], 1, replication_factor=3, min_insync_replicas=2
+            )
+        )
     except kafka_io.StreamError as exc:
         assert "3 replicas, 1 brokers" in str(exc) and "\n" not in str(exc)
     else:
@@ -117,13 +132,25 @@ def test_replication_defaults() -> None:
 
 def test_broker_nodes_3_prints_three_addresses_and_stops_on_sigterm(tmp_path) -> None:
     require_kafka()
-    args = [sys.executable, "-m", "stream_kt.cli", "broker", "--kafka", "--nodes", "3", "--data-dir", str(tmp_path / "cluster")]
+    args = [
+        sys.executable,
+        "-m",
+        "stream_kt.cli",
+        "broker",
+        "--kafka",
+        "--nodes",
+        "3",
+        "--data-dir",
+        str(tmp_path / "cluster"),
+    ]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
         addresses = line.removeprefix("bootstrap=").split(",")
-        assert line.startswith("bootstrap=") and len(addresses) == 3 and all(a.startswith("127.0.0.1:") for a in addresses), line
+        assert (
+            line.startswith("bootstrap=") and len(addresses) == 3 and all(a.startswith("127.0.0.1:") for a in addresses)
+        ), line
         topic = f"nodes-{uuid.uuid4().hex[:8]}"
         asyncio.run(kafka_io.ensure_topics(line.removeprefix("bootstrap="), [topic], 1))
         assert [sorted(p["replicas"]) for p in asyncio.run(describe(addresses[0], topic))[0]] == [[1, 2, 3]]
@@ -138,8 +165,14 @@ def test_broker_nodes_3_prints_three_addresses_and_stops_on_sigterm(tmp_path) ->
 
 
 def test_nodes_needs_kafka_and_free_ports() -> None:
-    for args, message in [(["--embedded", "--nodes", "3"], "--nodes needs --kafka"), (["--nodes", "3", "--port", "9092"], "--nodes needs --kafka and no --port"), (["--nodes", "0"], "--nodes must be 1-9")]:
-        done = subprocess.run([sys.executable, "-m", "stream_kt.cli", "broker", *args], capture_output=True, text=True, timeout=60)
+    for args, message in [
+        (["--embedded", "--nodes", "3"], "--nodes needs --kafka"),
+        (["--nodes", "3", "--port", "9092"], "--nodes needs --kafka and no --port"),
+        (["--nodes", "0"], "--nodes must be 1-9"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "stream_kt.cli", "broker", *args], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, (args, done.stderr)
 
 
@@ -148,7 +181,10 @@ def test_replication_settings_are_checked() -> None:
     from stream_kt.settings import load_settings
 
     assert load_settings({}, {"KT_REPLICATION_FACTOR": "3", "KT_MIN_INSYNC_REPLICAS": "2"}).replication_factor == 3
-    for values, message in [({"replication_factor": -1}, "replication factor -1"), ({"replication_factor": 2, "min_insync_replicas": 3}, "min insync replicas 3")]:
+    for values, message in [
+        ({"replication_factor": -1}, "replication factor -1"),
+        ({"replication_factor": 2, "min_insync_replicas": 3}, "min insync replicas 3"),
+    ]:
         try:
             StreamSettings(**values)
         except ConfigError as exc:

@@ -46,7 +46,11 @@ EVERY_FIELD_CHANGED = StreamSettings(  # from its default, each
 
 
 def test_every_setting_reaches_serve_and_reads_back_as_itself() -> None:
-    changed = [name for name in StreamSettings.model_fields if getattr(EVERY_FIELD_CHANGED, name) != StreamSettings.model_fields[name].default]
+    changed = [
+        name
+        for name in StreamSettings.model_fields
+        if getattr(EVERY_FIELD_CHANGED, name) != StreamSettings.model_fields[name].default
+    ]
     # every field but mastery_format (v1 has no float16) and redis_min_replicas (refused with redis_cluster):
     # a dropped one would show
     assert set(StreamSettings.model_fields) - set(changed) == {"mastery_format", "redis_min_replicas"}
@@ -58,7 +62,9 @@ def test_every_setting_reaches_serve_and_reads_back_as_itself() -> None:
     assert load_settings(environ=settings_environ(StreamSettings())) == StreamSettings()
     command = serve_command("--log-format", "text")
     assert command[-3:] == ["serve", "--log-format", "text"]
-    assert not any("secret" in part or "pw" == part for part in command), "passwords travel in the environment, never in ps"
+    assert not any("secret" in part or "pw" == part for part in command), (
+        "passwords travel in the environment, never in ps"
+    )
 
 
 def test_wait_until_returns_once_it_holds_and_names_what_never_did() -> None:
@@ -70,10 +76,19 @@ def test_wait_until_returns_once_it_holds_and_names_what_never_did() -> None:
 
 def test_one_command_line_starts_every_redis_server_a_replica_or_a_cluster_node_included(tmp_path) -> None:
     plain = RedisServer(tmp_path / "a", 7001).command()
-    assert plain[:2] == ["redis-server", str(tmp_path / "a" / "redis.conf")] and plain[plain.index("--port") + 1] == "7001"
-    assert plain[plain.index("--appendfsync") + 1] == "always" and "--replicaof" not in plain and "--cluster-enabled" not in plain
+    assert (
+        plain[:2] == ["redis-server", str(tmp_path / "a" / "redis.conf")] and plain[plain.index("--port") + 1] == "7001"
+    )
+    assert (
+        plain[plain.index("--appendfsync") + 1] == "always"
+        and "--replicaof" not in plain
+        and "--cluster-enabled" not in plain
+    )
     replica = RedisServer(tmp_path / "b", 7002, persistent=False, replica_of=7001, replica_priority=0).command()
-    assert replica[replica.index("--replicaof") + 1 :][:2] == ["127.0.0.1", "7001"] and replica[replica.index("--replica-priority") + 1] == "0"
+    assert (
+        replica[replica.index("--replicaof") + 1 :][:2] == ["127.0.0.1", "7001"]
+        and replica[replica.index("--replica-priority") + 1] == "0"
+    )
     assert replica[replica.index("--appendonly") + 1] == "no"
     sentinel = RedisSentinel(tmp_path / "s", 7001, port=7003)
     assert sentinel.command() == ["redis-sentinel", str(tmp_path / "s" / "sentinel.conf")]

@@ -21,7 +21,9 @@ from stream_kt.tools.traffic import TopicReader
 
 
 def student(student_id: str, length: int, ts_ms: tuple[int, ...] | None = None) -> StudentSequence:
-    return StudentSequence(student_id, tuple(str(i % 4) for i in range(length)), tuple(i % 2 for i in range(length)), ts_ms=ts_ms)
+    return StudentSequence(
+        student_id, tuple(str(i % 4) for i in range(length)), tuple(i % 2 for i in range(length)), ts_ms=ts_ms
+    )
 
 
 def per_student_positions(order: list[tuple[int, int]]) -> dict[int, list[int]]:
@@ -77,7 +79,9 @@ def test_token_bucket_allows_a_burst_then_paces_at_the_rate() -> None:
 
 
 def write_3line(path: Path, students: list[tuple[list[str], list[int]]]) -> Path:
-    path.write_text("".join(f"{len(items)}\n{','.join(items)}\n{','.join(map(str, correct))}\n" for items, correct in students))
+    path.write_text(
+        "".join(f"{len(items)}\n{','.join(items)}\n{','.join(map(str, correct))}\n" for items, correct in students)
+    )
     return path
 
 
@@ -94,7 +98,10 @@ def consume_all(bootstrap: str, topic: str, count: int, timeout_s: float = 20.0)
 
 @pytest.fixture
 def two_files(tmp_path: Path) -> list[Path]:
-    train = write_3line(tmp_path / "train.txt", [(["1", "2", "3"], [1, 0, 1]), (["4", "4"], [0, 1]), (["2", "1", "2", "3", "4"], [1, 1, 0, 0, 1])])
+    train = write_3line(
+        tmp_path / "train.txt",
+        [(["1", "2", "3"], [1, 0, 1]), (["4", "4"], [0, 1]), (["2", "1", "2", "3", "4"], [1, 1, 0, 0, 1])],
+    )
     test = write_3line(tmp_path / "test.txt", [(["3", "3", "1"], [0, 0, 1])])
     return [train, test]
 
@@ -103,7 +110,24 @@ def two_files(tmp_path: Path) -> list[Path]:
 def test_replay_sends_exactly_the_data_as_answer_events_in_the_planned_order(broker, topics, two_files, capsys) -> None:
     topic = topics("answers")
     before_ms = time.time_ns() // 1_000_000
-    status = main(["replay", "--data", str(two_files[0]), "--data", str(two_files[1]), "--seed", "7", "--bootstrap", broker.bootstrap, "--in-topic", topic, "--partitions", "1", "--json"])
+    status = main(
+        [
+            "replay",
+            "--data",
+            str(two_files[0]),
+            "--data",
+            str(two_files[1]),
+            "--seed",
+            "7",
+            "--bootstrap",
+            broker.bootstrap,
+            "--in-topic",
+            topic,
+            "--partitions",
+            "1",
+            "--json",
+        ]
+    )
     assert status == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith("sent 13 events (4 students) in ")
@@ -117,9 +141,22 @@ def test_replay_sends_exactly_the_data_as_answer_events_in_the_planned_order(bro
     expected = []
     for index, position in event_order(students, seed=7):
         s = students[index]
-        expected.append({"v": 1, "student_id": s.student_id, "skill_id": s.items[position], "correct": s.correct[position], "event_id": f"{s.student_id}#{position}"})
+        expected.append(
+            {
+                "v": 1,
+                "student_id": s.student_id,
+                "skill_id": s.items[position],
+                "correct": s.correct[position],
+                "event_id": f"{s.student_id}#{position}",
+            }
+        )
     assert [{k: e[k] for k in ("v", "student_id", "skill_id", "correct", "event_id")} for e in events] == expected
-    assert {e["student_id"] for e in events} == {"train:0", "train:1", "train:2", "test:0"}  # ids stay distinct across files
+    assert {e["student_id"] for e in events} == {
+        "train:0",
+        "train:1",
+        "train:2",
+        "test:0",
+    }  # ids stay distinct across files
     assert [r.key.decode() for r in records] == [e["student_id"] for e in events]
     after_ms = time.time_ns() // 1_000_000
     assert all(before_ms <= e["ts"] <= after_ms for e in events)  # wall clock at send time
@@ -128,7 +165,24 @@ def test_replay_sends_exactly_the_data_as_answer_events_in_the_planned_order(bro
 
 def test_replay_limit_item_field_and_rate(broker, topics, two_files, capsys) -> None:
     topic = topics("answers")
-    status = main(["replay", "--data", str(two_files[0]), "--limit", "4", "--item", "problem_id", "--rate", "200", "--bootstrap", broker.bootstrap, "--in-topic", topic, "--json"])
+    status = main(
+        [
+            "replay",
+            "--data",
+            str(two_files[0]),
+            "--limit",
+            "4",
+            "--item",
+            "problem_id",
+            "--rate",
+            "200",
+            "--bootstrap",
+            broker.bootstrap,
+            "--in-topic",
+            topic,
+            "--json",
+        ]
+    )
     assert status == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["sent"] == 4

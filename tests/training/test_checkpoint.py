@@ -82,7 +82,9 @@ def test_ensembles_of_mismatched_checkpoints_are_refused(tmp_path):
         save_ensemble(tmp_path / "e2", [a, other_test])
     with pytest.raises(CheckpointError, match="at least two"):
         save_ensemble(tmp_path / "e3", [a])
-    nested = load_checkpoint(save_ensemble(tmp_path / "e4", [a, load_checkpoint(save_tiny_checkpoint(tmp_path / "d", 4))]).path)
+    nested = load_checkpoint(
+        save_ensemble(tmp_path / "e4", [a, load_checkpoint(save_tiny_checkpoint(tmp_path / "d", 4))]).path
+    )
     with pytest.raises(CheckpointError, match="an ensemble already"):
         save_ensemble(tmp_path / "e5", [a, nested])
 

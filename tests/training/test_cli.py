@@ -19,7 +19,9 @@ FAST = ("--epochs", 4, "--hidden-size", 32, "--batch-size", 16, "--lr", 0.005)  
 
 
 def run_cli(*args, check=False):
-    result = subprocess.run([sys.executable, "-m", "stream_kt.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "stream_kt.cli", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
     if check and result.returncode:
         raise AssertionError(result.stderr)
     return result
@@ -64,7 +66,9 @@ def test_an_ensemble_of_trained_checkpoints_scores_and_streams_their_mean(tmp_pa
     train, test = synthetic_files
     members = [train_and_evaluate(tmp_path / f"seed{seed}", train, test, "--seed", seed)[0] for seed in (0, 1)]
     run_cli("ensemble", "--out", tmp_path / "ensemble", *members, check=True)
-    result = run_cli("evaluate", "--checkpoint", tmp_path / "ensemble", "--test-data", test, "--parity", "--json", check=True)
+    result = run_cli(
+        "evaluate", "--checkpoint", tmp_path / "ensemble", "--test-data", test, "--parity", "--json", check=True
+    )
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert metrics["model"] == "ensemble" and metrics["parity_max_abs_diff"] < 1e-5
     # its score is the score of the members' mean probability, answer by answer
@@ -94,7 +98,9 @@ def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, syn
     fitted = metrics["weights_fitted_on_validation"]
     assert sum(weights) == pytest.approx(1.0) and min(weights) >= 0
     assert fitted["valid_auc"] >= fitted["valid_auc_equal"] and fitted["students"] == 30  # 10% of 300 training students
-    result = run_cli("evaluate", "--checkpoint", tmp_path / "weighted", "--test-data", test, "--parity", "--json", check=True)
+    result = run_cli(
+        "evaluate", "--checkpoint", tmp_path / "weighted", "--test-data", test, "--parity", "--json", check=True
+    )
     scored = json.loads(result.stdout.strip().splitlines()[-1])
     assert scored["parity_max_abs_diff"] < 1e-5
     # the served score is the score of the weighted mean, answer by answer
@@ -105,7 +111,11 @@ def test_ensemble_weights_fitted_on_the_shared_validation_students(tmp_path, syn
     # members validated on other students cannot have weights fitted on them
     other = train_and_evaluate(tmp_path / "seed1", train, test, "--seed", 1)[0]
     refused = run_cli("ensemble", "--out", tmp_path / "refused", dkt, other, "--fit-weights", train)
-    assert refused.returncode == 2 and "validated on other students" in refused.stderr and "Traceback" not in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "validated on other students" in refused.stderr
+        and "Traceback" not in refused.stderr
+    )
 
 
 @pytest.mark.slow
@@ -113,7 +123,9 @@ def test_refit_trains_an_ensemble_again_on_training_and_validation_students_with
     train, test = synthetic_files
     dkt, gbdt = weighted_dkt_and_gbdt(tmp_path, train, test)
     out = tmp_path / "refit"
-    run_cli("refit", "--checkpoint", tmp_path / "weighted", "--data", train, "--test-data", test, "--out", out, check=True)
+    run_cli(
+        "refit", "--checkpoint", tmp_path / "weighted", "--data", train, "--test-data", test, "--out", out, check=True
+    )
     original, refitted = load_checkpoint(tmp_path / "weighted"), load_checkpoint(out)
     assert torch.equal(refitted.model.weights, original.model.weights)
     members = [load_checkpoint(m["checkpoint"]) for m in refitted.metrics["members"]]
@@ -122,19 +134,40 @@ def test_refit_trains_an_ensemble_again_on_training_and_validation_students_with
         assert member.split.train == source.split.train + source.split.valid and member.split.valid == ()
         assert member.split.test_source == source.split.test_source == "file:test.txt"
         assert member.metrics["refit_of"]["version"] == source.version
-        assert len(member.metrics["history"]) == source.metrics["best_epoch"]  # the epochs (trees) early stopping picked
+        assert (
+            len(member.metrics["history"]) == source.metrics["best_epoch"]
+        )  # the epochs (trees) early stopping picked
     assert members[1].model.config.num_trees == load_checkpoint(gbdt).metrics["best_epoch"]
     # the validation students' answers are now in the gbdt's tables
     counted = members[1].model.item_counts[0].sum().item()
-    assert counted == sum(len(s) for s in load_students(train)) > load_checkpoint(gbdt).model.item_counts[0].sum().item()
+    assert (
+        counted == sum(len(s) for s in load_students(train)) > load_checkpoint(gbdt).model.item_counts[0].sum().item()
+    )
     result = run_cli("evaluate", "--checkpoint", out, "--test-data", test, "--parity", "--json", check=True)
     scored = json.loads(result.stdout.strip().splitlines()[-1])
-    assert scored["auc"] == pytest.approx(refitted.metrics["test"]["auc"]) and scored["auc"] > 0.65 and scored["parity_max_abs_diff"] < 1e-5
+    assert (
+        scored["auc"] == pytest.approx(refitted.metrics["test"]["auc"])
+        and scored["auc"] > 0.65
+        and scored["parity_max_abs_diff"] < 1e-5
+    )
     # weights cannot be fitted on students the members trained on; a refit needs the file trained on
-    refused = run_cli("ensemble", "--out", tmp_path / "refused", *[m["checkpoint"] for m in refitted.metrics["members"]], "--fit-weights", train)
-    assert refused.returncode == 2 and "has no validation students" in refused.stderr and "Traceback" not in refused.stderr
+    refused = run_cli(
+        "ensemble",
+        "--out",
+        tmp_path / "refused",
+        *[m["checkpoint"] for m in refitted.metrics["members"]],
+        "--fit-weights",
+        train,
+    )
+    assert (
+        refused.returncode == 2 and "has no validation students" in refused.stderr and "Traceback" not in refused.stderr
+    )
     refused = run_cli("refit", "--checkpoint", gbdt, "--data", test, "--out", tmp_path / "wrong")
-    assert refused.returncode == 2 and "give the file it was trained on" in refused.stderr and "Traceback" not in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "give the file it was trained on" in refused.stderr
+        and "Traceback" not in refused.stderr
+    )
 
 
 @pytest.mark.slow
@@ -167,7 +200,12 @@ def shuffled_labels(data, seed: int):
     return data
 
 
-FAST_CONFIG = {"epochs": 4, "batch_size": 16, "learning_rate": 0.005, "model_options": {"hidden_size": 32}}  # FAST, as a TrainConfig
+FAST_CONFIG = {
+    "epochs": 4,
+    "batch_size": 16,
+    "learning_rate": 0.005,
+    "model_options": {"hidden_size": 32},
+}  # FAST, as a TrainConfig
 
 
 @pytest.mark.slow
@@ -181,7 +219,14 @@ def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, config):
     data = shuffled_labels(prepare(synthetic_files[0], "auto", "skill_id", None, 0), 0)
     threads = torch.get_num_threads()
     try:  # one thread, as the CLI's subprocesses run (OMP_NUM_THREADS=1)
-        checkpoint = train(data.train, data.valid, data.vocab, data.split, TrainConfig(seed=0, threads=1, **config), tmp_path / "shuffled")
+        checkpoint = train(
+            data.train,
+            data.valid,
+            data.vocab,
+            data.split,
+            TrainConfig(seed=0, threads=1, **config),
+            tmp_path / "shuffled",
+        )
     finally:
         torch.set_num_threads(threads)
     metrics = evaluate(checkpoint.model, data.test)
@@ -198,9 +243,35 @@ def test_shuffled_labels_score_chance_auc(tmp_path, synthetic_files, config):
         (["evaluate", "--checkpoint", FIXTURES], "not a stream-kt checkpoint"),
         (["ensemble", "--out", "OUT", "/nonexistent/a", "/nonexistent/b"], "no such checkpoint directory"),
         (["ensemble", "--out", "OUT", "--weights", "1,-1", "/nonexistent/a", "/nonexistent/b"], "non-negative"),
-        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", "members=[]", "--out", "OUT"], "model ensemble is not trained directly"),
+        (
+            [
+                "train",
+                "--data",
+                FIXTURES / "small.3line",
+                "--model",
+                "ensemble",
+                "--option",
+                "members=[]",
+                "--out",
+                "OUT",
+            ],
+            "model ensemble is not trained directly",
+        ),
         (["train", "--data", FIXTURES / "small.3line", "--epochs", "0", "--out", "OUT"], "expected a positive integer"),
-        (["train", "--data", FIXTURES / "small.3line", "--model", "ensemble", "--option", 'members=[{"model": "gbdt"}, {"model": "dkt"}]', "--out", "OUT"], "model ensemble is not trained directly"),
+        (
+            [
+                "train",
+                "--data",
+                FIXTURES / "small.3line",
+                "--model",
+                "ensemble",
+                "--option",
+                'members=[{"model": "gbdt"}, {"model": "dkt"}]',
+                "--out",
+                "OUT",
+            ],
+            "model ensemble is not trained directly",
+        ),
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, message):
@@ -230,7 +301,9 @@ def test_train_refuses_an_out_path_that_is_a_file_before_reading_any_data(tmp_pa
     taken = tmp_path / "model.pt"
     taken.write_bytes(b"someone's file")
     assert main(["train", "--data", FIXTURES / "small.3line", "--out", taken]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"stream-kt train: error: {taken}: exists and is not a directory (a checkpoint is a directory): give a new path"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"stream-kt train: error: {taken}: exists and is not a directory (a checkpoint is a directory): give a new path"
+    ]
     assert taken.read_bytes() == b"someone's file"
     # a directory of other files is refused as well: config.json and metrics.json would overwrite files of those names
     (tmp_path / "notes").mkdir()
@@ -251,7 +324,10 @@ def test_models_not_trained_directly_are_not_offered(capsys):
     compare_models = next(p for p in command("compare").params if p.name == "models")
     assert compare_models.default.split(",") == trainable_models()
     assert main(["compare", "--data", FIXTURES / "small.3line", "--models", "dkt,ensemble"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == ["stream-kt compare: error: model ensemble is not trained directly: train its members, then combine their checkpoints with stream-kt ensemble"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "stream-kt compare: error: model ensemble is not trained directly: train its members, "
+        "then combine their checkpoints with stream-kt ensemble"
+    ]
 
 
 @pytest.mark.slow
@@ -259,7 +335,20 @@ def test_train_without_lr_uses_the_models_own_learning_rate(tmp_path):
     out = tmp_path / "bkt"
     run_cli("train", "--data", FIXTURES / "small.3line", "--model", "bkt", "--epochs", 1, "--out", out, check=True)
     assert load_checkpoint(out).train_config["learning_rate"] == 0.05
-    run_cli("train", "--data", FIXTURES / "small.3line", "--model", "bkt", "--epochs", 1, "--lr", 0.01, "--out", out, check=True)  # replaces the checkpoint
+    run_cli(
+        "train",
+        "--data",
+        FIXTURES / "small.3line",
+        "--model",
+        "bkt",
+        "--epochs",
+        1,
+        "--lr",
+        0.01,
+        "--out",
+        out,
+        check=True,
+    )  # replaces the checkpoint
     assert load_checkpoint(out).train_config["learning_rate"] == 0.01
     shown = " ".join(run_cli("train", "--help", check=True).stdout.split())
     assert "[default: the model's own: 0.001, bkt 0.05]" in shown

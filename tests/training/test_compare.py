@@ -6,11 +6,24 @@ import sys
 
 import pytest
 
-FAST = ("--epochs", 1, "--batch-size", 16, "--option", "dkt.hidden_size=8", "--option", "dkt.embed_dim=8", "--lr", "bkt=0.05")
+FAST = (
+    "--epochs",
+    1,
+    "--batch-size",
+    16,
+    "--option",
+    "dkt.hidden_size=8",
+    "--option",
+    "dkt.embed_dim=8",
+    "--lr",
+    "bkt=0.05",
+)
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "stream_kt.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "stream_kt.cli", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +38,9 @@ def files(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kfold_scores_every_model_on_the_same_students(files, tmp_path):
-    result = run_cli("compare", "--data", files / "all.txt", "--models", "bkt,dkt", "--folds", 2, *FAST, "--out", tmp_path, "--json")
+    result = run_cli(
+        "compare", "--data", files / "all.txt", "--models", "bkt,dkt", "--folds", 2, *FAST, "--out", tmp_path, "--json"
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(report["models"]) == {"bkt", "dkt"}
@@ -42,7 +57,23 @@ def test_kfold_scores_every_model_on_the_same_students(files, tmp_path):
 
 @pytest.mark.slow
 def test_held_out_file_repeated_over_seeds(files, tmp_path):
-    result = run_cli("compare", "--data", files / "train.txt", "--test-data", files / "test.txt", "--models", "bkt", "--seeds", 2, *FAST[:4], "--lr", "0.05", "--out", tmp_path, "--json")
+    result = run_cli(
+        "compare",
+        "--data",
+        files / "train.txt",
+        "--test-data",
+        files / "test.txt",
+        "--models",
+        "bkt",
+        "--seeds",
+        2,
+        *FAST[:4],
+        "--lr",
+        "0.05",
+        "--out",
+        tmp_path,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     runs = report["runs"]
@@ -63,9 +94,17 @@ def test_held_out_file_repeated_over_seeds(files, tmp_path):
 def test_bad_input_is_one_line(files, tmp_path, args, message):
     result = run_cli("compare", "--data", files / "all.txt", *args, "--out", tmp_path)
     assert result.returncode != 0 and message in result.stderr
-    assert "Traceback" not in result.stderr and len([line for line in result.stderr.splitlines() if "error" in line]) == 1
+    assert (
+        "Traceback" not in result.stderr and len([line for line in result.stderr.splitlines() if "error" in line]) == 1
+    )
 
 
 def test_train_rejects_an_option_the_model_does_not_have(files, tmp_path):
-    result = run_cli("train", "--data", files / "all.txt", "--model", "sakt", "--hidden-size", 8, "--out", tmp_path / "o")
-    assert result.returncode == 2 and "model sakt has no option 'hidden_size'" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli(
+        "train", "--data", files / "all.txt", "--model", "sakt", "--hidden-size", 8, "--out", tmp_path / "o"
+    )
+    assert (
+        result.returncode == 2
+        and "model sakt has no option 'hidden_size'" in result.stderr
+        and "Traceback" not in result.stderr
+    )

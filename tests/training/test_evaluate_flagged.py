@@ -1,4 +1,5 @@
-"""``evaluate --exclude-flagged``: AUC without the answers ``stream-kt audit`` flags as multi-skill repeats, and on them alone."""
+"""``evaluate --exclude-flagged``: AUC without the answers ``stream-kt audit`` flags as multi-skill
+repeats, and on them alone."""
 
 from __future__ import annotations
 
@@ -53,11 +54,39 @@ def test_evaluate_reports_auc_without_and_on_the_flagged_answers(tmp_path, tiny_
     assert metrics["n_flagged"] + metrics["n_unflagged"] == metrics["n"]
     assert 0.0 <= metrics["auc_unflagged"] <= 1.0 and 0.0 <= metrics["auc_flagged"] <= 1.0
     clean, _ = planted("none")
-    assert main(["evaluate", "--checkpoint", tiny_checkpoint, "--test-data", path, "--exclude-flagged", "--flagged-from", write_3line(tmp_path / "clean.txt", clean), "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                tiny_checkpoint,
+                "--test-data",
+                path,
+                "--exclude-flagged",
+                "--flagged-from",
+                write_3line(tmp_path / "clean.txt", clean),
+                "--json",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["n_flagged"] == 0 and metrics["pairs_flagged"] == 0  # the pairs come from the clean file: none
 
 
 def test_flagged_from_needs_exclude_flagged(tmp_path, tiny_checkpoint, capsys):
-    assert main(["evaluate", "--checkpoint", tiny_checkpoint, "--test-data", tmp_path / "x", "--flagged-from", tmp_path / "y"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                tiny_checkpoint,
+                "--test-data",
+                tmp_path / "x",
+                "--flagged-from",
+                tmp_path / "y",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == "stream-kt evaluate: error: --flagged-from needs --exclude-flagged"

@@ -21,8 +21,15 @@ SMALL = {
     "dkt": {"embed_dim": 8, "hidden_size": 8},
     "sakt": {"dim": 8, "heads": 2},
     "bkt": {},
-    "saint_plus": {"dim": 8, "heads": 2, "encoder_layers": 1, "decoder_layers": 1},  # the synthetic students have timestamps: lags flow
-    "ensemble": {"members": ({"model": "dkt", "embed_dim": 8, "hidden_size": 8}, {"model": "sakt", "dim": 8, "heads": 2})},
+    "saint_plus": {
+        "dim": 8,
+        "heads": 2,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+    },  # the synthetic students have timestamps: lags flow
+    "ensemble": {
+        "members": ({"model": "dkt", "embed_dim": 8, "hidden_size": 8}, {"model": "sakt", "dim": 8, "heads": 2})
+    },
 }
 
 
@@ -37,7 +44,9 @@ def small_model(name, vocab):
     return build_model(name, num_items=len(vocab), **SMALL[name]).eval()
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in sorted(SMALL)])
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_MODELS else name for name in sorted(SMALL)]
+)
 def test_streamed_equals_offline(name, students):
     vocab = Vocabulary.build(students, "skill_id")
     model = small_model(name, vocab)
@@ -64,8 +73,21 @@ def test_evaluate_parity_flag_reports_the_difference(tmp_path, students):
     save_checkpoint(tmp_path / "ck", small_model("sakt", vocab), vocab, Split((), (), (), 0, "holdout"), {})
     write_3line(students, tmp_path / "test.txt")
     result = subprocess.run(
-        [sys.executable, "-m", "stream_kt.cli", "evaluate", "--checkpoint", tmp_path / "ck", "--test-data", tmp_path / "test.txt", "--parity", "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "stream_kt.cli",
+            "evaluate",
+            "--checkpoint",
+            tmp_path / "ck",
+            "--test-data",
+            tmp_path / "test.txt",
+            "--parity",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
