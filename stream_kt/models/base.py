@@ -62,6 +62,9 @@ def next_answer_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits[batch.next_mask], batch.next_correct[batch.next_mask])
 
 
+ADDED_FIELDS: dict[str, Any] = {"max_skills": 1, "num_questions": 0}  # Config fields added with skill sets and questions
+
+
 class KTModel(nn.Module):
     """Base class: subclasses set ``name`` and ``Config`` and implement the abstract methods."""
 
@@ -86,7 +89,10 @@ class KTModel(nn.Module):
         return cls.Config(**saved)
 
     def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
+        """The Config as saved in a checkpoint and hashed into its version.  Fields added with skill sets and
+        questions are left out at their "off" value, so a model of one skill an answer has the config (and the
+        version) stream-kt gave it before them, and its earlier checkpoints still load."""
+        return {k: v for k, v in asdict(self.config).items() if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B, T) logits for next_correct
         raise NotImplementedError

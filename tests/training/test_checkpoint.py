@@ -35,6 +35,23 @@ def test_round_trip_keeps_model_vocab_split_and_version(saved):
     assert torch.equal(a, b)
 
 
+def test_a_model_of_one_skill_an_answer_saves_the_config_it_had_before_skill_sets(saved, tmp_path):
+    """Checkpoints trained before skill sets and questions still load: their config, hashed into the version,
+    has none of the fields those added (at their off values), and a model with them says so."""
+    _, path = saved
+    config = json.loads((path / "config.json").read_text())["model_config"]
+    assert set(config) == {"num_items", "embed_dim", "hidden_size", "num_layers", "dropout"}
+    students = generate(SyntheticConfig(students=10, items=8, seed=0, max_skills=3))
+    vocab = Vocabulary.build(students, "skill_id", skills="sets", questions=True)
+    model = build_model("dkt", num_items=len(vocab), max_skills=vocab.max_skills, num_questions=len(vocab.questions))
+    split = split_students([s.student_id for s in students], seed=0, test_fraction=0.2)
+    save_checkpoint(tmp_path / "sets", model, vocab, split, {})
+    config = json.loads((tmp_path / "sets" / "config.json").read_text())["model_config"]
+    assert config["max_skills"] == 3 and config["num_questions"] == len(vocab.questions) > 0
+    loaded = load_checkpoint(tmp_path / "sets")
+    assert (loaded.model.input_width, loaded.model.reads_questions) == (3, True)
+
+
 def test_changed_weights_are_detected(saved):
     checkpoint, path = saved
     state = checkpoint.model.state_dict()
