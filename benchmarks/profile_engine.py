@@ -70,7 +70,10 @@ def summarise(raw: Path, events: int, cpu_s: float) -> list[dict]:
         counts[bucket(frames)] += int(n)
     total = sum(counts.values()) or 1
     us_per_event = 1e6 * cpu_s / max(events, 1)
-    return [{"bucket": name, "share": round(n / total, 3), "us_per_event": round(us_per_event * n / total, 1)} for name, n in counts.most_common()]
+    return [
+        {"bucket": name, "share": round(n / total, 3), "us_per_event": round(us_per_event * n / total, 1)}
+        for name, n in counts.most_common()
+    ]
 
 
 async def fill(bootstrap: str, topic: str, vocab, events: int) -> int:
@@ -91,7 +94,9 @@ def main() -> int:
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--out", default="benchmarks/results/profile.json")
-    parser.add_argument("--compare", help="an earlier profile.json: both are drawn as stacked bars in a PNG next to --out")
+    parser.add_argument(
+        "--compare", help="an earlier profile.json: both are drawn as stacked bars in a PNG next to --out"
+    )
     parser.add_argument("--raw", help="also keep py-spy's raw stacks here (one collapsed stack a line)")
     args = parser.parse_args()
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
@@ -107,7 +112,18 @@ def main() -> int:
             worker = Worker(Target(bootstrap, args.redis, Path(checkpoint.path), args.backend, args.batch), "stream-kt")
             sent = asyncio.run(fill(bootstrap, worker.in_topic, checkpoint.vocab, args.events))
             raw = Path(tmp) / "profile.txt"
-            py_spy_record = [py_spy, "record", "--format", "raw", "--rate", str(args.rate), "--output", str(raw), "--nonblocking", "--"]
+            py_spy_record = [
+                py_spy,
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                str(args.rate),
+                "--output",
+                str(raw),
+                "--nonblocking",
+                "--",
+            ]
             command = py_spy_record + worker.command() + ["--stop-after", str(sent)]
             started = time.monotonic()
             done = subprocess.run(command, capture_output=True, text=True, env=worker.environ())
@@ -133,7 +149,13 @@ def main() -> int:
     if args.compare:
         before = json.loads(Path(args.compare).read_text())
         label = "B={}, H={}, {} events"
-        png = plot_profiles([("before: " + label.format(before["batch"], before["hidden"], before["events"]), before), ("now: " + label.format(args.batch, args.hidden, result["events"]), result)], Path(args.out).with_suffix(".png"))
+        png = plot_profiles(
+            [
+                ("before: " + label.format(before["batch"], before["hidden"], before["events"]), before),
+                ("now: " + label.format(args.batch, args.hidden, result["events"]), result),
+            ],
+            Path(args.out).with_suffix(".png"),
+        )
         print(f"plot: {png}")
     print(json.dumps(result))
     return 0

@@ -27,9 +27,13 @@ TEARDOWN_RESERVE_S = 25.0  # kept from the time limit for the final stop, the ch
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="fault-suite", description="Inject faults into stream-kt serve and check nothing is lost or applied twice.")
+    p = argparse.ArgumentParser(
+        prog="fault-suite", description="Inject faults into stream-kt serve and check nothing is lost or applied twice."
+    )
     p.add_argument("--short", action="store_true", help="the reduced form for CI (under ~2 minutes)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the students, the poison, the plan and the fault moments (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the students, the poison, the plan and the fault moments (default 0)"
+    )
     p.add_argument("--students", type=int, help="synthetic students (default: 24 short, 120 full)")
     p.add_argument("--events-per-student", type=int, help="mean events per student (default: 40 short, 100 full)")
     p.add_argument("--time-limit-s", type=float, help="hard deadline for the whole run (default: 170 short, 900 full)")
@@ -58,7 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --ha, KT_REDIS_MIN_REPLICAS of serve: 1 (default) waits for the replica before a commit; 0 shows what a failover loses without it",
     )
     p.add_argument("--json", action="store_true", help="stdout is only the JSON line (the summary goes to stderr)")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, AOF, checkpoint); it is always kept on failure")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work directory (logs, AOF, checkpoint); it is always kept on failure",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     for name in ("students", "events_per_student"):
@@ -202,7 +210,14 @@ def hard_deadline(suite: Suite, limit_s: float, profile_name: str, started: floa
 
     def expire() -> None:
         suite.kill_all()
-        line = {"ok": False, "failures": [f"hard deadline of {limit_s:.0f} s"], "profile": profile_name, "seed": suite.seed, "timed_out": "hard deadline", "elapsed_s": round(time.monotonic() - started, 1)}
+        line = {
+            "ok": False,
+            "failures": [f"hard deadline of {limit_s:.0f} s"],
+            "profile": profile_name,
+            "seed": suite.seed,
+            "timed_out": "hard deadline",
+            "elapsed_s": round(time.monotonic() - started, 1),
+        }
         print(json.dumps(line), flush=True)
         os._exit(124)
 
@@ -221,7 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     profile = SHORT if args.short else FULL
     if args.ha:
         profile = dataclasses.replace(profile, time_limit_s=profile.time_limit_s + HA_EXTRA_S)
-    overrides = {k: v for k, v in {"students": args.students, "events_per_student": args.events_per_student, "time_limit_s": args.time_limit_s}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "students": args.students,
+            "events_per_student": args.events_per_student,
+            "time_limit_s": args.time_limit_s,
+        }.items()
+        if v is not None
+    }
     profile = dataclasses.replace(profile, **overrides)
     if args.broker == "kafka" and (reason := kafka_unavailable()):
         print(f"fault-suite: {reason} (or use --broker tansu)", file=sys.stderr)
@@ -230,21 +253,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fault-suite: --ha: {reason} (install redis-server and redis-sentinel)", file=sys.stderr)
         return 2
     if args.broker == "tansu" and args.broker_storage == "s3" and not S3Server.available():
-        print("fault-suite: --broker-storage s3 needs moto[server] and boto3 (pip install 'moto[server]')", file=sys.stderr)
+        print(
+            "fault-suite: --broker-storage s3 needs moto[server] and boto3 (pip install 'moto[server]')",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(1)  # the reference run is small; the members need the cores
-    os.environ["KT_METRICS_PORT"] = "0"  # several members on one host; and nothing of the suite listens beyond 127.0.0.1
+    os.environ["KT_METRICS_PORT"] = (
+        "0"  # several members on one host; and nothing of the suite listens beyond 127.0.0.1
+    )
     work_dir = Path(tempfile.mkdtemp(prefix="fault-suite-"))
     started = time.monotonic()
     min_replicas = (1 if args.redis_min_replicas is None else args.redis_min_replicas) if args.ha else 0
-    suite = Suite(profile, args.seed, work_dir, args.broker, args.broker_storage, progress=not args.no_progress, ha=args.ha, redis_min_replicas=min_replicas)
+    suite = Suite(
+        profile,
+        args.seed,
+        work_dir,
+        args.broker,
+        args.broker_storage,
+        progress=not args.no_progress,
+        ha=args.ha,
+        redis_min_replicas=min_replicas,
+    )
     timer = hard_deadline(suite, profile.time_limit_s, profile.name, started)
     signal.signal(signal.SIGTERM, interrupt)  # unwinds like Ctrl-C
     try:
-        outcome = asyncio.run(suite.run(started + profile.time_limit_s - min(TEARDOWN_RESERVE_S, profile.time_limit_s / 4)))
+        outcome = asyncio.run(
+            suite.run(started + profile.time_limit_s - min(TEARDOWN_RESERVE_S, profile.time_limit_s / 4))
+        )
     except KeyboardInterrupt:
         suite.kill_all()
-        print(json.dumps({"ok": False, "failures": ["interrupted"], "profile": profile.name, "seed": args.seed, "work_dir": str(work_dir)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "ok": False,
+                    "failures": ["interrupted"],
+                    "profile": profile.name,
+                    "seed": args.seed,
+                    "work_dir": str(work_dir),
+                }
+            ),
+            flush=True,
+        )
         return 130
     finally:
         timer.cancel()

@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 def table(results: dict) -> str:
     lines = ["model step throughput (student-steps/s)", f"{'backend':>10} {'batch':>6} {'steps/s':>12} {'us/step':>9}"]
     for row in results["step"]:
-        lines.append(f"{row['backend']:>10} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}")
+        lines.append(
+            f"{row['backend']:>10} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}"
+        )
     if not results["end_to_end"]:  # --skip-e2e: no section for rows that were not measured
         return "\n".join(lines)
     lines += [
@@ -54,7 +56,11 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
         return paths
     fig, (ax_rate, ax_latency) = plt.subplots(1, 2, figsize=(11, 4.5))
     labels = [f"{r['variant']}\n{r.get('broker', '')}" for r in e2e]
-    bars = ax_rate.bar(labels, [r["events_per_s"] for r in e2e], color=["tab:green" if r["variant"] == "stream-kt" else "tab:grey" for r in e2e])
+    bars = ax_rate.bar(
+        labels,
+        [r["events_per_s"] for r in e2e],
+        color=["tab:green" if r["variant"] == "stream-kt" else "tab:grey" for r in e2e],
+    )
     ax_rate.bar_label(bars, fmt="{:,.0f}")
     ax_rate.set_ylabel("sustained events / s")
     ax_rate.set_title("end to end throughput")
@@ -95,7 +101,13 @@ def plot_profiles(profiles: list[tuple[str, dict]], path: Path) -> Path:
     ax.set_yticks(range(len(profiles)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("serve's CPU µs per event (py-spy shares of the worker's CPU time)")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2), frameon=False)
+    ax.legend(
+        fontsize=7,
+        ncol=3,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2),
+        frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
