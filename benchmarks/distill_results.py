@@ -133,7 +133,8 @@ def markdown(rows: dict) -> str:
         )
         parity = "" if row["parity_max_abs_diff"] is None else f"{row['parity_max_abs_diff']:.1e}"
         lines.append(
-            f"| {label} | {', '.join(map(str, row['seeds']))} | {cells} | {row['step_us_per_event_mean']:,.1f} | {parity} |"
+            f"| {label} | {', '.join(map(str, row['seeds']))} | {cells} | "
+            f"{row['step_us_per_event_mean']:,.1f} | {parity} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -157,7 +158,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU",
         "seeds": seeds,
-        "step_cost_method": f"stream_kt.training.compare.step_cost_us: eager backend, {args.step_batch} students per call, {args.threads} torch threads, 30 calls after 3 warm-up",
+        "step_cost_method": f"stream_kt.training.compare.step_cost_us: eager backend, {args.step_batch} students "
+        f"per call, {args.threads} torch threads, 30 calls after 3 warm-up",
         "models": rows,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -94,7 +94,8 @@ def run(seeds: int, students: int, skills: int, questions: int, epochs: int, out
                     }
                 )
                 print(
-                    f"{data}, seed {seed}: {name:<15} AUC {scores['auc']:.4f} (vocabulary {len(vocab)}, best epoch {checkpoint.metrics['best_epoch']})",
+                    f"{data}, seed {seed}: {name:<15} AUC {scores['auc']:.4f} (vocabulary {len(vocab)}, "
+                    f"best epoch {checkpoint.metrics['best_epoch']})",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -106,8 +107,13 @@ def run(seeds: int, students: int, skills: int, questions: int, epochs: int, out
             {name: float(np.mean([r["step_us"] for r in mine if r["model"] == name])) for name in variants},
             list(variants),
         )
-    return {"protocol": __doc__.split("Protocol: ")[1].split(" Writes")[0].replace("\n", " "), "generator": {"skills": skills, "questions": questions, "max_skills": 4, "training_students": students},
-            "machine": platform.platform(), "runs": runs, "tables": tables}  # fmt: skip
+    return {
+        "protocol": __doc__.split("Protocol: ")[1].split(" Writes")[0].replace("\n", " "),
+        "generator": {"skills": skills, "questions": questions, "max_skills": 4, "training_students": students},
+        "machine": platform.platform(),
+        "runs": runs,
+        "tables": tables,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

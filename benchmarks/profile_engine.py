@@ -1,6 +1,7 @@
 """Where ``serve``'s CPU goes, per event: py-spy samples of one processor draining a backlog.
 
-    python -m benchmarks.profile_engine [--events 60000] [--batch 1024] [--hidden 128] [--bootstrap H:P] [--compare BEFORE.json]
+    python -m benchmarks.profile_engine [--events 60000] [--batch 1024] [--hidden 128] [--bootstrap H:P]
+        [--compare BEFORE.json]
 
 Starts Apache Kafka (or uses ``--bootstrap``), fills a fresh input topic with synthetic
 answers, then runs one ``stream_kt.tools.bench.worker`` processor under ``py-spy record`` until it
@@ -138,8 +139,16 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.close()
-    result = {"events": stats["events_in"], "batch": args.batch, "hidden": args.hidden, "backend": args.backend, "cpu_s": round(stats["cpu_s"], 2),
-              "us_per_event": round(1e6 * stats["cpu_s"] / max(stats["events_in"], 1), 1), "seconds": round(time.monotonic() - started, 1), "buckets": rows}  # fmt: skip
+    result = {
+        "events": stats["events_in"],
+        "batch": args.batch,
+        "hidden": args.hidden,
+        "backend": args.backend,
+        "cpu_s": round(stats["cpu_s"], 2),
+        "us_per_event": round(1e6 * stats["cpu_s"] / max(stats["events_in"], 1), 1),
+        "seconds": round(time.monotonic() - started, 1),
+        "buckets": rows,
+    }
     print(f"{'bucket':<36} {'share':>6} {'us/event':>9}")
     for row in rows:
         print(f"{row['bucket']:<36} {row['share']:>6.1%} {row['us_per_event']:>9.1f}")

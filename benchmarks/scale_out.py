@@ -44,7 +44,8 @@ SUMMARY = re.compile(r"stopped: (\d+) events in")
 
 
 def serve_settings(args: argparse.Namespace, bootstrap: str, run: str, checkpoint: Path) -> StreamSettings:
-    """What each ``serve`` of a run gets: the run's topics, group and key prefix, the arguments' model, backend, batch."""
+    """What each ``serve`` of a run gets: the run's topics, group and key prefix, the
+    arguments' model, backend, batch."""
     return StreamSettings(
         bootstrap=bootstrap, redis_url=args.redis, checkpoint=str(checkpoint), backend=args.backend,
         in_topic=f"{run}.answers", out_topic=f"{run}.mastery", dlq_topic=f"{run}.dlq",
@@ -93,7 +94,8 @@ async def run_once(
         await asyncio.to_thread(delete_keys_with_prefix, args.redis, run)  # it runs its own event loop
     if tally.answered < sent.sent:
         raise SystemExit(
-            f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after {args.timeout_s:.0f} s (logs in {log_dir})"
+            f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after "
+            f"{args.timeout_s:.0f} s (logs in {log_dir})"
         )
     span_s = (tally.last_output_ms - tally.first_output_ms) / 1000
     return {
@@ -110,7 +112,8 @@ async def run_once(
 
 def table(rows: list[dict]) -> str:
     lines = [
-        f"{'processes':>9}  {'events':>7}  {'events/s':>9}  {'wall ev/s':>9}  {'1st out s':>9}  {'drain s':>7}  per process",
+        f"{'processes':>9}  {'events':>7}  {'events/s':>9}  {'wall ev/s':>9}  "
+        f"{'1st out s':>9}  {'drain s':>7}  per process",
     ]
     for r in rows:
         lines.append(
@@ -175,7 +178,8 @@ if __name__ == "__main__":
     report["seconds"] = round(time.monotonic() - started, 1)
     print(table(report["results"]))
     print(
-        f"{report['cores']} cores shared by the processes, the broker, Redis and the follower; model {report['model']}, backend {report['backend']}, B={report['batch']}"
+        f"{report['cores']} cores shared by the processes, the broker, Redis and the follower; "
+        f"model {report['model']}, backend {report['backend']}, B={report['batch']}"
     )
     if arguments.out:
         Path(arguments.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -86,9 +86,19 @@ class Profile:
 
 
 SHORT = Profile(
-    "short", students=32, events_per_student=45, kills=2, instances=2, redis_outages=(("sigterm", 3.0),), broker_restarts=1, broker_down_s=2.0,
-    trickle_s={"rebalances": 14, "redis": 8}, time_limit_s=170, redis_failovers=1, leader_kills=1,
-)  # fmt: skip
+    "short",
+    students=32,
+    events_per_student=45,
+    kills=2,
+    instances=2,
+    redis_outages=(("sigterm", 3.0),),
+    broker_restarts=1,
+    broker_down_s=2.0,
+    trickle_s={"rebalances": 14, "redis": 8},
+    time_limit_s=170,
+    redis_failovers=1,
+    leader_kills=1,
+)
 FULL = Profile(
     "full", students=120, events_per_student=100, kills=5, instances=3,
     redis_outages=(("sigterm", 6.0), ("shutdown-nosave", 4.0), ("sigkill", 5.0)), broker_restarts=2, broker_down_s=4.0,
@@ -340,7 +350,8 @@ class Suite:
                 await self.phase(name, chunk, scripts[name])
 
     async def phase(self, name: str, chunk: list, script: Callable[[list], Awaitable[None]]) -> None:
-        """Run ``script`` (which sends ``chunk``, injecting its faults), then wait until all of ``chunk`` is answered."""
+        """Run ``script`` (which sends ``chunk``, injecting its faults), then wait until all
+        of ``chunk`` is answered."""
         assert self.sender is not None
         self.phase_first = len(self.sender.sent)
         self.bar = progress_bar(
@@ -424,7 +435,8 @@ class Suite:
         await self.sender.send(chunk[faults * size :], rate_per_s=None)
 
     async def into_burst(self, burst: list, most: float = 0.7) -> bool:
-        """Send ``burst`` at once (all delivered, none in flight), then wait until a random part (up to ``most``) of it is answered.
+        """Send ``burst`` at once (all delivered, none in flight), then wait until a random part (up to ``most``)
+        of it is answered.
 
         A fault injected now finds the members busy with the rest: mid-batch, not idle between polls.
         """
@@ -452,7 +464,8 @@ class Suite:
         return done
 
     async def rebalances(self, chunk: list) -> None:
-        """Members join and leave: "join", "leave" (SIGTERM) or "crash" (SIGKILL: its partitions wait out the session timeout)."""
+        """Members join and leave: "join", "leave" (SIGTERM) or "crash" (SIGKILL: its partitions wait
+        out the session timeout)."""
         assert self.group is not None
         moves = (
             ["join", "leave"]
@@ -486,7 +499,8 @@ class Suite:
                 await self.redis_outage(chunk, how, down_s, fraction)
 
     async def redis_outage(self, chunk: list, how: str, down_s: float, fraction: float) -> None:
-        """Stopped ``how``, down ``down_s``, back on the same port and append-only file; no member may exit meanwhile."""
+        """Stopped ``how``, down ``down_s``, back on the same port and append-only file; no
+        member may exit meanwhile."""
         assert self.group is not None
         await self.at_fraction(chunk, fraction, f"redis outage ({how})")
         crashes = len(self.group.crashes)
@@ -504,8 +518,8 @@ class Suite:
                 await self.redis_failover(chunk, fraction)
 
     async def redis_failover(self, chunk: list, fraction: float) -> None:
-        """The replica cut off (answers go on, written to the primary alone), the primary SIGKILLed, the replica promoted,
-        the killed node back as its replica, every Sentinel seeing it; no member may exit meanwhile."""
+        """The replica cut off (answers go on, written to the primary alone), the primary SIGKILLed, the replica
+        promoted, the killed node back as its replica, every Sentinel seeing it; no member may exit meanwhile."""
         assert self.group is not None and self.sentinels is not None
         group = self.sentinels
         await self.at_fraction(chunk, fraction, "redis failover")
@@ -678,16 +692,20 @@ class Suite:
         text = self.group.log_text()
         self.outcome.log_counts = {name: len(pattern.findall(text)) for name, pattern in LOG_COUNTS.items()}
         self.outcome.broker_note = {
-            "kafka": f"Apache Kafka {KAFKA_VERSION}, SIGKILLed mid-stream and restarted on its log directory: topics, records and committed offsets survive"
+            "kafka": f"Apache Kafka {KAFKA_VERSION}, SIGKILLed mid-stream and restarted on its log directory: "
+            "topics, records and committed offsets survive"
             if not self.ha
-            else f"Apache Kafka {KAFKA_VERSION}, three nodes (replication factor 3, min.insync.replicas 2): the leader of the most input partitions "
-            "SIGKILLed mid-stream, restarted on its own log directory",
-            "s3": "tansu with s3:// storage on a local S3 server (moto): topics, records and committed offsets survive the restart",
-            "memory": "tansu in memory: a restart loses every topic and committed offset; the suite drained first and went on with new topics",
+            else f"Apache Kafka {KAFKA_VERSION}, three nodes (replication factor 3, min.insync.replicas 2): "
+            "the leader of the most input partitions SIGKILLed mid-stream, restarted on its own log directory",
+            "s3": "tansu with s3:// storage on a local S3 server (moto): "
+            "topics, records and committed offsets survive the restart",
+            "memory": "tansu in memory: a restart loses every topic and committed offset; "
+            "the suite drained first and went on with new topics",
         }[self.broker.kind if self.broker.kind == "kafka" else self.broker.storage]
 
     async def committed_matches_end(self) -> bool:
-        """After the final SIGTERMs the group's committed offsets equal the input's end offsets (from delivery reports)."""
+        """After the final SIGTERMs the group's committed offsets equal the input's end
+        offsets (from delivery reports)."""
         assert self.settings is not None and self.sender is not None
         end: dict[int, int] = {}
         for s in self.sender.sent:

@@ -85,7 +85,8 @@ class DeadLetter:
 
 @dataclass
 class Collector:
-    """Every record of the output and dead-letter topics, from the beginning (the topics exist: ``ensure_topics`` ran)."""
+    """Every record of the output and dead-letter topics, from the beginning (the topics
+    exist: ``ensure_topics`` ran)."""
 
     bootstrap: str
     out_topic: str

@@ -182,7 +182,8 @@ def check(
             ):
                 verdict.output_mismatches += 1
                 verdict.note(
-                    f"output {student} seq {seq}: event {output['event_id']} (expected {expected_event_id}), p_correct {output['p_correct']:.6f} (reference {ref.p_correct[message.position]:.6f})"
+                    f"output {student} seq {seq}: event {output['event_id']} (expected {expected_event_id}), "
+                    f"p_correct {output['p_correct']:.6f} (reference {ref.p_correct[message.position]:.6f})"
                 )
     sent_counts = {student: len(messages) for student, messages in events.items()}
     sent_counts.update(

@@ -251,7 +251,8 @@ def fuzzed(rng: random.Random, n: int, seed: int) -> Message:
 
 
 def plan(sequences: list[StudentSequence], seed: int, poison_rate: float, fuzz_rate: float = 0.0) -> list[Message]:
-    """Every student's events in order, students interleaved, poison and fuzz mixed in; each poison kind at least once."""
+    """Every student's events in order, students interleaved, poison and fuzz mixed in; each
+    poison kind at least once."""
     rng = random.Random(seed)
     fuzz_rng = random.Random(f"fuzz-{seed}")
     kinds: list[str] = []

@@ -91,7 +91,8 @@ def main() -> None:
             if k in ("auc", "acc", "rmse", "n")
         },
     }
-    # pyBKT on exactly the checkpoint's training students (serial: its per-iteration process pool costs more than it saves on a few cores)
+    # pyBKT on exactly the checkpoint's training students (serial: its per-iteration process pool costs more than it
+    # saves on a few cores)
     train = as_frame([by_id[i] for i in checkpoint.split.train])
     model = Model(seed=0, num_fits=args.num_fits, parallel=False)
     started = time.perf_counter()

@@ -76,7 +76,8 @@ def test_the_shadow_variant_answers_every_event_and_the_summary_prices_the_shado
 
 @pytest.mark.skipif(not RedisServer.available(), reason="no redis-server binary")
 def test_with_redis_replicas_stream_kt_waits_for_them_before_each_commit(kafka_broker, tmp_path):
-    """``bench --redis-replicas 1``: a primary and a replica of our own; every batch of the stream-kt run WAITs for it."""
+    """``bench --redis-replicas 1``: a primary and a replica of our own; every batch of the
+    stream-kt run WAITs for it."""
     checkpoint = default_checkpoint(tmp_path)
     students = bench_students(checkpoint.vocab, 400)
     primary, replica = start_replicated(tmp_path / "redis", 1)
@@ -108,8 +109,18 @@ def test_the_plan_of_a_cluster_or_stream_kt_alone_and_their_summary():
     assert broker_plan(None, "kafka", nodes=3, alternatives=False) == [("kafka-3-nodes", ("stream-kt",))]
     assert broker_plan(None, "kafka", alternatives=False) == [("kafka", ("stream-kt",))]
     latency = [{"fraction": f, "p50_ms": 10.0 * f, "p99_ms": 100.0 * f} for f in (0.1, 0.5, 0.9)]
-    row = {"variant": "stream-kt", "broker": "kafka-3-nodes", "redis_min_replicas": 1, "events_per_s": 5000.0, "drain_cpu_us_per_event": 90.0, "cpu_ms_per_event": 0.1,
-           "broker_cpu_us_per_event": 300.0, "load_generator_cpu_us_per_event": 20.0, "follower_cpu_us_per_event": 10.0, "latency": latency}  # fmt: skip
+    row = {
+        "variant": "stream-kt",
+        "broker": "kafka-3-nodes",
+        "redis_min_replicas": 1,
+        "events_per_s": 5000.0,
+        "drain_cpu_us_per_event": 90.0,
+        "cpu_ms_per_event": 0.1,
+        "broker_cpu_us_per_event": 300.0,
+        "load_generator_cpu_us_per_event": 20.0,
+        "follower_cpu_us_per_event": 10.0,
+        "latency": latency,
+    }
     summary = summarise({"backend": "cpu", "step": [], "end_to_end": [row], "seconds": 1.0})
     assert (summary["broker"], summary["redis_min_replicas"], summary["events_per_s"], summary["p99_ms"]) == (
         "kafka-3-nodes",
@@ -134,7 +145,8 @@ def test_the_plan_of_a_cluster_or_stream_kt_alone_and_their_summary():
         ),
         (
             ["--redis-replicas", "1", "--update-record"],
-            "--update-record writes the committed single-node record: not with --nodes, --redis-replicas or --stream-kt-only",
+            "--update-record writes the committed single-node record: not with --nodes, "
+            "--redis-replicas or --stream-kt-only",
         ),
     ],
 )
@@ -205,18 +217,21 @@ def test_updating_the_committed_record_takes_a_whole_run_into_it(extra, capsys):
 
     assert main(["bench", "--update-record", *extra]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "stream-kt bench: error: --update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out"
+        "stream-kt bench: error: --update-record writes the whole committed record "
+        "(the README cites its end-to-end figures): not with --skip-e2e or --out"
     ]
 
 
 def test_updating_the_committed_record_outside_a_checkout_is_one_line(tmp_path, monkeypatch, capsys):
-    """``--update-record`` writes ``benchmarks/results/`` of the checkout in the current directory: none in ``tmp_path``."""
+    """``--update-record`` writes ``benchmarks/results/`` of the checkout in the current
+    directory: none in ``tmp_path``."""
     from stream_kt.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["bench", "--update-record"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "stream-kt bench: error: --update-record writes benchmarks/results/ of the checkout in the current directory, and there is none here: run it from the repository's root"
+        "stream-kt bench: error: --update-record writes benchmarks/results/ of the checkout in the current directory, "
+        "and there is none here: run it from the repository's root"
     ]
     assert list(tmp_path.iterdir()) == []
 
@@ -305,6 +320,7 @@ def test_bench_with_a_bootstrap_that_is_not_kafka_stops_before_measuring(redis_u
     address = f"{urlsplit(redis_url).hostname}:{urlsplit(redis_url).port or 6379}"  # Redis answers there, not Kafka
     assert main(["bench", "--bootstrap", address, "--kafka-connect-timeout-s", "1", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"stream-kt bench: error: cannot reach the Kafka broker at {address}: no Kafka answer within 1 s (is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
+        f"stream-kt bench: error: cannot reach the Kafka broker at {address}: no Kafka answer within 1 s "
+        "(is that a Kafka broker's address? KT_KAFKA_CONNECT_TIMEOUT_S sets the wait)"
     )
     assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written

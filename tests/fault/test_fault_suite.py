@@ -1,4 +1,5 @@
-"""``scripts/fault-suite --short`` on Apache Kafka: kills, rebalances, a Redis outage, a broker SIGKILL and poison lose nothing."""
+"""``scripts/fault-suite --short`` on Apache Kafka: kills, rebalances, a Redis outage, a broker
+SIGKILL and poison lose nothing."""
 
 from __future__ import annotations
 

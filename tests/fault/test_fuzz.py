@@ -67,7 +67,8 @@ def records_of(messages: list[bytes | None], partitions: int) -> dict[TopicParti
 
 
 class Harness:
-    """One processor (its steps 2-7 need no Kafka client) on real Redis, and the event loop it runs on, for every example."""
+    """One processor (its steps 2-7 need no Kafka client) on real Redis, and the event loop it
+    runs on, for every example."""
 
     def __init__(self, checkpoint: Checkpoint, redis_url: str, key_prefix: str) -> None:
         self.loop = asyncio.new_event_loop()

@@ -47,7 +47,8 @@ def test_a_redis_failover_and_a_kafka_leader_kill_lose_nothing(ha_run, capsys):
     r, f = ha_run, ha_run["faults"]
     with capsys.disabled():
         print(
-            f"\nfault-suite --short --ha: {r['wall_s']} s; failover {f['redis_failover_s']} s, leader kill answered after {f['kafka_leader_pause_s']} s"
+            f"\nfault-suite --short --ha: {r['wall_s']} s; failover {f['redis_failover_s']} s, "
+            f"leader kill answered after {f['kafka_leader_pause_s']} s"
         )
     assert r["ok"] and r["exit_code"] == 0, f"{r['failures']}\n{r['stderr']}"
     assert (r["ha"], r["kafka_nodes"], r["redis_min_replicas"]) == (True, 3, 1)

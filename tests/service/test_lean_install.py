@@ -50,7 +50,8 @@ def test_the_wheel_installs_the_stream_kt_package_and_nothing_beside_it(tmp_path
         source,
         ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "build", "dist", "runs", "bench-results"),
     )
-    build = "import sys\nfrom setuptools import build_meta\nprint(build_meta.build_wheel(sys.argv[1]))"  # what pip runs, offline
+    # what pip runs, offline
+    build = "import sys\nfrom setuptools import build_meta\nprint(build_meta.build_wheel(sys.argv[1]))"
     done = subprocess.run(
         [sys.executable, "-c", build, str(dist)], capture_output=True, text=True, timeout=300, cwd=source
     )

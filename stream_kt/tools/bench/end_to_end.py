@@ -98,13 +98,20 @@ class Worker:
         self.variant = variant
         self.batch = VARIANT_BATCH[variant] or target.batch_size
         self.settings = StreamSettings(
-            bootstrap=target.bootstrap, redis_url=target.redis_url, checkpoint=str(target.checkpoint),
-            in_topic=f"bench-{run}.answers", out_topic=f"bench-{run}.mastery", dlq_topic=f"bench-{run}.dlq",
-            group_id=f"bench-{run}-group", key_prefix=f"bench-{run}",
-            backend=target.backend if variant.startswith("stream-kt") else "eager", batch_size=self.batch, partitions=target.partitions,
+            bootstrap=target.bootstrap,
+            redis_url=target.redis_url,
+            checkpoint=str(target.checkpoint),
+            in_topic=f"bench-{run}.answers",
+            out_topic=f"bench-{run}.mastery",
+            dlq_topic=f"bench-{run}.dlq",
+            group_id=f"bench-{run}-group",
+            key_prefix=f"bench-{run}",
+            backend=target.backend if variant.startswith("stream-kt") else "eager",
+            batch_size=self.batch,
+            partitions=target.partitions,
             shadow=str(target.shadow) if variant == "stream-kt+shadow" and target.shadow else "",
             redis_min_replicas=target.redis_min_replicas if variant.startswith("stream-kt") else 0,
-        )  # fmt: skip
+        )
         self.in_topic, self.out_topic, self.dlq_topic, self.key_prefix = (
             self.settings.in_topic,
             self.settings.out_topic,
@@ -118,7 +125,8 @@ class Worker:
         return [sys.executable, "-m", "stream_kt.tools.bench.worker", "--variant", self.variant]
 
     def environ(self) -> dict[str, str]:
-        """The worker's environment: ours, one torch thread, and every setting (its topics, key prefix, model, batch)."""
+        """The worker's environment: ours, one torch thread, and every setting (its topics,
+        key prefix, model, batch)."""
         return {**os.environ, "OMP_NUM_THREADS": "1", **settings_environ(self.settings)}
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -142,7 +150,8 @@ class Worker:
         self.errors.seek(0)
         lines = [line.strip() for line in self.errors if line.strip()]
         raise RuntimeError(
-            f"benchmark worker {self.variant} exited with {self.process.returncode}: {lines[-1] if lines else 'no message'}"
+            f"benchmark worker {self.variant} exited with {self.process.returncode}: "
+            f"{lines[-1] if lines else 'no message'}"
         )
 
     async def watch(self, awaitable):

@@ -21,14 +21,17 @@ def table(results: dict) -> str:
     lines += [
         "",
         "end to end (real broker + Redis)",
-        f"{'broker':>8} {'variant':>16} {'B':>4} {'events/s':>10} {'drain us/ev':>11} {'run us/ev':>9} {'broker us/ev':>12} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 10% | 50% | 90% of max",
+        f"{'broker':>8} {'variant':>16} {'B':>4} {'events/s':>10} {'drain us/ev':>11} {'run us/ev':>9} "
+        f"{'broker us/ev':>12} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 10% | 50% | 90% of max",
     ]
     for row in results["end_to_end"]:
         latency = " | ".join(f"{l['p50_ms']}/{l['p95_ms']}/{l['p99_ms']}" for l in row["latency"])
         broker_us = "-" if row.get("broker_cpu_us_per_event") is None else f"{row['broker_cpu_us_per_event']:,.1f}"
         drain_us = "-" if row.get("drain_cpu_us_per_event") is None else f"{row['drain_cpu_us_per_event']:,.1f}"
         lines.append(
-            f"{row.get('broker', '?'):>8} {row['variant']:>16} {row['batch']:>4} {row['events_per_s']:>10,.0f} {drain_us:>11} {1000 * row['cpu_ms_per_event']:>9,.1f} {broker_us:>12} {row['redis_round_trips_per_event']:>11.3f}  {latency}"
+            f"{row.get('broker', '?'):>8} {row['variant']:>16} {row['batch']:>4} {row['events_per_s']:>10,.0f} "
+            f"{drain_us:>11} {1000 * row['cpu_ms_per_event']:>9,.1f} {broker_us:>12} "
+            f"{row['redis_round_trips_per_event']:>11.3f}  {latency}"
         )
     return "\n".join(lines)
 

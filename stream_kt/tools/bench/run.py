@@ -116,7 +116,8 @@ def cuda_notes(results: dict) -> list[str]:
         return []
     lines = [f"gpu: {results['gpu']}; cuda-eager: the same step without CUDA graphs; cuda-f16: float16 mastery"]
     lines.append(
-        f"copied per student-step: {rows[0]['bytes_to_gpu_per_step']:,} B to the GPU, {rows[0]['bytes_from_gpu_per_step']:,} B back (state, events, p_correct, mastery)"
+        f"copied per student-step: {rows[0]['bytes_to_gpu_per_step']:,} B to the GPU, "
+        f"{rows[0]['bytes_from_gpu_per_step']:,} B back (state, events, p_correct, mastery)"
     )
     lines += [f"skipped: {r['backend']} B={r['batch']} ({r['reason']})" for r in results.get("step_skipped", [])]
     return lines
@@ -142,7 +143,8 @@ def run_bench(bench: BenchPlan) -> dict:
         )
         shadow = default_checkpoint(Path(tmp) / "shadow", bench.model, seed=1) if bench.shadow else None
         results: dict = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread",
             "model": checkpoint.version,
             "model_name": checkpoint.model.name,
             "backend": backend,
@@ -162,7 +164,8 @@ def run_bench(bench: BenchPlan) -> dict:
             if redis_nodes:
                 redis_url = redis_nodes[0].url
                 results["redis"] = (
-                    f"a primary and {bench.redis_replicas} replica(s) of our own, no persistence; serve WAITs for {bench.redis_replicas} before each commit"
+                    f"a primary and {bench.redis_replicas} replica(s) of our own, no persistence; "
+                    f"serve WAITs for {bench.redis_replicas} before each commit"
                 )
             try:
                 run_end_to_end(bench, plan, results, checkpoint, shadow, backend, redis_url)
@@ -209,8 +212,17 @@ def run_end_to_end(
         try:
             bootstrap = broker.bootstrap if broker else bench.bootstrap
             assert bootstrap is not None and checkpoint.path is not None
-            target = Target(bootstrap, redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pids=broker_pids(broker),
-                            shadow=Path(shadow.path) if shadow is not None and shadow.path else None, redis_min_replicas=bench.redis_replicas)  # fmt: skip
+            target = Target(
+                bootstrap,
+                redis_url,
+                Path(checkpoint.path),
+                backend,
+                bench.batch,
+                broker=broker_kind,
+                broker_pids=broker_pids(broker),
+                shadow=Path(shadow.path) if shadow is not None and shadow.path else None,
+                redis_min_replicas=bench.redis_replicas,
+            )
             if (
                 broker is not None
             ):  # a fresh JVM: the first variant would pay for its warm-up (3x the broker CPU per event)
