@@ -45,8 +45,14 @@ ROWS = {
     "distilled DKT+, up to 150 epochs": ("dist_dktp_e150_s{seed}", "distilled\nDKT+ 150"),
     "distilled DKT+, alpha 0.1, up to 150 epochs": ("dist_dktp_a01_s{seed}", "distilled DKT+\nalpha 0.1"),
     "distilled DKT+, alpha 0.03, up to 150 epochs": ("dist_dktp_a003_s{seed}", "distilled DKT+\nalpha 0.03"),
-    "distilled DKT+, alpha 0.1, hidden 400, up to 150 epochs": ("dist_dktp_a01_h400_s{seed}", "distilled DKT+\nalpha 0.1, h400"),
-    "distilled DKT+, alpha 0.1, training window 400, up to 150 epochs": ("dist_dktp_a01_w400_s{seed}", "distilled DKT+\nalpha 0.1, w400"),
+    "distilled DKT+, alpha 0.1, hidden 400, up to 150 epochs": (
+        "dist_dktp_a01_h400_s{seed}",
+        "distilled DKT+\nalpha 0.1, h400",
+    ),
+    "distilled DKT+, alpha 0.1, training window 400, up to 150 epochs": (
+        "dist_dktp_a01_w400_s{seed}",
+        "distilled DKT+\nalpha 0.1, w400",
+    ),
     "distilled DKT+, cross-fitted targets (K=2), 30 epochs": ("cv_dktp_s{seed}", "distilled DKT+ 30\ncross-fitted"),
 }
 REPORTED = ("auc", "acc", "rmse")
@@ -91,7 +97,16 @@ def collect(runs: Path, seeds: list[int], step_batch: int) -> dict:
                     "best_epoch": checkpoint.metrics.get("best_epoch"),
                     "parity_max_abs_diff": None if parity is None else parity.get("parity_max_abs_diff"),
                     "step_us_per_event": step_cost_us(checkpoint.model, step_batch),
-                    **({"teacher": distill["teacher"]["version"], "alpha": distill["alpha"], "temperature": distill["temperature"], "folds": distill.get("folds", 1)} if distill else {}),
+                    **(
+                        {
+                            "teacher": distill["teacher"]["version"],
+                            "alpha": distill["alpha"],
+                            "temperature": distill["temperature"],
+                            "folds": distill.get("folds", 1),
+                        }
+                        if distill
+                        else {}
+                    ),
                 }
             )
         if not found:
@@ -107,12 +122,20 @@ def collect(runs: Path, seeds: list[int], step_batch: int) -> dict:
 
 
 def markdown(rows: dict) -> str:
-    lines = ["| model | seeds | test AUC | ACC | RMSE | streamed µs/event | parity (max) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | seeds | test AUC | ACC | RMSE | streamed µs/event | parity (max) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, row in rows.items():
         one_seed = len(row["seeds"]) == 1  # no spread to report
-        cells = " | ".join(f"{row[f'{k}_mean']:.4f}" + ("" if one_seed else f" ± {row[f'{k}_std']:.4f}") for k in REPORTED)
+        cells = " | ".join(
+            f"{row[f'{k}_mean']:.4f}" + ("" if one_seed else f" ± {row[f'{k}_std']:.4f}") for k in REPORTED
+        )
         parity = "" if row["parity_max_abs_diff"] is None else f"{row['parity_max_abs_diff']:.1e}"
-        lines.append(f"| {label} | {', '.join(map(str, row['seeds']))} | {cells} | {row['step_us_per_event_mean']:,.1f} | {parity} |")
+        lines.append(
+            f"| {label} | {', '.join(map(str, row['seeds']))} | {cells} | "
+            f"{row['step_us_per_event_mean']:,.1f} | {parity} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +144,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--step-batch", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the streamed cost (compare's table used 2)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads for the streamed cost (compare's table used 2)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill_assist2009.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -133,13 +158,19 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU",
         "seeds": seeds,
-        "step_cost_method": f"stream_kt.training.compare.step_cost_us: eager backend, {args.step_batch} students per call, {args.threads} torch threads, 30 calls after 3 warm-up",
+        "step_cost_method": f"stream_kt.training.compare.step_cost_us: eager backend, {args.step_batch} students "
+        f"per call, {args.threads} torch threads, 30 calls after 3 warm-up",
         "models": rows,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     bars = {ROWS[label][1]: {"auc_mean": row["auc_mean"], "auc_std": row["auc_std"]} for label, row in rows.items()}
     plot = args.out.with_name(args.out.stem + "_auc.png")
-    plot_auc(bars, plot, "ASSISTments 2009 skill_id: test AUC, mean ± std over seeds", {"distillation target 0.826": 0.826, "ensemble 0.830": 0.830})
+    plot_auc(
+        bars,
+        plot,
+        "ASSISTments 2009 skill_id: test AUC, mean ± std over seeds",
+        {"distillation target 0.826": 0.826, "ensemble 0.830": 0.830},
+    )
     print(markdown(rows))
     print(f"wrote {args.out} and {plot}")
 

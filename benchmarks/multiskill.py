@@ -42,7 +42,12 @@ from stream_kt.training.compare import format_table, plot_auc, step_cost_us, sum
 from stream_kt.training.evaluate import evaluate
 from stream_kt.training.train import TrainConfig, train
 
-VARIANTS = {"combined": ("combined", False), "first": ("first", False), "sets": ("sets", False), "sets+questions": ("sets", True)}
+VARIANTS = {
+    "combined": ("combined", False),
+    "first": ("first", False),
+    "sets": ("sets", False),
+    "sets+questions": ("sets", True),
+}
 DATASETS = {"spread 0": (0.0, ("combined", "first", "sets")), "spread 1": (1.0, tuple(VARIANTS))}
 
 
@@ -53,7 +58,10 @@ def run(seeds: int, students: int, skills: int, questions: int, epochs: int, out
             bank = SyntheticConfig(concepts=skills, items=questions, max_skills=4, question_spread=spread)
             training = generate(SyntheticConfig(**{**bank.__dict__, "students": students, "seed": 100 + seed}))
             held_out = generate(SyntheticConfig(**{**bank.__dict__, "students": students // 2, "seed": 200 + seed}))
-            held_out = [type(s)(f"test:{s.student_id}", s.items, s.correct, s.ts_ms, s.elapsed_ms, s.questions) for s in held_out]
+            held_out = [
+                type(s)(f"test:{s.student_id}", s.items, s.correct, s.ts_ms, s.elapsed_ms, s.questions)
+                for s in held_out
+            ]
             split = split_students([s.student_id for s in training], seed, 0.1, 0.0, test_source="generated")
             by_id = {s.student_id: s for s in training}
             fit, valid = [by_id[i] for i in split.train], [by_id[i] for i in split.valid]
@@ -62,17 +70,50 @@ def run(seeds: int, students: int, skills: int, questions: int, epochs: int, out
                 vocab = Vocabulary.build(fit + valid, "skill_id", skills=mode, questions=with_questions)
                 config = TrainConfig(model="dkt", epochs=epochs, seed=seed, threads=1)
                 started = time.perf_counter()
-                checkpoint = train([vocab.encode(s) for s in fit], [vocab.encode(s) for s in valid], vocab, split, config, out / f"{data.replace(' ', '')}_{name}_s{seed}", progress=False)
+                checkpoint = train(
+                    [vocab.encode(s) for s in fit],
+                    [vocab.encode(s) for s in valid],
+                    vocab,
+                    split,
+                    config,
+                    out / f"{data.replace(' ', '')}_{name}_s{seed}",
+                    progress=False,
+                )
                 seconds = time.perf_counter() - started
                 scores = evaluate(checkpoint.model, [vocab.encode(s) for s in held_out])
-                runs.append({"data": data, "model": name, "seed": seed, "train_seconds": seconds, "vocabulary": len(vocab), "best_epoch": checkpoint.metrics["best_epoch"], "step_us": step_cost_us(checkpoint.model, 64), **scores})
-                print(f"{data}, seed {seed}: {name:<15} AUC {scores['auc']:.4f} (vocabulary {len(vocab)}, best epoch {checkpoint.metrics['best_epoch']})", file=sys.stderr, flush=True)
+                runs.append(
+                    {
+                        "data": data,
+                        "model": name,
+                        "seed": seed,
+                        "train_seconds": seconds,
+                        "vocabulary": len(vocab),
+                        "best_epoch": checkpoint.metrics["best_epoch"],
+                        "step_us": step_cost_us(checkpoint.model, 64),
+                        **scores,
+                    }
+                )
+                print(
+                    f"{data}, seed {seed}: {name:<15} AUC {scores['auc']:.4f} (vocabulary {len(vocab)}, "
+                    f"best epoch {checkpoint.metrics['best_epoch']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     tables = {}
     for data, (_, variants) in DATASETS.items():
         mine = [r for r in runs if r["data"] == data]
-        tables[data] = summarise(mine, {name: float(np.mean([r["step_us"] for r in mine if r["model"] == name])) for name in variants}, list(variants))
-    return {"protocol": __doc__.split("Protocol: ")[1].split(" Writes")[0].replace("\n", " "), "generator": {"skills": skills, "questions": questions, "max_skills": 4, "training_students": students},
-            "machine": platform.platform(), "runs": runs, "tables": tables}  # fmt: skip
+        tables[data] = summarise(
+            mine,
+            {name: float(np.mean([r["step_us"] for r in mine if r["model"] == name])) for name in variants},
+            list(variants),
+        )
+    return {
+        "protocol": __doc__.split("Protocol: ")[1].split(" Writes")[0].replace("\n", " "),
+        "generator": {"skills": skills, "questions": questions, "max_skills": 4, "training_students": students},
+        "machine": platform.platform(),
+        "runs": runs,
+        "tables": tables,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(options.out)
     out.write_text(json.dumps(result, indent=1))
     for data, table in result["tables"].items():
-        plot_auc(table, out.with_name(f"{out.stem}_{data.replace(' ', '')}_auc.png"), f"DKT on synthetic questions with 1-4 skills, question difficulty {data}: held-out AUC")
+        plot_auc(
+            table,
+            out.with_name(f"{out.stem}_{data.replace(' ', '')}_auc.png"),
+            f"DKT on synthetic questions with 1-4 skills, question difficulty {data}: held-out AUC",
+        )
         print(f"questions' own difficulty: {data}")
         print(format_table(table))
-    print(json.dumps({data: {name: round(row["auc_mean"], 4) for name, row in table.items()} for data, table in result["tables"].items()}))
+    print(
+        json.dumps(
+            {
+                data: {name: round(row["auc_mean"], 4) for name, row in table.items()}
+                for data, table in result["tables"].items()
+            }
+        )
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """Where ``serve``'s CPU goes, per event: py-spy samples of one processor draining a backlog.
 
-    python -m benchmarks.profile_engine [--events 60000] [--batch 1024] [--hidden 128] [--bootstrap H:P] [--compare BEFORE.json]
+    python -m benchmarks.profile_engine [--events 60000] [--batch 1024] [--hidden 128] [--bootstrap H:P]
+        [--compare BEFORE.json]
 
 Starts Apache Kafka (or uses ``--bootstrap``), fills a fresh input topic with synthetic
 answers, then runs one ``stream_kt.tools.bench.worker`` processor under ``py-spy record`` until it
@@ -70,7 +71,10 @@ def summarise(raw: Path, events: int, cpu_s: float) -> list[dict]:
         counts[bucket(frames)] += int(n)
     total = sum(counts.values()) or 1
     us_per_event = 1e6 * cpu_s / max(events, 1)
-    return [{"bucket": name, "share": round(n / total, 3), "us_per_event": round(us_per_event * n / total, 1)} for name, n in counts.most_common()]
+    return [
+        {"bucket": name, "share": round(n / total, 3), "us_per_event": round(us_per_event * n / total, 1)}
+        for name, n in counts.most_common()
+    ]
 
 
 async def fill(bootstrap: str, topic: str, vocab, events: int) -> int:
@@ -91,7 +95,9 @@ def main() -> int:
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--out", default="benchmarks/results/profile.json")
-    parser.add_argument("--compare", help="an earlier profile.json: both are drawn as stacked bars in a PNG next to --out")
+    parser.add_argument(
+        "--compare", help="an earlier profile.json: both are drawn as stacked bars in a PNG next to --out"
+    )
     parser.add_argument("--raw", help="also keep py-spy's raw stacks here (one collapsed stack a line)")
     args = parser.parse_args()
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
@@ -107,7 +113,18 @@ def main() -> int:
             worker = Worker(Target(bootstrap, args.redis, Path(checkpoint.path), args.backend, args.batch), "stream-kt")
             sent = asyncio.run(fill(bootstrap, worker.in_topic, checkpoint.vocab, args.events))
             raw = Path(tmp) / "profile.txt"
-            py_spy_record = [py_spy, "record", "--format", "raw", "--rate", str(args.rate), "--output", str(raw), "--nonblocking", "--"]
+            py_spy_record = [
+                py_spy,
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                str(args.rate),
+                "--output",
+                str(raw),
+                "--nonblocking",
+                "--",
+            ]
             command = py_spy_record + worker.command() + ["--stop-after", str(sent)]
             started = time.monotonic()
             done = subprocess.run(command, capture_output=True, text=True, env=worker.environ())
@@ -122,8 +139,16 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.close()
-    result = {"events": stats["events_in"], "batch": args.batch, "hidden": args.hidden, "backend": args.backend, "cpu_s": round(stats["cpu_s"], 2),
-              "us_per_event": round(1e6 * stats["cpu_s"] / max(stats["events_in"], 1), 1), "seconds": round(time.monotonic() - started, 1), "buckets": rows}  # fmt: skip
+    result = {
+        "events": stats["events_in"],
+        "batch": args.batch,
+        "hidden": args.hidden,
+        "backend": args.backend,
+        "cpu_s": round(stats["cpu_s"], 2),
+        "us_per_event": round(1e6 * stats["cpu_s"] / max(stats["events_in"], 1), 1),
+        "seconds": round(time.monotonic() - started, 1),
+        "buckets": rows,
+    }
     print(f"{'bucket':<36} {'share':>6} {'us/event':>9}")
     for row in rows:
         print(f"{row['bucket']:<36} {row['share']:>6.1%} {row['us_per_event']:>9.1f}")
@@ -133,7 +158,13 @@ def main() -> int:
     if args.compare:
         before = json.loads(Path(args.compare).read_text())
         label = "B={}, H={}, {} events"
-        png = plot_profiles([("before: " + label.format(before["batch"], before["hidden"], before["events"]), before), ("now: " + label.format(args.batch, args.hidden, result["events"]), result)], Path(args.out).with_suffix(".png"))
+        png = plot_profiles(
+            [
+                ("before: " + label.format(before["batch"], before["hidden"], before["events"]), before),
+                ("now: " + label.format(args.batch, args.hidden, result["events"]), result),
+            ],
+            Path(args.out).with_suffix(".png"),
+        )
         print(f"plot: {png}")
     print(json.dumps(result))
     return 0

@@ -44,7 +44,8 @@ SUMMARY = re.compile(r"stopped: (\d+) events in")
 
 
 def serve_settings(args: argparse.Namespace, bootstrap: str, run: str, checkpoint: Path) -> StreamSettings:
-    """What each ``serve`` of a run gets: the run's topics, group and key prefix, the arguments' model, backend, batch."""
+    """What each ``serve`` of a run gets: the run's topics, group and key prefix, the
+    arguments' model, backend, batch."""
     return StreamSettings(
         bootstrap=bootstrap, redis_url=args.redis, checkpoint=str(checkpoint), backend=args.backend,
         in_topic=f"{run}.answers", out_topic=f"{run}.mastery", dlq_topic=f"{run}.dlq",
@@ -53,7 +54,9 @@ def serve_settings(args: argparse.Namespace, bootstrap: str, run: str, checkpoin
     )  # fmt: skip
 
 
-async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, students, order, processes: int, log_dir: Path) -> dict:
+async def run_once(
+    args: argparse.Namespace, bootstrap: str, checkpoint: Path, students, order, processes: int, log_dir: Path
+) -> dict:
     run = f"scale-{processes}-{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, [f"{run}.answers", f"{run}.mastery", f"{run}.dlq"], args.partitions)
     sent = await send_events(bootstrap, f"{run}.answers", students, order, progress=not args.quiet)
@@ -61,13 +64,22 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
     launched_ms = now_ms()
     settings = serve_settings(args, bootstrap, run, checkpoint)
     members = [ServeProcess(settings, log_dir / f"{run}-{n}.log").start() for n in range(processes)]
-    bar = progress_bar(total=sent.sent, desc=f"{processes} process{'es' if processes > 1 else ''}", unit="event", unit_scale=True, disable=args.quiet, mininterval=0.5)
+    bar = progress_bar(
+        total=sent.sent,
+        desc=f"{processes} process{'es' if processes > 1 else ''}",
+        unit="event",
+        unit_scale=True,
+        disable=args.quiet,
+        mininterval=0.5,
+    )
 
     def progress(t: FollowTally) -> None:
         bar.update(t.answered - bar.n)
 
     try:
-        await follow_outputs(bootstrap, f"{run}.mastery", tally, dlq_topic=f"{run}.dlq", timeout_s=args.timeout_s, on_update=progress)
+        await follow_outputs(
+            bootstrap, f"{run}.mastery", tally, dlq_topic=f"{run}.dlq", timeout_s=args.timeout_s, on_update=progress
+        )
     finally:
         bar.close()
         shares = []
@@ -81,7 +93,10 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
             shares.append(int(match.group(1)) if match else None)
         await asyncio.to_thread(delete_keys_with_prefix, args.redis, run)  # it runs its own event loop
     if tally.answered < sent.sent:
-        raise SystemExit(f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after {args.timeout_s:.0f} s (logs in {log_dir})")
+        raise SystemExit(
+            f"{processes} processes: {sent.sent - tally.answered} of {sent.sent} events unanswered after "
+            f"{args.timeout_s:.0f} s (logs in {log_dir})"
+        )
     span_s = (tally.last_output_ms - tally.first_output_ms) / 1000
     return {
         "processes": processes,
@@ -97,7 +112,8 @@ async def run_once(args: argparse.Namespace, bootstrap: str, checkpoint: Path, s
 
 def table(rows: list[dict]) -> str:
     lines = [
-        f"{'processes':>9}  {'events':>7}  {'events/s':>9}  {'wall ev/s':>9}  {'1st out s':>9}  {'drain s':>7}  per process",
+        f"{'processes':>9}  {'events':>7}  {'events/s':>9}  {'wall ev/s':>9}  "
+        f"{'1st out s':>9}  {'drain s':>7}  per process",
     ]
     for r in rows:
         lines.append(
@@ -140,12 +156,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3], help="process counts to run (default 1 2 3)")
     p.add_argument("--checkpoint", help="model (default: DKT hidden 128 over 124 skills, random weights)")
     p.add_argument("--bootstrap", help="Kafka HOST:PORT (default: start an embedded broker)")
-    p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis URL (env REDIS_URL)")
+    p.add_argument(
+        "--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="Redis URL (env REDIS_URL)"
+    )
     p.add_argument("--backend", default="cpu", help="serve --backend (default cpu: TorchScript)")
     p.add_argument("--batch", type=int, default=1024, help="serve --batch (default 1024, serve's)")
     p.add_argument("--partitions", type=int, default=6, help="input topic partitions (default 6)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout-s", type=float, default=300.0, help="give up this long after a run's last send (default 300)")
+    p.add_argument(
+        "--timeout-s", type=float, default=300.0, help="give up this long after a run's last send (default 300)"
+    )
     p.add_argument("--out", help="also write the JSON report here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -157,7 +177,10 @@ if __name__ == "__main__":
     report = asyncio.run(main(arguments))
     report["seconds"] = round(time.monotonic() - started, 1)
     print(table(report["results"]))
-    print(f"{report['cores']} cores shared by the processes, the broker, Redis and the follower; model {report['model']}, backend {report['backend']}, B={report['batch']}")
+    print(
+        f"{report['cores']} cores shared by the processes, the broker, Redis and the follower; "
+        f"model {report['model']}, backend {report['backend']}, B={report['batch']}"
+    )
     if arguments.out:
         Path(arguments.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))

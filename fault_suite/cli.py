@@ -27,9 +27,13 @@ TEARDOWN_RESERVE_S = 25.0  # kept from the time limit for the final stop, the ch
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="fault-suite", description="Inject faults into stream-kt serve and check nothing is lost or applied twice.")
+    p = argparse.ArgumentParser(
+        prog="fault-suite", description="Inject faults into stream-kt serve and check nothing is lost or applied twice."
+    )
     p.add_argument("--short", action="store_true", help="the reduced form for CI (under ~2 minutes)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the students, the poison, the plan and the fault moments (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds the students, the poison, the plan and the fault moments (default 0)"
+    )
     p.add_argument("--students", type=int, help="synthetic students (default: 24 short, 120 full)")
     p.add_argument("--events-per-student", type=int, help="mean events per student (default: 40 short, 100 full)")
     p.add_argument("--time-limit-s", type=float, help="hard deadline for the whole run (default: 170 short, 900 full)")
@@ -37,28 +41,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--broker",
         choices=("kafka", "tansu"),
         default="kafka",
-        help="kafka (default): Apache Kafka, killed with SIGKILL mid-stream and restarted on its log directory; tansu: the embedded broker",
+        help="kafka (default): Apache Kafka, killed with SIGKILL mid-stream and restarted on its log directory; "
+        "tansu: the embedded broker",
     )
     p.add_argument(
         "--broker-storage",
         choices=("memory", "s3"),
         default="memory",
-        help="with --broker tansu, its storage: memory (default; a restart loses topics and offsets, so the suite drains first and goes on with new topics) "
+        help="with --broker tansu, its storage: memory (default; a restart loses topics and offsets, "
+        "so the suite drains first and goes on with new topics) "
         "or s3 (a local moto S3 server: the broker restarts mid-stream and keeps everything; slow on a busy box)",
     )
     p.add_argument(
         "--ha",
         action="store_true",
-        help="high availability: Redis as a primary, a replica and three Sentinels (serve follows a redis+sentinel:// URL), Kafka as three nodes "
-        "(replication factor 3, min.insync.replicas 2); the Redis phase fails the primary over, the broker phase SIGKILLs the input partitions' leader",
+        help="high availability: Redis as a primary, a replica and three Sentinels "
+        "(serve follows a redis+sentinel:// URL), Kafka as three nodes "
+        "(replication factor 3, min.insync.replicas 2); the Redis phase fails the primary over, "
+        "the broker phase SIGKILLs the input partitions' leader",
     )
     p.add_argument(
         "--redis-min-replicas",
         type=int,
-        help="with --ha, KT_REDIS_MIN_REPLICAS of serve: 1 (default) waits for the replica before a commit; 0 shows what a failover loses without it",
+        help="with --ha, KT_REDIS_MIN_REPLICAS of serve: 1 (default) waits for the replica before a commit; "
+        "0 shows what a failover loses without it",
     )
     p.add_argument("--json", action="store_true", help="stdout is only the JSON line (the summary goes to stderr)")
-    p.add_argument("--keep", action="store_true", help="keep the work directory (logs, AOF, checkpoint); it is always kept on failure")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work directory (logs, AOF, checkpoint); it is always kept on failure",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     for name in ("students", "events_per_student"):
@@ -164,28 +177,39 @@ def report(outcome: Outcome, profile_name: str) -> dict:
 def summary_lines(outcome: Outcome, result: dict) -> list[str]:
     f = outcome.faults
     lines = [
-        f"fault suite ({result['profile']}, seed {outcome.seed}): {'PASS' if result['ok'] else 'FAIL'} in {outcome.elapsed_s:.0f} s",
-        f"  sent {result['events_in']} messages: {result['valid_events']} valid ({f.out_of_order_events} with a ts earlier than the one before), {result['poison_events']} poison, "
-        f"{result['fuzz_events']} fuzzed ({result['fuzz_answered']} answered, {result['fuzz_dead_lettered']} dead-lettered {result['fuzz_by_reason']}, {result['fuzz_missing']} missing)",
-        f"  faults: {f.processor_kills} SIGKILLs; {f.joins} joins, {f.leaves_sigterm} SIGTERM leaves, {f.leaves_sigkill} SIGKILL leaves; "
-        f"{f.redis_outages} Redis outages ({f.redis_down_s:.0f} s down, {f.redis_outage_crashes} processor crashes); "
-        f"{f.broker_restarts} broker restarts, {f.broker_kills} by SIGKILL ({f.broker_down_s:.0f} s down: {f.broker_restart_survivors} processors rode it out, {f.broker_restart_crashes} exited and were restarted)",
+        f"fault suite ({result['profile']}, seed {outcome.seed}): {'PASS' if result['ok'] else 'FAIL'} in "
+        f"{outcome.elapsed_s:.0f} s",
+        f"  sent {result['events_in']} messages: {result['valid_events']} valid "
+        f"({f.out_of_order_events} with a ts earlier than the one before), {result['poison_events']} poison, "
+        f"{result['fuzz_events']} fuzzed ({result['fuzz_answered']} answered, "
+        f"{result['fuzz_dead_lettered']} dead-lettered {result['fuzz_by_reason']}, {result['fuzz_missing']} missing)",
+        f"  faults: {f.processor_kills} SIGKILLs; {f.joins} joins, {f.leaves_sigterm} SIGTERM leaves, "
+        f"{f.leaves_sigkill} SIGKILL leaves; {f.redis_outages} Redis outages "
+        f"({f.redis_down_s:.0f} s down, {f.redis_outage_crashes} processor crashes); "
+        f"{f.broker_restarts} broker restarts, {f.broker_kills} by SIGKILL ({f.broker_down_s:.0f} s down: "
+        f"{f.broker_restart_survivors} processors rode it out, {f.broker_restart_crashes} exited and were restarted)",
         f"  broker: {outcome.broker_note}",
         *(
             [
-                f"  ha: KT_REDIS_MIN_REPLICAS={outcome.redis_min_replicas}; {f.redis_failovers} Redis failovers (replica cut off {f.redis_cut_off_s} s before each kill, "
-                f"promoted {f.redis_failover_s} s after it, {f.redis_failover_crashes} processor crashes); {f.kafka_leader_kills} Kafka leader kills "
-                f"(nodes {f.kafka_killed_nodes}, everything answered {f.kafka_leader_pause_s} s after each kill, {f.kafka_leader_kill_crashes} processor crashes)"
+                f"  ha: KT_REDIS_MIN_REPLICAS={outcome.redis_min_replicas}; {f.redis_failovers} Redis failovers "
+                f"(replica cut off {f.redis_cut_off_s} s before each kill, promoted {f.redis_failover_s} s after it, "
+                f"{f.redis_failover_crashes} processor crashes); {f.kafka_leader_kills} Kafka leader kills "
+                f"(nodes {f.kafka_killed_nodes}, everything answered {f.kafka_leader_pause_s} s after each kill, "
+                f"{f.kafka_leader_kill_crashes} processor crashes)"
             ]
             if outcome.ha
             else []
         ),
-        f"  processors: {result['processor_starts']} started, {result['processor_crashes']} exited on their own ({result['supervisor_restarts']} supervisor restarts); "
+        f"  processors: {result['processor_starts']} started, {result['processor_crashes']} exited on their own "
+        f"({result['supervisor_restarts']} supervisor restarts); "
         + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in result["processor_log"].items()),
-        f"  outputs: {result['outputs']} records, {result['unique_outputs']} distinct (student, seq), {result['duplicates_dropped']} repeats dropped; "
-        f"dead letters: {result['dlq']} ({result['dlq_repeats']} repeats) {result['poison_by_reason']}",
-        f"  checks: {result['state_mismatches']} state mismatches, {result['lost']} lost, {result['output_mismatches']} outputs off the reference, "
-        f"{result['poison_missing']} poison missing, {result['poison_wrong_reason']} wrong reasons; committed offsets = end offsets: {result['committed_matches_end']}",
+        f"  outputs: {result['outputs']} records, {result['unique_outputs']} distinct (student, seq), "
+        f"{result['duplicates_dropped']} repeats dropped; dead letters: {result['dlq']} "
+        f"({result['dlq_repeats']} repeats) {result['poison_by_reason']}",
+        f"  checks: {result['state_mismatches']} state mismatches, {result['lost']} lost, "
+        f"{result['output_mismatches']} outputs off the reference, {result['poison_missing']} poison missing, "
+        f"{result['poison_wrong_reason']} wrong reasons; committed offsets = end offsets: "
+        f"{result['committed_matches_end']}",
         "  phases: " + ", ".join(f"{name} {s:.0f} s" for name, s in outcome.phases.items()),
     ]
     for failure in result["failures"]:
@@ -202,7 +226,14 @@ def hard_deadline(suite: Suite, limit_s: float, profile_name: str, started: floa
 
     def expire() -> None:
         suite.kill_all()
-        line = {"ok": False, "failures": [f"hard deadline of {limit_s:.0f} s"], "profile": profile_name, "seed": suite.seed, "timed_out": "hard deadline", "elapsed_s": round(time.monotonic() - started, 1)}
+        line = {
+            "ok": False,
+            "failures": [f"hard deadline of {limit_s:.0f} s"],
+            "profile": profile_name,
+            "seed": suite.seed,
+            "timed_out": "hard deadline",
+            "elapsed_s": round(time.monotonic() - started, 1),
+        }
         print(json.dumps(line), flush=True)
         os._exit(124)
 
@@ -221,7 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     profile = SHORT if args.short else FULL
     if args.ha:
         profile = dataclasses.replace(profile, time_limit_s=profile.time_limit_s + HA_EXTRA_S)
-    overrides = {k: v for k, v in {"students": args.students, "events_per_student": args.events_per_student, "time_limit_s": args.time_limit_s}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "students": args.students,
+            "events_per_student": args.events_per_student,
+            "time_limit_s": args.time_limit_s,
+        }.items()
+        if v is not None
+    }
     profile = dataclasses.replace(profile, **overrides)
     if args.broker == "kafka" and (reason := kafka_unavailable()):
         print(f"fault-suite: {reason} (or use --broker tansu)", file=sys.stderr)
@@ -230,21 +269,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fault-suite: --ha: {reason} (install redis-server and redis-sentinel)", file=sys.stderr)
         return 2
     if args.broker == "tansu" and args.broker_storage == "s3" and not S3Server.available():
-        print("fault-suite: --broker-storage s3 needs moto[server] and boto3 (pip install 'moto[server]')", file=sys.stderr)
+        print(
+            "fault-suite: --broker-storage s3 needs moto[server] and boto3 (pip install 'moto[server]')",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(1)  # the reference run is small; the members need the cores
-    os.environ["KT_METRICS_PORT"] = "0"  # several members on one host; and nothing of the suite listens beyond 127.0.0.1
+    os.environ["KT_METRICS_PORT"] = (
+        "0"  # several members on one host; and nothing of the suite listens beyond 127.0.0.1
+    )
     work_dir = Path(tempfile.mkdtemp(prefix="fault-suite-"))
     started = time.monotonic()
     min_replicas = (1 if args.redis_min_replicas is None else args.redis_min_replicas) if args.ha else 0
-    suite = Suite(profile, args.seed, work_dir, args.broker, args.broker_storage, progress=not args.no_progress, ha=args.ha, redis_min_replicas=min_replicas)
+    suite = Suite(
+        profile,
+        args.seed,
+        work_dir,
+        args.broker,
+        args.broker_storage,
+        progress=not args.no_progress,
+        ha=args.ha,
+        redis_min_replicas=min_replicas,
+    )
     timer = hard_deadline(suite, profile.time_limit_s, profile.name, started)
     signal.signal(signal.SIGTERM, interrupt)  # unwinds like Ctrl-C
     try:
-        outcome = asyncio.run(suite.run(started + profile.time_limit_s - min(TEARDOWN_RESERVE_S, profile.time_limit_s / 4)))
+        outcome = asyncio.run(
+            suite.run(started + profile.time_limit_s - min(TEARDOWN_RESERVE_S, profile.time_limit_s / 4))
+        )
     except KeyboardInterrupt:
         suite.kill_all()
-        print(json.dumps({"ok": False, "failures": ["interrupted"], "profile": profile.name, "seed": args.seed, "work_dir": str(work_dir)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "ok": False,
+                    "failures": ["interrupted"],
+                    "profile": profile.name,
+                    "seed": args.seed,
+                    "work_dir": str(work_dir),
+                }
+            ),
+            flush=True,
+        )
         return 130
     finally:
         timer.cancel()

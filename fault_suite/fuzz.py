@@ -29,7 +29,23 @@ EDGE_INTS = (
     TS_MAX_MS, TS_MAX_MS + 1, ELAPSED_MAX_MS, ELAPSED_MAX_MS + 1,
 )  # fmt: skip
 EDGE_FLOATS = (math.inf, -math.inf, math.nan, -0.0, 0.0, 1.0, 0.5, 1e308, 5e-324, 1.7e12)
-EDGE_STRINGS = ("", " ", "0", "1", "\x00", "é", "日本", "😀", "\u202e1", "s" * MAX_ID_CHARS, "s" * (MAX_ID_CHARS + 1), "x" * 3000, "1e3", "true", "null")
+EDGE_STRINGS = (
+    "",
+    " ",
+    "0",
+    "1",
+    "\x00",
+    "é",
+    "日本",
+    "😀",
+    "\u202e1",
+    "s" * MAX_ID_CHARS,
+    "s" * (MAX_ID_CHARS + 1),
+    "x" * 3000,
+    "1e3",
+    "true",
+    "null",
+)
 
 
 def any_value(rng: random.Random, depth: int = 0) -> Any:
@@ -46,7 +62,10 @@ def any_value(rng: random.Random, depth: int = 0) -> Any:
     if kind == 4:
         return rng.choice(EDGE_STRINGS)
     if kind == 5:
-        return "".join(chr(rng.choice((rng.randrange(32, 127), rng.randrange(0x80, 0xD800), rng.randrange(0xE000, 0x110000)))) for _ in range(rng.randrange(12)))
+        return "".join(
+            chr(rng.choice((rng.randrange(32, 127), rng.randrange(0x80, 0xD800), rng.randrange(0xE000, 0x110000))))
+            for _ in range(rng.randrange(12))
+        )
     if kind == 6:
         return rng.randbytes(rng.randrange(40))
     if kind == 7:
@@ -62,12 +81,20 @@ def unique_student(rng: random.Random, n: int) -> str | int:
 
 
 def invalid_student(rng: random.Random) -> Any:
-    return rng.choice((None, True, False, 1.5, math.nan, "", "s" * (MAX_ID_CHARS + 1), b"s", [1], {"id": 1}, msgpack.ExtType(1, b"")))
+    return rng.choice(
+        (None, True, False, 1.5, math.nan, "", "s" * (MAX_ID_CHARS + 1), b"s", [1], {"id": 1}, msgpack.ExtType(1, b""))
+    )
 
 
 def answer(rng: random.Random, n: int, items: Sequence[str]) -> dict[str, Any]:
     """A valid answer of a unique student."""
-    event: dict[str, Any] = {"v": 1, "student_id": unique_student(rng, n), "skill_id": rng.choice(items), "correct": rng.randint(0, 1), "ts": rng.randint(0, TS_MAX_MS)}
+    event: dict[str, Any] = {
+        "v": 1,
+        "student_id": unique_student(rng, n),
+        "skill_id": rng.choice(items),
+        "correct": rng.randint(0, 1),
+        "ts": rng.randint(0, TS_MAX_MS),
+    }
     if rng.random() < 0.5:
         event["event_id"] = rng.choice((f"fuzz#{n}", n, 2**64 - 1, -(2**63)))
     if rng.random() < 0.3:

@@ -59,7 +59,9 @@ from .traffic import Collector, Sender
 from .verify import Tally, Verdict, check, read_states
 
 PARTITIONS = 4
-INPUT_TOPIC_CONFIG = {"max.message.bytes": str(8 << 20)}  # the giant poison events (5 MB) get in; their dead letters must fit 1 MB
+INPUT_TOPIC_CONFIG = {
+    "max.message.bytes": str(8 << 20)
+}  # the giant poison events (5 MB) get in; their dead letters must fit 1 MB
 STALL_S = 45.0  # no answer for this long: something is lost (a restart or an outage takes under 20 s)
 
 
@@ -84,9 +86,19 @@ class Profile:
 
 
 SHORT = Profile(
-    "short", students=32, events_per_student=45, kills=2, instances=2, redis_outages=(("sigterm", 3.0),), broker_restarts=1, broker_down_s=2.0,
-    trickle_s={"rebalances": 14, "redis": 8}, time_limit_s=170, redis_failovers=1, leader_kills=1,
-)  # fmt: skip
+    "short",
+    students=32,
+    events_per_student=45,
+    kills=2,
+    instances=2,
+    redis_outages=(("sigterm", 3.0),),
+    broker_restarts=1,
+    broker_down_s=2.0,
+    trickle_s={"rebalances": 14, "redis": 8},
+    time_limit_s=170,
+    redis_failovers=1,
+    leader_kills=1,
+)
 FULL = Profile(
     "full", students=120, events_per_student=100, kills=5, instances=3,
     redis_outages=(("sigterm", 6.0), ("shutdown-nosave", 4.0), ("sigkill", 5.0)), broker_restarts=2, broker_down_s=4.0,
@@ -95,7 +107,9 @@ FULL = Profile(
 PHASE_SHARES = {"kills": 0.3, "rebalances": 0.25, "redis": 0.2, "broker": 0.15, "tail": 0.1}
 HA_EXTRA_S = 150.0  # --ha: three JVMs to start, and each failover's pause, on top of the profile's time limit
 HA_REPLICA_TIMEOUT_MS = 500  # --ha: KT_REDIS_REPLICA_TIMEOUT_MS, the WAIT of each batch
-CUT_OFF_MOST_S = 3.0  # a replica cut off this long at most before the kill (Sentinel repairs its link after failover-timeout, 5 s)
+CUT_OFF_MOST_S = (
+    3.0  # a replica cut off this long at most before the kill (Sentinel repairs its link after failover-timeout, 5 s)
+)
 
 LOG_COUNTS = {  # what the processors' logs say about the faults
     "retried_batches": re.compile(r"attempt \d+ failed"),
@@ -122,7 +136,9 @@ class Faults:
     broker_restart_crashes: int = 0
     broker_restart_survivors: int = 0
     broker_restarts_with_backlog: int = 0  # restarts while events of the burst were still unanswered
-    broker_restart_stop_codes: list = field(default_factory=list)  # memory: exit codes of the SIGTERMs that move members to the new topics
+    broker_restart_stop_codes: list = field(
+        default_factory=list
+    )  # memory: exit codes of the SIGTERMs that move members to the new topics
     poison_events: int = 0
     fuzz_events: int = 0
     out_of_order_events: int = 0
@@ -168,12 +184,33 @@ class Outcome:
 
 
 class Suite:
-    def __init__(self, profile: Profile, seed: int, work_dir: Path, broker: str, storage: str, progress: bool = True, ha: bool = False, redis_min_replicas: int = 0) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        seed: int,
+        work_dir: Path,
+        broker: str,
+        storage: str,
+        progress: bool = True,
+        ha: bool = False,
+        redis_min_replicas: int = 0,
+    ) -> None:
         self.profile, self.seed, self.work_dir, self.progress = profile, seed, work_dir, progress
         self.rng = random.Random(seed)
-        self.outcome = Outcome(profile.name, seed, broker, storage if broker == "tansu" else "disk", work_dir=str(work_dir), ha=ha, redis_min_replicas=redis_min_replicas)
+        self.outcome = Outcome(
+            profile.name,
+            seed,
+            broker,
+            storage if broker == "tansu" else "disk",
+            work_dir=str(work_dir),
+            ha=ha,
+            redis_min_replicas=redis_min_replicas,
+        )
         if ha:
-            self.outcome.planned_failovers, self.outcome.planned_leader_kills = profile.redis_failovers, profile.leader_kills
+            self.outcome.planned_failovers, self.outcome.planned_leader_kills = (
+                profile.redis_failovers,
+                profile.leader_kills,
+            )
         self.ha = ha
         self.sentinels = SentinelGroup(work_dir / "redis") if ha else None
         self.redis: RedisServer | SentinelGroup = self.sentinels or RedisServer(work_dir / "redis")
@@ -220,7 +257,9 @@ class Suite:
             self.checkpoint = load_checkpoint(self.checkpoint_dir)
             self.sequences = workload.students(p.students, p.events_per_student, self.seed, p.out_of_order_rate)
             self.messages = workload.plan(self.sequences, self.seed, p.poison_rate, p.fuzz_rate)
-            self.references = workload.reference(self.checkpoint, self.sequences)  # on this thread: torch in a worker thread aborts at exit
+            self.references = workload.reference(
+                self.checkpoint, self.sequences
+            )  # on this thread: torch in a worker thread aborts at exit
             self.outcome.faults.poison_events = sum(not m.valid and m.kind != "fuzz" for m in self.messages)
             self.outcome.faults.fuzz_events = sum(m.kind == "fuzz" for m in self.messages)
             self.outcome.faults.out_of_order_events = workload.out_of_order_count(self.sequences)
@@ -241,7 +280,10 @@ class Suite:
             )
             if self.ha:  # the Sentinels' URL; the topics the suite creates get three replicas, two in sync
                 self.settings = self.settings.replace(
-                    redis_min_replicas=self.outcome.redis_min_replicas, redis_replica_timeout_ms=HA_REPLICA_TIMEOUT_MS, replication_factor=3, min_insync_replicas=2
+                    redis_min_replicas=self.outcome.redis_min_replicas,
+                    redis_replica_timeout_ms=HA_REPLICA_TIMEOUT_MS,
+                    replication_factor=3,
+                    min_insync_replicas=2,
                 )
             await self.open_topics()
             (self.work_dir / "logs").mkdir(exist_ok=True)
@@ -250,9 +292,16 @@ class Suite:
     async def open_topics(self) -> None:
         """Create the topics and start the sender and collector on them."""
         assert self.settings is not None
-        replicas = {"replication_factor": self.settings.replication_factor, "min_insync_replicas": self.settings.min_insync_replicas}
-        await ensure_topics(self.settings.bootstrap, [self.settings.in_topic], PARTITIONS, configs=INPUT_TOPIC_CONFIG, **replicas)
-        await ensure_topics(self.settings.bootstrap, [self.settings.out_topic, self.settings.dlq_topic], PARTITIONS, **replicas)  # Kafka's defaults: 1 MB records
+        replicas = {
+            "replication_factor": self.settings.replication_factor,
+            "min_insync_replicas": self.settings.min_insync_replicas,
+        }
+        await ensure_topics(
+            self.settings.bootstrap, [self.settings.in_topic], PARTITIONS, configs=INPUT_TOPIC_CONFIG, **replicas
+        )
+        await ensure_topics(
+            self.settings.bootstrap, [self.settings.out_topic, self.settings.dlq_topic], PARTITIONS, **replicas
+        )  # Kafka's defaults: 1 MB records
         if self.broker.cluster is not None:  # every partition led and replicated before the first client asks
             topics = [self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic]
             await asyncio.to_thread(self.broker.cluster.wait_in_sync, topics, 60)
@@ -301,10 +350,13 @@ class Suite:
                 await self.phase(name, chunk, scripts[name])
 
     async def phase(self, name: str, chunk: list, script: Callable[[list], Awaitable[None]]) -> None:
-        """Run ``script`` (which sends ``chunk``, injecting its faults), then wait until all of ``chunk`` is answered."""
+        """Run ``script`` (which sends ``chunk``, injecting its faults), then wait until all
+        of ``chunk`` is answered."""
         assert self.sender is not None
         self.phase_first = len(self.sender.sent)
-        self.bar = progress_bar(total=len(chunk), desc=f"{name:<10}", unit="msg", disable=not self.progress, leave=True, mininterval=0.3)
+        self.bar = progress_bar(
+            total=len(chunk), desc=f"{name:<10}", unit="msg", disable=not self.progress, leave=True, mininterval=0.3
+        )
         try:
             await script(chunk)
             await self.answered(len(chunk), f"{name}: every message answered")
@@ -383,7 +435,8 @@ class Suite:
         await self.sender.send(chunk[faults * size :], rate_per_s=None)
 
     async def into_burst(self, burst: list, most: float = 0.7) -> bool:
-        """Send ``burst`` at once (all delivered, none in flight), then wait until a random part (up to ``most``) of it is answered.
+        """Send ``burst`` at once (all delivered, none in flight), then wait until a random part (up to ``most``)
+        of it is answered.
 
         A fault injected now finds the members busy with the rest: mid-batch, not idle between polls.
         """
@@ -411,9 +464,14 @@ class Suite:
         return done
 
     async def rebalances(self, chunk: list) -> None:
-        """Members join and leave: "join", "leave" (SIGTERM) or "crash" (SIGKILL: its partitions wait out the session timeout)."""
+        """Members join and leave: "join", "leave" (SIGTERM) or "crash" (SIGKILL: its partitions wait
+        out the session timeout)."""
         assert self.group is not None
-        moves = ["join", "leave"] if self.profile.instances <= 2 else ["join", "join", "leave", "join", "crash", "join", "leave"]
+        moves = (
+            ["join", "leave"]
+            if self.profile.instances <= 2
+            else ["join", "join", "leave", "join", "crash", "join", "leave"]
+        )
         names = iter("BCDEFGH")
         async with self.trickling(chunk, self.profile.trickle_s["rebalances"]):
             for move, fraction in zip(moves, self.slots(len(moves))):
@@ -441,7 +499,8 @@ class Suite:
                 await self.redis_outage(chunk, how, down_s, fraction)
 
     async def redis_outage(self, chunk: list, how: str, down_s: float, fraction: float) -> None:
-        """Stopped ``how``, down ``down_s``, back on the same port and append-only file; no member may exit meanwhile."""
+        """Stopped ``how``, down ``down_s``, back on the same port and append-only file; no
+        member may exit meanwhile."""
         assert self.group is not None
         await self.at_fraction(chunk, fraction, f"redis outage ({how})")
         crashes = len(self.group.crashes)
@@ -459,8 +518,8 @@ class Suite:
                 await self.redis_failover(chunk, fraction)
 
     async def redis_failover(self, chunk: list, fraction: float) -> None:
-        """The replica cut off (answers go on, written to the primary alone), the primary SIGKILLed, the replica promoted,
-        the killed node back as its replica, every Sentinel seeing it; no member may exit meanwhile."""
+        """The replica cut off (answers go on, written to the primary alone), the primary SIGKILLed, the replica
+        promoted, the killed node back as its replica, every Sentinel seeing it; no member may exit meanwhile."""
         assert self.group is not None and self.sentinels is not None
         group = self.sentinels
         await self.at_fraction(chunk, fraction, "redis failover")
@@ -495,7 +554,12 @@ class Suite:
         """SIGKILL the node leading the most input partitions (no controlled shutdown) while the members work through
         a burst, send ``more`` meanwhile (acks=all: two replicas of three suffice), wait until everything sent is
         answered, then restart it on its own log directory and wait until every replica is in sync again."""
-        assert self.sender is not None and self.group is not None and self.settings is not None and self.broker.cluster is not None
+        assert (
+            self.sender is not None
+            and self.group is not None
+            and self.settings is not None
+            and self.broker.cluster is not None
+        )
         cluster, topic = self.broker.cluster, self.settings.in_topic
         crashes, members = len(self.group.crashes), self.group.running()
         leaders = await asyncio.to_thread(cluster.leaders, topic)
@@ -505,13 +569,17 @@ class Suite:
         await asyncio.to_thread(cluster.kill, node)
         self.outcome.faults.kafka_killed_nodes.append(node)
         await self.sender.send(more, rate_per_s=None)
-        if await self.answered(len(self.sender.sent) - self.phase_first, f"leader kill (node {node}): every message answered"):  # a stall is reported
+        if await self.answered(
+            len(self.sender.sent) - self.phase_first, f"leader kill (node {node}): every message answered"
+        ):  # a stall is reported
             self.outcome.faults.kafka_leader_pause_s.append(round(time.monotonic() - killed, 1))
         now = await asyncio.to_thread(cluster.leaders, topic)
         moved = all(now[p] not in (node, -1) for p in led)
         await asyncio.to_thread(cluster.restart, node)
         await asyncio.to_thread(cluster.wait_in_sync, None, 180)  # before the next kill: no write may need the node
-        self.outcome.faults.kafka_leader_kills += moved  # completed: its partitions moved, it came back, every replica in sync
+        self.outcome.faults.kafka_leader_kills += (
+            moved  # completed: its partitions moved, it came back, every replica in sync
+        )
         died = [m for m in members if not m.alive and not m.expected_exit]
         await asyncio.to_thread(self.group.supervise)
         self.outcome.faults.kafka_leader_kill_crashes += max(len(died), len(self.group.crashes) - crashes)
@@ -534,7 +602,9 @@ class Suite:
         assert self.sender is not None and self.group is not None
         before = self.group.running()
         crashes = len(self.group.crashes)
-        kill = self.broker.kind == "kafka" or self.rng.random() < 0.5  # Kafka: always SIGKILL, no draining first; tansu: SIGTERM or SIGKILL
+        kill = (
+            self.broker.kind == "kafka" or self.rng.random() < 0.5
+        )  # Kafka: always SIGKILL, no draining first; tansu: SIGTERM or SIGKILL
         down_since = time.monotonic()
         await asyncio.to_thread(self.broker.stop, kill)
         self.outcome.faults.broker_kills += kill
@@ -575,7 +645,9 @@ class Suite:
             self.outcome.faults.broker_restart_stop_codes.append(await asyncio.to_thread(self.group.stop, member, 30))
         self.epoch += 1
         self.settings = self.settings.replace(
-            in_topic=f"fs.answers.e{self.epoch}", out_topic=f"fs.mastery.e{self.epoch}", dlq_topic=f"fs.answers.dlq.e{self.epoch}"
+            in_topic=f"fs.answers.e{self.epoch}",
+            out_topic=f"fs.mastery.e{self.epoch}",
+            dlq_topic=f"fs.answers.dlq.e{self.epoch}",
         )
         self.group.settings = self.settings
         self.group.crashes[crashes:] = []
@@ -599,12 +671,16 @@ class Suite:
                 await asyncio.sleep(0.5)  # the last outputs of the stopped members
                 self.tally.update(self.collector)
             if self.broker.persistent or self.epoch > 0:
-                with contextlib.suppress(Exception):  # informational: a broker that never came back fails the checks anyway
+                with contextlib.suppress(
+                    Exception
+                ):  # informational: a broker that never came back fails the checks anyway
                     self.outcome.committed_matches_end = await asyncio.wait_for(self.committed_matches_end(), 15)
         with self.timed("verify"):
             sent = self.sender.sent if self.sender else []
             students = sorted({m.student_id for m in self.messages if m.valid})
-            states = await asyncio.to_thread(read_states, self.redis.url, self.settings.key_prefix, students, self.checkpoint)  # --ha: through the Sentinels
+            states = await asyncio.to_thread(
+                read_states, self.redis.url, self.settings.key_prefix, students, self.checkpoint
+            )  # --ha: through the Sentinels
             by_id = {s.student_id: s for s in self.sequences}
             self.outcome.verdict = check(self.tally, sent, by_id, self.references, states, self.checkpoint.version)
         self.outcome.tally = self.tally
@@ -616,29 +692,37 @@ class Suite:
         text = self.group.log_text()
         self.outcome.log_counts = {name: len(pattern.findall(text)) for name, pattern in LOG_COUNTS.items()}
         self.outcome.broker_note = {
-            "kafka": f"Apache Kafka {KAFKA_VERSION}, SIGKILLed mid-stream and restarted on its log directory: topics, records and committed offsets survive"
+            "kafka": f"Apache Kafka {KAFKA_VERSION}, SIGKILLed mid-stream and restarted on its log directory: "
+            "topics, records and committed offsets survive"
             if not self.ha
-            else f"Apache Kafka {KAFKA_VERSION}, three nodes (replication factor 3, min.insync.replicas 2): the leader of the most input partitions "
-            "SIGKILLed mid-stream, restarted on its own log directory",
-            "s3": "tansu with s3:// storage on a local S3 server (moto): topics, records and committed offsets survive the restart",
-            "memory": "tansu in memory: a restart loses every topic and committed offset; the suite drained first and went on with new topics",
+            else f"Apache Kafka {KAFKA_VERSION}, three nodes (replication factor 3, min.insync.replicas 2): "
+            "the leader of the most input partitions SIGKILLed mid-stream, restarted on its own log directory",
+            "s3": "tansu with s3:// storage on a local S3 server (moto): "
+            "topics, records and committed offsets survive the restart",
+            "memory": "tansu in memory: a restart loses every topic and committed offset; "
+            "the suite drained first and went on with new topics",
         }[self.broker.kind if self.broker.kind == "kafka" else self.broker.storage]
 
     async def committed_matches_end(self) -> bool:
-        """After the final SIGTERMs the group's committed offsets equal the input's end offsets (from delivery reports)."""
+        """After the final SIGTERMs the group's committed offsets equal the input's end
+        offsets (from delivery reports)."""
         assert self.settings is not None and self.sender is not None
         end: dict[int, int] = {}
         for s in self.sender.sent:
             topic, partition, offset = s.source.rsplit("/", 2)
             if topic == self.settings.in_topic:
                 end[int(partition)] = max(end.get(int(partition), 0), int(offset) + 1)
-        committed = await committed_offsets(self.settings.bootstrap, self.settings.group_id, self.settings.in_topic, list(end))
+        committed = await committed_offsets(
+            self.settings.bootstrap, self.settings.group_id, self.settings.in_topic, list(end)
+        )
         return committed == end
 
     async def tear_down(self) -> None:
         for closing in (self.collector.stop if self.collector else None, self.sender.stop if self.sender else None):
             if closing is not None:
-                with contextlib.suppress(Exception):  # TimeoutError too: a client that hangs is left to the process's exit
+                with contextlib.suppress(
+                    Exception
+                ):  # TimeoutError too: a client that hangs is left to the process's exit
                     await asyncio.wait_for(closing(), 30)
         if self.group is not None:
             await asyncio.to_thread(self.group.kill_all)
@@ -655,10 +739,12 @@ class Suite:
 
     def kill_all(self) -> None:
         """SIGKILL every process this suite started that still runs (the hard deadline, an interrupt)."""
-        found = [*(self.redis.processes() if isinstance(self.redis, SentinelGroup) else [self.redis.process]), *self.broker.processes()]
+        found = [
+            *(self.redis.processes() if isinstance(self.redis, SentinelGroup) else [self.redis.process]),
+            *self.broker.processes(),
+        ]
         if self.group is not None:
             found += [m.serve.process for m in self.group.members]
         for process in found:
             if process is not None and process.poll() is None:
                 process.kill()
-

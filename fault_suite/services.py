@@ -54,9 +54,18 @@ class S3Server:
 
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log, start_new_session=True
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="fault-suite", aws_secret_access_key="fault-suite", region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="fault-suite",
+            aws_secret_access_key="fault-suite",
+            region_name="us-east-1",
+        )
 
         def bucket_created() -> bool:
             if self.process.poll() is not None:
@@ -201,7 +210,9 @@ class Group:
         name = name or f"serve-{self.started}"
         log_path = self.log_dir / f"{name}-{self.started}.log"
         self.started += 1
-        serve = ServeProcess(self.settings.replace(checkpoint=str(self.checkpoint_dir)), log_path, ready_timeout_s=120.0)
+        serve = ServeProcess(
+            self.settings.replace(checkpoint=str(self.checkpoint_dir)), log_path, ready_timeout_s=120.0
+        )
         member = Member(name, serve, log_path, time.monotonic())
         self.members.append(member)  # before it starts: the hard deadline kills what is listed here
         try:

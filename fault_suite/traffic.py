@@ -44,7 +44,9 @@ class Sender:
 
     async def start(self) -> None:
         # 8 MiB: the giant poison events (5 MB) must go in; the input topic takes them (run.INPUT_TOPIC_CONFIG)
-        self.producer = kafka_io.make_tool_producer(self.bootstrap, acks="all", linger_ms=2, max_request_size=8 << 20, request_timeout_ms=30_000)
+        self.producer = kafka_io.make_tool_producer(
+            self.bootstrap, acks="all", linger_ms=2, max_request_size=8 << 20, request_timeout_ms=30_000
+        )
         await self.producer.start()
 
     async def stop(self) -> None:
@@ -63,7 +65,14 @@ class Sender:
                 self.sent.append(Sent(m, f"{report.topic}/{report.partition}/{report.offset}"))
             delivered += len(chunk)
 
-        await send_in_order(self.producer, self.topic, [(m.key, m.value) for m in messages], chunk=self.chunk, rate_per_s=rate_per_s, on_delivered=record)
+        await send_in_order(
+            self.producer,
+            self.topic,
+            [(m.key, m.value) for m in messages],
+            chunk=self.chunk,
+            rate_per_s=rate_per_s,
+            on_delivered=record,
+        )
 
 
 @dataclass
@@ -76,12 +85,15 @@ class DeadLetter:
 
 @dataclass
 class Collector:
-    """Every record of the output and dead-letter topics, from the beginning (the topics exist: ``ensure_topics`` ran)."""
+    """Every record of the output and dead-letter topics, from the beginning (the topics
+    exist: ``ensure_topics`` ran)."""
 
     bootstrap: str
     out_topic: str
     dlq_topic: str
-    outputs: list[tuple[bytes | None, bytes | None, int, int]] = field(default_factory=list)  # (key, value, partition, offset)
+    outputs: list[tuple[bytes | None, bytes | None, int, int]] = field(
+        default_factory=list
+    )  # (key, value, partition, offset)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     indexed: tuple[int, int] = (0, 0)  # (outputs, dead letters) a Tally has taken in
     _reader: TopicReader | None = None

@@ -57,7 +57,11 @@ class Tally:
                 self.outputs[key] = message
                 continue
             self.duplicates += 1
-            if first["p_correct"] != message["p_correct"] or first["mastery"] != message["mastery"] or first["event_id"] != message["event_id"]:
+            if (
+                first["p_correct"] != message["p_correct"]
+                or first["mastery"] != message["mastery"]
+                or first["event_id"] != message["event_id"]
+            ):
                 self.conflicting_duplicates.append(f"{key}: {first['event_id']} vs {message['event_id']}")
         for letter in collector.dead_letters[done_dlq:]:
             self.dead_letter_records += 1
@@ -108,7 +112,9 @@ class Verdict:
             self.problems.append(text)
 
 
-def read_states(redis_url: str, prefix: str, student_ids: list[str], checkpoint: Checkpoint) -> dict[str, StudentState | None]:
+def read_states(
+    redis_url: str, prefix: str, student_ids: list[str], checkpoint: Checkpoint
+) -> dict[str, StudentState | None]:
     """The stored states, read with ``checkpoint``'s vocabulary and state shapes (the model the suite serves)."""
     client = redis_client_sync(redis_url, socket_timeout_s=30)
     try:
@@ -116,7 +122,10 @@ def read_states(redis_url: str, prefix: str, student_ids: list[str], checkpoint:
     finally:
         client.close()
     shapes = {k: tuple(v.shape[1:]) for k, v in checkpoint.model.initial_state(1).items()}
-    return {s: None if value is None else decode_state(value, s, checkpoint.vocab.ids, shapes) for s, value in zip(student_ids, raw)}
+    return {
+        s: None if value is None else decode_state(value, s, checkpoint.vocab.ids, shapes)
+        for s, value in zip(student_ids, raw)
+    }
 
 
 def letter_altered(letter: DeadLetter, message: Message) -> str | None:
@@ -126,8 +135,15 @@ def letter_altered(letter: DeadLetter, message: Message) -> str | None:
     if not letter.headers.get("detail") or letter.key != message.key:
         return "dead letter altered (key or detail)"
     if letter.headers.get("truncated") == "true":
-        intact = letter.headers.get("original_size") == str(len(original)) and letter.headers.get("sha256") == hashlib.sha256(original).hexdigest()
-        return None if intact and original.startswith(letter.value or b"") else "truncated dead letter does not identify the original"
+        intact = (
+            letter.headers.get("original_size") == str(len(original))
+            and letter.headers.get("sha256") == hashlib.sha256(original).hexdigest()
+        )
+        return (
+            None
+            if intact and original.startswith(letter.value or b"")
+            else "truncated dead letter does not identify the original"
+        )
     return None if (letter.value or b"") == original else "dead letter altered (bytes)"
 
 
@@ -165,9 +181,14 @@ def check(
                 or not np.allclose(output["mastery"], ref.mastery[message.position], atol=TOLERANCE, rtol=0)
             ):
                 verdict.output_mismatches += 1
-                verdict.note(f"output {student} seq {seq}: event {output['event_id']} (expected {expected_event_id}), p_correct {output['p_correct']:.6f} (reference {ref.p_correct[message.position]:.6f})")
+                verdict.note(
+                    f"output {student} seq {seq}: event {output['event_id']} (expected {expected_event_id}), "
+                    f"p_correct {output['p_correct']:.6f} (reference {ref.p_correct[message.position]:.6f})"
+                )
     sent_counts = {student: len(messages) for student, messages in events.items()}
-    sent_counts.update({s.message.student_id: 1 for s in sent if s.message.kind == "fuzz" and s.message.student_id is not None})
+    sent_counts.update(
+        {s.message.student_id: 1 for s in sent if s.message.kind == "fuzz" and s.message.student_id is not None}
+    )
     for student, seq in tally.outputs:
         if not 1 <= seq <= sent_counts.get(student, 0):
             verdict.unexpected_outputs += 1
@@ -178,7 +199,9 @@ def check(
         ref, state, sequence, n = references[student], states.get(student), sequences[student], len(messages)
         complete = n == len(sequence)  # a run cut short by its time limit sent a prefix of each student's events
         applied = 0 if state is None else state.events_applied
-        lost.setdefault(student, set()).update(range(min(applied, n), n))  # applied events are a prefix, in offset order
+        lost.setdefault(student, set()).update(
+            range(min(applied, n), n)
+        )  # applied events are a prefix, in offset order
         problems = []
         if state is None:
             problems.append("no state")
@@ -191,7 +214,9 @@ def check(
             if state.window != expected_window:
                 problems.append("window differs")
             for name, rows in ref.state.items() if complete else ():  # the reference keeps only the final rows
-                if name not in state.model_state or not np.allclose(state.model_state[name], rows, atol=TOLERANCE, rtol=0):
+                if name not in state.model_state or not np.allclose(
+                    state.model_state[name], rows, atol=TOLERANCE, rtol=0
+                ):
                     problems.append(f"{name} differs")
             if state.mastery is None or not np.allclose(state.mastery, ref.mastery[n - 1], atol=TOLERANCE, rtol=0):
                 problems.append("mastery differs")
@@ -202,7 +227,6 @@ def check(
 
     check_dead_letters(verdict, tally, sent)
     return verdict
-
 
 
 def check_dead_letters(verdict: Verdict, tally: Tally, sent: list[Sent]) -> None:

@@ -24,7 +24,14 @@ from stream_kt.data.split import Split
 from stream_kt.data.synthetic import SyntheticConfig, generate
 from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
-from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, MAX_SKILL_IDS, TS_MAX_MS, decode_answer
+from stream_kt.service.events import (
+    ELAPSED_MAX_MS,
+    MAX_EVENT_BYTES,
+    MAX_ID_CHARS,
+    MAX_SKILL_IDS,
+    TS_MAX_MS,
+    decode_answer,
+)
 from stream_kt.service.exceptions import InvalidEvent
 from stream_kt.tools.replay import event_order
 
@@ -39,14 +46,27 @@ def make_checkpoint(out_dir: Path, seed: int) -> Path:
     """A randomly initialised small DKT: the suite checks the plumbing, not the model's accuracy."""
     torch.manual_seed(seed)
     model = build_model("dkt", **MODEL_OPTIONS)
-    save_checkpoint(out_dir, model, VOCAB, Split((), (), (), seed, "fault suite"), {"seed": seed, "note": "random init, fault suite"})
+    save_checkpoint(
+        out_dir,
+        model,
+        VOCAB,
+        Split((), (), (), seed, "fault suite"),
+        {"seed": seed, "note": "random init, fault suite"},
+    )
     return out_dir
 
 
 def students(count: int, events_per_student: int, seed: int, out_of_order_rate: float) -> list[StudentSequence]:
     """Synthetic students; ``out_of_order_rate`` of the events carry a ts earlier than the one before."""
     length = max(2, events_per_student)
-    config = SyntheticConfig(students=count, items=ITEMS, concepts=4, min_length=max(1, length * 3 // 4), max_length=length * 5 // 4, seed=seed)
+    config = SyntheticConfig(
+        students=count,
+        items=ITEMS,
+        concepts=4,
+        min_length=max(1, length * 3 // 4),
+        max_length=length * 5 // 4,
+        seed=seed,
+    )
     rng = random.Random(seed)
     out = []
     for s in generate(config):
@@ -68,7 +88,13 @@ Builder = Callable[[random.Random, str], bytes | None]
 
 
 def _event(rng: random.Random, student: str) -> dict:
-    return {"v": 1, "student_id": student, "skill_id": str(rng.randrange(ITEMS)), "correct": rng.randint(0, 1), "ts": 1_700_000_000_000 + rng.randrange(10**9)}
+    return {
+        "v": 1,
+        "student_id": student,
+        "skill_id": str(rng.randrange(ITEMS)),
+        "correct": rng.randint(0, 1),
+        "ts": 1_700_000_000_000 + rng.randrange(10**9),
+    }
 
 
 def _with(rng: random.Random, student: str, **changes: object) -> bytes:
@@ -84,7 +110,9 @@ def _without(rng: random.Random, student: str) -> bytes:
 
 
 def _huge(rng: random.Random, student: str) -> bytes:
-    size = rng.choice([MAX_EVENT_BYTES + 1, rng.randint(MAX_EVENT_BYTES, 64 * 1024), rng.randint(64 * 1024, 256 * 1024)])
+    size = rng.choice(
+        [MAX_EVENT_BYTES + 1, rng.randint(MAX_EVENT_BYTES, 64 * 1024), rng.randint(64 * 1024, 256 * 1024)]
+    )
     event = _event(rng, student)
     event["pad"] = rng.randbytes(size)
     return msgpack.packb(event)
@@ -106,7 +134,18 @@ OUT_OF_RANGE = (  # well-typed values outside the documented ranges (events.py)
     {"elapsed_ms": 2**64 - 1}, {"elapsed_ms": ELAPSED_MAX_MS + 1}, {"event_id": "e" * (MAX_ID_CHARS + 1)},
 )  # fmt: skip
 
-BAD_SKILL_LISTS = ([], None, "1_2", [1, 1], ["1", 1], [1.5], [""], ["1_2"], [[1]], list(range(MAX_SKILL_IDS + 1)))  # skill_ids refused (events.py)
+BAD_SKILL_LISTS = (
+    [],
+    None,
+    "1_2",
+    [1, 1],
+    ["1", 1],
+    [1.5],
+    [""],
+    ["1_2"],
+    [[1]],
+    list(range(MAX_SKILL_IDS + 1)),
+)  # skill_ids refused (events.py)
 
 
 def _bad_skills(rng: random.Random, student: str) -> bytes:
@@ -121,12 +160,18 @@ def _bad_skills(rng: random.Random, student: str) -> bytes:
 
 # kind -> (expected DLQ reason, builder): each kind's reason holds by construction
 POISON: dict[str, tuple[str, Builder]] = {
-    "random_bytes": ("not_msgpack", lambda rng, s: b"\xc1" + rng.randbytes(rng.randint(0, 200))),  # 0xc1 is never valid msgpack
+    "random_bytes": (
+        "not_msgpack",
+        lambda rng, s: b"\xc1" + rng.randbytes(rng.randint(0, 200)),
+    ),  # 0xc1 is never valid msgpack
     "empty": ("not_msgpack", lambda rng, s: b""),
     "tombstone": ("not_msgpack", lambda rng, s: None),
     "truncated": ("not_msgpack", lambda rng, s: (raw := msgpack.packb(_event(rng, s)))[: rng.randint(1, len(raw) - 1)]),
     "trailing_bytes": ("not_msgpack", lambda rng, s: msgpack.packb(_event(rng, s)) + rng.randbytes(rng.randint(1, 8))),
-    "not_a_map": ("not_a_map", lambda rng, s: msgpack.packb(rng.choice([[s, "1", 1, 2], 42, "answer", None, 1.5, b"\x00"]))),
+    "not_a_map": (
+        "not_a_map",
+        lambda rng, s: msgpack.packb(rng.choice([[s, "1", 1, 2], 42, "answer", None, 1.5, b"\x00"])),
+    ),
     "bad_version": ("bad_version", lambda rng, s: _with(rng, s, v=rng.choice([0, 2, "1", None]))),
     "missing_field": ("missing_field", _without),
     "bad_student": ("bad_type", lambda rng, s: _with(rng, s, student_id=rng.choice([1.5, None, "", [s], True]))),
@@ -136,7 +181,12 @@ POISON: dict[str, tuple[str, Builder]] = {
     "out_of_range": ("out_of_range", lambda rng, s: _with(rng, s, **rng.choice(OUT_OF_RANGE))),
     "bad_skill_list": ("bad_skills", _bad_skills),
     "bad_correct": ("bad_correct", lambda rng, s: _with(rng, s, correct=rng.choice([2, -1, "1", 0.0, 1.0, None]))),
-    "unknown_skill": ("unknown_item", lambda rng, s: _with(rng, s, skill_id=rng.choice([f"no-such-skill-{rng.randrange(1000)}", ITEMS + rng.randrange(1000), ""]))),
+    "unknown_skill": (
+        "unknown_item",
+        lambda rng, s: _with(
+            rng, s, skill_id=rng.choice([f"no-such-skill-{rng.randrange(1000)}", ITEMS + rng.randrange(1000), ""])
+        ),
+    ),
     "huge": ("oversized", _huge),
     "giant": ("oversized", _giant),
 }
@@ -168,7 +218,12 @@ class Message:
 
 def encode_valid(rng: random.Random, student: StudentSequence, position: int) -> bytes:
     """One valid answer, in one of the encodings the format admits."""
-    event: dict = {"v": 1, "student_id": student.student_id, "skill_id": student.items[position], "correct": student.correct[position]}
+    event: dict = {
+        "v": 1,
+        "student_id": student.student_id,
+        "skill_id": student.items[position],
+        "correct": student.correct[position],
+    }
     event["ts"] = student.ts_ms[position] if student.ts_ms else position
     event["event_id"] = f"{student.student_id}#{position}"
     variant = rng.random()
@@ -196,7 +251,8 @@ def fuzzed(rng: random.Random, n: int, seed: int) -> Message:
 
 
 def plan(sequences: list[StudentSequence], seed: int, poison_rate: float, fuzz_rate: float = 0.0) -> list[Message]:
-    """Every student's events in order, students interleaved, poison and fuzz mixed in; each poison kind at least once."""
+    """Every student's events in order, students interleaved, poison and fuzz mixed in; each
+    poison kind at least once."""
     rng = random.Random(seed)
     fuzz_rng = random.Random(f"fuzz-{seed}")
     kinds: list[str] = []
@@ -219,7 +275,9 @@ def plan(sequences: list[StudentSequence], seed: int, poison_rate: float, fuzz_r
     for kind in POISON:  # a short run may not have drawn every kind: the rest go at random places
         if not any(m.kind == kind for m in messages):
             value, reason = poison(kind, rng, sequences[0].student_id)
-            messages.insert(rng.randrange(len(messages) + 1), Message(sequences[0].student_id.encode(), value, kind, reason=reason))
+            messages.insert(
+                rng.randrange(len(messages) + 1), Message(sequences[0].student_id.encode(), value, kind, reason=reason)
+            )
     return messages
 
 
@@ -240,7 +298,9 @@ def reference(checkpoint: Checkpoint, sequences: list[StudentSequence]) -> dict[
     """Step every student at once, position by position (students that ran out drop from the batch)."""
     model, vocab = checkpoint.model.eval(), checkpoint.vocab
     longest = max(len(s) for s in sequences)
-    items = torch.tensor([[vocab.index(s.items[t]) if t < len(s) else 0 for t in range(longest)] for s in sequences])  # (S, T)
+    items = torch.tensor(
+        [[vocab.index(s.items[t]) if t < len(s) else 0 for t in range(longest)] for s in sequences]
+    )  # (S, T)
     correct = torch.tensor([[s.correct[t] if t < len(s) else 0 for t in range(longest)] for s in sequences])  # (S, T)
     lengths = torch.tensor([len(s) for s in sequences])
     state = model.initial_state(len(sequences))  # each (S, L, H)
@@ -254,6 +314,8 @@ def reference(checkpoint: Checkpoint, sequences: list[StudentSequence]) -> dict[
         p_correct[live, t] = out.p_correct
         mastery[live, t] = out.mastery
     return {
-        s.student_id: Reference(p_correct[i, : len(s)].numpy(), mastery[i, : len(s)].numpy(), {k: v[i].numpy() for k, v in state.items()})
+        s.student_id: Reference(
+            p_correct[i, : len(s)].numpy(), mastery[i, : len(s)].numpy(), {k: v[i].numpy() for k, v in state.items()}
+        )
         for i, s in enumerate(sequences)
     }

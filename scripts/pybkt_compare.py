@@ -51,17 +51,25 @@ def as_frame(students, known_skills: set[str] | None = None) -> pd.DataFrame:
 
 def only_skills(student: StudentSequence, skills: set[str]) -> StudentSequence:
     keep = [k for k, item in enumerate(student.items) if item in skills]
-    return StudentSequence(student.student_id, tuple(student.items[k] for k in keep), tuple(student.correct[k] for k in keep))
+    return StudentSequence(
+        student.student_id, tuple(student.items[k] for k in keep), tuple(student.correct[k] for k in keep)
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="a stream-kt bkt checkpoint (its split names the training students)")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a stream-kt bkt checkpoint (its split names the training students)"
+    )
     parser.add_argument("--train", required=True)
     parser.add_argument("--test", required=True)
     parser.add_argument("--num-fits", type=int, default=5, help="EM restarts per skill (pyBKT default 5)")
-    parser.add_argument("--skills", type=int, help="compare on a seeded random sample of this many training skills only "
-                        "(BKT fits every skill on its own, so a sample is a fair comparison)")
+    parser.add_argument(
+        "--skills",
+        type=int,
+        help="compare on a seeded random sample of this many training skills only "
+        "(BKT fits every skill on its own, so a sample is a fair comparison)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="the skill sample")
     parser.add_argument("--out", help="write the result JSON here")
     args = parser.parse_args()
@@ -75,8 +83,16 @@ def main() -> None:
         sample = sorted(np.random.default_rng(args.seed).choice(trained, size=args.skills, replace=False).tolist())
         by_id = {i: only_skills(s, set(sample)) for i, s in by_id.items()}
         test_students = [only_skills(s, set(sample)) for s in test_students]
-    result = {"skills": sample or "all", "stream_kt_bkt": {k: v for k, v in evaluate(checkpoint.model, [checkpoint.vocab.encode(s) for s in test_students]).items() if k in ("auc", "acc", "rmse", "n")}}
-    # pyBKT on exactly the checkpoint's training students (serial: its per-iteration process pool costs more than it saves on a few cores)
+    result = {
+        "skills": sample or "all",
+        "stream_kt_bkt": {
+            k: v
+            for k, v in evaluate(checkpoint.model, [checkpoint.vocab.encode(s) for s in test_students]).items()
+            if k in ("auc", "acc", "rmse", "n")
+        },
+    }
+    # pyBKT on exactly the checkpoint's training students (serial: its per-iteration process pool costs more than it
+    # saves on a few cores)
     train = as_frame([by_id[i] for i in checkpoint.split.train])
     model = Model(seed=0, num_fits=args.num_fits, parallel=False)
     started = time.perf_counter()
@@ -85,8 +101,14 @@ def main() -> None:
     test = as_frame(test_students, set(train["skill_name"]))
     predicted = model.predict(data=test)
     scored = predicted["position"].to_numpy() > 0  # each student's first answer is not scored
-    metrics = binary_metrics(predicted["correct"].to_numpy()[scored], predicted["correct_predictions"].to_numpy()[scored])
-    result["pybkt"] = {**{k: metrics[k] for k in ("auc", "acc", "rmse", "n")}, "fit_seconds": seconds, "num_fits": args.num_fits}
+    metrics = binary_metrics(
+        predicted["correct"].to_numpy()[scored], predicted["correct_predictions"].to_numpy()[scored]
+    )
+    result["pybkt"] = {
+        **{k: metrics[k] for k in ("auc", "acc", "rmse", "n")},
+        "fit_seconds": seconds,
+        "num_fits": args.num_fits,
+    }
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -1,4 +1,5 @@
-"""``scripts/fault-suite --short`` on Apache Kafka: kills, rebalances, a Redis outage, a broker SIGKILL and poison lose nothing."""
+"""``scripts/fault-suite --short`` on Apache Kafka: kills, rebalances, a Redis outage, a broker
+SIGKILL and poison lose nothing."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def short_run() -> dict:
         pytest.skip("the fault suite needs a redis-server binary")
     require_kafka()
     env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run([str(SUITE), "--short", "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=240)
+    done = subprocess.run(
+        [str(SUITE), "--short", "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=240
+    )
     lines = done.stdout.strip().splitlines()
     assert lines, f"no output (exit {done.returncode}); stderr: {done.stderr[-3000:]}"
     result = json.loads(lines[-1])
@@ -53,8 +56,21 @@ def test_every_poison_event_is_dead_lettered_with_its_reason(short_run):
     assert r["dlq"] == r["poison_events"] + r["fuzz_dead_lettered"] and r["poison_events"] > 0
     assert r["poison_missing"] == 0 and r["poison_wrong_reason"] == 0
     assert sum(r["poison_by_reason"].values()) == r["poison_events"]
-    assert set(r["poison_by_reason"]) == {"not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "bad_skills", "unknown_item", "oversized"}
-    assert r["dlq_truncated"] >= 1  # the 5 MB poison event: its dead letter is a prefix with its size and SHA-256 (checked)
+    assert set(r["poison_by_reason"]) == {
+        "not_msgpack",
+        "not_a_map",
+        "bad_version",
+        "missing_field",
+        "bad_type",
+        "bad_correct",
+        "out_of_range",
+        "bad_skills",
+        "unknown_item",
+        "oversized",
+    }
+    assert (
+        r["dlq_truncated"] >= 1
+    )  # the 5 MB poison event: its dead letter is a prefix with its size and SHA-256 (checked)
 
 
 @pytest.mark.timeout(300)
@@ -73,5 +89,7 @@ def test_every_fault_was_injected(short_run):
     assert f["joins"] >= 1 and f["leaves_sigterm"] + f["leaves_sigkill"] >= 1
     assert f["redis_outages"] >= 1 and f["redis_outage_crashes"] == 0
     assert f["broker_restarts"] >= 1 and f["broker_kills"] == f["broker_restarts"]  # Kafka is always SIGKILLed
-    assert short_run["broker"] == "kafka" and short_run["broker_kills"] >= 1 and short_run["committed_matches_end"] is True
+    assert (
+        short_run["broker"] == "kafka" and short_run["broker_kills"] >= 1 and short_run["committed_matches_end"] is True
+    )
     assert f["out_of_order_events"] > 0

@@ -60,19 +60,24 @@ def records_of(messages: list[bytes | None], partitions: int) -> dict[TopicParti
     for n, value in enumerate(messages):
         tp = TopicPartition(TOPIC, n % partitions)
         key = f"k{n}".encode()
-        records.setdefault(tp, []).append(ConsumerRecord(TOPIC, tp.partition, next(OFFSETS), 0, 0, key, value, None, len(key), len(value or b""), ()))
+        records.setdefault(tp, []).append(
+            ConsumerRecord(TOPIC, tp.partition, next(OFFSETS), 0, 0, key, value, None, len(key), len(value or b""), ())
+        )
     return records
 
 
 class Harness:
-    """One processor (its steps 2-7 need no Kafka client) on real Redis, and the event loop it runs on, for every example."""
+    """One processor (its steps 2-7 need no Kafka client) on real Redis, and the event loop it
+    runs on, for every example."""
 
     def __init__(self, checkpoint: Checkpoint, redis_url: str, key_prefix: str) -> None:
         self.loop = asyncio.new_event_loop()
         settings = StreamSettings(redis_url=redis_url, key_prefix=key_prefix, batch_size=64)
         self.store = self.loop.run_until_complete(StudentStore.from_settings(settings))
         backends = {size: make_backend("eager", checkpoint.model, size) for size in bucket_sizes(settings.batch_size)}
-        self.processor = Processor(settings, checkpoint, backends, None, None, self.store, RebalanceGate(asyncio.Event()))  # type: ignore[arg-type]
+        self.processor = Processor(  # type: ignore[arg-type]
+            settings, checkpoint, backends, None, None, self.store, RebalanceGate(asyncio.Event())
+        )
 
     def close(self) -> None:
         self.loop.run_until_complete(self.store.close())
@@ -131,8 +136,14 @@ def fuzz_batch(seed: int, size: int, checkpoint: Checkpoint) -> list[bytes | Non
     return [fuzz_message(rng, n, checkpoint.vocab.ids) for n in range(size)]
 
 
-QUICK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-LONG = settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+QUICK = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+LONG = settings(
+    max_examples=10_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 @QUICK
@@ -154,13 +165,28 @@ def test_the_generator_covers_what_the_fuzzer_promises(checkpoint):
     messages = fuzz_batch(7, 3000, checkpoint)
     verdicts = [oracle(m, checkpoint) for m in messages]
     reasons = {v for v in verdicts if isinstance(v, str)}
-    assert {"not_msgpack", "not_a_map", "bad_version", "missing_field", "bad_type", "bad_correct", "out_of_range", "unknown_item"} <= reasons
+    assert {
+        "not_msgpack",
+        "not_a_map",
+        "bad_version",
+        "missing_field",
+        "bad_type",
+        "bad_correct",
+        "out_of_range",
+        "unknown_item",
+    } <= reasons
     assert 200 < sum(not isinstance(v, str) for v in verdicts) < 2000
     unpacked = [msgpack.unpackb(m, strict_map_key=False) for m in messages if m and m[:1] != b"\xc1" and _unpacks(m)]
     values = [v for event in unpacked if isinstance(event, dict) for v in event.values()]
-    assert any(v == 2**64 - 1 for v in values if type(v) is int) and any(v == -(2**63) for v in values if type(v) is int)
+    assert any(v == 2**64 - 1 for v in values if type(v) is int) and any(
+        v == -(2**63) for v in values if type(v) is int
+    )
     assert any(isinstance(v, float) and math.isnan(v) for v in values) and any(v is True for v in values)
-    assert any(isinstance(v, dict) for v in values) and any(isinstance(v, list) for v in values) and any(isinstance(v, bytes) for v in values)
+    assert (
+        any(isinstance(v, dict) for v in values)
+        and any(isinstance(v, list) for v in values)
+        and any(isinstance(v, bytes) for v in values)
+    )
 
 
 def _unpacks(raw: bytes) -> bool:

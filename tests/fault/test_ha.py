@@ -29,7 +29,9 @@ def ha_run() -> dict:
     require_kafka()
     env = {**os.environ, "PYTHON": sys.executable}
     started = time.monotonic()
-    done = subprocess.run([str(SUITE), "--short", "--ha", "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=360)
+    done = subprocess.run(
+        [str(SUITE), "--short", "--ha", "--json", "--no-progress"], capture_output=True, text=True, env=env, timeout=360
+    )
     lines = done.stdout.strip().splitlines()
     assert lines, f"no output (exit {done.returncode}); stderr: {done.stderr[-3000:]}"
     result = json.loads(lines[-1])
@@ -44,12 +46,17 @@ def ha_run() -> dict:
 def test_a_redis_failover_and_a_kafka_leader_kill_lose_nothing(ha_run, capsys):
     r, f = ha_run, ha_run["faults"]
     with capsys.disabled():
-        print(f"\nfault-suite --short --ha: {r['wall_s']} s; failover {f['redis_failover_s']} s, leader kill answered after {f['kafka_leader_pause_s']} s")
+        print(
+            f"\nfault-suite --short --ha: {r['wall_s']} s; failover {f['redis_failover_s']} s, "
+            f"leader kill answered after {f['kafka_leader_pause_s']} s"
+        )
     assert r["ok"] and r["exit_code"] == 0, f"{r['failures']}\n{r['stderr']}"
     assert (r["ha"], r["kafka_nodes"], r["redis_min_replicas"]) == (True, 3, 1)
     assert r["redis_failovers"] == 1 and r["kafka_leader_kills"] == 1
     assert f["redis_failover_crashes"] == 0 and f["kafka_leader_kill_crashes"] == 0
-    assert len(f["redis_cut_off_s"]) == 1 and 0 < f["redis_cut_off_s"][0] <= 3.0  # the primary died holding writes its replica never got
+    assert (
+        len(f["redis_cut_off_s"]) == 1 and 0 < f["redis_cut_off_s"][0] <= 3.0
+    )  # the primary died holding writes its replica never got
     assert r["state_mismatches"] == 0 and r["lost"] == 0
     assert r["output_mismatches"] == 0 and r["unexpected_outputs"] == 0
     assert r["outputs"] >= r["valid_events"] > 0  # repeats after a failover are allowed, gaps are not

@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 from fault_suite.workload import ITEMS, POISON, encode_valid, poison
 from stream_kt.data.sequences import StudentSequence
 from stream_kt.data.vocab import Vocabulary
-from stream_kt.service.events import ELAPSED_MAX_MS, MAX_EVENT_BYTES, MAX_ID_CHARS, REASONS, TS_MAX_MS, AnswerEvent, decode_answer, encode_answer
+from stream_kt.service.events import (
+    ELAPSED_MAX_MS,
+    MAX_EVENT_BYTES,
+    MAX_ID_CHARS,
+    REASONS,
+    TS_MAX_MS,
+    AnswerEvent,
+    decode_answer,
+    encode_answer,
+)
 from stream_kt.service.exceptions import InvalidEvent
 
 VOCAB = Vocabulary("skill_id", tuple(str(i) for i in range(ITEMS)))
@@ -27,7 +36,11 @@ PROPERTIES = settings(max_examples=300, deadline=None, suppress_health_check=[He
 
 # anything msgpack can carry: the shapes a confused or hostile producer could send
 SCALARS = st.none() | st.booleans() | INT64 | st.floats(allow_nan=True) | st.text(max_size=20) | st.binary(max_size=20)
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10) | INT64, inner, max_size=4), max_leaves=12)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10) | INT64, inner, max_size=4),
+    max_leaves=12,
+)
 FIELDS = ("v", "student_id", "skill_id", "item_id", "correct", "ts", "event_id", "elapsed_ms")
 
 
@@ -96,17 +109,38 @@ OUT_OF_RANGE = {
 @given(st.sampled_from(sorted(OUT_OF_RANGE)).flatmap(lambda name: st.tuples(st.just(name), OUT_OF_RANGE[name])))
 def test_a_value_out_of_its_documented_range_is_out_of_range(field_value):
     name, value = field_value
-    event = {"v": 1, "student_id": "s", "skill_id": "1", "correct": 1, "ts": 5, "event_id": "e", "elapsed_ms": 10, name: value}
+    event = {
+        "v": 1,
+        "student_id": "s",
+        "skill_id": "1",
+        "correct": 1,
+        "ts": 5,
+        "event_id": "e",
+        "elapsed_ms": 10,
+        name: value,
+    }
     assert outcome(msgpack.packb(event)) == "out_of_range"
 
 
-@pytest.mark.parametrize(("name", "value"), [("ts", 2**64 - 1), ("elapsed_ms", 2**64 - 1), ("ts", -1), ("ts", TS_MAX_MS + 1)])
+@pytest.mark.parametrize(
+    ("name", "value"), [("ts", 2**64 - 1), ("elapsed_ms", 2**64 - 1), ("ts", -1), ("ts", TS_MAX_MS + 1)]
+)
 def test_the_huge_integers_that_crashed_serve_are_out_of_range(name, value):
     event = {"student_id": "s", "skill_id": "1", "correct": 1, "ts": 5, name: value}
     assert outcome(msgpack.packb(event)) == "out_of_range"
 
 
-@pytest.mark.parametrize(("name", "value"), [("ts", 0), ("ts", TS_MAX_MS), ("elapsed_ms", 0), ("elapsed_ms", ELAPSED_MAX_MS), ("student_id", "s" * MAX_ID_CHARS), ("event_id", 2**64 - 1)])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ts", 0),
+        ("ts", TS_MAX_MS),
+        ("elapsed_ms", 0),
+        ("elapsed_ms", ELAPSED_MAX_MS),
+        ("student_id", "s" * MAX_ID_CHARS),
+        ("event_id", 2**64 - 1),
+    ],
+)
 def test_the_ends_of_each_range_are_accepted(name, value):
     event = {"student_id": "s", "skill_id": "1", "correct": 1, "ts": 5, name: value}
     assert isinstance(outcome(msgpack.packb(event)), AnswerEvent)
@@ -129,10 +163,20 @@ def test_every_poison_kind_of_the_fault_suite_gets_its_reason(seed, kind):
 @given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=1, max_value=50))
 def test_the_fault_suites_valid_encodings_all_decode(seed, length):
     rng = random.Random(seed)
-    student = StudentSequence("s", tuple(str(rng.randrange(ITEMS)) for _ in range(length)), tuple(rng.randint(0, 1) for _ in range(length)), tuple(rng.randrange(10**12) for _ in range(length)))
+    student = StudentSequence(
+        "s",
+        tuple(str(rng.randrange(ITEMS)) for _ in range(length)),
+        tuple(rng.randint(0, 1) for _ in range(length)),
+        tuple(rng.randrange(10**12) for _ in range(length)),
+    )
     for position in range(length):
         event = decode_answer(encode_valid(rng, student, position), VOCAB.index)
-        assert (event.item_id, event.correct, event.ts_ms, event.event_id) == (student.items[position], student.correct[position], student.ts_ms[position], f"s#{position}")
+        assert (event.item_id, event.correct, event.ts_ms, event.event_id) == (
+            student.items[position],
+            student.correct[position],
+            student.ts_ms[position],
+            f"s#{position}",
+        )
 
 
 def test_the_poison_kinds_cover_every_reason():

@@ -45,13 +45,24 @@ def test_the_wheel_installs_the_stream_kt_package_and_nothing_beside_it(tmp_path
     """benchmarks/ and fault_suite/ are the repository's: the wheel (what ``pip install stream-kt`` installs) holds
     stream_kt alone, ``stream-kt bench``'s code (stream_kt/tools/bench) and the broker's POM inside it."""
     source, dist = tmp_path / "source", tmp_path / "dist"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "build", "dist", "runs", "bench-results"))
-    build = "import sys\nfrom setuptools import build_meta\nprint(build_meta.build_wheel(sys.argv[1]))"  # what pip runs, offline
-    done = subprocess.run([sys.executable, "-c", build, str(dist)], capture_output=True, text=True, timeout=300, cwd=source)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".*", "__pycache__", "*.egg-info", "build", "dist", "runs", "bench-results"),
+    )
+    # what pip runs, offline
+    build = "import sys\nfrom setuptools import build_meta\nprint(build_meta.build_wheel(sys.argv[1]))"
+    done = subprocess.run(
+        [sys.executable, "-c", build, str(dist)], capture_output=True, text=True, timeout=300, cwd=source
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     names = zipfile.ZipFile(dist / done.stdout.strip().splitlines()[-1]).namelist()
     assert {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")} == {"stream_kt"}
-    assert {"stream_kt/tools/bench/run.py", "stream_kt/tools/bench/worker.py", "stream_kt/tools/kafka-broker.pom.xml"} <= set(names)
+    assert {
+        "stream_kt/tools/bench/run.py",
+        "stream_kt/tools/bench/worker.py",
+        "stream_kt/tools/kafka-broker.pom.xml",
+    } <= set(names)
 
 
 def test_serve_starts_and_answers_with_none_of_the_extras(make_settings, tiny_checkpoint, tmp_path):

@@ -36,7 +36,9 @@ class RecomputeWindow(KTModel):
             "length": torch.zeros(batch_size, 1),
         }
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None
+    ) -> StepOutput:
         length = state["length"][:, 0].long()  # (B,)
         full = length >= self.window
         # append at position `length`, or shift left by one when the window is full
@@ -47,10 +49,18 @@ class RecomputeWindow(KTModel):
         window_items[rows, new_length - 1] = items.float()
         window_correct[rows, new_length - 1] = correct.float()
         mask = torch.arange(self.window).unsqueeze(0) < new_length.unsqueeze(1)  # (B, W) post-padded
-        hidden, _ = self.dkt.hidden_states(window_items.long(), window_correct.long(), mask)  # (B, W, H): the whole window again
+        hidden, _ = self.dkt.hidden_states(
+            window_items.long(), window_correct.long(), mask
+        )  # (B, W, H): the whole window again
         last = hidden[rows, new_length - 1]  # (B, H)
-        before = torch.where((new_length > 1).unsqueeze(1), hidden[rows, (new_length - 2).clamp(min=0)], torch.zeros_like(last))
+        before = torch.where(
+            (new_length > 1).unsqueeze(1), hidden[rows, (new_length - 2).clamp(min=0)], torch.zeros_like(last)
+        )
         weight = self.dkt.out.weight[items]
         p_correct = torch.sigmoid((before * weight).sum(-1) + self.dkt.out.bias[items])
         mastery = torch.sigmoid(self.dkt.out(last))
-        return StepOutput(p_correct, {"items": window_items, "correct": window_correct, "length": new_length.unsqueeze(1).float()}, mastery)
+        return StepOutput(
+            p_correct,
+            {"items": window_items, "correct": window_correct, "length": new_length.unsqueeze(1).float()},
+            mastery,
+        )

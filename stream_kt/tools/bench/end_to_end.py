@@ -44,7 +44,13 @@ from stream_kt.tools.inspect_state import delete_keys_with_prefix
 from stream_kt.tools.processes import settings_environ
 from stream_kt.tools.replay import event_order, send_events
 
-VARIANT_BATCH = {"stream-kt": None, "stream-kt+shadow": None, "handwritten": None, "naive": 1, "recompute": 64}  # None: the configured B
+VARIANT_BATCH = {
+    "stream-kt": None,
+    "stream-kt+shadow": None,
+    "handwritten": None,
+    "naive": 1,
+    "recompute": 64,
+}  # None: the configured B
 RATE_FRACTIONS = (0.1, 0.5, 0.9)
 
 
@@ -57,9 +63,13 @@ class Target:
     batch_size: int
     partitions: int = 6
     broker: str = "external"  # "kafka", "kafka-3-nodes", "embedded" (tansu) or "external" (a --bootstrap of the user's)
-    broker_pids: tuple[int, ...] = ()  # the broker's processes (a cluster's nodes), when they are ours: their CPU is measured
+    broker_pids: tuple[
+        int, ...
+    ] = ()  # the broker's processes (a cluster's nodes), when they are ours: their CPU is measured
     shadow: Path | None = None  # the challenger of the "stream-kt+shadow" variant
-    redis_min_replicas: int = 0  # KT_REDIS_MIN_REPLICAS of the stream-kt variants: WAIT for this many replicas before each commit
+    redis_min_replicas: int = (
+        0  # KT_REDIS_MIN_REPLICAS of the stream-kt variants: WAIT for this many replicas before each commit
+    )
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -88,14 +98,26 @@ class Worker:
         self.variant = variant
         self.batch = VARIANT_BATCH[variant] or target.batch_size
         self.settings = StreamSettings(
-            bootstrap=target.bootstrap, redis_url=target.redis_url, checkpoint=str(target.checkpoint),
-            in_topic=f"bench-{run}.answers", out_topic=f"bench-{run}.mastery", dlq_topic=f"bench-{run}.dlq",
-            group_id=f"bench-{run}-group", key_prefix=f"bench-{run}",
-            backend=target.backend if variant.startswith("stream-kt") else "eager", batch_size=self.batch, partitions=target.partitions,
+            bootstrap=target.bootstrap,
+            redis_url=target.redis_url,
+            checkpoint=str(target.checkpoint),
+            in_topic=f"bench-{run}.answers",
+            out_topic=f"bench-{run}.mastery",
+            dlq_topic=f"bench-{run}.dlq",
+            group_id=f"bench-{run}-group",
+            key_prefix=f"bench-{run}",
+            backend=target.backend if variant.startswith("stream-kt") else "eager",
+            batch_size=self.batch,
+            partitions=target.partitions,
             shadow=str(target.shadow) if variant == "stream-kt+shadow" and target.shadow else "",
             redis_min_replicas=target.redis_min_replicas if variant.startswith("stream-kt") else 0,
-        )  # fmt: skip
-        self.in_topic, self.out_topic, self.dlq_topic, self.key_prefix = self.settings.in_topic, self.settings.out_topic, self.settings.dlq_topic, self.settings.key_prefix
+        )
+        self.in_topic, self.out_topic, self.dlq_topic, self.key_prefix = (
+            self.settings.in_topic,
+            self.settings.out_topic,
+            self.settings.dlq_topic,
+            self.settings.key_prefix,
+        )
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -103,12 +125,15 @@ class Worker:
         return [sys.executable, "-m", "stream_kt.tools.bench.worker", "--variant", self.variant]
 
     def environ(self) -> dict[str, str]:
-        """The worker's environment: ours, one torch thread, and every setting (its topics, key prefix, model, batch)."""
+        """The worker's environment: ours, one torch thread, and every setting (its topics,
+        key prefix, model, batch)."""
         return {**os.environ, "OMP_NUM_THREADS": "1", **settings_environ(self.settings)}
 
     def start(self, timeout_s: float = 60.0) -> None:
         self.errors = tempfile.TemporaryFile("w+")  # the worker's stderr: its last line says why it died
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self.errors, text=True, env=self.environ())
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=self.errors, text=True, env=self.environ()
+        )
         deadline = time.monotonic() + timeout_s
         assert self.process.stdout is not None
         while time.monotonic() < deadline:
@@ -124,7 +149,10 @@ class Worker:
         assert self.process is not None
         self.errors.seek(0)
         lines = [line.strip() for line in self.errors if line.strip()]
-        raise RuntimeError(f"benchmark worker {self.variant} exited with {self.process.returncode}: {lines[-1] if lines else 'no message'}")
+        raise RuntimeError(
+            f"benchmark worker {self.variant} exited with {self.process.returncode}: "
+            f"{lines[-1] if lines else 'no message'}"
+        )
 
     async def watch(self, awaitable):
         """Await ``awaitable`` (reading the worker's outputs), failing at once if the worker exits meanwhile."""
@@ -160,29 +188,54 @@ def redis_reads(redis_url: str) -> int:
         client.close()
 
 
-async def _send_and_follow(worker: Worker, students: list[StudentSequence], order, rate: float | None, progress: bool) -> dict:
+async def _send_and_follow(
+    worker: Worker, students: list[StudentSequence], order, rate: float | None, progress: bool
+) -> dict:
     tally, positioned = FollowTally(since_ms=now_ms()), asyncio.Event()
     # from the outputs of this run on: reading the earlier runs' (stale, skipped) first would be measured as latency
-    following = asyncio.create_task(follow_outputs(worker.target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=120, from_end=True, positioned=positioned))
+    following = asyncio.create_task(
+        follow_outputs(
+            worker.target.bootstrap,
+            worker.out_topic,
+            tally,
+            dlq_topic=worker.dlq_topic,
+            timeout_s=120,
+            from_end=True,
+            positioned=positioned,
+        )
+    )
     await asyncio.wait([following, asyncio.create_task(positioned.wait())], return_when=asyncio.FIRST_COMPLETED)
     if following.done():
         following.result()  # it failed before it was positioned: raise that
-    result = await send_events(worker.target.bootstrap, worker.in_topic, students, order, rate_per_s=rate, progress=progress)
+    result = await send_events(
+        worker.target.bootstrap, worker.in_topic, students, order, rate_per_s=rate, progress=progress
+    )
     tally.expected = result.sent
     await following
     summary = tally.summary(result.first_send_ms)
     summary["offered_per_s"] = rate
     summary["sent_per_s"] = round(result.events_per_s, 1)
     if tally.first_output_ms and tally.last_output_ms and tally.last_output_ms > tally.first_output_ms:
-        summary["drain_events_per_s"] = round(tally.answered / ((tally.last_output_ms - tally.first_output_ms) / 1000), 1)
+        summary["drain_events_per_s"] = round(
+            tally.answered / ((tally.last_output_ms - tally.first_output_ms) / 1000), 1
+        )
     return summary
 
 
-def run_variant(target: Target, variant: str, students: list[StudentSequence], latency_seconds: float, seed: int = 0, progress: bool = True) -> dict:
+def run_variant(
+    target: Target,
+    variant: str,
+    students: list[StudentSequence],
+    latency_seconds: float,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Throughput, latency at three offered rates, and per-event costs of one variant."""
     order = event_order(students, seed)
     worker = Worker(target, variant)
-    asyncio.run(ensure_topics(target.bootstrap, [worker.in_topic, worker.out_topic, worker.dlq_topic], target.partitions))  # the hand-written loop creates none
+    asyncio.run(
+        ensure_topics(target.bootstrap, [worker.in_topic, worker.out_topic, worker.dlq_topic], target.partitions)
+    )  # the hand-written loop creates none
     # 1. pre-produce, then start the processor and time the drain
     tally = FollowTally(since_ms=0, expected=len(order))
     cpu_before_send = cpu_s()
@@ -192,12 +245,28 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
     worker.start()
     try:
         assert worker.process is not None
-        broker_cpu_before, follower_cpu_before, worker_cpu_before = processes_cpu_s(target.broker_pids), cpu_s(), process_cpu_s(worker.process.pid)
-        asyncio.run(worker.watch(follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600)))
-        broker_cpu_after, follower_cpu_s, worker_cpu_after = processes_cpu_s(target.broker_pids), cpu_s() - follower_cpu_before, process_cpu_s(worker.process.pid)
+        broker_cpu_before, follower_cpu_before, worker_cpu_before = (
+            processes_cpu_s(target.broker_pids),
+            cpu_s(),
+            process_cpu_s(worker.process.pid),
+        )
+        asyncio.run(
+            worker.watch(
+                follow_outputs(target.bootstrap, worker.out_topic, tally, dlq_topic=worker.dlq_topic, timeout_s=600)
+            )
+        )
+        broker_cpu_after, follower_cpu_s, worker_cpu_after = (
+            processes_cpu_s(target.broker_pids),
+            cpu_s() - follower_cpu_before,
+            process_cpu_s(worker.process.pid),
+        )
         reads = redis_reads(target.redis_url) - reads_before
         # the span of the outputs' Kafka timestamps: when the processor produced them, however fast the follower reads
-        first, last = (tally.first_produced_ms, tally.last_produced_ms) if tally.first_produced_ms is not None else (tally.first_output_ms, tally.last_output_ms)
+        first, last = (
+            (tally.first_produced_ms, tally.last_produced_ms)
+            if tally.first_produced_ms is not None
+            else (tally.first_output_ms, tally.last_output_ms)
+        )
         span_s = max((last or 0) - (first or 0), 1) / 1000
         max_rate = tally.answered / span_s
         answered = max(tally.answered, 1)
@@ -211,12 +280,16 @@ def run_variant(target: Target, variant: str, students: list[StudentSequence], l
             "events_per_s": round(max_rate, 1),
             "redis_round_trips_per_event": round(reads / answered, 3),
             # the processor over the drain: backlogged, so every poll is a full batch
-            "drain_cpu_us_per_event": None if worker_cpu_before is None or worker_cpu_after is None else round(1e6 * (worker_cpu_after - worker_cpu_before) / answered, 1),
+            "drain_cpu_us_per_event": None
+            if worker_cpu_before is None or worker_cpu_after is None
+            else round(1e6 * (worker_cpu_after - worker_cpu_before) / answered, 1),
             # the load generator (pre-producing every event) and the follower (reading every output), in this process
             "load_generator_cpu_us_per_event": round(1e6 * sender_cpu_s / max(sent.sent, 1), 1),
             "follower_cpu_us_per_event": round(1e6 * follower_cpu_s / answered, 1),
             # the drain: the broker serves the processor's fetches, produces and commits, and the follower's fetches
-            "broker_cpu_us_per_event": None if broker_cpu_before is None or broker_cpu_after is None else round(1e6 * (broker_cpu_after - broker_cpu_before) / max(tally.answered, 1), 1),
+            "broker_cpu_us_per_event": None
+            if broker_cpu_before is None or broker_cpu_after is None
+            else round(1e6 * (broker_cpu_after - broker_cpu_before) / max(tally.answered, 1), 1),
         }
         # 2. latency at fractions of the measured maximum, each for about latency_seconds
         latency = []

@@ -27,11 +27,25 @@ from stream_kt.models.dkt import DKT
 
 
 class HandwrittenLoop:
-    def __init__(self, checkpoint: Checkpoint, bootstrap: str, redis_url: str, in_topic: str, out_topic: str, group: str, key_prefix: str, batch: int) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        bootstrap: str,
+        redis_url: str,
+        in_topic: str,
+        out_topic: str,
+        group: str,
+        key_prefix: str,
+        batch: int,
+    ) -> None:
         model = checkpoint.model
         if not isinstance(model, DKT) or model.config.num_layers != 1:
             raise SystemExit("the hand-written loop serves a one-layer DKT")
-        self.model, self.version, self.index = model.eval(), checkpoint.version, {item: i for i, item in enumerate(checkpoint.vocab.ids)}
+        self.model, self.version, self.index = (
+            model.eval(),
+            checkpoint.version,
+            {item: i for i, item in enumerate(checkpoint.vocab.ids)},
+        )
         self.hidden, self.num_items = model.config.hidden_size, model.config.num_items
         self.cell = torch.nn.LSTMCell(model.config.embed_dim, self.hidden)
         with torch.no_grad():
@@ -39,7 +53,14 @@ class HandwrittenLoop:
                 getattr(self.cell, name).copy_(getattr(model.lstm, f"{name}_l0"))
         for parameter in (*self.model.parameters(), *self.cell.parameters()):
             parameter.requires_grad_(False)  # a no_grad decorator would not cover an async method's body
-        self.consumer = AIOKafkaConsumer(in_topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=25)
+        self.consumer = AIOKafkaConsumer(
+            in_topic,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=25,
+        )
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         self.redis = aioredis.Redis.from_url(redis_url)
         self.out_topic, self.prefix, self.batch = out_topic, key_prefix, batch
@@ -101,7 +122,16 @@ class HandwrittenLoop:
             h[rows], c[rows] = h1, c1
             for n, (student, _, _, ts) in enumerate(round_events):
                 counts[row_of[student]] += 1
-                message = {"v": 2, "student_id": student, "seq": int(counts[row_of[student]]), "ts": ts, "model_version": self.version, "p_correct": float(p_correct[n]), "mastery": mastery[n].tobytes(), "dtype": "f4"}
+                message = {
+                    "v": 2,
+                    "student_id": student,
+                    "seq": int(counts[row_of[student]]),
+                    "ts": ts,
+                    "model_version": self.version,
+                    "p_correct": float(p_correct[n]),
+                    "mastery": mastery[n].tobytes(),
+                    "dtype": "f4",
+                }
                 sends.append(await self.producer.send(self.out_topic, msgpack.packb(message), key=student.encode()))
         state[:, : self.hidden], state[:, self.hidden : width] = h.numpy(), c.numpy()
         state[:, width:] = counts.view(np.float32).reshape(-1, 2)

@@ -13,20 +13,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 def table(results: dict) -> str:
     lines = ["model step throughput (student-steps/s)", f"{'backend':>10} {'batch':>6} {'steps/s':>12} {'us/step':>9}"]
     for row in results["step"]:
-        lines.append(f"{row['backend']:>10} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}")
+        lines.append(
+            f"{row['backend']:>10} {row['batch']:>6} {row['student_steps_per_s']:>12,.0f} {row['us_per_step']:>9.1f}"
+        )
     if not results["end_to_end"]:  # --skip-e2e: no section for rows that were not measured
         return "\n".join(lines)
     lines += [
         "",
         "end to end (real broker + Redis)",
-        f"{'broker':>8} {'variant':>16} {'B':>4} {'events/s':>10} {'drain us/ev':>11} {'run us/ev':>9} {'broker us/ev':>12} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 10% | 50% | 90% of max",
+        f"{'broker':>8} {'variant':>16} {'B':>4} {'events/s':>10} {'drain us/ev':>11} {'run us/ev':>9} "
+        f"{'broker us/ev':>12} {'redis rt/ev':>11}  latency p50/p95/p99 ms at 10% | 50% | 90% of max",
     ]
     for row in results["end_to_end"]:
         latency = " | ".join(f"{l['p50_ms']}/{l['p95_ms']}/{l['p99_ms']}" for l in row["latency"])
         broker_us = "-" if row.get("broker_cpu_us_per_event") is None else f"{row['broker_cpu_us_per_event']:,.1f}"
         drain_us = "-" if row.get("drain_cpu_us_per_event") is None else f"{row['drain_cpu_us_per_event']:,.1f}"
         lines.append(
-            f"{row.get('broker', '?'):>8} {row['variant']:>16} {row['batch']:>4} {row['events_per_s']:>10,.0f} {drain_us:>11} {1000 * row['cpu_ms_per_event']:>9,.1f} {broker_us:>12} {row['redis_round_trips_per_event']:>11.3f}  {latency}"
+            f"{row.get('broker', '?'):>8} {row['variant']:>16} {row['batch']:>4} {row['events_per_s']:>10,.0f} "
+            f"{drain_us:>11} {1000 * row['cpu_ms_per_event']:>9,.1f} {broker_us:>12} "
+            f"{row['redis_round_trips_per_event']:>11.3f}  {latency}"
         )
     return "\n".join(lines)
 
@@ -54,7 +59,11 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
         return paths
     fig, (ax_rate, ax_latency) = plt.subplots(1, 2, figsize=(11, 4.5))
     labels = [f"{r['variant']}\n{r.get('broker', '')}" for r in e2e]
-    bars = ax_rate.bar(labels, [r["events_per_s"] for r in e2e], color=["tab:green" if r["variant"] == "stream-kt" else "tab:grey" for r in e2e])
+    bars = ax_rate.bar(
+        labels,
+        [r["events_per_s"] for r in e2e],
+        color=["tab:green" if r["variant"] == "stream-kt" else "tab:grey" for r in e2e],
+    )
     ax_rate.bar_label(bars, fmt="{:,.0f}")
     ax_rate.set_ylabel("sustained events / s")
     ax_rate.set_title("end to end throughput")
@@ -95,7 +104,13 @@ def plot_profiles(profiles: list[tuple[str, dict]], path: Path) -> Path:
     ax.set_yticks(range(len(profiles)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("serve's CPU µs per event (py-spy shares of the worker's CPU time)")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2), frameon=False)
+    ax.legend(
+        fontsize=7,
+        ncol=3,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 if len(profiles) < 3 else -0.2),
+        frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -25,8 +25,20 @@ from stream_kt.tools.brokers import EmbeddedBroker, KafkaBroker, KafkaCluster, k
 from stream_kt.tools.processes import start_replicated
 
 WARM_UP_EVENTS = 40_000
-QUICK: dict[str, Any] = {"batches": [1, 8, 32, 64, 128, 256, 512], "events": 40_000, "naive_events": 3_000, "recompute_events": 8_000, "latency_s": 5.0}
-FULL: dict[str, Any] = {"batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048], "events": 200_000, "naive_events": 10_000, "recompute_events": 30_000, "latency_s": 15.0}
+QUICK: dict[str, Any] = {
+    "batches": [1, 8, 32, 64, 128, 256, 512],
+    "events": 40_000,
+    "naive_events": 3_000,
+    "recompute_events": 8_000,
+    "latency_s": 5.0,
+}
+FULL: dict[str, Any] = {
+    "batches": [1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048],
+    "events": 200_000,
+    "naive_events": 10_000,
+    "recompute_events": 30_000,
+    "latency_s": 15.0,
+}
 
 
 @dataclass(frozen=True)
@@ -46,16 +58,24 @@ class BenchPlan:
     connect_timeout_s: int = 20  # a --bootstrap that does not answer as Kafka: one line after this long
     shadow: bool = False  # also stream-kt with a shadow (the same model with other weights): what a challenger costs
     nodes: int = 1  # Apache Kafka nodes we start: 3 is a KRaft cluster whose topics get three replicas, two in sync
-    redis_replicas: int = 0  # >0: our own Redis primary with this many replicas, and serve WAITs for them before each commit
+    redis_replicas: int = (
+        0  # >0: our own Redis primary with this many replicas, and serve WAITs for them before each commit
+    )
     alternatives: bool = True  # the hand-written loop, recompute and naive beside stream-kt on the first broker
 
 
-def broker_plan(bootstrap: str | None, broker: str, shadow: bool = False, nodes: int = 1, alternatives: bool = True) -> list[tuple[str, tuple[str, ...]]]:
+def broker_plan(
+    bootstrap: str | None, broker: str, shadow: bool = False, nodes: int = 1, alternatives: bool = True
+) -> list[tuple[str, tuple[str, ...]]]:
     """(broker, variants) in run order: every variant on the first broker, stream-kt alone on the second.
 
     ``nodes`` > 1: Apache Kafka only, as a cluster of that many nodes ("kafka-3-nodes").  ``alternatives``
     False: stream-kt (and its shadow) alone everywhere."""
-    every = ("stream-kt", *(("stream-kt+shadow",) if shadow else ()), *(("handwritten", "recompute", "naive") if alternatives else ()))
+    every = (
+        "stream-kt",
+        *(("stream-kt+shadow",) if shadow else ()),
+        *(("handwritten", "recompute", "naive") if alternatives else ()),
+    )
     if bootstrap:
         return [("external", every)]
     if nodes > 1:
@@ -75,7 +95,9 @@ def e2e_summary(row: dict) -> dict:
     tenth = next(l for l in row["latency"] if l["fraction"] == 0.1)
     return {
         "engine_us_per_event": row["drain_cpu_us_per_event"],  # full batches: the drain
-        "engine_us_per_event_whole_run": round(1000 * row["cpu_ms_per_event"], 1),  # the paced runs and their idle polls too
+        "engine_us_per_event_whole_run": round(
+            1000 * row["cpu_ms_per_event"], 1
+        ),  # the paced runs and their idle polls too
         "events_per_s": row["events_per_s"],
         "p50_ms": half["p50_ms"],
         "p99_ms": half["p99_ms"],
@@ -93,7 +115,10 @@ def cuda_notes(results: dict) -> list[str]:
     if not rows:
         return []
     lines = [f"gpu: {results['gpu']}; cuda-eager: the same step without CUDA graphs; cuda-f16: float16 mastery"]
-    lines.append(f"copied per student-step: {rows[0]['bytes_to_gpu_per_step']:,} B to the GPU, {rows[0]['bytes_from_gpu_per_step']:,} B back (state, events, p_correct, mastery)")
+    lines.append(
+        f"copied per student-step: {rows[0]['bytes_to_gpu_per_step']:,} B to the GPU, "
+        f"{rows[0]['bytes_from_gpu_per_step']:,} B back (state, events, p_correct, mastery)"
+    )
     lines += [f"skipped: {r['backend']} B={r['batch']} ({r['reason']})" for r in results.get("step_skipped", [])]
     return lines
 
@@ -107,20 +132,27 @@ def run_bench(bench: BenchPlan) -> dict:
     out_dir = Path(bench.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    torch.set_num_threads(bench.threads)  # 1 by default, as serve: one core for the model, the other for broker and Redis
+    torch.set_num_threads(
+        bench.threads
+    )  # 1 by default, as serve: one core for the model, the other for broker and Redis
     if bench.checkpoint and bench.model:
         raise ConfigError("give --checkpoint or --model, not both")
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = load_checkpoint(bench.checkpoint) if bench.checkpoint else default_checkpoint(Path(tmp), bench.model)
+        checkpoint = (
+            load_checkpoint(bench.checkpoint) if bench.checkpoint else default_checkpoint(Path(tmp), bench.model)
+        )
         shadow = default_checkpoint(Path(tmp) / "shadow", bench.model, seed=1) if bench.shadow else None
         results: dict = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread",
             "model": checkpoint.version,
             "model_name": checkpoint.model.name,
             "backend": backend,
             "batch": bench.batch,
         }
-        results["step"] = step_throughput(checkpoint.model, [b for b in ("eager", "cpu") if b in available_backends()], plan["batches"])
+        results["step"] = step_throughput(
+            checkpoint.model, [b for b in ("eager", "cpu") if b in available_backends()], plan["batches"]
+        )
         if "cuda" in available_backends():
             cuda_rows, results["step_skipped"] = cuda_step_throughput(checkpoint.model)
             results["step"] += cuda_rows
@@ -131,7 +163,10 @@ def run_bench(bench: BenchPlan) -> dict:
             redis_nodes = start_replicated(Path(tmp) / "redis", bench.redis_replicas) if bench.redis_replicas else []
             if redis_nodes:
                 redis_url = redis_nodes[0].url
-                results["redis"] = f"a primary and {bench.redis_replicas} replica(s) of our own, no persistence; serve WAITs for {bench.redis_replicas} before each commit"
+                results["redis"] = (
+                    f"a primary and {bench.redis_replicas} replica(s) of our own, no persistence; "
+                    f"serve WAITs for {bench.redis_replicas} before each commit"
+                )
             try:
                 run_end_to_end(bench, plan, results, checkpoint, shadow, backend, redis_url)
             finally:
@@ -152,26 +187,64 @@ def start_broker(kind: str) -> KafkaBroker | KafkaCluster | EmbeddedBroker | Non
 
 
 def broker_pids(broker: KafkaBroker | KafkaCluster | EmbeddedBroker | None) -> tuple[int, ...]:
-    processes = [n.process for n in broker.nodes.values()] if isinstance(broker, KafkaCluster) else [broker.process if broker else None]
+    processes = (
+        [n.process for n in broker.nodes.values()]
+        if isinstance(broker, KafkaCluster)
+        else [broker.process if broker else None]
+    )
     return tuple(p.pid for p in processes if p is not None)
 
 
-def run_end_to_end(bench: BenchPlan, plan: dict[str, Any], results: dict, checkpoint: Checkpoint, shadow: Checkpoint | None, backend: str, redis_url: str) -> None:
+def run_end_to_end(
+    bench: BenchPlan,
+    plan: dict[str, Any],
+    results: dict,
+    checkpoint: Checkpoint,
+    shadow: Checkpoint | None,
+    backend: str,
+    redis_url: str,
+) -> None:
     """Every variant on every broker of the plan, appended to ``results["end_to_end"]``."""
-    for broker_kind, variants in broker_plan(bench.bootstrap, bench.broker, bench.shadow, bench.nodes, bench.alternatives):
+    for broker_kind, variants in broker_plan(
+        bench.bootstrap, bench.broker, bench.shadow, bench.nodes, bench.alternatives
+    ):
         broker = start_broker(broker_kind)
         try:
             bootstrap = broker.bootstrap if broker else bench.bootstrap
             assert bootstrap is not None and checkpoint.path is not None
-            target = Target(bootstrap, redis_url, Path(checkpoint.path), backend, bench.batch, broker=broker_kind, broker_pids=broker_pids(broker),
-                            shadow=Path(shadow.path) if shadow is not None and shadow.path else None, redis_min_replicas=bench.redis_replicas)  # fmt: skip
-            if broker is not None:  # a fresh JVM: the first variant would pay for its warm-up (3x the broker CPU per event)
-                print(f"end to end on {broker_kind}: warming the broker up ({WARM_UP_EVENTS} events, not reported)", flush=True)
-                run_variant(target, "stream-kt", bench_students(checkpoint.vocab, WARM_UP_EVENTS), latency_seconds=0.0, progress=False)
+            target = Target(
+                bootstrap,
+                redis_url,
+                Path(checkpoint.path),
+                backend,
+                bench.batch,
+                broker=broker_kind,
+                broker_pids=broker_pids(broker),
+                shadow=Path(shadow.path) if shadow is not None and shadow.path else None,
+                redis_min_replicas=bench.redis_replicas,
+            )
+            if (
+                broker is not None
+            ):  # a fresh JVM: the first variant would pay for its warm-up (3x the broker CPU per event)
+                print(
+                    f"end to end on {broker_kind}: warming the broker up ({WARM_UP_EVENTS} events, not reported)",
+                    flush=True,
+                )
+                run_variant(
+                    target,
+                    "stream-kt",
+                    bench_students(checkpoint.vocab, WARM_UP_EVENTS),
+                    latency_seconds=0.0,
+                    progress=False,
+                )
             for variant in variants:
-                events = {"recompute": plan["recompute_events"], "naive": plan["naive_events"]}.get(variant, bench.events or plan["events"])
+                events = {"recompute": plan["recompute_events"], "naive": plan["naive_events"]}.get(
+                    variant, bench.events or plan["events"]
+                )
                 print(f"end to end on {broker_kind}: {variant} ({events} events)", flush=True)
-                results["end_to_end"].append(run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"]))
+                results["end_to_end"].append(
+                    run_variant(target, variant, bench_students(checkpoint.vocab, events), plan["latency_s"])
+                )
         finally:
             if broker:
                 broker.close()
@@ -186,12 +259,26 @@ async def reachable(bootstrap: str, timeout_s: float) -> None:
 def summarise(results: dict) -> dict:
     """The one-line JSON summary: step throughput, and the end-to-end headline of each broker."""
     backend = results["backend"]
-    summary = {"backend": backend, "step_throughput_b256": next((r["student_steps_per_s"] for r in results["step"] if r["batch"] == 256 and r["backend"] == ("cpu" if backend != "cuda" else "cuda")), None)}
+    summary = {
+        "backend": backend,
+        "step_throughput_b256": next(
+            (
+                r["student_steps_per_s"]
+                for r in results["step"]
+                if r["batch"] == 256 and r["backend"] == ("cpu" if backend != "cuda" else "cuda")
+            ),
+            None,
+        ),
+    }
     rows = results["end_to_end"]
     if rows:
         main_broker = rows[0]["broker"]  # the first broker run gets every variant
         by_variant = {r["variant"]: r for r in rows if r["broker"] == main_broker}
-        summary.update(broker=main_broker, redis_min_replicas=by_variant["stream-kt"].get("redis_min_replicas", 0), **e2e_summary(by_variant["stream-kt"]))
+        summary.update(
+            broker=main_broker,
+            redis_min_replicas=by_variant["stream-kt"].get("redis_min_replicas", 0),
+            **e2e_summary(by_variant["stream-kt"]),
+        )
         ours = by_variant["stream-kt"]["events_per_s"]
         if "handwritten" in by_variant:  # not with --stream-kt-only
             summary.update(
@@ -205,7 +292,9 @@ def summarise(results: dict) -> dict:
         if "stream-kt+shadow" in by_variant:  # what a shadow challenger adds: processor CPU per event, throughput
             shadowed, alone = by_variant["stream-kt+shadow"], by_variant["stream-kt"]
             if shadowed["drain_cpu_us_per_event"] is not None and alone["drain_cpu_us_per_event"] is not None:
-                summary["shadow_added_cpu_us_per_event"] = round(shadowed["drain_cpu_us_per_event"] - alone["drain_cpu_us_per_event"], 1)
+                summary["shadow_added_cpu_us_per_event"] = round(
+                    shadowed["drain_cpu_us_per_event"] - alone["drain_cpu_us_per_event"], 1
+                )
             summary["shadow_events_per_s"] = shadowed["events_per_s"]
         for row in rows:
             if row["broker"] != main_broker:

@@ -17,7 +17,11 @@ from stream_kt.progress import progress_bar
 
 CUDA_BATCHES = [64, 256, 1024, 4096, 16384, 65536]
 # (row name, CudaGraphBackend options): with and without the graph, and float16 mastery on request
-CUDA_VARIANTS: tuple[tuple[str, dict[str, object]], ...] = (("cuda", {}), ("cuda-eager", {"graphs": False}), ("cuda-f16", {"mastery_dtype": torch.float16}))
+CUDA_VARIANTS: tuple[tuple[str, dict[str, object]], ...] = (
+    ("cuda", {}),
+    ("cuda-eager", {"graphs": False}),
+    ("cuda-f16", {"mastery_dtype": torch.float16}),
+)
 
 
 def measure_step(backend, model: KTModel, rows: int, min_seconds: float = 0.3, repeats: int = 3) -> float:
@@ -38,17 +42,23 @@ def measure_step(backend, model: KTModel, rows: int, min_seconds: float = 0.3, r
     return best
 
 
-def step_throughput(model: KTModel, backends: list[str], batch_sizes: list[int], min_seconds: float = 0.3, progress: bool = True) -> list[dict]:
+def step_throughput(
+    model: KTModel, backends: list[str], batch_sizes: list[int], min_seconds: float = 0.3, progress: bool = True
+) -> list[dict]:
     rows = []
     cases = [(b, s) for b in backends for s in batch_sizes]
     for name, batch in progress_bar(cases, desc="step throughput", unit="case", disable=not progress):
         backend = make_backend(name, model, batch)
         rate = measure_step(backend, model, batch, min_seconds)
-        rows.append({"backend": backend.name, "batch": batch, "student_steps_per_s": rate, "us_per_step": 1e6 * batch / rate})
+        rows.append(
+            {"backend": backend.name, "batch": batch, "student_steps_per_s": rate, "us_per_step": 1e6 * batch / rate}
+        )
     return rows
 
 
-def cuda_step_throughput(model: KTModel, batch_sizes: list[int] = CUDA_BATCHES, min_seconds: float = 0.3, progress: bool = True) -> tuple[list[dict], list[dict]]:
+def cuda_step_throughput(
+    model: KTModel, batch_sizes: list[int] = CUDA_BATCHES, min_seconds: float = 0.3, progress: bool = True
+) -> tuple[list[dict], list[dict]]:
     """(rows, skipped): the CUDA backend with and without CUDA graphs, and with float16 mastery, against B.
 
     Each row also gives the bytes one student-step copies to the GPU and back.  A B that
@@ -63,10 +73,15 @@ def cuda_step_throughput(model: KTModel, batch_sizes: list[int] = CUDA_BATCHES, 
                 backend = CudaGraphBackend(model, batch, **options)
                 rate = measure_step(backend, model, batch, min_seconds)
             except torch.cuda.OutOfMemoryError:
-                skipped += [{"backend": name, "batch": b, "reason": "out of GPU memory"} for b in batch_sizes if b >= batch]
+                skipped += [
+                    {"backend": name, "batch": b, "reason": "out of GPU memory"} for b in batch_sizes if b >= batch
+                ]
                 torch.cuda.empty_cache()
                 break
-            row_bytes = {which: sum(f.nbytes(1) for f in layout.fields) for which, layout in (("to", backend.inputs), ("from", backend.outputs))}
+            row_bytes = {
+                which: sum(f.nbytes(1) for f in layout.fields)
+                for which, layout in (("to", backend.inputs), ("from", backend.outputs))
+            }
             rows.append(
                 {
                     "backend": name,

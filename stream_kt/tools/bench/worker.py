@@ -28,7 +28,9 @@ from stream_kt.tools.bench.handwritten import HandwrittenLoop
 async def handwritten(settings: StreamSettings, checkpoint: Checkpoint) -> None:
     """``--variant handwritten``: the loop of ``stream_kt.tools.bench.handwritten`` instead of ``run_processor``."""
     s = settings
-    loop = HandwrittenLoop(checkpoint, s.bootstrap, s.redis_url, s.in_topic, s.out_topic, s.group_id, s.key_prefix, s.batch_size)
+    loop = HandwrittenLoop(
+        checkpoint, s.bootstrap, s.redis_url, s.in_topic, s.out_topic, s.group_id, s.key_prefix, s.batch_size
+    )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await loop.start()
@@ -48,7 +50,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.variant == "handwritten":
         return await handwritten(settings, checkpoint)
     if args.variant == "recompute":
-        checkpoint = dataclasses.replace(checkpoint, model=RecomputeWindow(checkpoint.model).eval(), version=checkpoint.version + "-recompute")
+        checkpoint = dataclasses.replace(
+            checkpoint, model=RecomputeWindow(checkpoint.model).eval(), version=checkpoint.version + "-recompute"
+        )
     stop, ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -66,16 +70,25 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.05)
         stop.set()
 
-    tasks = [asyncio.create_task(announce())] + ([asyncio.create_task(stop_after(args.stop_after))] if args.stop_after else [])
+    tasks = [asyncio.create_task(announce())] + (
+        [asyncio.create_task(stop_after(args.stop_after))] if args.stop_after else []
+    )
     shadow = load_checkpoint(settings.shadow) if settings.shadow else None  # --variant stream-kt+shadow
-    stats = await run_processor(settings, checkpoint, backend=settings.backend, stop=stop, ready=ready, metrics=metrics, shadow=shadow)
+    stats = await run_processor(
+        settings, checkpoint, backend=settings.backend, stop=stop, ready=ready, metrics=metrics, shadow=shadow
+    )
     for task in tasks:
         task.cancel()
-    print(json.dumps({**dataclasses.asdict(stats), "cpu_s": cpu_s() - (cpu_at_ready[0] if cpu_at_ready else 0.0)}), flush=True)
+    print(
+        json.dumps({**dataclasses.asdict(stats), "cpu_s": cpu_s() - (cpu_at_ready[0] if cpu_at_ready else 0.0)}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variant", choices=("stream-kt", "stream-kt+shadow", "handwritten", "naive", "recompute"), required=True)
+    parser.add_argument(
+        "--variant", choices=("stream-kt", "stream-kt+shadow", "handwritten", "naive", "recompute"), required=True
+    )
     parser.add_argument("--stop-after", type=int, help="stop once this many events are committed (default: on SIGTERM)")
     asyncio.run(main(parser.parse_args()))

@@ -14,7 +14,9 @@ from stream_kt.data.vocab import Vocabulary
 from stream_kt.models import build_model
 
 
-def default_checkpoint(directory: Path, model_name: str | None = None, hidden_size: int = 128, seed: int = 0) -> Checkpoint:
+def default_checkpoint(
+    directory: Path, model_name: str | None = None, hidden_size: int = 128, seed: int = 0
+) -> Checkpoint:
     """DKT, hidden 128, 124 items (the ASSISTments 2009 skill count), or ``model_name`` at its
     default configuration over the same items: speed does not depend on the weights (``seed``
     draws them: another seed is another model version, e.g. a shadow)."""
