@@ -107,6 +107,24 @@ def test_a_set_of_one_skill_is_the_single_skill_model(name):
 
 
 @pytest.mark.parametrize("name", SET_MODELS)
+def test_a_sets_order_and_the_batch_padding_change_nothing(name):
+    """The same students alone, pre- and post-padded in one batch with garbage sets in the padding, and with each set's skills and padding slots reordered."""
+    rng = np.random.default_rng(6)
+    rows = [(skill_sets(rng, n), rng.integers(0, 2, n)) for n in (4, 17, 2, 11)]
+    model = model_of(name, 0)
+    alone = [predictions(model, items, correct, None) for items, correct in rows]
+    reordered = [(np.stack([rng.permutation(row) for row in items]), correct) for items, correct in rows]  # padding slots too
+    for side in ("pre", "post"):
+        for students in (rows, reordered):
+            batch = make_batch(students, pad=side, length=20)
+            batch.items[~batch.mask] = torch.from_numpy(skill_sets(rng, int((~batch.mask).sum())))
+            with torch.no_grad():
+                probs = torch.sigmoid(model(batch))
+            for row, expected in enumerate(alone):
+                np.testing.assert_allclose(probs[row][batch.next_mask[row]].numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", SET_MODELS)
 def test_streamed_equals_offline_with_skill_sets_and_questions(name):
     students = []
     rng = np.random.default_rng(3)
