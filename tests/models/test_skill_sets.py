@@ -1,5 +1,5 @@
-"""Questions with skill sets and question ids: DKT and DKT+ take both; BKT, SAKT and Last-Query take skill
-sets; the others refuse what they cannot take in one line."""
+"""Questions with skill sets and question ids: DKT and DKT+ take both; BKT, SAKT, Last-Query, SAINT and SAINT+
+take skill sets; the others refuse what they cannot take in one line."""
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from stream_kt.training.parity import parity_max_abs_diff
 
 V, K, Q = 6, 3, 5
 
-SET_MODELS = ["dkt", "dkt_plus", "bkt", "sakt", "lastquery"]
+SET_MODELS = ["dkt", "dkt_plus", "bkt", "sakt", "lastquery", "saint", "saint_plus"]
 QUESTION_MODELS = ["dkt", "dkt_plus"]
 # small versions; the attention models' window of 8 is crossed by the longer students below
 OPTIONS = {
@@ -23,6 +23,8 @@ OPTIONS = {
     "bkt": {},
     "sakt": {"dim": 16, "heads": 2, "window": 8},
     "lastquery": {"dim": 16, "heads": 2, "hidden_size": 16, "window": 8},
+    "saint": {"dim": 16, "heads": 2, "window": 8},
+    "saint_plus": {"dim": 16, "heads": 2, "window": 8},
 }
 
 
@@ -139,7 +141,7 @@ def test_streamed_equals_offline_with_skill_sets_and_questions(name):
     assert parity_max_abs_diff(model, [vocab.encode(s) for s in students], batch_size=4) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["saint", "gbdt"])
+@pytest.mark.parametrize("name", ["gbdt"])
 def test_a_model_that_takes_one_skill_says_so_in_one_line(name):
     with pytest.raises(ConfigError, match=f"^{name} takes one skill per answer, not skill sets: use --skills combined or --skills first with it$"):
         vocabulary_fields(name, V, K)
@@ -152,7 +154,7 @@ def test_a_model_without_question_ids_says_so_in_one_line(name):
 
 
 @pytest.mark.parametrize("backend", ["eager", "cpu"])
-@pytest.mark.parametrize(("name", "questions"), [("dkt", 0), ("dkt", Q), ("bkt", 0), ("sakt", 0), ("lastquery", 0)])
+@pytest.mark.parametrize(("name", "questions"), [("dkt", 0), ("dkt", Q), ("bkt", 0), ("sakt", 0), ("lastquery", 0), ("saint", 0), ("saint_plus", 0)])
 def test_the_folded_step_and_the_backends_match_the_model_on_skill_sets(backend, name, questions):
     from stream_kt.backends import make_backend
 
