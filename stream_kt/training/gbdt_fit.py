@@ -6,6 +6,11 @@ held-out students get the tables of all training students, which the model keeps
 The trees are early-stopped on the validation students' AUC (or grown to a fixed
 count for a refit) and then become tensors of the model (``with_trees``): LightGBM is
 needed here only, never to serve.
+
+With skill sets (``max_skills`` > 1) every count (the items' training rates, the context
+tables, the pair counts) and every row of the transfer regression is of an (answer,
+skill) pair: an answer on a set counts once for each of its skills.  The trees are
+fitted on one row per answer, the set's features (``GBDT.features``).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def fit_gbdt(model: GBDT, train: Sequence[EncodedSequence], valid: Sequence[Enco
         "verbose": -1,
     }
     history: list[dict] = []
-    train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context, config.transfer), free_raw_data=False)
+    train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context, config.transfer, config.max_skills > 1), free_raw_data=False)
     if rounds is not None:
         booster = lightgbm.train(params, train_set, rounds, valid_sets=[train_set], valid_names=["train"], callbacks=[_progress(rounds, history, progress)])
         return with_trees(tabled, booster.dump_model()), {"best_epoch": rounds, "history": history, "train_rows": len(y_train)}
@@ -85,7 +90,7 @@ def feature_rows(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: 
         xs.append(x[batch.next_mask].numpy())
         ys.append(batch.next_correct[batch.next_mask].numpy())
     if not xs:
-        return np.zeros((0, len(feature_names(model.config.context, model.config.transfer))), np.float32), np.zeros(0, np.float32)
+        return np.zeros((0, len(feature_names(model.config.context, model.config.transfer, model.config.max_skills > 1))), np.float32), np.zeros(0, np.float32)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -120,16 +125,24 @@ def states_before(model: GBDT, sequences: Sequence[EncodedSequence], batch_size:
             state = model._advance(state, batch, t)
 
 
+def answered_skills(batch: Batch, t: int, num_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(skills (B, K), taken (B, K)): the items answered at ``t`` as sets (one item: a set of one), padding pointed at
+    item 0, and which are real skills of real answers."""
+    skills = batch.items[:, t].view(batch.items.shape[0], -1)
+    taken = (skills < num_items) & batch.mask[:, t : t + 1]
+    return skills.masked_fill(skills >= num_items, 0), taken
+
+
 def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them."""
+    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them (one per answered skill)."""
     model = GBDT(config)
     keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
     rights: list[np.ndarray] = []
     for batch, t, state in states_before(model, sequences):
-        real = batch.mask[:, t]
-        for k, key in enumerate(model.context_keys(state, batch.items[:, t : t + 1])):
-            keys[k].append(key[real, 0].numpy())
-        rights.append(batch.correct[real, t].numpy())
+        skills, taken = answered_skills(batch, t, config.num_items)
+        for k, key in enumerate(model.context_keys(state, skills)):
+            keys[k].append(key[taken].numpy())
+        rights.append(batch.correct[:, t : t + 1].expand_as(skills)[taken].numpy())
     right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
     out = []
     for k in range(config.context + 1):
@@ -145,7 +158,7 @@ def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tu
     Returns (answers, right), each (V, 3, V): answers on q (last axis) by students whose
     last answer on item j was none / wrong / right (middle axis), and how many were right;
     then the regression rows: inputs (N, 4V), items (N,) and answers (N,) of every answer
-    after a student's first (by step, then student).
+    after a student's first (by step, then student; a skill set's answer once per skill).
     """
     v = model.config.num_items
     answers, right = torch.zeros(3, v, v), torch.zeros(3, v, v)
@@ -154,14 +167,16 @@ def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tu
         real = batch.mask[:, t]
         if t == 0 or not real.any():
             continue
-        q = torch.nn.functional.one_hot(batch.items[real, t], v).to(torch.float32)  # (b, V)
+        skills, taken = answered_skills(batch, t, v)
+        q = (torch.nn.functional.one_hot(skills, v) * taken.unsqueeze(-1)).sum(1)[real].to(torch.float32)  # (b, V): the answered skills
         y = batch.correct[real, t].to(torch.float32)
         last = torch.nn.functional.one_hot(model.last_answers(state)[real], 3).to(torch.float32)  # (b, V_j, 3)
         answers += torch.einsum("bjr,bq->rjq", last, q)
         right += torch.einsum("bjr,bq->rjq", last, q * y.unsqueeze(1))
-        inputs.append(model.transfer_inputs(state)[real].numpy())
-        items.append(batch.items[real, t].numpy())
-        labels.append(y.numpy())
+        row, slot = taken.nonzero(as_tuple=True)  # by student, then skill
+        inputs.append(model.transfer_inputs(state)[row].numpy())
+        items.append(skills[row, slot].numpy())
+        labels.append(batch.correct[row, t].to(torch.float32).numpy())
     stack = lambda parts, shape, dtype: np.concatenate(parts) if parts else np.zeros(shape, dtype)  # noqa: E731
     return (
         answers.permute(1, 0, 2).numpy(),
@@ -200,11 +215,13 @@ def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence], progre
     """A tree-less model whose count tables (and transfer features) come from ``sequences``."""
     tables = context_counts(config, sequences)
     model = GBDT(replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables)))
-    items = np.concatenate([s.items for s in sequences]) if sequences else np.zeros(0, np.int64)
+    items = np.concatenate([s.items.reshape(len(s.items), -1) for s in sequences]) if sequences else np.zeros((0, 1), np.int64)  # (N, K)
     right = np.concatenate([s.correct for s in sequences]).astype(np.float64) if sequences else np.zeros(0)
     v = config.num_items
+    taken = items < v  # a set's skills, each counted
+    skills, skill_right = items[taken], np.broadcast_to(right[:, None], items.shape)[taken]
     with torch.no_grad():
-        model.item_counts.copy_(torch.tensor(np.stack([np.bincount(items, minlength=v), np.bincount(items, weights=right, minlength=v)]), dtype=torch.float32))
+        model.item_counts.copy_(torch.tensor(np.stack([np.bincount(skills, minlength=v), np.bincount(skills, weights=skill_right, minlength=v)]), dtype=torch.float32))
         model.base_rate.fill_(float(right.mean()) if len(right) else 0.5)
         for k, (keys, answers, rights) in enumerate(tables):
             if len(keys):
