@@ -75,6 +75,9 @@ class KTModel(nn.Module):
     distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
     takes_skill_sets: ClassVar[bool] = False  # True: items may be skill sets (..., K), Config has max_skills
     uses_questions: ClassVar[bool] = False  # True: reads question indices (batch.questions, step's questions), Config has num_questions
+    # Config fields added after checkpoints of the model were saved, left out of config_dict (and so of the
+    # checkpoint's version) while at these values: those checkpoints keep their version and still load
+    unversioned_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -86,7 +89,11 @@ class KTModel(nn.Module):
         return cls.Config(**saved)
 
     def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
+        config = asdict(self.config)
+        for key, default in self.unversioned_defaults.items():
+            if config[key] == default:
+                del config[key]
+        return config
 
     def forward(self, batch: Batch) -> torch.Tensor:  # (B, T) logits for next_correct
         raise NotImplementedError

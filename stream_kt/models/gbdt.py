@@ -102,6 +102,7 @@ class GBDT(KTModel):
     name = "gbdt"
     fitted_by_gradient = False  # boosted by training.gbdt_fit
     takes_skill_sets = True
+    unversioned_defaults = {"max_skills": 1}  # single-skill checkpoints saved before skill sets keep their version
     # buffers (register_buffer in __init__)
     item_counts: torch.Tensor
     base_rate: torch.Tensor

@@ -132,6 +132,7 @@ class NewestPosition:
 class SAINT(KTModel):
     name = "saint"
     takes_skill_sets = True
+    unversioned_defaults = {"max_skills": 1}  # single-skill checkpoints saved before skill sets keep their version
     Config = SAINTConfig
 
     def __init__(self, config: SAINTConfig) -> None:

@@ -193,6 +193,14 @@ def test_a_model_that_takes_one_skill_says_so_in_one_line(monkeypatch):
         vocabulary_fields(OneSkill.name, V, K)
 
 
+@pytest.mark.parametrize("name", ["saint", "saint_plus", "gbdt"])
+def test_a_single_skill_model_keeps_the_checkpoint_version_it_had_before_skill_sets(name):
+    """max_skills came after these models' checkpoints: at 1 it is left out of the config, and of the version's hash, so they still load."""
+    model = build_model(name, num_items=V)
+    assert model.config.max_skills == 1 and "max_skills" not in model.config_dict()
+    assert build_model(name, **vocabulary_fields(name, V, K)).config_dict()["max_skills"] == K
+
+
 @pytest.mark.parametrize("name", ["sakt", "saint", "lastquery", "bkt", "gbdt"])
 def test_a_model_without_question_ids_says_so_in_one_line(name):
     with pytest.raises(ConfigError, match=f"^{name} cannot use question ids: leave out --questions with it$"):
