@@ -1,5 +1,5 @@
-"""Questions with skill sets and question ids: DKT and DKT+ take both; BKT, SAKT, Last-Query, SAINT, SAINT+
-and gbdt take skill sets; the others refuse what they cannot take in one line."""
+"""Questions with skill sets and question ids: DKT and DKT+ take both; BKT, SAKT, Last-Query, SAINT, SAINT+,
+gbdt and an ensemble of them take skill sets; the others refuse what they cannot take in one line."""
 
 import copy
 import functools
@@ -19,7 +19,7 @@ from stream_kt.training.parity import parity_max_abs_diff
 
 V, K, Q = 6, 3, 5
 
-SET_MODELS = ["dkt", "dkt_plus", "bkt", "sakt", "lastquery", "saint", "saint_plus", "gbdt"]
+SET_MODELS = ["dkt", "dkt_plus", "bkt", "sakt", "lastquery", "saint", "saint_plus", "gbdt", "ensemble"]
 QUESTION_MODELS = ["dkt", "dkt_plus"]
 # small versions; the attention models' window of 8 is crossed by the longer students below
 OPTIONS = {
@@ -32,6 +32,8 @@ OPTIONS = {
     "saint_plus": {"dim": 16, "heads": 2, "window": 8},
     # boosted for a fixed number of trees (an unfitted gbdt predicts 0.5 everywhere and would prove nothing)
     "gbdt": {"num_leaves": 7, "min_data_in_leaf": 5, "folds": 2, "context": 2, "transfer_steps": 20},
+    # a recurrent, an attention and a per-skill member (a member's K is the ensemble's)
+    "ensemble": {"members": ({"model": "dkt", "hidden_size": 16, "embed_dim": 8}, {"model": "saint", "dim": 16, "heads": 2, "window": 8}, {"model": "bkt"})},
 }
 GBDT_TREES = 20
 
@@ -193,7 +195,7 @@ def test_a_model_that_takes_one_skill_says_so_in_one_line(monkeypatch):
         vocabulary_fields(OneSkill.name, V, K)
 
 
-@pytest.mark.parametrize("name", ["saint", "saint_plus", "gbdt"])
+@pytest.mark.parametrize("name", ["saint", "saint_plus", "gbdt", "ensemble"])
 def test_a_single_skill_model_keeps_the_checkpoint_version_it_had_before_skill_sets(name):
     """max_skills came after these models' checkpoints: at 1 it is left out of the config, and of the version's hash, so they still load."""
     model = build_model(name, num_items=V)
@@ -208,7 +210,7 @@ def test_a_model_without_question_ids_says_so_in_one_line(name):
 
 
 @pytest.mark.parametrize("backend", ["eager", "cpu"])
-@pytest.mark.parametrize(("name", "questions"), [("dkt", 0), ("dkt", Q), ("bkt", 0), ("sakt", 0), ("lastquery", 0), ("saint", 0), ("saint_plus", 0), ("gbdt", 0)])
+@pytest.mark.parametrize(("name", "questions"), [("dkt", 0), ("dkt", Q), ("bkt", 0), ("sakt", 0), ("lastquery", 0), ("saint", 0), ("saint_plus", 0), ("gbdt", 0), ("ensemble", 0)])
 def test_the_folded_step_and_the_backends_match_the_model_on_skill_sets(backend, name, questions):
     from stream_kt.backends import make_backend
 
