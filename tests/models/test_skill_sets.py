@@ -209,14 +209,18 @@ def test_a_model_without_question_ids_says_so_in_one_line(name):
         vocabulary_fields(name, V, 1, Q)
 
 
-@pytest.mark.parametrize("backend", ["eager", "cpu"])
-@pytest.mark.parametrize(("name", "questions"), [("dkt", 0), ("dkt", Q), ("bkt", 0), ("sakt", 0), ("lastquery", 0), ("saint", 0), ("saint_plus", 0), ("gbdt", 0), ("ensemble", 0)])
+BACKEND_CASES = [("dkt", 0), ("dkt", Q), ("bkt", 0), ("sakt", 0), ("lastquery", 0), ("saint", 0), ("saint_plus", 0), ("gbdt", 0), ("ensemble", 0)]
+
+
+@pytest.mark.parametrize("backend", ["eager", "cpu", "staged"])  # staged: the CUDA backend's code path, on the CPU
+@pytest.mark.parametrize(("name", "questions"), BACKEND_CASES)
 def test_the_folded_step_and_the_backends_match_the_model_on_skill_sets(backend, name, questions):
     from stream_kt.backends import make_backend
+    from stream_kt.backends.staged import StagedBackend
 
     model = model_of(name, questions)
     rng = np.random.default_rng(4)
-    fixed = make_backend(backend, model, 8)
+    fixed = StagedBackend(model, 8, "cpu") if backend == "staged" else make_backend(backend, model, 8)
     state, reference = fixed.initial_state(11), model.initial_state(11)  # 11 rows: a full call of 8 and a padded one
     for _ in range(12):
         items = torch.from_numpy(skill_sets(rng, 11))
@@ -228,6 +232,27 @@ def test_the_folded_step_and_the_backends_match_the_model_on_skill_sets(backend,
         torch.testing.assert_close(out.p_correct, expected.p_correct, atol=1e-5, rtol=0)
         torch.testing.assert_close(out.mastery, expected.mastery, atol=1e-5, rtol=0)
         state, reference = out.state, expected.state
+
+
+@pytest.mark.parametrize(("name", "questions"), BACKEND_CASES)
+def test_a_step_on_skill_sets_leaves_no_cpu_tensor_on_a_device(name, questions):
+    """The CUDA backend's code path on the ``meta`` device, skill sets in: one copy each way, nothing on the wrong side."""
+    from stream_kt.backends.device_check import DeviceAudit
+    from stream_kt.backends.staged import StagedBackend
+
+    model = model_of(name, questions)
+    backend = StagedBackend(model, 8, "meta")
+    audit = DeviceAudit("meta")
+    backend.module = audit.wrap(backend.module)
+    rng = np.random.default_rng(7)
+    state = model.initial_state(11)
+    for _ in range(2):
+        asked = torch.from_numpy(rng.integers(0, Q + 1, 11)) if questions else None
+        with audit:
+            out = backend.step(state, torch.from_numpy(skill_sets(rng, 11)), torch.from_numpy(rng.integers(0, 2, 11)), questions=asked)
+        assert out.mastery.shape == (11, V) and all(v.device.type == "cpu" for v in (out.p_correct, out.mastery, *out.state.values()))
+        state = out.state
+    assert audit.device_steps == audit.host_to_device == audit.device_to_host == 4  # 2 steps of 2 calls (8 rows, then 3 padded)
 
 
 @pytest.mark.parametrize("name", SET_MODELS)
