@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from stream_kt.data.readers import ITEM_COLUMNS
-from stream_kt.models import MODELS
+from stream_kt.models import MODELS, trainable_models
 from stream_kt.training.prepare import FORMAT_CHOICES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -151,8 +151,15 @@ def skills_options(command: F) -> F:
         type=click.Choice(SKILL_MODES),
         default="combined",
         show_default=True,
-        help="an answer with several skills (ids joined by _): one combined entry, the set (dkt, dkt_plus, bkt, sakt, lastquery), or its first skill",
+        help=f"an answer with several skills (ids joined by _): one combined entry, the set ({set_takers()}), or its first skill",
     )(command)
+
+
+def set_takers() -> str:
+    """Which of the trained models take skill sets (``--skills sets``), for the help: every one, or their names."""
+    names = trainable_models()
+    takers = [name for name in names if MODELS[name].takes_skill_sets]
+    return "every model" if takers == names else ", ".join(takers)
 
 
 def json_option(command: F) -> F:

@@ -78,6 +78,8 @@ class KTModel(nn.Module):
     distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
     takes_skill_sets: ClassVar[bool] = False  # True: items may be skill sets (..., K), Config has max_skills
     uses_questions: ClassVar[bool] = False  # True: reads question indices (batch.questions, step's questions), Config has num_questions
+    # Config fields added after checkpoints of the model were saved, left out of config_dict (and so of the
+    # checkpoint's version) while at these values: those checkpoints keep their version and still load
 
     def __init__(self, config: Any) -> None:
         super().__init__()

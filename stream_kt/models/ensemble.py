@@ -20,6 +20,11 @@ Config: ``members`` is a tuple of ``{"model": name, **that model's Config fields
 without ``num_items`` (the ensemble's vocabulary is every member's); ``weights`` one
 non-negative weight per member, or empty for equal weights (``stream-kt ensemble
 --fit-weights`` fits them on the members' validation students).
+
+Skill sets: an ensemble takes them (``max_skills`` K > 1, items (..., K) padded with V)
+when every member does; K reaches each member, and a member that takes one skill an
+answer, or members of other widths, are refused in one line.  Each member treats a
+set its own way; the ensemble averages their probabilities as for single items.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class EnsembleConfig:
     num_items: int  # vocabulary size V, shared by every member
     members: tuple[dict[str, Any], ...] = ({"model": "dkt"}, {"model": "lastquery"})
     weights: tuple[float, ...] = ()  # one per member, normalised to sum 1; empty: equal
+    max_skills: int = 1  # K: an answer's skills, (..., K) padded with num_items, when above 1; every member's
 
 
 def mean_probability_logit(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -71,6 +77,7 @@ class Ensemble(KTModel):
     name = "ensemble"
     Config = EnsembleConfig
     trainable_directly = False
+    takes_skill_sets = True  # when every member does: __init__ refuses the others
     made_by = "train its members, then combine their checkpoints with stream-kt ensemble"
 
     def __init__(self, config: EnsembleConfig) -> None:
@@ -85,6 +92,12 @@ class Ensemble(KTModel):
                 raise ConfigError(f"ensemble member {spec!r}: give another model's name as 'model'")
             if "num_items" in options and options.pop("num_items") != config.num_items:
                 raise ConfigError(f"ensemble member {name}: its vocabulary size differs from the ensemble's {config.num_items}")
+            if options.get("max_skills", config.max_skills) != config.max_skills:
+                raise ConfigError(f"ensemble member {name}: takes {options['max_skills']} skills an answer, the ensemble {config.max_skills}")
+            if config.max_skills > 1:
+                if not model_class(name).takes_skill_sets:
+                    raise ConfigError(f"ensemble member {name} takes one skill per answer, not skill sets: an ensemble takes them when every member does")
+                options["max_skills"] = config.max_skills
             try:
                 member = model_class(name)
                 members.append(member(member.config_from({"num_items": config.num_items, **options})))
@@ -104,8 +117,12 @@ class Ensemble(KTModel):
         sizes = {m.config.num_items for m in models}
         if len(sizes) > 1:
             raise ConfigError(f"ensemble members have different vocabulary sizes {sorted(sizes)}")
+        widths = {m.input_width for m in models}
+        if len(widths) > 1:
+            raise ConfigError(f"ensemble members take different numbers of skills an answer {sorted(widths)}: train them on the same --skills")
         specs = tuple({"model": m.name, **{k: v for k, v in m.config_dict().items() if k != "num_items"}} for m in models)
-        ensemble = cls(EnsembleConfig(num_items=sizes.pop() if sizes else 0, members=specs, weights=tuple(float(w) for w in weights)))
+        config = EnsembleConfig(num_items=sizes.pop() if sizes else 0, members=specs, weights=tuple(float(w) for w in weights), max_skills=widths.pop() if widths else 1)
+        ensemble = cls(config)
         for member, trained in zip(ensemble.members, models):
             member.load_state_dict(trained.state_dict())
         return ensemble.eval()

@@ -26,6 +26,18 @@ State per student (float32, fixed shape): the last ``context`` interactions as t
 last ten answers, per-item counters ``(5, V)`` and totals.  ``forward`` runs the same
 update as ``step`` over the sequence, so offline and streamed predictions agree by
 construction; each prediction reads only answers before it.
+
+Questions with skill sets (``max_skills`` > 1; items (..., K) padded with V): the
+per-item counters are per skill, and an answer updates every skill of its set as if
+answered alone (its count, right answers, last position, own history and Elo ability,
+each skill's expected P(correct) from its own ability and rate); the student's totals
+move once per answer, by the mean of the skills' expected P(correct) and training rates.
+A past answer's context token (and ``prev_item``) is its set's smallest skill.  The
+features of a question are the mean of its skills' features (each skill asked on its
+own), except ``item``, the set's smallest skill, plus one more column, ``skills``: the
+set's size.  The count tables, the pair shifts and the transfer regression are fitted
+on every (answer, skill) pair.  The mastery vector stays one value per skill: each
+skill asked on its own (a set of one).
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from stream_kt.data.batches import Batch
 from stream_kt.errors import ConfigError
 from stream_kt.models import register
 from stream_kt.models.base import KTModel, State, StepOutput
+from stream_kt.models.layout import as_input_width, set_mean
 
 HEAD = ("item", "prev_item", "prev_correct", "prev2_item", "prev2_correct", "item_rate")
 TAIL = (
@@ -49,9 +62,9 @@ TAIL = (
 TRANSFER = ("pair_sum", "pair_mean", "pair_recent", "pair_recent_slow", "pair_recent_mean", "pair_max", "pair_min", "transfer_logit")
 
 
-def feature_names(context: int, transfer: bool = True) -> list[str]:
-    """The columns of ``GBDT.features``, in order."""
-    return [*HEAD, *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")), *TAIL, *(TRANSFER if transfer else ())]
+def feature_names(context: int, transfer: bool = True, sets: bool = False) -> list[str]:
+    """The columns of ``GBDT.features``, in order (``sets``: a model of skill sets, whose last column is a set's size)."""
+    return [*HEAD, *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")), *TAIL, *(TRANSFER if transfer else ()), *(("skills",) if sets else ())]
 
 RECENT = 10  # answers kept for last5 / last10
 ITEM_ROWS = ("answers", "right", "last_pos", "own", "ability")  # per-item counters, (5, V)
@@ -81,12 +94,14 @@ class GBDTConfig:
     tree_nodes: int = 1
     tree_depth: int = 0
     table_rows: tuple[int, ...] = ()  # keys in the ctx1 .. ctx<context> and own-history tables (default: 1 each)
+    max_skills: int = 1  # K: an answer's skills, (..., K) padded with num_items, when above 1
 
 
 @register
 class GBDT(KTModel):
     name = "gbdt"
     fitted_by_gradient = False  # boosted by training.gbdt_fit
+    takes_skill_sets = True
     # buffers (register_buffer in __init__)
     item_counts: torch.Tensor
     base_rate: torch.Tensor
@@ -143,39 +158,47 @@ class GBDT(KTModel):
         return (self.item_counts[1] + s * self.base_rate) / (self.item_counts[0] + s)  # (V,)
 
     def _update(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> State:
-        """The state after each row's student answers ``items`` (B,) with ``correct`` (B,)."""
+        """The state after each row's student answers ``items`` (B,) or skill sets (B, K) padded with V, with ``correct`` (B,).
+
+        Every skill of a set is updated as if answered alone; the totals once, by the set's means.
+        """
+        v = self.config.num_items
         right = correct.to(torch.float32)
-        at = items.view(-1, 1)
-        per_item = state["items"]
-        answers_q = per_item[:, 0].gather(1, at).squeeze(1)
+        at = items.view(len(items), -1)  # (B, K): one item is a set of one
+        valid = at < v
+        # a column V for the padding to read (zeros) and write (dropped)
+        per_item = torch.cat([state["items"], state["items"].new_zeros(len(items), len(ITEM_ROWS), 1)], 2)  # (B, 5, V + 1)
+        answers_q = per_item[:, 0].gather(1, at)  # (B, K)
         totals = state["totals"]
         answers = totals[:, 0]
-        rate = self._item_rate()[items]
-        expected = torch.sigmoid(totals[:, 2] + per_item[:, 4].gather(1, at).squeeze(1) + torch.logit(rate))
-        surprise = right - expected
-        own = per_item[:, 3].gather(1, at).squeeze(1)
+        rates = torch.cat([self._item_rate(), self.base_rate.view(1)])[at]  # (B, K); padding: the base rate, finite
+        ability_q = per_item[:, 4].gather(1, at)
+        expected = torch.sigmoid(totals[:, 2:3] + ability_q + torch.logit(rates))  # each skill's, (B, K)
+        surprise = right.unsqueeze(1) - expected
+        own = per_item[:, 3].gather(1, at)
         changes = torch.stack(
             [
                 answers_q + 1,
-                per_item[:, 1].gather(1, at).squeeze(1) + right,
-                answers,  # position of this answer
-                torch.remainder(own * 3 + 1 + right, 27),  # last three answers on the item, base 3 (0: none)
-                per_item[:, 4].gather(1, at).squeeze(1) + 0.4 / (1 + 0.2 * answers_q) * surprise,
+                per_item[:, 1].gather(1, at) + right.unsqueeze(1),
+                answers.unsqueeze(1).expand_as(answers_q),  # position of this answer
+                torch.remainder(own * 3 + 1 + right.unsqueeze(1), 27),  # last three answers on the item, base 3 (0: none)
+                ability_q + 0.4 / (1 + 0.2 * answers_q) * surprise,
             ],
             1,
-        )  # (B, 5)
-        new_items = per_item.scatter(2, at.unsqueeze(1).expand(-1, len(ITEM_ROWS), 1), changes.unsqueeze(2))
+        )  # (B, 5, K)
+        new_items = per_item.scatter(2, at.unsqueeze(1).expand(-1, len(ITEM_ROWS), -1), changes)[:, :, :v]
+        rate, set_surprise = set_mean(rates, valid), set_mean(surprise, valid)  # (B,): one item's own
         new_totals = torch.stack(
             [
                 answers + 1,
                 totals[:, 1] + right,
-                totals[:, 2] + 0.4 / (1 + 0.05 * answers) * surprise,
+                totals[:, 2] + 0.4 / (1 + 0.05 * answers) * set_surprise,
                 totals[:, 3] + right - rate,
                 0.9 * totals[:, 4] + right - rate,
             ],
             1,
         )
-        token = (items * 2 + correct).to(torch.float32).view(-1, 1)
+        token = (at.amin(1) * 2 + correct).to(torch.float32).view(-1, 1)  # a set's smallest skill (padding V is above all)
         return {
             "tokens": torch.cat([state["tokens"][:, 1:], token], 1),
             "recent": torch.cat([state["recent"][:, 1:], right.view(-1, 1)], 1),
@@ -250,7 +273,24 @@ class GBDT(KTModel):
         return [*keys, (queries * (HISTORY_CAP + 1) + answers_q) * 27 + own]
 
     def features(self, state: State, queries: torch.Tensor) -> torch.Tensor:
-        """(B, Q, F) features of each row's student answering each of ``queries`` (B, Q) next."""
+        """(B, Q, F) features of each row's student answering each of ``queries`` (B, Q) next, or skill sets (B, Q, K) padded with V.
+
+        A set's features are the mean of its skills' (``item``: its smallest skill); a model of skill sets
+        has one more column, the set's size (1 for a single item).
+        """
+        if self.config.max_skills == 1:
+            return self.item_features(state, queries)
+        if queries.dim() == 2:  # single items: sets of one
+            queries = queries.unsqueeze(-1)
+        batch, count, width = queries.shape
+        valid = queries < self.config.num_items
+        per_skill = self.item_features(state, queries.masked_fill(~valid, 0).view(batch, count * width)).view(batch, count, width, -1)
+        mean = set_mean(per_skill, valid)  # (B, Q, F)
+        size = valid.sum(-1, keepdim=True).to(mean.dtype)
+        return torch.cat([queries.amin(-1, keepdim=True).to(mean.dtype), mean[..., 1:], size], -1)
+
+    def item_features(self, state: State, queries: torch.Tensor) -> torch.Tensor:
+        """(B, Q, F) features of each row's student answering each of the single items ``queries`` (B, Q) next (no ``skills`` column)."""
         s = self.config.smoothing
         item_rate = self._item_rate()[queries]
         keys = self.context_keys(state, queries)
@@ -341,7 +381,8 @@ class GBDT(KTModel):
         return self.trees(self.feature_walk(batch)).transpose(0, 1)  # (B, T)
 
     def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
-        p_correct = torch.sigmoid(self.trees(self.features(state, items.view(-1, 1))))[:, 0]
+        items = as_input_width(items, self.input_width, self.config.num_items)
+        p_correct = torch.sigmoid(self.trees(self.features(state, items.unsqueeze(1))))[:, 0]
         state = self._update(state, items, correct)
         every = torch.arange(self.config.num_items, device=items.device).expand(items.shape[0], -1)
         mastery = torch.sigmoid(self.trees(self.features(state, every)))

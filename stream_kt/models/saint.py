@@ -32,6 +32,13 @@ none) are zeros and contribute nothing: SAINT+ then computes what SAINT computes
 ``forward`` reads ``batch.times`` and ``step(..., times)`` the event's (B, 2)
 [elapsed, lag] seconds (``KTModel.uses_times``); the state also carries
 ``previous_times`` (B, 2).
+
+Questions with skill sets (``max_skills`` > 1; items (..., K) padded with V): as in
+SAKT, a question's exercise embedding is the mean of its skills' exercise embeddings
+(padding excluded), so the encoder sees one position per answer and the question's
+prediction is the read-out of that one position.  The caches hold embeddings, so the
+state is the same as for single skills.  The mastery vector stays one value per
+skill: each skill asked on its own.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ from stream_kt.data.batches import Batch
 from stream_kt.models import register
 from stream_kt.models.attention import FeedForward, WindowedAttention, push
 from stream_kt.models.base import KTModel, State, StepOutput
-from stream_kt.models.layout import gather_time, left_align_order, scatter_time
+from stream_kt.models.layout import as_input_width, embed_set, gather_time, left_align_order, scatter_time
 
 START = 2  # decoder input of a student's first position: no previous response
 
@@ -60,6 +67,7 @@ class SAINTConfig:
     decoder_layers: int = 2  # Ld
     window: int = 100  # W: positions each attention layer sees (its own and the W-1 before it)
     dropout: float = 0.2
+    max_skills: int = 1  # K: an answer's skills, (..., K) padded with num_items, when above 1
 
 
 class EncoderLayer(nn.Module):
@@ -123,6 +131,7 @@ class NewestPosition:
 @register
 class SAINT(KTModel):
     name = "saint"
+    takes_skill_sets = True
     Config = SAINTConfig
 
     def __init__(self, config: SAINTConfig) -> None:
@@ -145,6 +154,12 @@ class SAINT(KTModel):
     def decoder_layers(self) -> list[DecoderLayer]:
         return cast("list[DecoderLayer]", list(self.decoder))
 
+    def exercises(self, items: torch.Tensor) -> torch.Tensor:
+        """Encoder input of exercises: items (...) or skill sets (..., K) when ``max_skills`` > 1 (the mean over the set) -> (..., D)."""
+        if self.config.max_skills == 1:
+            return self.exercise_embed(items)
+        return embed_set(self.exercise_embed, items, items < self.config.num_items)
+
     def decoder_inputs(self, previous_responses: torch.Tensor, previous_times: torch.Tensor | None) -> torch.Tensor:
         """(B, N) previous responses (START where none) -> (B, N, D).  SAINT has no time inputs."""
         return self.response_embed(previous_responses)
@@ -156,14 +171,15 @@ class SAINT(KTModel):
         """``times``: (B, T, 2) elapsed and lag seconds of each interaction, or None."""
         order = left_align_order(batch.mask)  # real interactions first: index = position k
         items, correct, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.mask))
-        items, correct = items * mask, correct * mask  # padding pointed at item 0; it is masked out of every key set
+        # padding pointed at item 0 (a set of item 0s); it is masked out of every key set
+        items, correct = items * mask.view(mask.shape + (1,) * (items.dim() - 2)), correct * mask
         start = torch.full_like(correct[:, :1], START)
         previous_responses = torch.cat([start, correct[:, :-1]], 1)  # (B, T): decoder input at k is the answer at k-1
         previous_times = None
         if times is not None:
             aligned = gather_time(times, order) * mask.unsqueeze(-1)
             previous_times = torch.cat([torch.zeros_like(aligned[:, :1]), aligned[:, :-1]], 1)  # (B, T, 2)
-        x = self.exercise_embed(items)  # (B, T, D)
+        x = self.exercises(items)  # (B, T, D)
         for layer in self.encoder_layers:
             x = layer.band(x, mask)
         encoded = self.encoder_norm(x)
@@ -213,10 +229,11 @@ class SAINT(KTModel):
         return self._step(state, items, correct, times=None)
 
     def _step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None) -> StepOutput:
-        newest = self._newest_position(state, self.exercise_embed(items).unsqueeze(1), self._next_decoder_input(state))
+        items = as_input_width(items, self.input_width, self.config.num_items)
+        newest = self._newest_position(state, self.exercises(items).unsqueeze(1), self._next_decoder_input(state))
         p_correct = torch.sigmoid(newest.logits[:, 0])  # (B,)
         new_state = {
-            "valid": push(state["valid"], torch.ones_like(items)),
+            "valid": push(state["valid"], torch.ones_like(correct)),
             "encoder_sources": torch.cat([state["encoder_sources"][:, :, 1:], newest.encoder_sources], 2),
             "encoder_out": torch.cat([state["encoder_out"][:, 1:], newest.encoder_out], 1),
             "decoder_sources": torch.cat([state["decoder_sources"][:, :, 1:], newest.decoder_sources], 2),
@@ -237,6 +254,12 @@ class SAINTPlus(SAINT):
         super().__init__(config)
         # no bias: zero (absent) times add nothing to the decoder input
         self.time_projection = nn.Linear(2, config.dim, bias=False)
+
+    def exercises(self, items: torch.Tensor) -> torch.Tensor:
+        """Encoder input of exercises: items (...) or skill sets (..., K) when ``max_skills`` > 1 (the mean over the set) -> (..., D)."""
+        if self.config.max_skills == 1:
+            return self.exercise_embed(items)
+        return embed_set(self.exercise_embed, items, items < self.config.num_items)
 
     def decoder_inputs(self, previous_responses: torch.Tensor, previous_times: torch.Tensor | None) -> torch.Tensor:
         embedded = self.response_embed(previous_responses)

@@ -6,6 +6,11 @@ held-out students get the tables of all training students, which the model keeps
 The trees are early-stopped on the validation students' AUC (or grown to a fixed
 count for a refit) and then become tensors of the model (``with_trees``): LightGBM is
 needed here only, never to serve.
+
+With skill sets (``max_skills`` > 1) every count (the items' training rates, the context
+tables, the pair counts) and every row of the transfer regression is of an (answer,
+skill) pair: an answer on a set counts once for each of its skills.  The trees are
+fitted on one row per answer, the set's features (``GBDT.features``).
 """
 
 from __future__ import annotations
@@ -24,14 +29,7 @@ from stream_kt.models.gbdt import GBDT, GBDTConfig, feature_names
 from stream_kt.training.fitters import register_fitter
 
 
-def fit_gbdt(
-    model: GBDT,
-    train: Sequence[EncodedSequence],
-    valid: Sequence[EncodedSequence],
-    seed: int = 0,
-    progress: bool = True,
-    rounds: int | None = None,
-) -> tuple[GBDT, dict]:
+def fit_gbdt(model: GBDT, train: Sequence[EncodedSequence], valid: Sequence[EncodedSequence], seed: int = 0, progress: bool = True, rounds: int | None = None) -> tuple[GBDT, dict]:
     """A fitted copy of ``model``: tables from ``train``, trees early-stopped on ``valid``.
 
     ``rounds``: boost exactly this many trees instead, with no validation (a refit on
@@ -59,23 +57,10 @@ def fit_gbdt(
         "verbose": -1,
     }
     history: list[dict] = []
-    train_set = lightgbm.Dataset(
-        x_train, y_train, feature_name=feature_names(config.context, config.transfer), free_raw_data=False
-    )
+    train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context, config.transfer, config.max_skills > 1), free_raw_data=False)
     if rounds is not None:
-        booster = lightgbm.train(
-            params,
-            train_set,
-            rounds,
-            valid_sets=[train_set],
-            valid_names=["train"],
-            callbacks=[_progress(rounds, history, progress)],
-        )
-        return with_trees(tabled, booster.dump_model()), {
-            "best_epoch": rounds,
-            "history": history,
-            "train_rows": len(y_train),
-        }
+        booster = lightgbm.train(params, train_set, rounds, valid_sets=[train_set], valid_names=["train"], callbacks=[_progress(rounds, history, progress)])
+        return with_trees(tabled, booster.dump_model()), {"best_epoch": rounds, "history": history, "train_rows": len(y_train)}
     x_valid, y_valid = feature_rows(tabled, valid)
     if len(np.unique(y_valid)) < 2:
         raise DataError("gbdt: the validation students need both right and wrong answers to stop on their AUC")
@@ -86,25 +71,14 @@ def fit_gbdt(
         config.max_rounds,
         valid_sets=[valid_set, train_set],
         valid_names=["valid", "train"],
-        callbacks=[
-            lightgbm.early_stopping(config.patience, first_metric_only=True, verbose=False),
-            _progress(config.max_rounds, history, progress),
-        ],
+        callbacks=[lightgbm.early_stopping(config.patience, first_metric_only=True, verbose=False), _progress(config.max_rounds, history, progress)],
     )
     fitted = with_trees(tabled, booster.dump_model(num_iteration=booster.best_iteration))
-    metrics = {
-        "best_epoch": booster.best_iteration,
-        "valid_auc": float(booster.best_score["valid"]["auc"]),
-        "history": history,
-        "train_rows": len(y_train),
-    }
+    metrics = {"best_epoch": booster.best_iteration, "valid_auc": float(booster.best_score["valid"]["auc"]), "history": history, "train_rows": len(y_train)}
     return fitted, metrics
 
-
 @torch.no_grad()
-def feature_rows(
-    model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
+def feature_rows(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of every scored answer (each student's second on), students in order."""
     xs, ys = [], []
     for start in range(0, len(sequences), batch_size):
@@ -116,15 +90,11 @@ def feature_rows(
         xs.append(x[batch.next_mask].numpy())
         ys.append(batch.next_correct[batch.next_mask].numpy())
     if not xs:
-        return np.zeros((0, len(feature_names(model.config.context, model.config.transfer))), np.float32), np.zeros(
-            0, np.float32
-        )
+        return np.zeros((0, len(feature_names(model.config.context, model.config.transfer, model.config.max_skills > 1))), np.float32), np.zeros(0, np.float32)
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def out_of_fold_rows(
-    config: GBDTConfig, train: Sequence[EncodedSequence], folds: int, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows of ``train`` whose context counts come from the other folds of students only.
 
     Counts that included a row's own student would hold its label (and that student's
@@ -142,9 +112,7 @@ def out_of_fold_rows(
     return np.concatenate(x_parts), np.concatenate(y_parts)
 
 
-def states_before(
-    model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256
-) -> Iterator[tuple[Batch, int, State]]:
+def states_before(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> Iterator[tuple[Batch, int, State]]:
     """(batch, t, state) for every position t of ``sequences`` in batches: each row's state before its answer at t."""
     for start in range(0, len(sequences), batch_size):
         rows = [(s.items, s.correct) for s in sequences[start : start + batch_size] if len(s) >= 1]
@@ -157,42 +125,40 @@ def states_before(
             state = model._advance(state, batch, t)
 
 
-def context_counts(
-    config: GBDTConfig, sequences: Sequence[EncodedSequence]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them."""
+def answered_skills(batch: Batch, t: int, num_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(skills (B, K), taken (B, K)): the items answered at ``t`` as sets (one item: a set of one), padding pointed at
+    item 0, and which are real skills of real answers."""
+    skills = batch.items[:, t].view(batch.items.shape[0], -1)
+    taken = (skills < num_items) & batch.mask[:, t : t + 1]
+    return skills.masked_fill(skills >= num_items, 0), taken
+
+
+def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them (one per answered skill)."""
     model = GBDT(config)
     keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
     rights: list[np.ndarray] = []
     for batch, t, state in states_before(model, sequences):
-        real = batch.mask[:, t]
-        for k, key in enumerate(model.context_keys(state, batch.items[:, t : t + 1])):
-            keys[k].append(key[real, 0].numpy())
-        rights.append(batch.correct[real, t].numpy())
+        skills, taken = answered_skills(batch, t, config.num_items)
+        for k, key in enumerate(model.context_keys(state, skills)):
+            keys[k].append(key[taken].numpy())
+        rights.append(batch.correct[:, t : t + 1].expand_as(skills)[taken].numpy())
     right = np.concatenate(rights) if rights else np.zeros(0, np.int64)
     out = []
     for k in range(config.context + 1):
         flat = np.concatenate(keys[k]) if keys[k] else np.zeros(0, np.int64)
         unique, inverse = np.unique(flat, return_inverse=True)
-        out.append(
-            (
-                unique,
-                np.bincount(inverse, minlength=len(unique)).astype(np.float32),
-                np.bincount(inverse, weights=right, minlength=len(unique)).astype(np.float32),
-            )
-        )
+        out.append((unique, np.bincount(inverse, minlength=len(unique)).astype(np.float32), np.bincount(inverse, weights=right, minlength=len(unique)).astype(np.float32)))
     return out
 
 
-def transfer_statistics(
-    model: GBDT, sequences: Sequence[EncodedSequence]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the transfer features are fitted on: pair counts and regression rows of ``sequences``.
 
     Returns (answers, right), each (V, 3, V): answers on q (last axis) by students whose
     last answer on item j was none / wrong / right (middle axis), and how many were right;
     then the regression rows: inputs (N, 4V), items (N,) and answers (N,) of every answer
-    after a student's first (by step, then student).
+    after a student's first (by step, then student; a skill set's answer once per skill).
     """
     v = model.config.num_items
     answers, right = torch.zeros(3, v, v), torch.zeros(3, v, v)
@@ -201,14 +167,16 @@ def transfer_statistics(
         real = batch.mask[:, t]
         if t == 0 or not real.any():
             continue
-        q = torch.nn.functional.one_hot(batch.items[real, t], v).to(torch.float32)  # (b, V)
+        skills, taken = answered_skills(batch, t, v)
+        q = (torch.nn.functional.one_hot(skills, v) * taken.unsqueeze(-1)).sum(1)[real].to(torch.float32)  # (b, V): the answered skills
         y = batch.correct[real, t].to(torch.float32)
         last = torch.nn.functional.one_hot(model.last_answers(state)[real], 3).to(torch.float32)  # (b, V_j, 3)
         answers += torch.einsum("bjr,bq->rjq", last, q)
         right += torch.einsum("bjr,bq->rjq", last, q * y.unsqueeze(1))
-        inputs.append(model.transfer_inputs(state)[real].numpy())
-        items.append(batch.items[real, t].numpy())
-        labels.append(y.numpy())
+        row, slot = taken.nonzero(as_tuple=True)  # by student, then skill
+        inputs.append(model.transfer_inputs(state)[row].numpy())
+        items.append(skills[row, slot].numpy())
+        labels.append(batch.correct[row, t].to(torch.float32).numpy())
     stack = lambda parts, shape, dtype: np.concatenate(parts) if parts else np.zeros(shape, dtype)  # noqa: E731
     return (
         answers.permute(1, 0, 2).numpy(),
@@ -219,9 +187,7 @@ def transfer_statistics(
     )
 
 
-def fit_transfer(
-    config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labels: np.ndarray, progress: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labels: np.ndarray, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight (V, 4V), bias (V,)) of the logistic regression "right on item q" over ``inputs``, one weight row per q.
 
     Full-batch Adam on the mean log loss plus ``transfer_l2`` times the squared weights;
@@ -237,13 +203,7 @@ def fit_transfer(
     optimizer = torch.optim.Adam([weight, bias], lr=0.05)
     loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
     with torch.enable_grad():  # callers may hold no_grad
-        for _ in progress_bar(
-            range(config.transfer_steps if len(y) else 0),
-            desc="transfer regression",
-            unit="step",
-            disable=not progress,
-            leave=False,
-        ):
+        for _ in progress_bar(range(config.transfer_steps if len(y) else 0), desc="transfer regression", unit="step", disable=not progress, leave=False):
             optimizer.zero_grad()
             loss = sum(loss_fn(xs @ weight[i] + bias[i], ys, reduction="sum") for i, xs, ys in groups) / len(y)
             (loss + config.transfer_l2 * weight.pow(2).sum()).backward()
@@ -254,19 +214,14 @@ def fit_transfer(
 def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence], progress: bool = False) -> GBDT:
     """A tree-less model whose count tables (and transfer features) come from ``sequences``."""
     tables = context_counts(config, sequences)
-    model = GBDT(
-        replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables))
-    )
-    items = np.concatenate([s.items for s in sequences]) if sequences else np.zeros(0, np.int64)
+    model = GBDT(replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables)))
+    items = np.concatenate([s.items.reshape(len(s.items), -1) for s in sequences]) if sequences else np.zeros((0, 1), np.int64)  # (N, K)
     right = np.concatenate([s.correct for s in sequences]).astype(np.float64) if sequences else np.zeros(0)
     v = config.num_items
+    taken = items < v  # a set's skills, each counted
+    skills, skill_right = items[taken], np.broadcast_to(right[:, None], items.shape)[taken]
     with torch.no_grad():
-        model.item_counts.copy_(
-            torch.tensor(
-                np.stack([np.bincount(items, minlength=v), np.bincount(items, weights=right, minlength=v)]),
-                dtype=torch.float32,
-            )
-        )
+        model.item_counts.copy_(torch.tensor(np.stack([np.bincount(skills, minlength=v), np.bincount(skills, weights=skill_right, minlength=v)]), dtype=torch.float32))
         model.base_rate.fill_(float(right.mean()) if len(right) else 0.5)
         for k, (keys, answers, rights) in enumerate(tables):
             if len(keys):
@@ -304,10 +259,7 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
                 nodes[index][4] = float(node.get("leaf_value", 0.0))
                 return index
             if node.get("decision_type", "<=") != "<=" or node.get("missing_type", "None") not in ("None", None):
-                raise ConfigError(
-                    f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing "
-                    f"{node.get('missing_type')!r}"
-                )
+                raise ConfigError(f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing {node.get('missing_type')!r}")
             threshold = np.float32(node["threshold"])
             if float(threshold) > node["threshold"]:
                 threshold = np.nextafter(threshold, np.float32(-np.inf))
@@ -323,13 +275,9 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
         return 0 if nodes[i][2] == i else 1 + max(depth(nodes, nodes[i][2]), depth(nodes, nodes[i][3]))
 
     width = max((len(n) for n in trees), default=1)
-    config = replace(
-        tabled.config, num_trees=len(trees), tree_nodes=width, tree_depth=max((depth(n) for n in trees), default=0)
-    )
+    config = replace(tabled.config, num_trees=len(trees), tree_nodes=width, tree_depth=max((depth(n) for n in trees), default=0))
     fitted = GBDT(config)
-    state = {
-        k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value")
-    }
+    state = {k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value")}
     table = np.zeros((5, len(trees), width))
     for t, nodes in enumerate(trees):
         table[2:4, t] = np.arange(width)  # padding nodes are leaves of value 0, never reached

@@ -123,3 +123,26 @@ def test_the_ensemble_is_not_trained_directly_and_train_says_how_it_is_made(tmp_
     with pytest.raises(ConfigError, match="model ensemble is not trained directly: train its members"):
         train([], [], vocab, Split(("a",), (), (), 0, "holdout"), TrainConfig(model="ensemble", epochs=1), tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_an_ensemble_takes_skill_sets_when_every_member_does(monkeypatch):
+    from stream_kt.models import MODELS
+    from stream_kt.models.sakt import SAKT
+
+    sets = build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=(DKT, LASTQUERY))
+    assert sets.input_width == 3 and [m.input_width for m in sets.member_models] == [3, 3]  # K reaches every member
+    assert sets.config_dict()["max_skills"] == 3 and "max_skills" not in build_model("ensemble", num_items=NUM_ITEMS, members=(DKT,)).config_dict()
+    of = Ensemble.of(sets.member_models)  # from trained members of skill sets: their K
+    assert of.input_width == 3 and of.config.max_skills == 3
+
+    class OneSkill(SAKT):
+        name = "one_skill"
+        takes_skill_sets = False
+
+    monkeypatch.setitem(MODELS, OneSkill.name, OneSkill)
+    with pytest.raises(ConfigError, match="^ensemble member one_skill takes one skill per answer, not skill sets: an ensemble takes them when every member does$"):
+        build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=(DKT, {"model": "one_skill"}))
+    with pytest.raises(ConfigError, match="^ensemble member dkt: takes 2 skills an answer, the ensemble 3$"):
+        build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=({**DKT, "max_skills": 2},))
+    with pytest.raises(ConfigError, match=r"^ensemble members take different numbers of skills an answer \[1, 3\]: train them on the same --skills$"):
+        Ensemble.of([build_model("bkt", num_items=NUM_ITEMS), build_model("bkt", num_items=NUM_ITEMS, max_skills=3)])

@@ -149,3 +149,39 @@ def test_transfer_features_come_out_of_fold_too():
         assert (x[:, names.index(name)] == 0).all(), name  # no one else answered these items
     x_all, _ = feature_rows(with_tables(config(), students), students)
     assert (x_all[:, names.index("transfer_logit")] != 0).all() and (x_all[:, names.index("pair_sum")] != 0).any()
+
+
+P = NUM_ITEMS  # a skill set's padding
+
+
+def sets_config():
+    return build_model("gbdt", num_items=NUM_ITEMS, max_skills=3, **small_options("gbdt")).config
+
+
+def test_a_skill_set_answer_updates_each_of_its_skills_and_the_totals_once():
+    model = with_tables(sets_config(), [student("a", [[3, 5, P], [5, P, P], [1, P, P]], [1, 0, 1])])
+    state = model.initial_state(1)
+    for skills, right in (([3, 5, P], 1), ([P, 5, P], 0)):  # padding anywhere in a set
+        state = model._update(state, torch.tensor([skills]), torch.tensor([right]))
+    answers, rights = state["items"][0, 0], state["items"][0, 1]
+    assert (answers[3], answers[5], rights[3], rights[5], answers.sum()) == (1, 2, 1, 1, 3)  # every skill as if answered alone
+    assert state["totals"][0, :2].tolist() == [2, 1]  # two answers, one right
+    assert state["tokens"][0, -2:].tolist() == [3 * 2 + 1, 5 * 2 + 0]  # a set's token: its smallest skill
+    names = feature_names(model.config.context, sets=True)
+    both, three, five = (model.features(state, torch.tensor([[q]]))[0, 0] for q in ([5, P, 3], [3, P, P], [5, P, P]))
+    x = dict(zip(names, both.tolist()))
+    assert (x["item"], x["skills"], x["item_answers"], x["item_right"], x["answers"]) == (3, 2, 1.5, 1, 2)
+    torch.testing.assert_close(both[1:-1], (three[1:-1] + five[1:-1]) / 2)  # every other column: the mean of its skills'
+    single = model.features(state, torch.tensor([[5]]))[0, 0]  # one item: a set of one
+    assert torch.equal(single, five) and single[-1] == 1
+
+
+def test_the_tables_count_every_skill_of_an_answered_set():
+    students = [student("a", [[3, P, P], [3, 5, P]], [1, 0]), student("b", [[5, 3, P]], [1])]
+    model = with_tables(sets_config(), students)
+    assert model.item_counts.tolist()[0][3:6] == [3, 0, 2] and model.item_counts.tolist()[1][3:6] == [2, 0, 1]
+    answers, right, inputs, items, labels = transfer_statistics(GBDT(sets_config()), students)
+    assert items.tolist() == [3, 5] and labels.tolist() == [0, 0]  # a's second answer, once per skill
+    assert (answers[3, 2, 3], answers[3, 2, 5], right[3, 2, 3], right[3, 2, 5]) == (1, 1, 0, 0) and answers.sum() == 2 * NUM_ITEMS
+    keys, counts, _ = context_counts(sets_config(), students)[0]
+    assert counts.sum() == 5  # ctx1 keys of every (answer, skill): 1 + 2 + 2
