@@ -103,6 +103,9 @@ class Ensemble(KTModel):
                 members.append(member(member.config_from({"num_items": config.num_items, **options})))
             except TypeError as exc:  # a field the member's Config does not have
                 raise ConfigError(f"ensemble member {name}: {exc}") from None
+        questioned = sorted({member.name for member in members if member.reads_questions})
+        if questioned:  # its step and serving module pass the members no question ids: they would stream otherwise
+            raise ConfigError(f"ensemble members that read question ids ({', '.join(questioned)}) are not supported: train them without --questions")
         self.members = nn.ModuleList(members)
         weights = tuple(config.weights) or (1.0,) * len(members)
         if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:

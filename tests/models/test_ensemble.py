@@ -146,3 +146,11 @@ def test_an_ensemble_takes_skill_sets_when_every_member_does(monkeypatch):
         build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=({**DKT, "max_skills": 2},))
     with pytest.raises(ConfigError, match=r"^ensemble members take different numbers of skills an answer \[1, 3\]: train them on the same --skills$"):
         Ensemble.of([build_model("bkt", num_items=NUM_ITEMS), build_model("bkt", num_items=NUM_ITEMS, max_skills=3)])
+
+
+def test_members_that_read_question_ids_are_refused_in_one_line():
+    """The ensemble's step passes its members no question ids: such members would stream other predictions than offline."""
+    members = [build_model("dkt", num_items=NUM_ITEMS, num_questions=5), build_model("dkt", num_items=NUM_ITEMS)]
+    with pytest.raises(ConfigError, match=r"ensemble members that read question ids \(dkt\) are not supported") as caught:
+        Ensemble.of(members)
+    assert "\n" not in str(caught.value)
