@@ -56,7 +56,13 @@ class StepBackend:
         correct = torch.zeros(self.batch_size, dtype=torch.long)
         times = torch.zeros(self.batch_size, 2)
         questions = (correct.clone().to(self.device),) if self.model.reads_questions else ()
-        return (*(state[k].to(self.device) for k in self.state_names), items.to(self.device), correct.to(self.device), times.to(self.device), *questions)
+        return (
+            *(state[k].to(self.device) for k in self.state_names),
+            items.to(self.device),
+            correct.to(self.device),
+            times.to(self.device),
+            *questions,
+        )
 
     def compile(self, module: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
         """Turn the fixed-shape module into the callable ``_step_fixed`` runs; eager runs it as is."""
@@ -71,7 +77,14 @@ class StepBackend:
         return self.module(*inputs)
 
     @torch.no_grad()
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         """Apply one interaction to each of ``n`` rows, any ``n``: pad up to B, split above B.
 
         ``times``: (n, 2) [elapsed, lag] seconds of each event (None: unknown, zeros);
@@ -85,7 +98,10 @@ class StepBackend:
             questions = torch.zeros(n, dtype=torch.long) if questions is None else questions
         else:
             questions = None
-        outputs = [self._padded(state, items, correct, times, questions, start, min(start + self.batch_size, n)) for start in range(0, n, self.batch_size)]
+        outputs = [
+            self._padded(state, items, correct, times, questions, start, min(start + self.batch_size, n))
+            for start in range(0, n, self.batch_size)
+        ]
         if len(outputs) == 1:
             return outputs[0]
         return StepOutput(
@@ -94,7 +110,16 @@ class StepBackend:
             torch.cat([o.mastery for o in outputs]),
         )
 
-    def _padded(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor, questions: torch.Tensor | None, start: int, stop: int) -> StepOutput:
+    def _padded(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor,
+        questions: torch.Tensor | None,
+        start: int,
+        stop: int,
+    ) -> StepOutput:
         rows = stop - start
         pad = self.batch_size - rows
         chunk = [state[k][start:stop] for k in self.state_names]
@@ -129,7 +154,9 @@ def unavailable_reason(name: str) -> str | None:
 
 
 def module_missing(module: str, package: str) -> Callable[[], str | None]:
-    return lambda: None if importlib.util.find_spec(module) else f"backend needs the {package} package, which is not installed"
+    return lambda: (
+        None if importlib.util.find_spec(module) else f"backend needs the {package} package, which is not installed"
+    )
 
 
 def available_backends() -> list[str]:

@@ -48,9 +48,13 @@ class CudaGraphBackend(StagedBackend):
 
     name = "cuda"
 
-    def __init__(self, model: KTModel, batch_size: int, mastery_dtype: torch.dtype = torch.float32, graphs: bool = True) -> None:
+    def __init__(
+        self, model: KTModel, batch_size: int, mastery_dtype: torch.dtype = torch.float32, graphs: bool = True
+    ) -> None:
         self.graphs = graphs
-        super().__init__(model, batch_size, torch.device("cuda", torch.cuda.current_device()), mastery_dtype, pin_memory=True)
+        super().__init__(
+            model, batch_size, torch.device("cuda", torch.cuda.current_device()), mastery_dtype, pin_memory=True
+        )
 
     def compile(self, step: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...]) -> Callable[..., Any]:
         if not self.graphs:

@@ -53,7 +53,9 @@ def _culprit() -> str:
     for frame in reversed(traceback.extract_stack()):
         path = Path(frame.filename).resolve()
         if path != _HERE and _SOURCE_ROOT in path.parents:
-            return f"{path.relative_to(_SOURCE_ROOT.parent)}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
+            return (
+                f"{path.relative_to(_SOURCE_ROOT.parent)}:{frame.lineno} in {frame.name}: {(frame.line or '').strip()}"
+            )
     return "(no stream-kt frame on the stack)"
 
 
@@ -143,7 +145,9 @@ def _host_only(what: str, tensors: dict[str, torch.Tensor]) -> None:
         raise DeviceLeak(f"{what} must live on the CPU (the stream stores host rows), got {elsewhere}")
 
 
-def check_backend(backend: StepBackend, model: KTModel, row_counts: Sequence[int], steps: int = 2, seed: int = 0) -> list[DeviceCheck]:
+def check_backend(
+    backend: StepBackend, model: KTModel, row_counts: Sequence[int], steps: int = 2, seed: int = 0
+) -> list[DeviceCheck]:
     """Step ``backend`` (its model on its ``device``, e.g. ``meta``) ``steps`` times at each row count under ``DeviceAudit``.
 
     ``model`` is the host model the backend was built from: the first state is its
@@ -165,8 +169,14 @@ def check_backend(backend: StepBackend, model: KTModel, row_counts: Sequence[int
                 out = backend.step(state, items, correct, times)
             _host_only("step's new state", out.state)
             _host_only("step's p_correct and mastery", {"p_correct": out.p_correct, "mastery": out.mastery})
-            if out.p_correct.shape != (rows,) or out.mastery.shape[0] != rows or any(v.shape[0] != rows for v in out.state.values()):
-                raise AssertionError(f"step on {rows} rows returned p_correct {tuple(out.p_correct.shape)}, mastery {tuple(out.mastery.shape)}")
+            if (
+                out.p_correct.shape != (rows,)
+                or out.mastery.shape[0] != rows
+                or any(v.shape[0] != rows for v in out.state.values())
+            ):
+                raise AssertionError(
+                    f"step on {rows} rows returned p_correct {tuple(out.p_correct.shape)}, mastery {tuple(out.mastery.shape)}"
+                )
             state = out.state
         results.append(DeviceCheck(rows, audit.device_steps, audit.host_to_device, audit.device_to_host))
     _host_only("the backend's initial_state", backend.initial_state(max(row_counts)))

@@ -62,7 +62,10 @@ class Layout:
 
     def views(self, buffer: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each field as a typed (rows, *shape) view of ``buffer`` (on whatever device it is)."""
-        return {f.name: buffer[f.offset : f.offset + f.nbytes(self.rows)].view(f.dtype).view(self.rows, *f.shape) for f in self.fields}
+        return {
+            f.name: buffer[f.offset : f.offset + f.nbytes(self.rows)].view(f.dtype).view(self.rows, *f.shape)
+            for f in self.fields
+        }
 
 
 def _state_field(name: str) -> str:
@@ -74,7 +77,14 @@ class StagedBackend(StepBackend):
 
     name = "staged"
 
-    def __init__(self, model: KTModel, batch_size: int, device: torch.device | str = "cpu", mastery_dtype: torch.dtype = torch.float32, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        model: KTModel,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        mastery_dtype: torch.dtype = torch.float32,
+        pin_memory: bool = False,
+    ) -> None:
         self.device = torch.device(device)
         self.pin_memory = pin_memory
         super().__init__(model, batch_size, mastery_dtype)
@@ -127,7 +137,9 @@ class StagedBackend(StepBackend):
     def _blank_rows(self, start: int, stop: int) -> None:
         """Staging rows [start, stop) become the blank student: the padding of a call with fewer than B rows."""
         for k in self.state_names:
-            self._host_in[_state_field(k)][start:stop].copy_(self._blank[k].expand(stop - start, *self._blank[k].shape[1:]))
+            self._host_in[_state_field(k)][start:stop].copy_(
+                self._blank[k].expand(stop - start, *self._blank[k].shape[1:])
+            )
         for name in ("items", "correct", "times", "questions"):
             if name in self._host_in:
                 self._host_in[name][start:stop].zero_()
@@ -162,4 +174,6 @@ class StagedBackend(StepBackend):
         host_outputs.copy_(self.device_outputs, non_blocking=self.pin_memory)
         self._wait()
         out = self.outputs.views(host_outputs)
-        return StepOutput(out["p_correct"][:rows], {k: out[_state_field(k)][:rows] for k in self.state_names}, out["mastery"][:rows])
+        return StepOutput(
+            out["p_correct"][:rows], {k: out[_state_field(k)][:rows] for k in self.state_names}, out["mastery"][:rows]
+        )

@@ -95,12 +95,21 @@ def quality_table(summaries: dict[str, dict[str, Any]], where: str) -> str:
     def f(value: float | None, digits: int = 4) -> str:
         return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
-    lines = [f"online quality on {where}", f"{'model version':<24} {'scored':>10} {'AUC':>7} {'(±)':>7} {'log-loss':>8} {'RMSE':>7} {'accuracy':>8}"]
+    lines = [
+        f"online quality on {where}",
+        f"{'model version':<24} {'scored':>10} {'AUC':>7} {'(±)':>7} {'log-loss':>8} {'RMSE':>7} {'accuracy':>8}",
+    ]
     for version, s in summaries.items():
-        lines.append(f"{version:<24} {s['count']:>10,} {f(s['auc']):>7} {f(s['auc_error_bound']):>7} {f(s['logloss']):>8} {f(s['rmse']):>7} {f(s['accuracy']):>8}")
+        lines.append(
+            f"{version:<24} {s['count']:>10,} {f(s['auc']):>7} {f(s['auc_error_bound']):>7} {f(s['logloss']):>8} {f(s['rmse']):>7} {f(s['accuracy']):>8}"
+        )
     lines.append("calibration: mean p_correct / observed correct rate (answers) per decile of p_correct")
     for version, s in summaries.items():
-        cells = [f"{c['bin']} {f(c['mean_p'], 2)}/{f(c['observed'], 2)} ({c['count']})" for c in s["calibration"] if c["count"]]
+        cells = [
+            f"{c['bin']} {f(c['mean_p'], 2)}/{f(c['observed'], 2)} ({c['count']})"
+            for c in s["calibration"]
+            if c["count"]
+        ]
         lines.append(f"  {version}: " + ", ".join(cells))
     return "\n".join(lines)
 

@@ -23,22 +23,73 @@ RECORD = Path("benchmarks") / "results"  # the committed record, in the checkout
 @click.option("--bootstrap", help="Kafka HOST:PORT of a broker of yours (default: start our own, see --broker)")
 @click.option("--broker", type=click.Choice(("auto", "both", "kafka", "embedded")), default="auto", show_default=True,
               help="brokers to start for the end-to-end runs: both (Apache Kafka, then the embedded tansu), kafka, embedded; auto: both where Java can run Kafka, else embedded")  # fmt: skip
-@click.option("--checkpoint", metavar="DIR", help="checkpoint directory of the model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)")
-@click.option("--model", type=click.Choice(sorted(MODELS)), help="instead of --checkpoint: this model in its default configuration over 124 skills, random weights")
-@click.option("--threads", type=POSITIVE_INT, default=1, show_default=True, help="torch CPU threads (1, as serve; on a GPU host more threads pack the batch faster)")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True, help="backend of the stream-kt end-to-end run; cuda also sweeps B from 64 to 65,536 with and without CUDA graphs")
-@click.option("--batch", type=POSITIVE_INT, default=StreamSettings.model_fields["batch_size"].default, show_default=True, help="fixed batch shape B of the stream-kt run (serve's default)")
+@click.option(
+    "--checkpoint",
+    metavar="DIR",
+    help="checkpoint directory of the model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)",
+)
+@click.option(
+    "--model",
+    type=click.Choice(sorted(MODELS)),
+    help="instead of --checkpoint: this model in its default configuration over 124 skills, random weights",
+)
+@click.option(
+    "--threads",
+    type=POSITIVE_INT,
+    default=1,
+    show_default=True,
+    help="torch CPU threads (1, as serve; on a GPU host more threads pack the batch faster)",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKEND_CHOICES),
+    default="auto",
+    show_default=True,
+    help="backend of the stream-kt end-to-end run; cuda also sweeps B from 64 to 65,536 with and without CUDA graphs",
+)
+@click.option(
+    "--batch",
+    type=POSITIVE_INT,
+    default=StreamSettings.model_fields["batch_size"].default,
+    show_default=True,
+    help="fixed batch shape B of the stream-kt run (serve's default)",
+)
 @click.option("--events", type=POSITIVE_INT, help="events for the stream-kt throughput run")
 @click.option("--skip-e2e", is_flag=True, help="only the model step benchmark")
-@click.option("--nodes", type=click.IntRange(1, 9), default=1, show_default=True,
-              help="Apache Kafka nodes to start for the end-to-end runs: 3 is a KRaft cluster, topics with three replicas, two in sync (Kafka only, not with --bootstrap)")
-@click.option("--redis-replicas", type=click.IntRange(0, 4), default=0, show_default=True,
-              help="start a Redis primary of our own with this many replicas (instead of --redis) and run stream-kt with KT_REDIS_MIN_REPLICAS at it: WAIT before each commit")
-@click.option("--stream-kt-only", is_flag=True, help="end to end: stream-kt alone, without the hand-written loop, recompute and naive")
-@click.option("--shadow", is_flag=True, help="also run stream-kt with a shadow challenger (the model with other weights) and report the CPU per event it adds")
+@click.option(
+    "--nodes",
+    type=click.IntRange(1, 9),
+    default=1,
+    show_default=True,
+    help="Apache Kafka nodes to start for the end-to-end runs: 3 is a KRaft cluster, topics with three replicas, two in sync (Kafka only, not with --bootstrap)",
+)
+@click.option(
+    "--redis-replicas",
+    type=click.IntRange(0, 4),
+    default=0,
+    show_default=True,
+    help="start a Redis primary of our own with this many replicas (instead of --redis) and run stream-kt with KT_REDIS_MIN_REPLICAS at it: WAIT before each commit",
+)
+@click.option(
+    "--stream-kt-only",
+    is_flag=True,
+    help="end to end: stream-kt alone, without the hand-written loop, recompute and naive",
+)
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="also run stream-kt with a shadow challenger (the model with other weights) and report the CPU per event it adds",
+)
 @click.option("--full", is_flag=True, help="more batch sizes and events (longer)")
-@click.option("--out", help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; git ignores it in a checkout)")
-@click.option("--update-record", is_flag=True, help="maintainers: write the committed record, benchmarks/results/ of the checkout in the current directory, instead (a whole run: not with --skip-e2e or --out)")
+@click.option(
+    "--out",
+    help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; git ignores it in a checkout)",
+)
+@click.option(
+    "--update-record",
+    is_flag=True,
+    help="maintainers: write the committed record, benchmarks/results/ of the checkout in the current directory, instead (a whole run: not with --skip-e2e or --out)",
+)
 @json_option
 def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, nodes: int,
           redis_replicas: int, stream_kt_only: bool, shadow: bool, full: bool, out: str | None, update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
@@ -46,13 +97,21 @@ def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str
     from stream_kt.tools.bench.run import BenchPlan, cuda_notes, run_bench, summarise
 
     if update_record and (skip_e2e or out):
-        raise click.UsageError("--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out")
+        raise click.UsageError(
+            "--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out"
+        )
     if nodes > 1 and (bootstrap or broker == "embedded"):
-        raise click.UsageError(f"--nodes {nodes} starts an Apache Kafka cluster of our own: not with --bootstrap or --broker embedded")
+        raise click.UsageError(
+            f"--nodes {nodes} starts an Apache Kafka cluster of our own: not with --bootstrap or --broker embedded"
+        )
     if update_record and (nodes > 1 or redis_replicas or stream_kt_only):
-        raise click.UsageError("--update-record writes the committed single-node record: not with --nodes, --redis-replicas or --stream-kt-only")
+        raise click.UsageError(
+            "--update-record writes the committed single-node record: not with --nodes, --redis-replicas or --stream-kt-only"
+        )
     if update_record and not RECORD.is_dir():
-        raise click.UsageError(f"--update-record writes {RECORD}/ of the checkout in the current directory, and there is none here: run it from the repository's root")
+        raise click.UsageError(
+            f"--update-record writes {RECORD}/ of the checkout in the current directory, and there is none here: run it from the repository's root"
+        )
     out_dir = RECORD if update_record else Path(out or DEFAULT_OUT)
     settings = settings_from_options(options)
     plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s, shadow,

@@ -24,8 +24,17 @@ from stream_kt.tools.brokers import KAFKA_VERSION, EmbeddedBroker, KafkaBroker, 
 @click.option("--kafka", "kind", flag_value="kafka", default=True, help=f"Apache Kafka {KAFKA_VERSION} (default)")
 @click.option("--embedded", "kind", flag_value="embedded", help="the embedded tansu broker (memory only)")
 @click.option("--port", type=int, help="listener port on 127.0.0.1 (default: a free one)")
-@click.option("--data-dir", help="Kafka's data directory, kept after exit (default: a temporary one, deleted on exit); with --nodes, node N's is DATA_DIR/node-N")
-@click.option("--nodes", type=int, default=1, show_default=True, help="Kafka nodes, each broker and controller of one KRaft quorum (--kafka only; ports chosen free)")
+@click.option(
+    "--data-dir",
+    help="Kafka's data directory, kept after exit (default: a temporary one, deleted on exit); with --nodes, node N's is DATA_DIR/node-N",
+)
+@click.option(
+    "--nodes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Kafka nodes, each broker and controller of one KRaft quorum (--kafka only; ports chosen free)",
+)
 def broker(kind: str, port: int | None, data_dir: str | None, nodes: int) -> int:
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {port}")
@@ -51,12 +60,16 @@ def broker(kind: str, port: int | None, data_dir: str | None, nodes: int) -> int
         server.start()
         print(f"bootstrap={server.bootstrap}", flush=True)
         if isinstance(server, (KafkaBroker, KafkaCluster)):
-            say(f"Apache Kafka {KAFKA_VERSION}{f', {nodes} nodes' if nodes > 1 else ''}; data and server.log in {server.data_dir}")
+            say(
+                f"Apache Kafka {KAFKA_VERSION}{f', {nodes} nodes' if nodes > 1 else ''}; data and server.log in {server.data_dir}"
+            )
         processes = [n.process for n in server.nodes.values()] if isinstance(server, KafkaCluster) else [server.process]
         while not stopping.wait(0.5):
             for process in processes:
                 if process is None or process.poll() is not None:
-                    say(f"stream-kt broker: a broker exited unexpectedly (status {process.returncode if process else '?'})")
+                    say(
+                        f"stream-kt broker: a broker exited unexpectedly (status {process.returncode if process else '?'})"
+                    )
                     return 1
     finally:
         server.close()

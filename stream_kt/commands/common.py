@@ -68,7 +68,9 @@ class NumberList(click.ParamType):
 
     name = "X,Y,..."
 
-    def __init__(self, low: float = float("-inf"), high: float = float("inf"), what: str = "", positive_sum: bool = False) -> None:
+    def __init__(
+        self, low: float = float("-inf"), high: float = float("inf"), what: str = "", positive_sum: bool = False
+    ) -> None:
         self.low, self.high, self.what, self.positive_sum = low, high, what, positive_sum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
@@ -100,7 +102,11 @@ def learning_rate_help(names: Iterable[str]) -> str:
     by_gradient = [name for name in sorted(names) if MODELS[name].fitted_by_gradient]
     rates = Counter(MODELS[name].default_learning_rate for name in by_gradient)
     usual = rates.most_common(1)[0][0]
-    others = "".join(f", {name} {MODELS[name].default_learning_rate:g}" for name in by_gradient if MODELS[name].default_learning_rate != usual)
+    others = "".join(
+        f", {name} {MODELS[name].default_learning_rate:g}"
+        for name in by_gradient
+        if MODELS[name].default_learning_rate != usual
+    )
     text = f"Adam's learning rate [default: the model's own: {usual:g}{others}]"
     fitted_otherwise = [name for name in sorted(names) if not MODELS[name].fitted_by_gradient]
     if fitted_otherwise:
@@ -117,9 +123,22 @@ def data_options(data_required: bool) -> Callable[[F], F]:
     """``--data``, ``--test-data`` and ``--format``."""
 
     def decorate(command: F) -> F:
-        command = click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True, help="file format (auto: detect from the header)")(command)
-        command = click.option("--test-data", help="held-out students (never used for training or early stopping)")(command)
-        return click.option("--data", required=data_required, help="training data file (3-line, ASSISTments CSV or stream-kt export csv; plain or .gz)")(command)
+        command = click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMAT_CHOICES),
+            default="auto",
+            show_default=True,
+            help="file format (auto: detect from the header)",
+        )(command)
+        command = click.option("--test-data", help="held-out students (never used for training or early stopping)")(
+            command
+        )
+        return click.option(
+            "--data",
+            required=data_required,
+            help="training data file (3-line, ASSISTments CSV or stream-kt export csv; plain or .gz)",
+        )(command)
 
     return decorate
 
@@ -129,23 +148,53 @@ def training_options(epochs: int | None = None) -> Callable[[F], F]:
     from stream_kt.training.train import TrainConfig
 
     def decorate(command: F) -> F:
-        command = click.option("--patience", type=POSITIVE_INT, default=TrainConfig.patience, show_default=True, help="stop after this many epochs without a better validation AUC")(command)
-        command = click.option("--window", type=POSITIVE_INT, default=TrainConfig.window, show_default=True, help="training window: longer sequences are cut into windows of this many answers")(command)
-        command = click.option("--batch-size", type=POSITIVE_INT, default=TrainConfig.batch_size, show_default=True, help="training windows per Adam step")(command)
-        return click.option("--epochs", type=POSITIVE_INT, default=epochs or TrainConfig.epochs, show_default=True, help="most training epochs (early stopping on validation AUC may end sooner)")(command)
+        command = click.option(
+            "--patience",
+            type=POSITIVE_INT,
+            default=TrainConfig.patience,
+            show_default=True,
+            help="stop after this many epochs without a better validation AUC",
+        )(command)
+        command = click.option(
+            "--window",
+            type=POSITIVE_INT,
+            default=TrainConfig.window,
+            show_default=True,
+            help="training window: longer sequences are cut into windows of this many answers",
+        )(command)
+        command = click.option(
+            "--batch-size",
+            type=POSITIVE_INT,
+            default=TrainConfig.batch_size,
+            show_default=True,
+            help="training windows per Adam step",
+        )(command)
+        return click.option(
+            "--epochs",
+            type=POSITIVE_INT,
+            default=epochs or TrainConfig.epochs,
+            show_default=True,
+            help="most training epochs (early stopping on validation AUC may end sooner)",
+        )(command)
 
     return decorate
 
 
 def item_option(command: F) -> F:
-    return click.option("--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True, help="modelled vocabulary")(command)
+    return click.option(
+        "--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True, help="modelled vocabulary"
+    )(command)
 
 
 def skills_options(command: F) -> F:
     """``--skills`` and ``--questions``: what a model sees of an answer's skill set and question (``Vocabulary``)."""
     from stream_kt.data.vocab import SKILL_MODES
 
-    command = click.option("--questions", is_flag=True, help="also give question-aware models (dkt, dkt_plus) each answer's question id: a learnt per-question offset, none for an unseen question")(command)
+    command = click.option(
+        "--questions",
+        is_flag=True,
+        help="also give question-aware models (dkt, dkt_plus) each answer's question id: a learnt per-question offset, none for an unseen question",
+    )(command)
     return click.option(
         "--skills",
         type=click.Choice(SKILL_MODES),

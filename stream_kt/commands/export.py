@@ -15,10 +15,18 @@ from stream_kt.settings import KAFKA_SECURITY
 from stream_kt.tools.export import parse_time_ms, run_export
 
 
-@click.command(help="write the answers the input topic still retains as a training file (format csv), for stream-kt train")
-@click.option("--out", required=True, metavar="FILE.csv", help="file to write (student_id,item_id,correct,ts_ms,elapsed_ms)")
+@click.command(
+    help="write the answers the input topic still retains as a training file (format csv), for stream-kt train"
+)
+@click.option(
+    "--out", required=True, metavar="FILE.csv", help="file to write (student_id,item_id,correct,ts_ms,elapsed_ms)"
+)
 @click.option("--topic", help="topic to read (default: the input topic: KT_IN_TOPIC, else kt.answers)")
-@click.option("--since", metavar="TIME", help="keep answers with ts at or after TIME: ISO-8601 date or time (UTC unless it has an offset) or ms since epoch")
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="keep answers with ts at or after TIME: ISO-8601 date or time (UTC unless it has an offset) or ms since epoch",
+)
 @click.option("--until", metavar="TIME", help="keep answers with ts before TIME")
 @json_option
 @settings_options("bootstrap", "max_event_bytes", *KAFKA_SECURITY)

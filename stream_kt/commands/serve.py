@@ -35,7 +35,9 @@ def serve_command(**options: Any) -> int:
     shadow = load_checkpoint(settings.shadow) if settings.shadow else None
     configure_logging(settings.log_format)
     log.info("settings: %r", settings)  # repr masks the passwords
-    torch.set_num_threads(1)  # a step is a few small matmuls: more threads only contend with the event loop (4x slower on 2 cores)
+    torch.set_num_threads(
+        1
+    )  # a step is a few small matmuls: more threads only contend with the event loop (4x slower on 2 cores)
     broker = EmbeddedBroker().start() if settings.bootstrap == "embedded" else None
     try:
         if broker is not None:
@@ -53,7 +55,10 @@ def serve_command(**options: Any) -> int:
     finally:
         if broker is not None:
             broker.stop()
-    print(f"stopped: {stats.events_in} events in, {stats.outputs} outputs, {stats.dlq} dead letters, {stats.skipped_replays} replays skipped, {stats.batches} batches", flush=True)
+    print(
+        f"stopped: {stats.events_in} events in, {stats.outputs} outputs, {stats.dlq} dead letters, {stats.skipped_replays} replays skipped, {stats.batches} batches",
+        flush=True,
+    )
     return 0
 
 

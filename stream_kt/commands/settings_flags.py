@@ -33,8 +33,15 @@ def settings_options(*names: str) -> Callable[[F], F]:
                 flag = FLAGS[name]
                 command = click.option(f"{flag}/--no-{flag[2:]}", f"setting_{name}", default=None, help=text)(command)
             else:
-                command = click.option(FLAGS[name], f"setting_{name}", default=None, metavar=name.upper(), help=text)(command)
-        return click.option("--config", "settings_config", metavar="FILE.toml", help="settings file: keys named as the settings (batch_size = 64); flags and environment win over it")(command)
+                command = click.option(FLAGS[name], f"setting_{name}", default=None, metavar=name.upper(), help=text)(
+                    command
+                )
+        return click.option(
+            "--config",
+            "settings_config",
+            metavar="FILE.toml",
+            help="settings file: keys named as the settings (batch_size = 64); flags and environment win over it",
+        )(command)
 
     return decorate
 

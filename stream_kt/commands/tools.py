@@ -17,7 +17,15 @@ from stream_kt.data.readers import ITEM_COLUMNS
 from stream_kt.errors import ConfigError
 from stream_kt.settings import ENV, KAFKA_SECURITY, mask_url
 from stream_kt.tools.demo import DEFAULT_LOCAL_REDIS, DemoOptions, run_demo
-from stream_kt.tools.inspect_state import count_keys_with_prefix, format_report, load_student, mastery_over_window, name_window, plot_mastery_heatmap, state_report
+from stream_kt.tools.inspect_state import (
+    count_keys_with_prefix,
+    format_report,
+    load_student,
+    mastery_over_window,
+    name_window,
+    plot_mastery_heatmap,
+    state_report,
+)
 from stream_kt.tools.replay import BURST_MS, event_order, load_replay_students, replay_and_follow
 from stream_kt.training.prepare import FORMAT_CHOICES
 
@@ -43,26 +51,81 @@ def follow_line(summary: dict, send_events_per_s: float | None = None) -> str:
 
 
 @click.command(help="send a data set's answers to the input topic as concurrent students")
-@click.option("--data", "paths", multiple=True, required=True, help="data file; repeat for several (e.g. train and test)")
+@click.option(
+    "--data", "paths", multiple=True, required=True, help="data file; repeat for several (e.g. train and test)"
+)
 @click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True)
-@click.option("--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True, help="which id the events carry")
+@click.option(
+    "--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True, help="which id the events carry"
+)
 @click.option("--limit", type=POSITIVE_INT, help="send at most this many events")
 @click.option("--rate", type=POSITIVE_FLOAT, help="events per second (default: as fast as possible)")
-@click.option("--burst-ms", type=POSITIVE_FLOAT, default=BURST_MS, show_default=True, help="with --rate, send this many ms of events at a time, one record batch per partition")
+@click.option(
+    "--burst-ms",
+    type=POSITIVE_FLOAT,
+    default=BURST_MS,
+    show_default=True,
+    help="with --rate, send this many ms of events at a time, one record batch per partition",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="interleaving of students without timestamps")
 @click.option("--follow", is_flag=True, help="wait for every event's mastery output; report throughput and latency")
-@click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=300.0, show_default=True, help="give up this long after the last send")
+@click.option(
+    "--follow-timeout-s",
+    type=POSITIVE_FLOAT,
+    default=300.0,
+    show_default=True,
+    help="give up this long after the last send",
+)
 @json_option
-@settings_options("bootstrap", "in_topic", "out_topic", "dlq_topic", "partitions", "fetch_wait_ms", "kafka_connect_timeout_s", *KAFKA_SECURITY)
-def replay(paths: tuple[str, ...], fmt: str, item: str, limit: int | None, rate: float | None, burst_ms: float, seed: int, follow: bool, follow_timeout_s: float, as_json: bool, **options: Any) -> int:
+@settings_options(
+    "bootstrap",
+    "in_topic",
+    "out_topic",
+    "dlq_topic",
+    "partitions",
+    "fetch_wait_ms",
+    "kafka_connect_timeout_s",
+    *KAFKA_SECURITY,
+)
+def replay(
+    paths: tuple[str, ...],
+    fmt: str,
+    item: str,
+    limit: int | None,
+    rate: float | None,
+    burst_ms: float,
+    seed: int,
+    follow: bool,
+    follow_timeout_s: float,
+    as_json: bool,
+    **options: Any,
+) -> int:
     settings = settings_from_options(options)
     if settings.bootstrap == "embedded":
         raise ConfigError("replay needs the bootstrap HOST:PORT of the broker serve reads from, not 'embedded'")
     students = load_replay_students(paths, fmt, item)
     order = event_order(students, seed)[:limit]
-    result, tally = asyncio.run(replay_and_follow(settings, students, order, item=item, rate_per_s=rate, burst_ms=burst_ms, follow=follow, timeout_s=follow_timeout_s))
-    print(f"sent {result.sent} events ({result.students} students) in {result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)")
-    report: dict = {"sent": result.sent, "students": result.students, "send_seconds": round(result.seconds, 3), "send_events_per_s": round(result.events_per_s, 1)}
+    result, tally = asyncio.run(
+        replay_and_follow(
+            settings,
+            students,
+            order,
+            item=item,
+            rate_per_s=rate,
+            burst_ms=burst_ms,
+            follow=follow,
+            timeout_s=follow_timeout_s,
+        )
+    )
+    print(
+        f"sent {result.sent} events ({result.students} students) in {result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)"
+    )
+    report: dict = {
+        "sent": result.sent,
+        "students": result.students,
+        "send_seconds": round(result.seconds, 3),
+        "send_events_per_s": round(result.events_per_s, 1),
+    }
     complete = True
     if tally is not None:
         summary = tally.summary(result.first_send_ms)
@@ -70,7 +133,10 @@ def replay(paths: tuple[str, ...], fmt: str, item: str, limit: int | None, rate:
         print(follow_line(summary, result.events_per_s))
         complete = summary["missing"] == 0
         if not complete:
-            print(f"stream-kt replay: {summary['missing']} events unanswered {follow_timeout_s:.0f} s after the last send (is serve running on {settings.in_topic}?)", file=sys.stderr)
+            print(
+                f"stream-kt replay: {summary['missing']} events unanswered {follow_timeout_s:.0f} s after the last send (is serve running on {settings.in_topic}?)",
+                file=sys.stderr,
+            )
     if as_json:
         print(json.dumps(report))
     return 0 if complete else 1
@@ -81,7 +147,11 @@ def replay(paths: tuple[str, ...], fmt: str, item: str, limit: int | None, rate:
 @settings_options("redis_url", "key_prefix", "redis_cluster")
 @json_option
 @click.option("--plot", metavar="FILE.png", help="write a skills x interactions heatmap of mastery")
-@click.option("--checkpoint", metavar="DIR", help="checkpoint directory of the model for --plot and names (default: the one serve recorded in Redis)")
+@click.option(
+    "--checkpoint",
+    metavar="DIR",
+    help="checkpoint directory of the model for --plot and names (default: the one serve recorded in Redis)",
+)
 @click.option("--top", type=POSITIVE_INT, default=10, show_default=True, help="show the strongest and weakest N skills")
 def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | None, top: int, **options: Any) -> int:
     settings = settings_from_options(options)
@@ -96,7 +166,9 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
     report = state_report(state, vocab)
     if plot:
         if model is None:
-            raise ConfigError(f"--plot needs the model: no checkpoint recorded for {state.model_version} in Redis, pass --checkpoint DIR")
+            raise ConfigError(
+                f"--plot needs the model: no checkpoint recorded for {state.model_version} in Redis, pass --checkpoint DIR"
+            )
         history, positions = mastery_over_window(model.model, model.vocab, state.window, state.questions)
         report["plot"] = str(plot_mastery_heatmap(plot, state, model.vocab, history, positions, model.version))
     if as_json:
@@ -109,20 +181,54 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
 
 
 @click.command(help="the whole pipeline on one machine: broker, Redis, model, serve, replay")
-@click.option("--checkpoint", "setting_checkpoint", metavar="DIR", help="checkpoint directory to serve (env KT_CHECKPOINT, as serve; default: train a small DKT first)")
+@click.option(
+    "--checkpoint",
+    "setting_checkpoint",
+    metavar="DIR",
+    help="checkpoint directory to serve (env KT_CHECKPOINT, as serve; default: train a small DKT first)",
+)
 @click.option("--data", help="train on (and replay held-out students of) this file instead of synthetic students")
 @click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True)
 @click.option("--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True)
 @settings_options("bootstrap", "redis_url", "kafka_connect_timeout_s")
-@click.option("--metrics-port", "setting_metrics_port", metavar="PORT", help="serve's /metrics, /healthz and /readyz; 0 = any free port (env KT_METRICS_PORT, default 9108)")
-@click.option("--students", type=POSITIVE_INT, default=DemoOptions.students, show_default=True, help="students to replay")
+@click.option(
+    "--metrics-port",
+    "setting_metrics_port",
+    metavar="PORT",
+    help="serve's /metrics, /healthz and /readyz; 0 = any free port (env KT_METRICS_PORT, default 9108)",
+)
+@click.option(
+    "--students", type=POSITIVE_INT, default=DemoOptions.students, show_default=True, help="students to replay"
+)
 @click.option("--rate", type=POSITIVE_FLOAT, help="events per second (default: as fast as possible)")
-@click.option("--train-students", type=POSITIVE_INT, default=DemoOptions.train_students, show_default=True, help="synthetic training students")
+@click.option(
+    "--train-students",
+    type=POSITIVE_INT,
+    default=DemoOptions.train_students,
+    show_default=True,
+    help="synthetic training students",
+)
 @click.option("--epochs", type=POSITIVE_INT, default=DemoOptions.epochs, show_default=True, help="most training epochs")
-@click.option("--seed", type=int, default=0, show_default=True, help="the simulated students, the training run and the interleaving of replayed students")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="the simulated students, the training run and the interleaving of replayed students",
+)
 @click.option("--out", help="directory for the checkpoint and logs (default: a new temporary directory, kept)")
-@click.option("--follow-timeout-s", type=POSITIVE_FLOAT, default=DemoOptions.follow_timeout_s, show_default=True, help="give up waiting for answers this long after the last send")
-@click.option("--delete-state", is_flag=True, help="delete the demo's Redis keys before exiting (default: keep them for stream-kt inspect; the demo says how to remove them)")
+@click.option(
+    "--follow-timeout-s",
+    type=POSITIVE_FLOAT,
+    default=DemoOptions.follow_timeout_s,
+    show_default=True,
+    help="give up waiting for answers this long after the last send",
+)
+@click.option(
+    "--delete-state",
+    is_flag=True,
+    help="delete the demo's Redis keys before exiting (default: keep them for stream-kt inspect; the demo says how to remove them)",
+)
 @json_option
 def demo(data: str | None, fmt: str, item: str, students: int, rate: float | None, train_students: int, epochs: int, seed: int, out: str | None,
          follow_timeout_s: float, delete_state: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
@@ -143,12 +249,18 @@ def demo(data: str | None, fmt: str, item: str, students: int, rate: float | Non
 
     result = run_demo(run, say, follow_line)
     sent, missing = result.replay.sent, result.summary["missing"]
-    say(f"all {sent} events answered." if result.complete else f"{missing} of {sent} events unanswered after {follow_timeout_s:.0f} s")
+    say(
+        f"all {sent} events answered."
+        if result.complete
+        else f"{missing} of {sent} events unanswered after {follow_timeout_s:.0f} s"
+    )
     prefix, redis_url = result.settings.key_prefix, result.settings.redis_url
     if delete_state:
         say(f"the demo's Redis keys ({prefix}:*) are deleted on exit")
     elif result.own_redis:
-        say("this demo's Redis stops on exit; run Redis at 127.0.0.1:6379 (or pass --redis) to inspect students afterwards")
+        say(
+            "this demo's Redis stops on exit; run Redis at 127.0.0.1:6379 (or pass --redis) to inspect students afterwards"
+        )
     else:
         say(left_in_redis(redis_url, prefix, count_keys_with_prefix(redis_url, prefix)))
         redis_flag = "" if redis_url == DEFAULT_LOCAL_REDIS else f" --redis {mask_url(redis_url)}"

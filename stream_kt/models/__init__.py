@@ -42,7 +42,9 @@ def vocabulary_fields(name: str, num_items: int, max_skills: int = 1, num_questi
     fields: dict[str, int] = {"num_items": num_items}
     if max_skills > 1:
         if not cls.takes_skill_sets:
-            raise ConfigError(f"{name} takes one skill per answer, not skill sets: use --skills combined or --skills first with it")
+            raise ConfigError(
+                f"{name} takes one skill per answer, not skill sets: use --skills combined or --skills first with it"
+            )
         fields["max_skills"] = max_skills
     if num_questions:
         if not cls.uses_questions:
@@ -71,4 +73,15 @@ def config_options(model: str, pairs: list[tuple[str, object]]) -> dict[str, obj
 
 from stream_kt.models import bkt, dkt, dkt_plus, ensemble, gbdt, lastquery, saint, sakt  # noqa: E402,F401  (registers the built-in models)
 
-__all__ = ["KTModel", "State", "StepOutput", "MODELS", "register", "model_class", "trainable_models", "build_model", "config_options", "vocabulary_fields"]
+__all__ = [
+    "KTModel",
+    "State",
+    "StepOutput",
+    "MODELS",
+    "register",
+    "model_class",
+    "trainable_models",
+    "build_model",
+    "config_options",
+    "vocabulary_fields",
+]

@@ -62,11 +62,15 @@ class WindowedAttention(nn.Module):
         batch, heads, length, head_dim = x.shape
         return self.out(x.transpose(1, 2).reshape(batch, length, heads * head_dim))  # (B, N, D)
 
-    def band(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def band(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         """Query t attends to the valid keys at t-W+1..t.  queries, keys, values (B, T, D); valid (B, T) -> (B, T, D)."""
         batch, length, _ = queries.shape
         window = self.window
-        q = self._split_heads(self.query(queries)) / math.sqrt(queries.shape[-1] // self.heads)  # (B, H, T, dh), pre-scaled
+        q = self._split_heads(self.query(queries)) / math.sqrt(
+            queries.shape[-1] // self.heads
+        )  # (B, H, T, dh), pre-scaled
         k, v = self._split_heads(self.key(keys)), self._split_heads(self.value(values))
         # chunks of C queries; each chunk sees its own C positions plus the `past` before it
         chunk = min(length, window)
@@ -74,7 +78,9 @@ class WindowedAttention(nn.Module):
         n_chunks = math.ceil(length / chunk)
         tail = n_chunks * chunk - length
         span = chunk + past
-        q = nn.functional.pad(q, (0, 0, 0, tail)).reshape(*q.shape[:2], n_chunks, chunk, q.shape[-1])  # (B, H, n, C, dh)
+        q = nn.functional.pad(q, (0, 0, 0, tail)).reshape(
+            *q.shape[:2], n_chunks, chunk, q.shape[-1]
+        )  # (B, H, n, C, dh)
         k = nn.functional.pad(k, (0, 0, past, tail)).unfold(2, span, chunk)  # (B, H, n, dh, S)
         v = nn.functional.pad(v, (0, 0, past, tail)).unfold(2, span, chunk).transpose(-1, -2)  # (B, H, n, S, dh)
         key_valid = nn.functional.pad(valid, (past, tail), value=False).unfold(1, span, chunk)  # (B, n, S)
@@ -89,7 +95,15 @@ class WindowedAttention(nn.Module):
         out = masked_softmax(scores, allowed) @ v  # (B, H, n, C, dh)
         return self._merge_heads(out.flatten(2, 3)[:, :, :length])
 
-    def window_slots(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor, own_keys: torch.Tensor | None = None, own_values: torch.Tensor | None = None) -> torch.Tensor:
+    def window_slots(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        valid: torch.Tensor,
+        own_keys: torch.Tensor | None = None,
+        own_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Q queries over S stored slots (oldest first): queries (B, Q, D), keys/values (B, S, D), valid (B, S) -> (B, Q, D).
 
         With ``own_keys``/``own_values`` (B, Q, D), each query also sees a slot of its own
@@ -97,7 +111,9 @@ class WindowedAttention(nn.Module):
         stored slots are ages S..1; then S = W - 1.  Without, the stored slots are ages
         S-1..0 and S = W.
         """
-        q = self._split_heads(self.query(queries)) / math.sqrt(queries.shape[-1] // self.heads)  # (B, H, Q, dh), pre-scaled
+        q = self._split_heads(self.query(queries)) / math.sqrt(
+            queries.shape[-1] // self.heads
+        )  # (B, H, Q, dh), pre-scaled
         k, v = self._split_heads(self.key(keys)), self._split_heads(self.value(values))  # (B, H, S, dh)
         slots = keys.shape[1]
         own = own_keys is not None
@@ -114,7 +130,9 @@ class WindowedAttention(nn.Module):
         if self.age_bias is not None:
             own_score = own_score + self.age_bias[:, 0].view(1, self.heads, 1, 1)
         # the own slot is always valid, so no row is empty: a plain softmax leaves invalid slots at exactly 0
-        weights = torch.softmax(torch.cat([scores.masked_fill(~key_valid, SCORE_FLOOR), own_score], -1), -1)  # (B, H, Q, S + 1)
+        weights = torch.softmax(
+            torch.cat([scores.masked_fill(~key_valid, SCORE_FLOOR), own_score], -1), -1
+        )  # (B, H, Q, S + 1)
         return self._merge_heads(weights[..., :slots] @ v + weights[..., slots:] * own_v)
 
 
@@ -122,7 +140,9 @@ class FeedForward(nn.Sequential):
     """Position-wise two-layer MLP of a transformer block."""
 
     def __init__(self, dim: int, dropout: float, expansion: int = 4) -> None:
-        super().__init__(nn.Linear(dim, expansion * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(expansion * dim, dim))
+        super().__init__(
+            nn.Linear(dim, expansion * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(expansion * dim, dim)
+        )
 
 
 def push(window: torch.Tensor, newest: torch.Tensor) -> torch.Tensor:
@@ -136,9 +156,19 @@ def empty_window(batch_size: int, window: int, skills: int = 1) -> dict[str, tor
     With ``skills`` K above 1, ``items`` is (B, W, K): each slot a skill set padded with V.
     """
     shape = (batch_size, window)
-    return {"items": torch.zeros(shape + ((skills,) if skills > 1 else ())), "correct": torch.zeros(shape), "valid": torch.zeros(shape)}
+    return {
+        "items": torch.zeros(shape + ((skills,) if skills > 1 else ())),
+        "correct": torch.zeros(shape),
+        "valid": torch.zeros(shape),
+    }
 
 
-def push_interaction(state: dict[str, torch.Tensor], items: torch.Tensor, correct: torch.Tensor) -> dict[str, torch.Tensor]:
+def push_interaction(
+    state: dict[str, torch.Tensor], items: torch.Tensor, correct: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """``empty_window``'s three windows with one answered interaction appended: items (B,) or (B, K), correct (B,)."""
-    return {"items": push(state["items"], items), "correct": push(state["correct"], correct), "valid": push(state["valid"], torch.ones_like(correct))}
+    return {
+        "items": push(state["items"], items),
+        "correct": push(state["correct"], correct),
+        "valid": push(state["valid"], torch.ones_like(correct)),
+    }

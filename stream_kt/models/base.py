@@ -62,7 +62,10 @@ def next_answer_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits[batch.next_mask], batch.next_correct[batch.next_mask])
 
 
-ADDED_FIELDS: dict[str, Any] = {"max_skills": 1, "num_questions": 0}  # Config fields added with skill sets and questions
+ADDED_FIELDS: dict[str, Any] = {
+    "max_skills": 1,
+    "num_questions": 0,
+}  # Config fields added with skill sets and questions
 
 
 class KTModel(nn.Module):
@@ -77,7 +80,9 @@ class KTModel(nn.Module):
     made_by: ClassVar[str] = ""  # where trainable_directly is False: how to make one, for the refusal
     distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
     takes_skill_sets: ClassVar[bool] = False  # True: items may be skill sets (..., K), Config has max_skills
-    uses_questions: ClassVar[bool] = False  # True: reads question indices (batch.questions, step's questions), Config has num_questions
+    uses_questions: ClassVar[bool] = (
+        False  # True: reads question indices (batch.questions, step's questions), Config has num_questions
+    )
     # Config fields added after checkpoints of the model were saved, left out of config_dict (and so of the
     # checkpoint's version) while at these values: those checkpoints keep their version and still load
 
@@ -105,7 +110,14 @@ class KTModel(nn.Module):
     def initial_state(self, batch_size: int) -> State:
         raise NotImplementedError
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         raise NotImplementedError
 
     @property
@@ -153,5 +165,9 @@ class StepModule(nn.Module):
         questions = inputs[-1] if self.model.reads_questions else None
         *state, items, correct, times = inputs[:-1] if self.model.reads_questions else inputs
         step = self.model.step
-        out = step(dict(zip(self.state_names, state)), items, correct, times) if questions is None else step(dict(zip(self.state_names, state)), items, correct, times, questions)
+        out = (
+            step(dict(zip(self.state_names, state)), items, correct, times)
+            if questions is None
+            else step(dict(zip(self.state_names, state)), items, correct, times, questions)
+        )
         return (out.p_correct, *(out.state[k] for k in self.state_names), out.mastery)

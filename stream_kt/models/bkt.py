@@ -83,7 +83,9 @@ class BKT(KTModel):
         return p_known * (1 - slip) + (1 - p_known) * guess
 
     @staticmethod
-    def _after_answer(p_known: torch.Tensor, correct: torch.Tensor, params: dict[str, torch.Tensor], skills: torch.Tensor) -> torch.Tensor:
+    def _after_answer(
+        p_known: torch.Tensor, correct: torch.Tensor, params: dict[str, torch.Tensor], skills: torch.Tensor
+    ) -> torch.Tensor:
         """P(L) of the answered skills (B,) after conditioning on ``correct`` (B,) and one learning transition."""
         guess, slip, learn = params["guess"][skills], params["slip"][skills], params["learn"][skills]
         right = correct.to(p_known.dtype)
@@ -93,17 +95,23 @@ class BKT(KTModel):
         posterior = p_known * if_known / (p_known * if_known + (1 - p_known) * if_unknown)
         return posterior + (1 - posterior) * learn
 
-    def _set_p_correct(self, p_known: torch.Tensor, params: dict[str, torch.Tensor], skills: torch.Tensor) -> torch.Tensor:
+    def _set_p_correct(
+        self, p_known: torch.Tensor, params: dict[str, torch.Tensor], skills: torch.Tensor
+    ) -> torch.Tensor:
         """P(correct) of skill sets (B, K) padded with V: the mean of their skills' P(correct) (the mean rule), (B,)."""
         valid = skills < self.config.num_items
         index = skills.masked_fill(~valid, 0)
         per_skill = self._p_correct(p_known.gather(1, index), params["guess"][index], params["slip"][index])  # (B, K)
         return set_mean(per_skill, valid)
 
-    def _after_set(self, p_known: torch.Tensor, correct: torch.Tensor, params: dict[str, torch.Tensor], skills: torch.Tensor) -> torch.Tensor:
+    def _after_set(
+        self, p_known: torch.Tensor, correct: torch.Tensor, params: dict[str, torch.Tensor], skills: torch.Tensor
+    ) -> torch.Tensor:
         """P(L) of every skill (B, V) after the answer ``correct`` (B,) to skill sets (B, K): each skill of a set updated as if answered alone."""
         every = torch.arange(p_known.shape[1], device=p_known.device).expand_as(p_known)  # (B, V)
-        member = (skills.unsqueeze(-1) == every.unsqueeze(1)).any(1)  # (B, V): the skill is in the set (padding V is no skill)
+        member = (skills.unsqueeze(-1) == every.unsqueeze(1)).any(
+            1
+        )  # (B, V): the skill is in the set (padding V is no skill)
         return torch.where(member, self._after_answer(p_known, correct.unsqueeze(1), params, every), p_known)
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -115,11 +123,17 @@ class BKT(KTModel):
         next_p = []
         for t in range(length):  # the filter is sequential; each step is O(B)
             skills = batch.items[:, t]
-            updated = self._after_answer(p_known.gather(1, skills.unsqueeze(1)).squeeze(1), batch.correct[:, t], params, skills)
+            updated = self._after_answer(
+                p_known.gather(1, skills.unsqueeze(1)).squeeze(1), batch.correct[:, t], params, skills
+            )
             real = batch.mask[:, t].unsqueeze(1)  # (B, 1): padding leaves the state as it was
             p_known = torch.where(real, p_known.scatter(1, skills.unsqueeze(1), updated.unsqueeze(1)), p_known)
             asked = batch.next_items[:, t]
-            next_p.append(self._p_correct(p_known.gather(1, asked.unsqueeze(1)).squeeze(1), params["guess"][asked], params["slip"][asked]))
+            next_p.append(
+                self._p_correct(
+                    p_known.gather(1, asked.unsqueeze(1)).squeeze(1), params["guess"][asked], params["slip"][asked]
+                )
+            )
         return _logit(torch.stack(next_p, 1))  # (B, T)
 
     def _forward_sets(self, batch: Batch) -> torch.Tensor:
@@ -138,16 +152,27 @@ class BKT(KTModel):
         with torch.no_grad():
             return {"p_known": self.parameters_by_skill()["prior"].expand(batch_size, -1).clone()}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         params = self.parameters_by_skill()
         p_known = state["p_known"]  # (B, V)
         if items.dim() == 2:  # skill sets (B, K)
             p_correct = self._set_p_correct(p_known, params, items)
             p_known = self._after_set(p_known, correct, params, items)
-            return StepOutput(p_correct, {"p_known": p_known}, self._p_correct(p_known, params["guess"], params["slip"]))
+            return StepOutput(
+                p_correct, {"p_known": p_known}, self._p_correct(p_known, params["guess"], params["slip"])
+            )
         answered = p_known.gather(1, items.unsqueeze(1)).squeeze(1)  # (B,)
         p_correct = self._p_correct(answered, params["guess"][items], params["slip"][items])
-        p_known = p_known.scatter(1, items.unsqueeze(1), self._after_answer(answered, correct, params, items).unsqueeze(1))
+        p_known = p_known.scatter(
+            1, items.unsqueeze(1), self._after_answer(answered, correct, params, items).unsqueeze(1)
+        )
         mastery = self._p_correct(p_known, params["guess"], params["slip"])  # (B, V)
         return StepOutput(p_correct, {"p_known": p_known}, mastery)
 

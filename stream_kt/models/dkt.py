@@ -95,7 +95,9 @@ class DKT(KTModel):
     def _interaction(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
         return items + self.config.num_items * correct
 
-    def embedded(self, items: torch.Tensor, correct: torch.Tensor, questions: torch.Tensor | None = None) -> torch.Tensor:
+    def embedded(
+        self, items: torch.Tensor, correct: torch.Tensor, questions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Input embedding of interactions (...) -> (..., E): one item, or the mean over a skill set (..., K); plus the question's term."""
         if items.dim() == correct.dim():
             embedded = self.embed(self._interaction(items, correct))
@@ -107,7 +109,9 @@ class DKT(KTModel):
             embedded = embedded + self.question_offset(questions) * self.offset_direction[correct]
         return embedded
 
-    def answer_logits(self, hidden: torch.Tensor, items: torch.Tensor, questions: torch.Tensor | None = None) -> torch.Tensor:
+    def answer_logits(
+        self, hidden: torch.Tensor, items: torch.Tensor, questions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logit that the answer to ``items`` (and ``questions``) is correct, from ``hidden`` (..., H)."""
         logits = item_logits(self.out, hidden, items)
         if self.question_offset is not None and questions is not None:
@@ -115,7 +119,12 @@ class DKT(KTModel):
         return logits
 
     def hidden_states(
-        self, items: torch.Tensor, correct: torch.Tensor, mask: torch.Tensor, state: State | None = None, questions: torch.Tensor | None = None
+        self,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        mask: torch.Tensor,
+        state: State | None = None,
+        questions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, State]:
         """LSTM output after each real interaction, (B, T, H), zero at padding; and the final state.
 
@@ -126,11 +135,17 @@ class DKT(KTModel):
         lengths = mask.sum(1)
         order = left_align_order(mask)
         if items.dim() == 2 and (questions is None or self.question_offset is None):  # one skill an answer
-            embedded = self.embed(gather_time(self._interaction(items, correct).masked_fill(~mask, self.pad_index), order))  # (B, T, E)
+            embedded = self.embed(
+                gather_time(self._interaction(items, correct).masked_fill(~mask, self.pad_index), order)
+            )  # (B, T, E)
         else:
             embedded = gather_time(self.embedded(items, correct, questions) * mask.unsqueeze(-1), order)
         packed = pack_padded_sequence(embedded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        initial = None if state is None else (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
+        initial = (
+            None
+            if state is None
+            else (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
+        )
         output, (h_n, c_n) = self.lstm(packed, initial)
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=length)  # (B, T, H) left-aligned
         hidden = scatter_time(output, order) * mask.unsqueeze(-1)
@@ -142,12 +157,18 @@ class DKT(KTModel):
 
     def forward(self, batch: Batch, state: State | None = None) -> torch.Tensor:
         hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, state, batch.questions)
-        return self.answer_logits(self.dropout(hidden), batch.next_items, batch.next_questions)  # (B, T): the item answered next
+        return self.answer_logits(
+            self.dropout(hidden), batch.next_items, batch.next_questions
+        )  # (B, T): the item answered next
 
     def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The next-answer loss and every item's logit after each interaction, (B, T, V), from one pass."""
-        hidden = self.dropout(self.hidden_states(batch.items, batch.correct, batch.mask, questions=batch.questions)[0])  # (B, T, H)
-        return next_answer_loss(self.answer_logits(hidden, batch.next_items, batch.next_questions), batch), self.out(hidden)
+        hidden = self.dropout(
+            self.hidden_states(batch.items, batch.correct, batch.mask, questions=batch.questions)[0]
+        )  # (B, T, H)
+        return next_answer_loss(self.answer_logits(hidden, batch.next_items, batch.next_questions), batch), self.out(
+            hidden
+        )
 
     def parameter_groups(self, learning_rate: float) -> list[dict[str, Any]]:
         """The question offsets step ``QUESTION_LR_SCALE`` times faster: each is one scalar that starts at 0 and
@@ -156,15 +177,27 @@ class DKT(KTModel):
             return super().parameter_groups(learning_rate)
         offsets = {id(self.question_offset.weight)}
         rest = [p for p in self.parameters() if id(p) not in offsets]
-        return [{"params": rest, "lr": learning_rate}, {"params": [self.question_offset.weight], "lr": learning_rate * QUESTION_LR_SCALE}]
+        return [
+            {"params": rest, "lr": learning_rate},
+            {"params": [self.question_offset.weight], "lr": learning_rate * QUESTION_LR_SCALE},
+        ]
 
     def initial_state(self, batch_size: int) -> State:
         shape = (batch_size, self.config.num_layers, self.config.hidden_size)
         return {"h": torch.zeros(shape), "c": torch.zeros(shape)}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         h, c = state["h"], state["c"]  # (B, L, H)
-        p_correct = torch.sigmoid(self.answer_logits(h[:, -1], items, questions))  # (B,): the prediction reads the last layer
+        p_correct = torch.sigmoid(
+            self.answer_logits(h[:, -1], items, questions)
+        )  # (B,): the prediction reads the last layer
         embedded = self.embedded(items, correct, questions)  # (B, E)
         h_n, c_n = lstm_step(self.lstm, embedded, h, c)  # (B, L, H) each
         mastery = torch.sigmoid(self.out(h_n[:, -1]))  # (B, V)
@@ -216,7 +249,10 @@ class DKTInferenceStep(nn.Module):
         hidden = model.config.hidden_size
         lstm = model.lstm
         with torch.no_grad():
-            weight_ih, weight_hh, bias_ih, bias_hh = (cast(torch.Tensor, getattr(lstm, name)) for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+            weight_ih, weight_hh, bias_ih, bias_hh = (
+                cast(torch.Tensor, getattr(lstm, name))
+                for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+            )
             gates = model.embed.weight @ weight_ih.T + bias_ih + bias_hh  # (2V+1, 4H), gate order i, f, g, o
             recurrent = weight_hh.T.clone()  # (H, 4H)
             for folded in (gates, recurrent):
@@ -229,9 +265,13 @@ class DKTInferenceStep(nn.Module):
             offset = model.question_offset
             self.reads_questions = offset is not None
             if offset is not None:
-                direction = model.offset_direction @ weight_ih.T  # (2, 4H): a response's direction through the input weights
+                direction = (
+                    model.offset_direction @ weight_ih.T
+                )  # (2, 4H): a response's direction through the input weights
                 direction[:, 2 * hidden : 3 * hidden] *= 2
-                self.register_buffer("question_offset", offset.weight.detach()[:, 0].clone())  # (Q + 1,), 0 for question 0
+                self.register_buffer(
+                    "question_offset", offset.weight.detach()[:, 0].clone()
+                )  # (Q + 1,), 0 for question 0
                 self.register_buffer("question_gates", direction.contiguous())
         self.packed: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -247,7 +287,15 @@ class DKTInferenceStep(nn.Module):
             self.packed = (reorder(self.recurrent.T.contiguous(), batch_size), reorder(self.out_weight, batch_size))
         return True
 
-    def forward(self, c: torch.Tensor, h: torch.Tensor, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor, questions: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:  # times: unused
+    def forward(
+        self,
+        c: torch.Tensor,
+        h: torch.Tensor,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor,
+        questions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:  # times: unused
         h0, c0 = h[:, 0], c[:, 0]  # (B, H): one layer
         if items.dim() == 1:
             logit = (h0 * self.out_weight.index_select(0, items)).sum(-1) + self.out_bias.index_select(0, items)  # (B,)

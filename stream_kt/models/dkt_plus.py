@@ -62,14 +62,18 @@ class DKTPlus(DKT):
     Config = DKTPlusConfig
 
     def consistency_terms(self, batch: Batch, dropout: bool) -> ConsistencyTerms:
-        hidden, _ = self.hidden_states(batch.items, batch.correct, batch.mask, questions=batch.questions)  # (B, T, H), zero at padding
+        hidden, _ = self.hidden_states(
+            batch.items, batch.correct, batch.mask, questions=batch.questions
+        )  # (B, T, H), zero at padding
         return self._consistency(self.out(self.dropout(hidden) if dropout else hidden), batch)
 
     def _consistency(self, all_logits: torch.Tensor, batch: Batch) -> ConsistencyTerms:
         """The terms from ``all_logits`` (B, T, V): every item's logit after every interaction."""
         # consecutive interactions are consecutive real positions, wherever the padding is
         order = left_align_order(batch.mask)
-        all_logits, items, correct, mask = (gather_time(x, order) for x in (all_logits, batch.items, batch.correct, batch.mask))
+        all_logits, items, correct, mask = (
+            gather_time(x, order) for x in (all_logits, batch.items, batch.correct, batch.mask)
+        )
         current_logits = gather_items(all_logits, items)  # (B, T): the answered item's, or its skills' mean
         mastery = torch.sigmoid(all_logits)
         pair = (mask[:, 1:] & mask[:, :-1]).unsqueeze(-1)  # (B, T-1, 1)

@@ -91,12 +91,18 @@ class Ensemble(KTModel):
             if name is None or name == self.name:
                 raise ConfigError(f"ensemble member {spec!r}: give another model's name as 'model'")
             if "num_items" in options and options.pop("num_items") != config.num_items:
-                raise ConfigError(f"ensemble member {name}: its vocabulary size differs from the ensemble's {config.num_items}")
+                raise ConfigError(
+                    f"ensemble member {name}: its vocabulary size differs from the ensemble's {config.num_items}"
+                )
             if options.get("max_skills", config.max_skills) != config.max_skills:
-                raise ConfigError(f"ensemble member {name}: takes {options['max_skills']} skills an answer, the ensemble {config.max_skills}")
+                raise ConfigError(
+                    f"ensemble member {name}: takes {options['max_skills']} skills an answer, the ensemble {config.max_skills}"
+                )
             if config.max_skills > 1:
                 if not model_class(name).takes_skill_sets:
-                    raise ConfigError(f"ensemble member {name} takes one skill per answer, not skill sets: an ensemble takes them when every member does")
+                    raise ConfigError(
+                        f"ensemble member {name} takes one skill per answer, not skill sets: an ensemble takes them when every member does"
+                    )
                 options["max_skills"] = config.max_skills
             try:
                 member = model_class(name)
@@ -105,11 +111,15 @@ class Ensemble(KTModel):
                 raise ConfigError(f"ensemble member {name}: {exc}") from None
         questioned = sorted({member.name for member in members if member.reads_questions})
         if questioned:  # its step and serving module pass the members no question ids: they would stream otherwise
-            raise ConfigError(f"ensemble members that read question ids ({', '.join(questioned)}) are not supported: train them without --questions")
+            raise ConfigError(
+                f"ensemble members that read question ids ({', '.join(questioned)}) are not supported: train them without --questions"
+            )
         self.members = nn.ModuleList(members)
         weights = tuple(config.weights) or (1.0,) * len(members)
         if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
-            raise ConfigError(f"ensemble weights {list(config.weights)}: give one non-negative weight per member ({len(members)}), not all zero")
+            raise ConfigError(
+                f"ensemble weights {list(config.weights)}: give one non-negative weight per member ({len(members)}), not all zero"
+            )
         # normalised, on the module's device; not in the state dict: the config holds them
         self.register_buffer("weights", torch.tensor(weights) / sum(weights), persistent=False)
         self.uses_times = any(member.uses_times for member in members)
@@ -122,9 +132,18 @@ class Ensemble(KTModel):
             raise ConfigError(f"ensemble members have different vocabulary sizes {sorted(sizes)}")
         widths = {m.input_width for m in models}
         if len(widths) > 1:
-            raise ConfigError(f"ensemble members take different numbers of skills an answer {sorted(widths)}: train them on the same --skills")
-        specs = tuple({"model": m.name, **{k: v for k, v in m.config_dict().items() if k != "num_items"}} for m in models)
-        config = EnsembleConfig(num_items=sizes.pop() if sizes else 0, members=specs, weights=tuple(float(w) for w in weights), max_skills=widths.pop() if widths else 1)
+            raise ConfigError(
+                f"ensemble members take different numbers of skills an answer {sorted(widths)}: train them on the same --skills"
+            )
+        specs = tuple(
+            {"model": m.name, **{k: v for k, v in m.config_dict().items() if k != "num_items"}} for m in models
+        )
+        config = EnsembleConfig(
+            num_items=sizes.pop() if sizes else 0,
+            members=specs,
+            weights=tuple(float(w) for w in weights),
+            max_skills=widths.pop() if widths else 1,
+        )
         ensemble = cls(config)
         for member, trained in zip(ensemble.members, models):
             member.load_state_dict(trained.state_dict())
@@ -132,7 +151,9 @@ class Ensemble(KTModel):
 
     def config_dict(self) -> dict[str, Any]:
         config = super().config_dict()
-        if not config["weights"]:  # equal weights: left out, so ensembles saved before weights existed keep their version
+        if not config[
+            "weights"
+        ]:  # equal weights: left out, so ensembles saved before weights existed keep their version
             del config["weights"]
         return config
 
@@ -150,15 +171,29 @@ class Ensemble(KTModel):
         return torch.stack([member.loss(batch) for member in self.member_models]).sum()
 
     def initial_state(self, batch_size: int) -> State:
-        return {_prefix(i) + name: tensor for i, member in enumerate(self.member_models) for name, tensor in member.initial_state(batch_size).items()}
-
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
-        outputs = [
-            member.step(member_state(state, i), items, correct, times)
+        return {
+            _prefix(i) + name: tensor
             for i, member in enumerate(self.member_models)
+            for name, tensor in member.initial_state(batch_size).items()
+        }
+
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
+        outputs = [
+            member.step(member_state(state, i), items, correct, times) for i, member in enumerate(self.member_models)
         ]
         new_state = {_prefix(i) + name: tensor for i, out in enumerate(outputs) for name, tensor in out.state.items()}
-        return StepOutput(weighted_mean([out.p_correct for out in outputs], self.weights), new_state, weighted_mean([out.mastery for out in outputs], self.weights))
+        return StepOutput(
+            weighted_mean([out.p_correct for out in outputs], self.weights),
+            new_state,
+            weighted_mean([out.mastery for out in outputs], self.weights),
+        )
 
     def inference_module(self, state_names: list[str]) -> nn.Module:
         return EnsembleInferenceStep(self, state_names)

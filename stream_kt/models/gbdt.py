@@ -59,12 +59,28 @@ TAIL = (
 )  # fmt: skip
 
 
-TRANSFER = ("pair_sum", "pair_mean", "pair_recent", "pair_recent_slow", "pair_recent_mean", "pair_max", "pair_min", "transfer_logit")
+TRANSFER = (
+    "pair_sum",
+    "pair_mean",
+    "pair_recent",
+    "pair_recent_slow",
+    "pair_recent_mean",
+    "pair_max",
+    "pair_min",
+    "transfer_logit",
+)
 
 
 def feature_names(context: int, transfer: bool = True, sets: bool = False) -> list[str]:
     """The columns of ``GBDT.features``, in order (``sets``: a model of skill sets, whose last column is a set's size)."""
-    return [*HEAD, *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")), *TAIL, *(TRANSFER if transfer else ()), *(("skills",) if sets else ())]
+    return [
+        *HEAD,
+        *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")),
+        *TAIL,
+        *(TRANSFER if transfer else ()),
+        *(("skills",) if sets else ()),
+    ]
+
 
 RECENT = 10  # answers kept for last5 / last10
 ITEM_ROWS = ("answers", "right", "last_pos", "own", "ability")  # per-item counters, (5, V)
@@ -136,9 +152,13 @@ class GBDT(KTModel):
         self.register_buffer("threshold", torch.zeros(t, m))
         self.register_buffer("left", torch.zeros(t, m, dtype=torch.long))
         self.register_buffer("right", torch.zeros(t, m, dtype=torch.long))
-        self.register_buffer("value", torch.zeros(t, m))  # LightGBM folds its initial score into the first tree's leaves
+        self.register_buffer(
+            "value", torch.zeros(t, m)
+        )  # LightGBM folds its initial score into the first tree's leaves
         if config.transfer:
-            self.register_buffer("pair_shift", torch.zeros(v, 3, v))  # [j, last answer on j (0 none, 1 wrong, 2 right), q]
+            self.register_buffer(
+                "pair_shift", torch.zeros(v, 3, v)
+            )  # [j, last answer on j (0 none, 1 wrong, 2 right), q]
             self.register_buffer("transfer_weight", torch.zeros(v, 4 * v))  # [q, transfer_inputs]
             self.register_buffer("transfer_bias", torch.zeros(v))
 
@@ -147,7 +167,9 @@ class GBDT(KTModel):
         v = self.config.num_items
         items = torch.zeros(batch_size, len(ITEM_ROWS), v)
         return {
-            "tokens": torch.full((batch_size, self.config.context), float(self.none_token)),  # item * 2 + correct, newest last
+            "tokens": torch.full(
+                (batch_size, self.config.context), float(self.none_token)
+            ),  # item * 2 + correct, newest last
             "recent": torch.full((batch_size, RECENT), -1.0),  # last ten answers, newest last; -1: none
             "items": items,
             "totals": torch.zeros(batch_size, len(TOTALS)),
@@ -167,7 +189,9 @@ class GBDT(KTModel):
         at = items.view(len(items), -1)  # (B, K): one item is a set of one
         valid = at < v
         # a column V for the padding to read (zeros) and write (dropped)
-        per_item = torch.cat([state["items"], state["items"].new_zeros(len(items), len(ITEM_ROWS), 1)], 2)  # (B, 5, V + 1)
+        per_item = torch.cat(
+            [state["items"], state["items"].new_zeros(len(items), len(ITEM_ROWS), 1)], 2
+        )  # (B, 5, V + 1)
         answers_q = per_item[:, 0].gather(1, at)  # (B, K)
         totals = state["totals"]
         answers = totals[:, 0]
@@ -181,7 +205,9 @@ class GBDT(KTModel):
                 answers_q + 1,
                 per_item[:, 1].gather(1, at) + right.unsqueeze(1),
                 answers.unsqueeze(1).expand_as(answers_q),  # position of this answer
-                torch.remainder(own * 3 + 1 + right.unsqueeze(1), 27),  # last three answers on the item, base 3 (0: none)
+                torch.remainder(
+                    own * 3 + 1 + right.unsqueeze(1), 27
+                ),  # last three answers on the item, base 3 (0: none)
                 ability_q + 0.4 / (1 + 0.2 * answers_q) * surprise,
             ],
             1,
@@ -198,7 +224,9 @@ class GBDT(KTModel):
             ],
             1,
         )
-        token = (at.amin(1) * 2 + correct).to(torch.float32).view(-1, 1)  # a set's smallest skill (padding V is above all)
+        token = (
+            (at.amin(1) * 2 + correct).to(torch.float32).view(-1, 1)
+        )  # a set's smallest skill (padding V is above all)
         return {
             "tokens": torch.cat([state["tokens"][:, 1:], token], 1),
             "recent": torch.cat([state["recent"][:, 1:], right.view(-1, 1)], 1),
@@ -223,7 +251,15 @@ class GBDT(KTModel):
         """(B, 4V) the regression's inputs: last answer right, last answer wrong, log1p right, log1p wrong, per item."""
         last = GBDT.last_answers(state)
         answers, right = state["items"][:, 0], state["items"][:, 1]
-        return torch.cat([(last == 2).to(torch.float32), (last == 1).to(torch.float32), torch.log1p(right), torch.log1p(answers - right)], 1)
+        return torch.cat(
+            [
+                (last == 2).to(torch.float32),
+                (last == 1).to(torch.float32),
+                torch.log1p(right),
+                torch.log1p(answers - right),
+            ],
+            1,
+        )
 
     def transfer_features(self, state: State, queries: torch.Tensor) -> list[torch.Tensor]:
         """The ``TRANSFER`` columns, each (B, Q)."""
@@ -284,7 +320,9 @@ class GBDT(KTModel):
             queries = queries.unsqueeze(-1)
         batch, count, width = queries.shape
         valid = queries < self.config.num_items
-        per_skill = self.item_features(state, queries.masked_fill(~valid, 0).view(batch, count * width)).view(batch, count, width, -1)
+        per_skill = self.item_features(state, queries.masked_fill(~valid, 0).view(batch, count * width)).view(
+            batch, count, width, -1
+        )
         mean = set_mean(per_skill, valid)  # (B, Q, F)
         size = valid.sum(-1, keepdim=True).to(mean.dtype)
         return torch.cat([queries.amin(-1, keepdim=True).to(mean.dtype), mean[..., 1:], size], -1)
@@ -321,6 +359,7 @@ class GBDT(KTModel):
             return torch.where(seen > 0, window.clamp(min=0).sum(1, keepdim=True) / seen.clamp(min=1), -1.0)
 
         some = answers > 0
+
         def row(x: torch.Tensor) -> torch.Tensor:  # (B, 1) -> (B, Q)
             return x.expand_as(item_rate)
 
@@ -380,7 +419,14 @@ class GBDT(KTModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.trees(self.feature_walk(batch)).transpose(0, 1)  # (B, T)
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         items = as_input_width(items, self.input_width, self.config.num_items)
         p_correct = torch.sigmoid(self.trees(self.features(state, items.unsqueeze(1))))[:, 0]
         state = self._update(state, items, correct)

@@ -86,8 +86,12 @@ class LastQuery(KTModel):
         """LSTM output after each interaction, left-aligned and dropped out, (B, T, H); the order that left-aligned it."""
         order = left_align_order(batch.mask)  # real interactions first: index = interaction number
         items, correct, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.mask))
-        interactions = self._interactions(items * mask.view(mask.shape + (1,) * (items.dim() - 2)), correct * mask)  # (B, T, D); padding pointed at item 0, masked out
-        encoded = self._encode(interactions, self.attention.band(interactions, interactions, interactions, mask))  # (B, T, D)
+        interactions = self._interactions(
+            items * mask.view(mask.shape + (1,) * (items.dim() - 2)), correct * mask
+        )  # (B, T, D); padding pointed at item 0, masked out
+        encoded = self._encode(
+            interactions, self.attention.band(interactions, interactions, interactions, mask)
+        )  # (B, T, D)
         lengths = mask.sum(1)
         packed = pack_padded_sequence(encoded, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.lstm(packed)
@@ -102,21 +106,36 @@ class LastQuery(KTModel):
     def loss_with_mastery(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The next-answer loss and every item's logit after each interaction, (B, T, V), from one pass."""
         hidden, order, mask = self._hidden(batch)
-        next_logits = scatter_time(item_logits(self.out, hidden, gather_time(batch.next_items, order)) * mask, order)  # (B, T)
+        next_logits = scatter_time(
+            item_logits(self.out, hidden, gather_time(batch.next_items, order)) * mask, order
+        )  # (B, T)
         mastery = scatter_time(self.out(hidden) * mask.unsqueeze(-1), order)  # (B, T, V), zero at padding
         return next_answer_loss(next_logits, batch), mastery
 
     def initial_state(self, batch_size: int) -> State:
         lstm = (batch_size, 1, self.config.hidden_size)
-        return {**empty_window(batch_size, self.config.window, self.config.max_skills), "h": torch.zeros(lstm), "c": torch.zeros(lstm)}
+        return {
+            **empty_window(batch_size, self.config.window, self.config.max_skills),
+            "h": torch.zeros(lstm),
+            "c": torch.zeros(lstm),
+        }
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         items = as_input_width(items, self.input_width, self.config.num_items)
         p_correct = torch.sigmoid(item_logits(self.out, state["h"][:, 0], items))  # (B,)
         window = push_interaction(state, items, correct)
         stored = self._interactions(window["items"].long(), window["correct"].long())  # (B, W, D)
         newest = self._interactions(items, correct).unsqueeze(1)  # (B, 1, D): the single query
-        encoded = self._encode(newest, self.attention.window_slots(newest, stored, stored, window["valid"] > 0.5))  # (B, 1, D)
+        encoded = self._encode(
+            newest, self.attention.window_slots(newest, stored, stored, window["valid"] > 0.5)
+        )  # (B, 1, D)
         h, c = lstm_step(self.lstm, encoded[:, 0], state["h"], state["c"])  # (B, 1, H) each
         mastery = torch.sigmoid(self.out(h[:, 0]))  # (B, V)
         return StepOutput(p_correct, {**window, "h": h, "c": c}, mastery)

@@ -21,7 +21,9 @@ def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) 
     Equals ``lstm(x.unsqueeze(1), (h.transpose(0, 1), c.transpose(0, 1)))``'s final
     state, batch first; the last layer's new h is also the step's output.
     """
-    assert lstm.batch_first and not lstm.bidirectional and lstm.proj_size == 0, "one-directional, batch-first, no projection"
+    assert lstm.batch_first and not lstm.bidirectional and lstm.proj_size == 0, (
+        "one-directional, batch-first, no projection"
+    )
     new_h, new_c = [], []
     for layer in range(lstm.num_layers):
         weight_ih, weight_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")

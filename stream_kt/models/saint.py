@@ -85,10 +85,16 @@ class EncoderLayer(nn.Module):
         x = x + self.dropout(self.self_attention.band(source, source, source, valid))
         return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
 
-    def newest(self, x: torch.Tensor, past_sources: torch.Tensor, past_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def newest(
+        self, x: torch.Tensor, past_sources: torch.Tensor, past_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Q candidates (B, Q, D) for the newest position over the cached W-1: (output, this layer's source)."""
         source = self.self_norm(x)
-        x = x + self.dropout(self.self_attention.window_slots(source, past_sources, past_sources, past_valid, own_keys=source, own_values=source))
+        x = x + self.dropout(
+            self.self_attention.window_slots(
+                source, past_sources, past_sources, past_valid, own_keys=source, own_values=source
+            )
+        )
         return x + self.dropout(self.feed_forward(self.feed_forward_norm(x))), source
 
 
@@ -110,11 +116,26 @@ class DecoderLayer(nn.Module):
         y = y + self.dropout(self.cross_attention.band(self.cross_norm(y), encoded, encoded, valid))
         return y + self.dropout(self.feed_forward(self.feed_forward_norm(y)))
 
-    def newest(self, y: torch.Tensor, past_sources: torch.Tensor, encoded: torch.Tensor, past_encoded: torch.Tensor, past_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def newest(
+        self,
+        y: torch.Tensor,
+        past_sources: torch.Tensor,
+        encoded: torch.Tensor,
+        past_encoded: torch.Tensor,
+        past_valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Q candidates (B, Q, D) for the newest position: (output, this layer's source)."""
         source = self.self_norm(y)
-        y = y + self.dropout(self.self_attention.window_slots(source, past_sources, past_sources, past_valid, own_keys=source, own_values=source))
-        y = y + self.dropout(self.cross_attention.window_slots(self.cross_norm(y), past_encoded, past_encoded, past_valid, own_keys=encoded, own_values=encoded))
+        y = y + self.dropout(
+            self.self_attention.window_slots(
+                source, past_sources, past_sources, past_valid, own_keys=source, own_values=source
+            )
+        )
+        y = y + self.dropout(
+            self.cross_attention.window_slots(
+                self.cross_norm(y), past_encoded, past_encoded, past_valid, own_keys=encoded, own_values=encoded
+            )
+        )
         return y + self.dropout(self.feed_forward(self.feed_forward_norm(y))), source
 
 
@@ -220,12 +241,21 @@ class SAINT(KTModel):
         encoded = self.encoder_norm(x)  # (B, Q, D)
         y, decoder_sources = decoder_input.expand_as(x), []
         for index, decoder_layer in enumerate(self.decoder_layers):
-            y, source = decoder_layer.newest(y, state["decoder_sources"][:, index], encoded, state["encoder_out"], valid)
+            y, source = decoder_layer.newest(
+                y, state["decoder_sources"][:, index], encoded, state["encoder_out"], valid
+            )
             decoder_sources.append(source)
         logits = self.read_out(self.decoder_norm(y)).squeeze(-1)  # (B, Q)
         return NewestPosition(logits, torch.stack(encoder_sources, 1), encoded, torch.stack(decoder_sources, 1))
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         return self._step(state, items, correct, times=None)
 
     def _step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None) -> StepOutput:
@@ -240,7 +270,9 @@ class SAINT(KTModel):
             **self._remember_answer(correct, times),
         }
         every_exercise = self.exercise_embed.weight.unsqueeze(0).expand(len(items), -1, -1)  # (B, V, D)
-        mastery = torch.sigmoid(self._newest_position(new_state, every_exercise, self._next_decoder_input(new_state)).logits)  # (B, V)
+        mastery = torch.sigmoid(
+            self._newest_position(new_state, every_exercise, self._next_decoder_input(new_state)).logits
+        )  # (B, V)
         return StepOutput(p_correct, new_state, mastery)
 
 
@@ -280,6 +312,13 @@ class SAINTPlus(SAINT):
         recorded = torch.zeros(len(correct), 2, device=correct.device) if times is None else times.float()
         return {**super()._remember_answer(correct, times), "previous_times": recorded}
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         """``times``: (B, 2) [elapsed, lag] seconds of this interaction (None: unknown, zeros)."""
         return self._step(state, items, correct, times)

@@ -66,7 +66,9 @@ class SAKT(KTModel):
         """Embedding of interactions (...) -> (..., D): one item, or the mean over a skill set (..., K)."""
         if items.dim() == correct.dim():
             return self.interaction_embed(items + self.config.num_items * correct)
-        return embed_set(self.interaction_embed, items + self.config.num_items * correct.unsqueeze(-1), items < self.config.num_items)
+        return embed_set(
+            self.interaction_embed, items + self.config.num_items * correct.unsqueeze(-1), items < self.config.num_items
+        )
 
     def _exercises(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
         """Query embedding of exercises (shaped as ``correct``, ...) -> (..., D): one item, or the mean over a skill set (..., K)."""
@@ -82,7 +84,9 @@ class SAKT(KTModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         order = left_align_order(batch.mask)  # real interactions first: index = interaction number
-        items, correct, next_items, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.next_items, batch.mask))
+        items, correct, next_items, mask = (
+            gather_time(x, order) for x in (batch.items, batch.correct, batch.next_items, batch.mask)
+        )
         # padding may hold anything: point it at item 0 (it is masked out of every key set)
         items, correct = items * mask.view(mask.shape + (1,) * (items.dim() - 2)), correct * mask
         interactions = self._interactions(items, correct)  # (B, T, D)
@@ -99,9 +103,18 @@ class SAKT(KTModel):
         attended = self.attention.window_slots(exercises, interactions, interactions, state["valid"] > 0.5)
         return self._block(exercises, attended)
 
-    def step(self, state: State, items: torch.Tensor, correct: torch.Tensor, times: torch.Tensor | None = None, questions: torch.Tensor | None = None) -> StepOutput:
+    def step(
+        self,
+        state: State,
+        items: torch.Tensor,
+        correct: torch.Tensor,
+        times: torch.Tensor | None = None,
+        questions: torch.Tensor | None = None,
+    ) -> StepOutput:
         items = as_input_width(items, self.input_width, self.config.num_items)
-        p_correct = torch.sigmoid(self._logits_over_window(state, self._exercises(items, correct).unsqueeze(1))[:, 0])  # (B,)
+        p_correct = torch.sigmoid(
+            self._logits_over_window(state, self._exercises(items, correct).unsqueeze(1))[:, 0]
+        )  # (B,)
         new_state = push_interaction(state, items, correct)
         every_exercise = self.exercise_embed.weight.unsqueeze(0).expand(len(items), -1, -1)  # (B, V, D)
         mastery = torch.sigmoid(self._logits_over_window(new_state, every_exercise))  # (B, V)

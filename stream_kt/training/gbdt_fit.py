@@ -29,7 +29,14 @@ from stream_kt.models.gbdt import GBDT, GBDTConfig, feature_names
 from stream_kt.training.fitters import register_fitter
 
 
-def fit_gbdt(model: GBDT, train: Sequence[EncodedSequence], valid: Sequence[EncodedSequence], seed: int = 0, progress: bool = True, rounds: int | None = None) -> tuple[GBDT, dict]:
+def fit_gbdt(
+    model: GBDT,
+    train: Sequence[EncodedSequence],
+    valid: Sequence[EncodedSequence],
+    seed: int = 0,
+    progress: bool = True,
+    rounds: int | None = None,
+) -> tuple[GBDT, dict]:
     """A fitted copy of ``model``: tables from ``train``, trees early-stopped on ``valid``.
 
     ``rounds``: boost exactly this many trees instead, with no validation (a refit on
@@ -57,10 +64,26 @@ def fit_gbdt(model: GBDT, train: Sequence[EncodedSequence], valid: Sequence[Enco
         "verbose": -1,
     }
     history: list[dict] = []
-    train_set = lightgbm.Dataset(x_train, y_train, feature_name=feature_names(config.context, config.transfer, config.max_skills > 1), free_raw_data=False)
+    train_set = lightgbm.Dataset(
+        x_train,
+        y_train,
+        feature_name=feature_names(config.context, config.transfer, config.max_skills > 1),
+        free_raw_data=False,
+    )
     if rounds is not None:
-        booster = lightgbm.train(params, train_set, rounds, valid_sets=[train_set], valid_names=["train"], callbacks=[_progress(rounds, history, progress)])
-        return with_trees(tabled, booster.dump_model()), {"best_epoch": rounds, "history": history, "train_rows": len(y_train)}
+        booster = lightgbm.train(
+            params,
+            train_set,
+            rounds,
+            valid_sets=[train_set],
+            valid_names=["train"],
+            callbacks=[_progress(rounds, history, progress)],
+        )
+        return with_trees(tabled, booster.dump_model()), {
+            "best_epoch": rounds,
+            "history": history,
+            "train_rows": len(y_train),
+        }
     x_valid, y_valid = feature_rows(tabled, valid)
     if len(np.unique(y_valid)) < 2:
         raise DataError("gbdt: the validation students need both right and wrong answers to stop on their AUC")
@@ -71,14 +94,25 @@ def fit_gbdt(model: GBDT, train: Sequence[EncodedSequence], valid: Sequence[Enco
         config.max_rounds,
         valid_sets=[valid_set, train_set],
         valid_names=["valid", "train"],
-        callbacks=[lightgbm.early_stopping(config.patience, first_metric_only=True, verbose=False), _progress(config.max_rounds, history, progress)],
+        callbacks=[
+            lightgbm.early_stopping(config.patience, first_metric_only=True, verbose=False),
+            _progress(config.max_rounds, history, progress),
+        ],
     )
     fitted = with_trees(tabled, booster.dump_model(num_iteration=booster.best_iteration))
-    metrics = {"best_epoch": booster.best_iteration, "valid_auc": float(booster.best_score["valid"]["auc"]), "history": history, "train_rows": len(y_train)}
+    metrics = {
+        "best_epoch": booster.best_iteration,
+        "valid_auc": float(booster.best_score["valid"]["auc"]),
+        "history": history,
+        "train_rows": len(y_train),
+    }
     return fitted, metrics
 
+
 @torch.no_grad()
-def feature_rows(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def feature_rows(
+    model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of every scored answer (each student's second on), students in order."""
     xs, ys = [], []
     for start in range(0, len(sequences), batch_size):
@@ -90,11 +124,16 @@ def feature_rows(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: 
         xs.append(x[batch.next_mask].numpy())
         ys.append(batch.next_correct[batch.next_mask].numpy())
     if not xs:
-        return np.zeros((0, len(feature_names(model.config.context, model.config.transfer, model.config.max_skills > 1))), np.float32), np.zeros(0, np.float32)
+        return np.zeros(
+            (0, len(feature_names(model.config.context, model.config.transfer, model.config.max_skills > 1))),
+            np.float32,
+        ), np.zeros(0, np.float32)
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def out_of_fold_rows(
+    config: GBDTConfig, train: Sequence[EncodedSequence], folds: int, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows of ``train`` whose context counts come from the other folds of students only.
 
     Counts that included a row's own student would hold its label (and that student's
@@ -112,7 +151,9 @@ def out_of_fold_rows(config: GBDTConfig, train: Sequence[EncodedSequence], folds
     return np.concatenate(x_parts), np.concatenate(y_parts)
 
 
-def states_before(model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256) -> Iterator[tuple[Batch, int, State]]:
+def states_before(
+    model: GBDT, sequences: Sequence[EncodedSequence], batch_size: int = 256
+) -> Iterator[tuple[Batch, int, State]]:
     """(batch, t, state) for every position t of ``sequences`` in batches: each row's state before its answer at t."""
     for start in range(0, len(sequences), batch_size):
         rows = [(s.items, s.correct) for s in sequences[start : start + batch_size] if len(s) >= 1]
@@ -133,7 +174,9 @@ def answered_skills(batch: Batch, t: int, num_items: int) -> tuple[torch.Tensor,
     return skills.masked_fill(skills >= num_items, 0), taken
 
 
-def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def context_counts(
+    config: GBDTConfig, sequences: Sequence[EncodedSequence]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them (one per answered skill)."""
     model = GBDT(config)
     keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
@@ -148,11 +191,19 @@ def context_counts(config: GBDTConfig, sequences: Sequence[EncodedSequence]) -> 
     for k in range(config.context + 1):
         flat = np.concatenate(keys[k]) if keys[k] else np.zeros(0, np.int64)
         unique, inverse = np.unique(flat, return_inverse=True)
-        out.append((unique, np.bincount(inverse, minlength=len(unique)).astype(np.float32), np.bincount(inverse, weights=right, minlength=len(unique)).astype(np.float32)))
+        out.append(
+            (
+                unique,
+                np.bincount(inverse, minlength=len(unique)).astype(np.float32),
+                np.bincount(inverse, weights=right, minlength=len(unique)).astype(np.float32),
+            )
+        )
     return out
 
 
-def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def transfer_statistics(
+    model: GBDT, sequences: Sequence[EncodedSequence]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """What the transfer features are fitted on: pair counts and regression rows of ``sequences``.
 
     Returns (answers, right), each (V, 3, V): answers on q (last axis) by students whose
@@ -168,7 +219,9 @@ def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tu
         if t == 0 or not real.any():
             continue
         skills, taken = answered_skills(batch, t, v)
-        q = (torch.nn.functional.one_hot(skills, v) * taken.unsqueeze(-1)).sum(1)[real].to(torch.float32)  # (b, V): the answered skills
+        q = (
+            (torch.nn.functional.one_hot(skills, v) * taken.unsqueeze(-1)).sum(1)[real].to(torch.float32)
+        )  # (b, V): the answered skills
         y = batch.correct[real, t].to(torch.float32)
         last = torch.nn.functional.one_hot(model.last_answers(state)[real], 3).to(torch.float32)  # (b, V_j, 3)
         answers += torch.einsum("bjr,bq->rjq", last, q)
@@ -187,7 +240,9 @@ def transfer_statistics(model: GBDT, sequences: Sequence[EncodedSequence]) -> tu
     )
 
 
-def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labels: np.ndarray, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_transfer(
+    config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labels: np.ndarray, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight (V, 4V), bias (V,)) of the logistic regression "right on item q" over ``inputs``, one weight row per q.
 
     Full-batch Adam on the mean log loss plus ``transfer_l2`` times the squared weights;
@@ -203,7 +258,13 @@ def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labe
     optimizer = torch.optim.Adam([weight, bias], lr=0.05)
     loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
     with torch.enable_grad():  # callers may hold no_grad
-        for _ in progress_bar(range(config.transfer_steps if len(y) else 0), desc="transfer regression", unit="step", disable=not progress, leave=False):
+        for _ in progress_bar(
+            range(config.transfer_steps if len(y) else 0),
+            desc="transfer regression",
+            unit="step",
+            disable=not progress,
+            leave=False,
+        ):
             optimizer.zero_grad()
             loss = sum(loss_fn(xs @ weight[i] + bias[i], ys, reduction="sum") for i, xs, ys in groups) / len(y)
             (loss + config.transfer_l2 * weight.pow(2).sum()).backward()
@@ -214,14 +275,25 @@ def fit_transfer(config: GBDTConfig, inputs: np.ndarray, items: np.ndarray, labe
 def with_tables(config: GBDTConfig, sequences: Sequence[EncodedSequence], progress: bool = False) -> GBDT:
     """A tree-less model whose count tables (and transfer features) come from ``sequences``."""
     tables = context_counts(config, sequences)
-    model = GBDT(replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables)))
-    items = np.concatenate([s.items.reshape(len(s.items), -1) for s in sequences]) if sequences else np.zeros((0, 1), np.int64)  # (N, K)
+    model = GBDT(
+        replace(config, num_trees=0, tree_nodes=1, tree_depth=0, table_rows=tuple(max(1, len(k)) for k, _, _ in tables))
+    )
+    items = (
+        np.concatenate([s.items.reshape(len(s.items), -1) for s in sequences])
+        if sequences
+        else np.zeros((0, 1), np.int64)
+    )  # (N, K)
     right = np.concatenate([s.correct for s in sequences]).astype(np.float64) if sequences else np.zeros(0)
     v = config.num_items
     taken = items < v  # a set's skills, each counted
     skills, skill_right = items[taken], np.broadcast_to(right[:, None], items.shape)[taken]
     with torch.no_grad():
-        model.item_counts.copy_(torch.tensor(np.stack([np.bincount(skills, minlength=v), np.bincount(skills, weights=skill_right, minlength=v)]), dtype=torch.float32))
+        model.item_counts.copy_(
+            torch.tensor(
+                np.stack([np.bincount(skills, minlength=v), np.bincount(skills, weights=skill_right, minlength=v)]),
+                dtype=torch.float32,
+            )
+        )
         model.base_rate.fill_(float(right.mean()) if len(right) else 0.5)
         for k, (keys, answers, rights) in enumerate(tables):
             if len(keys):
@@ -259,7 +331,9 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
                 nodes[index][4] = float(node.get("leaf_value", 0.0))
                 return index
             if node.get("decision_type", "<=") != "<=" or node.get("missing_type", "None") not in ("None", None):
-                raise ConfigError(f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing {node.get('missing_type')!r}")
+                raise ConfigError(
+                    f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing {node.get('missing_type')!r}"
+                )
             threshold = np.float32(node["threshold"])
             if float(threshold) > node["threshold"]:
                 threshold = np.nextafter(threshold, np.float32(-np.inf))
@@ -275,9 +349,13 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
         return 0 if nodes[i][2] == i else 1 + max(depth(nodes, nodes[i][2]), depth(nodes, nodes[i][3]))
 
     width = max((len(n) for n in trees), default=1)
-    config = replace(tabled.config, num_trees=len(trees), tree_nodes=width, tree_depth=max((depth(n) for n in trees), default=0))
+    config = replace(
+        tabled.config, num_trees=len(trees), tree_nodes=width, tree_depth=max((depth(n) for n in trees), default=0)
+    )
     fitted = GBDT(config)
-    state = {k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value")}
+    state = {
+        k: v for k, v in tabled.state_dict().items() if k not in ("feature", "threshold", "left", "right", "value")
+    }
     table = np.zeros((5, len(trees), width))
     for t, nodes in enumerate(trees):
         table[2:4, t] = np.arange(width)  # padding nodes are leaves of value 0, never reached

@@ -44,7 +44,10 @@ def test_backend_matches_eager(model, name, rows):
             np.testing.assert_allclose(got.state[key].numpy(), expected.state[key].numpy(), atol=1e-4)
 
 
-@pytest.mark.skipif("cuda" not in available_backends(), reason="no CUDA GPU here; tests/backends/test_device_check.py and test_staged.py run its code path on the CPU")
+@pytest.mark.skipif(
+    "cuda" not in available_backends(),
+    reason="no CUDA GPU here; tests/backends/test_device_check.py and test_staged.py run its code path on the CPU",
+)
 @pytest.mark.parametrize("mastery_dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("rows", ROW_COUNTS)
 def test_cuda_backend_matches_eager_across_the_window(model, rows, mastery_dtype):
@@ -52,8 +55,14 @@ def test_cuda_backend_matches_eager_across_the_window(model, rows, mastery_dtype
     eager = make_backend("eager", model, BATCH)
     cuda = make_backend("cuda", model, BATCH, mastery_dtype=mastery_dtype)
     mastery_atol = 1e-4 if mastery_dtype == torch.float32 else 1e-3  # float16 keeps 11 significant bits
-    for expected, got in zip(run_steps(eager, model, rows, steps=150), run_steps(cuda, model, rows, steps=150), strict=True):
-        assert got.mastery.device.type == "cpu" and got.mastery.dtype == mastery_dtype and got.mastery.shape == (rows, NUM_ITEMS)
+    for expected, got in zip(
+        run_steps(eager, model, rows, steps=150), run_steps(cuda, model, rows, steps=150), strict=True
+    ):
+        assert (
+            got.mastery.device.type == "cpu"
+            and got.mastery.dtype == mastery_dtype
+            and got.mastery.shape == (rows, NUM_ITEMS)
+        )
         np.testing.assert_allclose(got.p_correct.numpy(), expected.p_correct.numpy(), atol=1e-4)
         np.testing.assert_allclose(got.mastery.float().numpy(), expected.mastery.numpy(), atol=mastery_atol)
         for key in expected.state:
@@ -127,7 +136,9 @@ def test_neuron_backend_feeds_only_the_traced_shape(model, monkeypatch):
         for expected, got in zip(run_steps(eager, model, rows), run_steps(neuron, model, rows)):
             np.testing.assert_allclose(got.mastery.numpy(), expected.mastery.numpy(), atol=1e-6)
     assert tracer.traces == 1  # traced once, never per call
-    assert tracer.calls == 4 * sum(-(-rows // BATCH) for rows in ROW_COUNTS)  # ceil(rows / B) fixed-shape calls per step
+    assert tracer.calls == 4 * sum(
+        -(-rows // BATCH) for rows in ROW_COUNTS
+    )  # ceil(rows / B) fixed-shape calls per step
 
 
 def test_missing_runtime_is_one_clear_error(model):

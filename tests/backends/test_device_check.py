@@ -29,7 +29,9 @@ def model(request):
 def test_every_model_steps_on_a_device_without_touching_the_cpu(model):
     backend = cuda_code_path_on("meta", model, BATCH)
     seen = check_backend(backend, model, ROW_COUNTS)
-    assert [s.device_steps for s in seen] == [2 * -(-rows // BATCH) for rows in ROW_COUNTS]  # 2 steps of ceil(rows / B) chunks
+    assert [s.device_steps for s in seen] == [
+        2 * -(-rows // BATCH) for rows in ROW_COUNTS
+    ]  # 2 steps of ceil(rows / B) chunks
 
 
 def test_every_models_own_step_creates_no_cpu_tensor_on_a_device(model):

@@ -50,8 +50,14 @@ def test_one_staged_backend_serves_changing_row_counts(model):
         if padded:  # the last chunk had B - padded blank rows
             blank = model.initial_state(1)
             for name, view in staged.inputs.views(staged.host_inputs).items():
-                expected_blank = blank[name.removeprefix("state.")] if name.startswith("state.") else torch.zeros(1, *view.shape[1:], dtype=view.dtype)
-                torch.testing.assert_close(view[padded:], expected_blank.to(view.dtype).expand_as(view[padded:]), atol=0, rtol=0)
+                expected_blank = (
+                    blank[name.removeprefix("state.")]
+                    if name.startswith("state.")
+                    else torch.zeros(1, *view.shape[1:], dtype=view.dtype)
+                )
+                torch.testing.assert_close(
+                    view[padded:], expected_blank.to(view.dtype).expand_as(view[padded:]), atol=0, rtol=0
+                )
 
 
 def test_outputs_are_not_overwritten_by_the_next_step(model):
@@ -64,10 +70,15 @@ def test_outputs_are_not_overwritten_by_the_next_step(model):
 
 def test_float16_mastery_on_request(model):
     eager = make_backend("eager", model, BATCH)
-    for backend in (StagedBackend(model, BATCH, "cpu", mastery_dtype=torch.float16), make_backend("cpu", model, BATCH, mastery_dtype=torch.float16)):
+    for backend in (
+        StagedBackend(model, BATCH, "cpu", mastery_dtype=torch.float16),
+        make_backend("cpu", model, BATCH, mastery_dtype=torch.float16),
+    ):
         for expected, got in zip(run_steps(eager, model, BATCH + 3), run_steps(backend, model, BATCH + 3)):
             assert got.mastery.dtype == torch.float16 and got.p_correct.dtype == torch.float32
-            np.testing.assert_allclose(got.mastery.float().numpy(), expected.mastery.numpy(), atol=1e-3)  # float16: 11 bits
+            np.testing.assert_allclose(
+                got.mastery.float().numpy(), expected.mastery.numpy(), atol=1e-3
+            )  # float16: 11 bits
             for key in expected.state:
                 np.testing.assert_allclose(got.state[key].numpy(), expected.state[key].numpy(), atol=1e-4)
 
@@ -85,7 +96,11 @@ def test_layout_packs_aligned_fields_without_overlap():
     assert layout.nbytes >= spans[-1][1]
     buffer = layout.empty("cpu")
     views = layout.views(buffer)
-    assert {k: (tuple(v.shape), v.dtype) for k, v in views.items()} == {"a": ((5, 3), torch.float32), "b": ((5,), torch.long), "c": ((5, 2, 7), torch.float16)}
+    assert {k: (tuple(v.shape), v.dtype) for k, v in views.items()} == {
+        "a": ((5, 3), torch.float32),
+        "b": ((5,), torch.long),
+        "c": ((5, 2, 7), torch.float16),
+    }
     views["a"].copy_(torch.arange(15.0).view(5, 3))
     views["b"].copy_(torch.arange(5) - 2)
     views["c"].fill_(0.5)

@@ -18,8 +18,21 @@ SMALL_OPTIONS = {
     "dkt": {"embed_dim": 16, "hidden_size": 24},
     "dkt_plus": {"embed_dim": 16, "hidden_size": 24},
     # a recurrent, a windowed-attention and a windowless member: their states side by side
-    "ensemble": {"members": ({"model": "dkt", "embed_dim": 16, "hidden_size": 24}, {"model": "lastquery", "dim": 16, "heads": 2, "hidden_size": 24}, {"model": "bkt"})},
-    "gbdt": {"num_leaves": 7, "max_rounds": 30, "min_data_in_leaf": 20, "folds": 3, "context": 3, "transfer_steps": 40},  # fitted: see small_model
+    "ensemble": {
+        "members": (
+            {"model": "dkt", "embed_dim": 16, "hidden_size": 24},
+            {"model": "lastquery", "dim": 16, "heads": 2, "hidden_size": 24},
+            {"model": "bkt"},
+        )
+    },
+    "gbdt": {
+        "num_leaves": 7,
+        "max_rounds": 30,
+        "min_data_in_leaf": 20,
+        "folds": 3,
+        "context": 3,
+        "transfer_steps": 40,
+    },  # fitted: see small_model
     "lastquery": {"dim": 16, "heads": 2, "hidden_size": 24},
     "saint": {"dim": 16, "heads": 2},
     "saint_plus": {"dim": 16, "heads": 2},

@@ -59,7 +59,14 @@ def test_window_of_stored_slots_matches_the_band(attention):
             stored_valid = torch.arange(5).view(1, -1) >= pad
             alone = attention.window_slots(x[:, t : t + 1], stored, stored, stored_valid)
             # the same query with its own position as the "own" slot and W-1 stored before it
-            own = attention.window_slots(x[:, t : t + 1], stored[:, :-1], stored[:, :-1], stored_valid[:, :-1], own_keys=x[:, t : t + 1], own_values=x[:, t : t + 1])
+            own = attention.window_slots(
+                x[:, t : t + 1],
+                stored[:, :-1],
+                stored[:, :-1],
+                stored_valid[:, :-1],
+                own_keys=x[:, t : t + 1],
+                own_values=x[:, t : t + 1],
+            )
             torch.testing.assert_close(alone[0, 0], band[0, t], atol=1e-6, rtol=0)
             torch.testing.assert_close(own[0, 0], band[0, t], atol=1e-6, rtol=0)
 

@@ -18,7 +18,9 @@ def trained_like_members():
     torch.manual_seed(1)
     dkt = build_model("dkt", num_items=NUM_ITEMS, **{k: v for k, v in DKT.items() if k != "model"}).eval()
     torch.manual_seed(2)
-    lastquery = build_model("lastquery", num_items=NUM_ITEMS, **{k: v for k, v in LASTQUERY.items() if k != "model"}).eval()
+    lastquery = build_model(
+        "lastquery", num_items=NUM_ITEMS, **{k: v for k, v in LASTQUERY.items() if k != "model"}
+    ).eval()
     return [dkt, lastquery]
 
 
@@ -30,7 +32,9 @@ def test_mean_probability_logit_is_the_logit_of_the_mean_probability():
     saturated = mean_probability_logit(torch.tensor([[200.0, -200.0], [150.0, -300.0]]), torch.tensor([0.5, 0.5]))
     assert torch.isfinite(saturated).all() and saturated[0] > 100 and saturated[1] < -100
     weighted = mean_probability_logit(logits, torch.tensor([0.6, 0.4, 0.0]))  # a zero weight drops a member
-    torch.testing.assert_close(torch.sigmoid(weighted), 0.6 * torch.sigmoid(logits[0]) + 0.4 * torch.sigmoid(logits[1]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        torch.sigmoid(weighted), 0.6 * torch.sigmoid(logits[0]) + 0.4 * torch.sigmoid(logits[1]), atol=1e-6, rtol=0
+    )
 
 
 def test_weighted_ensemble_steps_and_scores_the_weighted_mean(sequences):
@@ -39,7 +43,9 @@ def test_weighted_ensemble_steps_and_scores_the_weighted_mean(sequences):
     batch = make_batch(sequences)
     with torch.no_grad():
         expected = 0.75 * torch.sigmoid(members[0](batch)) + 0.25 * torch.sigmoid(members[1](batch))
-        torch.testing.assert_close(torch.sigmoid(ensemble(batch))[batch.next_mask], expected[batch.next_mask], atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            torch.sigmoid(ensemble(batch))[batch.next_mask], expected[batch.next_mask], atol=1e-6, rtol=0
+        )
         state = ensemble.initial_state(2)
         out = ensemble.step(state, torch.tensor([1, 2]), torch.tensor([1, 0]))
         parts = [m.step(m.initial_state(2), torch.tensor([1, 2]), torch.tensor([1, 0])) for m in members]
@@ -117,11 +123,20 @@ def test_the_ensemble_is_not_trained_directly_and_train_says_how_it_is_made(tmp_
     from stream_kt.training.train import TrainConfig, train
 
     assert not Ensemble.trainable_directly and "stream-kt ensemble" in Ensemble.made_by
-    assert all(cls.trainable_directly or cls.made_by for cls in MODELS.values())  # a model not trained directly says how it is made
+    assert all(
+        cls.trainable_directly or cls.made_by for cls in MODELS.values()
+    )  # a model not trained directly says how it is made
     assert "ensemble" not in trainable_models() and {"dkt", "bkt", "gbdt"} <= set(trainable_models())
     vocab = Vocabulary("skill_id", tuple(str(i) for i in range(NUM_ITEMS)))
     with pytest.raises(ConfigError, match="model ensemble is not trained directly: train its members"):
-        train([], [], vocab, Split(("a",), (), (), 0, "holdout"), TrainConfig(model="ensemble", epochs=1), tmp_path / "never")
+        train(
+            [],
+            [],
+            vocab,
+            Split(("a",), (), (), 0, "holdout"),
+            TrainConfig(model="ensemble", epochs=1),
+            tmp_path / "never",
+        )
     assert not (tmp_path / "never").exists()
 
 
@@ -131,7 +146,10 @@ def test_an_ensemble_takes_skill_sets_when_every_member_does(monkeypatch):
 
     sets = build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=(DKT, LASTQUERY))
     assert sets.input_width == 3 and [m.input_width for m in sets.member_models] == [3, 3]  # K reaches every member
-    assert sets.config_dict()["max_skills"] == 3 and "max_skills" not in build_model("ensemble", num_items=NUM_ITEMS, members=(DKT,)).config_dict()
+    assert (
+        sets.config_dict()["max_skills"] == 3
+        and "max_skills" not in build_model("ensemble", num_items=NUM_ITEMS, members=(DKT,)).config_dict()
+    )
     of = Ensemble.of(sets.member_models)  # from trained members of skill sets: their K
     assert of.input_width == 3 and of.config.max_skills == 3
 
@@ -140,17 +158,25 @@ def test_an_ensemble_takes_skill_sets_when_every_member_does(monkeypatch):
         takes_skill_sets = False
 
     monkeypatch.setitem(MODELS, OneSkill.name, OneSkill)
-    with pytest.raises(ConfigError, match="^ensemble member one_skill takes one skill per answer, not skill sets: an ensemble takes them when every member does$"):
+    with pytest.raises(
+        ConfigError,
+        match="^ensemble member one_skill takes one skill per answer, not skill sets: an ensemble takes them when every member does$",
+    ):
         build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=(DKT, {"model": "one_skill"}))
     with pytest.raises(ConfigError, match="^ensemble member dkt: takes 2 skills an answer, the ensemble 3$"):
         build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=({**DKT, "max_skills": 2},))
-    with pytest.raises(ConfigError, match=r"^ensemble members take different numbers of skills an answer \[1, 3\]: train them on the same --skills$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^ensemble members take different numbers of skills an answer \[1, 3\]: train them on the same --skills$",
+    ):
         Ensemble.of([build_model("bkt", num_items=NUM_ITEMS), build_model("bkt", num_items=NUM_ITEMS, max_skills=3)])
 
 
 def test_members_that_read_question_ids_are_refused_in_one_line():
     """The ensemble's step passes its members no question ids: such members would stream other predictions than offline."""
     members = [build_model("dkt", num_items=NUM_ITEMS, num_questions=5), build_model("dkt", num_items=NUM_ITEMS)]
-    with pytest.raises(ConfigError, match=r"ensemble members that read question ids \(dkt\) are not supported") as caught:
+    with pytest.raises(
+        ConfigError, match=r"ensemble members that read question ids \(dkt\) are not supported"
+    ) as caught:
         Ensemble.of(members)
     assert "\n" not in str(caught.value)

@@ -1,6 +1,5 @@
 """gbdt: its torch trees are LightGBM's trees, its context counts and transfer features are the training students' own."""
 
-
 import lightgbm
 import numpy as np
 import pytest
@@ -9,7 +8,16 @@ import torch
 from stream_kt.data.vocab import EncodedSequence
 from stream_kt.models import build_model
 from stream_kt.models.gbdt import GBDT, feature_names
-from stream_kt.training.gbdt_fit import context_counts, feature_rows, fit_gbdt, fit_transfer, out_of_fold_rows, transfer_statistics, with_tables, with_trees
+from stream_kt.training.gbdt_fit import (
+    context_counts,
+    feature_rows,
+    fit_gbdt,
+    fit_transfer,
+    out_of_fold_rows,
+    transfer_statistics,
+    with_tables,
+    with_trees,
+)
 from tests.models.conftest import NUM_ITEMS, learnable_students, small_options
 
 
@@ -24,7 +32,9 @@ def config():
 def test_unfitted_predicts_one_half():
     model = GBDT(config())
     out = model.step(model.initial_state(2), torch.tensor([1, 2]), torch.tensor([1, 0]))
-    assert torch.equal(out.p_correct, torch.full((2,), 0.5)) and torch.equal(out.mastery, torch.full((2, NUM_ITEMS), 0.5))
+    assert torch.equal(out.p_correct, torch.full((2,), 0.5)) and torch.equal(
+        out.mastery, torch.full((2, NUM_ITEMS), 0.5)
+    )
 
 
 def test_context_counts_count_what_followed_each_context():
@@ -69,14 +79,18 @@ def test_training_rows_never_count_their_own_student():
 def test_torch_trees_reproduce_lightgbm():
     tabled = with_tables(config(), learnable_students(100, 30, 0))
     x, y = feature_rows(tabled, learnable_students(100, 30, 1))
-    booster = lightgbm.train({"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1}, lightgbm.Dataset(x, y), 40)
+    booster = lightgbm.train(
+        {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1}, lightgbm.Dataset(x, y), 40
+    )
     model = with_trees(tabled, booster.dump_model())
     assert model.config.num_trees == 40 and model.config.tree_depth > 2
     np.testing.assert_allclose(model.trees(torch.from_numpy(x)).numpy(), booster.predict(x, raw_score=True), atol=1e-4)
 
 
 def test_fit_learns_and_stops_on_validation():
-    model, metrics = fit_gbdt(GBDT(config()), learnable_students(240, 40, 0), learnable_students(60, 40, 1), progress=False)
+    model, metrics = fit_gbdt(
+        GBDT(config()), learnable_students(240, 40, 0), learnable_students(60, 40, 1), progress=False
+    )
     assert 1 <= metrics["best_epoch"] <= 30 and len(metrics["history"]) >= metrics["best_epoch"]
     assert metrics["valid_auc"] > 0.7  # the answers follow ability, difficulty and the previous answer
     assert model.config.num_trees == metrics["best_epoch"]
@@ -97,7 +111,9 @@ def test_a_fixed_number_of_rounds_grows_the_trees_early_stopping_kept():
 def test_transfer_statistics_count_answers_by_the_last_answer_on_each_other_item():
     students = [student("a", [3, 5, 3, 5], [1, 1, 1, 0]), student("b", [3, 5], [0, 1])]
     answers, right, inputs, items, labels = transfer_statistics(GBDT(config()), students)
-    counted = {(j, r, q): (answers[j, r, q], right[j, r, q]) for j, r, q in zip(*np.nonzero(answers)) if r > 0}  # r 0: j unanswered
+    counted = {
+        (j, r, q): (answers[j, r, q], right[j, r, q]) for j, r, q in zip(*np.nonzero(answers)) if r > 0
+    }  # r 0: j unanswered
     assert counted == {
         (3, 2, 5): (2.0, 1.0),  # a: 3 right -> 5 right, later 3 right -> 5 wrong
         (3, 1, 5): (1.0, 1.0),  # b: 3 wrong -> 5 right
@@ -120,7 +136,9 @@ def test_pair_shift_is_the_smoothed_log_odds_change():
     base = model._item_rate()[5]
     s = config().pair_smoothing
     expected = torch.logit((1 + s * base) / (2 + s)) - torch.logit(base)
-    assert torch.isclose(model.pair_shift[3, 2, 5], expected) and expected < 0  # 3 right -> 5 right half the time, below 5's rate
+    assert (
+        torch.isclose(model.pair_shift[3, 2, 5], expected) and expected < 0
+    )  # 3 right -> 5 right half the time, below 5's rate
     assert (model.pair_shift[:, 0] == 0).all()
     state = model._update(model.initial_state(1), torch.tensor([3]), torch.tensor([1]))
     x = dict(zip(feature_names(config().context), model.features(state, torch.tensor([[5]]))[0, 0].tolist()))
@@ -164,14 +182,22 @@ def test_a_skill_set_answer_updates_each_of_its_skills_and_the_totals_once():
     for skills, right in (([3, 5, P], 1), ([P, 5, P], 0)):  # padding anywhere in a set
         state = model._update(state, torch.tensor([skills]), torch.tensor([right]))
     answers, rights = state["items"][0, 0], state["items"][0, 1]
-    assert (answers[3], answers[5], rights[3], rights[5], answers.sum()) == (1, 2, 1, 1, 3)  # every skill as if answered alone
+    assert (answers[3], answers[5], rights[3], rights[5], answers.sum()) == (
+        1,
+        2,
+        1,
+        1,
+        3,
+    )  # every skill as if answered alone
     assert state["totals"][0, :2].tolist() == [2, 1]  # two answers, one right
     assert state["tokens"][0, -2:].tolist() == [3 * 2 + 1, 5 * 2 + 0]  # a set's token: its smallest skill
     names = feature_names(model.config.context, sets=True)
     both, three, five = (model.features(state, torch.tensor([[q]]))[0, 0] for q in ([5, P, 3], [3, P, P], [5, P, P]))
     x = dict(zip(names, both.tolist()))
     assert (x["item"], x["skills"], x["item_answers"], x["item_right"], x["answers"]) == (3, 2, 1.5, 1, 2)
-    torch.testing.assert_close(both[1:-1], (three[1:-1] + five[1:-1]) / 2)  # every other column: the mean of its skills'
+    torch.testing.assert_close(
+        both[1:-1], (three[1:-1] + five[1:-1]) / 2
+    )  # every other column: the mean of its skills'
     single = model.features(state, torch.tensor([[5]]))[0, 0]  # one item: a set of one
     assert torch.equal(single, five) and single[-1] == 1
 
@@ -182,6 +208,11 @@ def test_the_tables_count_every_skill_of_an_answered_set():
     assert model.item_counts.tolist()[0][3:6] == [3, 0, 2] and model.item_counts.tolist()[1][3:6] == [2, 0, 1]
     answers, right, inputs, items, labels = transfer_statistics(GBDT(sets_config()), students)
     assert items.tolist() == [3, 5] and labels.tolist() == [0, 0]  # a's second answer, once per skill
-    assert (answers[3, 2, 3], answers[3, 2, 5], right[3, 2, 3], right[3, 2, 5]) == (1, 1, 0, 0) and answers.sum() == 2 * NUM_ITEMS
+    assert (answers[3, 2, 3], answers[3, 2, 5], right[3, 2, 3], right[3, 2, 5]) == (
+        1,
+        1,
+        0,
+        0,
+    ) and answers.sum() == 2 * NUM_ITEMS
     keys, counts, _ = context_counts(sets_config(), students)[0]
     assert counts.sum() == 5  # ctx1 keys of every (answer, skill): 1 + 2 + 2

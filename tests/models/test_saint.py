@@ -41,7 +41,9 @@ def test_times_change_predictions_and_stream_like_the_offline_forward():
         assert (timed - untimed).abs().max() > 1e-3
         state, streamed = model.initial_state(1), []
         for t in range(LENGTH):
-            out = model.step(state, torch.tensor([items[t]]), torch.tensor([correct[t]]), torch.from_numpy(times[t : t + 1]))
+            out = model.step(
+                state, torch.tensor([items[t]]), torch.tensor([correct[t]]), torch.from_numpy(times[t : t + 1])
+            )
             streamed.append(out.p_correct.item())
             state = out.state
     np.testing.assert_allclose(np.array(streamed[1:]), timed.numpy(), atol=1e-5)

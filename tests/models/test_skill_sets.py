@@ -33,7 +33,13 @@ OPTIONS = {
     # boosted for a fixed number of trees (an unfitted gbdt predicts 0.5 everywhere and would prove nothing)
     "gbdt": {"num_leaves": 7, "min_data_in_leaf": 5, "folds": 2, "context": 2, "transfer_steps": 20},
     # a recurrent, an attention and a per-skill member (a member's K is the ensemble's)
-    "ensemble": {"members": ({"model": "dkt", "hidden_size": 16, "embed_dim": 8}, {"model": "saint", "dim": 16, "heads": 2, "window": 8}, {"model": "bkt"})},
+    "ensemble": {
+        "members": (
+            {"model": "dkt", "hidden_size": 16, "embed_dim": 8},
+            {"model": "saint", "dim": 16, "heads": 2, "window": 8},
+            {"model": "bkt"},
+        )
+    },
 }
 GBDT_TREES = 20
 
@@ -72,7 +78,10 @@ def fitted(model, students: list[EncodedSequence]):
 
 @functools.cache
 def _fitted_gbdt(skills: int):
-    return fitted(build_model("gbdt", **vocabulary_fields("gbdt", V, skills), **OPTIONS["gbdt"]), learnable_students(60, 30, 0, skills))
+    return fitted(
+        build_model("gbdt", **vocabulary_fields("gbdt", V, skills), **OPTIONS["gbdt"]),
+        learnable_students(60, 30, 0, skills),
+    )
 
 
 def model_of(name: str, questions: int = Q, skills: int = K) -> torch.nn.Module:
@@ -111,7 +120,9 @@ def test_flipping_a_two_skill_answer_leaves_its_own_prediction_and_changes_the_n
     flipped = correct.copy()
     flipped[5] = 1 - flipped[5]
     changed = predictions(model, items, flipped, questions)
-    np.testing.assert_array_equal(changed[:5], base[:5])  # answer 5's own prediction (index 4) and all before: bit-identical
+    np.testing.assert_array_equal(
+        changed[:5], base[:5]
+    )  # answer 5's own prediction (index 4) and all before: bit-identical
     assert abs(changed[5] - base[5]) > 1e-4  # the next question, on one of its skills, moves
 
 
@@ -136,9 +147,13 @@ def test_a_set_of_one_skill_is_the_single_skill_model(name):
     as_sets = np.full((15, K), V, np.int64)
     as_sets[:, 0] = single
     plain = model_of(name, 0, skills=1)
-    sets = build_model(name, **{**plain.config_dict(), "max_skills": K}).eval()  # the same shapes (gbdt: trees and tables)
+    sets = build_model(
+        name, **{**plain.config_dict(), "max_skills": K}
+    ).eval()  # the same shapes (gbdt: trees and tables)
     sets.load_state_dict(plain.state_dict())
-    np.testing.assert_allclose(predictions(sets, as_sets, correct, None), predictions(plain, single, correct, None), atol=1e-6)
+    np.testing.assert_allclose(
+        predictions(sets, as_sets, correct, None), predictions(plain, single, correct, None), atol=1e-6
+    )
     plain_state, sets_state = plain.initial_state(1), sets.initial_state(1)
     with torch.no_grad():
         for t in range(15):
@@ -156,7 +171,9 @@ def test_a_sets_order_and_the_batch_padding_change_nothing(name):
     rows = [(skill_sets(rng, n), rng.integers(0, 2, n)) for n in (4, 17, 2, 11)]
     model = model_of(name, 0)
     alone = [predictions(model, items, correct, None) for items, correct in rows]
-    reordered = [(np.stack([rng.permutation(row) for row in items]), correct) for items, correct in rows]  # padding slots too
+    reordered = [
+        (np.stack([rng.permutation(row) for row in items]), correct) for items, correct in rows
+    ]  # padding slots too
     for side in ("pre", "post"):
         for students in (rows, reordered):
             batch = make_batch(students, pad=side, length=20)
@@ -176,10 +193,17 @@ def test_streamed_equals_offline_with_skill_sets_and_questions(name):
         n = int(rng.integers(2, 30))
         items = tuple("_".join(skills[s] for s in row if s < V) for row in skill_sets(rng, n))
         questions = tuple(f"q{int(q)}" for q in rng.integers(0, Q + 2, n))  # some never seen in training
-        students.append(StudentSequence(f"s{k}", items, tuple(int(c) for c in rng.integers(0, 2, n)), questions=questions))
+        students.append(
+            StudentSequence(f"s{k}", items, tuple(int(c) for c in rng.integers(0, 2, n)), questions=questions)
+        )
     vocab = Vocabulary.build(students[:6], "skill_id", skills="sets", questions=name in QUESTION_MODELS)
     encoded = [vocab.encode(s) for s in students]
-    model = fitted(build_model(name, **vocabulary_fields(name, len(vocab), vocab.max_skills, len(vocab.questions)), **OPTIONS[name]), encoded[:6]).eval()
+    model = fitted(
+        build_model(
+            name, **vocabulary_fields(name, len(vocab), vocab.max_skills, len(vocab.questions)), **OPTIONS[name]
+        ),
+        encoded[:6],
+    ).eval()
     assert parity_max_abs_diff(model, encoded, batch_size=4) < 1e-5
 
 
@@ -191,7 +215,10 @@ def test_a_model_that_takes_one_skill_says_so_in_one_line(monkeypatch):
         takes_skill_sets = False
 
     monkeypatch.setitem(MODELS, OneSkill.name, OneSkill)
-    with pytest.raises(ConfigError, match="^one_skill takes one skill per answer, not skill sets: use --skills combined or --skills first with it$"):
+    with pytest.raises(
+        ConfigError,
+        match="^one_skill takes one skill per answer, not skill sets: use --skills combined or --skills first with it$",
+    ):
         vocabulary_fields(OneSkill.name, V, K)
 
 
@@ -209,7 +236,17 @@ def test_a_model_without_question_ids_says_so_in_one_line(name):
         vocabulary_fields(name, V, 1, Q)
 
 
-BACKEND_CASES = [("dkt", 0), ("dkt", Q), ("bkt", 0), ("sakt", 0), ("lastquery", 0), ("saint", 0), ("saint_plus", 0), ("gbdt", 0), ("ensemble", 0)]
+BACKEND_CASES = [
+    ("dkt", 0),
+    ("dkt", Q),
+    ("bkt", 0),
+    ("sakt", 0),
+    ("lastquery", 0),
+    ("saint", 0),
+    ("saint_plus", 0),
+    ("gbdt", 0),
+    ("ensemble", 0),
+]
 
 
 @pytest.mark.parametrize("backend", ["eager", "cpu", "staged"])  # staged: the CUDA backend's code path, on the CPU
@@ -249,10 +286,16 @@ def test_a_step_on_skill_sets_leaves_no_cpu_tensor_on_a_device(name, questions):
     for _ in range(2):
         asked = torch.from_numpy(rng.integers(0, Q + 1, 11)) if questions else None
         with audit:
-            out = backend.step(state, torch.from_numpy(skill_sets(rng, 11)), torch.from_numpy(rng.integers(0, 2, 11)), questions=asked)
-        assert out.mastery.shape == (11, V) and all(v.device.type == "cpu" for v in (out.p_correct, out.mastery, *out.state.values()))
+            out = backend.step(
+                state, torch.from_numpy(skill_sets(rng, 11)), torch.from_numpy(rng.integers(0, 2, 11)), questions=asked
+            )
+        assert out.mastery.shape == (11, V) and all(
+            v.device.type == "cpu" for v in (out.p_correct, out.mastery, *out.state.values())
+        )
         state = out.state
-    assert audit.device_steps == audit.host_to_device == audit.device_to_host == 4  # 2 steps of 2 calls (8 rows, then 3 padded)
+    assert (
+        audit.device_steps == audit.host_to_device == audit.device_to_host == 4
+    )  # 2 steps of 2 calls (8 rows, then 3 padded)
 
 
 @pytest.mark.parametrize("name", SET_MODELS)
