@@ -148,7 +148,8 @@ def _host_only(what: str, tensors: dict[str, torch.Tensor]) -> None:
 def check_backend(
     backend: StepBackend, model: KTModel, row_counts: Sequence[int], steps: int = 2, seed: int = 0
 ) -> list[DeviceCheck]:
-    """Step ``backend`` (its model on its ``device``, e.g. ``meta``) ``steps`` times at each row count under ``DeviceAudit``.
+    """Step ``backend`` (its model on its ``device``, e.g. ``meta``) ``steps`` times at each row count
+    under ``DeviceAudit``.
 
     ``model`` is the host model the backend was built from: the first state is its
     ``initial_state``, host rows as the stream passes them.  Raises ``DeviceLeak`` at the
@@ -175,7 +176,8 @@ def check_backend(
                 or any(v.shape[0] != rows for v in out.state.values())
             ):
                 raise AssertionError(
-                    f"step on {rows} rows returned p_correct {tuple(out.p_correct.shape)}, mastery {tuple(out.mastery.shape)}"
+                    f"step on {rows} rows returned p_correct {tuple(out.p_correct.shape)}, "
+                    f"mastery {tuple(out.mastery.shape)}"
                 )
             state = out.state
         results.append(DeviceCheck(rows, audit.device_steps, audit.host_to_device, audit.device_to_host))

@@ -101,7 +101,8 @@ def quality_table(summaries: dict[str, dict[str, Any]], where: str) -> str:
     ]
     for version, s in summaries.items():
         lines.append(
-            f"{version:<24} {s['count']:>10,} {f(s['auc']):>7} {f(s['auc_error_bound']):>7} {f(s['logloss']):>8} {f(s['rmse']):>7} {f(s['accuracy']):>8}"
+            f"{version:<24} {s['count']:>10,} {f(s['auc']):>7} {f(s['auc_error_bound']):>7} {f(s['logloss']):>8} "
+            f"{f(s['rmse']):>7} {f(s['accuracy']):>8}"
         )
     lines.append("calibration: mean p_correct / observed correct rate (answers) per decile of p_correct")
     for version, s in summaries.items():

@@ -1,4 +1,5 @@
-"""``stream-kt audit``: what in a data set leaks an answer into its own prediction or misleads an evaluation (``data.audit``)."""
+"""``stream-kt audit``: what in a data set leaks an answer into its own prediction or misleads an
+evaluation (``data.audit``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ UNIT = click.FloatRange(0.0, 1.0)
 
 @click.command(
     "audit",
-    help="check a data set for leaks (multi-skill repeats) and what misleads an evaluation: duplicates, answers out of order, short students, constant labels",
+    help="check a data set for leaks (multi-skill repeats) and what misleads an evaluation: duplicates, "
+    "answers out of order, short students, constant labels",
 )
 @click.argument("data")
 @click.option(

@@ -1,4 +1,5 @@
-"""``stream-kt bench``: step throughput per backend, end to end on each broker, and the alternatives side by side (``stream_kt.tools.bench``)."""
+"""``stream-kt bench``: step throughput per backend, end to end on each broker, and the alternatives side by side
+(``stream_kt.tools.bench``)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,19 @@ RECORD = Path("benchmarks") / "results"  # the committed record, in the checkout
 @click.command("bench", help="benchmark the model step and the whole pipeline against the alternatives")
 @settings_options("redis_url", "kafka_connect_timeout_s")
 @click.option("--bootstrap", help="Kafka HOST:PORT of a broker of yours (default: start our own, see --broker)")
-@click.option("--broker", type=click.Choice(("auto", "both", "kafka", "embedded")), default="auto", show_default=True,
-              help="brokers to start for the end-to-end runs: both (Apache Kafka, then the embedded tansu), kafka, embedded; auto: both where Java can run Kafka, else embedded")  # fmt: skip
+@click.option(
+    "--broker",
+    type=click.Choice(("auto", "both", "kafka", "embedded")),
+    default="auto",
+    show_default=True,
+    help="brokers to start for the end-to-end runs: both (Apache Kafka, then the embedded tansu), kafka, embedded; "
+    "auto: both where Java can run Kafka, else embedded",
+)
 @click.option(
     "--checkpoint",
     metavar="DIR",
-    help="checkpoint directory of the model to benchmark (default: a DKT with hidden size 128 over 124 skills, random weights)",
+    help="checkpoint directory of the model to benchmark (default: a DKT with hidden size 128 over "
+    "124 skills, random weights)",
 )
 @click.option(
     "--model",
@@ -61,14 +69,16 @@ RECORD = Path("benchmarks") / "results"  # the committed record, in the checkout
     type=click.IntRange(1, 9),
     default=1,
     show_default=True,
-    help="Apache Kafka nodes to start for the end-to-end runs: 3 is a KRaft cluster, topics with three replicas, two in sync (Kafka only, not with --bootstrap)",
+    help="Apache Kafka nodes to start for the end-to-end runs: 3 is a KRaft cluster, topics with three replicas, "
+    "two in sync (Kafka only, not with --bootstrap)",
 )
 @click.option(
     "--redis-replicas",
     type=click.IntRange(0, 4),
     default=0,
     show_default=True,
-    help="start a Redis primary of our own with this many replicas (instead of --redis) and run stream-kt with KT_REDIS_MIN_REPLICAS at it: WAIT before each commit",
+    help="start a Redis primary of our own with this many replicas (instead of --redis) "
+    "and run stream-kt with KT_REDIS_MIN_REPLICAS at it: WAIT before each commit",
 )
 @click.option(
     "--stream-kt-only",
@@ -78,27 +88,49 @@ RECORD = Path("benchmarks") / "results"  # the committed record, in the checkout
 @click.option(
     "--shadow",
     is_flag=True,
-    help="also run stream-kt with a shadow challenger (the model with other weights) and report the CPU per event it adds",
+    help="also run stream-kt with a shadow challenger (the model with other weights) "
+    "and report the CPU per event it adds",
 )
 @click.option("--full", is_flag=True, help="more batch sizes and events (longer)")
 @click.option(
     "--out",
-    help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; git ignores it in a checkout)",
+    help=f"directory for results.json and the PNG plots (default: {DEFAULT_OUT}/ in the current directory; "
+    "git ignores it in a checkout)",
 )
 @click.option(
     "--update-record",
     is_flag=True,
-    help="maintainers: write the committed record, benchmarks/results/ of the checkout in the current directory, instead (a whole run: not with --skip-e2e or --out)",
+    help="maintainers: write the committed record, benchmarks/results/ of the checkout in the current directory, "
+    "instead (a whole run: not with --skip-e2e or --out)",
 )
 @json_option
-def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str | None, threads: int, backend: str, batch: int, events: int | None, skip_e2e: bool, nodes: int,
-          redis_replicas: int, stream_kt_only: bool, shadow: bool, full: bool, out: str | None, update_record: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
+def bench(
+    bootstrap: str | None,
+    broker: str,
+    checkpoint: str | None,
+    model: str | None,
+    threads: int,
+    backend: str,
+    batch: int,
+    events: int | None,
+    skip_e2e: bool,
+    nodes: int,
+    redis_replicas: int,
+    stream_kt_only: bool,
+    shadow: bool,
+    full: bool,
+    out: str | None,
+    update_record: bool,
+    as_json: bool,
+    **options: Any,
+) -> int:
     from stream_kt.tools.bench.report import plot, table
     from stream_kt.tools.bench.run import BenchPlan, cuda_notes, run_bench, summarise
 
     if update_record and (skip_e2e or out):
         raise click.UsageError(
-            "--update-record writes the whole committed record (the README cites its end-to-end figures): not with --skip-e2e or --out"
+            "--update-record writes the whole committed record (the README cites its end-to-end figures): "
+            "not with --skip-e2e or --out"
         )
     if nodes > 1 and (bootstrap or broker == "embedded"):
         raise click.UsageError(
@@ -106,16 +138,35 @@ def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str
         )
     if update_record and (nodes > 1 or redis_replicas or stream_kt_only):
         raise click.UsageError(
-            "--update-record writes the committed single-node record: not with --nodes, --redis-replicas or --stream-kt-only"
+            "--update-record writes the committed single-node record: not with --nodes, "
+            "--redis-replicas or --stream-kt-only"
         )
     if update_record and not RECORD.is_dir():
         raise click.UsageError(
-            f"--update-record writes {RECORD}/ of the checkout in the current directory, and there is none here: run it from the repository's root"
+            f"--update-record writes {RECORD}/ of the checkout in the current directory, and there is none here: "
+            "run it from the repository's root"
         )
     out_dir = RECORD if update_record else Path(out or DEFAULT_OUT)
     settings = settings_from_options(options)
-    plan = BenchPlan(settings.redis_url, backend, batch, bootstrap, broker, checkpoint, model, threads, events, skip_e2e, full, out_dir, settings.kafka_connect_timeout_s, shadow,
-                     nodes=nodes, redis_replicas=redis_replicas, alternatives=not stream_kt_only)  # fmt: skip
+    plan = BenchPlan(
+        settings.redis_url,
+        backend,
+        batch,
+        bootstrap,
+        broker,
+        checkpoint,
+        model,
+        threads,
+        events,
+        skip_e2e,
+        full,
+        out_dir,
+        settings.kafka_connect_timeout_s,
+        shadow,
+        nodes=nodes,
+        redis_replicas=redis_replicas,
+        alternatives=not stream_kt_only,
+    )
     results = run_bench(plan)
     print(table(results))
     for line in cuda_notes(results):
@@ -125,8 +176,10 @@ def bench(bootstrap: str | None, broker: str, checkpoint: str | None, model: str
         print(f"plot: {path}")
     summary = summarise(results)
     if "shadow_events_per_s" in summary:
-        print(f"a shadow challenger adds {summary.get('shadow_added_cpu_us_per_event', '?')} us of processor CPU per event "
-              f"({summary['shadow_events_per_s']:,.0f} events/s with it, {summary['events_per_s']:,.0f} without)")  # fmt: skip
+        print(
+            f"a shadow challenger adds {summary.get('shadow_added_cpu_us_per_event', '?')} us of processor CPU per "
+            f"event ({summary['shadow_events_per_s']:,.0f} events/s with it, {summary['events_per_s']:,.0f} without)"
+        )
     print(json.dumps(summary))  # the last line, with or without --json
     return 0
 

@@ -26,7 +26,8 @@ from stream_kt.tools.brokers import KAFKA_VERSION, EmbeddedBroker, KafkaBroker, 
 @click.option("--port", type=int, help="listener port on 127.0.0.1 (default: a free one)")
 @click.option(
     "--data-dir",
-    help="Kafka's data directory, kept after exit (default: a temporary one, deleted on exit); with --nodes, node N's is DATA_DIR/node-N",
+    help="Kafka's data directory, kept after exit (default: a temporary one, deleted on exit); with --nodes, "
+    "node N's is DATA_DIR/node-N",
 )
 @click.option(
     "--nodes",
@@ -61,14 +62,16 @@ def broker(kind: str, port: int | None, data_dir: str | None, nodes: int) -> int
         print(f"bootstrap={server.bootstrap}", flush=True)
         if isinstance(server, (KafkaBroker, KafkaCluster)):
             say(
-                f"Apache Kafka {KAFKA_VERSION}{f', {nodes} nodes' if nodes > 1 else ''}; data and server.log in {server.data_dir}"
+                f"Apache Kafka {KAFKA_VERSION}{f', {nodes} nodes' if nodes > 1 else ''}; "
+                f"data and server.log in {server.data_dir}"
             )
         processes = [n.process for n in server.nodes.values()] if isinstance(server, KafkaCluster) else [server.process]
         while not stopping.wait(0.5):
             for process in processes:
                 if process is None or process.poll() is not None:
                     say(
-                        f"stream-kt broker: a broker exited unexpectedly (status {process.returncode if process else '?'})"
+                        "stream-kt broker: a broker exited unexpectedly (status "
+                        f"{process.returncode if process else '?'})"
                     )
                     return 1
     finally:

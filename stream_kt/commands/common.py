@@ -86,7 +86,8 @@ class NumberList(click.ParamType):
 
 
 class ModelChoice(click.Choice):
-    """One of ``names`` (registered models); a registered model that is not trained directly is refused with how it is made."""
+    """One of ``names`` (registered models); a registered model that is not trained directly is
+    refused with how it is made."""
 
     def __init__(self, names: Iterable[str]) -> None:
         super().__init__(sorted(names))
@@ -144,7 +145,8 @@ def data_options(data_required: bool) -> Callable[[F], F]:
 
 
 def training_options(epochs: int | None = None) -> Callable[[F], F]:
-    """``--epochs``, ``--batch-size``, ``--window`` and ``--patience``: the recipe train, distill and compare share (``epochs``: another default cap)."""
+    """``--epochs``, ``--batch-size``, ``--window`` and ``--patience``: the recipe train, distill and compare share
+    (``epochs``: another default cap)."""
     from stream_kt.training.train import TrainConfig
 
     def decorate(command: F) -> F:
@@ -193,14 +195,16 @@ def skills_options(command: F) -> F:
     command = click.option(
         "--questions",
         is_flag=True,
-        help="also give question-aware models (dkt, dkt_plus) each answer's question id: a learnt per-question offset, none for an unseen question",
+        help="also give question-aware models (dkt, dkt_plus) each answer's question id: a learnt per-question offset, "
+        "none for an unseen question",
     )(command)
     return click.option(
         "--skills",
         type=click.Choice(SKILL_MODES),
         default="combined",
         show_default=True,
-        help=f"an answer with several skills (ids joined by _): one combined entry, the set ({set_takers()}), or its first skill",
+        help="an answer with several skills (ids joined by _): one combined entry, the set "
+        f"({set_takers()}), or its first skill",
     )(command)
 
 

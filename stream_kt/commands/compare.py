@@ -76,8 +76,26 @@ class LearningRate(click.ParamType):
     help="directory for checkpoints, compare.json and compare_auc.png",
 )
 @json_option
-def compare_command(data: str, test_data: str | None, fmt: str, item: str, skills: str, questions: bool, models: str, folds: int, seeds: int, epochs: int, batch_size: int, window: int, patience: int,
-                    learning_rates: tuple, pairs: tuple, step_batch: int, out: str, as_json: bool) -> int:  # fmt: skip
+def compare_command(
+    data: str,
+    test_data: str | None,
+    fmt: str,
+    item: str,
+    skills: str,
+    questions: bool,
+    models: str,
+    folds: int,
+    seeds: int,
+    epochs: int,
+    batch_size: int,
+    window: int,
+    patience: int,
+    learning_rates: tuple,
+    pairs: tuple,
+    step_batch: int,
+    out: str,
+    as_json: bool,
+) -> int:
     setup = parse_setup(models, learning_rates, pairs, window)
     result = compare(
         setup,

@@ -1,4 +1,5 @@
-"""``stream-kt distill``: a streamable student trained on a teacher checkpoint's mastery vectors (``training.distill``)."""
+"""``stream-kt distill``: a streamable student trained on a teacher checkpoint's mastery
+vectors (``training.distill``)."""
 
 from __future__ import annotations
 
@@ -29,14 +30,20 @@ STUDENTS = [name for name in trainable_models() if distillable(MODELS[name])]
 @click.option(
     "--teacher",
     required=True,
-    help="an early-stopped checkpoint (any model; an ensemble): the student trains on its training students and is chosen on its validation students",
+    help="an early-stopped checkpoint (any model; an ensemble): the student trains on its training students and is "
+    "chosen on its validation students",
 )
 @click.option("--model", type=ModelChoice(STUDENTS), default="dkt_plus", show_default=True, help="the student")
 @data_options(data_required=True)
 @click.option(
-    "--alpha", "alphas", type=NumberList(0.0, 1.0, "every alpha must be in [0, 1]"), default=",".join(map(str, DistillSettings.alphas)), show_default=True,
-    help="the teacher's share of the loss; several comma-separated candidates train one student each and validation AUC picks",
-)  # fmt: skip
+    "--alpha",
+    "alphas",
+    type=NumberList(0.0, 1.0, "every alpha must be in [0, 1]"),
+    default=",".join(map(str, DistillSettings.alphas)),
+    show_default=True,
+    help="the teacher's share of the loss; several comma-separated candidates train one student "
+    "each and validation AUC picks",
+)
 @click.option(
     "--temperature",
     type=POSITIVE_FLOAT,
@@ -45,10 +52,14 @@ STUDENTS = [name for name in trainable_models() if distillable(MODELS[name])]
     help="divides both sides' logits in the soft term",
 )
 @click.option(
-    "--folds", type=POSITIVE_INT, default=DistillSettings.folds, show_default=True,
-    help="1: the teacher's own predictions; K >= 2: cross-fitted, the teacher's recipe trained again K times, each without one fold of the training students, "
-    "and each fold's targets from the teacher that never saw it (a teacher is overfit on its own training students)",
-)  # fmt: skip
+    "--folds",
+    type=POSITIVE_INT,
+    default=DistillSettings.folds,
+    show_default=True,
+    help="1: the teacher's own predictions; K >= 2: cross-fitted, the teacher's recipe trained again K times, "
+    "each without one fold of the training students, and each fold's targets from the teacher that never saw it "
+    "(a teacher is overfit on its own training students)",
+)
 @training_options(epochs=DISTILL_EPOCHS)
 @click.option("--lr", type=POSITIVE_FLOAT, help=learning_rate_help(STUDENTS))
 @click.option("--hidden-size", type=POSITIVE_INT, help="model hidden size (model default if omitted)")
@@ -63,8 +74,26 @@ STUDENTS = [name for name in trainable_models() if distillable(MODELS[name])]
     help="directory of cached teacher mastery, one file per teacher and students",
 )
 @click.option("--out", required=True, help="checkpoint directory to write")
-def distill(teacher: str, model: str, data: str, test_data: str | None, fmt: str, alphas: tuple[float, ...], temperature: float, folds: int, epochs: int, batch_size: int, window: int,
-            patience: int, lr: float | None, hidden_size: int | None, pairs: tuple, seed: int | None, cache: str, out: str) -> int:  # fmt: skip
+def distill(
+    teacher: str,
+    model: str,
+    data: str,
+    test_data: str | None,
+    fmt: str,
+    alphas: tuple[float, ...],
+    temperature: float,
+    folds: int,
+    epochs: int,
+    batch_size: int,
+    window: int,
+    patience: int,
+    lr: float | None,
+    hidden_size: int | None,
+    pairs: tuple,
+    seed: int | None,
+    cache: str,
+    out: str,
+) -> int:
     check_out_dir(out)
     source = load_checkpoint(teacher)
     options = config_options(model, ([("hidden_size", hidden_size)] if hidden_size else []) + list(pairs))

@@ -46,10 +46,21 @@ def export(out: str, topic: str | None, since: str | None, until: str | None, as
     result = run_export(settings, topic or settings.in_topic, out, since_ms, until_ms)
     print(result.line())
     if as_json:
-        print(json.dumps({
-            "out": str(result.path), "answers": result.answers, "students": result.students, "duplicates": result.duplicates,
-            "invalid": sum(result.invalid.values()), "invalid_reasons": result.invalid, "outside": result.outside, "partitions": result.partitions, "records": result.records,
-        }))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "out": str(result.path),
+                    "answers": result.answers,
+                    "students": result.students,
+                    "duplicates": result.duplicates,
+                    "invalid": sum(result.invalid.values()),
+                    "invalid_reasons": result.invalid,
+                    "outside": result.outside,
+                    "partitions": result.partitions,
+                    "records": result.records,
+                }
+            )
+        )
     return 0
 
 

@@ -38,7 +38,8 @@ REPORTED = ("auc", "acc", "rmse", "n")
 
 @click.command(
     help="Write a synthetic data set (simulated students).\n\n"
-    "--seed draws the students; the item bank (each item's concept and difficulty) comes from --bank-seed, fixed by default, "
+    "--seed draws the students; the item bank (each item's concept and difficulty) comes from --bank-seed, "
+    "fixed by default, "
     "so sets written with different seeds are of the same items: a model trained on one can be scored on another.",
     short_help="write a synthetic data set (simulated students)",
 )
@@ -98,7 +99,8 @@ REPORTED = ("auc", "acc", "rmse", "n")
     type=click.Choice(tuple(WRITERS)),
     default="3line",
     show_default=True,
-    help="3-line (items and answers only), ASSISTments CSV (with response times), csv (with question ids) or pyKT's sequence file",
+    help="3-line (items and answers only), ASSISTments CSV (with response times), csv "
+    "(with question ids) or pyKT's sequence file",
 )
 def synth(
     out: str,
@@ -187,7 +189,8 @@ def train_command(
         model_options=options,
     )  # 0: the model's own
     print(
-        f"{len(prepared.train)} training, {len(prepared.valid)} validation, {len(prepared.test)} held-out students; {len(prepared.vocab)} {item}s",
+        f"{len(prepared.train)} training, {len(prepared.valid)} validation, {len(prepared.test)} held-out students; "
+        f"{len(prepared.vocab)} {item}s",
         file=sys.stderr,
     )
     checkpoint = train(prepared.train, prepared.valid, prepared.vocab, prepared.split, config, out)
@@ -201,7 +204,8 @@ def train_command(
 
 
 @click.command(
-    help="train a checkpoint's model again on its training plus validation students, for the epochs early stopping picked (an ensemble: every member, same weights)"
+    help="train a checkpoint's model again on its training plus validation students, "
+    "for the epochs early stopping picked (an ensemble: every member, same weights)"
 )
 @click.option(
     "--checkpoint",
@@ -212,7 +216,8 @@ def train_command(
 @data_options(data_required=True)
 @click.option(
     "--teacher",
-    help="a distilled checkpoint's teacher refit on the same training and validation students: the refit student learns from it (stream-kt distill)",
+    help="a distilled checkpoint's teacher refit on the same training and validation students: "
+    "the refit student learns from it (stream-kt distill)",
 )
 @click.option(
     "--cache",
@@ -223,7 +228,8 @@ def train_command(
 @click.option(
     "--seed",
     type=int,
-    help="initialisation and batch order (default: the checkpoint's); another seed measures the recipe's run-to-run spread",
+    help="initialisation and batch order (default: the checkpoint's); another seed measures the "
+    "recipe's run-to-run spread",
 )
 @click.option(
     "--out", required=True, help="checkpoint directory to write (an ensemble's refit members go under OUT/members)"
@@ -305,12 +311,14 @@ def ensemble(
 @click.option(
     "--exclude-flagged",
     is_flag=True,
-    help="also score without the answers stream-kt audit flags as multi-skill repeats in these students (auc_unflagged), and on them alone (auc_flagged)",
+    help="also score without the answers stream-kt audit flags as multi-skill repeats in these students "
+    "(auc_unflagged), and on them alone (auc_flagged)",
 )
 @click.option(
     "--flagged-from",
     metavar="PATH",
-    help="with --exclude-flagged: find the repeating item pairs in this file (e.g. the training file: more answers, the same pairs)",
+    help="with --exclude-flagged: find the repeating item pairs in this file (e.g. the training file: "
+    "more answers, the same pairs)",
 )
 def evaluate_command(
     checkpoint: str,

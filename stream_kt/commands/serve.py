@@ -46,7 +46,8 @@ def serve_command(**options: Any) -> int:
         def announce() -> None:
             print(
                 f"serving {checkpoint.version} from {settings.in_topic} to {settings.out_topic} "
-                f"(bootstrap {settings.bootstrap}, group {settings.group_id}, key prefix {settings.key_prefix}, batch {settings.batch_size}, backend {settings.backend})"
+                f"(bootstrap {settings.bootstrap}, group {settings.group_id}, key prefix {settings.key_prefix}, "
+                f"batch {settings.batch_size}, backend {settings.backend})"
                 + (f", shadow {shadow.version}" if shadow else ""),
                 flush=True,
             )
@@ -56,7 +57,8 @@ def serve_command(**options: Any) -> int:
         if broker is not None:
             broker.stop()
     print(
-        f"stopped: {stats.events_in} events in, {stats.outputs} outputs, {stats.dlq} dead letters, {stats.skipped_replays} replays skipped, {stats.batches} batches",
+        f"stopped: {stats.events_in} events in, {stats.outputs} outputs, {stats.dlq} dead letters, "
+        f"{stats.skipped_replays} replays skipped, {stats.batches} batches",
         flush=True,
     )
     return 0

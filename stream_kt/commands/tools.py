@@ -31,21 +31,26 @@ from stream_kt.training.prepare import FORMAT_CHOICES
 
 
 def follow_line(summary: dict, send_events_per_s: float | None = None) -> str:
-    """What following the outputs found; where replay sent faster than serve answered, why the latency is mostly queueing."""
+    """What following the outputs found; where replay sent faster than serve answered, why the
+    latency is mostly queueing."""
     latency = (
-        "no outputs" if summary["p50_ms"] is None
-        else f"event-to-mastery latency (event sent to its mastery received) p50 {summary['p50_ms']:.0f} ms, p95 {summary['p95_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms"
-    )  # fmt: skip
+        "no outputs"
+        if summary["p50_ms"] is None
+        else f"event-to-mastery latency (event sent to its mastery received) p50 {summary['p50_ms']:.0f} ms, "
+        f"p95 {summary['p95_ms']:.0f} ms, p99 {summary['p99_ms']:.0f} ms"
+    )
     answered_per_s = summary["events_per_s"]
     rate = f"{answered_per_s:,.0f} events/s end to end" if answered_per_s else "no end-to-end rate"
     line = (
-        f"answered {summary['sent'] - summary['missing']} of {summary['sent']} events: {summary['outputs']} mastery outputs, "
-        f"{summary['dead_lettered']} dead-lettered, {summary['duplicates']} duplicates dropped, {summary['missing']} missing; {rate}; {latency}"
+        f"answered {summary['sent'] - summary['missing']} of {summary['sent']} events: "
+        f"{summary['outputs']} mastery outputs, {summary['dead_lettered']} dead-lettered, "
+        f"{summary['duplicates']} duplicates dropped, {summary['missing']} missing; {rate}; {latency}"
     )
     if send_events_per_s and answered_per_s and summary["p50_ms"] is not None and send_events_per_s > answered_per_s:
         line += (
-            f"\n  replay sent {send_events_per_s:,.0f} events/s, faster than serve answered them ({answered_per_s:,.0f}/s), so that latency is mostly"
-            f" time queued behind earlier events, not the time to process one; --rate below {answered_per_s:,.0f} measures latency at a load serve keeps up with"
+            f"\n  replay sent {send_events_per_s:,.0f} events/s, faster than serve answered them "
+            f"({answered_per_s:,.0f}/s), so that latency is mostly time queued behind earlier events, not the time to "
+            f"process one; --rate below {answered_per_s:,.0f} measures latency at a load serve keeps up with"
         )
     return line
 
@@ -118,7 +123,8 @@ def replay(
         )
     )
     print(
-        f"sent {result.sent} events ({result.students} students) in {result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)"
+        f"sent {result.sent} events ({result.students} students) in {result.seconds:.1f} s "
+        f"({result.events_per_s:,.0f} events/s)"
     )
     report: dict = {
         "sent": result.sent,
@@ -134,7 +140,8 @@ def replay(
         complete = summary["missing"] == 0
         if not complete:
             print(
-                f"stream-kt replay: {summary['missing']} events unanswered {follow_timeout_s:.0f} s after the last send (is serve running on {settings.in_topic}?)",
+                f"stream-kt replay: {summary['missing']} events unanswered {follow_timeout_s:.0f} s after the last "
+                f"send (is serve running on {settings.in_topic}?)",
                 file=sys.stderr,
             )
     if as_json:
@@ -167,7 +174,8 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
     if plot:
         if model is None:
             raise ConfigError(
-                f"--plot needs the model: no checkpoint recorded for {state.model_version} in Redis, pass --checkpoint DIR"
+                "--plot needs the model: "
+                f"no checkpoint recorded for {state.model_version} in Redis, pass --checkpoint DIR"
             )
         history, positions = mastery_over_window(model.model, model.vocab, state.window, state.questions)
         report["plot"] = str(plot_mastery_heatmap(plot, state, model.vocab, history, positions, model.version))
@@ -227,22 +235,49 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
 @click.option(
     "--delete-state",
     is_flag=True,
-    help="delete the demo's Redis keys before exiting (default: keep them for stream-kt inspect; the demo says how to remove them)",
+    help="delete the demo's Redis keys before exiting (default: keep them for stream-kt inspect; "
+    "the demo says how to remove them)",
 )
 @json_option
-def demo(data: str | None, fmt: str, item: str, students: int, rate: float | None, train_students: int, epochs: int, seed: int, out: str | None,
-         follow_timeout_s: float, delete_state: bool, as_json: bool, **options: Any) -> int:  # fmt: skip
+def demo(
+    data: str | None,
+    fmt: str,
+    item: str,
+    students: int,
+    rate: float | None,
+    train_students: int,
+    epochs: int,
+    seed: int,
+    out: str | None,
+    follow_timeout_s: float,
+    delete_state: bool,
+    as_json: bool,
+    **options: Any,
+) -> int:
     # the broker: the flag or KAFKA_BOOTSTRAP_SERVERS, else the embedded one; Redis: the flag (it must answer),
     # else REDIS_URL or the local default if it answers, else a redis-server of the demo's own
     bootstrap_given = options["setting_bootstrap"] is not None or ENV["bootstrap"] in os.environ
     redis_given = options["setting_redis_url"] is not None
     settings = settings_from_options(options)
     run = DemoOptions(
-        checkpoint=settings.checkpoint or None, data=data, fmt=fmt, item=item, bootstrap=settings.bootstrap if bootstrap_given else None,
-        redis=settings.redis_url if redis_given else None, default_redis=settings.redis_url, students=students, rate=rate,
-        train_students=train_students, epochs=epochs, seed=seed, out=out, follow_timeout_s=follow_timeout_s, delete_state=delete_state,
-        metrics_port=settings.metrics_port, kafka_connect_timeout_s=settings.kafka_connect_timeout_s,
-    )  # fmt: skip
+        checkpoint=settings.checkpoint or None,
+        data=data,
+        fmt=fmt,
+        item=item,
+        bootstrap=settings.bootstrap if bootstrap_given else None,
+        redis=settings.redis_url if redis_given else None,
+        default_redis=settings.redis_url,
+        students=students,
+        rate=rate,
+        train_students=train_students,
+        epochs=epochs,
+        seed=seed,
+        out=out,
+        follow_timeout_s=follow_timeout_s,
+        delete_state=delete_state,
+        metrics_port=settings.metrics_port,
+        kafka_connect_timeout_s=settings.kafka_connect_timeout_s,
+    )
 
     def say(text: str) -> None:
         print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
@@ -259,7 +294,8 @@ def demo(data: str | None, fmt: str, item: str, students: int, rate: float | Non
         say(f"the demo's Redis keys ({prefix}:*) are deleted on exit")
     elif result.own_redis:
         say(
-            "this demo's Redis stops on exit; run Redis at 127.0.0.1:6379 (or pass --redis) to inspect students afterwards"
+            "this demo's Redis stops on exit; run Redis at 127.0.0.1:6379 (or pass --redis) "
+            "to inspect students afterwards"
         )
     else:
         say(left_in_redis(redis_url, prefix, count_keys_with_prefix(redis_url, prefix)))
@@ -267,9 +303,22 @@ def demo(data: str | None, fmt: str, item: str, students: int, rate: float | Non
         say(f"try:  stream-kt inspect {result.busiest[0]}{redis_flag} --key-prefix {prefix} --plot mastery.png")
     say(f"checkpoint and logs: {result.work_dir}")
     if as_json:
-        print(json.dumps({**result.summary, "students": result.replay.students, "send_events_per_s": round(result.replay.events_per_s, 1), "key_prefix": prefix,
-                          "redis": redis_url, "metrics_port": result.settings.metrics_port, "checkpoint": str(result.checkpoint), "all_answered": result.complete,
-                          "online_auc": result.quality.get("auc"), "online_scored": result.quality.get("count", 0)}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    **result.summary,
+                    "students": result.replay.students,
+                    "send_events_per_s": round(result.replay.events_per_s, 1),
+                    "key_prefix": prefix,
+                    "redis": redis_url,
+                    "metrics_port": result.settings.metrics_port,
+                    "checkpoint": str(result.checkpoint),
+                    "all_answered": result.complete,
+                    "online_auc": result.quality.get("auc"),
+                    "online_scored": result.quality.get("count", 0),
+                }
+            )
+        )
     return 0 if result.complete else 1
 
 
@@ -281,8 +330,9 @@ def left_in_redis(redis_url: str, prefix: str, count: int) -> str:
     """
     where = mask_url(redis_url)
     return (
-        f"left in Redis at {where}: {count} keys under {prefix}:* (each replayed student's state and the served model's vocabulary), kept for stream-kt inspect; "
-        f"nothing expires them. Remove them:  redis-cli -u {where} --scan --pattern '{prefix}:*' | xargs redis-cli -u {where} del   (or run the demo with --delete-state)"
+        f"left in Redis at {where}: {count} keys under {prefix}:* (each replayed student's state and the served "
+        f"model's vocabulary), kept for stream-kt inspect; nothing expires them. Remove them:  redis-cli -u {where} "
+        f"--scan --pattern '{prefix}:*' | xargs redis-cli -u {where} del   (or run the demo with --delete-state)"
     )
 
 

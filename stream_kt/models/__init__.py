@@ -24,7 +24,8 @@ def model_class(name: str) -> type[KTModel]:
 
 
 def trainable_models() -> list[str]:
-    """The models fitted from data on their own (``KTModel.trainable_directly``), sorted: what train, compare and distill offer."""
+    """The models fitted from data on their own (``KTModel.trainable_directly``), sorted: what train,
+    compare and distill offer."""
     return sorted(name for name, cls in MODELS.items() if cls.trainable_directly)
 
 

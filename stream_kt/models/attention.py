@@ -65,7 +65,8 @@ class WindowedAttention(nn.Module):
     def band(
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        """Query t attends to the valid keys at t-W+1..t.  queries, keys, values (B, T, D); valid (B, T) -> (B, T, D)."""
+        """Query t attends to the valid keys at t-W+1..t.  queries, keys, values (B, T, D);
+        valid (B, T) -> (B, T, D)."""
         batch, length, _ = queries.shape
         window = self.window
         q = self._split_heads(self.query(queries)) / math.sqrt(
@@ -104,7 +105,8 @@ class WindowedAttention(nn.Module):
         own_keys: torch.Tensor | None = None,
         own_values: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Q queries over S stored slots (oldest first): queries (B, Q, D), keys/values (B, S, D), valid (B, S) -> (B, Q, D).
+        """Q queries over S stored slots (oldest first): queries (B, Q, D), keys/values (B, S, D),
+        valid (B, S) -> (B, Q, D).
 
         With ``own_keys``/``own_values`` (B, Q, D), each query also sees a slot of its own
         at age 0 (the query's own position, different for each candidate query) and the

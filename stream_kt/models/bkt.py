@@ -59,7 +59,9 @@ class BKT(KTModel):
     name = "bkt"
     takes_skill_sets = True
     Config = BKTConfig
-    default_learning_rate = 0.05  # four logits per skill, each seen only on its skill's answers: 1e-3 barely moves them (0.684 test AUC after 3 epochs on ASSISTments 2009)
+    # four logits per skill, each seen only on its skill's answers: 1e-3 barely moves them
+    # (0.684 test AUC after 3 epochs on ASSISTments 2009)
+    default_learning_rate = 0.05
 
     def __init__(self, config: BKTConfig) -> None:
         super().__init__(config)
@@ -107,7 +109,8 @@ class BKT(KTModel):
     def _after_set(
         self, p_known: torch.Tensor, correct: torch.Tensor, params: dict[str, torch.Tensor], skills: torch.Tensor
     ) -> torch.Tensor:
-        """P(L) of every skill (B, V) after the answer ``correct`` (B,) to skill sets (B, K): each skill of a set updated as if answered alone."""
+        """P(L) of every skill (B, V) after the answer ``correct`` (B,) to skill sets (B, K): each skill of a set
+        updated as if answered alone."""
         every = torch.arange(p_known.shape[1], device=p_known.device).expand_as(p_known)  # (B, V)
         member = (skills.unsqueeze(-1) == every.unsqueeze(1)).any(
             1

@@ -98,7 +98,8 @@ class DKT(KTModel):
     def embedded(
         self, items: torch.Tensor, correct: torch.Tensor, questions: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Input embedding of interactions (...) -> (..., E): one item, or the mean over a skill set (..., K); plus the question's term."""
+        """Input embedding of interactions (...) -> (..., E): one item, or the mean over a skill set (..., K);
+        plus the question's term."""
         if items.dim() == correct.dim():
             embedded = self.embed(self._interaction(items, correct))
         else:

@@ -96,12 +96,14 @@ class Ensemble(KTModel):
                 )
             if options.get("max_skills", config.max_skills) != config.max_skills:
                 raise ConfigError(
-                    f"ensemble member {name}: takes {options['max_skills']} skills an answer, the ensemble {config.max_skills}"
+                    f"ensemble member {name}: takes {options['max_skills']} skills an answer, "
+                    f"the ensemble {config.max_skills}"
                 )
             if config.max_skills > 1:
                 if not model_class(name).takes_skill_sets:
                     raise ConfigError(
-                        f"ensemble member {name} takes one skill per answer, not skill sets: an ensemble takes them when every member does"
+                        f"ensemble member {name} takes one skill per answer, not skill sets: "
+                        "an ensemble takes them when every member does"
                     )
                 options["max_skills"] = config.max_skills
             try:
@@ -112,13 +114,15 @@ class Ensemble(KTModel):
         questioned = sorted({member.name for member in members if member.reads_questions})
         if questioned:  # its step and serving module pass the members no question ids: they would stream otherwise
             raise ConfigError(
-                f"ensemble members that read question ids ({', '.join(questioned)}) are not supported: train them without --questions"
+                f"ensemble members that read question ids ({', '.join(questioned)}) are not supported: "
+                "train them without --questions"
             )
         self.members = nn.ModuleList(members)
         weights = tuple(config.weights) or (1.0,) * len(members)
         if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
             raise ConfigError(
-                f"ensemble weights {list(config.weights)}: give one non-negative weight per member ({len(members)}), not all zero"
+                f"ensemble weights {list(config.weights)}: give one non-negative weight per member "
+                f"({len(members)}), not all zero"
             )
         # normalised, on the module's device; not in the state dict: the config holds them
         self.register_buffer("weights", torch.tensor(weights) / sum(weights), persistent=False)
@@ -133,7 +137,8 @@ class Ensemble(KTModel):
         widths = {m.input_width for m in models}
         if len(widths) > 1:
             raise ConfigError(
-                f"ensemble members take different numbers of skills an answer {sorted(widths)}: train them on the same --skills"
+                f"ensemble members take different numbers of skills an answer {sorted(widths)}: "
+                "train them on the same --skills"
             )
         specs = tuple(
             {"model": m.name, **{k: v for k, v in m.config_dict().items() if k != "num_items"}} for m in models

@@ -72,7 +72,8 @@ TRANSFER = (
 
 
 def feature_names(context: int, transfer: bool = True, sets: bool = False) -> list[str]:
-    """The columns of ``GBDT.features``, in order (``sets``: a model of skill sets, whose last column is a set's size)."""
+    """The columns of ``GBDT.features``, in order (``sets``: a model of skill sets, whose
+    last column is a set's size)."""
     return [
         *HEAD,
         *(f"ctx{k}_{what}" for k in range(1, context + 1) for what in ("rate", "count")),
@@ -180,7 +181,8 @@ class GBDT(KTModel):
         return (self.item_counts[1] + s * self.base_rate) / (self.item_counts[0] + s)  # (V,)
 
     def _update(self, state: State, items: torch.Tensor, correct: torch.Tensor) -> State:
-        """The state after each row's student answers ``items`` (B,) or skill sets (B, K) padded with V, with ``correct`` (B,).
+        """The state after each row's student answers ``items`` (B,) or skill sets (B, K) padded with V,
+        with ``correct`` (B,).
 
         Every skill of a set is updated as if answered alone; the totals once, by the set's means.
         """
@@ -293,7 +295,8 @@ class GBDT(KTModel):
         return counts[0][at] * found, counts[1][at] * found
 
     def context_keys(self, state: State, queries: torch.Tensor) -> list[torch.Tensor]:
-        """int64 keys (B, Q) of the context tables (last 1 .. ``context`` interactions, then own history) for query items (B, Q).
+        """int64 keys (B, Q) of the context tables (last 1 .. ``context`` interactions, then own history)
+        for query items (B, Q).
 
         A key is the query followed by the tokens, newest first, as digits of base
         ``2V + 2``, hashed modulo ``key_modulus`` (exact while it fits; beyond, two
@@ -309,7 +312,8 @@ class GBDT(KTModel):
         return [*keys, (queries * (HISTORY_CAP + 1) + answers_q) * 27 + own]
 
     def features(self, state: State, queries: torch.Tensor) -> torch.Tensor:
-        """(B, Q, F) features of each row's student answering each of ``queries`` (B, Q) next, or skill sets (B, Q, K) padded with V.
+        """(B, Q, F) features of each row's student answering each of ``queries`` (B, Q) next, or skill sets
+        (B, Q, K) padded with V.
 
         A set's features are the mean of its skills' (``item``: its smallest skill); a model of skill sets
         has one more column, the set's size (1 for a single item).
@@ -328,7 +332,8 @@ class GBDT(KTModel):
         return torch.cat([queries.amin(-1, keepdim=True).to(mean.dtype), mean[..., 1:], size], -1)
 
     def item_features(self, state: State, queries: torch.Tensor) -> torch.Tensor:
-        """(B, Q, F) features of each row's student answering each of the single items ``queries`` (B, Q) next (no ``skills`` column)."""
+        """(B, Q, F) features of each row's student answering each of the single items ``queries`` (B, Q)
+        next (no ``skills`` column)."""
         s = self.config.smoothing
         item_rate = self._item_rate()[queries]
         keys = self.context_keys(state, queries)

@@ -83,7 +83,8 @@ class LastQuery(KTModel):
         return self.feed_forward_norm(hidden + self.dropout(self.feed_forward(hidden)))
 
     def _hidden(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """LSTM output after each interaction, left-aligned and dropped out, (B, T, H); the order that left-aligned it."""
+        """LSTM output after each interaction, left-aligned and dropped out, (B, T, H); the
+        order that left-aligned it."""
         order = left_align_order(batch.mask)  # real interactions first: index = interaction number
         items, correct, mask = (gather_time(x, order) for x in (batch.items, batch.correct, batch.mask))
         interactions = self._interactions(

@@ -33,7 +33,8 @@ def set_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def embed_set(embedding: nn.Embedding, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of ``embedding``'s rows ``index`` (..., K) over each set's ``valid`` members (..., K) -> (..., E); invalid indices are never looked up."""
+    """Mean of ``embedding``'s rows ``index`` (..., K) over each set's ``valid`` members (..., K) -> (..., E); invalid
+    indices are never looked up."""
     return set_mean(embedding(index.masked_fill(~valid, 0)), valid)
 
 
@@ -48,7 +49,8 @@ def as_input_width(items: torch.Tensor, width: int, num_items: int) -> torch.Ten
 
 
 def gather_items(all_logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """From every item's logit (..., V), the logit of ``items`` (...), or of skill sets (..., K) padded with V (their mean)."""
+    """From every item's logit (..., V), the logit of ``items`` (...), or of skill sets (..., K)
+    padded with V (their mean)."""
     if items.dim() == all_logits.dim() - 1:
         return all_logits.gather(-1, items.unsqueeze(-1)).squeeze(-1)
     valid = items < all_logits.shape[-1]

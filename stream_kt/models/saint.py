@@ -176,7 +176,8 @@ class SAINT(KTModel):
         return cast("list[DecoderLayer]", list(self.decoder))
 
     def exercises(self, items: torch.Tensor) -> torch.Tensor:
-        """Encoder input of exercises: items (...) or skill sets (..., K) when ``max_skills`` > 1 (the mean over the set) -> (..., D)."""
+        """Encoder input of exercises: items (...) or skill sets (..., K) when ``max_skills`` > 1 (the mean
+        over the set) -> (..., D)."""
         if self.config.max_skills == 1:
             return self.exercise_embed(items)
         return embed_set(self.exercise_embed, items, items < self.config.num_items)
@@ -288,7 +289,8 @@ class SAINTPlus(SAINT):
         self.time_projection = nn.Linear(2, config.dim, bias=False)
 
     def exercises(self, items: torch.Tensor) -> torch.Tensor:
-        """Encoder input of exercises: items (...) or skill sets (..., K) when ``max_skills`` > 1 (the mean over the set) -> (..., D)."""
+        """Encoder input of exercises: items (...) or skill sets (..., K) when ``max_skills`` > 1 (the mean
+        over the set) -> (..., D)."""
         if self.config.max_skills == 1:
             return self.exercise_embed(items)
         return embed_set(self.exercise_embed, items, items < self.config.num_items)

@@ -71,7 +71,8 @@ class SAKT(KTModel):
         )
 
     def _exercises(self, items: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
-        """Query embedding of exercises (shaped as ``correct``, ...) -> (..., D): one item, or the mean over a skill set (..., K)."""
+        """Query embedding of exercises (shaped as ``correct``, ...) -> (..., D): one item, or the mean
+        over a skill set (..., K)."""
         if items.dim() == correct.dim():
             return self.exercise_embed(items)
         return embed_set(self.exercise_embed, items, items < self.config.num_items)

@@ -177,7 +177,8 @@ def answered_skills(batch: Batch, t: int, num_items: int) -> tuple[torch.Tensor,
 def context_counts(
     config: GBDTConfig, sequences: Sequence[EncodedSequence]
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them (one per answered skill)."""
+    """(sorted keys, answers, right) of each context table over ``sequences``, keys as ``context_keys`` makes them
+    (one per answered skill)."""
     model = GBDT(config)
     keys: list[list[np.ndarray]] = [[] for _ in range(config.context + 1)]
     rights: list[np.ndarray] = []
@@ -332,7 +333,8 @@ def with_trees(tabled: GBDT, dump: dict) -> GBDT:
                 return index
             if node.get("decision_type", "<=") != "<=" or node.get("missing_type", "None") not in ("None", None):
                 raise ConfigError(
-                    f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} / missing {node.get('missing_type')!r}"
+                    f"gbdt: unsupported LightGBM split {node.get('decision_type')!r} "
+                    f"/ missing {node.get('missing_type')!r}"
                 )
             threshold = np.float32(node["threshold"])
             if float(threshold) > node["threshold"]:

@@ -69,7 +69,8 @@ def _fitted(name: str) -> KTModel:
 
 
 def small_model(name: str) -> KTModel:
-    """A small ``name`` in eval mode: randomly initialised, or fitted on learnable students if it fits its own way (gbdt)."""
+    """A small ``name`` in eval mode: randomly initialised, or fitted on learnable students if
+    it fits its own way (gbdt)."""
     torch.manual_seed(0)
     model = build_model(name, num_items=NUM_ITEMS, **small_options(name))
     if not model.fitted_by_gradient:  # an unfitted gbdt predicts 0.5 everywhere and would prove nothing

@@ -1,4 +1,5 @@
-"""The ensemble predicts the mean of its members, offline and streamed; it is made from trained members, never trained as one."""
+"""The ensemble predicts the mean of its members, offline and streamed; it is made from trained
+members, never trained as one."""
 
 import pytest
 import torch
@@ -160,20 +161,23 @@ def test_an_ensemble_takes_skill_sets_when_every_member_does(monkeypatch):
     monkeypatch.setitem(MODELS, OneSkill.name, OneSkill)
     with pytest.raises(
         ConfigError,
-        match="^ensemble member one_skill takes one skill per answer, not skill sets: an ensemble takes them when every member does$",
+        match="^ensemble member one_skill takes one skill per answer, not skill sets: "
+        "an ensemble takes them when every member does$",
     ):
         build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=(DKT, {"model": "one_skill"}))
     with pytest.raises(ConfigError, match="^ensemble member dkt: takes 2 skills an answer, the ensemble 3$"):
         build_model("ensemble", num_items=NUM_ITEMS, max_skills=3, members=({**DKT, "max_skills": 2},))
     with pytest.raises(
         ConfigError,
-        match=r"^ensemble members take different numbers of skills an answer \[1, 3\]: train them on the same --skills$",
+        match=r"^ensemble members take different numbers of skills an answer \[1, 3\]: "
+        r"train them on the same --skills$",
     ):
         Ensemble.of([build_model("bkt", num_items=NUM_ITEMS), build_model("bkt", num_items=NUM_ITEMS, max_skills=3)])
 
 
 def test_members_that_read_question_ids_are_refused_in_one_line():
-    """The ensemble's step passes its members no question ids: such members would stream other predictions than offline."""
+    """The ensemble's step passes its members no question ids: such members would stream other
+    predictions than offline."""
     members = [build_model("dkt", num_items=NUM_ITEMS, num_questions=5), build_model("dkt", num_items=NUM_ITEMS)]
     with pytest.raises(
         ConfigError, match=r"ensemble members that read question ids \(dkt\) are not supported"

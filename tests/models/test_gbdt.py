@@ -1,4 +1,5 @@
-"""gbdt: its torch trees are LightGBM's trees, its context counts and transfer features are the training students' own."""
+"""gbdt: its torch trees are LightGBM's trees, its context counts and transfer features are
+the training students' own."""
 
 import lightgbm
 import numpy as np

@@ -54,7 +54,8 @@ def skill_sets(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def learnable_students(n: int, length: int, seed: int, skills: int = K) -> list[EncodedSequence]:
-    """Students answering skill sets (one skill: the set's first), right more often on easy skills and after a right answer."""
+    """Students answering skill sets (one skill: the set's first), right more often on easy skills
+    and after a right answer."""
     rng = np.random.default_rng(seed)
     difficulty = np.linspace(-1.5, 1.5, V + 1)  # the last: padding, never read
     students = []
@@ -140,7 +141,8 @@ def test_a_prediction_combines_its_skills_and_its_question():
 
 @pytest.mark.parametrize("name", SET_MODELS)
 def test_a_set_of_one_skill_is_the_single_skill_model(name):
-    """A "sets" vocabulary whose every answer has one skill computes what the single-skill model computes, offline and streamed."""
+    """A "sets" vocabulary whose every answer has one skill computes what the single-skill model
+    computes, offline and streamed."""
     rng = np.random.default_rng(2)
     single = rng.integers(0, V, 15)
     correct = rng.integers(0, 2, 15)
@@ -166,7 +168,8 @@ def test_a_set_of_one_skill_is_the_single_skill_model(name):
 
 @pytest.mark.parametrize("name", SET_MODELS)
 def test_a_sets_order_and_the_batch_padding_change_nothing(name):
-    """The same students alone, pre- and post-padded in one batch with garbage sets in the padding, and with each set's skills and padding slots reordered."""
+    """The same students alone, pre- and post-padded in one batch with garbage sets in the padding, and with each set's
+    skills and padding slots reordered."""
     rng = np.random.default_rng(6)
     rows = [(skill_sets(rng, n), rng.integers(0, 2, n)) for n in (4, 17, 2, 11)]
     model = model_of(name, 0)
@@ -208,7 +211,8 @@ def test_streamed_equals_offline_with_skill_sets_and_questions(name):
 
 
 def test_a_model_that_takes_one_skill_says_so_in_one_line(monkeypatch):
-    """No built-in model refuses skill sets any more: one registered here for the test, SAKT that takes one skill, is refused."""
+    """No built-in model refuses skill sets any more: one registered here for the test, SAKT that
+    takes one skill, is refused."""
 
     class OneSkill(SAKT):
         name = "one_skill"
@@ -224,7 +228,8 @@ def test_a_model_that_takes_one_skill_says_so_in_one_line(monkeypatch):
 
 @pytest.mark.parametrize("name", ["saint", "saint_plus", "gbdt", "ensemble"])
 def test_a_single_skill_model_keeps_the_checkpoint_version_it_had_before_skill_sets(name):
-    """max_skills came after these models' checkpoints: at 1 it is left out of the config, and of the version's hash, so they still load."""
+    """max_skills came after these models' checkpoints: at 1 it is left out of the config, and of the version's
+    hash, so they still load."""
     model = build_model(name, num_items=V)
     assert model.config.max_skills == 1 and "max_skills" not in model.config_dict()
     assert build_model(name, **vocabulary_fields(name, V, K)).config_dict()["max_skills"] == K
@@ -273,7 +278,8 @@ def test_the_folded_step_and_the_backends_match_the_model_on_skill_sets(backend,
 
 @pytest.mark.parametrize(("name", "questions"), BACKEND_CASES)
 def test_a_step_on_skill_sets_leaves_no_cpu_tensor_on_a_device(name, questions):
-    """The CUDA backend's code path on the ``meta`` device, skill sets in: one copy each way, nothing on the wrong side."""
+    """The CUDA backend's code path on the ``meta`` device, skill sets in: one copy each way,
+    nothing on the wrong side."""
     from stream_kt.backends.device_check import DeviceAudit
     from stream_kt.backends.staged import StagedBackend
 
