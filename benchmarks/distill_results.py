@@ -4,7 +4,9 @@
     python -m benchmarks.distill_results --table 0910c --runs runs/c --out benchmarks/results/table_0910c.json
 
 ``--table 0910c`` reads the leak-free ``0910_c`` table's rows instead (every model, the
-ensemble and the distilled student; run names in benchmarks/results/README.md).
+ensemble and the distilled student; run names in benchmarks/results/README.md);
+``--from-compare DIR ...`` first links ``stream-kt compare`` output directories' runs
+under ``--runs`` by those names, with their held-out metrics from ``compare_runs.json``.
 
 Each row is a kind of checkpoint, one per seed, found under ``--runs`` by the names the
 commands in benchmarks/results/README.md give them (``{seed}`` is the seed).  Held-out
@@ -95,6 +97,22 @@ def _last_json(runs: Path, kind: str, run: str) -> dict | None:
     return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
 
 
+COMPARE_NAMES = {"dkt": "dkt", "dkt_plus": "dktp", "bkt": "bkt", "gbdt": "gbdt", "lastquery": "lq", "sakt": "sakt"}
+COMPARE_NAMES |= {"saint": "saint", "saint_plus": "saint_plus"}
+
+
+def link_compare_runs(runs: Path, compare_dirs: list[Path]) -> None:
+    """``compare``'s run ``OUT/<model>/run<seed>`` as ``runs/<name>_s<seed>``, its held-out metrics as the test log."""
+    (runs / "logs").mkdir(parents=True, exist_ok=True)
+    for compare_dir in compare_dirs:
+        for run in json.loads((compare_dir / "compare_runs.json").read_text())["runs"]:
+            name = f"{COMPARE_NAMES[run['model']]}_s{run['seed']}"
+            if not (runs / name).exists():
+                (runs / name).symlink_to((compare_dir / run["model"] / f"run{run['seed']}").resolve())
+            held_out = {k: run[k] for k in (*REPORTED, "n")}
+            (runs / "logs" / f"test_{name}.log").write_text(json.dumps(held_out) + "\n")
+
+
 def test_metrics(checkpoint: Checkpoint, runs: Path, run: str) -> dict | None:
     if "test" in checkpoint.metrics:
         return checkpoint.metrics["test"]
@@ -178,7 +196,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill_assist2009.json"))
     parser.add_argument("--table", choices=sorted(TABLES), default="distill", help="which table's rows to read")
+    parser.add_argument("--from-compare", type=Path, nargs="*", default=[], help="compare output directories to link")
     args = parser.parse_args()
+    link_compare_runs(args.runs, args.from_compare)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     table, title, references = TABLES[args.table]
