@@ -243,3 +243,48 @@ def test_inspect_recomputes_a_time_aware_models_mastery_as_serve_rebuilds_it(tmp
     np.testing.assert_allclose(history[-1], rebuilt, atol=1e-5)
     untimed = [(item, correct, 1_700_000_000_000) for item, correct, _ in window]  # the same answers without the gaps
     assert np.abs(mastery_over_window(checkpoint.model, checkpoint.vocab, untimed)[0][-1] - rebuilt).max() > 1e-3
+
+
+def test_inspect_recomputes_a_skill_set_and_question_window_as_serve_rebuilds_it(tmp_path) -> None:
+    """A ``--skills sets --questions`` model's window (skill sets, question ids) is fed to ``inspect --plot``'s
+    recomputation as ``serve`` rebuilds a state of another version from it: the same mastery; and a window
+    entry counts for each of its skills."""
+    from stream_kt.backends import make_backend
+    from stream_kt.service.batcher import push_window
+    from stream_kt.service.processor import Model
+    from stream_kt.service.state import StateLayout, decode_state
+    from stream_kt.settings import StreamSettings
+    from stream_kt.tools.inspect_state import entries_of, mastery_over_window
+
+    vocab = Vocabulary("skill_id", ("1", "2", "3", "4"), skills="sets", max_skills=2, questions=("qa", "qb"))
+    torch.manual_seed(3)
+    model = build_model("dkt", num_items=4, embed_dim=8, hidden_size=8, dropout=0.0, max_skills=2, num_questions=2)
+    with torch.no_grad():
+        model.question_offset.weight.copy_(torch.tensor([[0.0], [2.0], [-2.0]]))  # the questions matter for sure
+    checkpoint = save_checkpoint(tmp_path / "sets", model.eval(), vocab, Split(("train:0",), (), (), 0, "holdout"), {})
+    # a state the older version wrote: its vocabulary lists the skills in another order, its questions too
+    old_ids, old_questions = ["4", "3", "2", "1"], ["qb", "qa"]
+    old = StateLayout("an-older-model", {"h": (1, 2)}, num_items=4, skills=2, questions=True)
+    rows = old.new(1, {"h": np.zeros((1, 1, 2), np.float32)})
+    # old indexes; 4 = V pads; question 0: none
+    answers = [((3, 1), 2, 1), ((2, 4), 0, 0), ((2, 0), 1, 1), ((3, 1), 0, 0)]
+    for t, (skills, question, correct) in enumerate(answers):
+        push_window(
+            rows, np.array([0]), np.array([skills]), np.array([correct]), np.array([1000 * t]), np.array([question])
+        )
+    rows["events"] = len(answers)
+    blob = old.to_blobs(rows)[0]
+    served = Model(checkpoint, {4: make_backend("eager", checkpoint.model, 4)}, StreamSettings(batch_size=4))
+    loaded = served.migration.rows(
+        ["s"], [blob], {"an-older-model": old_ids}, served.stepper, {"an-older-model": old_questions}
+    )
+    assert loaded.rebuilt == 1
+    stored = decode_state(blob, "s", old_ids, question_ids=old_questions)  # what inspect reads
+    assert stored.window == [("1_3", 1, 0), ("2", 0, 1000), ("2_4", 1, 2000), ("1_3", 0, 3000)]
+    assert stored.questions == ["qa", "", "qb", ""]
+    history, positions = mastery_over_window(checkpoint.model, vocab, stored.window, stored.questions)
+    assert positions == [0, 1, 2, 3]
+    np.testing.assert_allclose(history[-1], loaded.rows["mastery"][0], atol=1e-6)
+    without_questions, _ = mastery_over_window(checkpoint.model, vocab, stored.window)
+    assert not np.allclose(without_questions[-1], history[-1], atol=1e-4)
+    assert entries_of("1_3", vocab) == ["1", "3"] and entries_of("1_3", None) == ["1_3"]
