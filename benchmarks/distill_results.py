@@ -65,7 +65,11 @@ ROWS = {
 ROWS_0910C = {
     "ensemble of gbdt and DKT+ (weights fitted on validation)": ("ens_s{seed}", "ensemble\ngbdt, DKT+"),
     "gbdt": ("gbdt_s{seed}", "gbdt"),
-    "distilled DKT+ (the ensemble's student), alpha 0.1, up to 30 epochs": ("dist_dktp_s{seed}", "distilled\nDKT+"),
+    "distilled DKT+ (the ensemble's student), alpha 0.1, up to 60 epochs": (
+        "dist_dktp_e60_s{seed}",
+        "distilled\nDKT+ 60",
+    ),
+    "distilled DKT+ (the ensemble's student), alpha 0.1, up to 30 epochs": ("dist_dktp_s{seed}", "distilled\nDKT+ 30"),
     "Last-Query": ("lq_s{seed}", "Last-Query"),
     "DKT+": ("dktp_s{seed}", "DKT+"),
     "DKT": ("dkt_s{seed}", "DKT"),
