@@ -42,6 +42,7 @@ class FollowTally:
     stale: int = 0
     dead_lettered: Counter = field(default_factory=Counter)  # reason -> count
     latencies_ms: list[int] = field(default_factory=list)
+    processed_ms: list[int] = field(default_factory=list)  # the output's Kafka timestamp - ts: the processor's part
     first_output_ms: int | None = None
     last_output_ms: int | None = None
     first_produced_ms: int | None = None  # the outputs' Kafka timestamps (see add_output)
@@ -78,6 +79,7 @@ class FollowTally:
         self.latencies_ms.append(received_ms - ts)
         self._stamp(received_ms)
         if produced_ms is not None:
+            self.processed_ms.append(produced_ms - ts)
             self.first_produced_ms = (
                 produced_ms if self.first_produced_ms is None else min(self.first_produced_ms, produced_ms)
             )

@@ -69,6 +69,9 @@ def test_follow_counts_each_answer_once_ignores_earlier_runs_and_times_out_on_wh
     summary = tally.summary(first_send_ms=sent_ms)
     assert (summary["sent"], summary["outputs"], summary["dead_lettered"], summary["missing"]) == (5, 3, 1, 1)
     assert len(tally.latencies_ms) == 3 and all(0 <= latency < 15_000 for latency in tally.latencies_ms)
+    # the processor's part ends at the output's Kafka timestamp, before the follower received it
+    assert len(tally.processed_ms) == 3
+    assert all(part <= whole for part, whole in zip(tally.processed_ms, tally.latencies_ms, strict=True))
     assert summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
 
 

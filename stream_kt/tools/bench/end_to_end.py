@@ -188,10 +188,18 @@ def redis_reads(redis_url: str) -> int:
         client.close()
 
 
-async def _send_and_follow(
-    worker: Worker, students: list[StudentSequence], order, rate: float | None, progress: bool
+async def send_and_follow(
+    worker: Worker,
+    students: list[StudentSequence],
+    order,
+    rate: float | None,
+    progress: bool,
+    tally: FollowTally | None = None,
 ) -> dict:
-    tally, positioned = FollowTally(since_ms=now_ms()), asyncio.Event()
+    """Send ``order`` paced at ``rate`` events/s while following the worker's outputs; the latency summary.
+    ``tally``: a fresh one to fill (its raw latencies), else one of our own."""
+    tally = tally if tally is not None else FollowTally(since_ms=now_ms())
+    positioned = asyncio.Event()
     # from the outputs of this run on: reading the earlier runs' (stale, skipped) first would be measured as latency
     following = asyncio.create_task(
         follow_outputs(
@@ -301,7 +309,7 @@ def run_variant(
             # the same students again: their states continue, as a live stream's would
             index = {s.student_id: n for n, s in enumerate(paced)}
             remapped = [(index[students[i].student_id], p) for i, p in paced_order]
-            summary = asyncio.run(worker.watch(_send_and_follow(worker, paced, remapped, rate, progress)))
+            summary = asyncio.run(worker.watch(send_and_follow(worker, paced, remapped, rate, progress)))
             latency.append({"fraction": fraction, **summary})
         result["latency"] = latency
     finally:
