@@ -5,6 +5,8 @@
 
 ``--table 0910c`` reads the leak-free ``0910_c`` table's rows instead (every model, the
 ensemble and the distilled student; run names in benchmarks/results/README.md);
+``--keep FILE`` takes the runs of an earlier output of this script for the seeds whose
+checkpoints are not under ``--runs`` (their metrics and streamed cost as recorded there);
 ``--from-compare DIR ...`` first links ``stream-kt compare`` output directories' runs
 under ``--runs`` by those names, with their held-out metrics from ``compare_runs.json``.
 
@@ -123,13 +125,23 @@ def test_metrics(checkpoint: Checkpoint, runs: Path, run: str) -> dict | None:
     return _last_json(runs, "test", run) or _last_json(runs, "parity", run)
 
 
-def collect(runs: Path, seeds: list[int], step_batch: int, table: dict[str, tuple[str, str]] = ROWS) -> dict:
+def collect(
+    runs: Path,
+    seeds: list[int],
+    step_batch: int,
+    table: dict[str, tuple[str, str]] = ROWS,
+    kept: dict[str, dict] | None = None,
+) -> dict:
+    """Every row's runs found under ``runs``; a seed whose checkpoint is not there is taken from ``kept``
+    (an earlier output of this script: its run, metrics and streamed cost as recorded then) where it has it."""
     rows = {}
     for label, (pattern, _) in table.items():
         found = []
         for seed in seeds:
             run = pattern.format(seed=seed)
             if not (runs / run / "config.json").is_file():
+                earlier = [r for r in (kept or {}).get(label, {}).get("runs", []) if r["seed"] == seed]
+                found.extend({**r, "kept": True} for r in earlier)
                 continue
             checkpoint = load_checkpoint(runs / run)
             test = test_metrics(checkpoint, runs, run)
@@ -201,12 +213,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/distill_assist2009.json"))
     parser.add_argument("--table", choices=sorted(TABLES), default="distill", help="which table's rows to read")
     parser.add_argument("--from-compare", type=Path, nargs="*", default=[], help="compare output directories to link")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="an earlier JSON of this table: its runs, as recorded, for seeds whose checkpoints are not under --runs",
+    )
     args = parser.parse_args()
     link_compare_runs(args.runs, args.from_compare)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     table, title, references = TABLES[args.table]
-    rows = collect(args.runs, seeds, args.step_batch, table)
+    kept = json.loads(args.keep.read_text())["models"] if args.keep else None
+    rows = collect(args.runs, seeds, args.step_batch, table, kept)
     if not rows:
         sys.exit(f"{args.runs}: none of the runs this table reads is there")
     result = {
@@ -216,6 +234,7 @@ def main() -> None:
         "step_cost_method": f"stream_kt.training.compare.step_cost_us: eager backend, {args.step_batch} students "
         f"per call, {args.threads} torch threads, 30 calls after 3 warm-up",
         "models": rows,
+        **({"kept_from": f"{args.keep} (runs marked kept: as recorded there)"} if args.keep else {}),
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     bars = {table[label][1]: {"auc_mean": row["auc_mean"], "auc_std": row["auc_std"]} for label, row in rows.items()}

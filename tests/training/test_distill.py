@@ -402,3 +402,20 @@ def test_the_distillation_table_reports_each_checkpoints_held_out_metrics_parity
         in done.stdout
     )  # one seed: no ± 0
     assert (tmp_path / "table_auc.png").stat().st_size > 0
+    # --keep: a seed whose checkpoint is gone keeps its recorded run; one still there is measured again
+    earlier = json.loads(out.read_text())["models"]
+    earlier["DKT+"]["runs"][0] |= {"seed": 1, "auc": 0.625}  # as if seed 1 had been recorded, then deleted
+    kept_file = tmp_path / "earlier.json"
+    kept_file.write_text(json.dumps({"models": earlier}))
+    again = subprocess.run(
+        [sys.executable, "-m", "benchmarks.distill_results", "--runs", str(runs), "--seeds", "0,1", "--out", str(out)]
+        + ["--keep", str(kept_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+    )
+    assert again.returncode == 0, again.stderr
+    merged = json.loads(out.read_text())["models"]["DKT+"]
+    assert merged["seeds"] == [0, 1] and [r.get("kept", False) for r in merged["runs"]] == [False, True]
+    assert merged["auc_mean"] == pytest.approx((teacher.metrics["test"]["auc"] + 0.625) / 2)
