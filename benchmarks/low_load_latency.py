@@ -39,18 +39,11 @@ from stream_kt.settings import StreamSettings
 from stream_kt.tools.bench.end_to_end import Target, Worker, send_and_follow
 from stream_kt.tools.bench.run import broker_pids, start_broker
 from stream_kt.tools.bench.workload import bench_students, default_checkpoint
-from stream_kt.tools.follow import FollowTally, now_ms
+from stream_kt.tools.follow import FollowTally, now_ms, percentiles_ms
 from stream_kt.tools.inspect_state import delete_keys_with_prefix
 from stream_kt.tools.replay import event_order
 
 RAW = ("latencies_ms", "processor_ms", "delivery_ms")  # per answer: pooled, not written
-
-
-def percentiles(values: list[int]) -> dict[str, float | None]:
-    if not values:
-        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-    p50, p95, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95, 99])
-    return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1)}
 
 
 def measure(target: Target, vocab: Vocabulary, rate: float, warm_s: float, seconds: float, seed: int) -> dict:
@@ -82,9 +75,9 @@ def measure(target: Target, vocab: Vocabulary, rate: float, warm_s: float, secon
         "latencies_ms": tally.latencies_ms,
         "processor_ms": tally.processed_ms,
         "delivery_ms": delivery,
-        **percentiles(tally.latencies_ms),
-        "processor": percentiles(tally.processed_ms),
-        "delivery": percentiles(delivery),
+        **percentiles_ms(tally.latencies_ms),
+        "processor": percentiles_ms(tally.processed_ms),
+        "delivery": percentiles_ms(delivery),
     }
 
 
@@ -94,9 +87,9 @@ def pooled(runs: list[dict]) -> dict:
     return {
         "rounds": len(runs),
         "answers": sum(r["answers"] for r in runs),
-        **percentiles([x for r in runs for x in r["latencies_ms"]]),
-        "processor": percentiles([x for r in runs for x in r["processor_ms"]]),
-        "delivery": percentiles([x for r in runs for x in r["delivery_ms"]]),
+        **percentiles_ms([x for r in runs for x in r["latencies_ms"]]),
+        "processor": percentiles_ms([x for r in runs for x in r["processor_ms"]]),
+        "delivery": percentiles_ms([x for r in runs for x in r["delivery_ms"]]),
         "p99_per_round_ms": p99s,
         "p99_median_of_rounds_ms": float(np.median(p99s)),
     }

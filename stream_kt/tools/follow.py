@@ -31,6 +31,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def percentiles_ms(values: list[int]) -> dict[str, float | None]:
+    """p50, p95 and p99 of millisecond ``values``, to 0.1 ms (None each where there are none)."""
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
+    p50, p95, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 95, 99])
+    return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1)}
+
+
 @dataclass
 class FollowTally:
     """What the follower has seen so far; the replayer sets ``expected`` once it has sent everything."""
@@ -109,10 +117,7 @@ class FollowTally:
         self.last_output_ms = received_ms
 
     def latency_percentiles_ms(self) -> dict[str, float | None]:
-        if not self.latencies_ms:
-            return {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-        p50, p95, p99 = np.percentile(np.asarray(self.latencies_ms, dtype=np.float64), [50, 95, 99])
-        return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1)}
+        return percentiles_ms(self.latencies_ms)
 
     def summary(self, first_send_ms: int) -> dict:
         """The end-to-end report: rates from the first send to the last answer."""
