@@ -8,9 +8,9 @@ import sys
 
 import click
 
-from stream_kt.commands.common import POSITIVE_INT, item_option, json_option
+from stream_kt.commands.common import POSITIVE_INT, format_option, item_option, json_option
 from stream_kt.data.audit import RepeatRule, audit
-from stream_kt.training.prepare import FORMAT_CHOICES, detect_format
+from stream_kt.training.prepare import detect_format
 
 UNIT = click.FloatRange(0.0, 1.0)
 
@@ -21,14 +21,7 @@ UNIT = click.FloatRange(0.0, 1.0)
     "answers out of order, short students, constant labels",
 )
 @click.argument("data")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="file format (auto: detect from the header)",
-)
+@format_option
 @item_option
 @click.option("--strict", is_flag=True, help="exit 1, with a one-line summary on stderr, when a leak is found")
 @click.option(

@@ -124,14 +124,7 @@ def data_options(data_required: bool) -> Callable[[F], F]:
     """``--data``, ``--test-data`` and ``--format``."""
 
     def decorate(command: F) -> F:
-        command = click.option(
-            "--format",
-            "fmt",
-            type=click.Choice(FORMAT_CHOICES),
-            default="auto",
-            show_default=True,
-            help="file format (auto: detect from the header)",
-        )(command)
+        command = format_option(command)
         command = click.option("--test-data", help="held-out students (never used for training or early stopping)")(
             command
         )
@@ -180,6 +173,18 @@ def training_options(epochs: int | None = None) -> Callable[[F], F]:
         )(command)
 
     return decorate
+
+
+def format_option(command: F) -> F:
+    """``--format`` of the data files a command reads (``training.prepare.FORMAT_CHOICES``)."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMAT_CHOICES),
+        default="auto",
+        show_default=True,
+        help="file format (auto: detect from the header)",
+    )(command)
 
 
 def item_option(command: F) -> F:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from stream_kt.checkpoint import load_checkpoint
-from stream_kt.commands.common import POSITIVE_FLOAT, POSITIVE_INT, json_option
+from stream_kt.commands.common import POSITIVE_FLOAT, POSITIVE_INT, format_option, json_option
 from stream_kt.commands.settings_flags import settings_from_options, settings_options
 from stream_kt.data.readers import ITEM_COLUMNS
 from stream_kt.errors import ConfigError
@@ -27,7 +27,6 @@ from stream_kt.tools.inspect_state import (
     state_report,
 )
 from stream_kt.tools.replay import BURST_MS, event_order, load_replay_students, replay_and_follow
-from stream_kt.training.prepare import FORMAT_CHOICES
 
 
 def follow_line(summary: dict, send_events_per_s: float | None = None) -> str:
@@ -59,7 +58,7 @@ def follow_line(summary: dict, send_events_per_s: float | None = None) -> str:
 @click.option(
     "--data", "paths", multiple=True, required=True, help="data file; repeat for several (e.g. train and test)"
 )
-@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True)
+@format_option
 @click.option(
     "--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True, help="which id the events carry"
 )
@@ -196,7 +195,7 @@ def inspect(student: str, as_json: bool, plot: str | None, checkpoint: str | Non
     help="checkpoint directory to serve (env KT_CHECKPOINT, as serve; default: train a small DKT first)",
 )
 @click.option("--data", help="train on (and replay held-out students of) this file instead of synthetic students")
-@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True)
+@format_option
 @click.option("--item", type=click.Choice(ITEM_COLUMNS), default="skill_id", show_default=True)
 @settings_options("bootstrap", "redis_url", "kafka_connect_timeout_s")
 @click.option(
