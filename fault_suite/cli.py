@@ -275,9 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     torch.set_num_threads(1)  # the reference run is small; the members need the cores
-    os.environ["KT_METRICS_PORT"] = (
-        "0"  # several members on one host; and nothing of the suite listens beyond 127.0.0.1
-    )
+    # several members on one host; and nothing of the suite listens beyond 127.0.0.1
+    os.environ["KT_METRICS_PORT"] = "0"
     work_dir = Path(tempfile.mkdtemp(prefix="fault-suite-"))
     started = time.monotonic()
     min_replicas = (1 if args.redis_min_replicas is None else args.redis_min_replicas) if args.ha else 0

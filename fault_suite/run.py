@@ -107,9 +107,8 @@ FULL = Profile(
 PHASE_SHARES = {"kills": 0.3, "rebalances": 0.25, "redis": 0.2, "broker": 0.15, "tail": 0.1}
 HA_EXTRA_S = 150.0  # --ha: three JVMs to start, and each failover's pause, on top of the profile's time limit
 HA_REPLICA_TIMEOUT_MS = 500  # --ha: KT_REDIS_REPLICA_TIMEOUT_MS, the WAIT of each batch
-CUT_OFF_MOST_S = (
-    3.0  # a replica cut off this long at most before the kill (Sentinel repairs its link after failover-timeout, 5 s)
-)
+# a replica cut off this long at most before the kill (Sentinel repairs its link after failover-timeout, 5 s)
+CUT_OFF_MOST_S = 3.0
 
 LOG_COUNTS = {  # what the processors' logs say about the faults
     "retried_batches": re.compile(r"attempt \d+ failed"),
@@ -577,9 +576,8 @@ class Suite:
         moved = all(now[p] not in (node, -1) for p in led)
         await asyncio.to_thread(cluster.restart, node)
         await asyncio.to_thread(cluster.wait_in_sync, None, 180)  # before the next kill: no write may need the node
-        self.outcome.faults.kafka_leader_kills += (
-            moved  # completed: its partitions moved, it came back, every replica in sync
-        )
+        # completed: its partitions moved, it came back, every replica in sync
+        self.outcome.faults.kafka_leader_kills += moved
         died = [m for m in members if not m.alive and not m.expected_exit]
         await asyncio.to_thread(self.group.supervise)
         self.outcome.faults.kafka_leader_kill_crashes += max(len(died), len(self.group.crashes) - crashes)

@@ -49,9 +49,8 @@ class EncodedSequence:
     correct: np.ndarray  # (n,) int64 0/1
     n_unknown: int = 0
     times: np.ndarray | None = None  # (n, 2) float32 [elapsed, lag] seconds, where the source has them
-    questions: np.ndarray | None = (
-        None  # (n,) int64 question index (0: none or unseen), where the vocabulary has questions
-    )
+    # (n,) int64 question index (0: none or unseen), where the vocabulary has questions
+    questions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.items)

@@ -62,10 +62,10 @@ def next_answer_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits[batch.next_mask], batch.next_correct[batch.next_mask])
 
 
-ADDED_FIELDS: dict[str, Any] = {
-    "max_skills": 1,
-    "num_questions": 0,
-}  # Config fields added with skill sets and questions
+# Config fields added with skill sets and questions, after checkpoints of the models were saved: left out of
+# config_dict (and so of the checkpoint's version) while at these values, so those checkpoints keep their
+# version and still load
+ADDED_FIELDS: dict[str, Any] = {"max_skills": 1, "num_questions": 0}
 
 
 class KTModel(nn.Module):
@@ -80,11 +80,8 @@ class KTModel(nn.Module):
     made_by: ClassVar[str] = ""  # where trainable_directly is False: how to make one, for the refusal
     distillable: ClassVar[bool] = False  # True: offers loss_with_mastery
     takes_skill_sets: ClassVar[bool] = False  # True: items may be skill sets (..., K), Config has max_skills
-    uses_questions: ClassVar[bool] = (
-        False  # True: reads question indices (batch.questions, step's questions), Config has num_questions
-    )
-    # Config fields added after checkpoints of the model were saved, left out of config_dict (and so of the
-    # checkpoint's version) while at these values: those checkpoints keep their version and still load
+    # True: reads question indices (batch.questions, step's questions), Config has num_questions
+    uses_questions: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         super().__init__()

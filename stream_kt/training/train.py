@@ -33,9 +33,8 @@ class TrainConfig:
     window: int = 100  # training windows: long sequences are cut into consecutive windows
     batch_size: int = 64
     epochs: int = 30
-    learning_rate: float = (
-        0.0  # Adam's step size; 0: the model's own (KTModel.default_learning_rate), filled in on construction
-    )
+    # Adam's step size; 0: the model's own (KTModel.default_learning_rate), filled in on construction
+    learning_rate: float = 0.0
     patience: int = 5  # epochs without a better validation AUC before stopping
     grad_clip: float = 1.0
     seed: int = 0
