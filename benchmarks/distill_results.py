@@ -103,8 +103,7 @@ def _last_json(runs: Path, kind: str, run: str) -> dict | None:
     return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
 
 
-COMPARE_NAMES = {"dkt": "dkt", "dkt_plus": "dktp", "bkt": "bkt", "gbdt": "gbdt", "lastquery": "lq", "sakt": "sakt"}
-COMPARE_NAMES |= {"saint": "saint", "saint_plus": "saint_plus"}
+RUN_NAMES = {"dkt_plus": "dktp", "lastquery": "lq"}  # compare's model name -> the tables' run name, where they differ
 
 
 def link_compare_runs(runs: Path, compare_dirs: list[Path]) -> None:
@@ -112,7 +111,7 @@ def link_compare_runs(runs: Path, compare_dirs: list[Path]) -> None:
     (runs / "logs").mkdir(parents=True, exist_ok=True)
     for compare_dir in compare_dirs:
         for run in json.loads((compare_dir / "compare_runs.json").read_text())["runs"]:
-            name = f"{COMPARE_NAMES[run['model']]}_s{run['seed']}"
+            name = f"{RUN_NAMES.get(run['model'], run['model'])}_s{run['seed']}"
             if not (runs / name).exists():
                 (runs / name).symlink_to((compare_dir / run["model"] / f"run{run['seed']}").resolve())
             held_out = {k: run[k] for k in (*REPORTED, "n")}
