@@ -49,7 +49,9 @@ RAW = ("latencies_ms", "processor_ms", "delivery_ms")  # per answer: pooled, not
 def measure(target: Target, vocab: Vocabulary, rate: float, warm_s: float, seconds: float, seed: int) -> dict:
     """One fresh processor at ``target.batch_size``: warm up at ``rate``, then measure ``seconds`` at it."""
     worker = Worker(target, "stream-kt")
-    asyncio.run(ensure_topics(target.bootstrap, [worker.in_topic, worker.out_topic, worker.dlq_topic], 6))
+    asyncio.run(
+        ensure_topics(target.bootstrap, [worker.in_topic, worker.out_topic, worker.dlq_topic], target.partitions)
+    )
     worker.start()
     try:
         tallies = []
